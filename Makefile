@@ -1,0 +1,48 @@
+# Every target bootstraps its own virtual environment; nothing global is needed but python3.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help demo test test-unit test-integration lint typecheck fmt check clean
+
+help:
+	@echo "make demo    run the whole service end to end on an embedded moto backend"
+	@echo "make test    run the whole test suite (unit + integration on local endpoints)"
+	@echo "make check   lint + format check + mypy --strict"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m consumer demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check consumer producer tests
+	$(VENV)/bin/ruff format --check consumer producer tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy consumer producer
+
+check: lint typecheck
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format consumer producer tests
+	$(VENV)/bin/ruff check --fix consumer producer tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

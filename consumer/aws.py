@@ -1,0 +1,154 @@
+"""The edge to AWS: client construction and error classification.
+
+Errors are grouped by what the caller does with them (DESIGN: retry, give up, fence), so no
+module above this one needs to know botocore's exception zoo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from consumer.config import ConfigError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_kinesis import KinesisClient
+
+
+class Action(enum.Enum):
+    RETRY = "retry"  # transient: back off and try again
+    GIVE_UP = "give_up"  # permanent for this request: report, dead-letter or stop
+    FENCE = "fence"  # we lost a conditional write: someone else owns the lease now
+
+
+THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "KMSThrottlingException",
+        "TooManyRequestsException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalServerErrorException",
+        "KMSInternalException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def is_throttle(exc: BaseException) -> bool:
+    return error_code(exc) in THROTTLE_CODES
+
+
+def classify(exc: BaseException) -> Action:
+    code = error_code(exc)
+    if code == "ConditionalCheckFailedException":
+        return Action.FENCE
+    if code in THROTTLE_CODES or code in TRANSIENT_CODES:
+        return Action.RETRY
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return Action.RETRY if status >= 500 else Action.GIVE_UP
+    if isinstance(exc, HTTPClientError | BotoConnectionError | ConnectionError | TimeoutError):
+        return Action.RETRY
+    return Action.GIVE_UP
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs and error messages."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def config_error_from(exc: BaseException, what: str) -> ConfigError | None:
+    """Turn an exception met while checking ``what`` into an operator-facing line, if it is one."""
+    code = error_code(exc)
+    if isinstance(exc, NoRegionError):
+        return ConfigError("no AWS region configured: set AWS_REGION (e.g. AWS_REGION=eu-west-1)")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ConfigError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or an instance/task role"
+        )
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
+        return ConfigError(f"cannot reach {what}: {exc}")
+    if code == "ResourceNotFoundException":
+        return ConfigError(f"{what} does not exist (create it with `telemax-consumer setup`)")
+    if code in {"AccessDeniedException", "UnrecognizedClientException", "AccessDenied"}:
+        return ConfigError(f"not allowed to use {what}: {describe(exc)}")
+    if isinstance(exc, BotoCoreError | ClientError):
+        return ConfigError(f"cannot use {what}: {describe(exc)}")
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Clients:
+    kinesis: KinesisClient
+    dynamodb: DynamoDBClient
+
+
+def client_config(*, pool: int = 64, attempts: int = 3) -> AioConfig:
+    return AioConfig(
+        max_pool_connections=pool,
+        connect_timeout=5,
+        read_timeout=20,
+        # botocore's own retries handle throttling and 5xx for single calls; our loops add
+        # backoff around them (UnprocessedItems, shard reads) where a call must not give up.
+        retries={"mode": "standard", "total_max_attempts": attempts},
+    )
+
+
+@asynccontextmanager
+async def open_clients(*, pool: int = 64, attempts: int = 3) -> AsyncIterator[Clients]:
+    """Kinesis and DynamoDB clients sharing one configuration; closed on exit."""
+    session = get_session()
+    config = client_config(pool=pool, attempts=attempts)
+    async with AsyncExitStack() as stack:
+        try:
+            kinesis = await stack.enter_async_context(
+                session.create_client("kinesis", config=config)
+            )
+            dynamodb = await stack.enter_async_context(
+                session.create_client("dynamodb", config=config)
+            )
+        except BotoCoreError as exc:
+            raise config_error_from(exc, "AWS") or exc from None
+        yield Clients(kinesis=kinesis, dynamodb=dynamodb)

@@ -1,0 +1,111 @@
+"""``telemax-consumer`` / ``python -m consumer``: run | setup | status | demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from consumer import config, logs
+from consumer.aws import config_error_from, open_clients
+from consumer.config import ConfigError, Settings
+
+PROG = "telemax-consumer"
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+async def run_command(settings: Settings, _: argparse.Namespace) -> int:
+    from consumer.worker import Worker, preflight
+
+    # Connections: every write slot, one reader per shard, and the lease traffic.
+    async with open_clients(pool=settings.write_concurrency + 32) as clients:
+        handler = await preflight(clients, settings)
+        await Worker(settings, clients, handler).run()
+    return 0
+
+
+async def setup_command(settings: Settings, _: argparse.Namespace) -> int:
+    from consumer.provision import setup
+
+    async with open_clients() as clients:
+        report = await setup(clients, settings)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
+async def status_command(settings: Settings, _: argparse.Namespace) -> int:
+    from consumer.lease.repository import LeaseRepository
+    from consumer.status import render
+
+    async with open_clients() as clients:
+        try:
+            leases = await LeaseRepository(clients.dynamodb, settings.lease_table).list()
+        except (BotoCoreError, ClientError) as exc:
+            what = f"DynamoDB lease table {settings.lease_table!r}"
+            raise config_error_from(exc, what) or exc from None
+    print(render(leases, settings.stream, settings.lease_table))
+    return 0
+
+
+async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.demo import Demo
+
+    return await Demo(count=args.count, shards=args.shards, workers=args.workers).run()
+
+
+COMMANDS: dict[str, tuple[Command, str]] = {
+    "run": (run_command, "run a worker until SIGTERM"),
+    "setup": (setup_command, "create the stream and tables if missing"),
+    "status": (status_command, "show the lease table"),
+    "demo": (demo_command, "run everything end to end on an embedded moto server"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog=PROG,
+        description="Drain a Kinesis stream into DynamoDB with KCL-style leased workers. "
+        "Every option can also be set by the environment variable shown.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        config.add_options(command, name)
+        if name == "demo":
+            command.add_argument("--count", type=int, default=10_000, help="readings to produce")
+            command.add_argument("--shards", type=int, default=2, help="shards of the demo stream")
+            command.add_argument("--workers", type=int, default=2, help="worker processes")
+    return top
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(coro)
+    result: int = uvloop.run(coro)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    command, _ = COMMANDS[args.command]
+    try:
+        settings = config.load(args.command, vars(args))
+        logs.configure(settings.log_level)
+        return run_async(command(settings, args))
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        error = config_error_from(exc, "AWS")
+        print(f"{PROG}: error: {error or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""Leases: the model, the pure planner, the DynamoDB repository and the coordinator."""

@@ -1,0 +1,169 @@
+"""The lease coordinator: performs the planner's decisions against the lease table.
+
+Two loops, both owned by the worker's task group: *take passes* (scan, observe, plan, take)
+every ``take_interval`` and *renewals* of every held lease every ``renew_interval``. Between
+them it fences: a held lease that could not be renewed in time is declared lost before any
+peer may take it. Acquisitions and losses are reported through callbacks so that the shard
+supervisor starts and stops consumers; this module never touches Kinesis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+
+from consumer.aws import describe
+from consumer.backoff import sleep_or_stop
+from consumer.config import Settings
+from consumer.lease.held import HeldLease
+from consumer.lease.model import Lease
+from consumer.lease.planner import Seen, TakeReason, observe, plan
+from consumer.lease.repository import LeaseRepository
+from consumer.logs import get as get_logger
+from consumer.metrics import Metrics
+
+
+class LeaseCoordinator:
+    def __init__(
+        self,
+        repository: LeaseRepository,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        on_acquired: Callable[[HeldLease], None],
+        on_lost: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._repository = repository
+        self._settings = settings
+        self._metrics = metrics
+        self._on_acquired = on_acquired
+        self._on_lost = on_lost
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._seen: dict[str, Seen] = {}
+        self.held: dict[str, HeldLease] = {}
+        self.leases: list[Lease] = []  # the table as last read
+        self.passes = 0
+        self.aws_ok = False
+        self.taking = True
+        self._log = get_logger(worker_id=settings.worker_id)
+        self._held_gauge = metrics.leases_held.labels(settings.stream)
+
+    @property
+    def me(self) -> str:
+        return self._settings.worker_id
+
+    async def take_pass(self) -> None:
+        """Read the table once, note losses, and take what the planner says."""
+        now = self._clock()
+        self.leases = await self._repository.list()
+        self._seen = observe(self._seen, self.leases, now)
+        decided = plan(
+            self.leases,
+            self._seen,
+            me=self.me,
+            held=self.held.keys(),
+            now=now,
+            duration=self._settings.lease_duration_s,
+            rng=self._rng,
+            may_take=self.taking,
+        )
+        for key in decided.lost:
+            self._lose(key, "owner_changed")
+        for take in decided.takes:
+            await self._take(take.lease, take.reason)
+        self.passes += 1
+        self._held_gauge.set(len(self.held))
+
+    async def _take(self, lease: Lease, reason: TakeReason) -> None:
+        sent_at = self._clock()
+        taken = await self._repository.take(lease, self.me)
+        if taken is None:
+            self._log.debug("lease_take_lost_race", shard_id=lease.key)
+            return
+        held = HeldLease(
+            taken,
+            self._repository,
+            acquired_at=sent_at,
+            duration=self._settings.lease_duration_s,
+            margin=self._settings.fence_margin_s,
+            clock=self._clock,
+        )
+        self.held[taken.key] = held
+        if reason is TakeReason.STEAL:
+            self._metrics.leases_stolen.labels(self._settings.stream).inc()
+        else:
+            self._metrics.leases_taken.labels(self._settings.stream, reason.value).inc()
+        self._log.info(
+            "lease_taken",
+            shard_id=taken.key,
+            reason=reason.value,
+            previous_owner=lease.owner,
+            checkpoint=taken.checkpoint,
+        )
+        self._on_acquired(held)
+
+    async def renew_pass(self) -> None:
+        held = list(self.held.values())
+        results = await asyncio.gather(*(lease.renew() for lease in held), return_exceptions=True)
+        for lease, result in zip(held, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, BaseException):
+                self._log.warning("lease_renew_failed", shard_id=lease.key, error=describe(result))
+            elif not result:
+                self._lose(lease.key, "renew_refused")
+        self.fence()
+
+    def fence(self) -> None:
+        """Declare lost every held lease we could not renew in time (self-fencing)."""
+        now = self._clock()
+        for key, lease in list(self.held.items()):
+            if not lease.valid(now):
+                self._lose(key, "not_renewed_in_time")
+
+    def _lose(self, key: str, why: str) -> None:
+        lease = self.held.pop(key, None)
+        if lease is None:
+            return
+        lease.lost = True
+        self._metrics.leases_lost.labels(self._settings.stream).inc()
+        self._held_gauge.set(len(self.held))
+        self._log.warning("lease_lost", shard_id=key, why=why)
+        self._on_lost(key)
+
+    async def release(self, key: str, why: str) -> None:
+        """Give a lease back (owner cleared) so that a peer takes it at once."""
+        lease = self.held.pop(key, None)
+        self._held_gauge.set(len(self.held))
+        if lease is None:
+            return
+        try:
+            released = await lease.release()
+        except Exception as exc:
+            self._log.warning("lease_release_failed", shard_id=key, error=describe(exc))
+            return
+        if released:
+            self._metrics.leases_released.labels(self._settings.stream).inc()
+            self._log.info("lease_released", shard_id=key, why=why)
+
+    async def run_takes(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await self.take_pass()
+                self.aws_ok = True
+            except Exception as exc:
+                self.aws_ok = False
+                self._log.warning("lease_pass_failed", error=describe(exc))
+            self.fence()
+            if await sleep_or_stop(self._settings.take_interval_s, stop):
+                return
+
+    async def run_renewals(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.renew_interval_s)
+            await self.renew_pass()

@@ -1,0 +1,166 @@
+"""Local backends and worker processes, shared by ``demo`` and the tests.
+
+Everything binds 127.0.0.1. Nothing here is used by a production worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+LOCALHOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def aws_env(endpoint: str, region: str = "us-east-1") -> dict[str, str]:
+    """Standard AWS variables pointing every client at a local endpoint."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+@contextmanager
+def moto_in_process() -> Iterator[str]:
+    """moto's server on a free 127.0.0.1 port in this process; yields the endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise RuntimeError("the embedded backend needs moto: pip install 'telemax[demo]'") from None
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@contextmanager
+def moto_process(log: IO[bytes] | None = None) -> Iterator[str]:
+    """moto's server as a child process on a free 127.0.0.1 port; yields the endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", LOCALHOST, "-p", str(port)],
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+    )
+    endpoint = f"http://{LOCALHOST}:{port}"
+    try:
+        wait_for_http(endpoint + "/moto-api/", timeout=30, proc=proc)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {proc.returncode} before answering"
+                ) from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout} s") from None
+            time.sleep(0.05)
+
+
+def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
+    """Prometheus text at ``url`` -> {sample name: value summed over labels}."""
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+class WorkerProcess:
+    """``python -m consumer run`` as a child process with its own metrics port and log file."""
+
+    def __init__(self, worker_id: str, env: Mapping[str, str], log_dir: Path) -> None:
+        self.worker_id = worker_id
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"{worker_id}.log"
+        self._log = self.log_path.open("ab")
+        full_env = {
+            **os.environ,
+            **env,
+            "TELEMAX_WORKER_ID": worker_id,
+            "TELEMAX_METRICS_PORT": str(self.metrics_port),
+            "TELEMAX_METRICS_HOST": LOCALHOST,
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.metrics_port}/metrics"
+
+    def metrics(self) -> dict[str, float]:
+        """Current metrics, or {} while the server is not up (or the process is gone)."""
+        try:
+            return scrape(self.metrics_url, timeout=1.0)
+        except OSError:
+            return {}
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.flush()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log.close()
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()

@@ -1,0 +1,1 @@
+"""record bytes -> item -> batch sink; records that can never be written -> dead letters."""

@@ -1,0 +1,76 @@
+"""What a record handler is, how it fails, and how JSON values become DynamoDB attributes."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# A DynamoDB item in wire format: {"name": {"S": "..."}, "n": {"N": "1.5"}, ...}
+Item = dict[str, dict[str, Any]]
+Handler = Callable[[bytes], Item]
+
+MAX_ITEM_BYTES = 400 * 1024
+
+
+class InvalidRecord(Exception):
+    """The record can never become an item. ``reason`` is a stable metric label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``package.module:function``; a wrong spec is a configuration error."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        handler = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load record handler {spec!r}: {exc}") from None
+    if not callable(handler):
+        raise ValueError(f"record handler {spec!r} is not callable")
+    return handler  # type: ignore[no-any-return]
+
+
+def attribute(value: Any) -> dict[str, Any]:
+    """A decoded JSON value as a DynamoDB attribute value."""
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        return {"N": repr(value)}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, list):
+        return {"L": [attribute(v) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {str(k): attribute(v) for k, v in value.items()}}
+    raise InvalidRecord("wrong_type", f"unsupported value {type(value).__name__}")
+
+
+def attribute_size(value: dict[str, Any]) -> int:
+    """Bytes DynamoDB counts for one attribute value (names of nested maps included)."""
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        return len(inner) // 2 + 2  # DynamoDB stores ~1 byte per 2 significant digits + 1
+    if kind == "B":
+        return len(inner)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(v) for v in inner)
+    if kind == "M":
+        return 3 + sum(len(k.encode()) + 1 + attribute_size(v) for k, v in inner.items())
+    return len(str(inner))
+
+
+def item_size(item: Item) -> int:
+    return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())

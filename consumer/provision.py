@@ -1,0 +1,111 @@
+"""``setup``: create the stream and the three tables if missing, and wait until ACTIVE."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from consumer.aws import Clients, config_error_from, error_code
+from consumer.config import ConfigError, Settings
+
+WAIT_TIMEOUT_S = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TableSpec:
+    role: str
+    name: str
+    keys: tuple[tuple[str, str], ...]  # (attribute name, HASH | RANGE), all strings
+
+    def create_args(self) -> dict[str, Any]:
+        return {
+            "TableName": self.name,
+            "AttributeDefinitions": [
+                {"AttributeName": n, "AttributeType": "S"} for n, _ in self.keys
+            ],
+            "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in self.keys],
+            "BillingMode": "PAY_PER_REQUEST",
+        }
+
+
+def table_specs(settings: Settings) -> list[TableSpec]:
+    return [
+        TableSpec("records", settings.table, (("hardwareID", "HASH"), ("Timestamp", "RANGE"))),
+        TableSpec("leases", settings.lease_table, (("leaseKey", "HASH"),)),
+        TableSpec("dead letters", settings.dlq_table, (("shardId", "HASH"), ("position", "RANGE"))),
+    ]
+
+
+@dataclasses.dataclass
+class Report:
+    created: list[str] = dataclasses.field(default_factory=list)
+    existing: list[str] = dataclasses.field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"created  {what}" for what in self.created] + [
+            f"exists   {what}" for what in self.existing
+        ]
+
+
+async def _until(check: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while not await check():
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{what} did not become ACTIVE within {WAIT_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(1.0)
+
+
+async def ensure_stream(clients: Clients, settings: Settings, report: Report) -> None:
+    kinesis = clients.kinesis
+    what = f"stream {settings.stream}"
+    try:
+        await kinesis.create_stream(StreamName=settings.stream, ShardCount=settings.shards)
+        report.created.append(f"{what} ({settings.shards} shards)")
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise config_error_from(exc, f"Kinesis {what}") or exc from None
+        summary = await kinesis.describe_stream_summary(StreamName=settings.stream)
+        shards = summary["StreamDescriptionSummary"]["OpenShardCount"]
+        report.existing.append(f"{what} ({shards} open shards)")
+
+    async def active() -> bool:
+        summary = await kinesis.describe_stream_summary(StreamName=settings.stream)
+        return summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+
+    await _until(active, what)
+
+
+async def ensure_table(clients: Clients, spec: TableSpec, report: Report) -> None:
+    db = clients.dynamodb
+    what = f"table {spec.name} ({spec.role})"
+    try:
+        await db.create_table(**spec.create_args())
+        report.created.append(what)
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise config_error_from(exc, f"DynamoDB {what}") or exc from None
+        described = await db.describe_table(TableName=spec.name)
+        have = tuple((k["AttributeName"], k["KeyType"]) for k in described["Table"]["KeySchema"])
+        if have != spec.keys:
+            raise ConfigError(
+                f"DynamoDB {what} exists with key schema {have}, expected {spec.keys}"
+            ) from None
+        report.existing.append(what)
+
+    async def active() -> bool:
+        described = await db.describe_table(TableName=spec.name)
+        return described["Table"]["TableStatus"] == "ACTIVE"
+
+    await _until(active, what)
+
+
+async def setup(clients: Clients, settings: Settings) -> Report:
+    report = Report()
+    await ensure_stream(clients, settings, report)
+    for spec in table_specs(settings):
+        await ensure_table(clients, spec, report)
+    return report

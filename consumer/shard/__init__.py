@@ -1,0 +1,1 @@
+"""Shards: discovery, the lifecycle state machine, the reader and the per-shard consumer."""

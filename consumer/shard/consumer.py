@@ -1,0 +1,210 @@
+"""One shard's consumer: read -> convert -> write -> checkpoint, driven by the lifecycle.
+
+The next GetRecords is in flight while the current batch is written. A checkpoint is written
+only after every record up to it is durably in the table or the dead-letter table, and only
+while our lease is still valid. Graceful stop (``stop`` set): finish the batch in hand,
+checkpoint, return REQUESTED. A lost lease cancels this task from outside: nothing more is
+written, in particular no checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from consumer.aws import describe
+from consumer.backoff import sleep_or_stop
+from consumer.lease.held import HeldLease
+from consumer.lease.model import SHARD_END
+from consumer.logs import get as get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline.deadletter import DeadLetter
+from consumer.pipeline.records import Handler, InvalidRecord, Item
+from consumer.pipeline.sink import BatchSink
+from consumer.shard.lifecycle import Lifecycle, Reason, State
+from consumer.shard.reader import Fetched, Record, ShardReader
+
+PARENT_POLL_S = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardContext:
+    """What every shard consumer of a worker shares."""
+
+    stream: str
+    worker_id: str
+    handler: Handler
+    sink: BatchSink
+    dead_letters: BatchSink
+    metrics: Metrics
+    checkpoint_interval_s: float
+    parents_done: Callable[[frozenset[str]], bool]
+    make_reader: Callable[[str, str], ShardReader]  # (shard id, checkpoint) -> reader
+    on_written: Callable[[int], None] = lambda count: None
+    clock: Callable[[], float] = time.monotonic
+
+
+def convert(
+    records: Sequence[Record], handler: Handler, stream: str, shard_id: str
+) -> tuple[list[Item], list[DeadLetter], list[Record]]:
+    """Records -> (items, dead letters, the record behind each item)."""
+    items: list[Item] = []
+    origins: list[Record] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        try:
+            item = handler(record["Data"])
+        except InvalidRecord as exc:
+            dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
+            continue
+        except Exception as exc:  # a handler bug must not stall the shard or vanish
+            dead.append(dead_letter(stream, shard_id, record, "handler_error", describe(exc)))
+            continue
+        items.append(item)
+        origins.append(record)
+    return items, dead, origins
+
+
+def dead_letter(stream: str, shard_id: str, record: Record, reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(
+        stream=stream,
+        shard_id=shard_id,
+        sequence_number=record["SequenceNumber"],
+        sub_sequence=0,
+        reason=reason,
+        detail=detail,
+        data=record["Data"],
+        partition_key=record.get("PartitionKey", ""),
+    )
+
+
+class ShardConsumer:
+    def __init__(self, held: HeldLease, context: ShardContext) -> None:
+        self.held = held
+        self.shard_id = held.key
+        self.lifecycle = Lifecycle()
+        self._ctx = context
+        self._log = get_logger(worker_id=context.worker_id, shard_id=self.shard_id)
+        self._written = context.metrics.records_written.labels(context.stream, self.shard_id)
+        self._mark_checkpoint = context.metrics.shard_age_tracker(self.shard_id)
+        self._durable: str | None = None  # last sequence number safely stored, not checkpointed
+        self._last_checkpoint_at = context.clock()
+
+    async def run(self, stop: asyncio.Event) -> Reason:
+        lease = self.held.lease
+        if lease.parents and not await self._wait_for_parents(lease.parents, stop):
+            return self._shut_down(Reason.REQUESTED)
+        self.lifecycle.advance(State.INITIALIZING)
+        if lease.finished:
+            self.lifecycle.advance(State.SHUTTING_DOWN, Reason.SHARD_END)
+            self.lifecycle.advance(State.DONE)
+            return Reason.SHARD_END
+        reader = self._ctx.make_reader(self.shard_id, lease.checkpoint)
+        self.lifecycle.advance(State.PROCESSING)
+        self._log.info("shard_processing", checkpoint=lease.checkpoint)
+        reason = await self._process(reader, stop)
+        self.lifecycle.advance(State.SHUTTING_DOWN, reason)
+        if reason is Reason.SHARD_END:
+            await self._checkpoint(SHARD_END)
+        elif reason is Reason.REQUESTED:
+            await self._checkpoint_durable()
+        self.lifecycle.advance(State.DONE)
+        self._log.info("shard_stopped", reason=reason.value)
+        return reason
+
+    def _shut_down(self, reason: Reason) -> Reason:
+        self.lifecycle.advance(State.SHUTTING_DOWN, reason)
+        self.lifecycle.advance(State.DONE)
+        return reason
+
+    async def _wait_for_parents(self, parents: frozenset[str], stop: asyncio.Event) -> bool:
+        self._log.info("shard_waiting_on_parents", parents=sorted(parents))
+        while not self._ctx.parents_done(parents):
+            if await sleep_or_stop(PARENT_POLL_S, stop):
+                return False
+        return True
+
+    async def _process(self, reader: ShardReader, stop: asyncio.Event) -> Reason:
+        # Two helper tasks, both cancelled and awaited before this method returns.
+        pending = asyncio.ensure_future(reader.fetch())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    return Reason.REQUESTED
+                fetched = pending.result()
+                if not fetched.ended:
+                    pending = asyncio.ensure_future(reader.fetch())  # overlaps the write
+                await self._handle(fetched)
+                if fetched.ended:
+                    return Reason.SHARD_END
+                if not self.held.valid():
+                    return Reason.LEASE_LOST
+                if self._checkpoint_due(fetched):
+                    await self._checkpoint_durable()
+        finally:
+            pending.cancel()
+            stopping.cancel()
+            await asyncio.gather(pending, stopping, return_exceptions=True)
+
+    async def _handle(self, fetched: Fetched) -> None:
+        if not fetched.records:
+            return
+        items, dead, origins = convert(
+            fetched.records, self._ctx.handler, self._ctx.stream, self.shard_id
+        )
+        refused = await self._ctx.sink.write(items, self._count_written)
+        if refused:
+            origin_of = {id(item): record for item, record in zip(items, origins, strict=True)}
+            dead.extend(
+                dead_letter(
+                    self._ctx.stream, self.shard_id, origin_of[id(r.item)], r.reason, r.detail
+                )
+                for r in refused
+            )
+        if dead:
+            await self._dead_letter(dead)
+        self._durable = fetched.records[-1]["SequenceNumber"]
+
+    def _count_written(self, count: int) -> None:
+        self._written.inc(count)
+        self._ctx.on_written(count)
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        refused = await self._ctx.dead_letters.write([letter.to_item() for letter in dead])
+        if refused:  # the dead-letter table refusing is a bug or misconfiguration: stop here
+            raise RuntimeError(
+                f"dead-letter table refused {len(refused)} items: {refused[0].detail}"
+            )
+        counter = self._ctx.metrics.records_dead_lettered
+        for letter in dead:
+            counter.labels(self._ctx.stream, letter.reason).inc()
+        self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
+
+    def _checkpoint_due(self, fetched: Fetched) -> bool:
+        if self._durable is None:
+            return False
+        idle = not fetched.records
+        elapsed = self._ctx.clock() - self._last_checkpoint_at
+        return idle or elapsed >= self._ctx.checkpoint_interval_s
+
+    async def _checkpoint_durable(self) -> None:
+        if self._durable is not None:
+            await self._checkpoint(self._durable)
+
+    async def _checkpoint(self, position: str) -> None:
+        try:
+            ok = await self.held.checkpoint(position)
+        except Exception as exc:  # keep going; the next checkpoint carries this one
+            self._log.warning("checkpoint_failed", error=describe(exc))
+            return
+        if not ok:
+            self._log.warning("checkpoint_refused_lease_lost", position=position)
+            return
+        if position == self._durable:
+            self._durable = None
+        self._last_checkpoint_at = self._ctx.clock()
+        self._mark_checkpoint()

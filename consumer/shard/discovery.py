@@ -1,0 +1,68 @@
+"""Shard discovery: list the stream's shards and create leases for the new ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Set
+from typing import TYPE_CHECKING, Any
+
+from consumer.lease.model import LATEST, TRIM_HORIZON
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis import KinesisClient
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shard:
+    shard_id: str
+    parents: frozenset[str]
+    closed: bool  # has an EndingSequenceNumber: no new records will arrive
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewLease:
+    shard_id: str
+    checkpoint: str
+    parents: frozenset[str]
+
+
+def shard_from_api(raw: Any) -> Shard:
+    parents = {raw.get("ParentShardId"), raw.get("AdjacentParentShardId")}
+    ending = raw.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
+    return Shard(raw["ShardId"], frozenset(p for p in parents if p), closed=ending is not None)
+
+
+async def list_shards(kinesis: KinesisClient, stream: str) -> list[Shard]:
+    """Every shard of the stream, following NextToken (which must be sent alone)."""
+    shards: list[Shard] = []
+    answer = await kinesis.list_shards(StreamName=stream)
+    while True:
+        shards.extend(shard_from_api(raw) for raw in answer.get("Shards", []))
+        token = answer.get("NextToken")
+        if not token:
+            return shards
+        answer = await kinesis.list_shards(NextToken=token)
+
+
+def new_leases(
+    shards: Iterable[Shard], existing: Set[str], initial_position: str
+) -> list[NewLease]:
+    """Leases to create. A shard whose parent has (or gets) a lease is a child of a reshard and
+    starts at TRIM_HORIZON so that nothing between the parent's end and now is skipped; other
+    shards start at the configured initial position. With LATEST, closed root shards are left
+    alone: nothing will ever arrive on them."""
+    shards = list(shards)
+    # Which shards have or will have a lease: with LATEST, only those that exist already.
+    known = set(existing)
+    if initial_position != LATEST:
+        known |= {s.shard_id for s in shards}
+    created: list[NewLease] = []
+    for shard in shards:
+        if shard.shard_id in existing:
+            continue
+        is_child = any(parent in known for parent in shard.parents)
+        if is_child:
+            created.append(NewLease(shard.shard_id, TRIM_HORIZON, shard.parents))
+        elif not (initial_position == LATEST and shard.closed):
+            created.append(NewLease(shard.shard_id, initial_position, shard.parents))
+    return created

@@ -1,0 +1,122 @@
+"""Polling reader for one shard: GetRecords at most 5 times a second, with backoff.
+
+``fetch`` returns the next batch. It paces itself (immediately again while records flow, the
+idle interval when caught up), backs off on throttling and transient errors, and rebuilds an
+expired iterator after the last record it delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from consumer.aws import Action, classify, error_code, is_throttle
+from consumer.backoff import Backoff
+from consumer.lease.model import AT_TIMESTAMP, LATEST, SHARD_END, TRIM_HORIZON
+from consumer.metrics import Metrics
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis import KinesisClient
+
+MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fetched:
+    records: list[Record]
+    millis_behind: int | None
+    ended: bool  # the shard is closed and every record has been delivered
+
+
+def iterator_request(checkpoint: str, at_timestamp: datetime | None) -> dict[str, Any]:
+    """GetShardIterator arguments that resume right after ``checkpoint``."""
+    if checkpoint in (TRIM_HORIZON, LATEST):
+        return {"ShardIteratorType": checkpoint}
+    if checkpoint == AT_TIMESTAMP:
+        if at_timestamp is None:
+            raise ValueError("AT_TIMESTAMP checkpoint without a timestamp")
+        return {"ShardIteratorType": AT_TIMESTAMP, "Timestamp": at_timestamp}
+    if checkpoint == SHARD_END:
+        raise ValueError("a shard at SHARD_END has nothing left to read")
+    return {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": checkpoint}
+
+
+class ShardReader:
+    def __init__(
+        self,
+        kinesis: KinesisClient,
+        stream: str,
+        shard_id: str,
+        checkpoint: str,
+        *,
+        metrics: Metrics,
+        at_timestamp: datetime | None = None,
+        limit: int = 10_000,
+        idle_poll_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self._kinesis = kinesis
+        self.stream = stream
+        self.shard_id = shard_id
+        self._position = checkpoint  # resume point: the last delivered sequence number
+        self._at_timestamp = at_timestamp
+        self._limit = limit
+        self._idle_poll_s = idle_poll_s
+        self._clock = clock
+        self._on_error = on_error
+        self._iterator: str | None = None
+        self._next_call_at = 0.0
+        self._metrics = metrics
+        self._behind = metrics.millis_behind.labels(stream, shard_id)
+        self._received = metrics.records_received.labels(stream, shard_id)
+
+    async def fetch(self) -> Fetched:
+        backoff = Backoff(base=0.2, cap=10.0)
+        while True:
+            delay = self._next_call_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                return await self._fetch_once()
+            except Exception as exc:
+                self._next_call_at = self._clock() + MIN_CALL_INTERVAL_S
+                code = error_code(exc)
+                if code == "ExpiredIteratorException":
+                    self._iterator = None  # rebuilt from the last delivered record
+                    continue
+                if classify(exc) is not Action.RETRY:
+                    raise
+                self._metrics.aws_errors.labels("GetRecords", code or type(exc).__name__).inc()
+                if is_throttle(exc):
+                    self._metrics.throttles.labels("GetRecords").inc()
+                self._on_error(exc)
+                await backoff.sleep()
+
+    async def _fetch_once(self) -> Fetched:
+        if self._iterator is None:
+            self._iterator = await self._get_iterator()
+        answer = await self._kinesis.get_records(ShardIterator=self._iterator, Limit=self._limit)
+        records: list[Record] = answer.get("Records", [])  # type: ignore[assignment]
+        behind = answer.get("MillisBehindLatest")
+        self._iterator = answer.get("NextShardIterator")
+        busy = bool(records) or bool(behind)
+        self._next_call_at = self._clock() + (MIN_CALL_INTERVAL_S if busy else self._idle_poll_s)
+        if records:
+            self._position = records[-1]["SequenceNumber"]
+            self._received.inc(len(records))
+        if behind is not None:
+            self._behind.set(behind)
+        return Fetched(records, behind, ended=self._iterator is None)
+
+    async def _get_iterator(self) -> str:
+        request = iterator_request(self._position, self._at_timestamp)
+        answer = await self._kinesis.get_shard_iterator(
+            StreamName=self.stream, ShardId=self.shard_id, **request
+        )
+        return answer["ShardIterator"]

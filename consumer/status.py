@@ -1,0 +1,39 @@
+"""``status``: the lease table as a readable table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consumer.lease.model import Lease
+
+COLUMNS = ("shard", "owner", "checkpoint", "counter", "parents", "last change")
+
+
+def rows(leases: Sequence[Lease]) -> list[tuple[str, ...]]:
+    return [
+        (
+            lease.key,
+            lease.owner or "-",
+            lease.checkpoint + (f"/{lease.sub_sequence}" if lease.sub_sequence else ""),
+            str(lease.counter),
+            ",".join(sorted(lease.parents)) or "-",
+            lease.updated_at or "-",
+        )
+        for lease in sorted(leases, key=lambda lease: lease.key)
+    ]
+
+
+def render(leases: Sequence[Lease], stream: str, table: str) -> str:
+    body = rows(leases)
+    widths = [
+        max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)
+    ]
+    line = "  ".join
+    out = [
+        f"stream {stream}, lease table {table}: {len(leases)} leases, "
+        f"{sum(1 for lease in leases if lease.owner)} owned, "
+        f"{len({lease.owner for lease in leases if lease.owner})} workers"
+    ]
+    out.append(line(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    out.extend(line(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in body)
+    return "\n".join(out)

@@ -1,0 +1,258 @@
+"""The worker: the supervisor that owns every task (one root task group).
+
+Start-up checks that the stream and tables exist and the handler loads, so that bad
+configuration stops here with one clear line. Shutdown (SIGTERM/SIGINT, or :meth:`stop`):
+stop taking leases, let each shard finish the batch in hand, checkpoint and release, all
+within ``shutdown_grace_s``; the final release of whatever is left runs shielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+
+from consumer import http
+from consumer.aws import Clients, config_error_from, describe
+from consumer.backoff import sleep_or_stop
+from consumer.config import ConfigError, Settings
+from consumer.lease.coordinator import LeaseCoordinator
+from consumer.lease.repository import LeaseRepository
+from consumer.logs import get as get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline import deadletter, telemax
+from consumer.pipeline.records import Handler, load_handler
+from consumer.pipeline.sink import BatchSink, botocore_batch_writer
+from consumer.shard.consumer import ShardContext
+from consumer.shard.discovery import list_shards, new_leases
+from consumer.shard.reader import ShardReader
+from consumer.shard.supervisor import ShardSupervisor
+
+SHARD_SYNC_INTERVAL_S = 60.0
+RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
+
+
+async def preflight(clients: Clients, settings: Settings) -> Handler:
+    """Fail fast, with one line, on what would otherwise fail later and less clearly."""
+    db = clients.dynamodb
+    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        (
+            f"Kinesis stream {settings.stream!r}",
+            lambda: clients.kinesis.describe_stream_summary(StreamName=settings.stream),
+        ),
+        (f"DynamoDB table {settings.table!r}", lambda: db.describe_table(TableName=settings.table)),
+        (
+            f"DynamoDB lease table {settings.lease_table!r}",
+            lambda: db.describe_table(TableName=settings.lease_table),
+        ),
+        (
+            f"DynamoDB dead-letter table {settings.dlq_table!r}",
+            lambda: db.describe_table(TableName=settings.dlq_table),
+        ),
+    ]
+    for what, check in checks:
+        try:
+            await check()
+        except Exception as exc:
+            raise config_error_from(exc, what) or exc from None
+    try:
+        return load_handler(settings.handler)
+    except ValueError as exc:
+        raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Clients,
+        handler: Handler,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(settings.stream)
+        self._clients = clients
+        self._clock = clock
+        self._started_at = clock()
+        self._first_written = False
+        self._stop = asyncio.Event()
+        self._stop_taking = asyncio.Event()
+        self._sync_now = asyncio.Event()
+        self._log = get_logger(worker_id=settings.worker_id)
+        self.health = http.Health(ready=self.ready, clock=clock)
+        self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
+
+        write_slots = asyncio.Semaphore(settings.write_concurrency)
+        writer = botocore_batch_writer(clients.dynamodb)
+        context = ShardContext(
+            stream=settings.stream,
+            worker_id=settings.worker_id,
+            handler=handler,
+            sink=BatchSink(
+                writer,
+                settings.table,
+                telemax.KEY_NAMES,
+                concurrency=write_slots,
+                metrics=self.metrics,
+            ),
+            dead_letters=BatchSink(
+                writer,
+                settings.dlq_table,
+                deadletter.KEY_NAMES,
+                concurrency=asyncio.Semaphore(4),
+                metrics=self.metrics,
+            ),
+            metrics=self.metrics,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            parents_done=self._parents_done,
+            make_reader=self._make_reader,
+            on_written=self._note_written,
+            clock=clock,
+        )
+        self.supervisor = ShardSupervisor(
+            context, release=self._release, on_shard_end=lambda _: self._sync_now.set()
+        )
+        self.coordinator = LeaseCoordinator(
+            self.repository,
+            settings,
+            self.metrics,
+            on_acquired=self.supervisor.start,
+            on_lost=self.supervisor.cancel,
+            clock=clock,
+        )
+
+    def ready(self) -> bool:
+        return self.coordinator.passes > 0 and self.coordinator.aws_ok and not self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self._run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            self._log.warning("second_signal_exiting_now", signal=sig.name)
+            raise SystemExit(1)
+        self._log.info("signal_received", signal=sig.name)
+        self.stop()
+
+    async def _run(self) -> None:
+        s = self.settings
+        async with AsyncExitStack() as stack:
+            try:
+                port = await stack.enter_async_context(
+                    http.serve(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"TELEMAX_METRICS_PORT={s.metrics_port}: cannot listen: {exc.strerror}"
+                ) from None
+            self._log.info(
+                "worker_started",
+                stream=s.stream,
+                table=s.table,
+                metrics_port=port,
+                lease_duration_s=s.lease_duration_s,
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.supervisor.run())  # ends after close()
+                background = [group.create_task(self.health.beat_forever())]
+                await self.supervisor.ready.wait()
+                await self._sync_shards()
+                takes = group.create_task(self.coordinator.run_takes(self._stop_taking))
+                background += [
+                    group.create_task(self.coordinator.run_renewals()),
+                    group.create_task(self._sync_shards_forever()),
+                ]
+                await self._stop.wait()
+                await asyncio.shield(self._shutdown(takes))
+                self.supervisor.close()
+                for task in background:
+                    task.cancel()
+        self._log.info("worker_stopped", uptime_s=round(self._clock() - self._started_at, 3))
+
+    async def _shutdown(self, takes: asyncio.Task[None]) -> None:
+        grace = self.settings.shutdown_grace_s
+        started = self._clock()
+        self._log.info("worker_stopping", held=sorted(self.coordinator.held), grace_s=grace)
+        self.coordinator.taking = False
+        self._stop_taking.set()
+        await takes
+        await self.supervisor.stop_all(timeout=max(0.1, grace - RELEASE_RESERVE_S))
+        leftover = list(self.coordinator.held)
+        if leftover:
+            try:
+                async with asyncio.timeout(RELEASE_RESERVE_S):
+                    await asyncio.gather(*(self._release(key, "shutdown") for key in leftover))
+            except TimeoutError:
+                self._log.warning("lease_release_timeout", shards=leftover)
+        self._log.info("worker_drained", seconds=round(self._clock() - started, 3))
+
+    async def _release(self, shard_id: str, why: str) -> None:
+        await self.coordinator.release(shard_id, why)
+
+    def _make_reader(self, shard_id: str, checkpoint: str) -> ShardReader:
+        s = self.settings
+        return ShardReader(
+            self._clients.kinesis,
+            s.stream,
+            shard_id,
+            checkpoint,
+            metrics=self.metrics,
+            at_timestamp=s.initial_timestamp,
+            limit=s.max_records,
+            idle_poll_s=s.idle_poll_s,
+            clock=self._clock,
+        )
+
+    def _parents_done(self, parents: frozenset[str]) -> bool:
+        """A parent is done at SHARD_END, or when its lease is gone (cleaned up or trimmed)."""
+        by_key = {lease.key: lease for lease in self.coordinator.leases}
+        return all(p not in by_key or by_key[p].finished for p in parents)
+
+    def _note_written(self, count: int) -> None:
+        if count and not self._first_written:
+            self._first_written = True
+            self._log.info(
+                "first_records_written",
+                count=count,
+                seconds_since_start=round(self._clock() - self._started_at, 3),
+            )
+
+    async def _sync_shards(self) -> None:
+        """Create leases for shards that have none."""
+        s = self.settings
+        try:
+            shards = await list_shards(self._clients.kinesis, s.stream)
+            existing = {lease.key for lease in await self.repository.list()}
+            initial = s.initial_position
+            created = 0
+            for new in new_leases(shards, existing, initial):
+                if await self.repository.create(new.shard_id, new.checkpoint, new.parents):
+                    created += 1
+        except Exception as exc:
+            self._log.warning("shard_sync_failed", error=describe(exc))
+            return
+        if created:
+            self.metrics.leases_created.labels(s.stream).inc(created)
+            self._log.info(
+                "leases_created", count=created, shards=len(shards), initial_position=initial
+            )
+
+    async def _sync_shards_forever(self) -> None:
+        while True:
+            await sleep_or_stop(SHARD_SYNC_INTERVAL_S, self._sync_now)
+            self._sync_now.clear()
+            await self._sync_shards()

@@ -1,0 +1,1 @@
+"""telemax producer: generates realistic readings and ships them to Kinesis with PutRecords."""
