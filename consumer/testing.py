@@ -31,13 +31,11 @@ class FakeClock:
 
 def client_error(code: str, message: str = "", status: int = 400, op: str = "Op") -> ClientError:
     """A ClientError as botocore raises it for an AWS error answer."""
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": message},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        op,
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, op)
 
 
 @dataclasses.dataclass
