@@ -90,12 +90,15 @@ def classify(exc: BaseException) -> Action:
     return Action.GIVE_UP
 
 
-def describe(exc: BaseException) -> str:
-    """One line for logs and error messages."""
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """One line for logs and error messages (servers may answer with whole HTML pages)."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
-        return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}".rstrip(": ")
-    return f"{type(exc).__name__}: {exc}"
+        text = f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}".rstrip(": ")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def config_error_from(exc: BaseException, what: str) -> ConfigError | None:
@@ -109,7 +112,7 @@ def config_error_from(exc: BaseException, what: str) -> ConfigError | None:
             "AWS_PROFILE or an instance/task role"
         )
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError):
-        return ConfigError(f"cannot reach {what}: {exc}")
+        return ConfigError(f"cannot reach {what}: {describe(exc)}")
     if code == "ResourceNotFoundException":
         return ConfigError(f"{what} does not exist (create it with `telemax-consumer setup`)")
     if code in {"AccessDeniedException", "UnrecognizedClientException", "AccessDenied"}:

@@ -39,6 +39,9 @@ def aws_env(endpoint: str, region: str = "us-east-1") -> dict[str, str]:
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "AWS_EC2_METADATA_DISABLED": "true",
+        # A developer's own ~/.aws files must not leak into local runs.
+        "AWS_CONFIG_FILE": "/nonexistent/telemax/aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/telemax/aws-credentials",
     }
 
 

@@ -1,0 +1,184 @@
+"""Worker processes against moto's server: store everything, resume, hand over, share."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.integration.conftest import Stack, keys_of, readings, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def events(worker_log: list[str], name: str) -> list[dict[str, object]]:
+    parsed = [json.loads(line) for line in worker_log if line.startswith("{")]
+    return [e for e in parsed if e.get("event") == name]
+
+
+def test_every_record_is_stored_with_the_right_types(stack: Stack) -> None:
+    stack.setup(shards=2)
+    produced = readings(1500)
+    stack.put(produced)
+    worker = stack.worker("w1")
+    wait_until(lambda: stack.count() >= 1500, 45, "1500 items in TELEMAX")
+
+    items = stack.scan()
+    assert keys_of(items) == {(r["hardwareID"], r["Timestamp"]) for r in produced}
+    by_key = {(i["hardwareID"]["S"], i["Timestamp"]["S"]): i for i in items}
+    for reading in produced[:50]:
+        item = by_key[(reading["hardwareID"], reading["Timestamp"])]
+        assert item["Data1"] == {"S": reading["Data1"]}
+        assert float(item["Data2"]["N"]) == reading["Data2"]
+        assert float(item["Data3"]["N"]) == reading["Data3"]
+    assert stack.count(stack.dlq_table) == 0
+
+    assert worker.stop() == 0
+    metrics_free = events(worker.log_lines(), "worker_stopped")
+    assert metrics_free, "the worker logs its stop"
+
+
+def test_sigterm_checkpoints_and_releases_every_lease(stack: Stack) -> None:
+    stack.setup(shards=2)
+    stack.put(readings(400))
+    worker = stack.worker("w1")
+    wait_until(lambda: stack.count() >= 400, 45, "400 items")
+    wait_until(lambda: set(stack.owners().values()) == {"w1"}, 20, "w1 owns both leases")
+
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert time.monotonic() - started < 5, "drain, checkpoint and release are quick"
+
+    leases = stack.leases()
+    assert len(leases) == 2
+    for item in leases.values():
+        assert "leaseOwner" not in item, item
+        assert item["checkpoint"]["S"].isdigit(), "checkpointed at a sequence number"
+    log = worker.log_lines()
+    assert len(events(log, "lease_released")) == 2
+    assert events(log, "worker_drained")
+
+
+def test_restart_resumes_from_checkpoint(stack: Stack) -> None:
+    stack.setup(shards=2)
+    stack.put(readings(1000))
+    first = stack.worker("w1")
+    wait_until(lambda: stack.count() >= 1000, 45, "first 1000 items")
+    # Let an idle poll checkpoint, then stop (which checkpoints again).
+    assert first.stop() == 0
+
+    stack.put(readings(250, offset=1000))
+    second = stack.worker("w2")
+    wait_until(lambda: stack.count() >= 1250, 45, "all 1250 items")
+    received = wait_until(
+        lambda: second.metrics().get("telemax_records_received_total"), 10, "metrics"
+    )
+    assert received == 250, "only the records after the checkpoint are read again"
+    assert second.stop() == 0
+
+
+def test_two_workers_split_the_shards_and_store_everything(stack: Stack) -> None:
+    stack.setup(shards=4)
+    a = stack.worker("wa")
+    b = stack.worker("wb")
+
+    def balanced() -> bool:
+        owners = list(stack.owners().values())
+        return len(owners) == 4 and owners.count("wa") == 2 and owners.count("wb") == 2
+
+    wait_until(balanced, 30, "two leases each")
+    produced = readings(2000)
+    stack.put(produced)
+    wait_until(lambda: stack.count() >= 2000, 60, "2000 items")
+    assert keys_of(stack.scan()) == {(r["hardwareID"], r["Timestamp"]) for r in produced}
+    got_a = a.metrics().get("telemax_records_written_total", 0)
+    got_b = b.metrics().get("telemax_records_written_total", 0)
+    assert got_a > 0 and got_b > 0 and got_a + got_b >= 2000
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_bad_records_are_dead_lettered_and_the_shard_moves_on(stack: Stack) -> None:
+    stack.setup(shards=1)
+    good = readings(20)
+    bad = [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"hardwareID": "x"}',
+        b'{"hardwareID": "x", "Timestamp": "yesterday"}',
+        b'{"hardwareID": 7, "Timestamp": "2026-01-01T00:00:00Z"}',
+    ]
+    stack.put(good[:10])
+    # moto accepts empty data: the worker must cope with whatever the stream holds.
+    stack.put([b for b in bad if b], key="bad")
+    stack.put(good[10:])
+    worker = stack.worker("w1")
+    wait_until(
+        lambda: stack.count() >= 20 and stack.count(stack.dlq_table) >= 6,
+        45,
+        "good items stored and bad ones dead-lettered",
+    )
+    letters = stack.scan(stack.dlq_table)
+    reasons = sorted(item["reason"]["S"] for item in letters)
+    assert reasons == sorted(
+        ["not_json", "invalid_utf8", "not_object", "missing_field", "bad_timestamp", "wrong_type"]
+    )
+    for item in letters:
+        assert item["sequenceNumber"]["S"].isdigit() and item["shardId"]["S"]
+        assert item["data"]["B"] and item["detail"]["S"]
+    dead = wait_until(
+        lambda: worker.metrics().get("telemax_records_dead_lettered_total"),
+        10,
+        "dead-letter metric",
+    )
+    assert dead == 6
+    assert worker.stop() == 0
+    (lease,) = stack.leases().values()
+    last_sequence = stack.kinesis.get_records(
+        ShardIterator=stack.kinesis.get_shard_iterator(
+            StreamName=stack.stream,
+            ShardId=lease["leaseKey"]["S"],
+            ShardIteratorType="TRIM_HORIZON",
+        )["ShardIterator"]
+    )["Records"][-1]["SequenceNumber"]
+    assert lease["checkpoint"]["S"] == last_sequence, "the checkpoint passed the bad records"
+
+
+def test_status_and_http_endpoints(stack: Stack) -> None:
+    stack.setup(shards=2)
+    worker = stack.worker("w1")
+    base = f"http://127.0.0.1:{worker.metrics_port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=1) as answer:
+                return answer.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    wait_until(ready, 20, "/readyz 200")
+    with urllib.request.urlopen(base + "/healthz", timeout=1) as answer:
+        assert answer.status == 200
+    metrics = worker.metrics()
+    for name in (
+        "telemax_leases_held",
+        "telemax_records_received_total",
+        "telemax_batch_write_seconds_count",
+        "telemax_leases_taken_total",
+    ):
+        assert name in metrics, name
+    wait_until(lambda: worker.metrics().get("telemax_leases_held") == 2, 10, "2 leases held")
+
+    status = stack.cli("consumer", "status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert "2 leases, 2 owned, 1 workers" in lines[0]
+    assert lines[1].split()[:3] == ["shard", "owner", "checkpoint"]
+    assert sum(1 for line in lines[2:] if " w1 " in line) == 2
+    assert worker.stop() == 0
