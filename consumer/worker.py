@@ -31,6 +31,7 @@ from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 
 SHARD_SYNC_INTERVAL_S = 60.0
+SHARD_SYNC_RETRY_S = 2.0
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
 
@@ -170,11 +171,11 @@ class Worker:
                 group.create_task(self.supervisor.run())  # ends after close()
                 background = [group.create_task(self.health.beat_forever())]
                 await self.supervisor.ready.wait()
-                await self._sync_shards()
+                synced = await self._sync_shards()
                 takes = group.create_task(self.coordinator.run_takes(self._stop_taking))
                 background += [
                     group.create_task(self.coordinator.run_renewals()),
-                    group.create_task(self._sync_shards_forever()),
+                    group.create_task(self._sync_shards_forever(synced)),
                 ]
                 await self._stop.wait()
                 await asyncio.shield(self._shutdown(takes))
@@ -231,8 +232,8 @@ class Worker:
                 seconds_since_start=round(self._clock() - self._started_at, 3),
             )
 
-    async def _sync_shards(self) -> None:
-        """Create leases for shards that have none."""
+    async def _sync_shards(self) -> bool:
+        """Create leases for shards that have none; False when the sync failed."""
         s = self.settings
         try:
             shards = await list_shards(self._clients.kinesis, s.stream)
@@ -244,15 +245,18 @@ class Worker:
                     created += 1
         except Exception as exc:
             self._log.warning("shard_sync_failed", error=describe(exc))
-            return
+            return False
         if created:
             self.metrics.leases_created.labels(s.stream).inc(created)
             self._log.info(
                 "leases_created", count=created, shards=len(shards), initial_position=initial
             )
+        return True
 
-    async def _sync_shards_forever(self) -> None:
+    async def _sync_shards_forever(self, synced: bool) -> None:
         while True:
-            await sleep_or_stop(SHARD_SYNC_INTERVAL_S, self._sync_now)
+            # A failed sync is retried soon: without leases there is nothing to work on.
+            delay = SHARD_SYNC_INTERVAL_S if synced else SHARD_SYNC_RETRY_S
+            await sleep_or_stop(delay, self._sync_now)
             self._sync_now.clear()
-            await self._sync_shards()
+            synced = await self._sync_shards()

@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import orjson
 
@@ -37,11 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def entries_for(count: int, devices: int, seed: int | None) -> list[Entry]:
-    return [
-        Entry(orjson.dumps(reading), reading["hardwareID"])
-        for reading in readings(count, devices=devices, seed=seed)
-    ]
+def entries_for(count: int, devices: int, seed: int | None) -> Iterator[Entry]:
+    """Made lazily: a large --count never sits in memory at once."""
+    for reading in readings(count, devices=devices, seed=seed):
+        yield Entry(orjson.dumps(reading), reading["hardwareID"])
 
 
 async def _progress(shipper: Shipper, total: int) -> None:

@@ -47,7 +47,11 @@ class ShardContext:
 
 
 def convert(
-    records: Sequence[Record], handler: Handler, stream: str, shard_id: str
+    records: Sequence[Record],
+    handler: Handler,
+    stream: str,
+    shard_id: str,
+    key_names: Sequence[str] = (),
 ) -> tuple[list[Item], list[DeadLetter], list[Record]]:
     """Records -> (items, dead letters, the record behind each item)."""
     items: list[Item] = []
@@ -56,6 +60,9 @@ def convert(
     for record in records:
         try:
             item = handler(record["Data"])
+            for name in key_names:  # a custom handler may forget a key attribute
+                if name not in item:
+                    raise InvalidRecord("missing_key", f"handler gave no {name!r} attribute")
         except InvalidRecord as exc:
             dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
             continue
@@ -154,7 +161,11 @@ class ShardConsumer:
         if not fetched.records:
             return
         items, dead, origins = convert(
-            fetched.records, self._ctx.handler, self._ctx.stream, self.shard_id
+            fetched.records,
+            self._ctx.handler,
+            self._ctx.stream,
+            self.shard_id,
+            self._ctx.sink.key_names,
         )
         refused = await self._ctx.sink.write(items, self._count_written)
         if refused:
