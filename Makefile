@@ -46,3 +46,6 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Feature areas keep their own targets in mk/*.mk (emulators, deploy checks, benchmarks, …).
+include $(wildcard mk/*.mk)
