@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: help demo test test-unit test-integration lint typecheck fmt check clean
 
+# Feature areas keep their own targets in mk/*.mk (emulators, deploy checks, benchmarks, …).
+# A fragment adds what `make test` needs installed first with `TEST_DEPS += target`.
+TEST_DEPS :=
+include $(wildcard mk/*.mk)
+
 help:
 	@echo "make demo    run the whole service end to end on an embedded moto backend"
 	@echo "make test    run the whole test suite (unit + integration on local endpoints)"
@@ -22,13 +27,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m consumer demo
 
-test: $(STAMP)
+test: $(STAMP) $(TEST_DEPS)
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(TEST_DEPS)
 	$(PY) -m pytest -q tests/integration
 
 lint: $(STAMP)
@@ -46,6 +51,3 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
-
-# Feature areas keep their own targets in mk/*.mk (emulators, deploy checks, benchmarks, …).
-include $(wildcard mk/*.mk)
