@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 # Feature areas keep their own targets in mk/*.mk (emulators, deploy checks, benchmarks, …).
 # A fragment adds what `make test` needs installed first with `TEST_DEPS += target`.
 TEST_DEPS :=
+.DEFAULT_GOAL := help
 include $(wildcard mk/*.mk)
 
 help:
