@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -25,8 +26,8 @@ class ConfigError(Exception):
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
-        raise ValueError("must be a number > 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a finite number > 0")
     return value
 
 

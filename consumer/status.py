@@ -34,6 +34,6 @@ def render(leases: Sequence[Lease], stream: str, table: str) -> str:
         f"{sum(1 for lease in leases if lease.owner)} owned, "
         f"{len({lease.owner for lease in leases if lease.owner})} workers"
     ]
-    out.append(line(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    out.append(line(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
     out.extend(line(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in body)
     return "\n".join(out)

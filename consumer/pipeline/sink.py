@@ -48,13 +48,20 @@ class Refused:
     detail: str
 
 
-def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> list[Item]:
+def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item], list[Refused]]:
     """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
-    spreading them over concurrent requests would let an older value win."""
+    spreading them over concurrent requests would let an older value win. Items without
+    every key attribute can never be written: they come back refused."""
     by_key: dict[tuple[Any, ...], Item] = {}
+    keyless: list[Refused] = []
     for item in items:
-        by_key[tuple(next(iter(item[name].values())) for name in key_names)] = item
-    return list(by_key.values())
+        try:
+            key = tuple(next(iter(item[name].values())) for name in key_names)
+        except (KeyError, StopIteration, AttributeError):
+            keyless.append(Refused(item, "missing_key", f"needs key attributes {key_names}"))
+            continue
+        by_key[key] = item
+    return list(by_key.values()), keyless
 
 
 def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
@@ -91,17 +98,21 @@ class BatchSink:
         ``on_durable(n)`` is called as soon as ``n`` more of ``items`` are stored, chunk by
         chunk; duplicates merged away count as stored with the item that replaced them.
         """
-        unique = dedupe(items, self.key_names)
-        if len(unique) < len(items):
-            on_durable(len(items) - len(unique))
-        if not unique:
-            return []
+        unique, refused = dedupe(items, self.key_names)
         parts = chunks(unique)
         if len(parts) == 1:
-            return await self._write_chunk(parts[0], on_durable)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._write_chunk(part, on_durable)) for part in parts]
-        return [refused for task in tasks for refused in task.result()]
+            refused += await self._write_chunk(parts[0], on_durable)
+        elif parts:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._write_chunk(p, on_durable)) for p in parts]
+            except ExceptionGroup as failed:  # the same error as a one-chunk write raises
+                raise failed.exceptions[0] from None
+            refused += [refusal for task in tasks for refusal in task.result()]
+        merged = len(items) - len(unique) - sum(1 for r in refused if r.reason == "missing_key")
+        if merged:  # stored now, with the item that replaced them
+            on_durable(merged)
+        return refused
 
     async def _write_chunk(
         self, items: Sequence[Item], on_durable: Callable[[int], None]

@@ -57,12 +57,32 @@ def new_leases(
     if initial_position != LATEST:
         known |= {s.shard_id for s in shards}
     created: list[NewLease] = []
-    for shard in shards:
+    for shard in parents_first(shards):
         if shard.shard_id in existing:
             continue
-        is_child = any(parent in known for parent in shard.parents)
-        if is_child:
+        if any(parent in known for parent in shard.parents):
             created.append(NewLease(shard.shard_id, TRIM_HORIZON, shard.parents))
+            known.add(shard.shard_id)  # so that its own children count as children too
         elif not (initial_position == LATEST and shard.closed):
             created.append(NewLease(shard.shard_id, initial_position, shard.parents))
     return created
+
+
+def parents_first(shards: list[Shard]) -> list[Shard]:
+    """Order shards so that every shard comes after those of its parents that are listed."""
+    by_id = {shard.shard_id: shard for shard in shards}
+    ordered: list[Shard] = []
+    placed: set[str] = set()
+
+    def place(shard: Shard, path: frozenset[str]) -> None:
+        if shard.shard_id in placed or shard.shard_id in path:
+            return
+        for parent in sorted(shard.parents):
+            if parent in by_id:
+                place(by_id[parent], path | {shard.shard_id})
+        placed.add(shard.shard_id)
+        ordered.append(shard)
+
+    for shard in shards:
+        place(shard, frozenset())
+    return ordered

@@ -1,0 +1,166 @@
+"""Shard discovery: ListShards parsing and which leases a sync creates (DESIGN §3.6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from consumer.lease.model import AT_TIMESTAMP, LATEST, TRIM_HORIZON
+from consumer.shard.discovery import NewLease, Shard, list_shards, new_leases, shard_from_api
+
+
+def shard(shard_id: str, *parents: str, closed: bool = False) -> Shard:
+    return Shard(shard_id, frozenset(parents), closed)
+
+
+def plan(shards: list[Shard], existing: set[str], position: str) -> dict[str, tuple[str, set[str]]]:
+    created = new_leases(shards, existing, position)
+    assert len({n.shard_id for n in created}) == len(created)  # no lease twice
+    return {n.shard_id: (n.checkpoint, set(n.parents)) for n in created}
+
+
+# A root split once: P (closed) -> C1, C2 (open); R is an unrelated open root.
+SPLIT = [
+    shard("P", closed=True),
+    shard("C1", "P"),
+    shard("C2", "P"),
+    shard("R"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param(
+            {"ShardId": "s0", "SequenceNumberRange": {"StartingSequenceNumber": "1"}},
+            Shard("s0", frozenset(), closed=False),
+            id="open-root",
+        ),
+        pytest.param(
+            {
+                "ShardId": "s1",
+                "ParentShardId": "s0",
+                "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "9"},
+            },
+            Shard("s1", frozenset({"s0"}), closed=True),
+            id="closed-child",
+        ),
+        pytest.param(
+            {"ShardId": "m", "ParentShardId": "a", "AdjacentParentShardId": "b"},
+            Shard("m", frozenset({"a", "b"}), closed=False),
+            id="merge-child-no-range",
+        ),
+        pytest.param(
+            {"ShardId": "x", "ParentShardId": "", "AdjacentParentShardId": None},
+            Shard("x", frozenset(), closed=False),
+            id="empty-parents-ignored",
+        ),
+    ],
+)
+def test_shard_from_api(raw: dict[str, Any], expected: Shard) -> None:
+    assert shard_from_api(raw) == expected
+
+
+class FakeKinesis:
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages = pages
+        self.requests: list[dict[str, Any]] = []
+
+    async def list_shards(self, **kwargs: Any) -> dict[str, Any]:
+        self.requests.append(kwargs)
+        return self.pages[len(self.requests) - 1]
+
+
+async def test_list_shards_follows_next_token_sent_alone() -> None:
+    kinesis = FakeKinesis(
+        [
+            {"Shards": [{"ShardId": "a"}], "NextToken": "t1"},
+            {"Shards": [{"ShardId": "b", "ParentShardId": "a"}], "NextToken": "t2"},
+            {"Shards": []},
+        ]
+    )
+    shards = await list_shards(kinesis, "stream")  # type: ignore[arg-type]
+    assert shards == [shard("a"), shard("b", "a")]
+    assert kinesis.requests == [{"StreamName": "stream"}, {"NextToken": "t1"}, {"NextToken": "t2"}]
+
+
+def test_trim_horizon_creates_every_shard() -> None:
+    assert plan(SPLIT, set(), TRIM_HORIZON) == {
+        "P": (TRIM_HORIZON, set()),
+        "C1": (TRIM_HORIZON, {"P"}),
+        "C2": (TRIM_HORIZON, {"P"}),
+        "R": (TRIM_HORIZON, set()),
+    }
+
+
+def test_at_timestamp_roots_start_at_timestamp_children_at_trim_horizon() -> None:
+    assert plan(SPLIT, set(), AT_TIMESTAMP) == {
+        "P": (AT_TIMESTAMP, set()),
+        "C1": (TRIM_HORIZON, {"P"}),
+        "C2": (TRIM_HORIZON, {"P"}),
+        "R": (AT_TIMESTAMP, set()),
+    }
+
+
+def test_latest_skips_closed_roots_and_starts_open_shards_at_latest() -> None:
+    assert plan(SPLIT, set(), LATEST) == {
+        "C1": (LATEST, {"P"}),
+        "C2": (LATEST, {"P"}),
+        "R": (LATEST, set()),
+    }
+
+
+def test_latest_children_of_a_leased_parent_start_at_trim_horizon() -> None:
+    assert plan(SPLIT, {"P", "R"}, LATEST) == {
+        "C1": (TRIM_HORIZON, {"P"}),
+        "C2": (TRIM_HORIZON, {"P"}),
+    }
+
+
+@pytest.mark.parametrize("position", [TRIM_HORIZON, LATEST, AT_TIMESTAMP])
+def test_existing_leases_are_not_recreated(position: str) -> None:
+    everything = {s.shard_id for s in SPLIT}
+    assert new_leases(SPLIT, everything, position) == []
+    assert plan(SPLIT, {"P", "C1"}, position) == {
+        "C2": (TRIM_HORIZON, {"P"}),
+        "R": (position, set()),
+    }
+
+
+def test_merge_child_of_known_parents() -> None:
+    shards = [shard("A", closed=True), shard("B", closed=True), shard("M", "A", "B")]
+    assert plan(shards, {"A"}, LATEST) == {"M": (TRIM_HORIZON, {"A", "B"})}
+    assert plan(shards, set(), TRIM_HORIZON)["M"] == (TRIM_HORIZON, {"A", "B"})
+
+
+def test_child_of_an_unlisted_parent_starts_at_initial_position() -> None:
+    # The parent aged out of the stream and never had a lease: the child is a root for us.
+    shards = [shard("C", "gone")]
+    assert plan(shards, set(), TRIM_HORIZON) == {"C": (TRIM_HORIZON, {"gone"})}
+    assert plan(shards, set(), AT_TIMESTAMP) == {"C": (AT_TIMESTAMP, {"gone"})}
+
+
+def test_trim_horizon_grandchildren_start_at_trim_horizon() -> None:
+    shards = [shard("P", closed=True), shard("C", "P", closed=True), shard("G", "C")]
+    assert plan(shards, set(), TRIM_HORIZON) == {
+        "P": (TRIM_HORIZON, set()),
+        "C": (TRIM_HORIZON, {"P"}),
+        "G": (TRIM_HORIZON, {"C"}),
+    }
+
+
+def test_latest_grandchild_of_leased_shard_starts_at_trim_horizon() -> None:
+    # P is leased; since the last sync P split into C, and C split again into G.
+    # C gets a lease now (TRIM_HORIZON, child of P) so G is a child too and must not skip
+    # whatever arrived on it while C was being drained.
+    shards = [shard("P", closed=True), shard("C", "P", closed=True), shard("G", "C")]
+    assert plan(shards, {"P"}, LATEST) == {
+        "C": (TRIM_HORIZON, {"P"}),
+        "G": (TRIM_HORIZON, {"C"}),
+    }
+
+
+def test_new_lease_fields() -> None:
+    (created,) = new_leases([shard("C1", "P")], {"P"}, LATEST)
+    assert created == NewLease("C1", TRIM_HORIZON, frozenset({"P"}))

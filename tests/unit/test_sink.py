@@ -1,0 +1,334 @@
+"""The batch sink: dedupe, chunking, retries, bisection of refused items, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from consumer.backoff import Backoff
+from consumer.metrics import Metrics
+from consumer.pipeline.records import Item
+from consumer.pipeline.sink import MAX_BATCH_ITEMS, BatchSink, Refused, chunks, dedupe
+from consumer.testing import ScriptedWriter, client_error
+
+TABLE = "TELEMAX"
+KEYS = ("hardwareID", "Timestamp")
+
+
+def item(n: int, value: str = "v", ts: str = "2026-01-01T00:00:00Z") -> Item:
+    return {
+        "hardwareID": {"S": f"HW-{n:04d}"},
+        "Timestamp": {"S": ts},
+        "Data1": {"S": value},
+    }
+
+
+def items(count: int) -> list[Item]:
+    return [item(n) for n in range(count)]
+
+
+def stored_ids(writer: ScriptedWriter) -> set[str]:
+    return {key[1][0] for key in writer.stored}
+
+
+def make_sink(
+    writer: Any, *, concurrency: int = 4, errors: list[BaseException] | None = None
+) -> tuple[BatchSink, Metrics]:
+    metrics = Metrics("s")
+    sink = BatchSink(
+        writer,
+        TABLE,
+        KEYS,
+        concurrency=asyncio.Semaphore(concurrency),
+        metrics=metrics,
+        backoff=lambda: Backoff(base=0.0001, cap=0.001),
+        on_error=(errors.append if errors is not None else lambda exc: None),
+    )
+    return sink, metrics
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+class Durable:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, n: int) -> None:
+        self.calls.append(n)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls)
+
+
+# --- dedupe / chunks ------------------------------------------------------------------------
+
+
+def test_dedupe_keeps_last_value_per_key() -> None:
+    batch = [item(1, "old"), item(2, "only"), item(1, "new"), item(1, "newest")]
+    assert dedupe(batch, KEYS)[0] == [item(1, "newest"), item(2, "only")]
+
+
+def test_dedupe_uses_every_key_attribute() -> None:
+    a = item(1, ts="2026-01-01T00:00:00Z")
+    b = item(1, ts="2026-01-01T00:00:01Z")
+    assert dedupe([a, b], KEYS)[0] == [a, b]
+    assert dedupe([a, b], ("hardwareID",))[0] == [b]
+
+
+def test_dedupe_empty() -> None:
+    assert dedupe([], KEYS)[0] == []
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"),
+    [
+        pytest.param(0, [], id="none"),
+        pytest.param(1, [1], id="one"),
+        pytest.param(25, [25], id="exactly-one-batch"),
+        pytest.param(26, [25, 1], id="one-over"),
+        pytest.param(60, [25, 25, 10], id="sixty"),
+    ],
+)
+def test_chunks(count: int, sizes: list[int]) -> None:
+    batch = items(count)
+    parts = chunks(batch)
+    assert [len(p) for p in parts] == sizes
+    assert [i for part in parts for i in part] == batch
+    assert MAX_BATCH_ITEMS == 25
+
+
+def test_chunks_custom_size() -> None:
+    assert [len(p) for p in chunks(items(7), 3)] == [3, 3, 1]
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+async def test_all_items_stored_in_chunks_of_25() -> None:
+    writer = ScriptedWriter()
+    sink, metrics = make_sink(writer)
+    durable = Durable()
+    refused = await sink.write(items(60), durable)
+    assert refused == []
+    assert sorted(writer.calls) == [10, 25, 25]
+    assert stored_ids(writer) == {f"HW-{n:04d}" for n in range(60)}
+    assert durable.total == 60
+    assert sample(metrics, "telemax_batch_write_seconds_count", {"table": TABLE}) == 3
+
+
+async def test_nothing_to_write_makes_no_call() -> None:
+    writer = ScriptedWriter()
+    sink, _ = make_sink(writer)
+    assert await sink.write([]) == []
+    assert writer.calls == []
+
+
+async def test_duplicates_merged_last_wins_and_count_as_durable() -> None:
+    writer = ScriptedWriter()
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    batch = [*items(20), item(3, "second"), item(3, "third"), item(7, "again")]
+    await sink.write(batch, durable)
+    assert writer.calls == [20]
+    assert writer.stored[(TABLE, ("HW-0003", "2026-01-01T00:00:00Z"))]["Data1"] == {"S": "third"}
+    assert writer.stored[(TABLE, ("HW-0007", "2026-01-01T00:00:00Z"))]["Data1"] == {"S": "again"}
+    assert durable.total == len(batch)
+
+
+async def test_unprocessed_items_retried_until_stored() -> None:
+    writer = ScriptedWriter(script=[3, 2])
+    sink, metrics = make_sink(writer)
+    durable = Durable()
+    assert await sink.write(items(10), durable) == []
+    assert writer.calls == [10, 3, 2]
+    assert stored_ids(writer) == {f"HW-{n:04d}" for n in range(10)}
+    assert durable.calls == [7, 1, 2]
+    retried = sample(metrics, "telemax_unprocessed_items_retried_total", {"table": TABLE})
+    assert retried == 5
+
+
+async def test_nothing_processed_is_retried_too() -> None:
+    writer = ScriptedWriter(script=[10, 10])
+    sink, metrics = make_sink(writer)
+    durable = Durable()
+    await sink.write(items(10), durable)
+    assert writer.calls == [10, 10, 10]
+    assert durable.calls == [10]
+    assert sample(metrics, "telemax_unprocessed_items_retried_total", {"table": TABLE}) == 20
+
+
+@pytest.mark.parametrize(
+    ("error", "throttle"),
+    [
+        pytest.param(client_error("ProvisionedThroughputExceededException"), True, id="pte"),
+        pytest.param(client_error("ThrottlingException"), True, id="throttling"),
+        pytest.param(client_error("RequestLimitExceeded"), True, id="request-limit"),
+        pytest.param(client_error("InternalServerError", status=500), False, id="500"),
+        pytest.param(client_error("SomethingNew", status=503), False, id="any-5xx"),
+        pytest.param(ConnectionResetError("reset"), False, id="connection"),
+        pytest.param(TimeoutError(), False, id="timeout"),
+    ],
+)
+async def test_retryable_errors_are_retried(error: BaseException, throttle: bool) -> None:
+    writer = ScriptedWriter(script=[error, error, None])
+    errors: list[BaseException] = []
+    sink, metrics = make_sink(writer, errors=errors)
+    durable = Durable()
+    assert await sink.write(items(5), durable) == []
+    assert writer.calls == [5, 5, 5]
+    assert len(writer.stored) == 5
+    assert durable.total == 5
+    assert errors == [error, error]
+    throttles = sample(metrics, "telemax_throttles_total", {"api": "BatchWriteItem"})
+    assert throttles == (2 if throttle else 0)
+    code = error.response["Error"]["Code"] if isinstance(error, ClientError) else None
+    label = code or type(error).__name__
+    assert (
+        sample(metrics, "telemax_aws_errors_total", {"api": "BatchWriteItem", "error": label}) == 2
+    )
+
+
+async def test_validation_exception_isolates_exactly_the_refused_items() -> None:
+    bad = {"HW-0007", "HW-0019"}
+    writer = ScriptedWriter(refuse=lambda i: i["hardwareID"]["S"] in bad)
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    refused = await sink.write(items(25), durable)
+    assert sorted(r.item["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert all(r.reason == "rejected_by_dynamodb" for r in refused)
+    assert all(r.detail == "ValidationException: refused by the fake" for r in refused)
+    assert stored_ids(writer) == {f"HW-{n:04d}" for n in range(25)} - bad
+    assert durable.total == 25 - len(bad)
+
+
+async def test_refused_items_across_several_chunks() -> None:
+    bad = {"HW-0000", "HW-0030", "HW-0059"}
+    writer = ScriptedWriter(refuse=lambda i: i["hardwareID"]["S"] in bad)
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    batch = items(60)
+    refused = await sink.write(batch, durable)
+    assert isinstance(refused[0], Refused)
+    assert sorted(r.item["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert all(any(r.item is i for i in batch) for r in refused)  # the caller's own objects
+    assert len(writer.stored) == 57
+    assert durable.total == len(batch) - len(refused)
+
+
+async def test_everything_refused() -> None:
+    writer = ScriptedWriter(refuse=lambda i: True)
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    refused = await sink.write(items(4), durable)
+    assert len(refused) == 4
+    assert writer.stored == {}
+    assert durable.total == 0
+
+
+async def test_validation_after_partial_progress_bisects_only_the_rest() -> None:
+    requests: list[list[str]] = []
+    stored: set[str] = set()
+
+    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+        ids = [i["hardwareID"]["S"] for i in batch]
+        requests.append(ids)
+        if len(requests) == 1:  # first answer: the last 4 left unprocessed
+            stored.update(ids[:-4])
+            return list(batch[-4:])
+        if "HW-0008" in ids:
+            raise client_error("ValidationException", "bad item", op="BatchWriteItem")
+        stored.update(ids)
+        return []
+
+    sink, metrics = make_sink(writer)
+    durable = Durable()
+    refused = await sink.write(items(10), durable)
+    assert [r.item["hardwareID"]["S"] for r in refused] == ["HW-0008"]
+    assert refused[0].detail == "ValidationException: bad item"
+    assert requests[1] == ["HW-0006", "HW-0007", "HW-0008", "HW-0009"]
+    assert all(len(r) <= 4 for r in requests[1:])  # the stored six are never sent again
+    assert stored == {f"HW-{n:04d}" for n in range(10)} - {"HW-0008"}
+    assert durable.total == 9
+    assert sample(metrics, "telemax_unprocessed_items_retried_total", {"table": TABLE}) == 4
+
+
+@pytest.mark.parametrize("count", [5, 25], ids=["small", "one-chunk"])
+async def test_access_denied_is_raised(count: int) -> None:
+    error = client_error("AccessDeniedException", "no", op="BatchWriteItem")
+    writer = ScriptedWriter(script=[error])
+    sink, _ = make_sink(writer)
+    with pytest.raises(ClientError) as caught:
+        await sink.write(items(count))
+    assert caught.value is error
+    assert writer.calls == [count]  # not retried
+    assert writer.stored == {}
+
+
+async def test_access_denied_surfaces_from_many_chunks() -> None:
+    error = client_error("AccessDeniedException", "no", op="BatchWriteItem")
+    writer = ScriptedWriter(script=[error])
+    sink, _ = make_sink(writer)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - inspected below
+        await sink.write(items(60))
+    raised = caught.value
+    leaves = raised.exceptions if isinstance(raised, ExceptionGroup) else (raised,)
+    assert error in leaves
+
+
+async def test_item_missing_a_key_attribute_is_refused_not_raised() -> None:
+    keyless = {"hardwareID": {"S": "HW-X"}, "Data1": {"S": "no timestamp"}}
+    writer = ScriptedWriter(refuse=lambda i: "Timestamp" not in i)  # as DynamoDB would
+    sink, _ = make_sink(writer)
+    refused = await sink.write([*items(3), keyless])
+    assert [r.item for r in refused] == [keyless]
+    assert len(writer.stored) == 3
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+async def test_concurrency_semaphore_is_respected(slots: int) -> None:
+    in_flight = 0
+    peak = 0
+    calls = 0
+
+    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+        nonlocal in_flight, peak, calls
+        calls += 1
+        in_flight += 1
+        peak = max(peak, in_flight)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        in_flight -= 1
+        return []
+
+    sink, _ = make_sink(writer, concurrency=slots)
+    assert await sink.write(items(250)) == []
+    assert calls == 10
+    assert peak == slots
+
+
+async def test_semaphore_is_shared_between_sinks() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return []
+
+    slots = asyncio.Semaphore(2)
+    metrics = Metrics("s")
+    sinks = [
+        BatchSink(writer, name, KEYS, concurrency=slots, metrics=metrics) for name in ("a", "b")
+    ]
+    await asyncio.gather(*(sink.write(items(100)) for sink in sinks))
+    assert peak == 2

@@ -1,0 +1,185 @@
+"""The default record handler: TELEMAX reading JSON -> DynamoDB item (DESIGN §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.pipeline.records import MAX_ITEM_BYTES, InvalidRecord, item_size
+from consumer.pipeline.telemax import KEY_NAMES, to_item
+from consumer.testing import reading
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def test_key_names() -> None:
+    assert KEY_NAMES == ("hardwareID", "Timestamp")
+
+
+def test_reading_becomes_exact_wire_item() -> None:
+    assert to_item(encode(reading())) == {
+        "hardwareID": {"S": "HW-000001"},
+        "Timestamp": {"S": "2026-01-01T00:00:00.000001Z"},
+        "Data1": {"S": "LNK-0001"},
+        "Data2": {"N": "100.5"},
+        "Data3": {"N": "12.25"},
+    }
+
+
+def test_extra_fields_and_nested_values_are_kept() -> None:
+    record = reading(
+        site="lagos-3",
+        tags=["a", 1, 2.5, True, None, ["x"]],
+        meta={"fw": "1.2", "up": False, "n": {"deep": [1.5, {"k": "v"}]}, "none": None},
+        online=True,
+        note=None,
+        count=0,
+    )
+    item = to_item(encode(record))
+    assert item == {
+        "hardwareID": {"S": "HW-000001"},
+        "Timestamp": {"S": "2026-01-01T00:00:00.000001Z"},
+        "Data1": {"S": "LNK-0001"},
+        "Data2": {"N": "100.5"},
+        "Data3": {"N": "12.25"},
+        "site": {"S": "lagos-3"},
+        "tags": {
+            "L": [
+                {"S": "a"},
+                {"N": "1"},
+                {"N": "2.5"},
+                {"BOOL": True},
+                {"NULL": True},
+                {"L": [{"S": "x"}]},
+            ]
+        },
+        "meta": {
+            "M": {
+                "fw": {"S": "1.2"},
+                "up": {"BOOL": False},
+                "n": {"M": {"deep": {"L": [{"N": "1.5"}, {"M": {"k": {"S": "v"}}}]}}},
+                "none": {"NULL": True},
+            }
+        },
+        "online": {"BOOL": True},
+        "note": {"NULL": True},
+        "count": {"N": "0"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param({"Data1": 7}, {"Data1": {"N": "7"}}, id="data1-number"),
+        pytest.param({"Data1": 7.5}, {"Data1": {"N": "7.5"}}, id="data1-float"),
+        pytest.param({"Data1": ""}, {"Data1": {"S": ""}}, id="data1-empty-string"),
+        pytest.param({"Data2": 100}, {"Data2": {"N": "100"}}, id="data2-int"),
+        pytest.param({"Data2": -0.25}, {"Data2": {"N": "-0.25"}}, id="data2-negative"),
+        pytest.param({"Data3": None}, {"Data3": {"NULL": True}}, id="data3-null-allowed"),
+    ],
+)
+def test_data_field_types(fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    item = to_item(encode(reading(**fields)))
+    for name, value in expected.items():
+        assert item[name] == value
+
+
+def test_optional_data_fields_may_be_absent() -> None:
+    data = encode({"hardwareID": "HW-9", "Timestamp": "2026-01-01T00:00:00Z"})
+    assert to_item(data) == {
+        "hardwareID": {"S": "HW-9"},
+        "Timestamp": {"S": "2026-01-01T00:00:00Z"},
+    }
+
+
+def without(name: str) -> dict[str, Any]:
+    record = reading()
+    del record[name]
+    return record
+
+
+BAD: list[Any] = [
+    pytest.param(b"", "empty_record", id="empty"),
+    pytest.param(b"\xff\xfe\xfd", "invalid_utf8", id="binary"),
+    pytest.param(b'{"hardwareID": "\xff"}', "invalid_utf8", id="bad-utf8-in-string"),
+    pytest.param(b"{not json", "not_json", id="not-json"),
+    pytest.param(b'{"hardwareID": "HW-1",}', "not_json", id="trailing-comma"),
+    pytest.param(b"NaN", "not_json", id="nan"),
+    pytest.param(b"[1, 2]", "not_object", id="array"),
+    pytest.param(b'"HW-1"', "not_object", id="string"),
+    pytest.param(b"42", "not_object", id="number"),
+    pytest.param(b"null", "not_object", id="null"),
+    pytest.param(encode(without("hardwareID")), "missing_field", id="no-hardware-id"),
+    pytest.param(encode(without("Timestamp")), "missing_field", id="no-timestamp"),
+    pytest.param(encode(reading(hardwareID=None)), "missing_field", id="null-hardware-id"),
+    pytest.param(encode(reading(hardware_id="")), "empty_field", id="empty-hardware-id"),
+    pytest.param(encode(reading(timestamp="")), "empty_field", id="empty-timestamp"),
+    pytest.param(encode({**reading(), "hardwareID": 42}), "wrong_type", id="hardware-id-number"),
+    pytest.param(encode({**reading(), "Timestamp": 1767225600}), "wrong_type", id="ts-number"),
+    pytest.param(encode(reading(Data2="fast")), "wrong_type", id="data2-string"),
+    pytest.param(encode(reading(Data2=True)), "wrong_type", id="data2-bool"),
+    pytest.param(encode(reading(Data3=[1])), "wrong_type", id="data3-list"),
+    pytest.param(encode(reading(Data1=True)), "wrong_type", id="data1-bool"),
+    pytest.param(encode(reading(Data1={"a": 1})), "wrong_type", id="data1-map"),
+    pytest.param(encode(reading(timestamp="yesterday")), "bad_timestamp", id="ts-words"),
+    pytest.param(encode(reading(timestamp="2026-13-01T00:00:00Z")), "bad_timestamp", id="ts-m13"),
+    pytest.param(
+        encode(reading(blob="x" * (MAX_ITEM_BYTES + 1024))), "item_too_large", id="too-large"
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD)
+def test_bad_record_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(data)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("record", "detail"),
+    [
+        pytest.param(without("Timestamp"), "Timestamp", id="missing"),
+        pytest.param(reading(hardware_id=""), "hardwareID", id="empty"),
+        pytest.param(
+            {**reading(), "hardwareID": 42}, "hardwareID must be a string, got int", id="t"
+        ),
+        pytest.param(reading(Data2="fast"), "Data2 must be a number", id="data2"),
+        pytest.param(reading(timestamp="soon"), "Timestamp 'soon' is not ISO-8601", id="ts"),
+    ],
+)
+def test_bad_record_detail(record: dict[str, Any], detail: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(encode(record))
+    assert caught.value.detail == detail
+    assert str(caught.value) == f"{caught.value.reason}: {detail}"
+
+
+def test_bad_timestamp_detail_is_truncated() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(encode(reading(timestamp="z" * 5000)))
+    assert caught.value.reason == "bad_timestamp"
+    assert len(caught.value.detail) < 100
+
+
+def test_too_large_detail_names_size() -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(encode(reading(blob="x" * (MAX_ITEM_BYTES + 1024))))
+    assert caught.value.detail.endswith("bytes > 400 KB")
+
+
+def test_large_but_fitting_item_is_accepted() -> None:
+    item = to_item(encode(reading(blob="x" * (300 * 1024))))
+    assert len(item["blob"]["S"]) == 300 * 1024
+    assert item_size(item) <= MAX_ITEM_BYTES
+
+
+def test_multibyte_text_counts_in_bytes() -> None:
+    # 140 K three-byte characters: ~410 KB once encoded, though only 140 K characters long.
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(encode(reading(blob="€" * 140_000)))
+    assert caught.value.reason == "item_too_large"
