@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -85,11 +86,14 @@ def moto_process(log: IO[bytes] | None = None) -> Iterator[str]:
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Wait until something answers HTTP at ``url`` (any status: it is listening)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(

@@ -85,6 +85,18 @@ class Metrics:
             ("stream",),
             registry=r,
         )
+        self.shards_ended = Counter(
+            "telemax_shards_ended",
+            "Shards read to their end and checkpointed at SHARD_END",
+            ("stream",),
+            registry=r,
+        )
+        self.leases_deleted = Counter(
+            "telemax_leases_deleted",
+            "Leases of finished shards deleted after their children started",
+            ("stream",),
+            registry=r,
+        )
         self.leases_created = Counter(
             "telemax_leases_created", "Leases created for new shards", ("stream",), registry=r
         )

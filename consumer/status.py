@@ -1,4 +1,8 @@
-"""``status``: the lease table as a readable table."""
+"""``status``: the lease table as a readable table.
+
+"behind ms" is the shard's MillisBehindLatest when it was last checkpointed: how far the
+checkpoint trailed the tip of the shard at that moment.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Sequence
 
 from consumer.lease.model import Lease
 
-COLUMNS = ("shard", "owner", "checkpoint", "counter", "parents", "last change")
+COLUMNS = ("shard", "owner", "checkpoint", "counter", "parents", "behind ms", "last change")
 
 
 def rows(leases: Sequence[Lease]) -> list[tuple[str, ...]]:
@@ -17,6 +21,7 @@ def rows(leases: Sequence[Lease]) -> list[tuple[str, ...]]:
             lease.checkpoint + (f"/{lease.sub_sequence}" if lease.sub_sequence else ""),
             str(lease.counter),
             ",".join(sorted(lease.parents)) or "-",
+            "-" if lease.millis_behind is None else str(lease.millis_behind),
             lease.updated_at or "-",
         )
         for lease in sorted(leases, key=lambda lease: lease.key)

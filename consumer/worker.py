@@ -19,6 +19,7 @@ from consumer.aws import Clients, config_error_from, describe
 from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
 from consumer.lease.coordinator import LeaseCoordinator
+from consumer.lease.model import TRIM_HORIZON
 from consumer.lease.repository import LeaseRepository
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
@@ -83,6 +84,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._stop_taking = asyncio.Event()
         self._sync_now = asyncio.Event()
+        self._pending_children: dict[str, frozenset[str]] = {}
         self._log = get_logger(worker_id=settings.worker_id)
         self.health = http.Health(ready=self.ready, clock=clock)
         self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
@@ -115,7 +117,7 @@ class Worker:
             clock=clock,
         )
         self.supervisor = ShardSupervisor(
-            context, release=self._release, on_shard_end=lambda _: self._sync_now.set()
+            context, release=self._release, on_shard_end=self._on_shard_end
         )
         self.coordinator = LeaseCoordinator(
             self.repository,
@@ -175,6 +177,7 @@ class Worker:
                 takes = group.create_task(self.coordinator.run_takes(self._stop_taking))
                 background += [
                     group.create_task(self.coordinator.run_renewals()),
+                    group.create_task(self.coordinator.run_fencing()),
                     group.create_task(self._sync_shards_forever(synced)),
                 ]
                 await self._stop.wait()
@@ -216,6 +219,9 @@ class Worker:
             limit=s.max_records,
             idle_poll_s=s.idle_poll_s,
             clock=self._clock,
+            on_error=lambda exc: self._log.warning(
+                "get_records_retry", shard_id=shard_id, error=describe(exc)
+            ),
         )
 
     def _parents_done(self, parents: frozenset[str]) -> bool:
@@ -253,10 +259,35 @@ class Worker:
             )
         return True
 
+    def _on_shard_end(self, shard_id: str, children: dict[str, frozenset[str]] | None) -> None:
+        """A shard was read to its end: make its children's leases available at once."""
+        if children:
+            self._pending_children.update(children)
+        self._sync_now.set()
+
+    async def _create_children(self, children: dict[str, frozenset[str]]) -> bool:
+        """Leases for the children Kinesis named, without listing every shard."""
+        try:
+            created = [
+                shard_id
+                for shard_id, parents in sorted(children.items())
+                if await self.repository.create(shard_id, TRIM_HORIZON, parents)
+            ]
+        except Exception as exc:
+            self._log.warning("child_lease_creation_failed", error=describe(exc))
+            return False
+        if created:
+            self.metrics.leases_created.labels(self.settings.stream).inc(len(created))
+            self._log.info("child_leases_created", shards=created)
+        return True
+
     async def _sync_shards_forever(self, synced: bool) -> None:
         while True:
             # A failed sync is retried soon: without leases there is nothing to work on.
             delay = SHARD_SYNC_INTERVAL_S if synced else SHARD_SYNC_RETRY_S
             await sleep_or_stop(delay, self._sync_now)
             self._sync_now.clear()
+            children, self._pending_children = self._pending_children, {}
+            if children and await self._create_children(children):
+                continue
             synced = await self._sync_shards()

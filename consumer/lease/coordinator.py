@@ -19,10 +19,12 @@ from consumer.backoff import sleep_or_stop
 from consumer.config import Settings
 from consumer.lease.held import HeldLease
 from consumer.lease.model import Lease
-from consumer.lease.planner import Seen, TakeReason, observe, plan
+from consumer.lease.planner import Seen, TakeReason, collectable, observe, plan
 from consumer.lease.repository import LeaseRepository
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
+
+FENCE_CHECK_S = 0.25
 
 
 class LeaseCoordinator:
@@ -76,6 +78,10 @@ class LeaseCoordinator:
             self._lose(key, "owner_changed")
         for take in decided.takes:
             await self._take(take.lease, take.reason)
+        for finished in collectable(self.leases):
+            if await self._repository.delete_finished(finished):
+                self._metrics.leases_deleted.labels(self._settings.stream).inc()
+                self._log.info("lease_deleted", shard_id=finished.key, why="children_started")
         self.passes += 1
         self._held_gauge.set(len(self.held))
 
@@ -109,11 +115,19 @@ class LeaseCoordinator:
 
     async def renew_pass(self) -> None:
         held = list(self.held.values())
-        results = await asyncio.gather(*(lease.renew() for lease in held), return_exceptions=True)
+        # A renewal that hangs (black-holed network) must not hold up the others or the next
+        # pass; abandoning it can only cost us that lease, never let us keep one we lost.
+        limit = self._settings.renew_interval_s
+        results = await asyncio.gather(
+            *(asyncio.wait_for(lease.renew(), timeout=limit) for lease in held),
+            return_exceptions=True,
+        )
         for lease, result in zip(held, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result
-            if isinstance(result, BaseException):
+            if isinstance(result, TimeoutError):
+                self._log.warning("lease_renew_timed_out", shard_id=lease.key)
+            elif isinstance(result, BaseException):
                 self._log.warning("lease_renew_failed", shard_id=lease.key, error=describe(result))
             elif not result:
                 self._lose(lease.key, "renew_refused")
@@ -154,8 +168,13 @@ class LeaseCoordinator:
     async def run_takes(self, stop: asyncio.Event) -> None:
         while True:
             try:
-                await self.take_pass()
+                # Bounded like renewals: a hung scan must not stop later passes.
+                async with asyncio.timeout(max(5.0, self._settings.lease_duration_s)):
+                    await self.take_pass()
                 self.aws_ok = True
+            except TimeoutError:
+                self.aws_ok = False
+                self._log.warning("lease_pass_timed_out")
             except Exception as exc:
                 self.aws_ok = False
                 self._log.warning("lease_pass_failed", error=describe(exc))
@@ -167,3 +186,9 @@ class LeaseCoordinator:
         while True:
             await asyncio.sleep(self._settings.renew_interval_s)
             await self.renew_pass()
+
+    async def run_fencing(self) -> None:
+        """Self-fencing by the clock alone: a hung request must not delay it."""
+        while True:
+            await asyncio.sleep(FENCE_CHECK_S)
+            self.fence()

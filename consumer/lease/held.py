@@ -47,9 +47,11 @@ class HeldLease:
     async def renew(self) -> bool:
         return await self._write(self._repository.renew)
 
-    async def checkpoint(self, position: str, sub_sequence: int = 0) -> bool:
+    async def checkpoint(
+        self, position: str, sub_sequence: int = 0, millis_behind: int | None = None
+    ) -> bool:
         async def write(lease: Lease) -> Lease | None:
-            return await self._repository.checkpoint(lease, position, sub_sequence)
+            return await self._repository.checkpoint(lease, position, sub_sequence, millis_behind)
 
         return await self._write(write)
 

@@ -23,6 +23,7 @@ class Lease:
     owner_switches: int = 0  # ownerSwitchesSinceCheckpoint
     parents: frozenset[str] = frozenset()  # parentShardId
     updated_at: str | None = None  # ours: wall-clock time of the last write, display only
+    millis_behind: int | None = None  # ours: MillisBehindLatest when last checkpointed
 
     @property
     def finished(self) -> bool:

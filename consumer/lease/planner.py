@@ -149,3 +149,23 @@ def _steal_one(
         return None
     choices = sorted((lease for lease in owned if lease.owner == victim), key=lambda x: x.key)
     return Take(rng.choice(choices), TakeReason.STEAL)
+
+
+def collectable(leases: Sequence[Lease]) -> list[Lease]:
+    """Finished leases whose children have all started: nobody needs them any more.
+
+    A child that has checkpointed a sequence number (or finished) no longer waits on its
+    parents, and a parent without a lease counts as done; a finished lease without any child
+    lease is kept until its children's leases exist.
+    """
+    children: dict[str, list[Lease]] = {}
+    for lease in leases:
+        for parent in lease.parents:
+            children.setdefault(parent, []).append(lease)
+    return [
+        lease
+        for lease in leases
+        if lease.finished
+        and children.get(lease.key)
+        and all(child.has_sequence or child.finished for child in children[lease.key])
+    ]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from consumer.aws import Action, classify
-from consumer.lease.model import Lease
+from consumer.lease.model import SHARD_END, Lease
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -38,7 +38,12 @@ def lease_from_item(item: Item) -> Lease:
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
         parents=frozenset(parents),
         updated_at=item.get("telemaxUpdatedAt", {}).get("S"),
+        millis_behind=_optional_int(item.get("telemaxMillisBehind", {}).get("N")),
     )
+
+
+def _optional_int(raw: str | None) -> int | None:
+    return None if raw is None else int(raw)
 
 
 def new_lease_item(shard_id: str, checkpoint: str, parents: frozenset[str]) -> dict[str, Any]:
@@ -105,13 +110,36 @@ class LeaseRepository:
     async def renew(self, lease: Lease) -> Lease | None:
         return await self._update_owned(lease, "SET leaseCounter = :next, telemaxUpdatedAt = :at")
 
-    async def checkpoint(self, lease: Lease, position: str, sub_sequence: int = 0) -> Lease | None:
-        return await self._update_owned(
-            lease,
+    async def checkpoint(
+        self, lease: Lease, position: str, sub_sequence: int = 0, millis_behind: int | None = None
+    ) -> Lease | None:
+        update = (
             "SET leaseCounter = :next, telemaxUpdatedAt = :at, checkpoint = :cp, "
-            "checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero",
-            {":cp": {"S": position}, ":sub": {"N": str(sub_sequence)}, ":zero": {"N": "0"}},
+            "checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero"
         )
+        values = {":cp": {"S": position}, ":sub": {"N": str(sub_sequence)}, ":zero": {"N": "0"}}
+        if millis_behind is not None:
+            update += ", telemaxMillisBehind = :behind"
+            values[":behind"] = {"N": str(millis_behind)}
+        return await self._update_owned(lease, update, values)
+
+    async def delete_finished(self, lease: Lease) -> bool:
+        """Delete a lease at SHARD_END that nobody changed since we read it."""
+        try:
+            await self._db.delete_item(
+                TableName=self.table,
+                Key={"leaseKey": {"S": lease.key}},
+                ConditionExpression="leaseCounter = :seen AND checkpoint = :end",
+                ExpressionAttributeValues={
+                    ":seen": {"N": str(lease.counter)},
+                    ":end": {"S": SHARD_END},
+                },
+            )
+        except ClientError as exc:
+            if classify(exc) is Action.FENCE:
+                return False
+            raise
+        return True
 
     async def release(self, lease: Lease) -> Lease | None:
         return await self._update_owned(

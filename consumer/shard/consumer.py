@@ -98,6 +98,8 @@ class ShardConsumer:
         self._mark_checkpoint = context.metrics.shard_age_tracker(self.shard_id)
         self._durable: str | None = None  # last sequence number safely stored, not checkpointed
         self._last_checkpoint_at = context.clock()
+        self._millis_behind: int | None = None
+        self.children: dict[str, frozenset[str]] | None = None  # named by Kinesis at the end
 
     async def run(self, stop: asyncio.Event) -> Reason:
         lease = self.held.lease
@@ -114,7 +116,10 @@ class ShardConsumer:
         reason = await self._process(reader, stop)
         self.lifecycle.advance(State.SHUTTING_DOWN, reason)
         if reason is Reason.SHARD_END:
+            # Logged before the checkpoint: no child can start before this line exists.
+            self._log.info("shard_end_reached", children=sorted(self.children or ()))
             await self._checkpoint(SHARD_END)
+            self._ctx.metrics.shards_ended.labels(self._ctx.stream).inc()
         elif reason is Reason.REQUESTED:
             await self._checkpoint_durable()
         self.lifecycle.advance(State.DONE)
@@ -146,7 +151,10 @@ class ShardConsumer:
                 if not fetched.ended:
                     pending = asyncio.ensure_future(reader.fetch())  # overlaps the write
                 await self._handle(fetched)
+                if fetched.millis_behind is not None:
+                    self._millis_behind = fetched.millis_behind
                 if fetched.ended:
+                    self.children = fetched.children
                     return Reason.SHARD_END
                 if not self.held.valid():
                     return Reason.LEASE_LOST
@@ -208,7 +216,7 @@ class ShardConsumer:
 
     async def _checkpoint(self, position: str) -> None:
         try:
-            ok = await self.held.checkpoint(position)
+            ok = await self.held.checkpoint(position, millis_behind=self._millis_behind)
         except Exception as exc:  # keep going; the next checkpoint carries this one
             self._log.warning("checkpoint_failed", error=describe(exc))
             return

@@ -56,9 +56,11 @@ def new_leases(
     known = set(existing)
     if initial_position != LATEST:
         known |= {s.shard_id for s in shards}
+    # A parent whose child has a lease was finished and cleaned up: never read it again.
+    superseded = {p for s in shards if s.shard_id in existing for p in s.parents}
     created: list[NewLease] = []
     for shard in parents_first(shards):
-        if shard.shard_id in existing:
+        if shard.shard_id in existing or shard.shard_id in superseded:
             continue
         if any(parent in known for parent in shard.parents):
             created.append(NewLease(shard.shard_id, TRIM_HORIZON, shard.parents))

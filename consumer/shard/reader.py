@@ -31,6 +31,9 @@ class Fetched:
     records: list[Record]
     millis_behind: int | None
     ended: bool  # the shard is closed and every record has been delivered
+    # At the end, the children Kinesis named (AWS does; some emulators do not): shard id ->
+    # parent shard ids. None when unknown.
+    children: dict[str, frozenset[str]] | None = None
 
 
 def iterator_request(checkpoint: str, at_timestamp: datetime | None) -> dict[str, Any]:
@@ -89,6 +92,8 @@ class ShardReader:
                 code = error_code(exc)
                 if code == "ExpiredIteratorException":
                     self._iterator = None  # rebuilt from the last delivered record
+                    self._metrics.aws_errors.labels("GetRecords", code).inc()
+                    self._on_error(exc)
                     continue
                 if classify(exc) is not Action.RETRY:
                     raise
@@ -112,7 +117,14 @@ class ShardReader:
             self._received.inc(len(records))
         if behind is not None:
             self._behind.set(behind)
-        return Fetched(records, behind, ended=self._iterator is None)
+        ended = self._iterator is None
+        children = None
+        if ended and answer.get("ChildShards"):
+            children = {
+                child["ShardId"]: frozenset(child.get("ParentShards", ()))
+                for child in answer["ChildShards"]
+            }
+        return Fetched(records, behind, ended=ended, children=children)
 
     async def _get_iterator(self) -> str:
         request = iterator_request(self._position, self._at_timestamp)

@@ -24,7 +24,9 @@ class ShardSupervisor:
         context: ShardContext,
         *,
         release: Callable[[str, str], Awaitable[None]],
-        on_shard_end: Callable[[str], None] = lambda shard_id: None,
+        on_shard_end: Callable[[str, dict[str, frozenset[str]] | None], None] = (
+            lambda shard_id, children: None
+        ),
     ) -> None:
         self._ctx = context
         self._release = release
@@ -78,8 +80,9 @@ class ShardSupervisor:
         backoff = Backoff(base=1.0, cap=30.0)
         try:
             while True:
+                consumer = ShardConsumer(held, self._ctx)
                 try:
-                    reason = await ShardConsumer(held, self._ctx).run(self._stop)
+                    reason = await consumer.run(self._stop)
                     break
                 except Exception:
                     self._log.exception("shard_consumer_failed", shard_id=held.key)
@@ -91,7 +94,7 @@ class ShardSupervisor:
                         break
             policy = POLICIES[reason]
             if reason is Reason.SHARD_END:
-                self._on_shard_end(held.key)
+                self._on_shard_end(held.key, consumer.children)
             if policy.release:
                 await self._release(held.key, reason.value)
         finally:

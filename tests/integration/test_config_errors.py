@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from consumer.local import free_port
-from tests.integration.conftest import Stack
+from tests.support import Stack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,7 +60,14 @@ def test_run_refuses_bad_configuration(
 
 def test_unreachable_endpoint(stack: Stack) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    done = stack.cli("consumer", "run", AWS_ENDPOINT_URL=dead, timeout=60)
+    done = stack.cli(
+        "consumer",
+        "run",
+        AWS_ENDPOINT_URL=dead,
+        AWS_ENDPOINT_URL_KINESIS=dead,
+        AWS_ENDPOINT_URL_DYNAMODB=dead,
+        timeout=60,
+    )
     line = one_line_error(done)
     assert "cannot reach" in line and "127.0.0.1" in line, line
 

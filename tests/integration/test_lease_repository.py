@@ -9,7 +9,7 @@ import pytest
 
 from consumer.aws import open_clients
 from consumer.lease.repository import LeaseRepository
-from tests.integration.conftest import Stack
+from tests.support import Stack
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.integration.conftest import Stack
+from tests.support import Stack
 
 pytestmark = pytest.mark.timeout(60)
 

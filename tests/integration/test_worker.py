@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.conftest import Stack, keys_of, readings, wait_until
+from tests.support import Stack, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -164,3 +164,18 @@ def test_latest_grandchild_of_leased_shard_starts_at_trim_horizon() -> None:
 def test_new_lease_fields() -> None:
     (created,) = new_leases([shard("C1", "P")], {"P"}, LATEST)
     assert created == NewLease("C1", TRIM_HORIZON, frozenset({"P"}))
+
+
+@pytest.mark.parametrize("position", [TRIM_HORIZON, LATEST])
+def test_a_cleaned_up_parent_is_never_leased_again(position: str) -> None:
+    # P finished, its children started, and P's lease was deleted; P still lists.
+    shards = [shard("P", closed=True), shard("C1", "P"), shard("C2", "P")]
+    assert plan(shards, {"C1", "C2"}, position) == {}
+
+
+def test_children_listed_before_parents_still_count_as_children() -> None:
+    shards = [shard("G", "C"), shard("C", "P", closed=True), shard("P", closed=True)]
+    assert plan(shards, {"P"}, LATEST) == {
+        "C": (TRIM_HORIZON, {"P"}),
+        "G": (TRIM_HORIZON, {"C"}),
+    }

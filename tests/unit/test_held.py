@@ -42,8 +42,16 @@ class FakeRepository:
     async def renew(self, seen: Lease) -> Lease | None:
         return await self._write("renew", seen)
 
-    async def checkpoint(self, seen: Lease, position: str, sub_sequence: int) -> Lease | None:
-        return await self._write("checkpoint", seen, checkpoint=position, sub_sequence=sub_sequence)
+    async def checkpoint(
+        self, seen: Lease, position: str, sub_sequence: int, millis_behind: int | None = None
+    ) -> Lease | None:
+        return await self._write(
+            "checkpoint",
+            seen,
+            checkpoint=position,
+            sub_sequence=sub_sequence,
+            millis_behind=millis_behind,
+        )
 
     async def release(self, seen: Lease) -> Lease | None:
         return await self._write("release", seen, owner=None)

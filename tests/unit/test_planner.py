@@ -9,7 +9,15 @@ from collections import Counter
 import pytest
 
 from consumer.lease.model import SHARD_END, Lease
-from consumer.lease.planner import Plan, Seen, TakeReason, is_expired, observe, plan
+from consumer.lease.planner import (
+    Plan,
+    Seen,
+    TakeReason,
+    collectable,
+    is_expired,
+    observe,
+    plan,
+)
 from consumer.testing import FakeClock, lease
 
 DURATION = 10.0
@@ -464,3 +472,50 @@ def test_fleet_takes_over_a_dead_workers_leases_after_duration() -> None:
             break
     assert expired_at == DURATION  # not a pass earlier
     assert {key for _, key, reason in fleet.takes if reason is TakeReason.EXPIRED} == dead_keys
+
+
+COLLECT_CASES = [
+    pytest.param([], [], id="empty"),
+    pytest.param([lease("P", checkpoint="SHARD_END")], [], id="finished-without-children"),
+    pytest.param(
+        [lease("P", checkpoint="SHARD_END"), lease("C", parents=frozenset({"P"}))],
+        [],
+        id="child-not-started",
+    ),
+    pytest.param(
+        [
+            lease("P", checkpoint="SHARD_END"),
+            lease("C", checkpoint="123", parents=frozenset({"P"})),
+        ],
+        ["P"],
+        id="child-started",
+    ),
+    pytest.param(
+        [
+            lease("P", checkpoint="SHARD_END"),
+            lease("C1", checkpoint="123", parents=frozenset({"P"})),
+            lease("C2", parents=frozenset({"P"})),
+        ],
+        [],
+        id="one-child-of-two-started",
+    ),
+    pytest.param(
+        [
+            lease("A", checkpoint="SHARD_END"),
+            lease("B", checkpoint="SHARD_END"),
+            lease("M", checkpoint="SHARD_END", parents=frozenset({"A", "B"})),
+        ],
+        ["A", "B"],
+        id="merge-child-finished-too",
+    ),
+    pytest.param(
+        [lease("P", checkpoint="555"), lease("C", checkpoint="123", parents=frozenset({"P"}))],
+        [],
+        id="parent-not-finished",
+    ),
+]
+
+
+@pytest.mark.parametrize(("leases", "expected"), COLLECT_CASES)
+def test_collectable(leases: list[Lease], expected: list[str]) -> None:
+    assert sorted(x.key for x in collectable(leases)) == expected

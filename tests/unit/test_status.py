@@ -15,6 +15,7 @@ LEASES = [
         SEQ,
         sub_sequence=3,
         updated_at="2026-01-01T00:00:00.000Z",
+        millis_behind=1500,
     ),
     lease("shardId-000000000000", None, 2, "SHARD_END", parents=frozenset({"p2", "p1"})),
     lease("shardId-000000000002", "worker-b", 4),
@@ -24,10 +25,18 @@ LEASES = [
 
 def test_rows_sorted_with_placeholders() -> None:
     assert rows(LEASES) == [
-        ("shardId-000000000000", "-", "SHARD_END", "2", "p1,p2", "-"),
-        ("shardId-000000000001", "worker-a", SEQ + "/3", "7", "-", "2026-01-01T00:00:00.000Z"),
-        ("shardId-000000000002", "worker-b", "TRIM_HORIZON", "4", "-", "-"),
-        ("shardId-000000000003", "worker-a", SEQ, "1", "-", "-"),
+        ("shardId-000000000000", "-", "SHARD_END", "2", "p1,p2", "-", "-"),
+        (
+            "shardId-000000000001",
+            "worker-a",
+            SEQ + "/3",
+            "7",
+            "-",
+            "1500",
+            "2026-01-01T00:00:00.000Z",
+        ),
+        ("shardId-000000000002", "worker-b", "TRIM_HORIZON", "4", "-", "-", "-"),
+        ("shardId-000000000003", "worker-a", SEQ, "1", "-", "-", "-"),
     ]
 
 
@@ -43,6 +52,8 @@ def test_render_summary_and_aligned_columns() -> None:
         "checkpoint",
         "counter",
         "parents",
+        "behind",
+        "ms",
         "last",
         "change",
     ]
@@ -53,14 +64,16 @@ def test_render_summary_and_aligned_columns() -> None:
             line.index(value, start) for value, start in zip(row, starts, strict=True)
         ] == starts
     assert lines[3] == (
-        "shardId-000000000001  worker-a  " + SEQ + "/3  7        -        2026-01-01T00:00:00.000Z"
+        "shardId-000000000001  worker-a  "
+        + SEQ
+        + "/3  7        -        1500       2026-01-01T00:00:00.000Z"
     )
 
 
 def test_render_empty_table() -> None:
     assert render([], "s", "t") == (
         "stream s, lease table t: 0 leases, 0 owned, 0 workers\n"
-        "shard  owner  checkpoint  counter  parents  last change"
+        "shard  owner  checkpoint  counter  parents  behind ms  last change"
     )
 
 
@@ -72,4 +85,4 @@ def test_no_trailing_whitespace() -> None:
 def test_single_lease() -> None:
     only: list[Lease] = [lease("a", "w", 1)]
     text = render(only, "s", "t")
-    assert text.splitlines()[2] == "a      w      TRIM_HORIZON  1        -        -"
+    assert text.splitlines()[2] == "a      w      TRIM_HORIZON  1        -        -          -"

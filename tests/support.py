@@ -1,0 +1,309 @@
+"""What the integration suites share: a per-test stack of stream and tables on some local
+endpoint, worker and CLI processes, synchronous botocore clients for assertions, data."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import orjson
+
+from consumer.local import LOCALHOST, WorkerProcess, aws_env, free_port
+
+LEASE_DURATION_S = 4.0
+
+
+@dataclasses.dataclass
+class Stack:
+    """One test's stream and tables on the shared moto server, plus helpers to drive them."""
+
+    env: dict[str, str]
+    stream: str
+    table: str
+    lease_table: str
+    dlq_table: str
+    log_dir: Path
+    kinesis: Any
+    dynamodb: Any
+    workers: list[WorkerProcess] = dataclasses.field(default_factory=list)
+
+    def cli(
+        self, *args: str, timeout: float = 60, **extra_env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m ARGS`` with this stack's environment; a None value unsets a variable."""
+        env = {**os.environ, **self.env, **extra_env}
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            env={k: v for k, v in env.items() if v is not None},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def setup(self, shards: int = 2) -> None:
+        done = self.cli("consumer", "setup", TELEMAX_SHARDS=str(shards))
+        assert done.returncode == 0, done.stderr
+
+    def worker(self, worker_id: str, **extra_env: str) -> WorkerProcess:
+        worker = WorkerProcess(worker_id, {**self.env, **extra_env}, self.log_dir)
+        self.workers.append(worker)
+        return worker
+
+    def put(self, readings: list[dict[str, Any]] | list[bytes], key: str | None = None) -> None:
+        """PutRecords, one call in flight (moto loses records under concurrent calls)."""
+        for start in range(0, len(readings), 500):
+            chunk = readings[start : start + 500]
+            records = [
+                {
+                    "Data": r if isinstance(r, bytes) else orjson.dumps(r),
+                    "PartitionKey": key or (r["hardwareID"] if isinstance(r, dict) else "pk"),
+                }
+                for r in chunk
+            ]
+            answer = self.kinesis.put_records(StreamName=self.stream, Records=records)
+            assert answer["FailedRecordCount"] == 0
+
+    def scan(self, table: str | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": table or self.table}
+        while True:
+            page = self.dynamodb.scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def count(self, table: str | None = None) -> int:
+        total = 0
+        kwargs: dict[str, Any] = {"TableName": table or self.table, "Select": "COUNT"}
+        while True:
+            page = self.dynamodb.scan(**kwargs)
+            total += page["Count"]
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def leases(self) -> dict[str, dict[str, Any]]:
+        return {item["leaseKey"]["S"]: item for item in self.scan(self.lease_table)}
+
+    def owners(self) -> dict[str, str | None]:
+        return {k: v.get("leaseOwner", {}).get("S") for k, v in self.leases().items()}
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def readings(n: int, prefix: str = "HW", offset: int = 0) -> list[dict[str, Any]]:
+    """``n`` valid TELEMAX readings over 40 devices, keys unique for a given prefix."""
+    return [
+        {
+            "hardwareID": f"{prefix}-{i % 40:03d}",
+            "Timestamp": f"2026-01-01T00:{(i // 40) // 60 % 60:02d}:{(i // 40) % 60:02d}.{i:06d}Z",
+            "Data1": f"LNK-{i % 7}",
+            "Data2": round(10 + i * 0.5, 2),
+            "Data3": i % 97 + 0.25,
+        }
+        for i in range(offset, offset + n)
+    ]
+
+
+def keys_of(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(i["hardwareID"]["S"], i["Timestamp"]["S"]) for i in items}
+
+
+def make_stack(
+    tmp_path: Path,
+    *,
+    kinesis_endpoint: str,
+    dynamodb_endpoint: str,
+    lease_duration_s: float = LEASE_DURATION_S,
+    **extra_env: str,
+) -> Stack:
+    """A stack with unique names; Kinesis and DynamoDB may live on different endpoints."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        **aws_env(kinesis_endpoint),
+        "AWS_ENDPOINT_URL_KINESIS": kinesis_endpoint,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint,
+        "TELEMAX_STREAM": f"stream-{suffix}",
+        "TELEMAX_TABLE": f"TELEMAX-{suffix}",
+        "TELEMAX_LEASE_TABLE": f"leases-{suffix}",
+        "TELEMAX_DLQ_TABLE": f"deadletter-{suffix}",
+        "TELEMAX_LEASE_DURATION_S": str(lease_duration_s),
+        "TELEMAX_IDLE_POLL_S": "0.2",
+        "TELEMAX_CHECKPOINT_INTERVAL_S": "0.5",
+        "TELEMAX_SHUTDOWN_GRACE_S": "10",
+        "TELEMAX_LOG_LEVEL": "debug",
+        **extra_env,
+    }
+    session = botocore.session.get_session()
+    credentials = {
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    return Stack(
+        env=env,
+        stream=env["TELEMAX_STREAM"],
+        table=env["TELEMAX_TABLE"],
+        lease_table=env["TELEMAX_LEASE_TABLE"],
+        dlq_table=env["TELEMAX_DLQ_TABLE"],
+        log_dir=tmp_path,
+        kinesis=session.create_client("kinesis", endpoint_url=kinesis_endpoint, **credentials),
+        dynamodb=session.create_client("dynamodb", endpoint_url=dynamodb_endpoint, **credentials),
+    )
+
+
+def kill_all(stack: Stack) -> None:
+    for worker in stack.workers:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+
+class BackgroundProducer:
+    """Writes valid readings to the stream from a thread until stopped, one call in flight,
+    remembering every acknowledged key. ``rate`` is records per second."""
+
+    def __init__(self, stack: Stack, rate: float = 400.0, batch: int = 40, prefix: str = "BG"):
+        self._stack = stack
+        self._interval = batch / rate
+        self._batch = batch
+        self._prefix = prefix
+        self.keys: set[tuple[str, str]] = set()
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="producer", daemon=True)
+
+    def __enter__(self) -> BackgroundProducer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> set[tuple[str, str]]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self.errors:
+            raise AssertionError(f"producer failed: {self.errors[0]!r}")
+        return self.keys
+
+    def _run(self) -> None:
+        offset = 0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            chunk = readings(self._batch, prefix=self._prefix, offset=offset)
+            offset += self._batch
+            try:
+                self._stack.put(chunk)
+            except Exception as exc:
+                self.errors.append(exc)
+                return
+            self.keys.update((r["hardwareID"], r["Timestamp"]) for r in chunk)
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    at: float  # POSIX seconds (all processes share this host's clock)
+    worker: str
+    name: str
+    fields: dict[str, Any]
+
+
+def worker_events(*workers: WorkerProcess) -> list[Event]:
+    """Every structured log event of the given workers, in time order."""
+    found: list[Event] = []
+    for worker in workers:
+        for line in worker.log_lines():
+            if not line.startswith("{"):
+                continue
+            data = orjson.loads(line)
+            at = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")).timestamp()
+            found.append(Event(at, worker.worker_id, data["event"], data))
+    return sorted(found, key=lambda e: e.at)
+
+
+class BlackholeProxy:
+    """A TCP proxy on 127.0.0.1 to ``target`` that can start dropping everything.
+
+    While ``dropping`` is set, bytes in both directions are discarded and new connections are
+    accepted but never forwarded: to the client the peer is unreachable, requests just hang
+    (like a network partition, not a refused connection).
+    """
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.removeprefix("http://").partition(":")
+        self._target = (host, int(port))
+        self.port = free_port()
+        self.dropping = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, LOCALHOST, self.port)
+        )
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+
+    async def _handle(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while self.dropping.is_set():  # accepted, never forwarded
+                if not await client_in.read(65536):
+                    return
+            target_in, target_out = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_out.close()
+            return
+        await asyncio.gather(
+            self._pump(client_in, target_out),
+            self._pump(target_in, client_out),
+            return_exceptions=True,
+        )
+        for writer in (client_out, target_out):
+            writer.close()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if not self.dropping.is_set():
+                sink.write(data)
+                await sink.drain()
