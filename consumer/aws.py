@@ -128,11 +128,11 @@ class Clients:
     dynamodb: DynamoDBClient
 
 
-def client_config(*, pool: int = 64, attempts: int = 3) -> AioConfig:
+def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20) -> AioConfig:
     return AioConfig(
         max_pool_connections=pool,
         connect_timeout=5,
-        read_timeout=20,
+        read_timeout=read_timeout,
         # botocore's own retries handle throttling and 5xx for single calls; our loops add
         # backoff around them (UnprocessedItems, shard reads) where a call must not give up.
         retries={"mode": "standard", "total_max_attempts": attempts},
@@ -140,10 +140,12 @@ def client_config(*, pool: int = 64, attempts: int = 3) -> AioConfig:
 
 
 @asynccontextmanager
-async def open_clients(*, pool: int = 64, attempts: int = 3) -> AsyncIterator[Clients]:
+async def open_clients(
+    *, pool: int = 64, attempts: int = 3, read_timeout: float = 20
+) -> AsyncIterator[Clients]:
     """Kinesis and DynamoDB clients sharing one configuration; closed on exit."""
     session = get_session()
-    config = client_config(pool=pool, attempts=attempts)
+    config = client_config(pool=pool, attempts=attempts, read_timeout=read_timeout)
     async with AsyncExitStack() as stack:
         try:
             kinesis = await stack.enter_async_context(

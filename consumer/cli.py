@@ -23,7 +23,11 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
     from consumer.worker import Worker, preflight
 
     # Connections: every write slot, one reader per shard, and the lease traffic.
-    async with open_clients(pool=settings.write_concurrency + 32) as clients:
+    async with open_clients(
+        pool=settings.write_concurrency + 32,
+        attempts=settings.aws_max_attempts,
+        read_timeout=settings.aws_read_timeout_s,
+    ) as clients:
         handler = await preflight(clients, settings)
         await Worker(settings, clients, handler).run()
     return 0
@@ -53,6 +57,34 @@ async def status_command(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.dlq import dead_letters, render, replay
+    from consumer.pipeline.records import load_handler
+
+    what = f"DynamoDB dead-letter table {settings.dlq_table!r}"
+    async with open_clients() as clients:
+        try:
+            if args.action == "list":
+                letters = [
+                    letter
+                    async for letter in dead_letters(clients, settings.dlq_table, args.reason)
+                ]
+                print(render(letters[: args.limit] if args.limit else letters))
+                return 0
+            try:
+                handler = load_handler(settings.handler)
+            except ValueError as exc:
+                raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+            report = await replay(
+                clients, settings.table, settings.dlq_table, handler, reason=args.reason
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise config_error_from(exc, what) or exc from None
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.demo import Demo
 
@@ -63,6 +95,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "run": (run_command, "run a worker until SIGTERM"),
     "setup": (setup_command, "create the stream and tables if missing"),
     "status": (status_command, "show the lease table"),
+    "dlq": (dlq_command, "list dead letters, or replay them through the current handler"),
     "demo": (demo_command, "run everything end to end on an embedded moto server"),
 }
 
@@ -77,6 +110,10 @@ def parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         config.add_options(command, name)
+        if name == "dlq":
+            command.add_argument("action", choices=("list", "replay"), help="what to do")
+            command.add_argument("--reason", default=None, help="only dead letters of this reason")
+            command.add_argument("--limit", type=int, default=0, help="list at most N (0: all)")
         if name == "demo":
             command.add_argument("--count", type=int, default=10_000, help="readings to produce")
             command.add_argument("--shards", type=int, default=2, help="shards of the demo stream")

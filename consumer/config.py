@@ -109,8 +109,8 @@ class Option:
 
 
 RUN = frozenset({"run"})
-ALL = frozenset({"run", "setup", "status", "demo"})
-TABLES = frozenset({"run", "setup", "status"})
+ALL = frozenset({"run", "setup", "status", "demo", "dlq"})
+TABLES = frozenset({"run", "setup", "status", "dlq"})
 
 OPTIONS: tuple[Option, ...] = (
     Option("stream", "TELEMAX_STREAM", "telemax-stream", _name, "Kinesis stream name", TABLES),
@@ -214,12 +214,28 @@ OPTIONS: tuple[Option, ...] = (
         RUN,
     ),
     Option(
+        "aws_read_timeout_s",
+        "TELEMAX_AWS_READ_TIMEOUT_S",
+        "20",
+        _positive_float,
+        "seconds to wait for an AWS answer before the call counts as failed and is retried",
+        RUN,
+    ),
+    Option(
+        "aws_max_attempts",
+        "TELEMAX_AWS_MAX_ATTEMPTS",
+        "3",
+        _positive_int,
+        "attempts botocore makes per AWS call before our own retry loops take over",
+        RUN,
+    ),
+    Option(
         "handler",
         "TELEMAX_HANDLER",
         "consumer.pipeline.telemax:to_item",
         _handler,
         "record handler, module:function (bytes -> DynamoDB item)",
-        RUN,
+        frozenset({"run", "dlq"}),
     ),
 )
 
@@ -243,6 +259,8 @@ class Settings:
     max_records: int = 10_000
     idle_poll_s: float = 0.5
     checkpoint_interval_s: float = 1.0
+    aws_read_timeout_s: float = 20.0
+    aws_max_attempts: int = 3
     handler: str = "consumer.pipeline.telemax:to_item"
 
     @property

@@ -32,6 +32,12 @@ class Metrics:
             ("stream", "reason"),
             registry=r,
         )
+        self.handler_errors = Counter(
+            "telemax_handler_errors",
+            "Records whose handler raised an unexpected error (each attempt counts)",
+            ("stream",),
+            registry=r,
+        )
         self.batch_write_seconds = Histogram(
             "telemax_batch_write_seconds",
             "Latency of one BatchWriteItem request",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from consumer.aws import describe
-from consumer.backoff import sleep_or_stop
+from consumer.backoff import Backoff, sleep_or_stop
 from consumer.config import Settings
 from consumer.lease.held import HeldLease
 from consumer.lease.model import Lease
@@ -25,6 +25,7 @@ from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 
 FENCE_CHECK_S = 0.25
+RELEASE_ATTEMPTS = 4
 
 
 class LeaseCoordinator:
@@ -156,11 +157,18 @@ class LeaseCoordinator:
         self._held_gauge.set(len(self.held))
         if lease is None:
             return
-        try:
-            released = await lease.release()
-        except Exception as exc:
-            self._log.warning("lease_release_failed", shard_id=key, error=describe(exc))
-            return
+        backoff = Backoff(base=0.1, cap=1.0)
+        for attempt in range(1, RELEASE_ATTEMPTS + 1):
+            try:
+                released = await lease.release()
+                break
+            except Exception as exc:  # the condition makes a retry safe
+                self._log.warning(
+                    "lease_release_failed", shard_id=key, error=describe(exc), attempt=attempt
+                )
+                if attempt == RELEASE_ATTEMPTS:
+                    return  # the lease expires on its own
+                await backoff.sleep()
         if released:
             self._metrics.leases_released.labels(self._settings.stream).inc()
             self._log.info("lease_released", shard_id=key, why=why)

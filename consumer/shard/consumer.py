@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import traceback
 from collections.abc import Callable, Sequence
 
 from consumer.aws import describe
-from consumer.backoff import sleep_or_stop
+from consumer.backoff import Backoff, sleep_or_stop
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.logs import get as get_logger
@@ -27,6 +28,11 @@ from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, Record, ShardReader
 
 PARENT_POLL_S = 1.0
+FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
+HANDLER_ERROR = "handler_error"
+# A handler that raises (a bug or a dependency, not bad data) gets the batch again after these
+# pauses; records still failing after the last one are dead-lettered, the others written.
+HANDLER_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +73,18 @@ def convert(
             dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
             continue
         except Exception as exc:  # a handler bug must not stall the shard or vanish
-            dead.append(dead_letter(stream, shard_id, record, "handler_error", describe(exc)))
+            dead.append(dead_letter(stream, shard_id, record, HANDLER_ERROR, where(exc)))
             continue
         items.append(item)
         origins.append(record)
     return items, dead, origins
+
+
+def where(exc: BaseException) -> str:
+    """The error and the line that raised it: enough to find a handler bug."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return describe(exc) + place
 
 
 def dead_letter(stream: str, shard_id: str, record: Record, reason: str, detail: str) -> DeadLetter:
@@ -118,10 +131,10 @@ class ShardConsumer:
         if reason is Reason.SHARD_END:
             # Logged before the checkpoint: no child can start before this line exists.
             self._log.info("shard_end_reached", children=sorted(self.children or ()))
-            await self._checkpoint(SHARD_END)
+            await self._checkpoint(SHARD_END, FINAL_CHECKPOINT_ATTEMPTS)
             self._ctx.metrics.shards_ended.labels(self._ctx.stream).inc()
         elif reason is Reason.REQUESTED:
-            await self._checkpoint_durable()
+            await self._checkpoint_durable(FINAL_CHECKPOINT_ATTEMPTS)
         self.lifecycle.advance(State.DONE)
         self._log.info("shard_stopped", reason=reason.value)
         return reason
@@ -165,16 +178,46 @@ class ShardConsumer:
             stopping.cancel()
             await asyncio.gather(pending, stopping, return_exceptions=True)
 
+    def _convert(
+        self, records: Sequence[Record]
+    ) -> tuple[list[Item], list[DeadLetter], list[Record]]:
+        return convert(
+            records, self._ctx.handler, self._ctx.stream, self.shard_id, self._ctx.sink.key_names
+        )
+
+    async def _convert_retrying(
+        self, records: Sequence[Record]
+    ) -> tuple[list[Item], list[DeadLetter], list[Record]]:
+        """Convert; while the handler raises, try the whole batch again (keeping its order)."""
+        items, dead, origins = self._convert(records)
+        errors = self._ctx.metrics.handler_errors.labels(self._ctx.stream)
+        for delay in (*HANDLER_RETRY_DELAYS_S, None):
+            failing = [letter for letter in dead if letter.reason == HANDLER_ERROR]
+            if not failing:
+                break
+            errors.inc(len(failing))
+            if delay is None:
+                self._log.error(
+                    "handler_failed",
+                    records=len(failing),
+                    error=failing[0].detail,
+                    attempts=len(HANDLER_RETRY_DELAYS_S) + 1,
+                )
+                break
+            self._log.warning(
+                "handler_error_retry",
+                records=len(failing),
+                error=failing[0].detail,
+                delay_s=delay,
+            )
+            await asyncio.sleep(delay)
+            items, dead, origins = self._convert(records)
+        return items, dead, origins
+
     async def _handle(self, fetched: Fetched) -> None:
         if not fetched.records:
             return
-        items, dead, origins = convert(
-            fetched.records,
-            self._ctx.handler,
-            self._ctx.stream,
-            self.shard_id,
-            self._ctx.sink.key_names,
-        )
+        items, dead, origins = await self._convert_retrying(fetched.records)
         refused = await self._ctx.sink.write(items, self._count_written)
         if refused:
             origin_of = {id(item): record for item, record in zip(items, origins, strict=True)}
@@ -210,16 +253,23 @@ class ShardConsumer:
         elapsed = self._ctx.clock() - self._last_checkpoint_at
         return idle or elapsed >= self._ctx.checkpoint_interval_s
 
-    async def _checkpoint_durable(self) -> None:
+    async def _checkpoint_durable(self, attempts: int = 1) -> None:
         if self._durable is not None:
-            await self._checkpoint(self._durable)
+            await self._checkpoint(self._durable, attempts)
 
-    async def _checkpoint(self, position: str) -> None:
-        try:
-            ok = await self.held.checkpoint(position, millis_behind=self._millis_behind)
-        except Exception as exc:  # keep going; the next checkpoint carries this one
-            self._log.warning("checkpoint_failed", error=describe(exc))
-            return
+    async def _checkpoint(self, position: str, attempts: int = 1) -> None:
+        """Checkpoint ``position``. While processing one attempt is enough (the next
+        checkpoint carries this one); the last checkpoint of a shard gets ``attempts``."""
+        backoff = Backoff(base=0.1, cap=1.0)
+        for attempt in range(1, attempts + 1):
+            try:
+                ok = await self.held.checkpoint(position, millis_behind=self._millis_behind)
+                break
+            except Exception as exc:
+                self._log.warning("checkpoint_failed", error=describe(exc), attempt=attempt)
+                if attempt == attempts:
+                    return
+                await backoff.sleep()
         if not ok:
             self._log.warning("checkpoint_refused_lease_lost", position=position)
             return

@@ -1,75 +1,16 @@
-"""Fleet fixtures: kinesalite and dynalite (npm, installed by `make emulators`) on 127.0.0.1,
-one pair per session, and a fresh stack per test. moto is not used here: its Kinesis does not
-reshard faithfully and loses records under concurrent writers (see EMULATORS.md)."""
+"""The fleet suite: a fresh stack per test on the session's kinesalite + dynalite."""
 
 from __future__ import annotations
 
-import dataclasses
-import signal
-import subprocess
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from consumer.local import LOCALHOST, free_port, wait_for_http
+from tests.conftest import LEASE_DURATION_S, RENEW_INTERVAL_S, Emulator
 from tests.support import Stack, kill_all, make_stack
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVE = ROOT / "tests" / "emulators" / "serve.js"
-MODULES = ROOT / ".emulators" / "node_modules"
-LEASE_DURATION_S = 6.0
-RENEW_INTERVAL_S = LEASE_DURATION_S / 3
-
-
-@dataclasses.dataclass(frozen=True)
-class Emulator:
-    endpoint: str
-    proc: subprocess.Popen[bytes]
-
-    def jump_clock(self) -> None:
-        """Move the emulator's clock 301 s forward (see tests/emulators/serve.js)."""
-        self.proc.send_signal(signal.SIGUSR2)
-
-
-@contextmanager
-def emulator(kind: str, log_dir: Path) -> Iterator[Emulator]:
-    if not (MODULES / kind).is_dir():
-        pytest.fail(f"{kind} is not installed: run `make emulators` (make test does it)")
-    port = free_port()
-    with (log_dir / f"{kind}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            ["node", str(SERVE), kind, str(port)],
-            env={"NODE_PATH": str(MODULES), "PATH": "/usr/local/bin:/usr/bin:/bin"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        endpoint = f"http://{LOCALHOST}:{port}"
-        try:
-            wait_for_http(endpoint, timeout=30, proc=proc)
-            yield Emulator(endpoint, proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture(scope="session")
-def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator, Emulator]]:
-    logs = tmp_path_factory.mktemp("emulators")
-    with ExitStack() as stack:
-        kinesis = stack.enter_context(emulator("kinesalite", logs))
-        dynamodb = stack.enter_context(emulator("dynalite", logs))
-        yield kinesis, dynamodb
-
-
-@pytest.fixture
-def kinesalite(emulators: tuple[Emulator, Emulator]) -> Emulator:
-    return emulators[0]
+__all__ = ["LEASE_DURATION_S", "RENEW_INTERVAL_S", "Emulator"]
 
 
 @pytest.fixture

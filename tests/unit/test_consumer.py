@@ -57,7 +57,7 @@ def test_handler_exception_becomes_handler_error() -> None:
     assert items == [{"k": {"S": "ok-1"}}, {"k": {"S": "ok-2"}}]
     assert [o["SequenceNumber"] for o in origins] == [f"{10:056d}", f"{13:056d}"]
     assert [(d.reason, d.detail, d.data) for d in dead] == [
-        ("handler_error", "RuntimeError: kaput", b"boom"),
+        ("handler_error", f"RuntimeError: kaput (at {__file__}:45)", b"boom"),
         ("custom_reason", "told so", b"invalid"),
     ]
 

@@ -183,3 +183,53 @@ def test_multibyte_text_counts_in_bytes() -> None:
     with pytest.raises(InvalidRecord) as caught:
         to_item(encode(reading(blob="€" * 140_000)))
     assert caught.value.reason == "item_too_large"
+
+
+BASE = b'"hardwareID": "HW-1", "Timestamp": "2026-01-01T00:00:00Z"'
+
+
+@pytest.mark.parametrize(
+    ("fields", "name", "expected"),
+    [
+        pytest.param(
+            b'"Data2": 123456789012345678901234567890',
+            "Data2",
+            {"N": "123456789012345678901234567890"},
+            id="int-beyond-64-bits",
+        ),
+        pytest.param(
+            b'"Data3": 0.12345678901234567890',
+            "Data3",
+            {"N": "0.12345678901234567890"},
+            id="long-decimal",
+        ),
+        pytest.param(
+            b'"x": [1, 2.5, 99999999999999999999]',
+            "x",
+            {"L": [{"N": "1"}, {"N": "2.5"}, {"N": "99999999999999999999"}]},
+            id="nested-long-int",
+        ),
+        pytest.param(b'"Data2": 12.5', "Data2", {"N": "12.5"}, id="short-float-fast-path"),
+    ],
+)
+def test_numbers_keep_every_digit(fields: bytes, name: str, expected: object) -> None:
+    assert to_item(b"{" + BASE + b", " + fields + b"}")[name] == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        pytest.param(b'"Data2": 1e200', "number_out_of_range", id="too-large"),
+        pytest.param(b'"Data3": -1e-200', "number_out_of_range", id="too-small"),
+        pytest.param(b'"": 1', "bad_attribute_name", id="empty-name"),
+        pytest.param(b'"m": {"": 1}', "bad_attribute_name", id="empty-nested-name"),
+    ],
+)
+def test_values_dynamodb_refuses_are_invalid(fields: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as caught:
+        to_item(b"{" + BASE + b", " + fields + b"}")
+    assert caught.value.reason == reason
+
+
+def test_zero_is_in_range() -> None:
+    assert to_item(b"{" + BASE + b', "Data2": 0.0}')["Data2"] == {"N": "0.0"}

@@ -1,0 +1,200 @@
+"""A fault-injecting HTTP proxy for AWS JSON APIs (Kinesis, DynamoDB), for tests and soaks.
+
+Emulators never throttle, never return ``UnprocessedItems`` and never drop connections, so
+tests put this proxy between a worker and an emulator. It binds 127.0.0.1, forwards every
+request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` header):
+
+- ``error``: answer ``status`` with the AWS error ``code`` instead of forwarding;
+- ``unprocessed`` (BatchWriteItem): forward only some items, return the rest as
+  ``UnprocessedItems`` (``fraction`` of them; 1.0 leaves the whole request unprocessed);
+- ``delay``: wait ``delay_s`` and then forward (longer than the client's read timeout makes a
+  read timeout);
+- ``reset``: close the connection without answering.
+
+A rule applies with probability ``rate``, optionally only inside a time window and at most
+``limit`` times. Rules can be changed while the proxy runs. ``injected`` counts what was done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from consumer.local import LOCALHOST, free_port
+
+KINDS = ("error", "unprocessed", "delay", "reset")
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+@dataclasses.dataclass
+class Rule:
+    operation: str  # e.g. "BatchWriteItem", "GetRecords"; "*" matches every operation
+    kind: str  # one of KINDS
+    rate: float = 1.0
+    code: str = "ProvisionedThroughputExceededException"
+    status: int = 400
+    fraction: float = 0.5
+    delay_s: float = 0.0
+    after_s: float = 0.0  # active from this many seconds after the rule was installed …
+    until_s: float | None = None  # … until this many (None: for ever)
+    limit: int | None = None  # at most this many injections
+    used: int = 0
+    installed_at: float = dataclasses.field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {KINDS}")
+
+    def applies(self, operation: str, now: float, rng: random.Random) -> bool:
+        if self.operation not in ("*", operation):
+            return False
+        age = now - self.installed_at
+        if age < self.after_s or (self.until_s is not None and age >= self.until_s):
+            return False
+        if self.limit is not None and self.used >= self.limit:
+            return False
+        return rng.random() < self.rate
+
+
+class FaultProxy:
+    """Start with ``with FaultProxy(upstream) as proxy:``; point the client at ``endpoint``."""
+
+    def __init__(
+        self, upstream: str, rules: Sequence[Rule] = (), *, seed: int | None = None
+    ) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = free_port()
+        self.injected: Counter[tuple[str, str]] = Counter()  # (operation, kind) -> count
+        self.forwarded: Counter[str] = Counter()
+        self._rules = list(rules)
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        now = time.monotonic()
+        for rule in rules:
+            rule.installed_at = now
+        with self._lock:
+            self._rules = list(rules)
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(timeout=10)
+
+    def _pick(self, operation: str) -> Rule | None:
+        now = time.monotonic()
+        with self._lock:
+            for rule in self._rules:
+                if rule.applies(operation, now, self._rng):
+                    rule.used += 1
+                    self.injected[(operation, rule.kind)] += 1
+                    return rule
+        return None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        stopped = asyncio.Event()
+        self._loop.call_soon(self._watch_stop, stopped)
+        connector = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            self._session = session
+            app = web.Application(client_max_size=32 * 1024 * 1024)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, LOCALHOST, self.port).start()
+            self._ready.set()
+            try:
+                await stopped.wait()
+            finally:
+                await runner.cleanup()
+
+    def _watch_stop(self, stopped: asyncio.Event) -> None:
+        if self._stopped.is_set():
+            stopped.set()
+        else:
+            self._loop.call_later(0.05, self._watch_stop, stopped)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "?"
+        rule = self._pick(operation)
+        if rule is None:
+            return await self._forward(request, body, operation)
+        if rule.kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise web.HTTPServiceUnavailable()  # never seen: the connection is gone
+        if rule.kind == "delay":
+            await asyncio.sleep(rule.delay_s)
+            return await self._forward(request, body, operation)
+        if rule.kind == "unprocessed" and operation == "BatchWriteItem":
+            return await self._unprocessed(request, body, rule)
+        return error_response(request, rule.code, rule.status)
+
+    async def _forward(self, request: web.Request, body: bytes, operation: str) -> web.Response:
+        self.forwarded[operation] += 1
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as answer:
+            payload = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+            return web.Response(status=answer.status, body=payload, headers=kept)
+
+    async def _unprocessed(self, request: web.Request, body: bytes, rule: Rule) -> web.Response:
+        """Write only part of a BatchWriteItem; report the rest as UnprocessedItems."""
+        payload: dict[str, Any] = orjson.loads(body)
+        keep: dict[str, list[Any]] = {}
+        left: dict[str, list[Any]] = {}
+        for table, requests in payload["RequestItems"].items():
+            cut = len(requests) - max(1, round(len(requests) * rule.fraction))
+            if requests[:cut]:
+                keep[table] = requests[:cut]
+            left[table] = requests[cut:]
+        if keep:
+            forwarded = await self._forward(
+                request, orjson.dumps({**payload, "RequestItems": keep}), "BatchWriteItem"
+            )
+            if forwarded.status != 200:
+                return forwarded
+        answer = {"UnprocessedItems": left}
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        return web.Response(status=200, body=orjson.dumps(answer), headers=headers)
+
+
+def error_response(request: web.Request, code: str, status: int) -> web.Response:
+    """An AWS JSON-protocol error answer, as botocore parses it."""
+    body = orjson.dumps({"__type": code, "message": f"injected by telemax fault proxy: {code}"})
+    headers = {
+        "Content-Type": request.headers.get("Content-Type", "application/x-amz-json-1.0"),
+        "x-amzn-ErrorType": code,
+    }
+    return web.Response(status=status, body=body, headers=headers)
