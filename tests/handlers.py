@@ -1,0 +1,34 @@
+"""Record handlers that tests load into worker processes with TELEMAX_HANDLER."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+
+from consumer.pipeline.records import Item
+from consumer.pipeline.telemax import decode_object, to_item
+
+_attempts: Counter[str] = Counter()
+
+
+def flaky(data: bytes) -> Item:
+    """Like the default handler, but records whose Data1 is "transient" fail twice before
+    they succeed (a dependency hiccup), and "bug" ones always raise (a bug in the handler)."""
+    reading = orjson.loads(data)
+    if reading.get("Data1") == "transient":
+        _attempts[reading["Timestamp"]] += 1
+        if _attempts[reading["Timestamp"]] <= 2:
+            raise ConnectionError("the enrichment service hiccupped")
+    if reading.get("Data1") == "bug":
+        return {"oops": {"N": str(1 // 0)}}
+    return to_item(data)
+
+
+def lenient(data: bytes) -> Item:
+    """A 'fixed' handler: readings without a hardwareID are filed under "unknown"."""
+    reading = decode_object(data)  # bad JSON stays a clear InvalidRecord
+    if not reading.get("hardwareID"):
+        reading["hardwareID"] = "unknown"
+        data = orjson.dumps(reading)
+    return to_item(data)
