@@ -1,0 +1,363 @@
+"""`make bench`: the worker beside a Lambda-style baseline and the backend's ceiling, one run.
+
+kinesalite + dynalite on 127.0.0.1; a 4-shard stream pre-filled with RECORDS readings; then,
+``--repeats`` times, each contender in its own process drains it (or, for the ceiling, writes
+as many pre-built items) into a fresh table:
+
+- ceiling: pre-built items, aiobotocore BatchWriteItem, 32 in flight, no Kinesis;
+- baseline: Lambda-style, a thread per shard, GetRecords + boto3 ``batch_writer``;
+- ours: ``python -m consumer run``.
+
+Per contender: records per wall-second (overall, and steady between 10 % and 90 % done),
+process CPU-seconds (user+sys) and records per CPU-second, time to the first stored record
+(from process launch, polled in DynamoDB), peak RSS. Medians are printed side by side with
+the ratios, and every run is written to .bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import orjson
+
+from consumer.local import aws_env, free_port, scrape
+from tests.conftest import emulator
+from tests.support import readings
+
+CONTENDERS = ("ceiling", "baseline", "ours")
+ROOT = Path(__file__).resolve().parents[2]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class Result:
+    contender: str
+    records: int
+    wall_s: float
+    steady_rps: float
+    cpu_s: float
+    first_s: float | None
+    peak_rss_mb: float
+
+    @property
+    def overall_rps(self) -> float:
+        return self.records / self.wall_s
+
+    @property
+    def per_cpu_s(self) -> float:
+        return self.records / self.cpu_s
+
+    @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_s / self.records * 1e6
+
+
+class Bench:
+    def __init__(self, records: int, shards: int, log_dir: Path) -> None:
+        self.records = records
+        self.shards = shards
+        self.log_dir = log_dir
+        self.stream = "bench-stream"
+
+    def clients(self, env: dict[str, str]) -> tuple[Any, Any]:
+        session = botocore.session.get_session()
+        common = {
+            "region_name": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        kinesis = session.create_client(
+            "kinesis", endpoint_url=env["AWS_ENDPOINT_URL_KINESIS"], **common
+        )
+        dynamodb = session.create_client(
+            "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], **common
+        )
+        return kinesis, dynamodb
+
+    def prefill(self, env: dict[str, str]) -> None:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer", "setup"],
+            env={
+                **os.environ,
+                **env,
+                "TELEMAX_SHARDS": str(self.shards),
+                "TELEMAX_STREAM": self.stream,
+                "TELEMAX_TABLE": "bench-setup",
+                "TELEMAX_LEASE_TABLE": "bench-setup-leases",
+                "TELEMAX_DLQ_TABLE": "bench-setup-dlq",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        kinesis, _ = self.clients(env)
+        batch = readings(self.records, prefix="BENCH")
+        lock = threading.Lock()
+        chunks = [batch[i : i + 500] for i in range(0, len(batch), 500)]
+
+        def put_some(part: list[list[dict[str, Any]]]) -> None:
+            for chunk in part:
+                records = [
+                    {"Data": orjson.dumps(r), "PartitionKey": r["hardwareID"]} for r in chunk
+                ]
+                while records:
+                    answer = kinesis.put_records(StreamName=self.stream, Records=records)
+                    records = [
+                        rec
+                        for rec, res in zip(records, answer["Records"], strict=True)
+                        if "ErrorCode" in res
+                    ]
+            with lock:
+                pass
+
+        threads = [threading.Thread(target=put_some, args=(chunks[i::8],)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(
+            f"bench: pre-filled {self.records:,} readings over {self.shards} shards "
+            f"in {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+
+    def fresh_tables(self, env: dict[str, str], name: str) -> dict[str, str]:
+        tables = {
+            "TELEMAX_TABLE": name,
+            "TELEMAX_LEASE_TABLE": name + "-leases",
+            "TELEMAX_DLQ_TABLE": name + "-dlq",
+            "TELEMAX_STREAM": self.stream,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "consumer", "setup"],
+            env={**os.environ, **env, **tables},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return tables
+
+    def drop_tables(self, env: dict[str, str], tables: dict[str, str]) -> None:
+        _, dynamodb = self.clients(env)
+        for key in ("TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_DLQ_TABLE"):
+            dynamodb.delete_table(TableName=tables[key])
+
+    def run(self, contender: str, env: dict[str, str], repeat: int) -> Result:
+        tables = self.fresh_tables(env, f"bench-{contender}-{repeat}")
+        _, dynamodb = self.clients(env)
+        full_env = {**os.environ, **env, **tables}
+        log = (self.log_dir / f"{contender}-{repeat}.log").open("wb")
+        port = free_port()
+        if contender == "ours":
+            full_env |= {
+                "TELEMAX_METRICS_PORT": str(port),
+                "TELEMAX_METRICS_HOST": "127.0.0.1",
+                "TELEMAX_WORKER_ID": f"bench-{repeat}",
+                "TELEMAX_LOG_LEVEL": "info",
+            }
+            command = [sys.executable, "-m", "consumer", "run"]
+        elif contender == "baseline":
+            command = [
+                sys.executable,
+                "-m",
+                "tests.bench.baseline",
+                self.stream,
+                tables["TELEMAX_TABLE"],
+                str(self.records),
+            ]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "tests.bench.ceiling",
+                tables["TELEMAX_TABLE"],
+                str(self.records),
+            ]
+        launched = time.monotonic()
+        proc = subprocess.Popen(
+            command, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        state: dict[str, Any] = {"count": 0, "done": None}
+        reader = threading.Thread(target=self._read_protocol, args=(proc, state, log), daemon=True)
+        reader.start()
+        samples: list[tuple[float, int]] = []
+        first: float | None = None
+        while True:
+            time.sleep(0.02 if first is None else 0.2)
+            now = time.monotonic()
+            if first is None and dynamodb.scan(TableName=tables["TELEMAX_TABLE"], Limit=1)["Count"]:
+                first = now - launched
+            if contender == "ours":
+                count = int(scrape_quietly(port).get("telemax_records_written_total", 0))
+            else:
+                count = state["count"]
+            samples.append((now, count))
+            if contender == "ours" and count >= self.records:
+                cpu_s, rss_kb = proc_usage(proc.pid)
+                wall = now - launched
+                proc.terminate()
+                break
+            if state["done"] is not None:
+                count, cpu_s, rss_kb = state["done"]
+                wall = now - launched
+                break
+            if proc.poll() is not None and state["done"] is None:
+                raise RuntimeError(f"{contender} exited with {proc.returncode}; see {log.name}")
+            if now - launched > 240:
+                proc.kill()
+                raise RuntimeError(f"{contender} did not finish in 240 s; see {log.name}")
+        proc.wait(timeout=30)
+        log.close()
+        self.drop_tables(env, tables)
+        if contender == "ceiling":
+            first = None  # it writes pre-built items: no "first record" in the same sense
+        return Result(
+            contender,
+            self.records,
+            wall,
+            steady(samples, self.records),
+            cpu_s,
+            first,
+            rss_kb / 1024,
+        )
+
+    @staticmethod
+    def _read_protocol(proc: subprocess.Popen[str], state: dict[str, Any], log: Any) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if parts[:1] == ["progress"]:
+                state["count"] = int(parts[1])
+            elif parts[:1] == ["done"]:
+                state["done"] = (int(parts[1]), float(parts[2]), int(parts[3]))
+
+
+def scrape_quietly(port: int) -> dict[str, float]:
+    try:
+        return scrape(f"http://127.0.0.1:{port}/metrics", timeout=1)
+    except OSError:
+        return {}
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(user+sys CPU seconds, peak RSS in KB) of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / TICK
+    hwm = next(
+        line
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    )
+    return cpu_s, int(hwm.split()[1])
+
+
+def steady(samples: list[tuple[float, int]], total: int) -> float:
+    """Records per second between 10 % and 90 % of ``total``."""
+    low = next((t for t, n in samples if n >= total * 0.1), None)
+    high = next((t for t, n in samples if n >= total * 0.9), None)
+    if low is None or high is None or high <= low:
+        return float("nan")
+    return total * 0.8 / (high - low)
+
+
+def table(results: dict[str, list[Result]]) -> str:
+    def med(contender: str, field: str) -> float | None:
+        values = [getattr(r, field) for r in results[contender]]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    rows = [
+        ("records per wall-second, overall", "overall_rps", "{:,.0f}"),
+        ("records per wall-second, steady", "steady_rps", "{:,.0f}"),
+        ("process CPU-seconds", "cpu_s", "{:.2f}"),
+        ("records per CPU-second", "per_cpu_s", "{:,.0f}"),
+        ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
+        ("first record stored after (s)", "first_s", "{:.2f}"),
+        ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+    ]
+    out = [
+        "| | ceiling | baseline | ours | ours / baseline | ours / ceiling |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, field, fmt in rows:
+        values = {c: med(c, field) for c in CONTENDERS}
+        cells = [fmt.format(v) if v is not None else "—" for v in values.values()]
+        ratios = []
+        for other in ("baseline", "ceiling"):
+            a, b = values["ours"], values[other]
+            ratios.append(f"{a / b:.2f}x" if a is not None and b else "—")
+        out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=CONTENDERS, action="append")
+    args = parser.parse_args()
+    log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
+    results: dict[str, list[Result]] = {c: [] for c in CONTENDERS}
+    with ExitStack() as stack:
+        kinesis = stack.enter_context(emulator("kinesalite", log_dir))
+        dynamodb = stack.enter_context(emulator("dynalite", log_dir))
+        env = {
+            **aws_env(kinesis.endpoint),
+            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
+        }
+        bench = Bench(args.records, args.shards, log_dir)
+        bench.prefill(env)
+        for repeat in range(1, args.repeats + 1):
+            for contender in args.only or CONTENDERS:
+                result = bench.run(contender, env, repeat)
+                results[contender].append(result)
+                first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
+                print(
+                    f"bench: run {repeat} {contender:<8} {result.overall_rps:>8,.0f} rec/s wall, "
+                    f"{result.per_cpu_s:>8,.0f} rec/CPU-s ({result.cpu_us_per_record:.1f} µs), "
+                    f"first {first}, RSS {result.peak_rss_mb:.0f} MB",
+                    flush=True,
+                )
+    for contender in CONTENDERS:
+        if not results[contender]:
+            results[contender].append(
+                Result(contender, 1, float("nan"), float("nan"), float("nan"), None, float("nan"))
+            )
+    print()
+    print(f"medians of {args.repeats} runs, {args.records:,} records, {args.shards} shards:")
+    print(table(results))
+    out = ROOT / ".bench" / "results.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                c: [dataclasses.asdict(r) | {"records_per_cpu_s": r.per_cpu_s} for r in rs]
+                for c, rs in results.items()
+            },
+            indent=2,
+        )
+    )
+    print(f"\nevery run: {out}; logs: {log_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
