@@ -1,1 +1,1 @@
-"""telemax producer: generates realistic readings and ships them to Kinesis with PutRecords."""
+"""telemax producer: generates realistic records and tails log files into Kinesis."""

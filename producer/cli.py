@@ -1,4 +1,5 @@
-"""``telemax-producer`` / ``python -m producer``: generate readings and ship them to Kinesis."""
+"""``telemax-producer`` / ``python -m producer``: generate records or tail log files into
+Kinesis."""
 
 from __future__ import annotations
 
@@ -6,93 +7,226 @@ import argparse
 import asyncio
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-import orjson
-
-from consumer.aws import config_error_from, open_clients
-from consumer.config import ConfigError
-from producer.readings import readings
-from producer.shipper import Entry, Shipper, Tally
+from consumer import logs
+from consumer.config import LOG_LEVELS, ConfigError
+from producer.kpl import DEFAULT_AGGREGATE_BYTES
+from producer.runtime import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK, failure
+from producer.schemas import SCHEMAS
+from producer.tail import state
 
 PROG = "telemax-producer"
+T = TypeVar("T")
+
+EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}    generate: every record acknowledged; tail: stopped by SIGTERM/SIGINT with every
+       line read acknowledged (or rejected) and the offsets saved
+  {EXIT_INCOMPLETE}    generate: records failed after retries; tail: lines were still unacknowledged
+       when the shutdown grace ran out (they are sent again at the next start); either: AWS
+       failed in a way no retry fixes, mid-run
+  {EXIT_CONFIG}    bad flag or environment variable, stream missing or not ACTIVE, no permission,
+       no credentials or region, endpoint unreachable, unreadable file, state file invalid or
+       in use, metrics port busy
+  130  generate interrupted by SIGINT (143: SIGTERM); the summary is still printed
+"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    gen = commands.add_parser("generate", help="send N realistic TELEMAX readings")
-    gen.add_argument("--count", type=int, required=True, help="readings to send")
-    gen.add_argument("--rate", type=float, default=0, help="records per second (0: no limit)")
-    gen.add_argument(
+def _env(name: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0-65535 (0: no metrics server)")
+    return value
+
+
+def _level(raw: str) -> str:
+    if raw.lower() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return raw.lower()
+
+
+def _common(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--stream",
-        default=os.environ.get("TELEMAX_STREAM", "telemax-stream"),
+        default=_env("TELEMAX_STREAM", "telemax-stream", str),
         help="stream name [env TELEMAX_STREAM, default telemax-stream]",
     )
-    gen.add_argument("--devices", type=int, default=500, help="distinct hardwareIDs")
+    command.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=_env("TELEMAX_PRODUCER_METRICS_PORT", 0, _port),
+        help="serve Prometheus /metrics (and /healthz, /readyz) on this port; 0: none "
+        "[env TELEMAX_PRODUCER_METRICS_PORT, default 0]",
+    )
+    command.add_argument(
+        "--metrics-host",
+        default=_env("TELEMAX_PRODUCER_METRICS_HOST", "127.0.0.1", str),
+        help="address the metrics server binds [env TELEMAX_PRODUCER_METRICS_HOST, "
+        "default 127.0.0.1]",
+    )
+    command.add_argument(
+        "--log-level",
+        type=_level,
+        default=_env("TELEMAX_LOG_LEVEL", "info", _level),
+        help=f"{', '.join(LOG_LEVELS)} [env TELEMAX_LOG_LEVEL, default info]",
+    )
+
+
+def _generate_options(gen: argparse.ArgumentParser) -> None:
+    gen.add_argument("--count", type=int, help="records to send")
+    gen.add_argument("--duration", type=float, help="seconds to send for (with --count: first)")
+    gen.add_argument("--rate", type=float, default=0, help="records per second (0: no limit)")
+    gen.add_argument("--schema", choices=sorted(SCHEMAS), default="telemax", help="record kind")
+    gen.add_argument(
+        "--aggregate", action="store_true", help="pack records KPL-style (magic, protobuf, MD5)"
+    )
+    gen.add_argument(
+        "--aggregate-max-bytes",
+        type=int,
+        default=DEFAULT_AGGREGATE_BYTES,
+        help=f"size limit of one aggregated record (default {DEFAULT_AGGREGATE_BYTES}, as the KPL)",
+    )
+    gen.add_argument("--devices", type=int, default=500, help="distinct partition keys (about)")
     gen.add_argument("--seed", type=int, default=None, help="random seed (repeatable data)")
     gen.add_argument("--concurrency", type=int, default=4, help="PutRecords calls in flight")
-    gen.add_argument("--quiet", action="store_true", help="no progress line")
-    return parser
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def entries_for(count: int, devices: int, seed: int | None) -> Iterator[Entry]:
-    """Made lazily: a large --count never sits in memory at once."""
-    for reading in readings(count, devices=devices, seed=seed):
-        yield Entry(orjson.dumps(reading), reading["hardwareID"])
+def _tail_options(tail: argparse.ArgumentParser) -> None:
+    tail.add_argument("paths", nargs="+", metavar="PATH", help="files or glob patterns (quoted)")
+    tail.add_argument(
+        "--state-file",
+        default=_env("TELEMAX_TAIL_STATE_FILE", str(state.default_path()), str),
+        help="acknowledged offsets, for restarts [env TELEMAX_TAIL_STATE_FILE, "
+        "default $XDG_STATE_HOME/telemax/tail-state.json]",
+    )
+    tail.add_argument(
+        "--reject-file",
+        default=_env("TELEMAX_TAIL_REJECT_FILE", None, str),
+        help="where rejected lines go, as JSON lines with the reason "
+        "[env TELEMAX_TAIL_REJECT_FILE, default: STATE-FILE-NAME.rejects.jsonl beside it]",
+    )
+    tail.add_argument(
+        "--partition-key-field",
+        default=_env("TELEMAX_TAIL_PARTITION_KEY", "hardwareID", str),
+        help="JSON field whose value is the partition key "
+        "[env TELEMAX_TAIL_PARTITION_KEY, default hardwareID]",
+    )
+    tail.add_argument(
+        "--handler",
+        default=_env("TELEMAX_HANDLER", "consumer.pipeline.telemax:to_item", str),
+        help="validate lines with this record handler (module:function, the consumer's "
+        "contract), or 'json' for any JSON object [env TELEMAX_HANDLER, default "
+        "consumer.pipeline.telemax:to_item]",
+    )
+    tail.add_argument(
+        "--initial-position",
+        choices=("start", "end"),
+        default="start",
+        help="where the first run starts in files that already exist (later runs resume "
+        "from the state file; new files are always read from the start) [default start]",
+    )
+    tail.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="PutRecords calls in flight; 1 keeps each file's lines in order [default 1]",
+    )
+    tail.add_argument("--poll-interval-s", type=float, default=0.25, help="file poll period")
+    tail.add_argument(
+        "--linger-s", type=float, default=0.1, help="wait this long to fill a PutRecords batch"
+    )
+    tail.add_argument(
+        "--rotation-grace-s",
+        type=float,
+        default=1.0,
+        help="keep reading a renamed or deleted file this long after its end (less when a new "
+        "file already has data) [default 1]",
+    )
+    tail.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=10.0,
+        help="time SIGTERM may take to flush read lines [default 10]",
+    )
+    tail.add_argument(
+        "--max-line-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="longer lines are rejected (too_long) [default 1048576, the record limit]",
+    )
 
 
-async def _progress(shipper: Shipper, total: int) -> None:
-    while True:
-        await asyncio.sleep(1.0)
-        tally = shipper.tally
-        print(
-            f"\r{PROG}: {tally.acknowledged}/{total} acknowledged "
-            f"({tally.rate:,.0f} rec/s), {tally.failed} failed   ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gen = commands.add_parser(
+        "generate",
+        help="send realistic records (telemax, taxi, orders), paced and optionally aggregated",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(gen)
+    _generate_options(gen)
+    tail = commands.add_parser(
+        "tail",
+        help="ship every line appended to files (the Kinesis Agent's job), until SIGTERM",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(tail)
+    _tail_options(tail)
+    return top
 
 
-async def generate(args: argparse.Namespace) -> Tally:
-    for name in ("count", "devices", "concurrency"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name} must be >= 1")
-    if args.rate < 0:
-        raise ConfigError("--rate must be >= 0")
-    entries = entries_for(args.count, args.devices, args.seed)
-    async with open_clients(pool=max(10, args.concurrency)) as clients:
-        try:
-            await clients.kinesis.describe_stream_summary(StreamName=args.stream)
-        except Exception as exc:
-            raise config_error_from(exc, f"Kinesis stream {args.stream!r}") or exc from None
-        shipper = Shipper(
-            clients.kinesis, args.stream, concurrency=args.concurrency, rate=args.rate or None
-        )
-        progress = None if args.quiet else asyncio.ensure_future(_progress(shipper, args.count))
-        try:
-            return await shipper.ship(entries)
-        finally:
-            if progress:
-                progress.cancel()
-                print(file=sys.stderr)
+def _run_generate(args: argparse.Namespace) -> int:
+    from producer.generate import generate
+
+    # Logs go to stderr so that stdout carries only the summary line scripts read.
+    logs.configure(args.log_level, stream=sys.stderr)
+    outcome = asyncio.run(generate(args))
+    print(outcome.summary(PROG))
+    if outcome.interrupted_by is not None:
+        return 128 + int(outcome.interrupted_by)
+    return EXIT_OK if outcome.complete else EXIT_INCOMPLETE
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    from producer.tail.command import tail
+
+    logs.configure(args.log_level)
+    return tail(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args: argparse.Namespace | None = None
     try:
-        tally = asyncio.run(generate(args))
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        args = parser().parse_args(argv)
+        if args.command == "generate":
+            return _run_generate(args)
+        return _run_tail(args)
     except KeyboardInterrupt:
         return 130
-    elapsed = max(1e-9, time.monotonic() - tally.started)
-    print(
-        f"{PROG}: {tally.acknowledged} of {args.count} acknowledged, {tally.failed} failed, "
-        f"{tally.throttled} throttled and retried, {elapsed:.1f} s "
-        f"({tally.acknowledged / elapsed:,.0f} records/s)"
-    )
-    return 0 if tally.acknowledged == args.count else 1
+    except Exception as exc:
+        code, line = failure(exc, args.stream if args else "?")
+        if code != EXIT_CONFIG and not isinstance(exc, ConfigError):
+            logs.get().error("producer_failed", error=line)
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+        return code

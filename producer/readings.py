@@ -6,6 +6,7 @@ and strictly increase per hardwareID, so (hardwareID, Timestamp) is unique per r
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,17 +20,18 @@ def iso_micro(moment: datetime) -> str:
 
 
 def readings(
-    count: int,
+    count: int | None,
     *,
     devices: int = 500,
     seed: int | None = None,
     start: datetime | None = None,
 ) -> Iterator[Reading]:
-    """``count`` readings round-robin over ``devices`` devices, one per device per second."""
+    """``count`` readings (endless when None) round-robin over ``devices`` devices, one per
+    device per second."""
     rng = random.Random(seed)
     start = start or datetime.now(UTC)
     links = [f"LNK-{rng.randrange(10_000):04d}" for _ in range(devices)]
-    for n in range(count):
+    for n in range(count) if count is not None else itertools.count():
         device, tick = n % devices, n // devices
         moment = start + timedelta(seconds=tick, microseconds=rng.randrange(1_000_000))
         yield {

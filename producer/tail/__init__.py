@@ -1,0 +1,1 @@
+"""``producer tail``: the Kinesis Agent's job - ship every line appended to log files."""
