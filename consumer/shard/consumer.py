@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import traceback
 from collections.abc import Callable, Sequence
 
 from consumer.aws import describe
@@ -21,15 +20,15 @@ from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
+from consumer.pipeline.convert import HANDLER_ERROR, Converted, Record, convert, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.records import Handler, InvalidRecord, Item
+from consumer.pipeline.records import Handler
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.lifecycle import Lifecycle, Reason, State
-from consumer.shard.reader import Fetched, Record, ShardReader
+from consumer.shard.reader import Fetched, ShardReader
 
 PARENT_POLL_S = 1.0
 FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
-HANDLER_ERROR = "handler_error"
 # A handler that raises (a bug or a dependency, not bad data) gets the batch again after these
 # pauses; records still failing after the last one are dead-lettered, the others written.
 HANDLER_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
@@ -52,54 +51,6 @@ class ShardContext:
     clock: Callable[[], float] = time.monotonic
 
 
-def convert(
-    records: Sequence[Record],
-    handler: Handler,
-    stream: str,
-    shard_id: str,
-    key_names: Sequence[str] = (),
-) -> tuple[list[Item], list[DeadLetter], list[Record]]:
-    """Records -> (items, dead letters, the record behind each item)."""
-    items: list[Item] = []
-    origins: list[Record] = []
-    dead: list[DeadLetter] = []
-    for record in records:
-        try:
-            item = handler(record["Data"])
-            for name in key_names:  # a custom handler may forget a key attribute
-                if name not in item:
-                    raise InvalidRecord("missing_key", f"handler gave no {name!r} attribute")
-        except InvalidRecord as exc:
-            dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
-            continue
-        except Exception as exc:  # a handler bug must not stall the shard or vanish
-            dead.append(dead_letter(stream, shard_id, record, HANDLER_ERROR, where(exc)))
-            continue
-        items.append(item)
-        origins.append(record)
-    return items, dead, origins
-
-
-def where(exc: BaseException) -> str:
-    """The error and the line that raised it: enough to find a handler bug."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    place = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return describe(exc) + place
-
-
-def dead_letter(stream: str, shard_id: str, record: Record, reason: str, detail: str) -> DeadLetter:
-    return DeadLetter(
-        stream=stream,
-        shard_id=shard_id,
-        sequence_number=record["SequenceNumber"],
-        sub_sequence=0,
-        reason=reason,
-        detail=detail,
-        data=record["Data"],
-        partition_key=record.get("PartitionKey", ""),
-    )
-
-
 class ShardConsumer:
     def __init__(self, held: HeldLease, context: ShardContext) -> None:
         self.held = held
@@ -109,7 +60,11 @@ class ShardConsumer:
         self._log = get_logger(worker_id=context.worker_id, shard_id=self.shard_id)
         self._written = context.metrics.records_written.labels(context.stream, self.shard_id)
         self._mark_checkpoint = context.metrics.shard_age_tracker(self.shard_id)
-        self._durable: str | None = None  # last sequence number safely stored, not checkpointed
+        # (sequence number, sub-sequence number) safely stored and not yet checkpointed
+        self._durable: tuple[str, int] | None = None
+        lease = held.lease
+        # The first batch resumes at the checkpoint: skip what it says was done.
+        self._resume_after = (lease.checkpoint, lease.sub_sequence) if lease.has_sequence else None
         self._last_checkpoint_at = context.clock()
         self._millis_behind: int | None = None
         self.children: dict[str, frozenset[str]] | None = None  # named by Kinesis at the end
@@ -131,7 +86,7 @@ class ShardConsumer:
         if reason is Reason.SHARD_END:
             # Logged before the checkpoint: no child can start before this line exists.
             self._log.info("shard_end_reached", children=sorted(self.children or ()))
-            await self._checkpoint(SHARD_END, FINAL_CHECKPOINT_ATTEMPTS)
+            await self._checkpoint(SHARD_END, attempts=FINAL_CHECKPOINT_ATTEMPTS)
             self._ctx.metrics.shards_ended.labels(self._ctx.stream).inc()
         elif reason is Reason.REQUESTED:
             await self._checkpoint_durable(FINAL_CHECKPOINT_ATTEMPTS)
@@ -178,21 +133,22 @@ class ShardConsumer:
             stopping.cancel()
             await asyncio.gather(pending, stopping, return_exceptions=True)
 
-    def _convert(
-        self, records: Sequence[Record]
-    ) -> tuple[list[Item], list[DeadLetter], list[Record]]:
+    def _convert(self, records: Sequence[Record]) -> Converted:
         return convert(
-            records, self._ctx.handler, self._ctx.stream, self.shard_id, self._ctx.sink.key_names
+            records,
+            self._ctx.handler,
+            self._ctx.stream,
+            self.shard_id,
+            self._ctx.sink.key_names,
+            self._resume_after,
         )
 
-    async def _convert_retrying(
-        self, records: Sequence[Record]
-    ) -> tuple[list[Item], list[DeadLetter], list[Record]]:
+    async def _convert_retrying(self, records: Sequence[Record]) -> Converted:
         """Convert; while the handler raises, try the whole batch again (keeping its order)."""
-        items, dead, origins = self._convert(records)
+        converted = self._convert(records)
         errors = self._ctx.metrics.handler_errors.labels(self._ctx.stream)
         for delay in (*HANDLER_RETRY_DELAYS_S, None):
-            failing = [letter for letter in dead if letter.reason == HANDLER_ERROR]
+            failing = [letter for letter in converted.dead if letter.reason == HANDLER_ERROR]
             if not failing:
                 break
             errors.inc(len(failing))
@@ -211,25 +167,31 @@ class ShardConsumer:
                 delay_s=delay,
             )
             await asyncio.sleep(delay)
-            items, dead, origins = self._convert(records)
-        return items, dead, origins
+            converted = self._convert(records)
+        return converted
 
     async def _handle(self, fetched: Fetched) -> None:
         if not fetched.records:
             return
-        items, dead, origins = await self._convert_retrying(fetched.records)
-        refused = await self._ctx.sink.write(items, self._count_written)
+        converted = await self._convert_retrying(fetched.records)
+        self._resume_after = None
+        dead = converted.dead
+        refused = await self._ctx.sink.write(converted.items, self._count_written)
         if refused:
-            origin_of = {id(item): record for item, record in zip(items, origins, strict=True)}
-            dead.extend(
-                dead_letter(
-                    self._ctx.stream, self.shard_id, origin_of[id(r.item)], r.reason, r.detail
+            origin_of = {
+                id(item): origin
+                for item, origin in zip(converted.items, converted.origins, strict=True)
+            }
+            for refusal in refused:
+                record, sub = origin_of[id(refusal.item)]
+                dead.append(
+                    dead_letter(
+                        self._ctx.stream, self.shard_id, record, refusal.reason, refusal.detail, sub
+                    )
                 )
-                for r in refused
-            )
         if dead:
             await self._dead_letter(dead)
-        self._durable = fetched.records[-1]["SequenceNumber"]
+        self._durable = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
 
     def _count_written(self, count: int) -> None:
         self._written.inc(count)
@@ -255,15 +217,15 @@ class ShardConsumer:
 
     async def _checkpoint_durable(self, attempts: int = 1) -> None:
         if self._durable is not None:
-            await self._checkpoint(self._durable, attempts)
+            await self._checkpoint(*self._durable, attempts=attempts)
 
-    async def _checkpoint(self, position: str, attempts: int = 1) -> None:
+    async def _checkpoint(self, position: str, sub_sequence: int = 0, attempts: int = 1) -> None:
         """Checkpoint ``position``. While processing one attempt is enough (the next
         checkpoint carries this one); the last checkpoint of a shard gets ``attempts``."""
         backoff = Backoff(base=0.1, cap=1.0)
         for attempt in range(1, attempts + 1):
             try:
-                ok = await self.held.checkpoint(position, millis_behind=self._millis_behind)
+                ok = await self.held.checkpoint(position, sub_sequence, self._millis_behind)
                 break
             except Exception as exc:
                 self._log.warning("checkpoint_failed", error=describe(exc), attempt=attempt)
@@ -273,7 +235,7 @@ class ShardConsumer:
         if not ok:
             self._log.warning("checkpoint_refused_lease_lost", position=position)
             return
-        if position == self._durable:
+        if (position, sub_sequence) == self._durable:
             self._durable = None
         self._last_checkpoint_at = self._ctx.clock()
         self._mark_checkpoint()

@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.aws import Action, classify, error_code, is_throttle
 from consumer.backoff import Backoff
-from consumer.lease.model import AT_TIMESTAMP, LATEST, SHARD_END, TRIM_HORIZON
+from consumer.lease.model import AT_TIMESTAMP, LATEST, SENTINELS, SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
+from consumer.pipeline.convert import Record
+from consumer.pipeline.kpl import MAGIC
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
 
 MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
-Record = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -36,8 +37,11 @@ class Fetched:
     children: dict[str, frozenset[str]] | None = None
 
 
-def iterator_request(checkpoint: str, at_timestamp: datetime | None) -> dict[str, Any]:
-    """GetShardIterator arguments that resume right after ``checkpoint``."""
+def iterator_request(
+    checkpoint: str, at_timestamp: datetime | None, *, at: bool = False
+) -> dict[str, Any]:
+    """GetShardIterator arguments that resume after ``checkpoint`` (or, with ``at``, at it:
+    a checkpoint inside an aggregated record leaves some of its user records to do)."""
     if checkpoint in (TRIM_HORIZON, LATEST):
         return {"ShardIteratorType": checkpoint}
     if checkpoint == AT_TIMESTAMP:
@@ -46,7 +50,8 @@ def iterator_request(checkpoint: str, at_timestamp: datetime | None) -> dict[str
         return {"ShardIteratorType": AT_TIMESTAMP, "Timestamp": at_timestamp}
     if checkpoint == SHARD_END:
         raise ValueError("a shard at SHARD_END has nothing left to read")
-    return {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": checkpoint}
+    kind = "AT_SEQUENCE_NUMBER" if at else "AFTER_SEQUENCE_NUMBER"
+    return {"ShardIteratorType": kind, "StartingSequenceNumber": checkpoint}
 
 
 class ShardReader:
@@ -68,6 +73,8 @@ class ShardReader:
         self.stream = stream
         self.shard_id = shard_id
         self._position = checkpoint  # resume point: the last delivered sequence number
+        # Until something is delivered, resume *at* a sequence-number checkpoint (KCL's rule).
+        self._resume_at = checkpoint not in SENTINELS
         self._at_timestamp = at_timestamp
         self._limit = limit
         self._idle_poll_s = idle_poll_s
@@ -112,6 +119,12 @@ class ShardReader:
         self._iterator = answer.get("NextShardIterator")
         busy = bool(records) or bool(behind)
         self._next_call_at = self._clock() + (MIN_CALL_INTERVAL_S if busy else self._idle_poll_s)
+        if records and self._resume_at:
+            # Read *at* the checkpoint: a plain record there was done; an aggregated one is
+            # passed on, and the consumer skips the user records already done.
+            self._resume_at = False
+            if records[0]["SequenceNumber"] == self._position and records[0]["Data"][:4] != MAGIC:
+                records = records[1:]
         if records:
             self._position = records[-1]["SequenceNumber"]
             self._received.inc(len(records))
@@ -127,7 +140,7 @@ class ShardReader:
         return Fetched(records, behind, ended=ended, children=children)
 
     async def _get_iterator(self) -> str:
-        request = iterator_request(self._position, self._at_timestamp)
+        request = iterator_request(self._position, self._at_timestamp, at=self._resume_at)
         answer = await self._kinesis.get_shard_iterator(
             StreamName=self.stream, ShardId=self.shard_id, **request
         )

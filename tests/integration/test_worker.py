@@ -182,3 +182,35 @@ def test_status_and_http_endpoints(stack: Stack) -> None:
     assert lines[1].split()[:3] == ["shard", "owner", "checkpoint"]
     assert sum(1 for line in lines[2:] if " w1 " in line) == 2
     assert worker.stop() == 0
+
+
+def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -> None:
+    stack.setup(shards=2)
+    done = stack.cli(
+        "producer",
+        "generate",
+        "--count",
+        "3000",
+        "--aggregate",
+        "--concurrency",
+        "1",
+        "--quiet",
+        "--seed",
+        "3",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "KPL-aggregated" in done.stdout
+    worker = stack.worker("w1")
+    wait_until(lambda: stack.count() >= 3000, 45, "3000 user records stored")
+    assert stack.count() == 3000 and stack.count(stack.dlq_table) == 0
+    received = worker.metrics()["telemax_records_received_total"]
+    assert received < 3000 / 10, "far fewer Kinesis records than user records: aggregated"
+    assert worker.stop() == 0
+    for lease in stack.leases().values():
+        assert int(lease["checkpointSubSequenceNumber"]["N"]) > 0, "checkpoint inside an aggregate"
+
+    # A restart resumes at the aggregated checkpoint record and skips every user record done.
+    again = stack.worker("w2")
+    time.sleep(3)
+    assert again.metrics().get("telemax_records_written_total", 0) == 0
+    assert again.stop() == 0

@@ -1,0 +1,112 @@
+"""Kinesis records -> items and dead letters: the per-record hot path, with nothing dropped.
+
+Each record is de-aggregated (KPL), each user record goes through the handler. A record that
+cannot be de-aggregated, and every user record the handler refuses, becomes a dead letter
+with its sequence and sub-sequence numbers.
+
+Resuming from a checkpoint ``(sequence number, sub-sequence number)`` reads *at* that
+sequence number (KCL's semantics): the user records of that record up to the checkpointed
+sub-sequence number were done before and are skipped here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from consumer.aws import describe
+from consumer.pipeline.deadletter import DeadLetter
+from consumer.pipeline.kpl import MAGIC, deaggregate
+from consumer.pipeline.records import Handler, InvalidRecord, Item
+
+Record = dict[str, Any]  # a GetRecords record: Data (bytes), SequenceNumber, PartitionKey, …
+HANDLER_ERROR = "handler_error"
+
+
+@dataclasses.dataclass(slots=True)
+class Converted:
+    items: list[Item]
+    dead: list[DeadLetter]
+    origins: list[tuple[Record, int]]  # the record and sub-sequence number behind each item
+    last_sub: int  # sub-sequence number of the last user record of the last record
+
+
+def convert(
+    records: Sequence[Record],
+    handler: Handler,
+    stream: str,
+    shard_id: str,
+    key_names: Sequence[str] = (),
+    resume_after: tuple[str, int] | None = None,
+) -> Converted:
+    items: list[Item] = []
+    origins: list[tuple[Record, int]] = []
+    dead: list[DeadLetter] = []
+    last_sub = 0
+
+    def one(record: Record, data: bytes, sub: int) -> None:
+        try:
+            item = handler(data)
+            for name in key_names:  # a custom handler may forget a key attribute
+                if name not in item:
+                    raise InvalidRecord("missing_key", f"handler gave no {name!r} attribute")
+        except InvalidRecord as exc:
+            dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail, sub, data))
+            return
+        except Exception as exc:  # a handler bug must not stall the shard or vanish
+            dead.append(dead_letter(stream, shard_id, record, HANDLER_ERROR, where(exc), sub, data))
+            return
+        items.append(item)
+        origins.append((record, sub))
+
+    for record in records:
+        data: bytes = record["Data"]
+        if data[:4] != MAGIC:  # the common case: one user record, sub-sequence 0
+            last_sub = 0
+            one(record, data, 0)
+            continue
+        try:
+            users = deaggregate(data, record.get("PartitionKey", ""))
+        except InvalidRecord as exc:
+            last_sub = 0
+            dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
+            continue
+        last_sub = users[-1].sub_sequence if users else 0
+        done = -1
+        if resume_after is not None and record["SequenceNumber"] == resume_after[0]:
+            done = resume_after[1]
+        for user in users:
+            if user.sub_sequence > done:
+                one(record, user.data, user.sub_sequence)
+    return Converted(items, dead, origins, last_sub)
+
+
+def where(exc: BaseException) -> str:
+    """The error and the line that raised it: enough to find a handler bug."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    place = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return describe(exc) + place
+
+
+def dead_letter(
+    stream: str,
+    shard_id: str,
+    record: Record,
+    reason: str,
+    detail: str,
+    sub_sequence: int = 0,
+    data: bytes | None = None,
+) -> DeadLetter:
+    """A dead letter for ``record`` (or, with ``data``, for one user record inside it)."""
+    return DeadLetter(
+        stream=stream,
+        shard_id=shard_id,
+        sequence_number=record["SequenceNumber"],
+        sub_sequence=sub_sequence,
+        reason=reason,
+        detail=detail,
+        data=record["Data"] if data is None else data,
+        partition_key=record.get("PartitionKey", ""),
+    )
