@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -126,6 +126,7 @@ def config_error_from(exc: BaseException, what: str) -> ConfigError | None:
 class Clients:
     kinesis: KinesisClient
     dynamodb: DynamoDBClient
+    session: AioSession
 
 
 def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20) -> AioConfig:
@@ -156,4 +157,4 @@ async def open_clients(
             )
         except BotoCoreError as exc:
             raise config_error_from(exc, "AWS") or exc from None
-        yield Clients(kinesis=kinesis, dynamodb=dynamodb)
+        yield Clients(kinesis=kinesis, dynamodb=dynamodb, session=session)

@@ -6,6 +6,11 @@ import asyncio
 import random
 
 
+# One generator for every Backoff: a Random() of its own would seed itself from the OS, and
+# the sink makes a Backoff per request.
+_SHARED_RNG = random.Random()
+
+
 class Backoff:
     """Delays ``uniform(0, min(cap, base * 2**attempt))`` (AWS "full jitter")."""
 
@@ -13,7 +18,7 @@ class Backoff:
         self.base = base
         self.cap = cap
         self.attempt = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or _SHARED_RNG
 
     def next_delay(self) -> float:
         ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))

@@ -20,16 +20,31 @@ Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 async def run_command(settings: Settings, _: argparse.Namespace) -> int:
+    from consumer import fastpath
     from consumer.worker import Worker, preflight
 
     # Connections: every write slot, one reader per shard, and the lease traffic.
-    async with open_clients(
-        pool=settings.write_concurrency + 32,
-        attempts=settings.aws_max_attempts,
-        read_timeout=settings.aws_read_timeout_s,
-    ) as clients:
+    pool = settings.write_concurrency + 32
+    async with (
+        open_clients(
+            pool=pool, attempts=settings.aws_max_attempts, read_timeout=settings.aws_read_timeout_s
+        ) as clients,
+        fastpath.http_session(pool, settings.aws_read_timeout_s) as http,
+    ):
         handler = await preflight(clients, settings)
-        await Worker(settings, clients, handler).run()
+        fast = None
+        if settings.fast_path:
+            credentials = await clients.session.get_credentials()
+            if credentials is None:
+                raise ConfigError("no AWS credentials found") from None
+            fast = fastpath.create(
+                credentials,
+                kinesis_endpoint=clients.kinesis.meta.endpoint_url,
+                dynamodb_endpoint=clients.dynamodb.meta.endpoint_url,
+                region=clients.kinesis.meta.region_name,
+                http=http,
+            )
+        await Worker(settings, clients, handler, fast=fast).run()
     return 0
 
 

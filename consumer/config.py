@@ -80,6 +80,15 @@ def _timestamp(raw: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _handler(raw: str) -> str:
     value = raw.strip()
     module, _, func = value.partition(":")
@@ -230,6 +239,14 @@ OPTIONS: tuple[Option, ...] = (
         RUN,
     ),
     Option(
+        "fast_path",
+        "TELEMAX_FAST_PATH",
+        "true",
+        _flag,
+        "lean GetRecords/BatchWriteItem calls (false: botocore's generic path for everything)",
+        RUN,
+    ),
+    Option(
         "handler",
         "TELEMAX_HANDLER",
         "consumer.pipeline.telemax:to_item",
@@ -261,6 +278,7 @@ class Settings:
     checkpoint_interval_s: float = 1.0
     aws_read_timeout_s: float = 20.0
     aws_max_attempts: int = 3
+    fast_path: bool = True
     handler: str = "consumer.pipeline.telemax:to_item"
 
     @property

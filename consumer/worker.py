@@ -18,6 +18,7 @@ from consumer import http
 from consumer.aws import Clients, config_error_from, describe
 from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
+from consumer.fastpath import FastDynamoDB, FastKinesis
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.model import TRIM_HORIZON
 from consumer.lease.repository import LeaseRepository
@@ -73,6 +74,7 @@ class Worker:
         handler: Handler,
         *,
         metrics: Metrics | None = None,
+        fast: tuple[FastKinesis, FastDynamoDB] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -90,7 +92,8 @@ class Worker:
         self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
-        writer = botocore_batch_writer(clients.dynamodb)
+        writer = fast[1].batch_write if fast else botocore_batch_writer(clients.dynamodb)
+        self._get_records = fast[0].get_records if fast else None
         context = ShardContext(
             stream=settings.stream,
             worker_id=settings.worker_id,
@@ -168,6 +171,7 @@ class Worker:
                 table=s.table,
                 metrics_port=port,
                 lease_duration_s=s.lease_duration_s,
+                fast_path=self._get_records is not None,
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.supervisor.run())  # ends after close()
@@ -218,6 +222,7 @@ class Worker:
             at_timestamp=s.initial_timestamp,
             limit=s.max_records,
             idle_poll_s=s.idle_poll_s,
+            get_records=self._get_records,
             clock=self._clock,
             on_error=lambda exc: self._log.warning(
                 "get_records_retry", shard_id=shard_id, error=describe(exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
 
 MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
+# The first call asks for few records so that the first ones are stored quickly even behind a
+# large backlog; each busy call doubles the limit up to the configured maximum.
+FIRST_LIMIT = 250
+# (shard iterator, limit) -> the GetRecords answer, with each record's Data as bytes
+GetRecords = Callable[[str, int], Awaitable[dict[str, Any]]]
+
+
+def botocore_get_records(kinesis: KinesisClient) -> GetRecords:
+    async def get_records(iterator: str, limit: int) -> dict[str, Any]:
+        answer: Any = await kinesis.get_records(ShardIterator=iterator, Limit=limit)
+        return dict(answer)
+
+    return get_records
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,17 +79,20 @@ class ShardReader:
         at_timestamp: datetime | None = None,
         limit: int = 10_000,
         idle_poll_s: float = 0.5,
+        get_records: GetRecords | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self._kinesis = kinesis
+        self._get_records = get_records or botocore_get_records(kinesis)
         self.stream = stream
         self.shard_id = shard_id
         self._position = checkpoint  # resume point: the last delivered sequence number
         # Until something is delivered, resume *at* a sequence-number checkpoint (KCL's rule).
         self._resume_at = checkpoint not in SENTINELS
         self._at_timestamp = at_timestamp
-        self._limit = limit
+        self._max_limit = limit
+        self._limit = min(FIRST_LIMIT, limit)
         self._idle_poll_s = idle_poll_s
         self._clock = clock
         self._on_error = on_error
@@ -113,11 +129,13 @@ class ShardReader:
     async def _fetch_once(self) -> Fetched:
         if self._iterator is None:
             self._iterator = await self._get_iterator()
-        answer = await self._kinesis.get_records(ShardIterator=self._iterator, Limit=self._limit)
-        records: list[Record] = answer.get("Records", [])  # type: ignore[assignment]
+        answer = await self._get_records(self._iterator, self._limit)
+        records: list[Record] = answer.get("Records", [])
         behind = answer.get("MillisBehindLatest")
         self._iterator = answer.get("NextShardIterator")
         busy = bool(records) or bool(behind)
+        if records:
+            self._limit = min(self._max_limit, self._limit * 2)
         self._next_call_at = self._clock() + (MIN_CALL_INTERVAL_S if busy else self._idle_poll_s)
         if records and self._resume_at:
             # Read *at* the checkpoint: a plain record there was done; an aggregated one is

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,7 +67,8 @@ class Result:
 
 
 class Bench:
-    def __init__(self, records: int, shards: int, log_dir: Path) -> None:
+    def __init__(self, records: int, shards: int, log_dir: Path, profile: bool = False) -> None:
+        self.profile = profile
         self.records = records
         self.shards = shards
         self.log_dir = log_dir
@@ -172,6 +174,20 @@ class Bench:
                 "TELEMAX_LOG_LEVEL": "info",
             }
             command = [sys.executable, "-m", "consumer", "run"]
+            if self.profile:  # py-spy's samples; its own process makes the CPU figures moot
+                out = self.log_dir / f"ours-{repeat}.folded"
+                command = [
+                    "py-spy",
+                    "record",
+                    "--format",
+                    "raw",
+                    "-r",
+                    "250",
+                    "-o",
+                    str(out),
+                    "--",
+                    *command,
+                ]
         elif contender == "baseline":
             command = [
                 sys.executable,
@@ -190,8 +206,10 @@ class Bench:
                 str(self.records),
             ]
         launched = time.monotonic()
+        # The worker logs to stdout (kept in the log); the others speak the progress protocol.
+        stdout: Any = log if contender == "ours" else subprocess.PIPE
         proc = subprocess.Popen(
-            command, env=full_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+            command, env=full_env, cwd=ROOT, stdout=stdout, stderr=log, text=True
         )
         state: dict[str, Any] = {"count": 0, "done": None}
         reader = threading.Thread(target=self._read_protocol, args=(proc, state, log), daemon=True)
@@ -209,9 +227,10 @@ class Bench:
                 count = state["count"]
             samples.append((now, count))
             if contender == "ours" and count >= self.records:
-                cpu_s, rss_kb = proc_usage(proc.pid)
+                pid = worker_pid(proc.pid) if self.profile else proc.pid
+                cpu_s, rss_kb = proc_usage(pid)
                 wall = now - launched
-                proc.terminate()
+                os.kill(pid, signal.SIGTERM)  # under py-spy: it writes its samples on exit
                 break
             if state["done"] is not None:
                 count, cpu_s, rss_kb = state["done"]
@@ -239,7 +258,8 @@ class Bench:
 
     @staticmethod
     def _read_protocol(proc: subprocess.Popen[str], state: dict[str, Any], log: Any) -> None:
-        assert proc.stdout is not None
+        if proc.stdout is None:
+            return
         for line in proc.stdout:
             parts = line.split()
             if parts[:1] == ["progress"]:
@@ -265,6 +285,12 @@ def proc_usage(pid: int) -> tuple[float, int]:
         if line.startswith("VmHWM:")
     )
     return cpu_s, int(hwm.split()[1])
+
+
+def worker_pid(wrapper: int) -> int:
+    """The worker under py-spy: its child."""
+    children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
+    return int(children[0]) if children else wrapper
 
 
 def steady(samples: list[tuple[float, int]], total: int) -> float:
@@ -312,6 +338,7 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=CONTENDERS, action="append")
+    parser.add_argument("--profile", action="store_true", help="run ours under py-spy")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
     results: dict[str, list[Result]] = {c: [] for c in CONTENDERS}
@@ -323,7 +350,7 @@ def main() -> int:
             "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
         }
-        bench = Bench(args.records, args.shards, log_dir)
+        bench = Bench(args.records, args.shards, log_dir, profile=args.profile)
         bench.prefill(env)
         for repeat in range(1, args.repeats + 1):
             for contender in args.only or CONTENDERS:

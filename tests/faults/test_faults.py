@@ -98,12 +98,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("fast_path", ["true", "false"], ids=["fast-path", "generic-path"])
 @pytest.mark.parametrize(("service", "rules", "metric"), CASES)
 def test_fault_is_survived_without_loss(
     faulty: Faulty,
     service: str,
     rules: list[Rule],
     metric: tuple[str, dict[str, str]] | None,
+    fast_path: str,
 ) -> None:
     stack = faulty.stack
     stack.setup(shards=2)
@@ -112,7 +114,9 @@ def test_fault_is_survived_without_loss(
     proxy = faulty.kinesis if service == "kinesis" else faulty.dynamodb
     proxy.set_rules(rules)
     # One botocore attempt: every injected fault reaches telemax's own retry loops.
-    worker = faulty.worker(TELEMAX_AWS_READ_TIMEOUT_S="1", TELEMAX_AWS_MAX_ATTEMPTS="1")
+    worker = faulty.worker(
+        TELEMAX_AWS_READ_TIMEOUT_S="1", TELEMAX_AWS_MAX_ATTEMPTS="1", TELEMAX_FAST_PATH=fast_path
+    )
     wait_until(lambda: stack.count() >= RECORDS, 90, f"{RECORDS} items despite the faults")
 
     assert keys_of(stack.scan()) == {(r["hardwareID"], r["Timestamp"]) for r in produced}

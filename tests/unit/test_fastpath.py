@@ -1,0 +1,118 @@
+"""The lean path's pure parts: SigV4 byte-identical to botocore's, error mapping as botocore's."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+from consumer.aws import Action, classify, error_code
+from consumer.fastpath import SigV4, error_from
+
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+def botocore_headers(
+    url: str,
+    region: str,
+    service: str,
+    body: bytes,
+    headers: dict[str, str],
+    credentials: ReadOnlyCredentials,
+) -> dict[str, str]:
+    request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+    SigV4Auth(credentials, service, region).add_auth(request)
+    return dict(request.headers.items())
+
+
+@pytest.mark.parametrize(
+    ("url", "region", "service", "token"),
+    [
+        ("https://dynamodb.eu-west-1.amazonaws.com/", "eu-west-1", "dynamodb", None),
+        ("https://kinesis.us-east-1.amazonaws.com", "us-east-1", "kinesis", None),
+        ("http://127.0.0.1:4567/", "us-east-1", "kinesis", None),
+        ("https://dynamodb.ap-south-1.amazonaws.com/", "ap-south-1", "dynamodb", "FwoGZXIvYXdzE"),
+        ("https://kinesis.eu-central-1.amazonaws.com:443/", "eu-central-1", "kinesis", "tok/en="),
+    ],
+)
+@pytest.mark.parametrize("body", [b"{}", b'{"ShardIterator": "AAA", "Limit": 10000}', b"x" * 9000])
+def test_signature_is_byte_identical_to_botocores(
+    url: str, region: str, service: str, token: str | None, body: bytes
+) -> None:
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", SECRET, token)
+    headers = {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": "Kinesis_20131202.GetRecords",
+    }
+    theirs = botocore_headers(url, region, service, body, headers, credentials)
+    ours = SigV4(url, region, service).headers(body, headers, credentials, theirs["X-Amz-Date"])
+    assert ours["Authorization"] == theirs["Authorization"]
+    assert ours.get("X-Amz-Security-Token") == theirs.get("X-Amz-Security-Token")
+    assert ours["X-Amz-Date"] == theirs["X-Amz-Date"]
+
+
+def test_the_signing_key_follows_the_day_and_the_secret() -> None:
+    signer = SigV4("https://dynamodb.eu-west-1.amazonaws.com/", "eu-west-1", "dynamodb")
+    first = ReadOnlyCredentials("AKID", SECRET, None)
+    rotated = ReadOnlyCredentials("AKID", SECRET + "2", None)
+    day1 = signer.headers(b"{}", {}, first, "20261122T000000Z")["Authorization"]
+    day2 = signer.headers(b"{}", {}, first, "20261123T000000Z")["Authorization"]
+    other = signer.headers(b"{}", {}, rotated, "20261122T000000Z")["Authorization"]
+    again = signer.headers(b"{}", {}, first, "20261122T000000Z")["Authorization"]
+    assert len({day1, day2, other}) == 3
+    assert again == day1
+
+
+class Headers(dict[str, str]):
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        return next((v for k, v in self.items() if k.lower() == key.lower()), default)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code", "action"),
+    [
+        (
+            400,
+            b'{"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",'
+            b' "message": "slow down"}',
+            "ProvisionedThroughputExceededException",
+            Action.RETRY,
+        ),
+        (
+            400,
+            b'{"__type": "ExpiredIteratorException", "message": "old"}',
+            "ExpiredIteratorException",
+            Action.GIVE_UP,
+        ),
+        (
+            400,
+            b'{"__type": "com.amazon.coral.validate#ValidationException", "Message": "no"}',
+            "ValidationException",
+            Action.GIVE_UP,
+        ),
+        (
+            400,
+            b'{"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}',
+            "ConditionalCheckFailedException",
+            Action.FENCE,
+        ),
+        (500, b'{"__type": "InternalFailure"}', "InternalFailure", Action.RETRY),
+        (500, b"<html>oops</html>", "500", Action.RETRY),
+        (503, b"", "503", Action.RETRY),
+        (
+            400,
+            b'{"__type": "AccessDeniedException:http://internal.amazon.com/"}',
+            "AccessDeniedException",
+            Action.GIVE_UP,
+        ),
+    ],
+)
+def test_error_answers_map_as_botocore_maps_them(
+    status: int, body: bytes, code: str, action: Action
+) -> None:
+    error = error_from(status, Headers({"x-amzn-RequestId": "r-1"}), body, "BatchWriteItem")
+    assert error_code(error) == code
+    assert classify(error) is action
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert error.operation_name == "BatchWriteItem"
