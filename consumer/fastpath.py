@@ -5,8 +5,9 @@ parameter validation, a serializer that walks the shape model, a parser that tur
 record's arrival time into a ``datetime``, and the event hooks. For these two calls the body
 is a small, fixed JSON document whose items are already in DynamoDB's wire format, so this
 module builds it with orjson, signs it exactly as botocore's SigV4 signer would (checked byte
-for byte in the tests) with the session's own refreshable credentials, sends it over one
-pooled aiohttp session, and maps every failure to the exception botocore would raise
+for byte in the tests) with the session's own refreshable credentials, sends it over a small
+keep-alive HTTP/1.1 pool (consumer.http1), and maps every failure to the exception botocore
+would raise
 (``ClientError`` with the same code and status, ``ConnectionClosedError``,
 ``ReadTimeoutError``, ``EndpointConnectionError``), so the retry, metric and dead-letter logic
 above cannot tell the two paths apart. Everything else (the control plane, lease writes)
@@ -16,6 +17,7 @@ stays on plain aiobotocore. ``TELEMAX_FAST_PATH=false`` turns this off.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import time
@@ -24,17 +26,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from botocore.credentials import ReadOnlyCredentials
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
+from consumer.http1 import Http1Pool
 from consumer.pipeline.records import Item
 
 if TYPE_CHECKING:
@@ -142,52 +138,38 @@ class SigV4:
 
 
 class JsonApi:
-    """Signed JSON-protocol calls to one AWS service over a shared aiohttp session."""
+    """Signed JSON-protocol calls to one AWS service over a keep-alive connection pool."""
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
         credentials: AioCredentials,
         *,
         endpoint: str,
         region: str,
         service: tuple[str, str, str],
+        pool: int,
+        read_timeout: float,
     ) -> None:
-        self._http = http
         self._credentials = credentials
-        self._url = endpoint.rstrip("/") + "/"
-        self._region = region
+        url = endpoint.rstrip("/") + "/"
+        self._pool = Http1Pool(url, size=pool, read_timeout=read_timeout)
         self._signing_name, self._target_prefix, self._content_type = service
         self._check_crc = self._signing_name == "dynamodb"  # DynamoDB sends x-amz-crc32
-        self._signer = SigV4(self._url, region, self._signing_name)
+        self._signer = SigV4(url, region, self._signing_name)
 
     async def call(self, operation: str, body: bytes) -> Any:
         headers = {
             "Content-Type": self._content_type,
             "X-Amz-Target": f"{self._target_prefix}.{operation}",
         }
-        headers = await self._sign(body, headers)
-        try:
-            async with self._http.post(self._url, data=body, headers=headers) as answer:
-                payload = await answer.read()
-                status = answer.status
-                answer_headers = answer.headers
-        except aiohttp.ClientConnectorError as exc:
-            raise EndpointConnectionError(endpoint_url=self._url, error=exc) from None
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise ReadTimeoutError(endpoint_url=self._url, error=exc) from None
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ClientOSError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientResponseError,
-        ) as exc:
-            raise ConnectionClosedError(endpoint_url=self._url, error=exc) from None
+        status, answer_headers, payload = await self._pool.post(
+            body, await self._sign(body, headers)
+        )
         if status != 200:
             raise error_from(status, answer_headers, payload, operation)
         crc = answer_headers.get("x-amz-crc32") if self._check_crc else None
         if crc is not None and zlib.crc32(payload) != int(crc):  # as botocore: retried
-            raise ConnectionClosedError(endpoint_url=self._url, error="CRC32 mismatch")
+            raise ConnectionClosedError(endpoint_url=self._pool.url, error="CRC32 mismatch")
         return orjson.loads(payload)
 
     async def _sign(self, body: bytes, headers: dict[str, str]) -> dict[str, str]:
@@ -195,6 +177,9 @@ class JsonApi:
         if frozen.access_key is None:
             raise NoCredentialsError()
         return self._signer.headers(body, headers, frozen)
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 class FastKinesis:
@@ -226,16 +211,15 @@ class FastDynamoDB:
         return [request["PutRequest"]["Item"] for request in left]
 
 
-def http_session(pool: int, read_timeout: float) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=pool, ttl_dns_cache=300, keepalive_timeout=30)
-    timeout = aiohttp.ClientTimeout(sock_connect=5, sock_read=read_timeout)
-    # No compression: bodies are small JSON documents on a LAN or in-region link.
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent",),
-    )
+@dataclasses.dataclass(frozen=True)
+class FastPath:
+    kinesis: FastKinesis
+    dynamodb: FastDynamoDB
+    apis: tuple[JsonApi, ...]
+
+    def close(self) -> None:
+        for api in self.apis:
+            api.close()
 
 
 def create(
@@ -244,11 +228,24 @@ def create(
     kinesis_endpoint: str,
     dynamodb_endpoint: str,
     region: str,
-    http: aiohttp.ClientSession,
-) -> tuple[FastKinesis, FastDynamoDB]:
+    pool: int,
+    read_timeout: float,
+) -> FastPath:
     """Lean clients for the endpoints and region the generic clients resolved."""
-    kinesis = JsonApi(http, credentials, endpoint=kinesis_endpoint, region=region, service=KINESIS)
-    dynamodb = JsonApi(
-        http, credentials, endpoint=dynamodb_endpoint, region=region, service=DYNAMODB
+    kinesis = JsonApi(
+        credentials,
+        endpoint=kinesis_endpoint,
+        region=region,
+        service=KINESIS,
+        pool=pool,
+        read_timeout=read_timeout,
     )
-    return FastKinesis(kinesis), FastDynamoDB(dynamodb)
+    dynamodb = JsonApi(
+        credentials,
+        endpoint=dynamodb_endpoint,
+        region=region,
+        service=DYNAMODB,
+        pool=pool,
+        read_timeout=read_timeout,
+    )
+    return FastPath(FastKinesis(kinesis), FastDynamoDB(dynamodb), (kinesis, dynamodb))

@@ -76,7 +76,7 @@ class FaultProxy:
         self.port = free_port()
         self.injected: Counter[tuple[str, str]] = Counter()  # (operation, kind) -> count
         self.forwarded: Counter[str] = Counter()
-        self._rules = list(rules)
+        self._rules = [dataclasses.replace(rule, used=0) for rule in rules]
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._loop = asyncio.new_event_loop()
@@ -89,11 +89,11 @@ class FaultProxy:
         return f"http://{LOCALHOST}:{self.port}"
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
+        """Install copies of ``rules`` (so one list can serve several proxies or tests)."""
         now = time.monotonic()
-        for rule in rules:
-            rule.installed_at = now
+        fresh = [dataclasses.replace(rule, used=0, installed_at=now) for rule in rules]
         with self._lock:
-            self._rules = list(rules)
+            self._rules = fresh
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()

@@ -18,7 +18,7 @@ from consumer import http
 from consumer.aws import Clients, config_error_from, describe
 from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
-from consumer.fastpath import FastDynamoDB, FastKinesis
+from consumer.fastpath import FastPath
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.model import TRIM_HORIZON
 from consumer.lease.repository import LeaseRepository
@@ -74,7 +74,7 @@ class Worker:
         handler: Handler,
         *,
         metrics: Metrics | None = None,
-        fast: tuple[FastKinesis, FastDynamoDB] | None = None,
+        fast: FastPath | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -92,8 +92,8 @@ class Worker:
         self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
-        writer = fast[1].batch_write if fast else botocore_batch_writer(clients.dynamodb)
-        self._get_records = fast[0].get_records if fast else None
+        writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
+        self._get_records = fast.kinesis.get_records if fast else None
         context = ShardContext(
             stream=settings.stream,
             worker_id=settings.worker_id,

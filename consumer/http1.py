@@ -1,0 +1,188 @@
+"""A small HTTP/1.1 client for the lean path: POST, keep-alive, a bounded connection pool.
+
+Measured here: aiohttp spends about 110 µs of CPU per request, this protocol about 16 µs —
+with 25 items per BatchWriteItem that is 4 µs per record, an eighth of the worker's cost.
+It does only what AWS JSON APIs need: one POST at a time per connection, answers framed by
+Content-Length or chunked encoding, ``Connection: close`` honoured, TLS through asyncio.
+Failures raise the exceptions botocore raises for the same events, so callers classify them
+alike: ``EndpointConnectionError`` (cannot connect), ``ConnectionClosedError`` (the peer went
+away or sent garbage), ``ReadTimeoutError`` (no answer in time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from typing import cast
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+MAX_HEADER_BYTES = 64 * 1024
+
+
+class _Answer(asyncio.Protocol):
+    """One connection; parses one answer at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] | None = None
+        self._head: tuple[int, dict[str, str]] | None = None
+        self._body_at = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionResetError("connection closed before the answer"))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            answer = self._parse()
+        except ValueError as exc:
+            self._waiter.set_exception(exc)
+            return
+        if answer is not None:
+            self._waiter.set_result(answer)
+
+    def send(self, request: bytes) -> asyncio.Future[tuple[int, dict[str, str], bytes]]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._head = None
+        self._buffer.clear()  # one exchange at a time: nothing may precede the answer
+        self.transport.write(request)
+        return self._waiter
+
+    def _parse(self) -> tuple[int, dict[str, str], bytes] | None:
+        if self._head is None:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEADER_BYTES:
+                    raise ValueError("answer headers too large")
+                return None
+            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
+            status_line = lines[0].split(" ", 2)
+            if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
+                raise ValueError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self._head = (int(status_line[1]), headers)
+            self._body_at = end + 4
+        status, headers = self._head
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._chunked()
+            if body is None:
+                return None
+        else:
+            length = int(headers.get("content-length", "0"))
+            if len(self._buffer) < self._body_at + length:
+                return None
+            body = bytes(self._buffer[self._body_at : self._body_at + length])
+            del self._buffer[: self._body_at + length]
+        return status, headers, body
+
+    def _chunked(self) -> bytes | None:
+        parts: list[bytes] = []
+        at = self._body_at
+        while True:
+            line_end = self._buffer.find(b"\r\n", at)
+            if line_end < 0:
+                return None
+            size = int(bytes(self._buffer[at:line_end]).split(b";")[0], 16)
+            start = line_end + 2
+            if size == 0:
+                trailer_end = self._buffer.find(b"\r\n\r\n", line_end)
+                if trailer_end < 0:
+                    return None
+                del self._buffer[: trailer_end + 4]
+                return b"".join(parts)
+            if len(self._buffer) < start + size + 2:
+                return None
+            parts.append(bytes(self._buffer[start : start + size]))
+            at = start + size + 2
+
+
+class Http1Pool:
+    """Keep-alive connections to one endpoint, at most ``size`` at a time."""
+
+    def __init__(
+        self, url: str, *, size: int, connect_timeout: float = 5.0, read_timeout: float = 20.0
+    ) -> None:
+        parts = urlsplit(url)
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if self._https else 80)
+        self._path = (parts.path or "/").encode()
+        self._ssl = ssl.create_default_context() if self._https else None
+        self._idle: list[_Answer] = []
+        self._slots = asyncio.Semaphore(size)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+
+    async def post(
+        self, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST ``body``; returns (status, lower-cased headers, body)."""
+        head = [b"POST " + self._path + b" HTTP/1.1"]
+        head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+        head.append(b"Content-Length: %d" % len(body))
+        request = b"\r\n".join(head) + b"\r\n\r\n" + body
+        async with self._slots:
+            connection = await self._connection()
+            try:
+                async with asyncio.timeout(self._read_timeout):
+                    status, answer_headers, payload = await connection.send(request)
+            except TimeoutError as exc:
+                self._discard(connection)
+                raise ReadTimeoutError(endpoint_url=self.url, error=exc) from None
+            except (ConnectionError, ValueError) as exc:
+                self._discard(connection)
+                raise ConnectionClosedError(endpoint_url=self.url, error=exc) from None
+            except BaseException:
+                self._discard(connection)  # cancelled mid-answer: the stream is out of step
+                raise
+            if answer_headers.get("connection", "").lower() == "close" or connection.closed:
+                self._discard(connection)
+            else:
+                self._idle.append(connection)
+            return status, answer_headers, payload
+
+    async def _connection(self) -> _Answer:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                return connection
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, protocol = await loop.create_connection(
+                    _Answer,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise EndpointConnectionError(endpoint_url=self.url, error=exc) from None
+        return protocol
+
+    def _discard(self, connection: _Answer) -> None:
+        if connection.transport is not None:
+            connection.transport.close()
+
+    def close(self) -> None:
+        for connection in self._idle:
+            self._discard(connection)
+        self._idle.clear()
