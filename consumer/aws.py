@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -147,13 +148,16 @@ async def open_clients(
     """Kinesis and DynamoDB clients sharing one configuration; closed on exit."""
     session = get_session()
     config = client_config(pool=pool, attempts=attempts, read_timeout=read_timeout)
+    # botocore reads AWS_DEFAULT_REGION (and profiles); Lambda, ECS and most tools set
+    # AWS_REGION, which is what our documentation promises.
+    region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
     async with AsyncExitStack() as stack:
         try:
             kinesis = await stack.enter_async_context(
-                session.create_client("kinesis", config=config)
+                session.create_client("kinesis", config=config, region_name=region)
             )
             dynamodb = await stack.enter_async_context(
-                session.create_client("dynamodb", config=config)
+                session.create_client("dynamodb", config=config, region_name=region)
             )
         except BotoCoreError as exc:
             raise config_error_from(exc, "AWS") or exc from None

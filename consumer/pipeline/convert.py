@@ -11,10 +11,14 @@ sub-sequence number were done before and are skipped here.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from prometheus_client import Counter
+from structlog.typing import FilteringBoundLogger
 
 from consumer.aws import describe
 from consumer.pipeline.deadletter import DeadLetter
@@ -23,6 +27,9 @@ from consumer.pipeline.records import Handler, InvalidRecord, Item
 
 Record = dict[str, Any]  # a GetRecords record: Data (bytes), SequenceNumber, PartitionKey, …
 HANDLER_ERROR = "handler_error"
+# A handler that raises (a bug or a dependency, not bad data) gets the batch again after these
+# pauses; records still failing after the last one are dead-lettered, the others written.
+HANDLER_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 
 @dataclasses.dataclass(slots=True)
@@ -81,6 +88,37 @@ def convert(
             if user.sub_sequence > done:
                 one(record, user.data, user.sub_sequence)
     return Converted(items, dead, origins, last_sub)
+
+
+async def convert_retrying(
+    convert_once: Callable[[], Converted],
+    log: FilteringBoundLogger,
+    errors: Counter,
+    delays: Sequence[float] = HANDLER_RETRY_DELAYS_S,
+) -> Converted:
+    """Convert; while the handler raises, convert the whole batch again (keeping its order),
+    and after the last pause leave the records still failing as ``handler_error`` dead
+    letters. ``errors`` counts every failing attempt."""
+    converted = convert_once()
+    for delay in (*delays, None):
+        failing = [letter for letter in converted.dead if letter.reason == HANDLER_ERROR]
+        if not failing:
+            break
+        errors.inc(len(failing))
+        if delay is None:
+            log.error(
+                "handler_failed",
+                records=len(failing),
+                error=failing[0].detail,
+                attempts=len(delays) + 1,
+            )
+            break
+        log.warning(
+            "handler_error_retry", records=len(failing), error=failing[0].detail, delay_s=delay
+        )
+        await asyncio.sleep(delay)
+        converted = convert_once()
+    return converted
 
 
 def where(exc: BaseException) -> str:

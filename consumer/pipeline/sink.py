@@ -48,6 +48,11 @@ class Refused:
     detail: str
 
 
+def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
+    """The key an item is stored under (raises KeyError without one)."""
+    return tuple(next(iter(item[name].values())) for name in key_names)
+
+
 def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item], list[Refused]]:
     """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
     spreading them over concurrent requests would let an older value win. Items without
@@ -56,7 +61,7 @@ def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item],
     keyless: list[Refused] = []
     for item in items:
         try:
-            key = tuple(next(iter(item[name].values())) for name in key_names)
+            key = item_key(item, key_names)
         except (KeyError, StopIteration, AttributeError):
             keyless.append(Refused(item, "missing_key", f"needs key attributes {key_names}"))
             continue

@@ -20,7 +20,13 @@ from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
-from consumer.pipeline.convert import HANDLER_ERROR, Converted, Record, convert, dead_letter
+from consumer.pipeline.convert import (
+    Converted,
+    Record,
+    convert,
+    convert_retrying,
+    dead_letter,
+)
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.records import Handler
 from consumer.pipeline.sink import BatchSink
@@ -29,9 +35,6 @@ from consumer.shard.reader import Fetched, ShardReader
 
 PARENT_POLL_S = 1.0
 FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
-# A handler that raises (a bug or a dependency, not bad data) gets the batch again after these
-# pauses; records still failing after the last one are dead-lettered, the others written.
-HANDLER_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,31 +147,11 @@ class ShardConsumer:
         )
 
     async def _convert_retrying(self, records: Sequence[Record]) -> Converted:
-        """Convert; while the handler raises, try the whole batch again (keeping its order)."""
-        converted = self._convert(records)
-        errors = self._ctx.metrics.handler_errors.labels(self._ctx.stream)
-        for delay in (*HANDLER_RETRY_DELAYS_S, None):
-            failing = [letter for letter in converted.dead if letter.reason == HANDLER_ERROR]
-            if not failing:
-                break
-            errors.inc(len(failing))
-            if delay is None:
-                self._log.error(
-                    "handler_failed",
-                    records=len(failing),
-                    error=failing[0].detail,
-                    attempts=len(HANDLER_RETRY_DELAYS_S) + 1,
-                )
-                break
-            self._log.warning(
-                "handler_error_retry",
-                records=len(failing),
-                error=failing[0].detail,
-                delay_s=delay,
-            )
-            await asyncio.sleep(delay)
-            converted = self._convert(records)
-        return converted
+        return await convert_retrying(
+            lambda: self._convert(records),
+            self._log,
+            self._ctx.metrics.handler_errors.labels(self._ctx.stream),
+        )
 
     async def _handle(self, fetched: Fetched) -> None:
         if not fetched.records:

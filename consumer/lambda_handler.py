@@ -1,0 +1,310 @@
+"""AWS Lambda entry point: the worker's pipeline on a Kinesis event.
+
+``handler(event, context)`` runs what a worker runs on one ``GetRecords`` batch — decode,
+validate (the configured record handler), ``BatchWriteItem`` through :class:`BatchSink`,
+dead letters for records that can never be written — and answers in the
+``ReportBatchItemFailures`` format. A record is *done* when its item is durably in the table
+(or was merged into a later item with the same key that is), or when its dead letter is durably
+in the dead-letter table. If a record is not done, the answer names the lowest sequence number
+that is not, and Lambda retries the shard from there: everything before it is done, everything
+after it is written again, which costs a write and never a wrong row (DESIGN §3.7).
+
+Configuration is the worker's: ``TELEMAX_TABLE``, ``TELEMAX_DLQ_TABLE``, ``TELEMAX_HANDLER``,
+``TELEMAX_WRITE_CONCURRENCY``, ``TELEMAX_LOG_LEVEL`` and the standard AWS variables. The stream
+name comes from each record's ``eventSourceARN``, the shard id from its ``eventID``
+(``shardId-…:<sequence number>``).
+
+One event loop and one pair of aiobotocore clients live as long as the execution environment,
+so warm invocations reuse connections. Writes stop early enough before the function's deadline
+to answer with the records that are not done instead of timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from consumer import config, logs
+from consumer.aws import Clients, describe, open_clients
+from consumer.config import ConfigError, Settings
+from consumer.logs import get as get_logger
+from consumer.metrics import Metrics
+from consumer.pipeline import deadletter, telemax
+from consumer.pipeline.convert import Record, convert, convert_retrying, dead_letter
+from consumer.pipeline.deadletter import DeadLetter
+from consumer.pipeline.records import Handler, Item, load_handler
+from consumer.pipeline.sink import (
+    BatchSink,
+    BatchWriter,
+    Refused,
+    botocore_batch_writer,
+    item_key,
+)
+
+# Of the time left when an invocation starts, keep this share (within these bounds) to answer.
+RESERVE_SHARE = 0.1
+RESERVE_MIN_S = 1.0
+RESERVE_MAX_S = 5.0
+DEAD_LETTER_CONCURRENCY = 4
+
+Key = tuple[Any, ...]
+Response = dict[str, list[dict[str, str]]]
+
+
+def shard_of(raw: Mapping[str, Any]) -> str:
+    """``eventID`` is ``<shard id>:<sequence number>``."""
+    shard, sep, _ = str(raw.get("eventID", "")).partition(":")
+    return shard if sep and shard else "unknown"
+
+
+def stream_of(raw: Mapping[str, Any], default: str) -> str:
+    """``arn:aws:kinesis:<region>:<account>:stream/<name>`` -> ``<name>``."""
+    _, sep, rest = str(raw.get("eventSourceARN", "")).partition(":stream/")
+    name = rest.split("/", 1)[0]
+    return name if sep and name else default
+
+
+def budget_s(context: object) -> float | None:
+    """Seconds this invocation may spend writing; None without a Lambda context (local runs)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    left = max(0.0, float(remaining()) / 1000)
+    reserve = min(RESERVE_MAX_S, max(RESERVE_MIN_S, left * RESERVE_SHARE))
+    return max(0.0, left - reserve)
+
+
+@dataclasses.dataclass
+class Batch:
+    """One shard's records of an event in stream order, and dead letters for undecodable ones."""
+
+    stream: str
+    shard_id: str
+    records: list[Record] = dataclasses.field(default_factory=list)
+    undecodable: list[DeadLetter] = dataclasses.field(default_factory=list)
+
+
+def batches(event: Mapping[str, Any], default_stream: str) -> list[Batch]:
+    """Group the event's records by (stream, shard); Kinesis data arrives base64-encoded."""
+    by_shard: dict[tuple[str, str], Batch] = {}
+    for raw in event.get("Records", []):
+        stream, shard_id = stream_of(raw, default_stream), shard_of(raw)
+        batch = by_shard.setdefault((stream, shard_id), Batch(stream, shard_id))
+        kinesis = raw["kinesis"]
+        record: Record = {
+            "SequenceNumber": str(kinesis["sequenceNumber"]),
+            "PartitionKey": str(kinesis.get("partitionKey", "")),
+        }
+        encoded = str(kinesis.get("data", ""))
+        try:
+            record["Data"] = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            record["Data"] = encoded.encode()
+            batch.undecodable.append(
+                dead_letter(stream, shard_id, record, "invalid_base64", str(exc))
+            )
+        batch.records.append(record)
+    return list(by_shard.values())
+
+
+def tracking(writer: BatchWriter, key_names: Sequence[str], durable: set[Key]) -> BatchWriter:
+    """``writer`` that also adds the key of every item DynamoDB accepted to ``durable``."""
+
+    async def write(table: str, items: Sequence[Item]) -> list[Item]:
+        left = await writer(table, items)
+        pending = {item_key(item, key_names) for item in left}
+        durable.update(k for k in (item_key(i, key_names) for i in items) if k not in pending)
+        return left
+
+    return write
+
+
+def lowest(sequence_numbers: Iterable[str]) -> str | None:
+    return min(sequence_numbers, key=int, default=None)
+
+
+def cause(exc: BaseException) -> str:
+    """One line for the log: the first real error inside task groups, or the deadline."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, TimeoutError):
+        return "deadline: stopped writing to answer before the function times out"
+    return describe(exc)
+
+
+class Runtime:
+    """What one Lambda execution environment keeps between invocations."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or config.load("run")
+        logs.configure(self.settings.log_level)
+        self._log = get_logger()
+        try:
+            self.handler: Handler = load_handler(self.settings.handler)
+        except ValueError as exc:
+            raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+        self.metrics = Metrics(self.settings.stream)
+        self._loop = asyncio.new_event_loop()
+        self._stack = AsyncExitStack()
+        self._clients: Clients = self._loop.run_until_complete(
+            self._stack.enter_async_context(
+                open_clients(pool=self.settings.write_concurrency + DEAD_LETTER_CONCURRENCY)
+            )
+        )
+        self._writer = botocore_batch_writer(self._clients.dynamodb)
+        self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
+        self._dead_letter_slots = asyncio.Semaphore(DEAD_LETTER_CONCURRENCY)
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._stack.aclose())
+        finally:
+            self._loop.close()
+
+    def handle(self, event: Mapping[str, Any], context: object = None) -> Response:
+        return self._loop.run_until_complete(self._handle(event, budget_s(context)))
+
+    async def _handle(self, event: Mapping[str, Any], budget: float | None) -> Response:
+        deadline = None if budget is None else asyncio.get_running_loop().time() + budget
+        work = batches(event, self.settings.stream)
+        failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
+        return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed if seq]}
+
+    def _sink(
+        self, table: str, key_names: Sequence[str], durable: set[Key], dlq: bool
+    ) -> BatchSink:
+        return BatchSink(
+            tracking(self._writer, key_names, durable),
+            table,
+            key_names,
+            concurrency=self._dead_letter_slots if dlq else self._write_slots,
+            metrics=self.metrics,
+        )
+
+    async def _process(self, batch: Batch, deadline: float | None) -> str | None:
+        """Write one shard's records; the lowest sequence number not done, or None."""
+        started = time.perf_counter()
+        log = self._log.bind(shard_id=batch.shard_id, stream=batch.stream)
+        self.metrics.records_received.labels(batch.stream, batch.shard_id).inc(len(batch.records))
+        bad = {letter.sequence_number for letter in batch.undecodable}
+        decodable = [r for r in batch.records if r["SequenceNumber"] not in bad]
+        # De-aggregates KPL records: one Kinesis record may give several items (user records).
+        # A handler that raises gets the batch again, as in the worker, before dead letters.
+        converted = await convert_retrying(
+            lambda: convert(
+                decodable, self.handler, batch.stream, batch.shard_id, telemax.KEY_NAMES
+            ),
+            log,
+            self.metrics.handler_errors.labels(batch.stream),
+        )
+        items, origins = converted.items, converted.origins
+        dead = batch.undecodable + converted.dead
+        stored: set[Key] = set()
+        lettered: set[Key] = set()
+        # Items and dead letters in parallel: each gets the whole budget.
+        refused, _ = await asyncio.gather(
+            self._write_items(batch, items, stored, deadline, log),
+            self._dead_letter(batch, dead, lettered, deadline, log),
+        )
+        # Items DynamoDB will never take (ValidationException) become dead letters, as in the
+        # worker; their key counts as done once the dead letter is stored.
+        rejected: dict[Key, DeadLetter] = {}
+        if refused:
+            origin_of = {id(item): origin for item, origin in zip(items, origins, strict=True)}
+            for refusal in refused:
+                record, sub = origin_of[id(refusal.item)]
+                letter = dead_letter(
+                    batch.stream, batch.shard_id, record, refusal.reason, refusal.detail, sub
+                )
+                rejected[item_key(refusal.item, telemax.KEY_NAMES)] = letter
+            await self._dead_letter(batch, list(rejected.values()), lettered, deadline, log)
+            dead += rejected.values()
+        stored |= {key for key, d in rejected.items() if (d.shard_id, d.position) in lettered}
+
+        # A Kinesis record is done when every item and dead letter it gave is stored.
+        undone = {d.sequence_number for d in dead if (d.shard_id, d.position) not in lettered}
+        undone.update(
+            record["SequenceNumber"]
+            for item, (record, _) in zip(items, origins, strict=True)
+            if item_key(item, telemax.KEY_NAMES) not in stored
+        )
+        retry_from = lowest(undone)
+        log.info(
+            "lambda_batch_processed",
+            records=len(batch.records),
+            items=len(items),
+            dead_letters=len(dead),
+            retry_from=retry_from,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return retry_from
+
+    async def _write_items(
+        self,
+        batch: Batch,
+        items: list[Item],
+        stored: set[Key],
+        deadline: float | None,
+        log: FilteringBoundLogger,
+    ) -> list[Refused]:
+        table = self.settings.table
+        sink = self._sink(table, telemax.KEY_NAMES, stored, dlq=False)
+        written = self.metrics.records_written.labels(batch.stream, batch.shard_id)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await sink.write(items, written.inc)
+        except Exception as exc:  # incl. the deadline: what is stored is known, the rest retried
+            log.error("batch_write_failed", table=table, error=cause(exc))
+            return []
+
+    async def _dead_letter(
+        self,
+        batch: Batch,
+        dead: list[DeadLetter],
+        lettered: set[Key],
+        deadline: float | None,
+        log: FilteringBoundLogger,
+    ) -> None:
+        if not dead:
+            return
+        table = self.settings.dlq_table
+        sink = self._sink(table, deadletter.KEY_NAMES, lettered, dlq=True)
+        try:
+            async with asyncio.timeout_at(deadline):
+                refused = await sink.write([letter.to_item() for letter in dead])
+            if refused:  # the dead-letter table refusing is misconfiguration: retry later
+                log.error("dead_letter_write_refused", table=table, detail=refused[0].detail)
+        except Exception as exc:
+            log.error("dead_letter_write_failed", table=table, error=cause(exc))
+        done = [d for d in dead if (d.shard_id, d.position) in lettered]
+        for letter in done:
+            self.metrics.records_dead_lettered.labels(batch.stream, letter.reason).inc()
+        if done:
+            log.warning("records_dead_lettered", count=len(done), first_reason=done[0].reason)
+
+
+_runtime: Runtime | None = None
+
+
+def handler(event: Mapping[str, Any], context: object) -> Response:
+    """The function's handler (``consumer.lambda_handler.handler``)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime.handle(event, context)
+
+
+def reset() -> None:
+    """Close the clients and forget the runtime (tests; a new configuration)."""
+    global _runtime
+    if _runtime is not None:
+        runtime, _runtime = _runtime, None
+        runtime.close()

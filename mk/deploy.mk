@@ -1,0 +1,48 @@
+# Deployment artefacts (issue 5): Dockerfile, k8s/, deploy/ and the Lambda handler.
+#
+#   make deploy-tools   validation tools into $(DEPLOY_VENV) (pinned by requirements/deploy.txt)
+#                       and the CRD schemas for k8s/ (npm, pinned by tests/deploy/crd/)
+#   make deploy-check   tests/deploy only: hadolint, kustomize + schemas, cfn-lint, checkov,
+#                       IAM against the code, the Lambda handler on moto
+#   make image-test     opt-in: build the image with podman from a local Debian base, run it
+#   make lambda-bundle  build/lambda/, the code bundle deploy/telemax-lambda.yaml deploys
+DEPLOY_VENV ?= .venv-deploy
+export DEPLOY_VENV
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+CRD_STAMP := $(DEPLOY_VENV)/crd/node_modules/.installed
+
+.PHONY: deploy-tools deploy-check image-test lambda-bundle
+
+$(DEPLOY_STAMP): requirements/deploy.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements/deploy.txt
+	touch $@
+
+$(CRD_STAMP): tests/deploy/crd/package.json tests/deploy/crd/package-lock.json
+	mkdir -p $(DEPLOY_VENV)/crd
+	cp tests/deploy/crd/package.json tests/deploy/crd/package-lock.json $(DEPLOY_VENV)/crd/
+	cd $(DEPLOY_VENV)/crd && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deploy-tools: $(DEPLOY_STAMP) $(CRD_STAMP)
+
+TEST_DEPS += deploy-tools
+
+deploy-check: $(STAMP) deploy-tools
+	$(PY) -m pytest -q tests/deploy
+
+# Not part of `make test`: needs podman, runc and debootstrap (installed with apt-get when
+# missing and running as root) and builds for a few minutes. Removes the images it made.
+image-test: $(STAMP)
+	timeout 1500 $(PY) tests/deploy/image_test.py
+
+lambda-bundle:
+	PYTHON=$(PYTHON) deploy/lambda/build.sh
+
+.PHONY: clean-deploy
+clean-deploy:
+	rm -rf $(DEPLOY_VENV) build/lambda build/lambda-dist
+
+clean: clean-deploy

@@ -1,0 +1,321 @@
+"""The Lambda alternative on real local endpoints: moto's server over HTTP, no botocore mocks.
+
+The same Kinesis records go through a worker process into one set of tables and through
+``consumer.lambda_handler`` (Lambda-shaped events, one warm process) into another; the rows must
+be identical. Faults DynamoDB would produce (a refused write, an outage) are injected by an HTTP
+proxy in front of moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.local import WorkerProcess
+from consumer.pipeline.deadletter import position_key
+from consumer.pipeline.kpl import MAGIC
+from producer.kpl import aggregate
+from producer.shipper import Entry
+from tests.deploy.conftest import Tables, run, scan
+from tests.deploy.faults import aws_error, fault_proxy
+
+pytestmark = pytest.mark.integration
+
+DRIVER = Path(__file__).with_name("lambda_driver.py")
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/{}"
+BAD_RECORDS = {
+    b"{oops": "not_json",
+    b"[1, 2]": "not_object",
+    b'{"hardwareID": "HW-BAD"}': "missing_field",
+    b'{"hardwareID": "HW-BAD", "Timestamp": "yesterday"}': "bad_timestamp",
+    b'{"hardwareID": "HW-BAD", "Timestamp": "2026-01-01T00:00:00Z", "Data2": "fast"}': (
+        "wrong_type"
+    ),
+}
+
+
+def reading(i: int, **changes: Any) -> dict[str, Any]:
+    return {
+        "hardwareID": f"HW-{i % 40:03d}",
+        "Timestamp": f"2026-01-01T00:{(i // 40) % 60:02d}:00.{i:06d}Z",
+        "Data1": f"LNK-{i % 7}",
+        "Data2": round(10 + i * 0.5, 2),
+        "Data3": i % 97 + 0.25,
+        **changes,
+    }
+
+
+def lambda_record(
+    stream: str, shard_id: str, seq: str, data: bytes, key: str = "pk"
+) -> dict[str, Any]:
+    """One record of a Kinesis event as Lambda delivers it."""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": key,
+            "sequenceNumber": seq,
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": 1767225600.0,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{seq}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/telemax-lambda",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM_ARN.format(stream),
+    }
+
+
+def invoke(
+    events: list[dict[str, Any]], env: dict[str, str], tmp: Path, timeout_ms: int = 60_000
+) -> list[dict[str, Any]]:
+    """Run the events through the handler in one process (a warm execution environment)."""
+    events_path, answers_path = tmp / "events.json", tmp / "answers.json"
+    events_path.write_text(json.dumps(events))
+    done = run(
+        sys.executable, DRIVER, events_path, answers_path, str(timeout_ms),
+        env={**os.environ, **env}, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    answers: list[dict[str, Any]] = json.loads(answers_path.read_text())
+    return answers
+
+
+def stream_events(kinesis: Any, stream: str, batch_size: int = 100) -> list[dict[str, Any]]:
+    """Every record of the stream, read with GetRecords, as Lambda events of ``batch_size``."""
+    events: list[dict[str, Any]] = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        shard_id = shard["ShardId"]
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records: list[dict[str, Any]] = []
+        while True:
+            answer = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            if not answer["Records"]:
+                break
+            records += [
+                lambda_record(stream, shard_id, r["SequenceNumber"], r["Data"], r["PartitionKey"])
+                for r in answer["Records"]
+            ]
+            iterator = answer["NextShardIterator"]
+        for start in range(0, len(records), batch_size):
+            events.append({"Records": records[start : start + batch_size]})
+    return events
+
+
+def canonical(items: list[dict[str, Any]], drop: tuple[str, ...] = ()) -> list[bytes]:
+    """Rows as sorted canonical JSON, ignoring attributes named in ``drop``."""
+    return sorted(
+        orjson.dumps(
+            {k: v for k, v in item.items() if k not in drop},
+            option=orjson.OPT_SORT_KEYS,
+            default=lambda b: base64.b64encode(b).decode(),
+        )
+        for item in items
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(110)
+def test_worker_and_lambda_store_identical_rows(
+    make_tables: Any, clients: tuple[Any, Any], tmp_path: Path
+) -> None:
+    kinesis, dynamodb = clients
+    worker_side: Tables = make_tables(
+        TELEMAX_LEASE_DURATION_S="4",
+        TELEMAX_IDLE_POLL_S="0.2",
+        TELEMAX_CHECKPOINT_INTERVAL_S="0.5",
+        TELEMAX_SHUTDOWN_GRACE_S="10",
+    )
+    lambda_side: Tables = make_tables(stream=worker_side.stream)
+    worker_side.setup(shards=2)
+    lambda_side.setup(shards=2)  # the stream exists: only the second set of tables is created
+
+    valid = [reading(i) for i in range(400)]
+    # The same key again, later in the same shard, with other values: the last one must win.
+    rewritten = [reading(i, Data2=999.5, Data1=7) for i in (3, 77, 211)]
+    payloads = [(orjson.dumps(r), r["hardwareID"]) for r in valid]
+    payloads += [(data, f"bad-{n}") for n, data in enumerate(BAD_RECORDS)]
+    payloads += [(orjson.dumps(r), r["hardwareID"]) for r in rewritten]
+    # KPL-aggregated records (one with a bad user record inside) and a corrupt aggregate.
+    packed = [reading(i) for i in range(400, 460)]
+    entries = [Entry(orjson.dumps(r), r["hardwareID"]) for r in packed]
+    entries.insert(30, Entry(b"{inside", "HW-001"))
+    aggregates = list(aggregate(entries, max_bytes=4096))
+    assert len(aggregates) > 1 and all(a.data[:4] == MAGIC for a in aggregates)
+    payloads += [(a.data, a.partition_key) for a in aggregates]
+    payloads.append((MAGIC + b"not a protobuf" + bytes(16), "HW-002"))
+    valid += packed
+    dead_count = len(BAD_RECORDS) + 2
+    for start in range(0, len(payloads), 500):  # one call in flight: moto loses concurrent puts
+        chunk = payloads[start : start + 500]
+        answer = kinesis.put_records(
+            StreamName=worker_side.stream,
+            Records=[{"Data": data, "PartitionKey": key} for data, key in chunk],
+        )
+        assert answer["FailedRecordCount"] == 0
+
+    worker = WorkerProcess("worker-a", worker_side.env, tmp_path)
+    try:
+        events = stream_events(kinesis, worker_side.stream)
+        assert sum(len(e["Records"]) for e in events) == len(payloads)
+        answers = invoke(events, lambda_side.env, tmp_path)
+        assert [a["response"] for a in answers] == [{"batchItemFailures": []}] * len(events)
+
+        def worker_done() -> bool:
+            rows = len(scan(dynamodb, worker_side.table))
+            letters = len(scan(dynamodb, worker_side.dlq_table))
+            progress.append(f"{rows}/{len(valid)} rows, {letters}/{dead_count} dead letters")
+            return rows == len(valid) and letters == dead_count
+
+        progress: list[str] = []
+        wait_for(worker_done, 60, lambda: f"the worker to store every record: {progress[-1]}")
+    finally:
+        code = worker.stop(timeout=20)
+    assert code == 0, "\n".join(worker.log_lines()[-30:])
+
+    worker_rows = scan(dynamodb, worker_side.table)
+    lambda_rows = scan(dynamodb, lambda_side.table)
+    assert canonical(lambda_rows) == canonical(worker_rows)
+    by_key = {(r["hardwareID"]["S"], r["Timestamp"]["S"]): r for r in lambda_rows}
+    for r in rewritten:
+        row = by_key[(r["hardwareID"], r["Timestamp"])]
+        assert row["Data2"] == {"N": "999.5"} and row["Data1"] == {"N": "7"}
+    assert len(by_key) == len(valid)
+
+    # Dead letters: the same records, reasons and positions; only the time seen differs.
+    worker_dead = scan(dynamodb, worker_side.dlq_table)
+    lambda_dead = scan(dynamodb, lambda_side.dlq_table)
+    assert canonical(lambda_dead, drop=("seenAt",)) == canonical(worker_dead, drop=("seenAt",))
+    assert len(lambda_dead) == dead_count
+    reasons = sorted(d["reason"]["S"] for d in lambda_dead)
+    assert reasons.count("not_json") == 2  # one plain, one inside an aggregate
+    assert set(BAD_RECORDS.values()) <= set(reasons)
+    assert [r for r in reasons if r.startswith("kpl_")], reasons
+    (inner,) = [d for d in lambda_dead if d["data"]["B"] == b"{inside"]
+    assert inner["subSequenceNumber"] == {"N": "30"}
+
+
+def synthetic_event(stream: str, shard_id: str, payloads: list[bytes]) -> dict[str, Any]:
+    base = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000_000
+    return {
+        "Records": [
+            lambda_record(stream, shard_id, str(base + 1000 * n), data)
+            for n, data in enumerate(payloads)
+        ]
+    }
+
+
+def stored_keys(dynamodb: Any, table: str) -> set[tuple[str, str]]:
+    return {(r["hardwareID"]["S"], r["Timestamp"]["S"]) for r in scan(dynamodb, table)}
+
+
+def key_of(payload: bytes) -> tuple[str, str]:
+    value = orjson.loads(payload)
+    return value["hardwareID"], value["Timestamp"]
+
+
+@pytest.mark.timeout(90)
+def test_bad_record_is_dead_lettered_and_refused_write_reported(
+    make_tables: Any, clients: tuple[Any, Any], moto_endpoint: str, tmp_path: Path
+) -> None:
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    shard = "shardId-000000000000"
+    marker = "HW-REFUSED"
+    payloads = [b"{oops"]
+    payloads += [orjson.dumps(reading(i)) for i in range(60)]
+    payloads[40] = orjson.dumps(reading(39, hardwareID=marker))  # lands in the second chunk
+    event = synthetic_event(tables.stream, shard, payloads)
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+
+    def refuse_marker(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
+        if target.endswith(".BatchWriteItem") and marker.encode() in body:
+            return aws_error(400, "AccessDeniedException")
+        return None
+
+    with fault_proxy(moto_endpoint, refuse_marker) as (proxy, injected):
+        # One request in flight, so chunks are written in order and the answer is exact.
+        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy, "TELEMAX_WRITE_CONCURRENCY": "1"}
+        (answer,) = invoke([event], env, tmp_path)
+    assert injected == ["AccessDeniedException"]
+
+    # The bad record is in the dead-letter table with where it came from and why.
+    (letter,) = scan(dynamodb, tables.dlq_table)
+    assert letter["shardId"] == {"S": shard}
+    assert letter["position"] == {"S": position_key(seqs[0], 0)}
+    assert letter["sequenceNumber"] == {"S": seqs[0]}
+    assert letter["reason"] == {"S": "not_json"}
+    assert letter["data"] == {"B": b"{oops"}
+    assert letter["stream"] == {"S": tables.stream}
+
+    # Records 1-25 went in the first request; 26-50 (with the marker) were refused as a whole.
+    # Whatever became of the request after it, Lambda must retry from record 26.
+    assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": seqs[26]}]}
+    stored = stored_keys(dynamodb, tables.table)
+    assert {key_of(p) for p in payloads[1:26]} <= stored
+    assert not {key_of(p) for p in payloads[26:51]} & stored
+
+    # Lambda's retry from the reported record, with DynamoDB accepting again: all rows stored.
+    retry = {"Records": event["Records"][26:]}
+    (again,) = invoke([retry], tables.env, tmp_path)
+    assert again["response"] == {"batchItemFailures": []}
+    assert stored_keys(dynamodb, tables.table) == {key_of(p) for p in payloads[1:]}
+
+
+def unprocessed(body: bytes) -> tuple[int, dict[str, Any]]:
+    """DynamoDB accepting none of the request's items (as when a partition is throttled)."""
+    return 200, {"UnprocessedItems": json.loads(body)["RequestItems"]}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("failure", ["InternalServerError", "UnprocessedItems"])
+def test_answers_before_the_deadline_while_dynamodb_fails(
+    failure: str,
+    make_tables: Any,
+    clients: tuple[Any, Any],
+    moto_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    payloads = [orjson.dumps(reading(i)) for i in range(30)] + [b"not json"]
+    event = synthetic_event(tables.stream, "shardId-000000000000", payloads)
+    table = tables.table.encode()
+
+    def records_table_down(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
+        if not (target.endswith(".BatchWriteItem") and b'"' + table + b'"' in body):
+            return None
+        return unprocessed(body) if failure == "UnprocessedItems" else aws_error(500, failure)
+
+    timeout_ms = 4000
+    with fault_proxy(moto_endpoint, records_table_down) as (proxy, injected):
+        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}
+        (answer,) = invoke([event], env, tmp_path, timeout_ms=timeout_ms)
+    assert len(injected) > 3, "the sink should have kept retrying"
+    assert answer["seconds"] < timeout_ms / 1000, "the handler ran into the function timeout"
+    first = event["Records"][0]["kinesis"]["sequenceNumber"]
+    assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": first}]}
+    assert scan(dynamodb, tables.table) == []
+    # The dead-letter table was reachable: the bad record is done, not retried.
+    assert [d["reason"]["S"] for d in scan(dynamodb, tables.dlq_table)] == ["not_json"]
