@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-
 # One generator for every Backoff: a Random() of its own would seed itself from the OS, and
 # the sink makes a Backoff per request.
 _SHARED_RNG = random.Random()
