@@ -77,12 +77,17 @@ def moto_process(log: IO[bytes] | None = None) -> Iterator[str]:
         wait_for_http(endpoint + "/moto-api/", timeout=30, proc=proc)
         yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout``; the exit code."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> None:

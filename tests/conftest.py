@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.local import LOCALHOST, free_port, wait_for_http
+from consumer.local import LOCALHOST, free_port, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ROOT / "tests" / "emulators" / "serve.js"
@@ -50,12 +50,7 @@ def emulator(kind: str, log_dir: Path) -> Iterator[Emulator]:
             wait_for_http(endpoint, timeout=30, proc=proc)
             yield Emulator(endpoint, proc)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 @pytest.fixture(scope="session")
