@@ -207,6 +207,14 @@ OPTIONS: tuple[Option, ...] = (
         RUN,
     ),
     Option(
+        "max_in_flight_records",
+        "TELEMAX_MAX_IN_FLIGHT_RECORDS",
+        "40000",
+        _positive_int,
+        "records a worker holds at most, fetched and not yet stored, over all its shards",
+        RUN,
+    ),
+    Option(
         "idle_poll_s",
         "TELEMAX_IDLE_POLL_S",
         "0.5",
@@ -274,6 +282,7 @@ class Settings:
     shutdown_grace_s: float = 20.0
     write_concurrency: int = 16
     max_records: int = 10_000
+    max_in_flight_records: int = 40_000
     idle_poll_s: float = 0.5
     checkpoint_interval_s: float = 1.0
     aws_read_timeout_s: float = 20.0

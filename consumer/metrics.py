@@ -57,6 +57,11 @@ class Metrics:
         self.aws_errors = Counter(
             "telemax_aws_errors", "Failed AWS calls by API and error", ("api", "error"), registry=r
         )
+        self.records_in_flight = Gauge(
+            "telemax_records_in_flight",
+            "Records fetched from Kinesis and not yet durable (bounded by the worker's budget)",
+            registry=r,
+        )
         self.millis_behind = Gauge(
             "telemax_millis_behind_latest",
             "MillisBehindLatest of the last GetRecords answer",

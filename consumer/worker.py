@@ -27,6 +27,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.records import Handler, load_handler
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
+from consumer.shard.budget import RecordBudget
 from consumer.shard.consumer import ShardContext
 from consumer.shard.discovery import list_shards, new_leases
 from consumer.shard.reader import ShardReader
@@ -92,6 +93,8 @@ class Worker:
         self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
+        self.budget = RecordBudget(settings.max_in_flight_records)
+        self.metrics.records_in_flight.set_function(lambda: self.budget.in_use)
         writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
         self._get_records = fast.kinesis.get_records if fast else None
         context = ShardContext(
@@ -116,6 +119,7 @@ class Worker:
             checkpoint_interval_s=settings.checkpoint_interval_s,
             parents_done=self._parents_done,
             make_reader=self._make_reader,
+            budget=self.budget,
             on_written=self._note_written,
             clock=clock,
         )
@@ -223,6 +227,7 @@ class Worker:
             limit=s.max_records,
             idle_poll_s=s.idle_poll_s,
             get_records=self._get_records,
+            budget=self.budget,
             clock=self._clock,
             on_error=lambda exc: self._log.warning(
                 "get_records_retry", shard_id=shard_id, error=describe(exc)

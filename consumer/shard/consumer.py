@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from consumer.aws import describe
 from consumer.backoff import Backoff, sleep_or_stop
@@ -30,6 +31,7 @@ from consumer.pipeline.convert import (
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.records import Handler
 from consumer.pipeline.sink import BatchSink
+from consumer.shard.budget import RecordBudget
 from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, ShardReader
 
@@ -50,6 +52,7 @@ class ShardContext:
     checkpoint_interval_s: float
     parents_done: Callable[[frozenset[str]], bool]
     make_reader: Callable[[str, str], ShardReader]  # (shard id, checkpoint) -> reader
+    budget: RecordBudget
     on_written: Callable[[int], None] = lambda count: None
     clock: Callable[[], float] = time.monotonic
 
@@ -110,18 +113,25 @@ class ShardConsumer:
         return True
 
     async def _process(self, reader: ShardReader, stop: asyncio.Event) -> Reason:
-        # Two helper tasks, both cancelled and awaited before this method returns.
-        pending = asyncio.ensure_future(reader.fetch())
+        # Two helper tasks, both cancelled and awaited before this method returns. Records
+        # fetched are charged to the worker's budget until they are stored or abandoned.
+        budget = self._ctx.budget
+        pending: asyncio.Future[Fetched] | None = asyncio.ensure_future(reader.fetch())
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while True:
-                await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                assert pending is not None
+                either: set[asyncio.Future[Any]] = {pending, stopping}
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if stop.is_set():
                     return Reason.REQUESTED
-                fetched = pending.result()
-                if not fetched.ended:
-                    pending = asyncio.ensure_future(reader.fetch())  # overlaps the write
-                await self._handle(fetched)
+                fetched, pending = pending.result(), None
+                try:
+                    if not fetched.ended:
+                        pending = asyncio.ensure_future(reader.fetch())  # overlaps the write
+                    await self._handle(fetched)
+                finally:
+                    budget.release(len(fetched.records))
                 if fetched.millis_behind is not None:
                     self._millis_behind = fetched.millis_behind
                 if fetched.ended:
@@ -132,9 +142,19 @@ class ShardConsumer:
                 if self._checkpoint_due(fetched):
                     await self._checkpoint_durable()
         finally:
-            pending.cancel()
-            stopping.cancel()
-            await asyncio.gather(pending, stopping, return_exceptions=True)
+            helpers = [task for task in (pending, stopping) if task is not None]
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            fetched_unhandled = (
+                pending is not None
+                and pending.done()
+                and not pending.cancelled()
+                and pending.exception() is None
+            )
+            if fetched_unhandled:
+                assert pending is not None
+                budget.release(len(pending.result().records))
 
     def _convert(self, records: Sequence[Record]) -> Converted:
         return convert(

@@ -20,6 +20,7 @@ from consumer.lease.model import AT_TIMESTAMP, LATEST, SENTINELS, SHARD_END, TRI
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Record
 from consumer.pipeline.kpl import MAGIC
+from consumer.shard.budget import RecordBudget
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -80,11 +81,13 @@ class ShardReader:
         limit: int = 10_000,
         idle_poll_s: float = 0.5,
         get_records: GetRecords | None = None,
+        budget: RecordBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[BaseException], None] = lambda exc: None,
     ) -> None:
         self._kinesis = kinesis
         self._get_records = get_records or botocore_get_records(kinesis)
+        self._budget = budget or RecordBudget(2 * limit)
         self.stream = stream
         self.shard_id = shard_id
         self._position = checkpoint  # resume point: the last delivered sequence number
@@ -108,9 +111,13 @@ class ShardReader:
             delay = self._next_call_at - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            granted = await self._budget.acquire(self._limit)
             try:
-                return await self._fetch_once()
-            except Exception as exc:
+                fetched = await self._fetch_once(granted)
+            except BaseException as exc:
+                self._budget.release(granted)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: never swallowed
                 self._next_call_at = self._clock() + MIN_CALL_INTERVAL_S
                 code = error_code(exc)
                 if code == "ExpiredIteratorException":
@@ -125,11 +132,15 @@ class ShardReader:
                     self._metrics.throttles.labels("GetRecords").inc()
                 self._on_error(exc)
                 await backoff.sleep()
+                continue
+            # The records fetched stay charged until the consumer has them stored.
+            self._budget.release(granted - len(fetched.records))
+            return fetched
 
-    async def _fetch_once(self) -> Fetched:
+    async def _fetch_once(self, limit: int) -> Fetched:
         if self._iterator is None:
             self._iterator = await self._get_iterator()
-        answer = await self._get_records(self._iterator, self._limit)
+        answer = await self._get_records(self._iterator, limit)
         records: list[Record] = answer.get("Records", [])
         behind = answer.get("MillisBehindLatest")
         self._iterator = answer.get("NextShardIterator")
