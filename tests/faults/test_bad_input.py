@@ -10,12 +10,22 @@ from typing import Any
 import orjson
 import pytest
 
+from producer.kpl import aggregate
+from producer.shipper import Entry
 from tests.faults.test_faults import metrics_text, sample
 from tests.support import Stack, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 TS = "2026-01-01T00:00:00Z"
+
+
+def corrupt_aggregate() -> bytes:
+    entries = [Entry(orjson.dumps({"hardwareID": f"k{n}", "Timestamp": TS}), "k") for n in (1, 2)]
+    (packed,) = aggregate(entries)
+    return packed.data[:-1] + bytes([packed.data[-1] ^ 0xFF])  # the MD5 no longer matches
+
+
 BAD: list[tuple[bytes, str]] = [
     (b"", "empty_record"),
     (b"\xff\xfe{}", "invalid_utf8"),
@@ -42,6 +52,7 @@ BAD: list[tuple[bytes, str]] = [
         % TS.encode(),
         "rejected_by_dynamodb",
     ),
+    (corrupt_aggregate(), "kpl_checksum"),
 ]
 
 
