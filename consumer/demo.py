@@ -80,6 +80,12 @@ class Demo:
             clients, keys, shipper, workers, codes, started, first, last, dead
         )
 
+    async def _everything_stored(self, produced: int) -> bool:
+        async with open_clients() as clients:
+            items = await count(clients, self.settings.table)
+            letters = await count(clients, self.settings.dlq_table)
+        return items + letters >= produced
+
     async def _follow(
         self,
         workers: list[WorkerProcess],
@@ -109,9 +115,12 @@ class Demo:
                 f"lag {max(0, produced - stored - dead):>7,}  leases per worker {held}"
             )
             self._show(line)
+            # The counters include records written again after a shard changed hands, so
+            # they only say when to look: the tables themselves say when everything is in.
             if producing.done() and stored + dead >= produced:
                 producing.result()
-                return first, last, dead
+                if await self._everything_stored(produced):
+                    return first, last, dead
             if any(w.proc.poll() is not None for w in workers):
                 raise RuntimeError("a worker exited early; see " + str(self.log_dir))
             if time.monotonic() - progressed_at > STALL_LIMIT_S:
@@ -164,6 +173,17 @@ class Demo:
             else f"  result: FAILED (logs: {self.log_dir})"
         )
         return 0 if ok else 1
+
+
+async def count(clients: Clients, table: str) -> int:
+    total = 0
+    kwargs: dict[str, object] = {"TableName": table, "Select": "COUNT"}
+    while True:
+        page = await clients.dynamodb.scan(**kwargs)  # type: ignore[arg-type]
+        total += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return total
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 async def stored_keys(clients: Clients, table: str) -> set[tuple[str, str]]:

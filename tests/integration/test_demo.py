@@ -1,0 +1,37 @@
+"""The README's first command, smaller: `consumer demo` ends OK with every record stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_demo_stores_every_record_and_exits_zero() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TELEMAX_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "demo", "--count", "4000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = {
+        label.strip(): value.strip()
+        for label, _, value in (
+            line.rpartition("  ")
+            for line in done.stdout.split("telemax demo summary")[1].splitlines()
+        )
+        if label.strip()
+    }
+    assert summary["produced (acknowledged by Kinesis)"] == "4,000", done.stdout
+    assert summary["stored in TELEMAX"] == "4,000"
+    assert summary["missing"] == "0"
+    assert summary["leases still owned after shutdown"] == "none"
+    assert "result: OK, every record stored" in done.stdout
