@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -27,10 +28,18 @@ RENEW_INTERVAL_S = LEASE_DURATION_S / 3
 class Emulator:
     endpoint: str
     proc: subprocess.Popen[bytes]
+    log_path: Path
 
-    def jump_clock(self) -> None:
-        """Move the emulator's clock 301 s forward (see tests/emulators/serve.js)."""
+    def jump_clock(self, timeout: float = 10.0) -> None:
+        """Move the emulator's clock 301 s forward (see tests/emulators/serve.js), and wait
+        until it says so: node handles the signal between requests, not at once."""
+        jumps = self.log_path.read_text().count("clock moved forward")
         self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text().count("clock moved forward") <= jumps:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the emulator did not acknowledge the clock jump")
+            time.sleep(0.02)
 
 
 @contextmanager
@@ -38,7 +47,8 @@ def emulator(kind: str, log_dir: Path) -> Iterator[Emulator]:
     if not (MODULES / kind).is_dir():
         pytest.fail(f"{kind} is not installed: run `make emulators` (make test does it)")
     port = free_port()
-    with (log_dir / f"{kind}.log").open("wb") as log:
+    log_path = log_dir / f"{kind}.log"
+    with log_path.open("wb") as log:
         proc = subprocess.Popen(
             ["node", str(SERVE), kind, str(port)],
             env={"NODE_PATH": str(MODULES), "PATH": "/usr/local/bin:/usr/bin:/bin"},
@@ -48,7 +58,7 @@ def emulator(kind: str, log_dir: Path) -> Iterator[Emulator]:
         endpoint = f"http://{LOCALHOST}:{port}"
         try:
             wait_for_http(endpoint, timeout=30, proc=proc)
-            yield Emulator(endpoint, proc)
+            yield Emulator(endpoint, proc, log_path)
         finally:
             stop_process(proc)
 

@@ -81,8 +81,13 @@ def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
     fleet.put(readings(150, offset=150))
     wait_until(lambda: fleet.count() >= 300, 30, "all 300 items")
 
+    expired = 'telemax_aws_errors_total{api="GetRecords",error="ExpiredIteratorException"}'
+
+    def expiry_counted() -> bool:
+        text = urllib.request.urlopen(worker.metrics_url, timeout=2).read().decode()
+        return expired in text
+
+    wait_until(expiry_counted, 10, "the expired iterator met and counted")
     seen = worker.metrics()
     assert seen["telemax_records_received_total"] == 300, "nothing read twice, nothing skipped"
-    errors = urllib.request.urlopen(worker.metrics_url, timeout=2).read().decode()
-    assert 'telemax_aws_errors_total{api="GetRecords",error="ExpiredIteratorException"}' in errors
     assert worker.stop() == 0
