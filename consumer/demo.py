@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from consumer.aws import Clients, open_clients
+from consumer.aws import Clients, open_clients, scan_pages
 from consumer.config import Settings
 from consumer.lease.repository import LeaseRepository
 from consumer.local import WorkerProcess, aws_env, moto_in_process
@@ -176,26 +176,19 @@ class Demo:
 
 
 async def count(clients: Clients, table: str) -> int:
-    total = 0
-    kwargs: dict[str, object] = {"TableName": table, "Select": "COUNT"}
-    while True:
-        page = await clients.dynamodb.scan(**kwargs)  # type: ignore[arg-type]
-        total += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return total
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    pages = scan_pages(clients.dynamodb, TableName=table, Select="COUNT")
+    return sum([int(page["Count"]) async for page in pages])
 
 
 async def stored_keys(clients: Clients, table: str) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    kwargs: dict[str, object] = {
-        "TableName": table,
-        "ProjectionExpression": "hardwareID, #t",
-        "ExpressionAttributeNames": {"#t": "Timestamp"},
+    pages = scan_pages(
+        clients.dynamodb,
+        TableName=table,
+        ProjectionExpression="hardwareID, #t",
+        ExpressionAttributeNames={"#t": "Timestamp"},
+    )
+    return {
+        (item["hardwareID"]["S"], item["Timestamp"]["S"])
+        async for page in pages
+        for item in page.get("Items", [])
     }
-    while True:
-        page = await clients.dynamodb.scan(**kwargs)  # type: ignore[arg-type]
-        found.update((i["hardwareID"]["S"], i["Timestamp"]["S"]) for i in page.get("Items", []))
-        if "LastEvaluatedKey" not in page:
-            return found
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -13,11 +13,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from consumer.aws import Clients
+from consumer.aws import Clients, scan_pages
 from consumer.metrics import Metrics
 from consumer.pipeline import telemax
 from consumer.pipeline.records import Handler, InvalidRecord, Item
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
+from consumer.status import text_table
 
 COLUMNS = ("shard", "sequence number", "sub", "reason", "seen at", "bytes", "detail")
 DETAIL_WIDTH = 60
@@ -32,13 +33,9 @@ async def dead_letters(
         kwargs["FilterExpression"] = "#r = :reason"
         kwargs["ExpressionAttributeNames"] = {"#r": "reason"}
         kwargs["ExpressionAttributeValues"] = {":reason": {"S": reason}}
-    while True:
-        page = await clients.dynamodb.scan(**kwargs)
+    async for page in scan_pages(clients.dynamodb, **kwargs):
         for item in page.get("Items", []):
             yield item
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _text(item: dict[str, Any], name: str, kind: str = "S") -> str:
@@ -58,9 +55,7 @@ def render(letters: Sequence[dict[str, Any]]) -> str:
         )
         for item in sorted(letters, key=lambda i: (_text(i, "shardId"), _text(i, "position")))
     ]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = text_table(COLUMNS, rows)
     counts = Counter(_text(item, "reason") for item in letters)
     summary = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
     return "\n".join([f"{len(letters)} dead letters ({summary})", *lines])

@@ -28,17 +28,19 @@ def rows(leases: Sequence[Lease]) -> list[tuple[str, ...]]:
     ]
 
 
-def render(leases: Sequence[Lease], stream: str, table: str) -> str:
-    body = rows(leases)
-    widths = [
-        max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)
+def text_table(columns: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, header first, no trailing spaces."""
+    widths = [max([len(c)] + [len(row[i]) for row in body]) for i, c in enumerate(columns)]
+    return [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in (columns, *body)
     ]
-    line = "  ".join
-    out = [
+
+
+def render(leases: Sequence[Lease], stream: str, table: str) -> str:
+    summary = (
         f"stream {stream}, lease table {table}: {len(leases)} leases, "
         f"{sum(1 for lease in leases if lease.owner)} owned, "
         f"{len({lease.owner for lease in leases if lease.owner})} workers"
-    ]
-    out.append(line(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)).rstrip())
-    out.extend(line(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in body)
-    return "\n".join(out)
+    )
+    return "\n".join([summary, *text_table(COLUMNS, rows(leases))])
