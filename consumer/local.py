@@ -165,12 +165,8 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        self.signal(signal.SIGTERM)
         try:
-            return self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            return stop_process(self.proc, timeout)
         finally:
             self._log.close()
 
