@@ -11,7 +11,7 @@ import enum
 import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -162,13 +162,3 @@ async def open_clients(
         except BotoCoreError as exc:
             raise config_error_from(exc, "AWS") or exc from None
         yield Clients(kinesis=kinesis, dynamodb=dynamodb, session=session)
-
-
-async def scan_pages(dynamodb: DynamoDBClient, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
-    """Every page of a DynamoDB Scan with ``kwargs``, following LastEvaluatedKey."""
-    while True:
-        page: dict[str, Any] = dict(await dynamodb.scan(**kwargs))
-        yield page
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

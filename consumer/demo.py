@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 
-from consumer.aws import Clients, open_clients, scan_pages
+from consumer.aws import Clients, open_clients
 from consumer.config import Settings
+from consumer.dlq import scan_pages
 from consumer.lease.repository import LeaseRepository
 from consumer.local import WorkerProcess, aws_env, moto_in_process
 from consumer.provision import setup

@@ -11,17 +11,31 @@ import asyncio
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from consumer.aws import Clients, scan_pages
+from consumer.aws import Clients
 from consumer.metrics import Metrics
 from consumer.pipeline import telemax
 from consumer.pipeline.records import Handler, InvalidRecord, Item
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
 from consumer.status import text_table
 
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
 COLUMNS = ("shard", "sequence number", "sub", "reason", "seen at", "bytes", "detail")
 DETAIL_WIDTH = 60
+
+
+async def scan_pages(dynamodb: DynamoDBClient, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+    """Every page of a DynamoDB Scan with ``kwargs``, following LastEvaluatedKey (operator
+    commands: the worker's only Scan, of the lease table, stays in the lease repository)."""
+    while True:
+        page: dict[str, Any] = dict(await dynamodb.scan(**kwargs))
+        yield page
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 async def dead_letters(
