@@ -231,6 +231,14 @@ OPTIONS: tuple[Option, ...] = (
         RUN,
     ),
     Option(
+        "shard_sync_interval_s",
+        "TELEMAX_SHARD_SYNC_INTERVAL_S",
+        "60",
+        _positive_float,
+        "seconds between two ListShards syncs that create leases for new shards",
+        RUN,
+    ),
+    Option(
         "aws_read_timeout_s",
         "TELEMAX_AWS_READ_TIMEOUT_S",
         "20",
@@ -285,6 +293,7 @@ class Settings:
     max_in_flight_records: int = 40_000
     idle_poll_s: float = 0.5
     checkpoint_interval_s: float = 1.0
+    shard_sync_interval_s: float = 60.0
     aws_read_timeout_s: float = 20.0
     aws_max_attempts: int = 3
     fast_path: bool = True

@@ -33,7 +33,6 @@ from consumer.shard.discovery import list_shards, new_leases
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 
-SHARD_SYNC_INTERVAL_S = 60.0
 SHARD_SYNC_RETRY_S = 2.0
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
@@ -294,7 +293,7 @@ class Worker:
     async def _sync_shards_forever(self, synced: bool) -> None:
         while True:
             # A failed sync is retried soon: without leases there is nothing to work on.
-            delay = SHARD_SYNC_INTERVAL_S if synced else SHARD_SYNC_RETRY_S
+            delay = self.settings.shard_sync_interval_s if synced else SHARD_SYNC_RETRY_S
             await sleep_or_stop(delay, self._sync_now)
             self._sync_now.clear()
             children, self._pending_children = self._pending_children, {}
