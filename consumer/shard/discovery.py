@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from typing import TYPE_CHECKING, Any
 
 from consumer.lease.model import LATEST, TRIM_HORIZON
@@ -45,19 +45,25 @@ async def list_shards(kinesis: KinesisClient, stream: str) -> list[Shard]:
 
 
 def new_leases(
-    shards: Iterable[Shard], existing: Set[str], initial_position: str
+    shards: Iterable[Shard],
+    existing: Set[str],
+    initial_position: str,
 ) -> list[NewLease]:
     """Leases to create. A shard whose parent has (or gets) a lease is a child of a reshard and
     starts at TRIM_HORIZON so that nothing between the parent's end and now is skipped; other
     shards start at the configured initial position. With LATEST, closed root shards are left
-    alone: nothing will ever arrive on them."""
+    alone: nothing will ever arrive on them.
+
+    A shard is never leased again once any descendant, at any depth, has a lease (DESIGN §3.8):
+    its lease was finished and cleaned up, and ListShards keeps listing it for the whole
+    retention period. ListShards names the whole ancestry of a listed shard: an ancestor closed
+    before its descendants and leaves the listing before them."""
     shards = list(shards)
     # Which shards have or will have a lease: with LATEST, only those that exist already.
     known = set(existing)
     if initial_position != LATEST:
         known |= {s.shard_id for s in shards}
-    # A parent whose child has a lease was finished and cleaned up: never read it again.
-    superseded = {p for s in shards if s.shard_id in existing for p in s.parents}
+    superseded = ancestors({s.shard_id: s.parents for s in shards}, existing)
     created: list[NewLease] = []
     for shard in parents_first(shards):
         if shard.shard_id in existing or shard.shard_id in superseded:
@@ -68,6 +74,18 @@ def new_leases(
         elif not (initial_position == LATEST and shard.closed):
             created.append(NewLease(shard.shard_id, initial_position, shard.parents))
     return created
+
+
+def ancestors(parents_of: Mapping[str, frozenset[str]], shard_ids: Iterable[str]) -> set[str]:
+    """Every ancestor, at any depth, of ``shard_ids`` (cycles, which Kinesis never makes, end)."""
+    found: set[str] = set()
+    stack = [parent for shard_id in shard_ids for parent in parents_of.get(shard_id, ())]
+    while stack:
+        parent = stack.pop()
+        if parent not in found:
+            found.add(parent)
+            stack.extend(parents_of.get(parent, ()))
+    return found
 
 
 def parents_first(shards: list[Shard]) -> list[Shard]:

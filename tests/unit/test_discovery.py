@@ -179,3 +179,76 @@ def test_children_listed_before_parents_still_count_as_children() -> None:
         "C": (TRIM_HORIZON, {"P"}),
         "G": (TRIM_HORIZON, {"C"}),
     }
+
+
+# Issue 10, case 1: ancestry of any depth. Once any descendant of a shard has a lease (or
+# finished, and its own children have leases), the shard is never leased again, however
+# long ListShards keeps listing it (the stream's whole retention period).
+# Split then merge: G -> P1, P2 -> M.  Two splits (UpdateShardCount 1 -> 2 -> 4):
+# R -> A, B; A -> A1, A2; B -> B1, B2.
+SPLIT_THEN_MERGE = [
+    shard("G", closed=True),
+    shard("P1", "G", closed=True),
+    shard("P2", "G", closed=True),
+    shard("M", "P1", "P2"),
+]
+TWO_SPLITS = [
+    shard("R", closed=True),
+    shard("A", "R", closed=True),
+    shard("B", "R", closed=True),
+    shard("A1", "A"),
+    shard("A2", "A"),
+    shard("B1", "B"),
+    shard("B2", "B"),
+]
+
+
+@pytest.mark.parametrize("position", [TRIM_HORIZON, LATEST, AT_TIMESTAMP])
+@pytest.mark.parametrize(
+    ("shards", "existing", "expected"),
+    [
+        pytest.param(SPLIT_THEN_MERGE, {"M"}, {}, id="split-merge-only-grandchild-leased"),
+        pytest.param(SPLIT_THEN_MERGE, {"P1", "M"}, {}, id="split-merge-one-parent-left"),
+        pytest.param(TWO_SPLITS, {"A1", "A2", "B1", "B2"}, {}, id="two-splits-leaves-leased"),
+        pytest.param(
+            TWO_SPLITS,
+            {"A1", "A2", "B"},
+            {"B1": (TRIM_HORIZON, {"B"}), "B2": (TRIM_HORIZON, {"B"})},
+            id="two-splits-one-branch-behind",
+        ),
+        pytest.param(
+            TWO_SPLITS,
+            {"A1", "A2", "B1"},
+            {"B2": (TRIM_HORIZON, {"B"})},
+            id="two-splits-one-leaf-missing",
+        ),
+    ],
+)
+def test_no_ancestor_of_a_leased_shard_is_leased_again(
+    shards: list[Shard],
+    existing: set[str],
+    expected: dict[str, tuple[str, set[str]]],
+    position: str,
+) -> None:
+    created = plan(shards, existing, position)
+    ancestors = {"G", "P1", "P2", "R", "A", "B"} - existing
+    assert not ancestors & created.keys()
+    if position != LATEST or not expected:  # LATEST leaves unleased closed shards alone
+        assert created == expected
+
+
+def test_adopted_kcl_table_with_a_long_reshard_history() -> None:
+    # Five generations, each shard split once; only the newest generation has leases, the
+    # older ones were finished and cleaned up long ago, and every one of them still lists.
+    shards = [shard("s0", closed=True)]
+    generation = ["s0"]
+    for depth in range(1, 5):
+        closed = depth < 4
+        children = []
+        for parent in generation:
+            for side in ("a", "b"):
+                child = f"{parent}{side}"
+                shards.append(shard(child, parent, closed=closed))
+                children.append(child)
+        generation = children
+    assert plan(shards, set(generation), TRIM_HORIZON) == {}
