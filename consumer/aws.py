@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -28,11 +28,15 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from consumer.backoff import Backoff
 from consumer.config import ConfigError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_kinesis import KinesisClient
+
+
+T = TypeVar("T")
 
 
 class Action(enum.Enum):
@@ -89,6 +93,21 @@ def classify(exc: BaseException) -> Action:
     if isinstance(exc, HTTPClientError | BotoConnectionError | ConnectionError | TimeoutError):
         return Action.RETRY
     return Action.GIVE_UP
+
+
+async def patiently(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+    """``call()``, again after a transient error (throttling, 5xx, a reset) with capped
+    backoff, ``attempts`` times in all (about 6 s): for start-up checks, where a throttled
+    control plane must not read as a configuration error and stop the worker."""
+    backoff = Backoff(base=0.2, cap=2.0)
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if classify(exc) is not Action.RETRY:
+                raise
+        await backoff.sleep()
+    return await call()
 
 
 def describe(exc: BaseException, limit: int = 300) -> str:

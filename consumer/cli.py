@@ -39,7 +39,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
     async with open_clients(
         pool=pool, attempts=settings.aws_max_attempts, read_timeout=settings.aws_read_timeout_s
     ) as clients:
-        handler = await preflight(clients, settings)
+        checked = await preflight(clients, settings)
         fast = None
         if settings.fast_path:
             credentials = await clients.session.get_credentials()
@@ -54,7 +54,9 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 read_timeout=settings.aws_read_timeout_s,
             )
         try:
-            await Worker(settings, clients, handler, fast=fast).run()
+            await Worker(
+                settings, clients, checked.handler, fast=fast, key_names=checked.key_names
+            ).run()
         finally:
             if fast is not None:
                 fast.close()
@@ -104,7 +106,12 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
             report = await replay(
-                clients, settings.table, settings.dlq_table, handler, reason=args.reason
+                clients,
+                settings.table,
+                settings.dlq_table,
+                handler,
+                reason=args.reason,
+                handler_spec=settings.handler,
             )
         except (BotoCoreError, ClientError) as exc:
             raise config_error_from(exc, what) or exc from None

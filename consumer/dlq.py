@@ -2,7 +2,9 @@
 
 Replay runs each stored record through the *current* handler and batch sink; a record that
 now becomes an item is written to the table and its dead letter deleted, one that still fails
-stays where it is. Running replay twice changes nothing the second time.
+stays where it is. Running replay twice changes nothing the second time. The records
+table's key comes from the table, checked against the handler's declaration before anything
+is read or written (see :mod:`consumer.pipeline.keys`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.aws import Clients
 from consumer.metrics import Metrics
-from consumer.pipeline import telemax
+from consumer.pipeline import deadletter
+from consumer.pipeline.keys import spec_of, table_key_names
 from consumer.pipeline.records import Handler, InvalidRecord, Item
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
 from consumer.status import text_table
@@ -99,12 +102,17 @@ async def replay(
     *,
     reason: str | None = None,
     batch: int = 500,
+    handler_spec: str | None = None,
 ) -> ReplayReport:
+    """``handler_spec`` names the handler in messages (TELEMAX_HANDLER); by default its
+    ``module:name``. A table keyed otherwise than the handler declares is a ConfigError."""
+    spec = handler_spec or spec_of(handler)
+    key_names = await table_key_names(clients.dynamodb, table, handler, spec)
     metrics = Metrics(stream="dlq-replay")
     sink = BatchSink(
         botocore_batch_writer(clients.dynamodb),
         table,
-        telemax.KEY_NAMES,
+        key_names,
         concurrency=asyncio.Semaphore(8),
         metrics=metrics,
     )
@@ -145,6 +153,6 @@ async def _write(
         # Written durably: the dead letter has done its job.
         await clients.dynamodb.delete_item(
             TableName=dlq_table,
-            Key={"shardId": letter["shardId"], "position": letter["position"]},
+            Key={name: letter[name] for name in deadletter.KEY_NAMES},
         )
         report.replayed += 1

@@ -9,7 +9,9 @@ request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` head
   ``UnprocessedItems`` (``fraction`` of them; 1.0 leaves the whole request unprocessed);
 - ``delay``: wait ``delay_s`` and then forward (longer than the client's read timeout makes a
   read timeout);
-- ``reset``: close the connection without answering.
+- ``reset``: close the connection without answering;
+- ``lose_answer``: forward, then close the connection instead of passing the answer on (the
+  request was applied; the client sees a dropped connection and, botocore, sends it again).
 
 A rule applies with probability ``rate``, optionally only inside a time window and at most
 ``limit`` times. Rules can be changed while the proxy runs. ``injected`` counts what was done.
@@ -32,7 +34,7 @@ from aiohttp import web
 
 from consumer.local import LOCALHOST, free_port
 
-KINDS = ("error", "unprocessed", "delay", "reset")
+KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -148,7 +150,9 @@ class FaultProxy:
         rule = self._pick(operation)
         if rule is None:
             return await self._forward(request, body, operation)
-        if rule.kind == "reset":
+        if rule.kind == "lose_answer":
+            await self._forward(request, body, operation)
+        if rule.kind in ("reset", "lose_answer"):
             if request.transport is not None:
                 request.transport.abort()
             raise web.HTTPServiceUnavailable()  # never seen: the connection is gone

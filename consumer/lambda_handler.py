@@ -3,11 +3,17 @@
 ``handler(event, context)`` runs what a worker runs on one ``GetRecords`` batch — decode,
 validate (the configured record handler), ``BatchWriteItem`` through :class:`BatchSink`,
 dead letters for records that can never be written — and answers in the
-``ReportBatchItemFailures`` format. A record is *done* when its item is durably in the table
-(or was merged into a later item with the same key that is), or when its dead letter is durably
-in the dead-letter table. If a record is not done, the answer names the lowest sequence number
-that is not, and Lambda retries the shard from there: everything before it is done, everything
-after it is written again, which costs a write and never a wrong row (DESIGN §3.7).
+``ReportBatchItemFailures`` format. A record is *done* when each item it gave is durable —
+stored, or merged away under a later item with the same key that was stored — and each of its
+items DynamoDB refused, and each of its dead letters, is durably in the dead-letter table.
+Done-ness is decided item by item, never by key: two records of one key are two items, and one
+being stored or dead-lettered says nothing about the other. If a record is not done, the answer
+names the lowest sequence number that is not, and Lambda retries the shard from there:
+everything before it is done, everything after it is written again, which costs a write and
+never a wrong row (DESIGN §3.7).
+
+The records table's key comes from the table itself (one ``DescribeTable`` on a cold start,
+checked against the key the record handler declares; see :mod:`consumer.pipeline.keys`).
 
 Configuration is the worker's: ``TELEMAX_TABLE``, ``TELEMAX_DLQ_TABLE``, ``TELEMAX_HANDLER``,
 ``TELEMAX_WRITE_CONCURRENCY``, ``TELEMAX_LOG_LEVEL`` and the standard AWS variables. The stream
@@ -37,9 +43,10 @@ from consumer.aws import Clients, describe, open_clients
 from consumer.config import ConfigError, Settings
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
-from consumer.pipeline import deadletter, telemax
+from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Record, convert, convert_retrying, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
+from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.records import Handler, Item, load_handler
 from consumer.pipeline.sink import (
     BatchSink,
@@ -127,6 +134,40 @@ def tracking(writer: BatchWriter, key_names: Sequence[str], durable: set[Key]) -
     return write
 
 
+def accepting(writer: BatchWriter, key_names: Sequence[str], accepted: set[int]) -> BatchWriter:
+    """``writer`` that also adds the ``id`` of every item DynamoDB accepted to ``accepted``
+    (the batch sink sends the caller's own item objects; what is left unprocessed is matched
+    by key, unique within a request)."""
+
+    async def write(table: str, items: Sequence[Item]) -> list[Item]:
+        left = await writer(table, items)
+        if not left:
+            accepted.update(map(id, items))
+        else:
+            pending = {item_key(item, key_names) for item in left}
+            accepted.update(id(i) for i in items if item_key(i, key_names) not in pending)
+        return left
+
+    return write
+
+
+def durable_items(
+    items: Sequence[Item], key_names: Sequence[str], accepted: set[int]
+) -> list[bool]:
+    """Per item: stored (its ``id`` in ``accepted``), or merged away under a later item of its
+    key that was stored. The batch sink writes a key's items newest first and goes back to an
+    older one only when the newer was refused, so what a stored item merged away is exactly
+    the items of its key before it."""
+    newest_stored: dict[Key, int] = {}
+    for position, item in enumerate(items):
+        if id(item) in accepted:
+            newest_stored[item_key(item, key_names)] = position
+    return [
+        newest_stored.get(item_key(item, key_names), -1) >= position
+        for position, item in enumerate(items)
+    ]
+
+
 def lowest(sequence_numbers: Iterable[str]) -> str | None:
     return min(sequence_numbers, key=int, default=None)
 
@@ -162,6 +203,17 @@ class Runtime:
         self._writer = botocore_batch_writer(self._clients.dynamodb)
         self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
         self._dead_letter_slots = asyncio.Semaphore(DEAD_LETTER_CONCURRENCY)
+        try:  # once per execution environment: the table's key, checked against the handler's
+            self.key_names: tuple[str, ...] = self._loop.run_until_complete(
+                table_key_names(
+                    self._clients.dynamodb, self.settings.table, self.handler, self.settings.handler
+                )
+            )
+        except BaseException as exc:
+            if isinstance(exc, ConfigError):
+                self._log.error("configuration_error", error=str(exc))
+            self.close()
+            raise
 
     def close(self) -> None:
         try:
@@ -178,14 +230,21 @@ class Runtime:
         failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed if seq]}
 
-    def _sink(
-        self, table: str, key_names: Sequence[str], durable: set[Key], dlq: bool
-    ) -> BatchSink:
+    def _items_sink(self, accepted: set[int]) -> BatchSink:
         return BatchSink(
-            tracking(self._writer, key_names, durable),
-            table,
-            key_names,
-            concurrency=self._dead_letter_slots if dlq else self._write_slots,
+            accepting(self._writer, self.key_names, accepted),
+            self.settings.table,
+            self.key_names,
+            concurrency=self._write_slots,
+            metrics=self.metrics,
+        )
+
+    def _dead_letter_sink(self, lettered: set[Key]) -> BatchSink:
+        return BatchSink(
+            tracking(self._writer, deadletter.KEY_NAMES, lettered),
+            self.settings.dlq_table,
+            deadletter.KEY_NAMES,
+            concurrency=self._dead_letter_slots,
             metrics=self.metrics,
         )
 
@@ -193,48 +252,49 @@ class Runtime:
         """Write one shard's records; the lowest sequence number not done, or None."""
         started = time.perf_counter()
         log = self._log.bind(shard_id=batch.shard_id, stream=batch.stream)
-        self.metrics.records_received.labels(batch.stream, batch.shard_id).inc(len(batch.records))
+        self.metrics.records_received.labels(batch.stream).inc(len(batch.records))
         bad = {letter.sequence_number for letter in batch.undecodable}
         decodable = [r for r in batch.records if r["SequenceNumber"] not in bad]
         # De-aggregates KPL records: one Kinesis record may give several items (user records).
         # A handler that raises gets the batch again, as in the worker, before dead letters.
         converted = await convert_retrying(
-            lambda: convert(
-                decodable, self.handler, batch.stream, batch.shard_id, telemax.KEY_NAMES
-            ),
+            lambda: convert(decodable, self.handler, batch.stream, batch.shard_id, self.key_names),
             log,
             self.metrics.handler_errors.labels(batch.stream),
         )
         items, origins = converted.items, converted.origins
         dead = batch.undecodable + converted.dead
-        stored: set[Key] = set()
-        lettered: set[Key] = set()
+        accepted: set[int] = set()  # ids of the items DynamoDB stored
+        lettered: set[Key] = set()  # keys of the dead letters stored
         # Items and dead letters in parallel: each gets the whole budget.
         refused, _ = await asyncio.gather(
-            self._write_items(batch, items, stored, deadline, log),
+            self._write_items(batch, items, accepted, deadline, log),
             self._dead_letter(batch, dead, lettered, deadline, log),
         )
         # Items DynamoDB will never take (ValidationException) become dead letters, as in the
-        # worker; their key counts as done once the dead letter is stored.
-        rejected: dict[Key, DeadLetter] = {}
+        # worker: one per item, each done once its own dead letter is stored.
         if refused:
             origin_of = {id(item): origin for item, origin in zip(items, origins, strict=True)}
+            letters: list[DeadLetter] = []
             for refusal in refused:
                 record, sub = origin_of[id(refusal.item)]
-                letter = dead_letter(
-                    batch.stream, batch.shard_id, record, refusal.reason, refusal.detail, sub
+                letters.append(
+                    dead_letter(
+                        batch.stream, batch.shard_id, record, refusal.reason, refusal.detail, sub
+                    )
                 )
-                rejected[item_key(refusal.item, telemax.KEY_NAMES)] = letter
-            await self._dead_letter(batch, list(rejected.values()), lettered, deadline, log)
-            dead += rejected.values()
-        stored |= {key for key, d in rejected.items() if (d.shard_id, d.position) in lettered}
+            await self._dead_letter(batch, letters, lettered, deadline, log)
+            dead += letters
 
-        # A Kinesis record is done when every item and dead letter it gave is stored.
+        # A Kinesis record is done when every item it gave is durable, and every dead letter
+        # it gave (refused items included) is stored.
         undone = {d.sequence_number for d in dead if (d.shard_id, d.position) not in lettered}
+        refused_ids = {id(refusal.item) for refusal in refused}
+        durable = durable_items(items, self.key_names, accepted)
         undone.update(
             record["SequenceNumber"]
-            for item, (record, _) in zip(items, origins, strict=True)
-            if item_key(item, telemax.KEY_NAMES) not in stored
+            for item, (record, _), done in zip(items, origins, durable, strict=True)
+            if not done and id(item) not in refused_ids
         )
         retry_from = lowest(undone)
         log.info(
@@ -251,17 +311,18 @@ class Runtime:
         self,
         batch: Batch,
         items: list[Item],
-        stored: set[Key],
+        accepted: set[int],
         deadline: float | None,
         log: FilteringBoundLogger,
     ) -> list[Refused]:
         table = self.settings.table
-        sink = self._sink(table, telemax.KEY_NAMES, stored, dlq=False)
-        written = self.metrics.records_written.labels(batch.stream, batch.shard_id)
+        sink = self._items_sink(accepted)
+        written = self.metrics.records_written.labels(batch.stream)
         try:
             async with asyncio.timeout_at(deadline):
                 return await sink.write(items, written.inc)
         except Exception as exc:  # incl. the deadline: what is stored is known, the rest retried
+            # (items refused before the failure are not dead-lettered now: not done either)
             log.error("batch_write_failed", table=table, error=cause(exc))
             return []
 
@@ -276,7 +337,7 @@ class Runtime:
         if not dead:
             return
         table = self.settings.dlq_table
-        sink = self._sink(table, deadletter.KEY_NAMES, lettered, dlq=True)
+        sink = self._dead_letter_sink(lettered)
         try:
             async with asyncio.timeout_at(deadline):
                 refused = await sink.write([letter.to_item() for letter in dead])

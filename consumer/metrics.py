@@ -1,6 +1,9 @@
 """Prometheus metrics (prefix ``telemax_``). One registry per worker so tests stay isolated.
 
-Hot paths update counters once per batch (``inc(n)``), never once per record.
+Hot paths update counters once per batch (``inc(n)``), never once per record. Counters are
+per stream: they must stay monotonic while shards move between workers, and a worker that held
+thousands of shards in its life must not carry a series for each. What is per shard is state
+(lag, checkpoint age), and it is removed when the shard leaves the worker (``forget_shard``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         shard = ("stream", "shard")
+        stream_only = ("stream",)
         self.records_received = Counter(
-            "telemax_records_received", "Records read from Kinesis", shard, registry=r
+            "telemax_records_received", "Records read from Kinesis", stream_only, registry=r
         )
         self.records_written = Counter(
-            "telemax_records_written", "Records durably written to the table", shard, registry=r
+            "telemax_records_written",
+            "Records durably written to the table",
+            stream_only,
+            registry=r,
+        )
+        self.records_skipped = Counter(
+            "telemax_records_skipped",
+            "KPL user records dropped as the KCL drops them (hash key outside the shard's range)",
+            ("stream", "reason"),
+            registry=r,
         )
         self.records_dead_lettered = Counter(
             "telemax_records_dead_lettered",
@@ -74,7 +87,9 @@ class Metrics:
             shard,
             registry=r,
         )
-        self.checkpoints = Counter("telemax_checkpoints", "Checkpoints written", shard, registry=r)
+        self.checkpoints = Counter(
+            "telemax_checkpoints", "Checkpoints written", stream_only, registry=r
+        )
         self.leases_held = Gauge(
             "telemax_leases_held", "Leases this worker holds", ("stream",), registry=r
         )
@@ -111,6 +126,24 @@ class Metrics:
         self.leases_created = Counter(
             "telemax_leases_created", "Leases created for new shards", ("stream",), registry=r
         )
+        self.shards_gone = Counter(
+            "telemax_shards_gone",
+            "Shards Kinesis no longer knows (past retention), finished as if read to their end",
+            ("stream",),
+            registry=r,
+        )
+        self.lease_writes_recovered = Counter(
+            "telemax_lease_writes_recovered",
+            "Lease writes whose condition failed although our write had been applied "
+            "(lost answer, or an abandoned write): recognised by reading the lease again",
+            ("stream", "operation"),
+            registry=r,
+        )
+
+    @property
+    def per_shard(self) -> tuple[Gauge, ...]:
+        """Every metric labelled by shard: each is forgotten when the shard leaves."""
+        return (self.millis_behind, self.checkpoint_age)
 
     def shard_age_tracker(self, shard_id: str) -> Callable[[], None]:
         """Return a function that marks "checkpointed now"; the gauge reports the age."""
@@ -119,14 +152,16 @@ class Metrics:
             lambda: time.monotonic() - last[0]
         )
 
+        written = self.checkpoints.labels(self.stream)
+
         def mark() -> None:
             last[0] = time.monotonic()
-            self.checkpoints.labels(self.stream, shard_id).inc()
+            written.inc()
 
         return mark
 
     def forget_shard(self, shard_id: str) -> None:
         """Drop per-shard series when the shard leaves this worker."""
-        for metric in (self.millis_behind, self.checkpoint_age):
+        for metric in self.per_shard:
             with contextlib.suppress(KeyError):
                 metric.remove(self.stream, shard_id)

@@ -4,6 +4,7 @@ endpoints (see ``consumer.local``)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,3 +97,251 @@ def lease(
     **extra: Any,
 ) -> Lease:
     return Lease(key=key, owner=owner, counter=counter, checkpoint=checkpoint, **extra)
+
+
+# -- the lease table and Kinesis in memory, for in-process tests of the concurrency core --
+
+ANSWER_LOST = "answer_lost"  # a LeaseTable fault: the write is applied, the answer never comes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaseWrite:
+    """One write the in-memory lease table applied, stamped with the event loop's time."""
+
+    at: float
+    op: str
+    key: str
+    lease: Lease | None  # the lease after the write (None: deleted)
+
+
+class LeaseTable:
+    """An in-memory lease table with the conditions of ``LeaseRepository``.
+
+    Every operation first sleeps ``latency[op]`` seconds of event-loop time (run the test under
+    ``looptime`` and nothing really waits), is applied, then answers after ``answer_latency[op]``
+    more (a caller that gives up meanwhile abandons a write that was applied); a Scan answers
+    with the table as it is when the Scan *completes*, so a write made during a slow Scan is in
+    its answer. ``fault(op, key)``
+    may return an exception to raise instead of applying the operation, or :data:`ANSWER_LOST`
+    to apply it and then answer as botocore does when it retried a request whose first answer
+    was lost: with a failed condition. Applied writes are logged in ``writes``.
+    """
+
+    def __init__(self, leases: Sequence[Lease] = ()) -> None:
+        self.items: dict[str, Lease] = {lease.key: lease for lease in leases}
+        self.latency: dict[str, float] = {}
+        self.answer_latency: dict[str, float] = {}
+        self.fault: Callable[[str, str], BaseException | str | None] = lambda op, key: None
+        self.writes: list[LeaseWrite] = []
+        self.calls: list[tuple[float, str, str]] = []  # (loop time sent, op, key)
+
+    def __getitem__(self, key: str) -> Lease:
+        return self.items[key]
+
+    async def _enter(self, op: str, key: str) -> bool:
+        """Log, wait, maybe fail; True when the answer is to be lost after applying."""
+        loop = asyncio.get_running_loop()
+        self.calls.append((loop.time(), op, key))
+        delay = self.latency.get(op, 0.0)
+        await asyncio.sleep(delay)
+        outcome = self.fault(op, key)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome == ANSWER_LOST
+
+    def _apply(self, op: str, key: str, before: Lease | None, after: Lease | None) -> None:
+        current = self.items.get(key)
+        if current != before:
+            raise AssertionError("LeaseTable: unconditional write")  # pragma: no cover
+        if after is None:
+            self.items.pop(key, None)
+        else:
+            self.items[key] = after
+        self.writes.append(LeaseWrite(asyncio.get_running_loop().time(), op, key, after))
+
+    async def list(self) -> list[Lease]:
+        await self._enter("list", "*")
+        return list(self.items.values())
+
+    async def get(self, key: str) -> Lease | None:
+        await self._enter("get", key)
+        return self.items.get(key)
+
+    async def create(
+        self,
+        shard_id: str,
+        checkpoint: str,
+        parents: frozenset[str],
+        hash_range: tuple[int, int] | None = None,
+    ) -> bool:
+        lose = await self._enter("create", shard_id)
+        if shard_id in self.items:
+            return False
+        self._apply(
+            "create",
+            shard_id,
+            None,
+            Lease(shard_id, None, 0, checkpoint, parents=parents, hash_range=hash_range),
+        )
+        return not lose
+
+    async def _update(self, op: str, seen: Lease, **changes: Any) -> Lease | None:
+        """Conditional on the counter and the owner ``seen`` names, like the repository."""
+        lose = await self._enter(op, seen.key)
+        current = self.items.get(seen.key)
+        if current is None or current.counter != seen.counter or current.owner != seen.owner:
+            return None
+        after = dataclasses.replace(current, counter=current.counter + 1, **changes)
+        self._apply(op, seen.key, current, after)
+        await asyncio.sleep(self.answer_latency.get(op, 0.0))
+        return None if lose else after
+
+    async def take(self, lease: Lease, me: str) -> Lease | None:
+        switches = lease.owner_switches + (lease.owner != me)
+        return await self._update(
+            "take", lease, owner=me, owner_switches=switches, checkpoint_owner=None
+        )
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        if lease.owner is None:
+            return None
+        return await self._update("renew", lease)
+
+    async def checkpoint(
+        self,
+        lease: Lease,
+        position: str,
+        sub_sequence: int = 0,
+        millis_behind: int | None = None,
+        children: frozenset[str] = frozenset(),
+    ) -> Lease | None:
+        if lease.owner is None:
+            return None
+        changes: dict[str, Any] = {
+            "checkpoint": position,
+            "sub_sequence": sub_sequence,
+            "owner_switches": 0,
+        }
+        if millis_behind is not None:
+            changes["millis_behind"] = millis_behind
+        if children:
+            changes["children"] = children
+        return await self._update("checkpoint", lease, **changes)
+
+    async def release(self, lease: Lease) -> Lease | None:
+        if lease.owner is None:
+            return None
+        return await self._update("release", lease, owner=None)
+
+    async def delete_finished(self, lease: Lease) -> bool:
+        lose = await self._enter("delete", lease.key)
+        current = self.items.get(lease.key)
+        if current is None or current.counter != lease.counter or not current.finished:
+            return False
+        self._apply("delete", lease.key, current, None)
+        return not lose
+
+
+@dataclasses.dataclass
+class FakeShard:
+    parents: tuple[str, ...] = ()
+    closed: bool = False
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    hash_range: tuple[int, int] = (0, 2**128 - 1)
+
+
+class FakeKinesis:
+    """One stream in memory, answering like aiobotocore's Kinesis client (the calls the worker
+    makes). Iterators are ``shard|index``; a closed shard's last answer has a null
+    ``NextShardIterator`` and its ``ChildShards``. ``fault(op, shard_id)`` may return an
+    exception to raise instead of answering; every call is logged in ``calls``."""
+
+    def __init__(self, stream: str = "s") -> None:
+        self.stream = stream
+        self.shards: dict[str, FakeShard] = {}
+        self.fault: Callable[[str, str], BaseException | None] = lambda op, shard_id: None
+        self.calls: list[tuple[float, str, str]] = []
+        self._sequence = 0
+
+    def add_shard(self, shard_id: str, *parents: str, closed: bool = False) -> FakeShard:
+        self.shards[shard_id] = FakeShard(parents=parents, closed=closed)
+        return self.shards[shard_id]
+
+    def put(self, shard_id: str, data: bytes | dict[str, Any]) -> str:
+        self._sequence += 1
+        record = kinesis_record(data, self._sequence, partition_key=shard_id)
+        self.shards[shard_id].records.append(record)
+        return str(record["SequenceNumber"])
+
+    def _enter(self, op: str, shard_id: str) -> None:
+        self.calls.append((asyncio.get_running_loop().time(), op, shard_id))
+        error = self.fault(op, shard_id)
+        if error is not None:
+            raise error
+
+    async def describe_stream_summary(self, **kwargs: Any) -> dict[str, Any]:
+        return {"StreamDescriptionSummary": {"StreamName": self.stream}}
+
+    async def list_shards(self, **kwargs: Any) -> dict[str, Any]:
+        self._enter("ListShards", "*")
+        return {"Shards": [self._describe(shard_id) for shard_id in self.shards]}
+
+    def _describe(self, shard_id: str) -> dict[str, Any]:
+        shard = self.shards[shard_id]
+        raw: dict[str, Any] = {
+            "ShardId": shard_id,
+            "HashKeyRange": {
+                "StartingHashKey": str(shard.hash_range[0]),
+                "EndingHashKey": str(shard.hash_range[1]),
+            },
+            "SequenceNumberRange": {"StartingSequenceNumber": "0"},
+        }
+        if shard.parents:
+            raw["ParentShardId"] = shard.parents[0]
+        if len(shard.parents) > 1:
+            raw["AdjacentParentShardId"] = shard.parents[1]
+        if shard.closed:
+            raw["SequenceNumberRange"]["EndingSequenceNumber"] = "9" * 56
+        return raw
+
+    async def get_shard_iterator(
+        self, *, StreamName: str, ShardId: str, ShardIteratorType: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        self._enter("GetShardIterator", ShardId)
+        records = self.shards[ShardId].records
+        if ShardIteratorType in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            target = int(kwargs["StartingSequenceNumber"])
+            index = next(
+                (i for i, r in enumerate(records) if int(r["SequenceNumber"]) >= target),
+                len(records),
+            )
+            if ShardIteratorType == "AFTER_SEQUENCE_NUMBER" and index < len(records):
+                index += int(records[index]["SequenceNumber"]) == target
+        elif ShardIteratorType == "LATEST":
+            index = len(records)
+        else:  # TRIM_HORIZON (and AT_TIMESTAMP: every record is "after" any timestamp here)
+            index = 0
+        return {"ShardIterator": f"{ShardId}|{index}"}
+
+    async def get_records(self, *, ShardIterator: str, Limit: int = 10_000) -> dict[str, Any]:
+        shard_id, _, raw_index = ShardIterator.partition("|")
+        self._enter("GetRecords", shard_id)
+        shard = self.shards[shard_id]
+        index = int(raw_index)
+        batch = shard.records[index : index + Limit]
+        index += len(batch)
+        answer: dict[str, Any] = {"Records": batch, "MillisBehindLatest": 0}
+        if shard.closed and index >= len(shard.records):
+            answer["NextShardIterator"] = None
+            answer["ChildShards"] = [
+                {
+                    "ShardId": child_id,
+                    "ParentShards": list(child.parents),
+                    "HashKeyRange": self._describe(child_id)["HashKeyRange"],
+                }
+                for child_id, child in self.shards.items()
+                if shard_id in child.parents
+            ]
+        else:
+            answer["NextShardIterator"] = f"{shard_id}|{index}"
+        return answer

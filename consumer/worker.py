@@ -9,27 +9,30 @@ within ``shutdown_grace_s``; the final release of whatever is left runs shielded
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from consumer import http
-from consumer.aws import Clients, config_error_from, describe
+from consumer.aws import Clients, config_error_from, describe, patiently
 from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
 from consumer.fastpath import FastPath
+from consumer.lease import planner
 from consumer.lease.coordinator import LeaseCoordinator
-from consumer.lease.model import TRIM_HORIZON
+from consumer.lease.model import TRIM_HORIZON, LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
+from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.records import Handler, load_handler
-from consumer.pipeline.sink import BatchSink, botocore_batch_writer
+from consumer.pipeline.sink import BatchSink, BatchWriter, botocore_batch_writer
 from consumer.shard.budget import RecordBudget
 from consumer.shard.consumer import ShardContext
-from consumer.shard.discovery import list_shards, new_leases
+from consumer.shard.discovery import Shard, list_shards, new_leases
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 
@@ -37,15 +40,26 @@ SHARD_SYNC_RETRY_S = 2.0
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
 
-async def preflight(clients: Clients, settings: Settings) -> Handler:
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What start-up established: the record handler and the key of the table it writes."""
+
+    handler: Handler
+    key_names: tuple[str, ...]
+
+
+async def preflight(clients: Clients, settings: Settings) -> Checked:
     """Fail fast, with one line, on what would otherwise fail later and less clearly."""
     db = clients.dynamodb
+    try:
+        handler = load_handler(settings.handler)
+    except ValueError as exc:
+        raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
     checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         (
             f"Kinesis stream {settings.stream!r}",
             lambda: clients.kinesis.describe_stream_summary(StreamName=settings.stream),
         ),
-        (f"DynamoDB table {settings.table!r}", lambda: db.describe_table(TableName=settings.table)),
         (
             f"DynamoDB lease table {settings.lease_table!r}",
             lambda: db.describe_table(TableName=settings.lease_table),
@@ -57,13 +71,29 @@ async def preflight(clients: Clients, settings: Settings) -> Handler:
     ]
     for what, check in checks:
         try:
-            await check()
+            await patiently(check)
         except Exception as exc:
             raise config_error_from(exc, what) or exc from None
+    # The records table: it exists, and its key is the one the handler's items carry.
+    key_names = await table_key_names(db, settings.table, handler, settings.handler)
+    await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))
+    return Checked(handler, key_names)
+
+
+async def refuse_multi_stream_table(repository: LeaseRepository) -> None:
+    """A KCL multi-stream application's table (keys ``account:stream:epoch:shardId``) would
+    get a second, telemax lease for every shard: refuse it before any is created."""
     try:
-        return load_handler(settings.handler)
-    except ValueError as exc:
-        raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+        keys = await patiently(repository.sample_keys)
+    except Exception as exc:
+        raise config_error_from(exc, f"DynamoDB lease table {repository.table!r}") or exc from None
+    multi = [key for key in keys if is_multi_stream_key(key)]
+    if multi:
+        raise ConfigError(
+            f"lease table {repository.table!r} holds multi-stream KCL leases (e.g. {multi[0]!r}): "
+            "telemax reads one stream per lease table; set TELEMAX_LEASE_TABLE to a table of "
+            "its own"
+        )
 
 
 class Worker:
@@ -76,6 +106,9 @@ class Worker:
         metrics: Metrics | None = None,
         fast: FastPath | None = None,
         clock: Callable[[], float] = time.monotonic,
+        repository: LeaseStore | None = None,
+        writer: BatchWriter | None = None,
+        key_names: Sequence[str] = telemax.KEY_NAMES,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(settings.stream)
@@ -86,15 +119,18 @@ class Worker:
         self._stop = asyncio.Event()
         self._stop_taking = asyncio.Event()
         self._sync_now = asyncio.Event()
-        self._pending_children: dict[str, frozenset[str]] = {}
+        self._hash_ranges: dict[str, tuple[int, int] | None] = {}  # from the last ListShards
         self._log = get_logger(worker_id=settings.worker_id)
         self.health = http.Health(ready=self.ready, clock=clock)
-        self.repository = LeaseRepository(clients.dynamodb, settings.lease_table)
+        self.repository: LeaseStore = repository or LeaseRepository(
+            clients.dynamodb, settings.lease_table
+        )
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
         self.budget = RecordBudget(settings.max_in_flight_records)
         self.metrics.records_in_flight.set_function(lambda: self.budget.in_use)
-        writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
+        if writer is None:
+            writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
         self._get_records = fast.kinesis.get_records if fast else None
         context = ShardContext(
             stream=settings.stream,
@@ -103,7 +139,7 @@ class Worker:
             sink=BatchSink(
                 writer,
                 settings.table,
-                telemax.KEY_NAMES,
+                key_names,
                 concurrency=write_slots,
                 metrics=self.metrics,
             ),
@@ -116,21 +152,27 @@ class Worker:
             ),
             metrics=self.metrics,
             checkpoint_interval_s=settings.checkpoint_interval_s,
-            parents_done=self._parents_done,
+            parents_done=lambda parents: planner.parents_done(self.coordinator.leases, parents),
             make_reader=self._make_reader,
             budget=self.budget,
+            create_children=self._create_children,
+            hash_range_of=lambda shard_id: self._hash_ranges.get(shard_id),
             on_written=self._note_written,
             clock=clock,
         )
+        # The supervisor keeps one consumer per lease the coordinator holds (DESIGN §3.9): it
+        # reads the holds, and the coordinator tells it of every change.
         self.supervisor = ShardSupervisor(
-            context, release=self._release, on_shard_end=self._on_shard_end
+            context,
+            leases=lambda: self.coordinator.consumable(),
+            release=self._release,
+            on_shard_end=self._on_shard_end,
         )
         self.coordinator = LeaseCoordinator(
             self.repository,
             settings,
             self.metrics,
-            on_acquired=self.supervisor.start,
-            on_lost=self.supervisor.cancel,
+            on_change=self.supervisor.reconcile,
             clock=clock,
         )
 
@@ -188,28 +230,33 @@ class Worker:
                     group.create_task(self._sync_shards_forever(synced)),
                 ]
                 await self._stop.wait()
-                await asyncio.shield(self._shutdown(takes))
+                await self._shutdown(takes)
                 self.supervisor.close()
                 for task in background:
                     task.cancel()
         self._log.info("worker_stopped", uptime_s=round(self._clock() - self._started_at, 3))
 
     async def _shutdown(self, takes: asyncio.Task[None]) -> None:
+        """Stop taking; let each consumer finish its batch, checkpoint, then release; release
+        what is left. All of it under one deadline, ``shutdown_grace_s``, owned here: what the
+        deadline cuts short is not written, and its leases expire on their own."""
+        loop = asyncio.get_running_loop()
         grace = self.settings.shutdown_grace_s
-        started = self._clock()
+        started = loop.time()
+        deadline = started + grace
         self._log.info("worker_stopping", held=sorted(self.coordinator.held), grace_s=grace)
         self.coordinator.taking = False
         self._stop_taking.set()
-        await takes
-        await self.supervisor.stop_all(timeout=max(0.1, grace - RELEASE_RESERVE_S))
-        leftover = list(self.coordinator.held)
-        if leftover:
-            try:
-                async with asyncio.timeout(RELEASE_RESERVE_S):
-                    await asyncio.gather(*(self._release(key, "shutdown") for key in leftover))
-            except TimeoutError:
-                self._log.warning("lease_release_timeout", shards=leftover)
-        self._log.info("worker_drained", seconds=round(self._clock() - started, 3))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await takes  # a pass under way ends first: no lease is taken after this
+                drain = max(0.1, deadline - RELEASE_RESERVE_S - loop.time())
+                await self.supervisor.stop_all(timeout=drain)
+                leftover = list(self.coordinator.held)
+                await asyncio.gather(*(self._release(key, "shutdown") for key in leftover))
+        except TimeoutError:
+            self._log.warning("shutdown_deadline_passed", held=sorted(self.coordinator.held))
+        self._log.info("worker_drained", seconds=round(loop.time() - started, 3))
 
     async def _release(self, shard_id: str, why: str) -> None:
         await self.coordinator.release(shard_id, why)
@@ -233,11 +280,6 @@ class Worker:
             ),
         )
 
-    def _parents_done(self, parents: frozenset[str]) -> bool:
-        """A parent is done at SHARD_END, or when its lease is gone (cleaned up or trimmed)."""
-        by_key = {lease.key: lease for lease in self.coordinator.leases}
-        return all(p not in by_key or by_key[p].finished for p in parents)
-
     def _note_written(self, count: int) -> None:
         if count and not self._first_written:
             self._first_written = True
@@ -252,11 +294,14 @@ class Worker:
         s = self.settings
         try:
             shards = await list_shards(self._clients.kinesis, s.stream)
+            self._hash_ranges = {shard.shard_id: shard.hash_range for shard in shards}
             existing = {lease.key for lease in await self.repository.list()}
             initial = s.initial_position
             created = 0
             for new in new_leases(shards, existing, initial):
-                if await self.repository.create(new.shard_id, new.checkpoint, new.parents):
+                if await self.repository.create(
+                    new.shard_id, new.checkpoint, new.parents, new.hash_range
+                ):
                     created += 1
         except Exception as exc:
             self._log.warning("shard_sync_failed", error=describe(exc))
@@ -268,27 +313,23 @@ class Worker:
             )
         return True
 
-    def _on_shard_end(self, shard_id: str, children: dict[str, frozenset[str]] | None) -> None:
-        """A shard was read to its end: make its children's leases available at once."""
-        if children:
-            self._pending_children.update(children)
+    def _on_shard_end(self, shard_id: str) -> None:
+        """A shard ended: sync now, for children Kinesis did not name (a shard gone past
+        retention; emulators without ChildShards)."""
         self._sync_now.set()
 
-    async def _create_children(self, children: dict[str, frozenset[str]]) -> bool:
-        """Leases for the children Kinesis named, without listing every shard."""
-        try:
-            created = [
-                shard_id
-                for shard_id, parents in sorted(children.items())
-                if await self.repository.create(shard_id, TRIM_HORIZON, parents)
-            ]
-        except Exception as exc:
-            self._log.warning("child_lease_creation_failed", error=describe(exc))
-            return False
+    async def _create_children(self, parent: str, children: Sequence[Shard]) -> None:
+        """Leases for the children Kinesis named at ``parent``'s end (before its SHARD_END)."""
+        created = [
+            child.shard_id
+            for child in children
+            if await self.repository.create(
+                child.shard_id, TRIM_HORIZON, child.parents, child.hash_range
+            )
+        ]
         if created:
             self.metrics.leases_created.labels(self.settings.stream).inc(len(created))
-            self._log.info("child_leases_created", shards=created)
-        return True
+            self._log.info("child_leases_created", shard_id=parent, shards=created)
 
     async def _sync_shards_forever(self, synced: bool) -> None:
         while True:
@@ -296,7 +337,4 @@ class Worker:
             delay = self.settings.shard_sync_interval_s if synced else SHARD_SYNC_RETRY_S
             await sleep_or_stop(delay, self._sync_now)
             self._sync_now.clear()
-            children, self._pending_children = self._pending_children, {}
-            if children and await self._create_children(children):
-                continue
             synced = await self._sync_shards()

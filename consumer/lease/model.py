@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 TRIM_HORIZON = "TRIM_HORIZON"
 LATEST = "LATEST"
@@ -24,6 +25,10 @@ class Lease:
     parents: frozenset[str] = frozenset()  # parentShardId
     updated_at: str | None = None  # ours: wall-clock time of the last write, display only
     millis_behind: int | None = None  # ours: MillisBehindLatest when last checkpointed
+    children: frozenset[str] = frozenset()  # childShardIds: written with SHARD_END
+    hash_range: tuple[int, int] | None = None  # startingHashKey, endingHashKey (inclusive)
+    # checkpointOwner (KCL 3.x graceful hand-off): the previous owner, still finishing
+    checkpoint_owner: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -32,3 +37,43 @@ class Lease:
     @property
     def has_sequence(self) -> bool:
         return self.checkpoint not in SENTINELS
+
+
+def is_multi_stream_key(key: str) -> bool:
+    """A KCL multi-stream lease key: ``account:stream:creationEpoch:shardId``."""
+    return key.count(":") >= 3
+
+
+class LeaseStore(Protocol):
+    """The lease table as the coordinator and a held lease use it (DESIGN §3.1): every write
+    is conditional on the counter (and owner) of the lease passed in and answers the lease as
+    written, or None when the condition failed: a lost race is a return value."""
+
+    async def list(self) -> list[Lease]: ...
+
+    async def get(self, key: str) -> Lease | None: ...
+
+    async def create(
+        self,
+        shard_id: str,
+        checkpoint: str,
+        parents: frozenset[str],
+        hash_range: tuple[int, int] | None = None,
+    ) -> bool: ...
+
+    async def take(self, lease: Lease, me: str) -> Lease | None: ...
+
+    async def renew(self, lease: Lease) -> Lease | None: ...
+
+    async def checkpoint(
+        self,
+        lease: Lease,
+        position: str,
+        sub_sequence: int = 0,
+        millis_behind: int | None = None,
+        children: frozenset[str] = frozenset(),
+    ) -> Lease | None: ...
+
+    async def release(self, lease: Lease) -> Lease | None: ...
+
+    async def delete_finished(self, lease: Lease) -> bool: ...

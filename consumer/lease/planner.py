@@ -141,31 +141,50 @@ def _steal_one(
         for lease in active
         if lease.owner is not None and lease.owner != me and not expired(lease)
     ]
+    # A lease in a KCL 3.x hand-off (checkpointOwner set) is still being finished: not stolen.
+    owned_stealable = [lease for lease in owned if lease.checkpoint_owner is None]
     counts = Counter(lease.owner for lease in owned)
     if not counts:
         return None
     victim, victim_count = min(counts.items(), key=lambda item: (-item[1], str(item[0])))
     if not (victim_count > target or victim_count - mine >= 2):
         return None
-    choices = sorted((lease for lease in owned if lease.owner == victim), key=lambda x: x.key)
-    return Take(rng.choice(choices), TakeReason.STEAL)
+    choices = sorted(
+        (lease for lease in owned_stealable if lease.owner == victim), key=lambda x: x.key
+    )
+    return Take(rng.choice(choices), TakeReason.STEAL) if choices else None
 
 
 def collectable(leases: Sequence[Lease]) -> list[Lease]:
     """Finished leases whose children have all started: nobody needs them any more.
 
     A child that has checkpointed a sequence number (or finished) no longer waits on its
-    parents, and a parent without a lease counts as done; a finished lease without any child
-    lease is kept until its children's leases exist.
+    parents. The children are those whose leases name the lease as a parent, and those its
+    ``childShardIds`` name (each must have a lease); a finished lease without any known child
+    is kept until its children's leases exist. Leases go oldest first: one whose own parent
+    still has a lease waits, so that no parent is left behind without children to vouch for
+    its end.
     """
-    children: dict[str, list[Lease]] = {}
+    by_key = {lease.key: lease for lease in leases}
+    children: dict[str, set[str]] = {}
     for lease in leases:
         for parent in lease.parents:
-            children.setdefault(parent, []).append(lease)
-    return [
-        lease
-        for lease in leases
-        if lease.finished
-        and children.get(lease.key)
-        and all(child.has_sequence or child.finished for child in children[lease.key])
-    ]
+            children.setdefault(parent, set()).add(lease.key)
+    collected = []
+    for lease in leases:
+        if not lease.finished or any(parent in by_key for parent in lease.parents):
+            continue
+        named = children.get(lease.key, set()) | lease.children
+        if named and all(
+            child in by_key and (by_key[child].has_sequence or by_key[child].finished)
+            for child in named
+        ):
+            collected.append(lease)
+    return collected
+
+
+def parents_done(leases: Iterable[Lease], parents: AbstractSet[str]) -> bool:
+    """A child may start when each parent is at SHARD_END or has no lease (cleaned up, or a
+    shard that never had one: aged out, or before the initial position)."""
+    pending = {lease.key for lease in leases if lease.key in parents and not lease.finished}
+    return not pending

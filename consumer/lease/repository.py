@@ -7,6 +7,7 @@ returns ``None``; nothing is raised and nothing is logged as an error here.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,9 +27,26 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Items of the KCL 3.x (from 3.5) that share the lease table but are not leases: worker metrics,
+# the leader, migration state. A lease has no entityType (2.x, ours) or "LEASE".
+LEASE_ENTITY = "LEASE"
+# What the KCL leaves behind a checkpoint it prepared (two-phase checkpoints); removed by ours.
+PENDING_CHECKPOINT = (
+    "pendingCheckpoint",
+    "pendingCheckpointSubSequenceNumber",
+    "pendingCheckpointState",
+)
+
+
+def is_lease_item(item: Item) -> bool:
+    return bool(item.get("entityType", {}).get("S", LEASE_ENTITY) == LEASE_ENTITY)
+
+
 def lease_from_item(item: Item) -> Lease:
     parents = item.get("parentShardId", {}).get("SS", [])
     owner = item.get("leaseOwner", {}).get("S")
+    starting = item.get("startingHashKey", {}).get("S")
+    ending = item.get("endingHashKey", {}).get("S")
     return Lease(
         key=item["leaseKey"]["S"],
         owner=owner or None,
@@ -39,6 +57,9 @@ def lease_from_item(item: Item) -> Lease:
         parents=frozenset(parents),
         updated_at=item.get("telemaxUpdatedAt", {}).get("S"),
         millis_behind=_optional_int(item.get("telemaxMillisBehind", {}).get("N")),
+        children=frozenset(item.get("childShardIds", {}).get("SS", [])),
+        hash_range=(int(starting), int(ending)) if starting and ending else None,
+        checkpoint_owner=item.get("checkpointOwner", {}).get("S") or None,
     )
 
 
@@ -46,7 +67,12 @@ def _optional_int(raw: str | None) -> int | None:
     return None if raw is None else int(raw)
 
 
-def new_lease_item(shard_id: str, checkpoint: str, parents: frozenset[str]) -> dict[str, Any]:
+def new_lease_item(
+    shard_id: str,
+    checkpoint: str,
+    parents: frozenset[str],
+    hash_range: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     item: dict[str, Any] = {
         "leaseKey": {"S": shard_id},
         "leaseCounter": {"N": "0"},
@@ -57,6 +83,9 @@ def new_lease_item(shard_id: str, checkpoint: str, parents: frozenset[str]) -> d
     }
     if parents:
         item["parentShardId"] = {"SS": sorted(parents)}
+    if hash_range is not None:
+        item["startingHashKey"] = {"S": str(hash_range[0])}
+        item["endingHashKey"] = {"S": str(hash_range[1])}
     return item
 
 
@@ -69,25 +98,47 @@ class LeaseRepository:
         self._now_iso = now_iso
 
     async def list(self) -> list[Lease]:
-        """Every lease, read consistently (one Scan page per MB)."""
+        """Every lease, read consistently (one Scan page per MB); other items are skipped."""
         # Its own loop, not a shared helper: the IAM test attributes each call to the tables
         # of the module that makes it, and this Scan is the worker's only one.
         leases: list[Lease] = []
         kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
         while True:
             page = await self._db.scan(**kwargs)
-            leases.extend(lease_from_item(item) for item in page.get("Items", []))
+            leases.extend(lease_from_item(i) for i in page.get("Items", []) if is_lease_item(i))
             last = page.get("LastEvaluatedKey")
             if not last:
                 return leases
             kwargs["ExclusiveStartKey"] = last
 
-    async def create(self, shard_id: str, checkpoint: str, parents: frozenset[str]) -> bool:
+    async def sample_keys(self) -> builtins.list[str]:
+        """The keys of the leases on the table's first Scan page (start-up checks)."""
+        page = await self._db.scan(
+            TableName=self.table,
+            ProjectionExpression="leaseKey, entityType",
+        )
+        return [item["leaseKey"]["S"] for item in page.get("Items", []) if is_lease_item(item)]
+
+    async def get(self, key: str) -> Lease | None:
+        """One lease, read consistently; None when there is none."""
+        answer = await self._db.get_item(
+            TableName=self.table, Key={"leaseKey": {"S": key}}, ConsistentRead=True
+        )
+        item = answer.get("Item")
+        return lease_from_item(item) if item and is_lease_item(item) else None
+
+    async def create(
+        self,
+        shard_id: str,
+        checkpoint: str,
+        parents: frozenset[str],
+        hash_range: tuple[int, int] | None = None,
+    ) -> bool:
         """Create the lease of a new shard unless one exists; True when we created it."""
         try:
             await self._db.put_item(
                 TableName=self.table,
-                Item=new_lease_item(shard_id, checkpoint, parents),
+                Item=new_lease_item(shard_id, checkpoint, parents, hash_range),
                 ConditionExpression="attribute_not_exists(leaseKey)",
             )
         except ClientError as exc:
@@ -102,6 +153,8 @@ class LeaseRepository:
         if lease.owner != me:
             update += ", ownerSwitchesSinceCheckpoint = :switches"
             values[":switches"] = {"N": str(lease.owner_switches + 1)}
+        # A KCL 3.x hand-off left unfinished: the lease is ours now, as the KCL's take does.
+        update += " REMOVE checkpointOwner"
         if lease.owner is None:
             condition = "leaseCounter = :seen AND attribute_not_exists(leaseOwner)"
         else:
@@ -113,16 +166,31 @@ class LeaseRepository:
         return await self._update_owned(lease, "SET leaseCounter = :next, telemaxUpdatedAt = :at")
 
     async def checkpoint(
-        self, lease: Lease, position: str, sub_sequence: int = 0, millis_behind: int | None = None
+        self,
+        lease: Lease,
+        position: str,
+        sub_sequence: int = 0,
+        millis_behind: int | None = None,
+        children: frozenset[str] = frozenset(),
     ) -> Lease | None:
+        """Checkpoint; with SHARD_END, ``children`` names the child shards (``childShardIds``,
+        as the KCL writes it). A checkpoint the KCL prepared but never wrote is dropped."""
         update = (
             "SET leaseCounter = :next, telemaxUpdatedAt = :at, checkpoint = :cp, "
             "checkpointSubSequenceNumber = :sub, ownerSwitchesSinceCheckpoint = :zero"
         )
-        values = {":cp": {"S": position}, ":sub": {"N": str(sub_sequence)}, ":zero": {"N": "0"}}
+        values: dict[str, Any] = {
+            ":cp": {"S": position},
+            ":sub": {"N": str(sub_sequence)},
+            ":zero": {"N": "0"},
+        }
         if millis_behind is not None:
             update += ", telemaxMillisBehind = :behind"
             values[":behind"] = {"N": str(millis_behind)}
+        if children:
+            update += ", childShardIds = :children"
+            values[":children"] = {"SS": sorted(children)}
+        update += " REMOVE " + ", ".join(PENDING_CHECKPOINT)
         return await self._update_owned(lease, update, values)
 
     async def delete_finished(self, lease: Lease) -> bool:

@@ -7,6 +7,11 @@ with its sequence and sub-sequence numbers.
 Resuming from a checkpoint ``(sequence number, sub-sequence number)`` reads *at* that
 sequence number (KCL's semantics): the user records of that record up to the checkpointed
 sub-sequence number were done before and are skipped here.
+
+With the shard's hash range (``hash_range``), KPL user records routed to another shard (the
+KCL's duplicate filter after a reshard, see ``consumer.pipeline.kpl``) become neither items
+nor dead letters: they are counted in ``Converted.outside_range`` for the caller's metric.
+Plain records are never filtered.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from consumer.aws import describe
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.kpl import MAGIC, deaggregate
+from consumer.pipeline.kpl import MAGIC, deaggregate, in_hash_range
 from consumer.pipeline.records import Handler, InvalidRecord, Item
 
 Record = dict[str, Any]  # a GetRecords record: Data (bytes), SequenceNumber, PartitionKey, …
@@ -38,6 +43,8 @@ class Converted:
     dead: list[DeadLetter]
     origins: list[tuple[Record, int]]  # the record and sub-sequence number behind each item
     last_sub: int  # sub-sequence number of the last user record of the last record
+    # KPL user records dropped because their hash key is outside the shard's hash range
+    outside_range: int = 0
 
 
 def convert(
@@ -47,11 +54,15 @@ def convert(
     shard_id: str,
     key_names: Sequence[str] = (),
     resume_after: tuple[str, int] | None = None,
+    hash_range: tuple[int, int] | None = None,
 ) -> Converted:
+    """``hash_range``: the shard's (starting, ending) hash key, both inclusive; None (unknown)
+    keeps every user record."""
     items: list[Item] = []
     origins: list[tuple[Record, int]] = []
     dead: list[DeadLetter] = []
     last_sub = 0
+    outside = 0
 
     def one(record: Record, data: bytes, sub: int) -> None:
         try:
@@ -85,9 +96,13 @@ def convert(
         if resume_after is not None and record["SequenceNumber"] == resume_after[0]:
             done = resume_after[1]
         for user in users:
-            if user.sub_sequence > done:
-                one(record, user.data, user.sub_sequence)
-    return Converted(items, dead, origins, last_sub)
+            if user.sub_sequence <= done:
+                continue
+            if hash_range is not None and not in_hash_range(user, hash_range):
+                outside += 1  # a copy the KPL sent again to the right shard
+                continue
+            one(record, user.data, user.sub_sequence)
+    return Converted(items, dead, origins, last_sub, outside)
 
 
 async def convert_retrying(

@@ -21,6 +21,19 @@ user record with sub-sequence 0, so a stream may mix aggregated and plain produc
 claims to be aggregated but is not well formed raises :class:`InvalidRecord` (``kpl_checksum``
 or ``kpl_malformed``) so the worker dead-letters it instead of storing garbage.
 
+Hash range (the KCL's duplicate filter). After a reshard, the KPL may put an aggregate into
+a shard whose hash range does not hold some of its user records; it sends those again to the
+right shard, so the copies read here are duplicates. :func:`in_hash_range` tells the user
+records to drop: those whose *explicit hash key* lies outside the shard's range (bounds
+inclusive, as in amazon-kinesis-client's ``AggregatorUtil``). Two deliberate differences from
+the KCL, both so that nothing is lost: the KCL also places a user record without an explicit
+hash key by the MD5 of its partition key, and drops the *whole* aggregate when one user record
+is outside. Aggregators that pack records of every shard into one aggregate without explicit
+hash keys (awslabs' kinesis-aggregation, many hand-made ones) would lose data under the first
+rule; since KPL 0.15.11 (its #576) a user record that landed in another shard *whose range
+holds it* counts as delivered and is not sent again, so the second rule would lose it too.
+At worst we keep a duplicate, and items are keyed writes.
+
 Pure: no I/O, no protobuf dependency (the format is small and frozen; decoding it by hand keeps
 the consumer's dependency list short and lets us bound every length we read).
 """
@@ -29,11 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 
 from consumer.pipeline.records import InvalidRecord
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_BYTES = 16
+MAX_HASH_KEY = 2**128 - 1  # the hash key space of a stream is [0, 2**128 - 1]
+# An explicit hash key as the KCL parses it (java.math.BigInteger): decimal, optional sign.
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
 
 # Protobuf wire types.
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
@@ -44,6 +61,29 @@ class UserRecord:
     data: bytes
     partition_key: str
     sub_sequence: int  # position inside the aggregated record (KCL's subSequenceNumber)
+    explicit_hash_key: str | None = None  # as the producer wrote it (decimal text), if any
+
+
+def effective_hash_key(user: UserRecord) -> int | None:
+    """The hash key that routes ``user``: its explicit hash key if it has one, else the MD5 of
+    its partition key (UTF-8) as an unsigned big-endian 128-bit integer, as Kinesis and the KCL
+    compute it. None when the explicit hash key is not a decimal integer."""
+    if user.explicit_hash_key is None:
+        digest = hashlib.md5(user.partition_key.encode("utf-8")).digest()
+        return int.from_bytes(digest, "big")
+    if _DECIMAL.fullmatch(user.explicit_hash_key) is None:
+        return None
+    return int(user.explicit_hash_key)
+
+
+def in_hash_range(user: UserRecord, hash_range: tuple[int, int]) -> bool:
+    """Whether ``user`` may belong to a shard of hash range ``(start, end)``, both inclusive.
+    Only an explicit hash key proves a user record routed elsewhere: one without (placed by
+    its aggregate's partition key) or with one that is not a number is kept."""
+    if user.explicit_hash_key is None:
+        return True
+    key = effective_hash_key(user)
+    return key is None or hash_range[0] <= key <= hash_range[1]
 
 
 def is_aggregated(data: bytes) -> bool:
@@ -136,6 +176,7 @@ def _expect(wire_type: int, wanted: int, what: str) -> None:
 
 def _decode_aggregated(message: bytes) -> list[UserRecord]:
     keys: list[str] = []
+    hash_keys: list[str] = []
     raw_records: list[memoryview] = []
     reader = _Reader(message)
     while not reader.at_end():
@@ -143,16 +184,22 @@ def _decode_aggregated(message: bytes) -> list[UserRecord]:
         if number == 1:
             _expect(wire_type, LENGTH_DELIMITED, "partition_key_table")
             keys.append(_text(reader.take(reader.varint()), "a partition key"))
+        elif number == 2:
+            _expect(wire_type, LENGTH_DELIMITED, "explicit_hash_key_table")
+            hash_keys.append(_text(reader.take(reader.varint()), "an explicit hash key"))
         elif number == 3:
             _expect(wire_type, LENGTH_DELIMITED, "records")
             raw_records.append(reader.take(reader.varint()))
-        else:  # 2 = explicit_hash_key_table: only routing, the consumer does not need it
+        else:
             reader.skip(wire_type)
-    return [_decode_record(raw, keys, n) for n, raw in enumerate(raw_records)]
+    return [_decode_record(raw, keys, hash_keys, n) for n, raw in enumerate(raw_records)]
 
 
-def _decode_record(raw: memoryview, keys: list[str], sub_sequence: int) -> UserRecord:
+def _decode_record(
+    raw: memoryview, keys: list[str], hash_keys: list[str], sub_sequence: int
+) -> UserRecord:
     key_index: int | None = None
+    hash_key_index: int | None = None
     data: bytes | None = None
     reader = _Reader(raw)
     while not reader.at_end():
@@ -160,14 +207,25 @@ def _decode_record(raw: memoryview, keys: list[str], sub_sequence: int) -> UserR
         if number == 1:
             _expect(wire_type, VARINT, "partition_key_index")
             key_index = reader.varint()
+        elif number == 2:
+            _expect(wire_type, VARINT, "explicit_hash_key_index")
+            hash_key_index = reader.varint()
         elif number == 3:
             _expect(wire_type, LENGTH_DELIMITED, "data")
             data = bytes(reader.take(reader.varint()))
-        else:  # 2 = explicit_hash_key_index, 4 = tags
+        else:  # 4 = tags
             reader.skip(wire_type)
     if key_index is None or data is None:
         missing = "partition_key_index" if key_index is None else "data"
         raise _Malformed(f"record {sub_sequence} has no {missing}")
     if key_index >= len(keys):
         raise _Malformed(f"record {sub_sequence} names partition key {key_index} of {len(keys)}")
-    return UserRecord(data, keys[key_index], sub_sequence)
+    hash_key = None
+    if hash_key_index is not None:
+        if hash_key_index >= len(hash_keys):
+            raise _Malformed(
+                f"record {sub_sequence} names explicit hash key {hash_key_index}"
+                f" of {len(hash_keys)}"
+            )
+        hash_key = hash_keys[hash_key_index]
+    return UserRecord(data, keys[key_index], sub_sequence, hash_key)

@@ -1,9 +1,15 @@
 """The batch sink: items -> BatchWriteItem, durably, with retries and bounded concurrency.
 
-``write`` returns only when every item is stored, or has been isolated as one DynamoDB refuses
-(returned to the caller, which dead-letters it). Transient failures and ``UnprocessedItems``
-are retried with capped exponential backoff and full jitter, for as long as it takes: a slow
-or absent DynamoDB holds the caller here, which is the backpressure that stops the readers.
+``write`` returns only when every item is durable — stored, or merged away under a later item
+with the same key that is stored — or has been isolated as one DynamoDB refuses (returned to
+the caller, which dead-letters it). Transient failures and ``UnprocessedItems`` are retried
+with capped exponential backoff and full jitter, for as long as it takes: a slow or absent
+DynamoDB holds the caller here, which is the backpressure that stops the readers.
+
+Items with the same key are written newest first, one version per round: BatchWriteItem
+refuses duplicate keys in one request, and an older value must never win. When DynamoDB
+refuses the newest version, the one before it is written in a further round, and so on, so
+that no item merged away under a refused one is lost.
 """
 
 from __future__ import annotations
@@ -53,11 +59,13 @@ def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
     return tuple(next(iter(item[name].values())) for name in key_names)
 
 
-def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item], list[Refused]]:
-    """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
-    spreading them over concurrent requests would let an older value win. Items without
-    every key attribute can never be written: they come back refused."""
-    by_key: dict[tuple[Any, ...], Item] = {}
+def versions_by_key(
+    items: Sequence[Item], key_names: Sequence[str]
+) -> tuple[dict[tuple[Any, ...], list[Item]], list[Refused]]:
+    """Each key's items in the order given (the last is the newest), keys in order of first
+    appearance. Items without every key attribute can never be written: they come back
+    refused."""
+    by_key: dict[tuple[Any, ...], list[Item]] = {}
     keyless: list[Refused] = []
     for item in items:
         try:
@@ -65,8 +73,20 @@ def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item],
         except (KeyError, StopIteration, AttributeError):
             keyless.append(Refused(item, "missing_key", f"needs key attributes {key_names}"))
             continue
-        by_key[key] = item
-    return list(by_key.values()), keyless
+        versions = by_key.get(key)
+        if versions is None:
+            by_key[key] = [item]
+        else:
+            versions.append(item)
+    return by_key, keyless
+
+
+def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item], list[Refused]]:
+    """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
+    spreading them over concurrent requests would let an older value win. Items without
+    every key attribute can never be written: they come back refused."""
+    by_key, keyless = versions_by_key(items, key_names)
+    return [versions[-1] for versions in by_key.values()], keyless
 
 
 def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
@@ -100,27 +120,44 @@ class BatchSink:
     ) -> list[Refused]:
         """Store every item (last wins per key); return those DynamoDB refuses outright.
 
-        ``on_durable(n)`` is called as soon as ``n`` more of ``items`` are stored, chunk by
-        chunk; duplicates merged away count as stored with the item that replaced them.
+        Every item comes out either durable or refused: an item whose later version with the
+        same key is refused is written itself in a further round (the last *accepted* version
+        wins). ``on_durable(n)`` is called as soon as ``n`` more of ``items`` are durable,
+        request by request, each item exactly once; items merged away count with the item
+        that replaced them, when that one is stored.
         """
-        unique, refused = dedupe(items, self.key_names)
-        parts = chunks(unique)
-        if len(parts) == 1:
-            refused += await self._write_chunk(parts[0], on_durable)
-        elif parts:
-            try:
-                async with asyncio.TaskGroup() as group:
-                    tasks = [group.create_task(self._write_chunk(p, on_durable)) for p in parts]
-            except ExceptionGroup as failed:  # the same error as a one-chunk write raises
-                raise failed.exceptions[0] from None
-            refused += [refusal for task in tasks for refusal in task.result()]
-        merged = len(items) - len(unique) - sum(1 for r in refused if r.reason == "missing_key")
-        if merged:  # stored now, with the item that replaced them
-            on_durable(merged)
+        versions, refused = versions_by_key(items, self.key_names)
+        survivors = [newest[-1] for newest in versions.values()]
+        while survivors:
+            # A survivor stands for the older versions of its key still behind it: when it is
+            # stored they are merged away under it, durable with it.
+            merged = {id(v[-1]): len(v) - 1 for v in versions.values() if len(v) > 1}
+            rejected = await self._write_round(survivors, merged, on_durable)
+            refused += rejected
+            survivors = []
+            for refusal in rejected:  # the version before a refused one gets its turn
+                older = versions[item_key(refusal.item, self.key_names)]
+                older.pop()
+                if older:
+                    survivors.append(older[-1])
         return refused
 
+    async def _write_round(
+        self, items: Sequence[Item], merged: dict[int, int], on_durable: Callable[[int], None]
+    ) -> list[Refused]:
+        """Write items of distinct keys, in chunks, several chunks in flight."""
+        parts = chunks(items)
+        if len(parts) == 1:
+            return await self._write_chunk(parts[0], merged, on_durable)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._write_chunk(p, merged, on_durable)) for p in parts]
+        except ExceptionGroup as failed:  # the same error as a one-chunk write raises
+            raise failed.exceptions[0] from None
+        return [refusal for task in tasks for refusal in task.result()]
+
     async def _write_chunk(
-        self, items: Sequence[Item], on_durable: Callable[[int], None]
+        self, items: Sequence[Item], merged: dict[int, int], on_durable: Callable[[int], None]
     ) -> list[Refused]:
         backoff = self._backoff()
         pending: Sequence[Item] = items
@@ -138,10 +175,12 @@ class BatchSink:
                     continue
                 if error_code(exc) == "ValidationException":
                     # DynamoDB refuses the request for what some item holds: find which.
-                    return await self._bisect(pending, exc, on_durable)
+                    return await self._bisect(pending, exc, merged, on_durable)
                 raise  # access denied, missing table, a bug: not the items' fault
+            if left:  # as the caller's own objects (botocore's are copies), found by key
+                left = self._originals(pending, left)
             if len(left) < len(pending):
-                on_durable(len(pending) - len(left))
+                on_durable(self._durable_count(pending, left, merged))
             if left:
                 self._retried.inc(len(left))
                 await backoff.sleep()
@@ -150,14 +189,32 @@ class BatchSink:
             pending = left
         return []
 
+    def _originals(self, sent: Sequence[Item], left: Sequence[Item]) -> list[Item]:
+        """``left`` (items DynamoDB did not process) as the objects that were sent."""
+        by_key = {item_key(item, self.key_names): item for item in sent}
+        return [by_key.get(item_key(item, self.key_names), item) for item in left]
+
+    @staticmethod
+    def _durable_count(sent: Sequence[Item], left: Sequence[Item], merged: dict[int, int]) -> int:
+        """Items now durable: those stored, and the older versions merged away under them."""
+        count = len(sent) - len(left)
+        if merged:
+            not_stored = {id(item) for item in left}
+            count += sum(merged.get(id(item), 0) for item in sent if id(item) not in not_stored)
+        return count
+
     async def _bisect(
-        self, items: Sequence[Item], exc: Exception, on_durable: Callable[[int], None]
+        self,
+        items: Sequence[Item],
+        exc: Exception,
+        merged: dict[int, int],
+        on_durable: Callable[[int], None],
     ) -> list[Refused]:
         if len(items) == 1:
             return [Refused(items[0], "rejected_by_dynamodb", describe(exc))]
         middle = len(items) // 2
-        first = await self._write_chunk(items[:middle], on_durable)
-        return first + await self._write_chunk(items[middle:], on_durable)
+        first = await self._write_chunk(items[:middle], merged, on_durable)
+        return first + await self._write_chunk(items[middle:], merged, on_durable)
 
     def _count_error(self, exc: BaseException) -> None:
         if is_throttle(exc):

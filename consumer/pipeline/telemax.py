@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from consumer.pipeline.keys import declare_keys
 from consumer.pipeline.records import (
     MAX_ITEM_BYTES,
     MAX_NUMBER,
@@ -26,7 +27,7 @@ from consumer.pipeline.records import (
     item_size,
 )
 
-KEY_NAMES = ("hardwareID", "Timestamp")
+KEY_NAMES = ("hardwareID", "Timestamp")  # what to_item declares: checked against the table
 _NUMBERS = frozenset({"Data2", "Data3"})  # must be numbers
 _TYPED = {  # optional fields with a type, and the complaint when it is wrong
     "Data1": "Data1 must be a string or a number",
@@ -80,6 +81,7 @@ def _required_string(record: dict[str, Any], name: str) -> str:
     return value
 
 
+@declare_keys(*KEY_NAMES)
 def to_item(data: bytes) -> Item:
     record = decode_object(data)
     _required_string(record, "hardwareID")

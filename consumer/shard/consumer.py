@@ -5,6 +5,12 @@ only after every record up to it is durably in the table or the dead-letter tabl
 while our lease is still valid. Graceful stop (``stop`` set): finish the batch in hand,
 checkpoint, return REQUESTED. A lost lease cancels this task from outside: nothing more is
 written, in particular no checkpoint.
+
+At the shard's end the children's leases are created first, then ``SHARD_END`` is written
+naming them (``childShardIds``), in the KCL's order: a crash in between leaves the children
+ready and the shard to finish again, never a child without a lease. A shard Kinesis no longer
+knows (past retention) ends the same way, counted and logged once; its children are found by
+the next shard sync, which its end triggers.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from consumer.aws import describe
@@ -32,11 +38,13 @@ from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.records import Handler
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.budget import RecordBudget
+from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, ShardReader
 
 PARENT_POLL_S = 1.0
 FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
+OUTSIDE_HASH_RANGE = "outside_hash_range"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,10 @@ class ShardContext:
     parents_done: Callable[[frozenset[str]], bool]
     make_reader: Callable[[str, str], ShardReader]  # (shard id, checkpoint) -> reader
     budget: RecordBudget
+    # (parent shard id, its children) -> their leases exist (created unless they were)
+    create_children: Callable[[str, Sequence[Shard]], Awaitable[None]]
+    # A shard's hash range when its lease does not record it (from the last ListShards)
+    hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
     clock: Callable[[], float] = time.monotonic
 
@@ -64,7 +76,10 @@ class ShardConsumer:
         self.lifecycle = Lifecycle()
         self._ctx = context
         self._log = get_logger(worker_id=context.worker_id, shard_id=self.shard_id)
-        self._written = context.metrics.records_written.labels(context.stream, self.shard_id)
+        self._written = context.metrics.records_written.labels(context.stream)
+        self._outside_range = context.metrics.records_skipped.labels(
+            context.stream, OUTSIDE_HASH_RANGE
+        )
         self._mark_checkpoint = context.metrics.shard_age_tracker(self.shard_id)
         # (sequence number, sub-sequence number) safely stored and not yet checkpointed
         self._durable: tuple[str, int] | None = None
@@ -73,7 +88,10 @@ class ShardConsumer:
         self._resume_after = (lease.checkpoint, lease.sub_sequence) if lease.has_sequence else None
         self._last_checkpoint_at = context.clock()
         self._millis_behind: int | None = None
-        self.children: dict[str, frozenset[str]] | None = None  # named by Kinesis at the end
+        # KPL user records routed to another shard are dropped (the KCL's duplicate filter)
+        self._hash_range = lease.hash_range or context.hash_range_of(self.shard_id)
+        self.children: tuple[Shard, ...] | None = None  # named by Kinesis at the end
+        self.gone = False  # the shard no longer exists (past retention)
 
     async def run(self, stop: asyncio.Event) -> Reason:
         lease = self.held.lease
@@ -88,17 +106,43 @@ class ShardConsumer:
         self.lifecycle.advance(State.PROCESSING)
         self._log.info("shard_processing", checkpoint=lease.checkpoint)
         reason = await self._process(reader, stop)
-        self.lifecycle.advance(State.SHUTTING_DOWN, reason)
         if reason is Reason.SHARD_END:
-            # Logged before the checkpoint: no child can start before this line exists.
-            self._log.info("shard_end_reached", children=sorted(self.children or ()))
-            await self._checkpoint(SHARD_END, attempts=FINAL_CHECKPOINT_ATTEMPTS)
-            self._ctx.metrics.shards_ended.labels(self._ctx.stream).inc()
-        elif reason is Reason.REQUESTED:
+            reason = await self._finish_shard(stop)
+        self.lifecycle.advance(State.SHUTTING_DOWN, reason)
+        if reason is Reason.REQUESTED:
             await self._checkpoint_durable(FINAL_CHECKPOINT_ATTEMPTS)
         self.lifecycle.advance(State.DONE)
         self._log.info("shard_stopped", reason=reason.value)
         return reason
+
+    async def _finish_shard(self, stop: asyncio.Event) -> Reason:
+        """Children's leases, then SHARD_END naming them; retried while the lease is ours."""
+        children = self.children or ()
+        names = frozenset(child.shard_id for child in children)
+        if self.gone:
+            self._ctx.metrics.shards_gone.labels(self._ctx.stream).inc()
+            self._log.warning("shard_gone_treated_as_ended", checkpoint=self.held.lease.checkpoint)
+        # Logged before the checkpoint: no child can start before this line exists.
+        self._log.info("shard_end_reached", children=sorted(names), gone=self.gone)
+        backoff = Backoff(base=0.1, cap=2.0)
+        while True:
+            try:
+                if children:
+                    await self._ctx.create_children(self.shard_id, children)
+                if not await self.held.checkpoint(SHARD_END, 0, self._millis_behind, names):
+                    self._log.warning("checkpoint_refused_lease_lost", position=SHARD_END)
+                    return Reason.LEASE_LOST
+                break
+            except Exception as exc:  # throttled, unreachable: the lease is still ours
+                self._log.warning("shard_end_checkpoint_failed", error=describe(exc))
+                if not self.held.valid():
+                    return Reason.LEASE_LOST
+                if await sleep_or_stop(backoff.next_delay(), stop):
+                    return Reason.REQUESTED  # the next owner reads the end again
+        self._durable = None
+        self._mark_checkpoint()
+        self._ctx.metrics.shards_ended.labels(self._ctx.stream).inc()
+        return Reason.SHARD_END
 
     def _shut_down(self, reason: Reason) -> Reason:
         self.lifecycle.advance(State.SHUTTING_DOWN, reason)
@@ -135,7 +179,7 @@ class ShardConsumer:
                 if fetched.millis_behind is not None:
                     self._millis_behind = fetched.millis_behind
                 if fetched.ended:
-                    self.children = fetched.children
+                    self.children, self.gone = fetched.children, fetched.gone
                     return Reason.SHARD_END
                 if not self.held.valid():
                     return Reason.LEASE_LOST
@@ -164,6 +208,7 @@ class ShardConsumer:
             self.shard_id,
             self._ctx.sink.key_names,
             self._resume_after,
+            self._hash_range,
         )
 
     async def _convert_retrying(self, records: Sequence[Record]) -> Converted:
@@ -178,6 +223,8 @@ class ShardConsumer:
             return
         converted = await self._convert_retrying(fetched.records)
         self._resume_after = None
+        if converted.outside_range:
+            self._outside_range.inc(converted.outside_range)
         dead = converted.dead
         refused = await self._ctx.sink.write(converted.items, self._count_written)
         if refused:

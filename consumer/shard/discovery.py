@@ -17,6 +17,7 @@ class Shard:
     shard_id: str
     parents: frozenset[str]
     closed: bool  # has an EndingSequenceNumber: no new records will arrive
+    hash_range: tuple[int, int] | None = None  # HashKeyRange, both ends inclusive
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -24,12 +25,31 @@ class NewLease:
     shard_id: str
     checkpoint: str
     parents: frozenset[str]
+    hash_range: tuple[int, int] | None = None
+
+
+def hash_range_from_api(raw: Any) -> tuple[int, int] | None:
+    keys = raw.get("HashKeyRange") or {}
+    starting, ending = keys.get("StartingHashKey"), keys.get("EndingHashKey")
+    return (int(starting), int(ending)) if starting and ending else None
 
 
 def shard_from_api(raw: Any) -> Shard:
+    """A shard as ListShards describes it."""
     parents = {raw.get("ParentShardId"), raw.get("AdjacentParentShardId")}
     ending = raw.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
-    return Shard(raw["ShardId"], frozenset(p for p in parents if p), closed=ending is not None)
+    return Shard(
+        raw["ShardId"],
+        frozenset(p for p in parents if p),
+        closed=ending is not None,
+        hash_range=hash_range_from_api(raw),
+    )
+
+
+def child_from_api(raw: Any) -> Shard:
+    """A child shard as GetRecords names it (``ChildShards``) at the end of its parent."""
+    parents = frozenset(raw.get("ParentShards") or ())
+    return Shard(raw["ShardId"], parents, closed=False, hash_range=hash_range_from_api(raw))
 
 
 async def list_shards(kinesis: KinesisClient, stream: str) -> list[Shard]:
@@ -69,11 +89,15 @@ def new_leases(
         if shard.shard_id in existing or shard.shard_id in superseded:
             continue
         if any(parent in known for parent in shard.parents):
-            created.append(NewLease(shard.shard_id, TRIM_HORIZON, shard.parents))
+            created.append(new_lease(shard, TRIM_HORIZON))
             known.add(shard.shard_id)  # so that its own children count as children too
         elif not (initial_position == LATEST and shard.closed):
-            created.append(NewLease(shard.shard_id, initial_position, shard.parents))
+            created.append(new_lease(shard, initial_position))
     return created
+
+
+def new_lease(shard: Shard, checkpoint: str) -> NewLease:
+    return NewLease(shard.shard_id, checkpoint, shard.parents, shard.hash_range)
 
 
 def ancestors(parents_of: Mapping[str, frozenset[str]], shard_ids: Iterable[str]) -> set[str]:

@@ -2,7 +2,9 @@
 
 ``fetch`` returns the next batch. It paces itself (immediately again while records flow, the
 idle interval when caught up), backs off on throttling and transient errors, and rebuilds an
-expired iterator after the last record it delivered.
+expired iterator after the last record it delivered. A shard that no longer exists
+(ResourceNotFoundException: trimmed past the stream's retention) is treated as its end, as the
+KCL's KinesisDataFetcher does, and marked ``gone``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline.convert import Record
 from consumer.pipeline.kpl import MAGIC
 from consumer.shard.budget import RecordBudget
+from consumer.shard.discovery import Shard, child_from_api
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -46,9 +49,12 @@ class Fetched:
     records: list[Record]
     millis_behind: int | None
     ended: bool  # the shard is closed and every record has been delivered
-    # At the end, the children Kinesis named (AWS does; some emulators do not): shard id ->
-    # parent shard ids. None when unknown.
-    children: dict[str, frozenset[str]] | None = None
+    # At the end, the children Kinesis named (AWS does; some emulators do not); None when
+    # unknown.
+    children: tuple[Shard, ...] | None = None
+    # The shard no longer exists (ResourceNotFoundException: past the stream's retention):
+    # treated as its end (``ended``, no records, children unknown).
+    gone: bool = False
 
 
 def iterator_request(
@@ -96,14 +102,16 @@ class ShardReader:
         self._at_timestamp = at_timestamp
         self._max_limit = limit
         self._limit = min(FIRST_LIMIT, limit)
-        self._idle_poll_s = idle_poll_s
+        # Never more than 5 calls a second, even with a shorter idle interval configured.
+        self._idle_poll_s = max(MIN_CALL_INTERVAL_S, idle_poll_s)
         self._clock = clock
         self._on_error = on_error
         self._iterator: str | None = None
         self._next_call_at = 0.0
+        self._api = "GetRecords"  # the call under way, for the error metrics
         self._metrics = metrics
         self._behind = metrics.millis_behind.labels(stream, shard_id)
-        self._received = metrics.records_received.labels(stream, shard_id)
+        self._received = metrics.records_received.labels(stream)
 
     async def fetch(self) -> Fetched:
         backoff = Backoff(base=0.2, cap=10.0)
@@ -120,16 +128,21 @@ class ShardReader:
                     raise  # cancelled: never swallowed
                 self._next_call_at = self._clock() + MIN_CALL_INTERVAL_S
                 code = error_code(exc)
+                if code == "ResourceNotFoundException":
+                    # The shard is gone (trimmed): its end, as in the KCL. The caller tells.
+                    self._iterator = None
+                    self._metrics.aws_errors.labels(self._api, code).inc()
+                    return Fetched([], None, ended=True, children=None, gone=True)
                 if code == "ExpiredIteratorException":
                     self._iterator = None  # rebuilt from the last delivered record
-                    self._metrics.aws_errors.labels("GetRecords", code).inc()
+                    self._metrics.aws_errors.labels(self._api, code).inc()
                     self._on_error(exc)
                     continue
                 if classify(exc) is not Action.RETRY:
                     raise
-                self._metrics.aws_errors.labels("GetRecords", code or type(exc).__name__).inc()
+                self._metrics.aws_errors.labels(self._api, code or type(exc).__name__).inc()
                 if is_throttle(exc):
-                    self._metrics.throttles.labels("GetRecords").inc()
+                    self._metrics.throttles.labels(self._api).inc()
                 self._on_error(exc)
                 await backoff.sleep()
                 continue
@@ -139,7 +152,9 @@ class ShardReader:
 
     async def _fetch_once(self, limit: int) -> Fetched:
         if self._iterator is None:
+            self._api = "GetShardIterator"
             self._iterator = await self._get_iterator()
+        self._api = "GetRecords"
         answer = await self._get_records(self._iterator, limit)
         records: list[Record] = answer.get("Records", [])
         behind = answer.get("MillisBehindLatest")
@@ -162,10 +177,7 @@ class ShardReader:
         ended = self._iterator is None
         children = None
         if ended and answer.get("ChildShards"):
-            children = {
-                child["ShardId"]: frozenset(child.get("ParentShards", ()))
-                for child in answer["ChildShards"]
-            }
+            children = tuple(child_from_api(child) for child in answer["ChildShards"])
         return Fetched(records, behind, ended=ended, children=children)
 
     async def _get_iterator(self) -> str:

@@ -1,15 +1,26 @@
 """The shard supervisor: owns one task per held shard inside its own task group.
 
-A consumer that fails unexpectedly is logged and restarted from its checkpoint after a
-backoff (the lease stays ours while we renew it); it never takes the worker down. A lost lease
-cancels the consumer at once. A consumer that ends normally hands its lease back through
-``release``.
+The invariant (DESIGN §3.9): every lease this worker may consume under has exactly one running
+consumer, and every running consumer holds its lease. It is enforced in one place,
+:meth:`ShardSupervisor.reconcile`, which applies the pure decision :func:`reconcile` and runs
+after every change: a lease taken, lost or released (the coordinator's ``on_change``) and a
+consumer task that ended. A lease taken back while the task of its previous hold is still
+ending gets its consumer as soon as that task is gone.
+
+A task consumes, then (shard end, or a requested stop) *finishes*: it hands its lease back
+through ``release``. A finishing task is never cancelled by reconciliation: its lease is
+being released, and the release ends on its own within a few attempts. A consumer that fails
+unexpectedly is logged and restarted from its checkpoint after a backoff (the lease stays ours
+while we renew it); it never takes the worker down.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import dataclasses
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, TypeVar
 
 from consumer.backoff import Backoff, sleep_or_stop
 from consumer.lease.held import HeldLease
@@ -17,53 +28,106 @@ from consumer.logs import get as get_logger
 from consumer.shard.consumer import ShardConsumer, ShardContext
 from consumer.shard.lifecycle import POLICIES, Reason
 
+Hold = TypeVar("Hold")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Changes:
+    start: tuple[str, ...]  # held, without a consumer: start one
+    cancel: tuple[str, ...]  # consuming under a lease no longer held (lost or replaced)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Running(Generic[Hold]):
+    hold: Hold  # the hold the task consumes under
+    finishing: bool  # done consuming, releasing its lease
+
+
+def reconcile(
+    held: Mapping[str, Hold], running: Mapping[str, Running[Hold]], *, stopping: bool
+) -> Changes:
+    """What makes the consumers match the leases (pure; holds compare by identity).
+
+    ``held``: the leases a consumer may work under (valid, not being released). ``running``:
+    the live tasks. A task whose hold is not the one held is cancelled, unless it is
+    finishing; a held lease without a task gets one, unless the worker is stopping. A held
+    lease whose key still has a task (an earlier hold, ending) waits for that task to end.
+    """
+    cancel = tuple(
+        sorted(
+            key
+            for key, task in running.items()
+            if not task.finishing and held.get(key) is not task.hold
+        )
+    )
+    start = () if stopping else tuple(sorted(key for key in held if key not in running))
+    return Changes(start, cancel)
+
+
+@dataclasses.dataclass(slots=True)
+class _Task:
+    hold: HeldLease
+    task: asyncio.Task[None]
+    finishing: bool = False
+
 
 class ShardSupervisor:
     def __init__(
         self,
         context: ShardContext,
         *,
+        leases: Callable[[], Mapping[str, HeldLease]],
         release: Callable[[str, str], Awaitable[None]],
-        on_shard_end: Callable[[str, dict[str, frozenset[str]] | None], None] = (
-            lambda shard_id, children: None
-        ),
+        on_shard_end: Callable[[str], None] = lambda shard_id: None,
     ) -> None:
         self._ctx = context
+        self._leases = leases
         self._release = release
         self._on_shard_end = on_shard_end
         self._group: asyncio.TaskGroup | None = None
         self._closed = asyncio.Event()
         self._stop = asyncio.Event()  # graceful stop for every consumer
         self.ready = asyncio.Event()
-        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, _Task] = {}
         self._log = get_logger(worker_id=context.worker_id)
+
+    @property
+    def tasks(self) -> dict[str, asyncio.Task[None]]:
+        return {key: entry.task for key, entry in self._tasks.items()}
 
     async def run(self) -> None:
         """Own the consumers' task group until :meth:`close`."""
         async with asyncio.TaskGroup() as group:
             self._group = group
             self.ready.set()
+            self.reconcile()
             await self._closed.wait()
-            for task in self.tasks.values():
-                task.cancel()
-        self._group = None
+            self._group = None
+            for entry in self._tasks.values():
+                entry.task.cancel()
 
-    def start(self, held: HeldLease) -> None:
-        if self._group is None or self._stop.is_set() or held.key in self.tasks:
+    def reconcile(self) -> None:
+        """Bring the consumers in line with the leases held (the only place that starts or
+        cancels a consumer)."""
+        if self._group is None:
             return
-        self.tasks[held.key] = self._group.create_task(self._supervise(held), name=held.key)
-
-    def cancel(self, shard_id: str) -> None:
-        """The lease is gone: stop at once, write nothing more."""
-        task = self.tasks.get(shard_id)
-        if task is not None:
-            task.cancel()
+        held = self._leases()
+        running = {key: Running(e.hold, e.finishing) for key, e in self._tasks.items()}
+        changes = reconcile(held, running, stopping=self._stop.is_set())
+        for key in changes.cancel:
+            self._tasks[key].task.cancel()
+        for key in changes.start:
+            hold = held[key]
+            task = self._group.create_task(self._supervise(hold), name=key)
+            self._tasks[key] = _Task(hold, task)
+            # A callback, not a ``finally``: a task cancelled before it ever ran has none.
+            task.add_done_callback(functools.partial(self._ended, hold))
 
     async def stop_all(self, timeout: float) -> None:
         """Ask every consumer to drain, checkpoint and release; cancel those still busy after
         ``timeout`` seconds."""
         self._stop.set()
-        tasks = list(self.tasks.values())
+        tasks = [entry.task for entry in self._tasks.values()]
         if not tasks:
             return
         _, late = await asyncio.wait(tasks, timeout=timeout)
@@ -76,27 +140,30 @@ class ShardSupervisor:
     def close(self) -> None:
         self._closed.set()
 
+    def _ended(self, held: HeldLease, _: asyncio.Task[None]) -> None:
+        entry = self._tasks.get(held.key)
+        if entry is not None and entry.hold is held:
+            del self._tasks[held.key]
+        self._ctx.metrics.forget_shard(held.key)
+        self.reconcile()
+
     async def _supervise(self, held: HeldLease) -> None:
+        reason = await self._consume(held)
+        if reason is Reason.SHARD_END:
+            self._on_shard_end(held.key)
+        if POLICIES[reason].release:
+            self._tasks[held.key].finishing = True
+            await self._release(held.key, reason.value)
+
+    async def _consume(self, held: HeldLease) -> Reason:
+        """Run the shard's consumer; restart it after a failure while the lease is ours."""
         backoff = Backoff(base=1.0, cap=30.0)
-        try:
-            while True:
-                consumer = ShardConsumer(held, self._ctx)
-                try:
-                    reason = await consumer.run(self._stop)
-                    break
-                except Exception:
-                    self._log.exception("shard_consumer_failed", shard_id=held.key)
-                    if await sleep_or_stop(backoff.next_delay(), self._stop):
-                        reason = Reason.REQUESTED
-                        break
-                    if not held.valid():
-                        reason = Reason.LEASE_LOST
-                        break
-            policy = POLICIES[reason]
-            if reason is Reason.SHARD_END:
-                self._on_shard_end(held.key, consumer.children)
-            if policy.release:
-                await self._release(held.key, reason.value)
-        finally:
-            self.tasks.pop(held.key, None)
-            self._ctx.metrics.forget_shard(held.key)
+        while True:
+            try:
+                return await ShardConsumer(held, self._ctx).run(self._stop)
+            except Exception:
+                self._log.exception("shard_consumer_failed", shard_id=held.key)
+                if await sleep_or_stop(backoff.next_delay(), self._stop):
+                    return Reason.REQUESTED
+                if not held.valid():
+                    return Reason.LEASE_LOST

@@ -32,11 +32,17 @@ NOT_RUNTIME = {"provision.py", "dlq.py", "demo.py", "local.py", "testing.py", "f
 TABLES_OF_MODULE = {
     "consumer/lease/repository.py": {"lease"},
     "consumer/pipeline/sink.py": {"records", "deadletter"},
-    "consumer/worker.py": {"records", "lease", "deadletter"},  # preflight DescribeTable
+    "consumer/worker.py": {"lease", "deadletter"},  # preflight DescribeTable
     "consumer/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
+    "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
 }
-# The Lambda handler writes through the batch sink and calls nothing else.
-LAMBDA_MODULES = ("consumer/lambda_handler.py", "consumer/pipeline/sink.py")
+# The Lambda handler writes through the batch sink, and on a cold start reads the records
+# table's key schema (consumer/pipeline/keys.py); it calls nothing else.
+LAMBDA_MODULES = (
+    "consumer/lambda_handler.py",
+    "consumer/pipeline/sink.py",
+    "consumer/pipeline/keys.py",
+)
 # What a Kinesis event source mapping calls with the function's role (Lambda documentation,
 # "Lambda execution role permissions" for Kinesis, without enhanced fan-out).
 EVENT_SOURCE_MAPPING = {
@@ -200,8 +206,10 @@ def test_lambda_role_grants_the_event_source_mapping_and_the_handler_calls() -> 
     (policy,) = lam["Resources"]["FunctionRole"]["Properties"]["Policies"]
     granted = grants(policy["PolicyDocument"])
     handler = expected_grants([ROOT / m for m in LAMBDA_MODULES])
-    assert handler == {("dynamodb:BatchWriteItem", "records")} | {
-        ("dynamodb:BatchWriteItem", "deadletter")
+    assert handler == {
+        ("dynamodb:BatchWriteItem", "records"),
+        ("dynamodb:BatchWriteItem", "deadletter"),
+        ("dynamodb:DescribeTable", "records"),
     }
     assert {g for g in granted if g[0].startswith(("kinesis:", "dynamodb:"))} == handler | {
         (action, "stream") for action in EVENT_SOURCE_MAPPING

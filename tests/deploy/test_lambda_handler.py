@@ -20,9 +20,11 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.lambda_handler import durable_items
 from consumer.local import WorkerProcess
 from consumer.pipeline.deadletter import position_key
 from consumer.pipeline.kpl import MAGIC
+from consumer.pipeline.telemax import to_item
 from producer.kpl import aggregate
 from producer.shipper import Entry
 from tests.deploy.conftest import Tables, run, scan
@@ -319,3 +321,199 @@ def test_answers_before_the_deadline_while_dynamodb_fails(
     assert scan(dynamodb, tables.table) == []
     # The dead-letter table was reachable: the bad record is done, not retried.
     assert [d["reason"]["S"] for d in scan(dynamodb, tables.dlq_table)] == ["not_json"]
+
+
+# --- two records, one key, the later refused by DynamoDB (issue 10, case 5) ----------------------
+
+SHARED_KEY = ("HW-SHARED", "2026-01-01T00:00:00.000001Z")
+# Valid JSON and schema that the handler lets through (an exact number, kept as its literal)
+# but DynamoDB refuses: "Number overflow" (magnitude of 1E+126 or more), a ValidationException.
+OVERFLOW = b"1.0000000000000000001e200"
+
+
+def shared_key_payload(data1: str, refused: bool, key: tuple[str, str] = SHARED_KEY) -> bytes:
+    data2 = OVERFLOW if refused else b"1.5"
+    return b'{"hardwareID": "%s", "Timestamp": "%s", "Data1": "%s", "Data2": %s}' % (
+        key[0].encode(),
+        key[1].encode(),
+        data1.encode(),
+        data2,
+    )
+
+
+EARLIER = shared_key_payload("earlier", refused=False)
+EARLIER_REFUSED = shared_key_payload("earlier", refused=True)
+LATER_REFUSED = shared_key_payload("later", refused=True)
+
+
+def rows_of(dynamodb: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["hardwareID"]["S"], r["Timestamp"]["S"]): r for r in scan(dynamodb, table)}
+
+
+def letters_of(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
+    """Dead letters by sequence number."""
+    return {d["sequenceNumber"]["S"]: d for d in scan(dynamodb, table)}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("earlier", ["accepted", "denied", "refused"])
+def test_earlier_record_of_a_key_survives_the_later_ones_refusal(
+    earlier: str,
+    make_tables: Any,
+    clients: tuple[Any, Any],
+    moto_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    """Records 3 and 7 share a key; DynamoDB refuses 7. Record 3 must then be written itself
+    and count as done only if it really was; record 7 is done once its dead letter is stored.
+    accepted: record 3 is stored. denied: its write meets an injected AccessDeniedException,
+    so Lambda must retry from record 3 (and then stores it). refused: DynamoDB refuses record 3
+    too, and each record gets its own dead letter."""
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    payloads = [orjson.dumps(reading(i)) for i in range(10)]
+    payloads[3] = EARLIER_REFUSED if earlier == "refused" else EARLIER
+    payloads[7] = LATER_REFUSED
+    event = synthetic_event(tables.stream, "shardId-000000000000", payloads)
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert to_item(LATER_REFUSED)["Data2"] == {"N": OVERFLOW.decode()}  # the handler lets it by
+
+    def deny_earlier(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
+        denied = earlier == "denied" and target.endswith(".BatchWriteItem")
+        if denied and b'"earlier"' in body and b'"later"' not in body:
+            return aws_error(400, "AccessDeniedException")
+        return None
+
+    with fault_proxy(moto_endpoint, deny_earlier) as (proxy, injected):
+        (answer,) = invoke([event], {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}, tmp_path)
+
+    readings_stored = {key_of(orjson.dumps(reading(i))) for i in range(10) if i not in (3, 7)}
+    if earlier == "denied":
+        assert injected == ["AccessDeniedException"]
+        assert set(rows_of(dynamodb, tables.table)) == readings_stored
+        # Record 3 was never written: Lambda must give it (and what follows) again. Record 7
+        # is dead-lettered now or on that retry.
+        assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": seqs[3]}]}
+        assert set(letters_of(dynamodb, tables.dlq_table)) <= {seqs[7]}
+        (answer,) = invoke([{"Records": event["Records"][3:]}], tables.env, tmp_path)
+    assert answer["response"] == {"batchItemFailures": []}
+    rows = rows_of(dynamodb, tables.table)
+    letters = letters_of(dynamodb, tables.dlq_table)
+    if earlier == "refused":
+        assert set(rows) == readings_stored
+        assert set(letters) == {seqs[3], seqs[7]}
+        assert letters[seqs[3]]["data"] == {"B": EARLIER_REFUSED}
+    else:
+        assert set(rows) == readings_stored | {SHARED_KEY}
+        assert rows[SHARED_KEY]["Data1"] == {"S": "earlier"}
+        assert set(letters) == {seqs[7]}
+    # The later record is in the dead-letter table, as DynamoDB refused it.
+    letter = letters[seqs[7]]
+    assert letter["reason"] == {"S": "rejected_by_dynamodb"}
+    assert "Number overflow" in letter["detail"]["S"]
+    assert letter["data"] == {"B": LATER_REFUSED}
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_record_is_not_done_when_a_later_write_fails(
+    make_tables: Any, clients: tuple[Any, Any], moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Records 1 and 2 share a key and DynamoDB refuses 2: record 1 is stored in a further
+    round. Records 3-5 share another key and DynamoDB refuses 4 and 5; the write of 3 fails
+    (injected AccessDeniedException), so the invocation ends before record 2 is dead-lettered.
+    Record 2 is then not done, though a row of its key is stored: Lambda must retry from it."""
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    other = ("HW-OTHER", "2026-01-01T00:00:00.000002Z")
+    payloads = [
+        orjson.dumps(reading(0)),
+        EARLIER,
+        LATER_REFUSED,
+        shared_key_payload("x-first", refused=False, key=other),
+        shared_key_payload("x-second", refused=True, key=other),
+        shared_key_payload("x-third", refused=True, key=other),
+    ]
+    event = synthetic_event(tables.stream, "shardId-000000000000", payloads)
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+
+    def deny_x_first(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
+        if target.endswith(".BatchWriteItem") and b'"x-first"' in body:
+            return aws_error(400, "AccessDeniedException")
+        return None
+
+    with fault_proxy(moto_endpoint, deny_x_first) as (proxy, injected):
+        (answer,) = invoke([event], {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}, tmp_path)
+    assert injected == ["AccessDeniedException"]
+    assert rows_of(dynamodb, tables.table)[SHARED_KEY]["Data1"] == {"S": "earlier"}
+    if seqs[2] not in letters_of(dynamodb, tables.dlq_table):
+        assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": seqs[2]}]}
+    else:  # dead-lettered after all: then the retry starts at the failed write
+        assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": seqs[3]}]}
+
+    (again,) = invoke([{"Records": event["Records"][2:]}], tables.env, tmp_path)
+    assert again["response"] == {"batchItemFailures": []}
+    assert rows_of(dynamodb, tables.table)[other]["Data1"] == {"S": "x-first"}
+    assert set(letters_of(dynamodb, tables.dlq_table)) == {seqs[2], seqs[4], seqs[5]}
+
+
+# --- the records table's key comes from the table (issue 10, case 6) -----------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
+    make_tables: Any, clients: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """TELEMAX_TABLE keyed by (orderID), the default handler declaring (hardwareID, Timestamp):
+    the first invocation fails with one configuration line, and nothing is written."""
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    orders = f"orders-{tables.table}"
+    dynamodb.create_table(
+        TableName=orders,
+        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    event = synthetic_event(tables.stream, "shardId-000000000000", [orjson.dumps(reading(1))])
+    events_path, answers_path = tmp_path / "events.json", tmp_path / "answers.json"
+    events_path.write_text(json.dumps([event]))
+    env = {**os.environ, **tables.env, "TELEMAX_TABLE": orders}
+    done = run(sys.executable, DRIVER, events_path, answers_path, "60000", env=env, timeout=90)
+    assert done.returncode != 0, done.stdout[-3000:] + done.stderr[-3000:]
+    line = (
+        "TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key (hardwareID, Timestamp)"
+        f" but table '{orders}' is keyed by (orderID)"
+    )
+    assert f"consumer.config.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]
+    assert scan(dynamodb, orders) == [] and scan(dynamodb, tables.dlq_table) == []
+
+
+# --- done-ness item by item ----------------------------------------------------------------------
+
+
+def _item(key: str, n: int) -> dict[str, Any]:
+    return {"k": {"S": key}, "n": {"N": str(n)}}
+
+
+@pytest.mark.parametrize(
+    ("keys", "stored", "expected"),
+    [
+        pytest.param("ab", {1}, [False, True], id="distinct-keys"),
+        pytest.param("aa", {1}, [True, True], id="earlier-merged-under-stored-later"),
+        pytest.param("aa", {0}, [True, False], id="later-refused-earlier-stored"),
+        pytest.param("aa", set(), [False, False], id="none-stored"),
+        pytest.param("aaa", {1}, [True, True, False], id="middle-stored"),
+        pytest.param("abab", {0, 3}, [True, True, False, True], id="two-keys"),
+    ],
+)
+def test_durable_items_per_item_not_per_key(
+    keys: str, stored: set[int], expected: list[bool]
+) -> None:
+    """An item is durable when it, or a later item of its key, was stored: a stored earlier
+    item does not make a later one (refused, or not written) durable."""
+    items = [_item(key, n) for n, key in enumerate(keys)]
+    accepted = {id(items[n]) for n in stored}
+    assert durable_items(items, ("k",), accepted) == expected

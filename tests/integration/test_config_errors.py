@@ -101,3 +101,20 @@ def test_producer_on_missing_stream(stack: Stack) -> None:
     done = stack.cli("producer", "generate", "--count", "10", "--stream", "missing-stream")
     line = one_line_error(done)
     assert "stream 'missing-stream' does not exist" in line, line
+
+
+def test_run_refuses_a_kcl_multi_stream_lease_table(stack: Stack) -> None:
+    """A KCL multi-stream application's leases (account:stream:epoch:shardId) would each get
+    a duplicate telemax lease: refused before any lease is created."""
+    stack.setup()
+    key = "123456789012:other-stream:1700000000:shardId-000000000000"
+    stack.dynamodb.put_item(
+        TableName=stack.lease_table,
+        Item={"leaseKey": {"S": key}, "leaseCounter": {"N": "1"}, "checkpoint": {"S": "LATEST"}},
+    )
+    done = stack.cli("consumer", "run")
+    line = one_line_error(done)
+    assert "multi-stream KCL leases" in line and key in line, line
+    assert done.returncode == 2
+    leases = stack.dynamodb.scan(TableName=stack.lease_table)["Items"]
+    assert [item["leaseKey"]["S"] for item in leases] == [key], "no lease created"

@@ -52,3 +52,33 @@ def test_list_then_replay_after_a_fix_is_idempotent(stack: Stack) -> None:
     assert "still failing (kept): 2 (not_json 2)" in again.stdout
     assert stack.count(stack.dlq_table) == 2
     assert stack.count() == 15
+
+
+def test_replay_into_a_table_keyed_otherwise_than_the_handler_declares(stack: Stack) -> None:
+    """The records table is keyed by (orderID), the handler declares (hardwareID, Timestamp):
+    replay stops before touching anything, with one line."""
+    stack.setup(shards=1)
+    orders = f"orders-{stack.table}"
+    stack.dynamodb.create_table(
+        TableName=orders,
+        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    letter = {
+        "shardId": {"S": "shardId-000000000000"},
+        "position": {"S": "00000000000000000000000000000000000000000000000000001:0000000000"},
+        "sequenceNumber": {"S": "1"},
+        "reason": {"S": "rejected_by_dynamodb"},
+        "data": {"B": orjson.dumps(readings(1)[0])},  # a valid reading: it could be written
+    }
+    stack.dynamodb.put_item(TableName=stack.dlq_table, Item=letter)
+
+    done = stack.cli("consumer", "dlq", "replay", TELEMAX_TABLE=orders)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        "telemax-consumer: error: TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key"
+        f" (hardwareID, Timestamp) but table '{orders}' is keyed by (orderID)\n"
+    )
+    assert stack.count(stack.dlq_table) == 1
+    assert stack.count(orders) == 0

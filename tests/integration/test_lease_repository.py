@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,85 @@ async def test_list_pages_through_many_leases(repo: LeaseRepository) -> None:
     )
     leases = await repo.list()
     assert len({lease.key for lease in leases}) == 120
+
+
+# KCL table fidelity (issue 10): the table as the KCL would leave it, and read as it leaves it.
+
+
+async def put_raw(repo: LeaseRepository, item: dict[str, Any]) -> None:
+    await repo._db.put_item(TableName=repo.table, Item=item)
+
+
+async def raw(repo: LeaseRepository, key: str) -> dict[str, Any]:
+    answer = await repo._db.get_item(
+        TableName=repo.table, Key={"leaseKey": {"S": key}}, ConsistentRead=True
+    )
+    return dict(answer["Item"])
+
+
+async def test_new_leases_carry_hash_keys_and_get_reads_one(repo: LeaseRepository) -> None:
+    assert await repo.create("shard-1", "TRIM_HORIZON", frozenset({"shard-0"}), (0, 2**127 - 1))
+    item = await raw(repo, "shard-1")
+    assert item["startingHashKey"] == {"S": "0"}
+    assert item["endingHashKey"] == {"S": str(2**127 - 1)}
+    lease = await repo.get("shard-1")
+    assert lease is not None and lease.hash_range == (0, 2**127 - 1)
+    assert await repo.get("shard-9") is None
+
+
+async def test_checkpoint_drops_a_pending_checkpoint_and_shard_end_names_children(
+    repo: LeaseRepository,
+) -> None:
+    await put_raw(
+        repo,
+        {
+            "leaseKey": {"S": "shard-1"},
+            "leaseOwner": {"S": "me"},
+            "leaseCounter": {"N": "7"},
+            "checkpoint": {"S": "100"},
+            "checkpointSubSequenceNumber": {"N": "0"},
+            "ownerSwitchesSinceCheckpoint": {"N": "1"},
+            "pendingCheckpoint": {"S": "150"},
+            "pendingCheckpointSubSequenceNumber": {"N": "0"},
+            "pendingCheckpointState": {"B": b"state"},
+            "throughputKBps": {"N": "1.5"},  # a KCL 3.x attribute we keep
+        },
+    )
+    lease = await repo.get("shard-1")
+    assert lease is not None
+    done = await repo.checkpoint(lease, "SHARD_END", 0, children=frozenset({"c2", "c1"}))
+    assert done is not None and done.children == frozenset({"c1", "c2"})
+    item = await raw(repo, "shard-1")
+    assert not {"pendingCheckpoint", "pendingCheckpointSubSequenceNumber"} & item.keys()
+    assert "pendingCheckpointState" not in item
+    assert item["childShardIds"] == {"SS": ["c1", "c2"]}
+    assert item["checkpoint"] == {"S": "SHARD_END"}
+    assert item["throughputKBps"] == {"N": "1.5"}
+
+
+async def test_take_clears_a_kcl3_checkpoint_owner(repo: LeaseRepository) -> None:
+    await put_raw(
+        repo,
+        {
+            "leaseKey": {"S": "shard-1"},
+            "leaseOwner": {"S": "kcl-new"},
+            "checkpointOwner": {"S": "kcl-old"},  # a hand-off the KCL 3.x fleet left unfinished
+            "leaseCounter": {"N": "3"},
+            "checkpoint": {"S": "TRIM_HORIZON"},
+        },
+    )
+    lease = await repo.get("shard-1")
+    assert lease is not None and lease.checkpoint_owner == "kcl-old"
+    taken = await repo.take(lease, "me")
+    assert taken is not None and taken.owner == "me" and taken.checkpoint_owner is None
+    assert "checkpointOwner" not in await raw(repo, "shard-1")
+
+
+async def test_items_that_are_not_leases_are_skipped(repo: LeaseRepository) -> None:
+    await repo.create("shard-1", "TRIM_HORIZON", frozenset())
+    for key, entity in (("worker-a", "WORKER_METRIC_STATS"), ("Leader", "LEADER")):
+        await put_raw(repo, {"leaseKey": {"S": key}, "entityType": {"S": entity}})
+    await put_raw(repo, {"leaseKey": {"S": "shard-2"}, "entityType": {"S": "LEASE"}})
+    assert sorted(lease.key for lease in await repo.list()) == ["shard-1", "shard-2"]
+    assert sorted(await repo.sample_keys()) == ["shard-1", "shard-2"]
+    assert await repo.get("Leader") is None

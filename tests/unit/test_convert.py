@@ -8,11 +8,13 @@ import orjson
 import pytest
 
 from consumer.pipeline.convert import Converted, convert, dead_letter
+from consumer.pipeline.kpl import MAX_HASH_KEY
 from consumer.pipeline.records import InvalidRecord, Item
 from consumer.pipeline.telemax import to_item
 from consumer.testing import kinesis_record, reading
 from producer.kpl import aggregate
 from producer.shipper import Entry
+from tests.unit.test_kpl import HALF, aggregate_with_hash_keys, md5_key
 
 STREAM = "telemax-stream"
 SHARD = "shardId-000000000003"
@@ -142,3 +144,130 @@ def test_resuming_inside_an_aggregate_skips_the_user_records_done(done: int, exp
     converted = convert([record, later], to_item, STREAM, SHARD, resume_after=resume)
     ids = [i["hardwareID"]["S"] for i in converted.items]
     assert ids == [f"HW-{n}" for n in range(4 - expected, 4)] + ["HW-9"]
+
+
+# -- the shard's hash range: KPL user records routed elsewhere are dropped and counted --------
+
+FIRST = (0, HALF - 1)  # the hash ranges of a two-shard stream
+SECOND = (HALF, MAX_HASH_KEY)
+
+
+def user(
+    name: str, hash_key: int | str | None = None, key: str = "pk"
+) -> tuple[bytes, str, str | None]:
+    """A user record whose data is a reading of hardware ``name``."""
+    data = orjson.dumps(reading(name))
+    return data, key, None if hash_key is None else str(hash_key)
+
+
+def names(converted: Converted) -> list[str]:
+    return [i["hardwareID"]["S"] for i in converted.items]
+
+
+# partition keys on either side of the middle of the hash space
+LOW_KEY = next(k for k in (f"k{n}" for n in range(100)) if md5_key(k) < HALF)
+HIGH_KEY = next(k for k in (f"k{n}" for n in range(100)) if md5_key(k) >= HALF)
+
+
+@pytest.mark.parametrize(
+    ("users", "hash_range", "kept", "outside"),
+    [
+        pytest.param([user("A", 0), user("B", HALF)], None, ["A", "B"], 0, id="no-range"),
+        pytest.param(
+            [user("A", 0), user("B", HALF)], FIRST, ["A"], 1, id="mixed-keeps-those-inside"
+        ),
+        pytest.param([user("A", 0), user("B", HALF)], SECOND, ["B"], 1, id="second-shard"),
+        pytest.param(
+            [user("A", HALF - 1), user("B", HALF), user("C", MAX_HASH_KEY), user("D", 0)],
+            FIRST,
+            ["A", "D"],
+            2,
+            id="boundaries-first",
+        ),
+        pytest.param(
+            [user("A", HALF - 1), user("B", HALF), user("C", MAX_HASH_KEY), user("D", 0)],
+            SECOND,
+            ["B", "C"],
+            2,
+            id="boundaries-second",
+        ),
+        pytest.param(
+            [user("A", key=LOW_KEY), user("B", key=HIGH_KEY)],
+            FIRST,
+            ["A", "B"],
+            0,
+            id="partition-key-hash-without-explicit-kept",
+        ),
+        pytest.param(
+            [user("A", HALF, key=LOW_KEY), user("B", 0, key=HIGH_KEY)],
+            FIRST,
+            ["B"],
+            1,
+            id="explicit-wins-over-partition-key",
+        ),
+        pytest.param([user("A", HALF), user("B", HALF)], FIRST, [], 2, id="all-outside"),
+        pytest.param([user("A", "undefined")], FIRST, ["A"], 0, id="unplaceable-kept"),
+        pytest.param([user("A", 5), user("B", 7)], (5, 5), ["A"], 1, id="range-of-one"),
+        pytest.param([user("A", 0), user("B", 1)], (0, MAX_HASH_KEY), ["A", "B"], 0, id="whole"),
+    ],
+)
+def test_user_records_outside_the_hash_range_are_dropped_and_counted(
+    users: list[tuple[bytes, str, str | None]],
+    hash_range: tuple[int, int] | None,
+    kept: list[str],
+    outside: int,
+) -> None:
+    record = kinesis_record(aggregate_with_hash_keys(users), 3)
+    converted = convert([record], to_item, STREAM, SHARD, hash_range=hash_range)
+    assert names(converted) == kept
+    assert converted.dead == []
+    assert converted.outside_range == outside
+    positions = [n for n, u in enumerate(users) if orjson.loads(u[0])["hardwareID"] in kept]
+    assert [sub for _, sub in converted.origins] == positions, "sub-sequence numbers kept"
+    assert converted.last_sub == len(users) - 1, "a checkpoint covers the dropped ones too"
+
+
+@pytest.mark.parametrize("hash_range", [FIRST, SECOND, (5, 5)])
+def test_plain_records_are_never_filtered(hash_range: tuple[int, int]) -> None:
+    records = [
+        kinesis_record(reading(f"HW-{n}"), n, key) for n, key in enumerate((LOW_KEY, HIGH_KEY))
+    ]
+    converted = convert(records, to_item, STREAM, SHARD, hash_range=hash_range)
+    assert names(converted) == ["HW-0", "HW-1"]
+    assert converted.outside_range == 0
+
+
+def test_a_bad_user_record_outside_the_range_is_dropped_not_dead_lettered() -> None:
+    users = [user("A", 0), (b"{not json", "pk", str(HALF)), (b"{bad", "pk", "1")]
+    record = kinesis_record(aggregate_with_hash_keys(users), 4)
+    converted = convert([record], to_item, STREAM, SHARD, hash_range=FIRST)
+    assert names(converted) == ["A"]
+    assert [(d.reason, d.sub_sequence) for d in converted.dead] == [("not_json", 2)]
+    assert converted.outside_range == 1
+
+
+@pytest.mark.parametrize(
+    ("done", "kept", "outside"), [(-1, ["A", "C"], 2), (1, ["C"], 1), (3, [], 0)]
+)
+def test_user_records_done_before_are_not_counted_again(
+    done: int, kept: list[str], outside: int
+) -> None:
+    users = [user("A", 0), user("B", HALF), user("C", 1), user("D", HALF)]
+    record = kinesis_record(aggregate_with_hash_keys(users), 5)
+    resume = (record["SequenceNumber"], done)
+    converted = convert([record], to_item, STREAM, SHARD, resume_after=resume, hash_range=FIRST)
+    assert (names(converted), converted.outside_range) == (kept, outside)
+
+
+def test_counts_add_up_over_a_batch() -> None:
+    records = [
+        kinesis_record(aggregate_with_hash_keys([user("A", 0), user("B", HALF)]), 1),
+        kinesis_record(reading("P"), 2, HIGH_KEY),
+        kinesis_record(aggregate_with_hash_keys([user("C", HALF), user("D", HALF + 1)]), 3),
+        kinesis_record(b"{nope", 4),
+    ]
+    converted = convert(records, to_item, STREAM, SHARD, hash_range=FIRST)
+    assert names(converted) == ["A", "P"]
+    assert [d.sequence_number[-1] for d in converted.dead] == ["4"]
+    assert converted.outside_range == 3
+    assert converted.last_sub == 0

@@ -9,7 +9,7 @@ import pytest
 
 from consumer.lease.held import HeldLease
 from consumer.lease.model import Lease
-from consumer.testing import FakeClock, lease
+from consumer.testing import ANSWER_LOST, FakeClock, LeaseTable, lease
 
 DURATION = 10.0
 MARGIN = 1.0
@@ -42,8 +42,16 @@ class FakeRepository:
     async def renew(self, seen: Lease) -> Lease | None:
         return await self._write("renew", seen)
 
+    async def get(self, key: str) -> Lease | None:
+        return self.current
+
     async def checkpoint(
-        self, seen: Lease, position: str, sub_sequence: int, millis_behind: int | None = None
+        self,
+        seen: Lease,
+        position: str,
+        sub_sequence: int,
+        millis_behind: int | None = None,
+        children: frozenset[str] = frozenset(),
     ) -> Lease | None:
         return await self._write(
             "checkpoint",
@@ -201,3 +209,87 @@ async def test_transport_error_propagates_without_losing_the_lease() -> None:
     assert held.renewed_at == 1000.0  # not renewed: validity still counts from before
     assert held.valid(1000.0 + DURATION - MARGIN - 0.001)
     assert not held.valid(1000.0 + DURATION - MARGIN)
+
+
+# Issue 10, case 7: conditional writes that were applied but look lost. On a failed
+# condition the lease is read again; the write is ours when the table names the owner we
+# expect with the counter our write produced (the KCL's rule for renewals). A write of ours
+# that was abandoned but applied moves the counter too: the lease is still ours, but its
+# validity counts from when that earlier write was sent.
+
+
+def held_on(table: LeaseTable, key: str = "s1") -> HeldLease:
+    loop = asyncio.get_running_loop()
+    return HeldLease(
+        table[key],
+        table,  # type: ignore[arg-type]
+        acquired_at=loop.time(),
+        duration=DURATION,
+        margin=MARGIN,
+        clock=loop.time,
+    )
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("operation", "owner_after"),
+    [
+        pytest.param("renew", "me", id="renew"),
+        pytest.param("checkpoint", "me", id="checkpoint"),
+        pytest.param("release", None, id="release"),
+    ],
+)
+async def test_a_write_applied_whose_answer_was_lost_is_accepted(
+    operation: str, owner_after: str | None
+) -> None:
+    table = LeaseTable([lease("s1", owner="me", counter=5)])
+    table.fault = lambda op, key: ANSWER_LOST if op == operation else None
+    held = held_on(table)
+    await asyncio.sleep(2.0)
+    write = {
+        "renew": held.renew,
+        "checkpoint": lambda: held.checkpoint("123", 0),
+        "release": held.release,
+    }[operation]
+    assert await write() is True
+    assert table["s1"].counter == 6
+    assert table["s1"].owner == owner_after
+    assert held.lease == table["s1"]
+    if operation != "release":
+        assert not held.lost
+        assert held.renewed_at == 2.0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("then", ["renew", "checkpoint"])
+async def test_a_renewal_abandoned_but_applied_leaves_the_lease_ours(then: str) -> None:
+    table = LeaseTable([lease("s1", owner="me", counter=5)])
+    table.answer_latency["renew"] = 30.0  # applied at once, answered far too late
+    held = held_on(table)
+    await asyncio.sleep(3.0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(held.renew(), timeout=3.0)  # as the renew pass abandons it
+    assert table["s1"].counter == 6
+    table.answer_latency.clear()
+    await asyncio.sleep(1.0)  # t = 7
+    if then == "renew":
+        # The abandoned renewal is what renewed the lease: it counts from when it was sent
+        # (3.0), since a peer may have seen counter 6 that early, not from now (7.0).
+        assert await held.renew() is True
+        assert (table["s1"].counter, held.renewed_at) == (6, 3.0)
+    else:
+        # The checkpoint did not land: it is made again on top of counter 6, and lands now.
+        assert await held.checkpoint("77", 0) is True, "the lease is still ours"
+        assert (table["s1"].checkpoint, table["s1"].counter) == ("77", 7)
+        assert held.renewed_at == 7.0
+    assert held.lease == table["s1"]
+    assert not held.lost
+
+
+@pytest.mark.looptime
+async def test_a_failed_condition_with_a_peer_as_owner_is_a_lost_lease() -> None:
+    table = LeaseTable([lease("s1", owner="me", counter=5)])
+    held = held_on(table)
+    table.items["s1"] = lease("s1", owner="peer", counter=6)
+    assert await held.renew() is False
+    assert held.lost

@@ -9,7 +9,15 @@ import random
 
 import pytest
 
-from consumer.pipeline.kpl import MAGIC, UserRecord, deaggregate, is_aggregated
+from consumer.pipeline.kpl import (
+    MAGIC,
+    MAX_HASH_KEY,
+    UserRecord,
+    deaggregate,
+    effective_hash_key,
+    in_hash_range,
+    is_aggregated,
+)
 from consumer.pipeline.records import InvalidRecord
 from producer.kpl import DEFAULT_AGGREGATE_BYTES, Aggregator, aggregate, varint
 from producer.shipper import MAX_RECORD_BYTES, Entry
@@ -171,6 +179,24 @@ KEY_A = field(1, 2, b"a")
         pytest.param(KEY_A + b"\x1f", "wire type 7", id="unknown-wire-type"),
         pytest.param(b"\x00", "field number 0", id="field-zero"),
         pytest.param(KEY_A + b"\x28" + b"\xff" * 11, "longer than 10", id="endless-varint"),
+        pytest.param(
+            KEY_A + field(2, 0, b"\x01") + record(0, b"x"),
+            "explicit_hash_key_table has wire type 0",
+            id="hash-key-table-not-bytes",
+        ),
+        pytest.param(
+            KEY_A + field(2, 2, b"\xff") + record(0, b"x"), "not UTF-8", id="bad-utf8-hash-key"
+        ),
+        pytest.param(
+            KEY_A + field(2, 2, b"1") + record(0, b"x", field(2, 2, b"0")),
+            "explicit_hash_key_index has wire type 2",
+            id="hash-key-index-not-varint",
+        ),
+        pytest.param(
+            KEY_A + record(0, b"x", field(2, 0, b"\x00")),
+            "names explicit hash key 0 of 0",
+            id="hash-key-index-without-table",
+        ),
     ],
 )
 def test_malformed_protobuf_is_refused(message: bytes, detail: str) -> None:
@@ -180,7 +206,7 @@ def test_malformed_protobuf_is_refused(message: bytes, detail: str) -> None:
     assert detail in caught.value.detail
 
 
-def test_unknown_fields_tags_and_hash_keys_are_skipped() -> None:
+def test_unknown_fields_and_tags_are_skipped() -> None:
     tag = field(4, 2, field(1, 2, b"env") + field(2, 2, b"prod"))
     message = (
         KEY_A
@@ -188,8 +214,123 @@ def test_unknown_fields_tags_and_hash_keys_are_skipped() -> None:
         + field(9, 5, b"\x00\x00\x00\x00")  # a future fixed32 field
         + record(0, b"payload", field(2, 0, b"\x00"), tag, field(8, 1, b"\x00" * 8))
     )
-    assert deaggregate(wrap(message)) == [UserRecord(b"payload", "a", 0)]
+    assert deaggregate(wrap(message)) == [UserRecord(b"payload", "a", 0, "12345")]
 
 
 def test_an_aggregate_without_records_is_empty() -> None:
     assert deaggregate(wrap(KEY_A)) == []
+
+
+# -- explicit hash keys and the shard's hash range (the KCL's duplicate filter) -------------
+
+HALF = 2**127  # a two-shard stream: [0, HALF - 1] and [HALF, MAX_HASH_KEY]
+
+
+def md5_key(partition_key: str) -> int:
+    """Kinesis's hash of a partition key, computed independently of the code under test."""
+    return int(hashlib.md5(partition_key.encode("utf-8")).hexdigest(), 16)
+
+
+def aggregate_with_hash_keys(users: list[tuple[bytes, str, str | None]]) -> bytes:
+    """An aggregated record of (data, partition key, explicit hash key or None) user records,
+    with deduplicated key tables as the KPL writes them."""
+    keys: list[str] = []
+    hash_keys: list[str] = []
+    records = b""
+    for data, key, hash_key in users:
+        if key not in keys:
+            keys.append(key)
+        extra = b""
+        if hash_key is not None:
+            if hash_key not in hash_keys:
+                hash_keys.append(hash_key)
+            extra = field(2, 0, varint(hash_keys.index(hash_key)))
+        records += field(3, 2, field(1, 0, varint(keys.index(key))) + extra + field(3, 2, data))
+    tables = b"".join(field(1, 2, k.encode()) for k in keys)
+    tables += b"".join(field(2, 2, h.encode()) for h in hash_keys)
+    return wrap(tables + records)
+
+
+def test_deaggregate_keeps_each_user_records_explicit_hash_key() -> None:
+    data = aggregate_with_hash_keys(
+        [(b"0", "a", "7"), (b"1", "b", None), (b"2", "a", "5"), (b"3", "c", "7")]
+    )
+    assert deaggregate(data) == [
+        UserRecord(b"0", "a", 0, "7"),
+        UserRecord(b"1", "b", 1, None),
+        UserRecord(b"2", "a", 2, "5"),
+        UserRecord(b"3", "c", 3, "7"),
+    ]
+
+
+def test_an_explicit_hash_key_index_outside_the_table_is_malformed() -> None:
+    message = KEY_A + field(2, 2, b"5") + record(0, b"x", field(2, 0, varint(1)))
+    with pytest.raises(InvalidRecord) as caught:
+        deaggregate(wrap(message))
+    assert caught.value.reason == "kpl_malformed"
+    assert "explicit hash key 1 of 1" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("partition_key", "explicit_hash_key", "expected"),
+    [
+        pytest.param("a", None, md5_key("a"), id="md5-of-partition-key"),
+        pytest.param("clé-é", None, md5_key("clé-é"), id="md5-of-utf8-key"),
+        pytest.param("", None, md5_key(""), id="empty-partition-key"),
+        pytest.param("a", "0", 0, id="explicit-zero"),
+        pytest.param("a", "12345", 12345, id="explicit-wins-over-partition-key"),
+        pytest.param("a", str(MAX_HASH_KEY), MAX_HASH_KEY, id="explicit-max"),
+        pytest.param("a", "+42", 42, id="explicit-signed"),
+        pytest.param("a", "-1", -1, id="explicit-negative"),
+        pytest.param("a", str(MAX_HASH_KEY + 1), MAX_HASH_KEY + 1, id="explicit-past-max"),
+        pytest.param("a", "undefined", None, id="explicit-not-a-number"),
+        pytest.param("a", "", None, id="explicit-empty"),
+        pytest.param("a", " 12", None, id="explicit-with-space"),
+        pytest.param("a", "1_000", None, id="explicit-with-underscore"),
+        pytest.param("a", "١٢", None, id="explicit-non-ascii-digits"),
+    ],
+)
+def test_effective_hash_key(
+    partition_key: str, explicit_hash_key: str | None, expected: int
+) -> None:
+    user = UserRecord(b"x", partition_key, 0, explicit_hash_key)
+    assert effective_hash_key(user) == expected
+
+
+def test_the_md5_of_a_known_key_is_read_unsigned_big_endian() -> None:
+    # MD5("a") = 0cc175b9c0f1b6a831c399e269772661: its top bit clear; MD5("d") has it set
+    assert effective_hash_key(UserRecord(b"", "a", 0)) == 0x0CC175B9C0F1B6A831C399E269772661
+    assert effective_hash_key(UserRecord(b"", "d", 0)) == 0x8277E0910D750195B448797616E091AD
+
+
+H = md5_key("a")
+
+
+@pytest.mark.parametrize(
+    ("partition_key", "explicit_hash_key", "hash_range", "inside"),
+    [
+        pytest.param("a", None, (H, H), True, id="pk-range-of-one"),
+        pytest.param("a", None, (H, MAX_HASH_KEY), True, id="pk-at-start"),
+        pytest.param("a", None, (0, H), True, id="pk-at-end"),
+        # Without an explicit hash key a user record is kept (not placed by its partition key):
+        pytest.param("a", None, (H + 1, MAX_HASH_KEY), True, id="pk-just-below-kept"),
+        pytest.param("a", None, (0, H - 1), True, id="pk-just-above-kept"),
+        pytest.param("a", "0", (0, HALF - 1), True, id="ehk-zero-first-shard"),
+        pytest.param("a", "0", (HALF, MAX_HASH_KEY), False, id="ehk-zero-second-shard"),
+        pytest.param("a", str(HALF - 1), (0, HALF - 1), True, id="ehk-last-of-first"),
+        pytest.param("a", str(HALF - 1), (HALF, MAX_HASH_KEY), False, id="ehk-last-of-first-2"),
+        pytest.param("a", str(HALF), (HALF, MAX_HASH_KEY), True, id="ehk-first-of-second"),
+        pytest.param("a", str(HALF), (0, HALF - 1), False, id="ehk-first-of-second-1"),
+        pytest.param("a", str(MAX_HASH_KEY), (HALF, MAX_HASH_KEY), True, id="ehk-max"),
+        pytest.param("a", str(MAX_HASH_KEY), (0, MAX_HASH_KEY - 1), False, id="ehk-max-excluded"),
+        pytest.param("a", "-1", (0, MAX_HASH_KEY), False, id="ehk-negative"),
+        pytest.param("a", str(MAX_HASH_KEY + 1), (0, MAX_HASH_KEY), False, id="ehk-past-max"),
+        # an explicit hash key that is not a number cannot be placed: kept, not dropped
+        pytest.param("a", "undefined", (H + 1, H + 1), True, id="ehk-not-a-number-kept"),
+    ],
+)
+def test_in_hash_range_bounds_are_inclusive(
+    partition_key: str, explicit_hash_key: str | None, hash_range: tuple[int, int], inside: bool
+) -> None:
+    user = UserRecord(b"x", partition_key, 0, explicit_hash_key)
+    assert in_hash_range(user, hash_range) is inside

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -332,3 +333,114 @@ async def test_semaphore_is_shared_between_sinks() -> None:
     ]
     await asyncio.gather(*(sink.write(items(100)) for sink in sinks))
     assert peak == 2
+
+
+# --- versions of one key: nothing merged away is lost (issue 10, case 5) ---------------------
+# The sink sends only the last item of a key (BatchWriteItem refuses duplicate keys in one
+# request). If DynamoDB refuses that item, the one before it must be written instead, and so
+# on: every item given to ``write`` ends up written, merged away under a later item of its key
+# that was written, or returned refused. ``on_durable`` counts each item once, when durable.
+
+
+def version(value: str, n: int = 1) -> Item:
+    return item(n, value)
+
+
+def refusing(*values: str) -> ScriptedWriter:
+    """A writer that refuses (ValidationException) any request holding one of ``values``."""
+    return ScriptedWriter(refuse=lambda i: i["Data1"]["S"] in values)
+
+
+KEY_1 = (TABLE, ("HW-0001", "2026-01-01T00:00:00Z"))
+
+
+@pytest.mark.parametrize(
+    ("versions", "refused_values", "stored", "expect_refused"),
+    [
+        pytest.param(["A", "B"], {"B"}, "A", ["B"], id="A-ok-B-refused"),
+        pytest.param(["A", "B"], {"A", "B"}, None, ["A", "B"], id="both-refused"),
+        pytest.param(["A", "B"], set(), "B", [], id="both-ok-A-merged"),
+        pytest.param(["A", "B"], {"A"}, "B", [], id="A-refused-merged-under-B"),
+        pytest.param(["A"], {"A"}, None, ["A"], id="single-refused"),
+        pytest.param(["A", "B", "C"], set(), "C", [], id="three-ok"),
+        pytest.param(["A", "B", "C"], {"C"}, "B", ["C"], id="three-last-refused"),
+        pytest.param(["A", "B", "C"], {"B", "C"}, "A", ["B", "C"], id="three-first-ok"),
+        pytest.param(["A", "B", "C"], {"A", "B", "C"}, None, ["A", "B", "C"], id="three-refused"),
+        pytest.param(["A", "B", "C"], {"A", "C"}, "B", ["C"], id="three-middle-ok"),
+    ],
+)
+async def test_versions_of_one_key_are_written_merged_or_refused(
+    versions: list[str], refused_values: set[str], stored: str | None, expect_refused: list[str]
+) -> None:
+    writer = refusing(*refused_values)
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    others = [item(n) for n in range(2, 7)]  # other keys in the same requests: always stored
+    batch = [version(v) for v in versions] + others
+    refused = await sink.write(batch, durable)
+
+    assert sorted(r.item["Data1"]["S"] for r in refused) == expect_refused
+    assert all(any(r.item is i for i in batch) for r in refused)  # the caller's own objects
+    assert all(r.reason == "rejected_by_dynamodb" for r in refused)
+    if stored is None:
+        assert KEY_1 not in writer.stored
+    else:
+        assert writer.stored[KEY_1]["Data1"] == {"S": stored}
+    assert stored_ids(writer) >= {"HW-0002", "HW-0003", "HW-0004", "HW-0005", "HW-0006"}
+    # Every item is either durable (counted once) or refused: nothing falls between.
+    assert durable.total == len(batch) - len(refused)
+
+
+async def test_earlier_versions_follow_refused_ones_across_chunks() -> None:
+    """Sixty keys in three chunks, each with an old and a new version; the new version of
+    every third key is refused: the old one is written in a further round."""
+    old = [item(n, "old") for n in range(60)]
+    new = [item(n, "bad" if n % 3 == 0 else "new") for n in range(60)]
+    writer = refusing("bad")
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    batch = old + new
+    refused = await sink.write(batch, durable)
+    assert sorted(r.item["hardwareID"]["S"] for r in refused) == [
+        f"HW-{n:04d}" for n in range(0, 60, 3)
+    ]
+    assert all(r.item["Data1"] == {"S": "bad"} for r in refused)
+    assert {key[1][0]: i["Data1"]["S"] for key, i in writer.stored.items()} == {
+        f"HW-{n:04d}": ("old" if n % 3 == 0 else "new") for n in range(60)
+    }
+    assert durable.total == len(batch) - len(refused)
+
+
+async def test_earlier_version_not_counted_durable_when_its_write_fails() -> None:
+    denied = client_error("AccessDeniedException", "no", op="BatchWriteItem")
+    # Call 1: the survivor B, refused. Call 2: the further round with A, denied.
+    writer = ScriptedWriter(script=[None, denied], refuse=lambda i: i["Data1"]["S"] == "B")
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    with pytest.raises(ClientError):
+        await sink.write([version("A"), version("B")], durable)
+    assert writer.calls == [1, 1]
+    assert writer.stored == {}
+    assert durable.total == 0
+
+
+async def test_refused_after_unprocessed_returns_the_callers_item() -> None:
+    """UnprocessedItems come back as new objects (botocore parses them from JSON): a later
+    refusal must still name the item the caller gave, and counts stay exact."""
+    calls: list[list[str]] = []
+
+    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+        calls.append([i["Data1"]["S"] for i in batch])
+        if len(calls) == 1:  # everything unprocessed, as copies
+            return [copy.deepcopy(i) for i in batch]
+        if any(i["Data1"]["S"] == "B" for i in batch):
+            raise client_error("ValidationException", "bad item", op="BatchWriteItem")
+        return []
+
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    batch = [version("A"), item(2, "x"), version("B")]
+    refused = await sink.write(batch, durable)
+    assert [r.item for r in refused] == [batch[2]] and refused[0].item is batch[2]
+    assert calls[-1] == ["A"]  # the earlier version written after the refusal
+    assert durable.total == 2

@@ -1,0 +1,598 @@
+"""ShardReader on virtual time (looptime) against a scripted in-memory Kinesis.
+
+Every test runs on looptime's virtual clock: sleeps, backoffs and pacing take no real time,
+and the fake records each call with the loop's time, so spacing is asserted exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+import consumer.backoff
+from consumer.aws import error_code
+from consumer.metrics import Metrics
+from consumer.pipeline.kpl import MAGIC
+from consumer.shard.budget import RecordBudget
+from consumer.shard.discovery import Shard
+from consumer.shard.reader import (
+    FIRST_LIMIT,
+    MIN_CALL_INTERVAL_S,
+    Fetched,
+    ShardReader,
+    botocore_get_records,
+)
+from consumer.testing import client_error, kinesis_record
+from tests.unit.fake_kinesis import (
+    FROM_LISTS,
+    GET_RECORDS,
+    GET_SHARD_ITERATOR,
+    FakeKinesis,
+    answer,
+)
+
+pytestmark = pytest.mark.looptime
+
+STREAM = "s"
+SHARD = "shardId-000000000000"
+EPSILON = 1e-6
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def seq(n: int) -> str:
+    return f"{n:056d}"
+
+
+def rec(n: int, data: bytes = b"{}") -> dict[str, Any]:
+    return kinesis_record(data, n)
+
+
+def aggregated(n: int) -> dict[str, Any]:
+    """A record whose data is KPL-aggregated (the reader looks only at the magic)."""
+    return rec(n, MAGIC + b"\x0a\x01k" + bytes(16))
+
+
+def numbers(fetched: Fetched) -> list[int]:
+    return [int(r["SequenceNumber"]) for r in fetched.records]
+
+
+def make_reader(
+    kinesis: FakeKinesis,
+    checkpoint: str = "TRIM_HORIZON",
+    *,
+    metrics: Metrics | None = None,
+    get_records: Callable[[str, int], Awaitable[dict[str, Any]]] | None = None,
+    **kw: Any,
+) -> ShardReader:
+    client = cast(Any, kinesis)
+    return ShardReader(
+        client,
+        STREAM,
+        SHARD,
+        checkpoint,
+        metrics=metrics or Metrics(STREAM),
+        get_records=get_records or botocore_get_records(client),
+        clock=asyncio.get_running_loop().time,
+        **kw,
+    )
+
+
+async def fetch_n(reader: ShardReader, n: int) -> list[Fetched]:
+    return [await asyncio.wait_for(reader.fetch(), 3600) for _ in range(n)]
+
+
+def counter(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def throttles(metrics: Metrics, api: str = GET_RECORDS) -> float:
+    return counter(metrics, "telemax_throttles_total", api=api)
+
+
+def aws_errors(metrics: Metrics, error: str, api: str = GET_RECORDS) -> float:
+    return counter(metrics, "telemax_aws_errors_total", api=api, error=error)
+
+
+@pytest.fixture
+def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full jitter without the jitter: every backoff waits its ceiling."""
+    monkeypatch.setattr(consumer.backoff._SHARED_RNG, "uniform", lambda low, high: high)
+
+
+# -- pacing ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "idle_poll_s", "gaps"),
+    [
+        pytest.param([answer([rec(1)], behind=0)] * 4, 0.5, [0.2] * 3, id="records-flow"),
+        pytest.param([answer([], behind=5000)] * 4, 0.5, [0.2] * 3, id="behind-no-records"),
+        pytest.param([answer([], behind=0)] * 4, 0.5, [0.5] * 3, id="caught-up"),
+        pytest.param([answer([], behind=0)] * 4, 3.0, [3.0] * 3, id="caught-up-long-idle"),
+        pytest.param([answer([], behind=None)] * 3, 0.5, [0.5] * 2, id="no-millis-behind"),
+        pytest.param(
+            [answer([rec(1)], behind=0), answer([], behind=0), answer([], behind=9)] * 2,
+            1.0,
+            [0.2, 1.0, 0.2, 0.2, 1.0],
+            id="mixed",
+        ),
+        # an idle interval configured below the API limit must not exceed 5 calls/s
+        pytest.param([answer([], behind=0)] * 6, 0.05, [0.2] * 5, id="idle-below-the-limit"),
+        pytest.param([answer([], behind=0)] * 6, 0.0001, [0.2] * 5, id="idle-tiny"),
+    ],
+)
+async def test_spacing_between_calls(
+    steps: list[dict[str, Any]], idle_poll_s: float, gaps: list[float]
+) -> None:
+    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.then(GET_RECORDS, *steps)
+    await fetch_n(make_reader(kinesis, idle_poll_s=idle_poll_s), len(steps))
+    assert kinesis.gaps() == pytest.approx(gaps)
+
+
+@pytest.mark.parametrize("idle_poll_s", [0.0001, 0.05, 0.19, 0.2, 0.5])
+@pytest.mark.parametrize("busy", [True, False])
+async def test_never_more_than_five_calls_a_second(idle_poll_s: float, busy: bool) -> None:
+    """Over a minute of a shard that alternates records, errors and idle answers."""
+    rng = random.Random(7)
+    steps: list[Any] = []
+    for _ in range(150):
+        kind = rng.choice(("records", "idle", "behind", "error") if busy else ("idle",))
+        if kind == "error":
+            steps.append(client_error("InternalFailure", status=500, op=GET_RECORDS))
+        steps.append(
+            answer([rec(1)] if kind == "records" else [], behind=9 if kind == "behind" else 0)
+        )
+    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.then(GET_RECORDS, *steps)
+    reader = make_reader(kinesis, idle_poll_s=idle_poll_s, budget=RecordBudget(10**9))
+    await fetch_n(reader, 150)
+    times = kinesis.times()
+    assert min(kinesis.gaps()) >= MIN_CALL_INTERVAL_S - EPSILON
+    for n, start in enumerate(times):
+        assert sum(1 for t in times[n:] if t < start + 1.0 - EPSILON) <= 5
+
+
+@pytest.mark.parametrize(
+    ("max_limit", "has_records", "limits"),
+    [
+        pytest.param(
+            10_000,
+            [True] * 9,
+            [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000],
+            id="doubles-to-the-max",
+        ),
+        pytest.param(1200, [True] * 5, [250, 500, 1000, 1200, 1200], id="capped-between"),
+        pytest.param(100, [True] * 3, [100, 100, 100], id="max-below-first-limit"),
+        pytest.param(
+            10_000,
+            [False, False, True, False, True, True],
+            [250, 250, 250, 500, 500, 1000],
+            id="only-busy-calls-double",
+        ),
+    ],
+)
+async def test_first_limit_ramp(max_limit: int, has_records: list[bool], limits: list[int]) -> None:
+    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.then(GET_RECORDS, *(answer([rec(1)] if r else []) for r in has_records))
+    reader = make_reader(kinesis, limit=max_limit, budget=RecordBudget(10**9))
+    await fetch_n(reader, len(has_records))
+    assert [call.args["Limit"] for call in kinesis.of(GET_RECORDS)] == limits
+    assert limits[0] == min(FIRST_LIMIT, max_limit)
+
+
+# -- throttling and errors ------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ceiling_backoff")
+async def test_throttling_backs_off_exponentially_capped_and_never_gives_up() -> None:
+    metrics = Metrics(STREAM)
+    errors: list[BaseException] = []
+    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=40)
+    reader = make_reader(kinesis, metrics=metrics, on_error=errors.append)
+    (fetched,) = await fetch_n(reader, 1)
+    assert numbers(fetched) == [1], "still reading after 40 throttles"
+    assert kinesis.gaps()[:9] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10, 10])
+    assert max(kinesis.gaps()) == pytest.approx(10.0), "the cap"
+    assert len(kinesis.of(GET_RECORDS)) == 41
+    assert throttles(metrics) == 40
+    assert aws_errors(metrics, "ProvisionedThroughputExceededException") == 40
+    assert len(errors) == 40
+
+
+async def test_backoff_is_jittered_below_its_ceiling() -> None:
+    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=12)
+    await fetch_n(make_reader(kinesis), 1)
+    ceilings = [max(MIN_CALL_INTERVAL_S, min(10.0, 0.2 * 2**n)) for n in range(12)]
+    gaps = kinesis.gaps()
+    assert all(
+        MIN_CALL_INTERVAL_S - EPSILON <= g <= c + EPSILON
+        for g, c in zip(gaps, ceilings, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("op", "error", "label", "is_throttle"),
+    [
+        (GET_RECORDS, client_error("ProvisionedThroughputExceededException"), "", True),
+        (GET_RECORDS, client_error("KMSThrottlingException"), "", True),
+        (GET_RECORDS, client_error("InternalFailure", status=500), "", False),
+        (GET_RECORDS, client_error("ServiceUnavailable", status=503), "", False),
+        (GET_RECORDS, client_error("SomethingNew", status=502), "", False),
+        (
+            GET_RECORDS,
+            EndpointConnectionError(endpoint_url="http://k"),
+            "EndpointConnectionError",
+            False,
+        ),
+        (
+            GET_RECORDS,
+            ConnectionClosedError(endpoint_url="http://k"),
+            "ConnectionClosedError",
+            False,
+        ),
+        (GET_RECORDS, ReadTimeoutError(endpoint_url="http://k"), "ReadTimeoutError", False),
+        (GET_RECORDS, ConnectionResetError("reset"), "ConnectionResetError", False),
+        (GET_RECORDS, TimeoutError(), "TimeoutError", False),
+        (GET_SHARD_ITERATOR, client_error("LimitExceededException"), "", True),
+        (GET_SHARD_ITERATOR, client_error("InternalFailure", status=500), "", False),
+    ],
+    ids=[
+        "GetRecords-throttled",
+        "GetRecords-KMS-throttled",
+        "GetRecords-500",
+        "GetRecords-503",
+        "GetRecords-unknown-502",
+        "GetRecords-endpoint-unreachable",
+        "GetRecords-connection-closed",
+        "GetRecords-read-timeout",
+        "GetRecords-connection-reset",
+        "GetRecords-timeout",
+        "GetShardIterator-limit-exceeded",
+        "GetShardIterator-500",
+    ],
+)
+async def test_transient_errors_are_retried_and_counted(
+    op: str, error: BaseException, label: str, is_throttle: bool
+) -> None:
+    """Two failures, then the records; ``label`` is the error label when not an AWS code."""
+    metrics = Metrics(STREAM)
+    errors: list[BaseException] = []
+    kinesis = FakeKinesis({SHARD: [rec(1), rec(2)]}).then(op, error, error)
+    budget = RecordBudget(1000)
+    reader = make_reader(kinesis, metrics=metrics, budget=budget, on_error=errors.append)
+    (fetched,) = await fetch_n(reader, 1)
+    assert numbers(fetched) == [1, 2]
+    assert errors == [error, error]
+    assert aws_errors(metrics, label or error_code(error) or "?", api=op) == 2
+    assert throttles(metrics, op) == (2 if is_throttle else 0)
+    assert budget.in_use == 2, "only the delivered records stay charged"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("AccessDeniedException"),
+        client_error("InvalidArgumentException"),
+        client_error("KMSAccessDeniedException"),
+        client_error("ValidationException"),
+        ValueError("a bug"),
+    ],
+    ids=lambda e: e.response["Error"]["Code"] if hasattr(e, "response") else type(e).__name__,
+)
+@pytest.mark.parametrize("op", [GET_RECORDS, GET_SHARD_ITERATOR])
+async def test_a_non_retryable_error_is_raised(op: str, error: Exception) -> None:
+    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(op, error)
+    budget = RecordBudget(1000)
+    with pytest.raises(type(error)) as raised:
+        await make_reader(kinesis, budget=budget).fetch()
+    assert raised.value is error
+    assert len(kinesis.of(op)) == 1, "not retried"
+    assert budget.in_use == 0
+
+
+# -- iterator expiry ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "before", "rebuilt", "after"),
+    [
+        pytest.param("TRIM_HORIZON", [], {"ShardIteratorType": "TRIM_HORIZON"}, [1, 2, 3], id="th"),
+        pytest.param("LATEST", [], {"ShardIteratorType": "LATEST"}, [], id="latest"),
+        pytest.param(
+            "AT_TIMESTAMP",
+            [],
+            {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": WHEN},
+            [1, 2, 3],
+            id="at-timestamp",
+        ),
+        pytest.param(
+            seq(1),
+            [],
+            {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": seq(1)},
+            [2, 3],
+            id="checkpoint-nothing-delivered",
+        ),
+        pytest.param(
+            "TRIM_HORIZON",
+            [1, 2],
+            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": seq(2)},
+            [3],
+            id="th-after-delivery",
+        ),
+        pytest.param(
+            seq(1),
+            [2],
+            {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": seq(2)},
+            [3],
+            id="checkpoint-after-delivery",
+        ),
+    ],
+)
+async def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
+    checkpoint: str, before: list[int], rebuilt: dict[str, Any], after: list[int]
+) -> None:
+    metrics = Metrics(STREAM)
+    kinesis = FakeKinesis({SHARD: [rec(1), rec(2), rec(3)]})
+    # a first read of the records in ``before`` (one answer per record), then expiry
+    kinesis.then(GET_RECORDS, *[answer([rec(n)], behind=5) for n in before])
+    kinesis.fail(GET_RECORDS, "ExpiredIteratorException")
+    reader = make_reader(kinesis, checkpoint, metrics=metrics, at_timestamp=WHEN)
+    delivered = [numbers(f) for f in await fetch_n(reader, len(before) + 1)]
+    assert delivered == [[n] for n in before] + [after]
+    first, second = kinesis.iterator_requests()
+    assert second == rebuilt
+    if not before:
+        assert first == rebuilt, "nothing delivered: the original position again"
+    assert aws_errors(metrics, "ExpiredIteratorException") == 1
+
+
+async def test_a_plain_checkpoint_record_alone_then_expiry_resumes_after_it() -> None:
+    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(GET_RECORDS, FROM_LISTS)
+    kinesis.fail(GET_RECORDS, "ExpiredIteratorException")
+    reader = make_reader(kinesis, seq(1))
+    assert [numbers(f) for f in await fetch_n(reader, 2)] == [[], []]
+    assert kinesis.iterator_requests()[1] == {
+        "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+        "StartingSequenceNumber": seq(1),
+    }
+
+
+# -- resuming at a checkpoint ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "answers", "delivered"),
+    [
+        pytest.param(seq(5), [[rec(5), rec(6)]], [[6]], id="plain-at-checkpoint-skipped"),
+        pytest.param(seq(5), [[aggregated(5), rec(6)]], [[5, 6]], id="aggregated-passed-on"),
+        pytest.param(seq(5), [[rec(7), rec(8)]], [[7, 8]], id="checkpoint-trimmed"),
+        pytest.param(seq(5), [[rec(5)]], [[]], id="only-the-checkpoint"),
+        pytest.param(seq(5), [[], [rec(5), rec(6)]], [[], [6]], id="after-an-empty-answer"),
+        pytest.param(seq(5), [[rec(6)], [rec(5)]], [[6], [5]], id="first-answer-only"),
+        pytest.param("TRIM_HORIZON", [[rec(5)]], [[5]], id="sentinel-skips-nothing"),
+    ],
+)
+async def test_resume_rule(
+    checkpoint: str, answers: list[list[dict[str, Any]]], delivered: list[list[int]]
+) -> None:
+    metrics = Metrics(STREAM)
+    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.then(GET_RECORDS, *(answer(records) for records in answers))
+    reader = make_reader(kinesis, checkpoint, metrics=metrics)
+    assert [numbers(f) for f in await fetch_n(reader, len(answers))] == delivered
+    (request,) = kinesis.iterator_requests()
+    if checkpoint == "TRIM_HORIZON":
+        assert request == {"ShardIteratorType": "TRIM_HORIZON"}
+    else:
+        assert request == {
+            "ShardIteratorType": "AT_SEQUENCE_NUMBER",
+            "StartingSequenceNumber": seq(5),
+        }
+    received = counter(metrics, "telemax_records_received_total", stream=STREAM)
+    assert received == sum(map(len, delivered))
+
+
+# -- shard end ------------------------------------------------------------------------------
+
+
+CHILDREN = [
+    {"ShardId": "shardId-000000000002", "ParentShards": [SHARD]},
+    {"ShardId": "shardId-000000000003", "ParentShards": [SHARD, "shardId-000000000001"]},
+]
+
+
+@pytest.mark.parametrize(
+    ("records", "children", "expected"),
+    [
+        pytest.param(
+            [rec(1), rec(2)],
+            CHILDREN,
+            (
+                Shard("shardId-000000000002", frozenset({SHARD}), closed=False),
+                Shard(
+                    "shardId-000000000003", frozenset({SHARD, "shardId-000000000001"}), closed=False
+                ),
+            ),
+            id="children-named",
+        ),
+        pytest.param([rec(1)], [], None, id="children-not-named"),
+        pytest.param(
+            [],
+            [{**CHILDREN[0], "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "99"}}],
+            (Shard("shardId-000000000002", frozenset({SHARD}), closed=False, hash_range=(0, 99)),),
+            id="empty-with-hash-range",
+        ),
+    ],
+)
+async def test_shard_end(
+    records: list[dict[str, Any]],
+    children: list[dict[str, Any]],
+    expected: tuple[Shard, ...] | None,
+) -> None:
+    kinesis = FakeKinesis({SHARD: records}, closed={SHARD}, children={SHARD: children})
+    (fetched,) = await fetch_n(make_reader(kinesis, limit=10), 1)
+    wanted = [int(r["SequenceNumber"]) for r in records]
+    assert (numbers(fetched), fetched.ended, fetched.gone) == (wanted, True, False)
+    assert fetched.children == expected
+
+
+async def test_the_end_comes_with_the_last_records() -> None:
+    kinesis = FakeKinesis({SHARD: [rec(n) for n in range(1, 6)]}, closed={SHARD})
+    fetched = await fetch_n(make_reader(kinesis, limit=2, budget=RecordBudget(100)), 3)
+    assert [(numbers(f), f.ended) for f in fetched] == [
+        ([1, 2], False),
+        ([3, 4], False),
+        ([5], True),
+    ]
+
+
+@pytest.mark.parametrize("op", [GET_SHARD_ITERATOR, GET_RECORDS])
+async def test_a_shard_that_no_longer_exists_is_its_end(op: str) -> None:
+    """Issue 10 case 3: a shard past the retention period (ResourceNotFoundException) is
+    treated as ended, as the KCL's KinesisDataFetcher does, instead of raising forever."""
+    metrics = Metrics(STREAM)
+    errors: list[BaseException] = []
+    budget = RecordBudget(1000)
+    kinesis = FakeKinesis({SHARD: [rec(1)]}).fail(op, "ResourceNotFoundException")
+    reader = make_reader(kinesis, seq(1), metrics=metrics, budget=budget, on_error=errors.append)
+    (fetched,) = await fetch_n(reader, 1)
+    assert fetched == Fetched([], None, ended=True, children=None, gone=True)
+    assert len(kinesis.of(op)) == 1, "asked once, not retried"
+    assert budget.in_use == 0
+    assert aws_errors(metrics, "ResourceNotFoundException", api=op) == 1
+    assert errors == [], "not reported as a retry"
+
+
+async def test_a_shard_unknown_to_the_stream_is_gone() -> None:
+    """The fake's own answer for a shard it does not have (not scripted)."""
+    (fetched,) = await fetch_n(make_reader(FakeKinesis({})), 1)
+    assert (fetched.gone, fetched.ended, fetched.records) == (True, True, [])
+
+
+async def test_an_ordinary_end_is_not_gone() -> None:
+    kinesis = FakeKinesis({SHARD: []}, closed={SHARD})
+    (fetched,) = await fetch_n(make_reader(kinesis), 1)
+    assert (fetched.ended, fetched.gone) == (True, False)
+
+
+# -- the record budget ----------------------------------------------------------------------
+
+
+async def test_records_stay_charged_until_released() -> None:
+    budget = RecordBudget(100)
+    kinesis = FakeKinesis({SHARD: [rec(n) for n in range(1, 4)]})
+    (fetched,) = await fetch_n(make_reader(kinesis, budget=budget, limit=50), 1)
+    assert numbers(fetched) == [1, 2, 3]
+    assert budget.in_use == 3
+    budget.release(3)
+    assert budget.in_use == 0
+
+
+async def test_a_skipped_checkpoint_record_is_not_charged() -> None:
+    budget = RecordBudget(100)
+    kinesis = FakeKinesis({SHARD: [rec(1), rec(2)]})
+    (fetched,) = await fetch_n(make_reader(kinesis, seq(1), budget=budget), 1)
+    assert numbers(fetched) == [2]
+    assert budget.in_use == 1
+
+
+async def test_the_limit_asked_is_what_the_budget_grants() -> None:
+    budget = RecordBudget(100)
+    assert await budget.acquire(40) == 40
+    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    await fetch_n(make_reader(kinesis, budget=budget, limit=1000), 1)
+    assert kinesis.of(GET_RECORDS)[0].args["Limit"] == 60
+
+
+async def test_a_reader_waits_while_the_budget_is_spent() -> None:
+    budget = RecordBudget(10)
+    assert await budget.acquire(10) == 10
+    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    task = asyncio.ensure_future(make_reader(kinesis, budget=budget).fetch())
+    await asyncio.sleep(60)
+    assert not task.done() and kinesis.of(GET_RECORDS) == []
+    budget.release(4)
+    fetched = await asyncio.wait_for(task, 1)
+    assert numbers(fetched) == [1]
+    assert kinesis.of(GET_RECORDS)[0].args["Limit"] == 4
+    assert kinesis.of(GET_RECORDS)[0].at == pytest.approx(60)
+
+
+# -- cancellation ---------------------------------------------------------------------------
+
+
+class Blocking:
+    """A get_records that never answers (a call in flight when the task is cancelled)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, iterator: str, limit: int) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("where", ["in-flight", "backoff", "pacing", "budget"])
+async def test_cancellation_is_raised_and_releases_the_budget(where: str) -> None:
+    budget = RecordBudget(1000)
+    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    blocking = Blocking()
+    get_records = None
+    if where == "in-flight":
+        get_records = blocking
+    elif where == "backoff":
+        kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=100)
+    elif where == "budget":
+        await budget.acquire(1000)
+    reader = make_reader(kinesis, budget=budget, get_records=get_records, idle_poll_s=30)
+    if where == "pacing":
+        await fetch_n(reader, 1)  # delivers record 1; the next call is 0.2 s away
+        budget.release(1)
+    task = asyncio.ensure_future(reader.fetch())
+    await asyncio.sleep(5 if where == "backoff" else 0.1)
+    assert not task.done()
+    calls_before = len(kinesis.of(GET_RECORDS))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    await asyncio.sleep(60)
+    assert len(kinesis.of(GET_RECORDS)) == calls_before, "nothing after cancellation"
+    assert budget.in_use == (1000 if where == "budget" else 0)
+
+
+async def test_cancellation_is_not_swallowed_by_the_retry_loop() -> None:
+    """A CancelledError raised by the call itself (not by task.cancel) is not retried."""
+    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(GET_RECORDS, asyncio.CancelledError())
+    budget = RecordBudget(100)
+    with pytest.raises(asyncio.CancelledError):
+        await make_reader(kinesis, budget=budget).fetch()
+    assert len(kinesis.of(GET_RECORDS)) == 1
+    assert budget.in_use == 0
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+async def test_millis_behind_gauge_follows_the_answers() -> None:
+    metrics = Metrics(STREAM)
+    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.then(GET_RECORDS, answer([], behind=4200), answer([], behind=None), answer([]))
+    reader = make_reader(kinesis, metrics=metrics)
+    values = []
+    for _ in range(3):
+        fetched = await reader.fetch()
+        gauge = counter(metrics, "telemax_millis_behind_latest", stream=STREAM, shard=SHARD)
+        values.append((fetched.millis_behind, gauge))
+    assert values == [(4200, 4200), (None, 4200), (0, 0)]

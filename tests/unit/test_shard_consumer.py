@@ -1,0 +1,224 @@
+"""ShardConsumer in process: checkpoints only after the records are durable, never once the
+lease is lost; the shard's end creates the children's leases before SHARD_END; a shard gone
+past retention ends the same way; KPL copies routed to another shard are dropped and counted.
+Virtual loop time (looptime), an in-memory lease table and Kinesis, a scripted writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.lease.held import HeldLease
+from consumer.lease.model import SHARD_END, TRIM_HORIZON
+from consumer.metrics import Metrics
+from consumer.pipeline import deadletter, telemax
+from consumer.pipeline.sink import BatchSink
+from consumer.shard.budget import RecordBudget
+from consumer.shard.consumer import ShardConsumer, ShardContext
+from consumer.shard.discovery import Shard
+from consumer.shard.lifecycle import Reason
+from consumer.shard.reader import ShardReader
+from consumer.testing import (
+    FakeKinesis,
+    LeaseTable,
+    ScriptedWriter,
+    client_error,
+    lease,
+    reading,
+)
+from tests.unit.test_kpl import aggregate_with_hash_keys
+
+pytestmark = pytest.mark.looptime
+
+DURATION = 10.0
+MARGIN = 1.0
+
+
+class Shop:
+    """One shard consumer's world: Kinesis, the lease table, the tables it writes."""
+
+    def __init__(self, kinesis: FakeKinesis, table: LeaseTable, shard_id: str = "P") -> None:
+        self.kinesis = kinesis
+        self.table = table
+        self.writer = ScriptedWriter()
+        self.metrics = Metrics("s")
+        self.created: list[tuple[float, str]] = []  # (loop time, child) in creation order
+        loop = asyncio.get_running_loop()
+        self.held = HeldLease(
+            table[shard_id],
+            table,
+            acquired_at=loop.time(),
+            duration=DURATION,
+            margin=MARGIN,
+            clock=loop.time,
+        )
+        self.context = ShardContext(
+            stream="s",
+            worker_id="me",
+            handler=telemax.to_item,
+            sink=self._sink("TELEMAX", telemax.KEY_NAMES),
+            dead_letters=self._sink("dlq", deadletter.KEY_NAMES),
+            metrics=self.metrics,
+            checkpoint_interval_s=1.0,
+            parents_done=lambda parents: True,
+            make_reader=self._reader,
+            budget=RecordBudget(10_000),
+            create_children=self._create_children,
+            clock=loop.time,
+        )
+
+    def _sink(self, table: str, keys: Sequence[str]) -> BatchSink:
+        return BatchSink(
+            self.writer, table, keys, concurrency=asyncio.Semaphore(4), metrics=self.metrics
+        )
+
+    def _reader(self, shard_id: str, checkpoint: str) -> ShardReader:
+        loop = asyncio.get_running_loop()
+        return ShardReader(
+            self.kinesis,  # type: ignore[arg-type]
+            "s",
+            shard_id,
+            checkpoint,
+            metrics=self.metrics,
+            idle_poll_s=0.5,
+            clock=loop.time,
+        )
+
+    async def _create_children(self, parent: str, children: Sequence[Shard]) -> None:
+        for child in children:
+            await self.table.create(child.shard_id, TRIM_HORIZON, child.parents, child.hash_range)
+            self.created.append((asyncio.get_running_loop().time(), child.shard_id))
+
+    def stored(self) -> set[str]:
+        return {key[0] for (table, key) in self.writer.stored if table == "TELEMAX"}
+
+    def counter(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, {"stream": "s", **labels})
+        return value or 0.0
+
+    async def run(self, stop: asyncio.Event | None = None) -> Reason:
+        return await ShardConsumer(self.held, self.context).run(stop or asyncio.Event())
+
+
+def stream(closed: bool, count: int = 10) -> tuple[FakeKinesis, LeaseTable, set[str]]:
+    kinesis = FakeKinesis()
+    kinesis.add_shard("P", closed=closed)
+    kinesis.add_shard("C1", "P").hash_range = (0, 2**127 - 1)
+    kinesis.add_shard("C2", "P").hash_range = (2**127, 2**128 - 1)
+    ids = {f"r-{n:03d}" for n in range(count)}
+    for hardware_id in sorted(ids):
+        kinesis.put("P", reading(hardware_id))
+    table = LeaseTable([lease("P", owner="me", counter=1)])
+    return kinesis, table, ids
+
+
+async def test_no_checkpoint_before_the_records_are_durable() -> None:
+    kinesis, table, ids = stream(closed=True)
+    shop = Shop(kinesis, table)
+    throttled = client_error("ProvisionedThroughputExceededException")
+    shop.writer.script = [throttled] * 8  # about 6 s of backoff before the write lands
+    checkpoints_while_not_durable = []
+
+    original = table.checkpoint
+
+    async def watched(*args: Any, **kwargs: Any) -> Any:
+        if not shop.stored() >= ids:
+            checkpoints_while_not_durable.append(args[1])
+        return await original(*args, **kwargs)
+
+    table.checkpoint = watched  # type: ignore[method-assign]
+    renewals = asyncio.create_task(renew_forever(shop.held))
+    try:
+        assert await shop.run() is Reason.SHARD_END
+    finally:
+        renewals.cancel()
+    assert shop.stored() == ids
+    assert checkpoints_while_not_durable == []
+    assert table["P"].checkpoint == SHARD_END
+
+
+async def test_no_checkpoint_once_the_lease_is_lost() -> None:
+    kinesis, table, _ = stream(closed=False)
+    shop = Shop(kinesis, table)
+    shop.held.lost = True  # as the coordinator marks a lease it lost, mid-batch
+    assert await shop.run() is Reason.LEASE_LOST
+    assert [w.op for w in table.writes] == [], "nothing written under a lost lease"
+
+
+async def test_children_leases_exist_before_shard_end_names_them() -> None:
+    kinesis, table, _ = stream(closed=True)
+    shop = Shop(kinesis, table)
+    assert await shop.run() is Reason.SHARD_END
+    ops = [(w.op, w.key) for w in table.writes]
+    end = ops.index(("checkpoint", "P"), len(ops) - 1)
+    assert {("create", "C1"), ("create", "C2")} <= set(ops[:end])
+    assert table["P"].children == frozenset({"C1", "C2"})
+    assert table["C1"].parents == frozenset({"P"})
+    assert table["C2"].hash_range == (2**127, 2**128 - 1), "startingHashKey/endingHashKey"
+    assert shop.counter("telemax_shards_ended_total") == 1
+
+
+async def test_shard_end_is_retried_while_the_lease_table_throttles() -> None:
+    kinesis, table, _ = stream(closed=True)
+    shop = Shop(kinesis, table)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 5.0
+
+    def throttle(op: str, key: str) -> BaseException | None:
+        if op in ("create", "checkpoint") and loop.time() < until:
+            return client_error("ProvisionedThroughputExceededException")
+        return None
+
+    table.fault = throttle  # type: ignore[assignment]
+    renewals = asyncio.create_task(renew_forever(shop.held))
+    try:
+        assert await shop.run() is Reason.SHARD_END
+    finally:
+        renewals.cancel()
+    assert table["P"].checkpoint == SHARD_END
+    assert loop.time() >= until
+
+
+async def renew_forever(held: HeldLease) -> None:
+    while True:
+        await asyncio.sleep(DURATION / 3)
+        await held.renew()
+
+
+async def test_a_gone_shard_ends_counted_and_logged_once() -> None:
+    kinesis, table, _ = stream(closed=True)
+    kinesis.fault = lambda op, shard_id: client_error("ResourceNotFoundException")
+    shop = Shop(kinesis, table)
+    assert await shop.run() is Reason.SHARD_END
+    assert table["P"].checkpoint == SHARD_END
+    assert shop.counter("telemax_shards_gone_total") == 1
+    assert len([call for call in kinesis.calls if call[1] == "GetShardIterator"]) == 1
+
+
+async def test_kpl_copies_routed_to_another_shard_are_dropped_and_counted() -> None:
+    kinesis = FakeKinesis()
+    kinesis.add_shard("P", closed=False).hash_range = (0, 2**127 - 1)
+    users: list[tuple[bytes, str, str | None]] = [
+        (readings_bytes("in-1"), "a", str(5)),
+        (readings_bytes("out-1"), "b", str(2**127)),  # a copy the KPL sent again elsewhere
+        (readings_bytes("kept"), "c", None),  # no explicit hash key: kept
+    ]
+    kinesis.put("P", aggregate_with_hash_keys(users))
+    table = LeaseTable([lease("P", owner="me", counter=1, hash_range=(0, 2**127 - 1))])
+    shop = Shop(kinesis, table)
+    stop = asyncio.Event()
+    task = asyncio.create_task(shop.run(stop))
+    await asyncio.sleep(3.0)
+    stop.set()
+    assert await task is Reason.REQUESTED
+    assert shop.stored() == {"in-1", "kept"}
+    assert shop.counter("telemax_records_skipped_total", reason="outside_hash_range") == 1
+
+
+def readings_bytes(hardware_id: str) -> bytes:
+    return orjson.dumps(reading(hardware_id))
