@@ -32,3 +32,13 @@ def lenient(data: bytes) -> Item:
         reading["hardwareID"] = "unknown"
         data = orjson.dumps(reading)
     return to_item(data)
+
+
+def as_order(data: bytes) -> Item:
+    """A handler for a table keyed by ``orderID`` alone, declaring nothing: the worker must
+    take the key from the table (DescribeTable), not assume TELEMAX's."""
+    reading = decode_object(data)
+    return {
+        "orderID": {"S": f"{reading['hardwareID']}|{reading['Timestamp']}"},
+        "total": {"N": str(reading.get("Data2", 0))},
+    }

@@ -214,3 +214,38 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
     time.sleep(3)
     assert again.metrics().get("telemax_records_written_total", 0) == 0
     assert again.stop() == 0
+
+
+def orders_table(stack: Stack) -> str:
+    name = f"{stack.table}-orders"
+    stack.dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+def test_the_key_schema_comes_from_the_table(stack: Stack) -> None:
+    """Issue 10, case 6: a handler writing to a table keyed otherwise than TELEMAX."""
+    stack.setup(shards=2)
+    orders = orders_table(stack)
+    produced = readings(300)
+    stack.put(produced)
+    worker = stack.worker("w1", TELEMAX_TABLE=orders, TELEMAX_HANDLER="tests.handlers:as_order")
+    wait_until(lambda: stack.count(orders) >= 300, 45, "300 orders stored")
+    assert stack.count(stack.dlq_table) == 0, "nothing dead-lettered as missing_key"
+    assert worker.stop() == 0
+
+
+def test_a_handler_declaring_another_key_stops_start_up(stack: Stack) -> None:
+    stack.setup(shards=1)
+    orders = orders_table(stack)
+    done = stack.cli("consumer", "run", TELEMAX_TABLE=orders)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].endswith(
+        "TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key (hardwareID, Timestamp)"
+        f" but table '{orders}' is keyed by (orderID)"
+    ), lines[0]

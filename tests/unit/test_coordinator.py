@@ -160,3 +160,64 @@ async def test_a_throttled_scan_fails_the_pass_and_fencing_still_runs() -> None:
     assert "s1" not in ours.held, "not renewed for a lease duration: fenced"
     stop.set()
     await runner
+
+
+async def test_a_lease_naming_us_that_we_do_not_hold_is_reclaimed() -> None:
+    """After a restart with the same worker id, or a release that gave up."""
+    table = LeaseTable([lease("s1", owner="me", counter=3)])
+    ours = coordinator_on(table)
+    await ours.take_pass()
+    assert "s1" in ours.held
+    (take,) = [w for w in table.writes if w.op == "take"]
+    assert take.lease is not None and take.lease.owner_switches == 0, "not an owner switch"
+
+
+async def test_a_release_under_throttling_holds_the_lease_until_it_ends() -> None:
+    """While a release retries, the lease stays held (no take pass takes it back, nobody
+    renews it); when the release gives up, a later pass takes it back."""
+    loop = asyncio.get_running_loop()
+    table = LeaseTable([lease("s1", owner=None, counter=1)])
+    events = Events()
+    ours = coordinator_on(table, events)
+    await ours.take_pass()
+    throttled_until = loop.time() + 30.0
+
+    def throttle(op: str, key: str) -> BaseException | None:
+        if op == "release" and loop.time() < throttled_until:
+            return client_error("ProvisionedThroughputExceededException")
+        return None
+
+    table.fault = throttle  # type: ignore[assignment]
+    table.latency["release"] = 1.0
+    release = asyncio.create_task(ours.release("s1", "shard_end"))
+    await asyncio.sleep(0.5)
+    assert ours.held["s1"].releasing
+    assert "s1" not in ours.consumable(), "no consumer under a lease being released"
+    counter = table["s1"].counter
+    await ours.take_pass()
+    await ours.renew_pass()
+    assert table["s1"].counter == counter, "neither taken back nor renewed meanwhile"
+    await release
+    assert "s1" not in ours.held, "gave up: the lease is no longer held"
+    assert table["s1"].owner == "me"
+    await ours.take_pass()
+    assert "s1" in ours.consumable(), "taken back by the next pass, with a consumer"
+    assert events.seen[-1] == {"s1"}
+
+
+async def test_a_released_lease_is_taken_by_a_peer_at_once() -> None:
+    table = LeaseTable([lease("s1", owner=None, counter=1)])
+    ours = coordinator_on(table)
+    await ours.take_pass()
+    await ours.release("s1", "requested")
+    assert table["s1"].owner is None and ours.held == {}
+    peer = LeaseCoordinator(
+        table,
+        Settings(worker_id="peer", lease_duration_s=DURATION),
+        Metrics("s"),
+        on_change=lambda: None,
+        clock=asyncio.get_running_loop().time,
+        rng=random.Random(1),
+    )
+    await peer.take_pass()
+    assert "s1" in peer.held, "no expiry wait"

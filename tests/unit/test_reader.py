@@ -1,4 +1,4 @@
-"""ShardReader on virtual time (looptime) against a scripted in-memory Kinesis.
+"""ShardReader on virtual time (looptime) against consumer.testing.FakeKinesis.
 
 Every test runs on looptime's virtual clock: sleeps, backoffs and pacing take no real time,
 and the fake records each call with the loop's time, so spacing is asserted exactly.
@@ -28,14 +28,15 @@ from consumer.shard.reader import (
     ShardReader,
     botocore_get_records,
 )
-from consumer.testing import client_error, kinesis_record
-from tests.unit.fake_kinesis import (
-    FROM_LISTS,
+from consumer.testing import (
+    FROM_STREAM,
     GET_RECORDS,
     GET_SHARD_ITERATOR,
     FakeKinesis,
-    answer,
+    client_error,
+    kinesis_record,
 )
+from consumer.testing import get_records_answer as answer
 
 pytestmark = pytest.mark.looptime
 
@@ -60,6 +61,20 @@ def aggregated(n: int) -> dict[str, Any]:
 
 def numbers(fetched: Fetched) -> list[int]:
     return [int(r["SequenceNumber"]) for r in fetched.records]
+
+
+def kinesis_holding(
+    records: list[dict[str, Any]],
+    *,
+    closed: bool = False,
+    child_shards: list[dict[str, Any]] | None = None,
+) -> FakeKinesis:
+    """A stream whose shard SHARD holds ``records``; a closed one ends with ``child_shards``."""
+    kinesis = FakeKinesis(STREAM)
+    shard = kinesis.add_shard(SHARD, closed=closed)
+    shard.records.extend(records)
+    shard.child_shards = child_shards
+    return kinesis
 
 
 def make_reader(
@@ -131,10 +146,10 @@ def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_spacing_between_calls(
     steps: list[dict[str, Any]], idle_poll_s: float, gaps: list[float]
 ) -> None:
-    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.then(GET_RECORDS, *steps)
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *steps)
     await fetch_n(make_reader(kinesis, idle_poll_s=idle_poll_s), len(steps))
-    assert kinesis.gaps() == pytest.approx(gaps)
+    assert kinesis.call_gaps() == pytest.approx(gaps)
 
 
 @pytest.mark.parametrize("idle_poll_s", [0.0001, 0.05, 0.19, 0.2, 0.5])
@@ -150,12 +165,12 @@ async def test_never_more_than_five_calls_a_second(idle_poll_s: float, busy: boo
         steps.append(
             answer([rec(1)] if kind == "records" else [], behind=9 if kind == "behind" else 0)
         )
-    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.then(GET_RECORDS, *steps)
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *steps)
     reader = make_reader(kinesis, idle_poll_s=idle_poll_s, budget=RecordBudget(10**9))
     await fetch_n(reader, 150)
-    times = kinesis.times()
-    assert min(kinesis.gaps()) >= MIN_CALL_INTERVAL_S - EPSILON
+    times = kinesis.call_times()
+    assert min(kinesis.call_gaps()) >= MIN_CALL_INTERVAL_S - EPSILON
     for n, start in enumerate(times):
         assert sum(1 for t in times[n:] if t < start + 1.0 - EPSILON) <= 5
 
@@ -180,11 +195,11 @@ async def test_never_more_than_five_calls_a_second(idle_poll_s: float, busy: boo
     ],
 )
 async def test_first_limit_ramp(max_limit: int, has_records: list[bool], limits: list[int]) -> None:
-    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.then(GET_RECORDS, *(answer([rec(1)] if r else []) for r in has_records))
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *(answer([rec(1)] if r else []) for r in has_records))
     reader = make_reader(kinesis, limit=max_limit, budget=RecordBudget(10**9))
     await fetch_n(reader, len(has_records))
-    assert [call.args["Limit"] for call in kinesis.of(GET_RECORDS)] == limits
+    assert [call.args["Limit"] for call in kinesis.calls_of(GET_RECORDS)] == limits
     assert limits[0] == min(FIRST_LIMIT, max_limit)
 
 
@@ -195,25 +210,25 @@ async def test_first_limit_ramp(max_limit: int, has_records: list[bool], limits:
 async def test_throttling_backs_off_exponentially_capped_and_never_gives_up() -> None:
     metrics = Metrics(STREAM)
     errors: list[BaseException] = []
-    kinesis = FakeKinesis({SHARD: [rec(1)]})
-    kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=40)
+    kinesis = kinesis_holding([rec(1)])
+    kinesis.fail_next(GET_RECORDS, "ProvisionedThroughputExceededException", times=40)
     reader = make_reader(kinesis, metrics=metrics, on_error=errors.append)
     (fetched,) = await fetch_n(reader, 1)
     assert numbers(fetched) == [1], "still reading after 40 throttles"
-    assert kinesis.gaps()[:9] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10, 10])
-    assert max(kinesis.gaps()) == pytest.approx(10.0), "the cap"
-    assert len(kinesis.of(GET_RECORDS)) == 41
+    assert kinesis.call_gaps()[:9] == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10, 10, 10])
+    assert max(kinesis.call_gaps()) == pytest.approx(10.0), "the cap"
+    assert len(kinesis.calls_of(GET_RECORDS)) == 41
     assert throttles(metrics) == 40
     assert aws_errors(metrics, "ProvisionedThroughputExceededException") == 40
     assert len(errors) == 40
 
 
 async def test_backoff_is_jittered_below_its_ceiling() -> None:
-    kinesis = FakeKinesis({SHARD: [rec(1)]})
-    kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=12)
+    kinesis = kinesis_holding([rec(1)])
+    kinesis.fail_next(GET_RECORDS, "ProvisionedThroughputExceededException", times=12)
     await fetch_n(make_reader(kinesis), 1)
     ceilings = [max(MIN_CALL_INTERVAL_S, min(10.0, 0.2 * 2**n)) for n in range(12)]
-    gaps = kinesis.gaps()
+    gaps = kinesis.call_gaps()
     assert all(
         MIN_CALL_INTERVAL_S - EPSILON <= g <= c + EPSILON
         for g, c in zip(gaps, ceilings, strict=True)
@@ -267,7 +282,7 @@ async def test_transient_errors_are_retried_and_counted(
     """Two failures, then the records; ``label`` is the error label when not an AWS code."""
     metrics = Metrics(STREAM)
     errors: list[BaseException] = []
-    kinesis = FakeKinesis({SHARD: [rec(1), rec(2)]}).then(op, error, error)
+    kinesis = kinesis_holding([rec(1), rec(2)]).answer_next(op, error, error)
     budget = RecordBudget(1000)
     reader = make_reader(kinesis, metrics=metrics, budget=budget, on_error=errors.append)
     (fetched,) = await fetch_n(reader, 1)
@@ -291,12 +306,12 @@ async def test_transient_errors_are_retried_and_counted(
 )
 @pytest.mark.parametrize("op", [GET_RECORDS, GET_SHARD_ITERATOR])
 async def test_a_non_retryable_error_is_raised(op: str, error: Exception) -> None:
-    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(op, error)
+    kinesis = kinesis_holding([rec(1)]).answer_next(op, error)
     budget = RecordBudget(1000)
     with pytest.raises(type(error)) as raised:
         await make_reader(kinesis, budget=budget).fetch()
     assert raised.value is error
-    assert len(kinesis.of(op)) == 1, "not retried"
+    assert len(kinesis.calls_of(op)) == 1, "not retried"
     assert budget.in_use == 0
 
 
@@ -342,10 +357,10 @@ async def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
     checkpoint: str, before: list[int], rebuilt: dict[str, Any], after: list[int]
 ) -> None:
     metrics = Metrics(STREAM)
-    kinesis = FakeKinesis({SHARD: [rec(1), rec(2), rec(3)]})
+    kinesis = kinesis_holding([rec(1), rec(2), rec(3)])
     # a first read of the records in ``before`` (one answer per record), then expiry
-    kinesis.then(GET_RECORDS, *[answer([rec(n)], behind=5) for n in before])
-    kinesis.fail(GET_RECORDS, "ExpiredIteratorException")
+    kinesis.answer_next(GET_RECORDS, *[answer([rec(n)], behind=5) for n in before])
+    kinesis.fail_next(GET_RECORDS, "ExpiredIteratorException")
     reader = make_reader(kinesis, checkpoint, metrics=metrics, at_timestamp=WHEN)
     delivered = [numbers(f) for f in await fetch_n(reader, len(before) + 1)]
     assert delivered == [[n] for n in before] + [after]
@@ -357,8 +372,8 @@ async def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
 
 
 async def test_a_plain_checkpoint_record_alone_then_expiry_resumes_after_it() -> None:
-    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(GET_RECORDS, FROM_LISTS)
-    kinesis.fail(GET_RECORDS, "ExpiredIteratorException")
+    kinesis = kinesis_holding([rec(1)]).answer_next(GET_RECORDS, FROM_STREAM)
+    kinesis.fail_next(GET_RECORDS, "ExpiredIteratorException")
     reader = make_reader(kinesis, seq(1))
     assert [numbers(f) for f in await fetch_n(reader, 2)] == [[], []]
     assert kinesis.iterator_requests()[1] == {
@@ -386,8 +401,8 @@ async def test_resume_rule(
     checkpoint: str, answers: list[list[dict[str, Any]]], delivered: list[list[int]]
 ) -> None:
     metrics = Metrics(STREAM)
-    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.then(GET_RECORDS, *(answer(records) for records in answers))
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *(answer(records) for records in answers))
     reader = make_reader(kinesis, checkpoint, metrics=metrics)
     assert [numbers(f) for f in await fetch_n(reader, len(answers))] == delivered
     (request,) = kinesis.iterator_requests()
@@ -439,7 +454,7 @@ async def test_shard_end(
     children: list[dict[str, Any]],
     expected: tuple[Shard, ...] | None,
 ) -> None:
-    kinesis = FakeKinesis({SHARD: records}, closed={SHARD}, children={SHARD: children})
+    kinesis = kinesis_holding(records, closed=True, child_shards=children)
     (fetched,) = await fetch_n(make_reader(kinesis, limit=10), 1)
     wanted = [int(r["SequenceNumber"]) for r in records]
     assert (numbers(fetched), fetched.ended, fetched.gone) == (wanted, True, False)
@@ -447,7 +462,7 @@ async def test_shard_end(
 
 
 async def test_the_end_comes_with_the_last_records() -> None:
-    kinesis = FakeKinesis({SHARD: [rec(n) for n in range(1, 6)]}, closed={SHARD})
+    kinesis = kinesis_holding([rec(n) for n in range(1, 6)], closed=True)
     fetched = await fetch_n(make_reader(kinesis, limit=2, budget=RecordBudget(100)), 3)
     assert [(numbers(f), f.ended) for f in fetched] == [
         ([1, 2], False),
@@ -463,11 +478,11 @@ async def test_a_shard_that_no_longer_exists_is_its_end(op: str) -> None:
     metrics = Metrics(STREAM)
     errors: list[BaseException] = []
     budget = RecordBudget(1000)
-    kinesis = FakeKinesis({SHARD: [rec(1)]}).fail(op, "ResourceNotFoundException")
+    kinesis = kinesis_holding([rec(1)]).fail_next(op, "ResourceNotFoundException")
     reader = make_reader(kinesis, seq(1), metrics=metrics, budget=budget, on_error=errors.append)
     (fetched,) = await fetch_n(reader, 1)
     assert fetched == Fetched([], None, ended=True, children=None, gone=True)
-    assert len(kinesis.of(op)) == 1, "asked once, not retried"
+    assert len(kinesis.calls_of(op)) == 1, "asked once, not retried"
     assert budget.in_use == 0
     assert aws_errors(metrics, "ResourceNotFoundException", api=op) == 1
     assert errors == [], "not reported as a retry"
@@ -475,12 +490,12 @@ async def test_a_shard_that_no_longer_exists_is_its_end(op: str) -> None:
 
 async def test_a_shard_unknown_to_the_stream_is_gone() -> None:
     """The fake's own answer for a shard it does not have (not scripted)."""
-    (fetched,) = await fetch_n(make_reader(FakeKinesis({})), 1)
+    (fetched,) = await fetch_n(make_reader(FakeKinesis(STREAM)), 1)
     assert (fetched.gone, fetched.ended, fetched.records) == (True, True, [])
 
 
 async def test_an_ordinary_end_is_not_gone() -> None:
-    kinesis = FakeKinesis({SHARD: []}, closed={SHARD})
+    kinesis = kinesis_holding([], closed=True)
     (fetched,) = await fetch_n(make_reader(kinesis), 1)
     assert (fetched.ended, fetched.gone) == (True, False)
 
@@ -490,7 +505,7 @@ async def test_an_ordinary_end_is_not_gone() -> None:
 
 async def test_records_stay_charged_until_released() -> None:
     budget = RecordBudget(100)
-    kinesis = FakeKinesis({SHARD: [rec(n) for n in range(1, 4)]})
+    kinesis = kinesis_holding([rec(n) for n in range(1, 4)])
     (fetched,) = await fetch_n(make_reader(kinesis, budget=budget, limit=50), 1)
     assert numbers(fetched) == [1, 2, 3]
     assert budget.in_use == 3
@@ -500,7 +515,7 @@ async def test_records_stay_charged_until_released() -> None:
 
 async def test_a_skipped_checkpoint_record_is_not_charged() -> None:
     budget = RecordBudget(100)
-    kinesis = FakeKinesis({SHARD: [rec(1), rec(2)]})
+    kinesis = kinesis_holding([rec(1), rec(2)])
     (fetched,) = await fetch_n(make_reader(kinesis, seq(1), budget=budget), 1)
     assert numbers(fetched) == [2]
     assert budget.in_use == 1
@@ -509,23 +524,23 @@ async def test_a_skipped_checkpoint_record_is_not_charged() -> None:
 async def test_the_limit_asked_is_what_the_budget_grants() -> None:
     budget = RecordBudget(100)
     assert await budget.acquire(40) == 40
-    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    kinesis = kinesis_holding([rec(1)])
     await fetch_n(make_reader(kinesis, budget=budget, limit=1000), 1)
-    assert kinesis.of(GET_RECORDS)[0].args["Limit"] == 60
+    assert kinesis.calls_of(GET_RECORDS)[0].args["Limit"] == 60
 
 
 async def test_a_reader_waits_while_the_budget_is_spent() -> None:
     budget = RecordBudget(10)
     assert await budget.acquire(10) == 10
-    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    kinesis = kinesis_holding([rec(1)])
     task = asyncio.ensure_future(make_reader(kinesis, budget=budget).fetch())
     await asyncio.sleep(60)
-    assert not task.done() and kinesis.of(GET_RECORDS) == []
+    assert not task.done() and kinesis.calls_of(GET_RECORDS) == []
     budget.release(4)
     fetched = await asyncio.wait_for(task, 1)
     assert numbers(fetched) == [1]
-    assert kinesis.of(GET_RECORDS)[0].args["Limit"] == 4
-    assert kinesis.of(GET_RECORDS)[0].at == pytest.approx(60)
+    assert kinesis.calls_of(GET_RECORDS)[0].args["Limit"] == 4
+    assert kinesis.calls_of(GET_RECORDS)[0].at == pytest.approx(60)
 
 
 # -- cancellation ---------------------------------------------------------------------------
@@ -546,13 +561,13 @@ class Blocking:
 @pytest.mark.parametrize("where", ["in-flight", "backoff", "pacing", "budget"])
 async def test_cancellation_is_raised_and_releases_the_budget(where: str) -> None:
     budget = RecordBudget(1000)
-    kinesis = FakeKinesis({SHARD: [rec(1)]})
+    kinesis = kinesis_holding([rec(1)])
     blocking = Blocking()
     get_records = None
     if where == "in-flight":
         get_records = blocking
     elif where == "backoff":
-        kinesis.fail(GET_RECORDS, "ProvisionedThroughputExceededException", times=100)
+        kinesis.fail_next(GET_RECORDS, "ProvisionedThroughputExceededException", times=100)
     elif where == "budget":
         await budget.acquire(1000)
     reader = make_reader(kinesis, budget=budget, get_records=get_records, idle_poll_s=30)
@@ -562,23 +577,23 @@ async def test_cancellation_is_raised_and_releases_the_budget(where: str) -> Non
     task = asyncio.ensure_future(reader.fetch())
     await asyncio.sleep(5 if where == "backoff" else 0.1)
     assert not task.done()
-    calls_before = len(kinesis.of(GET_RECORDS))
+    calls_before = len(kinesis.calls_of(GET_RECORDS))
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert task.cancelled()
     await asyncio.sleep(60)
-    assert len(kinesis.of(GET_RECORDS)) == calls_before, "nothing after cancellation"
+    assert len(kinesis.calls_of(GET_RECORDS)) == calls_before, "nothing after cancellation"
     assert budget.in_use == (1000 if where == "budget" else 0)
 
 
 async def test_cancellation_is_not_swallowed_by_the_retry_loop() -> None:
     """A CancelledError raised by the call itself (not by task.cancel) is not retried."""
-    kinesis = FakeKinesis({SHARD: [rec(1)]}).then(GET_RECORDS, asyncio.CancelledError())
+    kinesis = kinesis_holding([rec(1)]).answer_next(GET_RECORDS, asyncio.CancelledError())
     budget = RecordBudget(100)
     with pytest.raises(asyncio.CancelledError):
         await make_reader(kinesis, budget=budget).fetch()
-    assert len(kinesis.of(GET_RECORDS)) == 1
+    assert len(kinesis.calls_of(GET_RECORDS)) == 1
     assert budget.in_use == 0
 
 
@@ -587,8 +602,8 @@ async def test_cancellation_is_not_swallowed_by_the_retry_loop() -> None:
 
 async def test_millis_behind_gauge_follows_the_answers() -> None:
     metrics = Metrics(STREAM)
-    kinesis = FakeKinesis().then(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.then(GET_RECORDS, answer([], behind=4200), answer([], behind=None), answer([]))
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, answer([], behind=4200), answer([], behind=None), answer([]))
     reader = make_reader(kinesis, metrics=metrics)
     values = []
     for _ in range(3):
