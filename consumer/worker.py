@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from consumer import http
-from consumer.aws import Clients, config_error_from, describe, patiently
+from consumer.aws import Clients, config_error_from, describe, error_code, patiently
 from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
 from consumer.fastpath import FastPath
@@ -156,6 +156,7 @@ class Worker:
             make_reader=self._make_reader,
             budget=self.budget,
             create_children=self._create_children,
+            stream_exists=self._stream_exists,
             hash_range_of=lambda shard_id: self._hash_ranges.get(shard_id),
             on_written=self._note_written,
             clock=clock,
@@ -330,6 +331,15 @@ class Worker:
         if created:
             self.metrics.leases_created.labels(self.settings.stream).inc(len(created))
             self._log.info("child_leases_created", shard_id=parent, shards=created)
+
+    async def _stream_exists(self) -> bool:
+        try:
+            await self._clients.kinesis.describe_stream_summary(StreamName=self.settings.stream)
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return False
+            raise
+        return True
 
     async def _sync_shards_forever(self, synced: bool) -> None:
         while True:

@@ -127,6 +127,17 @@ def readings(n: int, prefix: str = "HW", offset: int = 0) -> list[dict[str, Any]
     ]
 
 
+def create_orders_table(dynamodb: Any, name: str) -> str:
+    """A records table keyed by ``orderID`` alone (not TELEMAX's key), on demand."""
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def keys_of(items: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(i["hardwareID"]["S"], i["Timestamp"]["S"]) for i in items}
 

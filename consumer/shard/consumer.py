@@ -63,10 +63,16 @@ class ShardContext:
     budget: RecordBudget
     # (parent shard id, its children) -> their leases exist (created unless they were)
     create_children: Callable[[str, Sequence[Shard]], Awaitable[None]]
+    # Does the stream still exist? (a shard "not found" is only past retention if it does)
+    stream_exists: Callable[[], Awaitable[bool]]
     # A shard's hash range when its lease does not record it (from the last ListShards)
     hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
     clock: Callable[[], float] = time.monotonic
+
+
+class StreamNotFound(RuntimeError):
+    """The stream itself is gone: no shard of it may be marked finished."""
 
 
 class ShardConsumer:
@@ -120,6 +126,10 @@ class ShardConsumer:
         children = self.children or ()
         names = frozenset(child.shard_id for child in children)
         if self.gone:
+            if not await self._ctx.stream_exists():
+                # The whole stream was deleted: marking its shards finished would make a new
+                # stream of the same name (shard ids start again at 0) skip its shards.
+                raise StreamNotFound(f"stream {self._ctx.stream!r} no longer exists")
             self._ctx.metrics.shards_gone.labels(self._ctx.stream).inc()
             self._log.warning("shard_gone_treated_as_ended", checkpoint=self.held.lease.checkpoint)
         # Logged before the checkpoint: no child can start before this line exists.

@@ -29,6 +29,7 @@ from producer.kpl import aggregate
 from producer.shipper import Entry
 from tests.deploy.conftest import Tables, run, scan
 from tests.deploy.faults import aws_error, fault_proxy
+from tests.support import create_orders_table
 
 pytestmark = pytest.mark.integration
 
@@ -470,13 +471,7 @@ def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
     _, dynamodb = clients
     tables: Tables = make_tables()
     tables.setup(shards=1)
-    orders = f"orders-{tables.table}"
-    dynamodb.create_table(
-        TableName=orders,
-        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    orders = create_orders_table(dynamodb, f"orders-{tables.table}")
     event = synthetic_event(tables.stream, "shardId-000000000000", [orjson.dumps(reading(1))])
     events_path, answers_path = tmp_path / "events.json", tmp_path / "answers.json"
     events_path.write_text(json.dumps([event]))

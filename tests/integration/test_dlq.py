@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.support import Stack, readings, wait_until
+from tests.support import Stack, create_orders_table, readings, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -58,13 +58,7 @@ def test_replay_into_a_table_keyed_otherwise_than_the_handler_declares(stack: St
     """The records table is keyed by (orderID), the handler declares (hardwareID, Timestamp):
     replay stops before touching anything, with one line."""
     stack.setup(shards=1)
-    orders = f"orders-{stack.table}"
-    stack.dynamodb.create_table(
-        TableName=orders,
-        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    orders = create_orders_table(stack.dynamodb, f"orders-{stack.table}")
     letter = {
         "shardId": {"S": "shardId-000000000000"},
         "position": {"S": "00000000000000000000000000000000000000000000000000001:0000000000"},

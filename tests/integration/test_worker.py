@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import Stack, keys_of, readings, wait_until
+from tests.support import Stack, create_orders_table, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -216,21 +216,10 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
     assert again.stop() == 0
 
 
-def orders_table(stack: Stack) -> str:
-    name = f"{stack.table}-orders"
-    stack.dynamodb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": "orderID", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "orderID", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return name
-
-
 def test_the_key_schema_comes_from_the_table(stack: Stack) -> None:
     """Issue 10, case 6: a handler writing to a table keyed otherwise than TELEMAX."""
     stack.setup(shards=2)
-    orders = orders_table(stack)
+    orders = create_orders_table(stack.dynamodb, f"orders-{stack.table}")
     produced = readings(300)
     stack.put(produced)
     worker = stack.worker("w1", TELEMAX_TABLE=orders, TELEMAX_HANDLER="tests.handlers:as_order")
@@ -241,7 +230,7 @@ def test_the_key_schema_comes_from_the_table(stack: Stack) -> None:
 
 def test_a_handler_declaring_another_key_stops_start_up(stack: Stack) -> None:
     stack.setup(shards=1)
-    orders = orders_table(stack)
+    orders = create_orders_table(stack.dynamodb, f"orders-{stack.table}")
     done = stack.cli("consumer", "run", TELEMAX_TABLE=orders)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr

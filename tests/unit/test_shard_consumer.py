@@ -19,7 +19,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.budget import RecordBudget
-from consumer.shard.consumer import ShardConsumer, ShardContext
+from consumer.shard.consumer import ShardConsumer, ShardContext, StreamNotFound
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Reason
 from consumer.shard.reader import ShardReader
@@ -48,6 +48,7 @@ class Shop:
         self.writer = ScriptedWriter()
         self.metrics = Metrics("s")
         self.created: list[tuple[float, str]] = []  # (loop time, child) in creation order
+        self.stream_alive = True
         loop = asyncio.get_running_loop()
         self.held = HeldLease(
             table[shard_id],
@@ -69,6 +70,7 @@ class Shop:
             make_reader=self._reader,
             budget=RecordBudget(10_000),
             create_children=self._create_children,
+            stream_exists=self._stream_exists,
             clock=loop.time,
         )
 
@@ -93,6 +95,9 @@ class Shop:
         for child in children:
             await self.table.create(child.shard_id, TRIM_HORIZON, child.parents, child.hash_range)
             self.created.append((asyncio.get_running_loop().time(), child.shard_id))
+
+    async def _stream_exists(self) -> bool:
+        return self.stream_alive
 
     def stored(self) -> set[str]:
         return {key[0] for (table, key) in self.writer.stored if table == "TELEMAX"}
@@ -198,6 +203,19 @@ async def test_a_gone_shard_ends_counted_and_logged_once() -> None:
     assert table["P"].checkpoint == SHARD_END
     assert shop.counter("telemax_shards_gone_total") == 1
     assert len([call for call in kinesis.calls if call[1] == "GetShardIterator"]) == 1
+
+
+async def test_a_deleted_stream_does_not_mark_its_shards_finished() -> None:
+    """Every shard of a deleted stream answers ResourceNotFoundException: finishing them would
+    make a new stream of the same name (whose shard ids start again) skip its shards."""
+    kinesis, table, _ = stream(closed=False)
+    kinesis.fault = lambda op, shard_id: client_error("ResourceNotFoundException")
+    shop = Shop(kinesis, table)
+    shop.stream_alive = False
+    with pytest.raises(StreamNotFound):
+        await shop.run()
+    assert table["P"].checkpoint == TRIM_HORIZON
+    assert shop.counter("telemax_shards_gone_total") == 0
 
 
 async def test_kpl_copies_routed_to_another_shard_are_dropped_and_counted() -> None:
