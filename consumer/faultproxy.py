@@ -15,12 +15,20 @@ request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` head
 
 A rule applies with probability ``rate``, optionally only inside a time window and at most
 ``limit`` times. Rules can be changed while the proxy runs. ``injected`` counts what was done.
+
+With ``count_tables=True`` the proxy also tallies the DynamoDB traffic it forwards per table
+and operation (``table_tally()``): requests, and the items each carries — read items as the
+answer reports them (``ScannedCount``, else ``Count``, for Scan/Query; 1 for a GetItem that
+found an ``Item``; the ``Responses`` of a BatchGetItem), written items as the request names
+them (1 for Put/Update/DeleteItem, whatever the answer: a failed condition is charged too;
+each entry of a BatchWriteItem or TransactWriteItems).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import random
 import threading
 import time
@@ -36,6 +44,81 @@ from consumer.local import LOCALHOST, free_port
 
 KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
+PAGED_READS = frozenset({"Scan", "Query"})
+
+TableOperation = tuple[str, str]  # (table name, DynamoDB operation)
+
+
+@dataclasses.dataclass
+class TableTally:
+    """DynamoDB traffic by (table, operation): requests forwarded, items read or written, the
+    part of the items read with ``ConsistentRead`` (charged twice an eventual read), and the
+    requests DynamoDB refused (any answer but 200: failed conditions, throttles, errors)."""
+
+    requests: Counter[TableOperation] = dataclasses.field(default_factory=Counter)
+    items: Counter[TableOperation] = dataclasses.field(default_factory=Counter)
+    consistent_items: Counter[TableOperation] = dataclasses.field(default_factory=Counter)
+    refused: Counter[TableOperation] = dataclasses.field(default_factory=Counter)
+
+    def copy(self) -> TableTally:
+        return TableTally(
+            Counter(self.requests),
+            Counter(self.items),
+            Counter(self.consistent_items),
+            Counter(self.refused),
+        )
+
+    def since(self, earlier: TableTally) -> TableTally:
+        """What was added after ``earlier`` (a copy taken before)."""
+        return TableTally(
+            self.requests - earlier.requests,
+            self.items - earlier.items,
+            self.consistent_items - earlier.consistent_items,
+            self.refused - earlier.refused,
+        )
+
+    def add(self, operation: str, items: dict[str, int], consistent: bool, refused: bool) -> None:
+        for table, count in items.items():
+            self.requests[(table, operation)] += 1
+            self.items[(table, operation)] += count
+            if consistent:
+                self.consistent_items[(table, operation)] += count
+            if refused:
+                self.refused[(table, operation)] += 1
+
+
+def items_by_table(
+    operation: str, request: dict[str, Any], status: int, answer: bytes
+) -> dict[str, int]:
+    """{table: items read or written} for one forwarded DynamoDB request (see the module doc);
+    every table the request names appears, with 0 for control-plane calls and failed reads."""
+    ok = status == 200
+    if operation == "BatchWriteItem":
+        return {table: len(entries) for table, entries in request["RequestItems"].items()}
+    if operation == "BatchGetItem":
+        found: dict[str, Any] = orjson.loads(answer).get("Responses", {}) if ok else {}
+        return {table: len(found.get(table, ())) for table in request["RequestItems"]}
+    if operation in ("TransactWriteItems", "TransactGetItems"):
+        counted: Counter[str] = Counter()
+        for entry in request["TransactItems"]:
+            for action in entry.values():  # {"Put": {...}}, {"Get": {...}}, …
+                written_or_read = ok or operation == "TransactWriteItems"
+                counted[action["TableName"]] += 1 if written_or_read else 0
+        return dict(counted)
+    table = request.get("TableName")
+    if not isinstance(table, str):
+        return {}
+    if operation in SINGLE_WRITES:
+        return {table: 1}
+    if not ok:
+        return {table: 0}
+    if operation in PAGED_READS:
+        page = orjson.loads(answer)
+        return {table: int(page.get("ScannedCount", page.get("Count", 0)))}
+    if operation == "GetItem":
+        return {table: 1 if "Item" in orjson.loads(answer) else 0}
+    return {table: 0}
 
 
 @dataclasses.dataclass
@@ -72,12 +155,20 @@ class FaultProxy:
     """Start with ``with FaultProxy(upstream) as proxy:``; point the client at ``endpoint``."""
 
     def __init__(
-        self, upstream: str, rules: Sequence[Rule] = (), *, seed: int | None = None
+        self,
+        upstream: str,
+        rules: Sequence[Rule] = (),
+        *,
+        seed: int | None = None,
+        count_tables: bool = False,
     ) -> None:
         self.upstream = upstream.rstrip("/")
         self.port = free_port()
         self.injected: Counter[tuple[str, str]] = Counter()  # (operation, kind) -> count
         self.forwarded: Counter[str] = Counter()
+        self.table_errors = 0  # answers the table tally could not read (never breaks a request)
+        self._count_tables = count_tables
+        self._tables = TableTally()
         self._rules = [dataclasses.replace(rule, used=0) for rule in rules]
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -96,6 +187,11 @@ class FaultProxy:
         fresh = [dataclasses.replace(rule, used=0, installed_at=now) for rule in rules]
         with self._lock:
             self._rules = fresh
+
+    def table_tally(self) -> TableTally:
+        """A copy of the DynamoDB traffic by table so far (empty unless ``count_tables``)."""
+        with self._lock:
+            return self._tables.copy()
 
     def __enter__(self) -> FaultProxy:
         self._thread.start()
@@ -171,7 +267,25 @@ class FaultProxy:
         ) as answer:
             payload = await answer.read()
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_HEADERS}
+            if self._count_tables and is_dynamodb(request):
+                self._tally(operation, body, answer.status, payload, kept)
             return web.Response(status=answer.status, body=payload, headers=kept)
+
+    def _tally(
+        self, operation: str, body: bytes, status: int, payload: bytes, headers: dict[str, str]
+    ) -> None:
+        try:
+            if headers.get("Content-Encoding") == "gzip":
+                payload = gzip.decompress(payload)
+            request = orjson.loads(body)
+            items = items_by_table(operation, request, status, payload)
+        except (ValueError, TypeError, KeyError, AttributeError, OSError):  # not DynamoDB's JSON
+            with self._lock:
+                self.table_errors += 1
+            return
+        with self._lock:
+            consistent = request.get("ConsistentRead") is True
+            self._tables.add(operation, items, consistent, refused=status != 200)
 
     async def _unprocessed(self, request: web.Request, body: bytes, rule: Rule) -> web.Response:
         """Write only part of a BatchWriteItem; report the rest as UnprocessedItems."""
@@ -192,6 +306,10 @@ class FaultProxy:
         answer = {"UnprocessedItems": left}
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
         return web.Response(status=200, body=orjson.dumps(answer), headers=headers)
+
+
+def is_dynamodb(request: web.Request) -> bool:
+    return request.headers.get("X-Amz-Target", "").startswith("DynamoDB")
 
 
 def error_response(request: web.Request, code: str, status: int) -> web.Response:

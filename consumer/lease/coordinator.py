@@ -167,7 +167,8 @@ class LeaseCoordinator:
         now = self._clock()
         for key, lease in list(self.held.items()):
             if not lease.valid(now):
-                self._lose(key, "not_renewed_in_time")
+                # A write refused (a peer took the lease) marks it lost before its time is up.
+                self._lose(key, "write_refused" if lease.lost else "not_renewed_in_time")
 
     def _lose(self, key: str, why: str) -> None:
         lease = self.held.pop(key, None)

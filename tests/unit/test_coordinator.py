@@ -11,6 +11,7 @@ import asyncio
 import random
 
 import pytest
+import structlog
 
 from consumer.config import Settings
 from consumer.lease.coordinator import LeaseCoordinator
@@ -221,3 +222,15 @@ async def test_a_released_lease_is_taken_by_a_peer_at_once() -> None:
     )
     await peer.take_pass()
     assert "s1" in peer.held, "no expiry wait"
+
+
+async def test_a_lease_lost_by_a_refused_write_is_not_reported_as_not_renewed() -> None:
+    """A peer stole the lease; our checkpoint was refused: that is a steal, not self-fencing."""
+    table = LeaseTable([lease("s1", owner=None, counter=1)])
+    ours = coordinator_on(table)
+    await ours.take_pass()
+    table.items["s1"] = lease("s1", owner="peer", counter=table["s1"].counter + 1)
+    assert await ours.held["s1"].checkpoint("100") is False
+    with structlog.testing.capture_logs() as logged:
+        ours.fence()
+    assert [(e["event"], e["why"]) for e in logged] == [("lease_lost", "write_refused")]
