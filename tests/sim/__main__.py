@@ -161,8 +161,8 @@ def report(results: dict[str, list[Outcome]], args: argparse.Namespace) -> str:
     ]
     for index, first in enumerate(results[models[0]]):
         rows: list[tuple[str, Callable[[Outcome], str]]] = [
-            ("reads mean / peak / partition peak", _reads),
-            ("writes mean / peak / partition peak", _writes),
+            ("reads mean / peak / partition peak", _units("read")),
+            ("writes mean / peak / partition peak", _units("write")),
             ("shards without owner p50 / max", _gaps),
             ("balanced after", lambda o: cell(o.balanced_after, " s")),
             ("lease moves", lambda o: f"{o.moves:,}"),
@@ -174,22 +174,18 @@ def report(results: dict[str, list[Outcome]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _reads(o: Outcome) -> str:
-    r = o.rates
-    return (
-        "—"
-        if r is None
-        else f"{r.read_mean:,.1f} / {r.read_peak:,.0f} / {r.read_partition_peak:,.0f}"
-    )
+def _units(kind: str) -> Callable[[Outcome], str]:
+    """Mean / peak / busiest partition's peak of ``kind`` ("read" or "write") units."""
 
+    def render(o: Outcome) -> str:
+        if o.rates is None:
+            return "—"
+        mean, peak, partition = (
+            getattr(o.rates, f"{kind}_{what}") for what in ("mean", "peak", "partition_peak")
+        )
+        return f"{mean:,.1f} / {peak:,.0f} / {partition:,.0f}"
 
-def _writes(o: Outcome) -> str:
-    r = o.rates
-    return (
-        "—"
-        if r is None
-        else f"{r.write_mean:,.1f} / {r.write_peak:,.0f} / {r.write_partition_peak:,.0f}"
-    )
+    return render
 
 
 def _gaps(o: Outcome) -> str:
