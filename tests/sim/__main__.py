@@ -34,8 +34,7 @@ async def cold_start(fleet: Fleet, args: argparse.Namespace) -> Outcome:
     since = fleet.clock()
     await fleet.spawn_many(args.workers)
     balanced = await fleet.until_balanced(BALANCE_BOUND_S)
-    outcome = fleet.outcome("cold start", since)
-    outcome.balanced_after = balanced
+    outcome = fleet.outcome("cold start", since, balanced_after=balanced)
     return outcome
 
 
@@ -53,8 +52,7 @@ async def sigkill(fleet: Fleet, args: argparse.Namespace) -> Outcome:
         fleet.kill(name)
     balanced = await fleet.until_balanced(BALANCE_BOUND_S)
     await asyncio.sleep(SETTLE_S)
-    outcome = fleet.outcome(f"SIGKILL {len(victims)} (fail-over)", since)
-    outcome.balanced_after = balanced
+    outcome = fleet.outcome(f"SIGKILL {len(victims)} (fail-over)", since, balanced_after=balanced)
     for _ in victims:
         fleet.spawn()  # back to full strength before the next scenario
     await fleet.until_balanced(BALANCE_BOUND_S)
@@ -73,8 +71,9 @@ async def rolling_restart(fleet: Fleet, args: argparse.Namespace) -> Outcome:
         await asyncio.sleep(5.0)
     balanced = await fleet.until_balanced(BALANCE_BOUND_S)
     await asyncio.sleep(SETTLE_S)
-    outcome = fleet.outcome(f"rolling restart of {args.rolling} (hand-over)", since)
-    outcome.balanced_after = balanced
+    outcome = fleet.outcome(
+        f"rolling restart of {args.rolling} (hand-over)", since, balanced_after=balanced
+    )
     return outcome
 
 
@@ -82,8 +81,9 @@ async def scale_out(fleet: Fleet, args: argparse.Namespace) -> Outcome:
     since = fleet.clock()
     await fleet.spawn_many(args.workers)
     balanced = await fleet.until_balanced(BALANCE_BOUND_S)
-    outcome = fleet.outcome(f"scale {args.workers} -> {2 * args.workers}", since)
-    outcome.balanced_after = balanced
+    outcome = fleet.outcome(
+        f"scale {args.workers} -> {2 * args.workers}", since, balanced_after=balanced
+    )
     return outcome
 
 
@@ -94,8 +94,9 @@ async def scale_in(fleet: Fleet, args: argparse.Namespace) -> Outcome:
     await asyncio.gather(*(fleet.terminate(name) for name in leaving))
     balanced = await fleet.until_balanced(BALANCE_BOUND_S)
     await asyncio.sleep(SETTLE_S)
-    outcome = fleet.outcome(f"scale {keep + len(leaving)} -> {keep} (hand-over)", since)
-    outcome.balanced_after = balanced
+    outcome = fleet.outcome(
+        f"scale {keep + len(leaving)} -> {keep} (hand-over)", since, balanced_after=balanced
+    )
     return outcome
 
 

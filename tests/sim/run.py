@@ -124,16 +124,23 @@ class Fleet:
             await asyncio.sleep(0.25)
         return self.clock() - started
 
-    def outcome(self, name: str, since: float, *, gaps_since: float | None = None) -> Outcome:
+    def outcome(
+        self,
+        name: str,
+        since: float,
+        *,
+        balanced_after: float | None = None,
+    ) -> Outcome:
         overlaps = [o for o in self.observer.overlaps if o.since >= since]
         durations = [(o.until if o.until is not None else self.clock()) - o.since for o in overlaps]
         return Outcome(
             name,
             rates=self.table.usage.window(since, self.clock()),
-            gaps=[g for at, _, g in self.observer.gaps if at >= (gaps_since or since)],
+            gaps=[g for at, _, g in self.observer.gaps if at >= since],
             moves=sum(1 for at in self.observer.arrivals if at >= since),
             overlaps=len(overlaps),
             overlap_max=max(durations, default=0.0),
+            balanced_after=balanced_after,
         )
 
 

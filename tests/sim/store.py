@@ -158,11 +158,12 @@ class ChargedTable(LeaseTable):
         else:
             self.items[key] = after
 
-    async def _enter(self, op: str, key: str) -> bool:
+    async def _enter(self, op: str, key: str, charged_as: str | None = None) -> bool:
+        """Wait ``latency[op]``, charge the request (as ``charged_as``), maybe fail it."""
         delay = self.latency.get(op, 0.0)
         if delay:
             await asyncio.sleep(delay)
-        self._charge(op, key)
+        self._charge(charged_as or op, key)
         outcome = self.fault(op, key)
         if isinstance(outcome, BaseException):
             raise outcome
@@ -176,14 +177,9 @@ class ChargedTable(LeaseTable):
     async def list(self) -> builtins.list[Lease]:  # the repository's Scan: ConsistentRead
         return await self._read_all("list")
 
-    async def _read_all(self, op: str) -> builtins.list[Lease]:
-        delay = self.latency.get("list", 0.0)
-        if delay:
-            await asyncio.sleep(delay)
-        self._charge(op, "*")
-        outcome = self.fault("list", "*")
-        if isinstance(outcome, BaseException):
-            raise outcome
+    async def _read_all(self, charged_as: str) -> builtins.list[Lease]:
+        """Every lease, as a Scan: the latency and faults of "list", charged as asked."""
+        await self._enter("list", "*", charged_as)
         return list(self.items.values())
 
     def _charge(self, op: str, key: str) -> None:
