@@ -118,12 +118,11 @@ class HeldLease:
             self.lost = True
             return False
         self._on_recovered(operation)
+        self._answered(current, since)
         if landed(current):
-            self._answered(current, since)
             return True
         # An abandoned write of ours (a renewal) landed, not this one: the lease is ours at
         # the new counter; make this write again on top of it, once.
-        self._answered(current, since)
         retry_sent_at = self._clock()
         if not self.valid(retry_sent_at):
             self.lost = True
