@@ -69,6 +69,11 @@ def _name(raw: str) -> str:
     return value
 
 
+def _optional_name(raw: str) -> str:
+    """A name, or empty for the option's derived default."""
+    return raw.strip()
+
+
 def _timestamp(raw: str) -> datetime:
     text = raw.strip()
     if not text:
@@ -125,6 +130,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("stream", "TELEMAX_STREAM", "telemax-stream", _name, "Kinesis stream name", TABLES),
     Option("table", "TELEMAX_TABLE", "TELEMAX", _name, "DynamoDB table for the records", TABLES),
     Option("lease_table", "TELEMAX_LEASE_TABLE", "telemax-leases", _name, "lease table", TABLES),
+    Option(
+        "member_table",
+        "TELEMAX_MEMBER_TABLE",
+        "",
+        _optional_name,
+        "membership table (empty: the lease table's name + '-members')",
+        TABLES,
+    ),
     Option(
         "dlq_table", "TELEMAX_DLQ_TABLE", "TELEMAX-deadletter", _name, "dead-letter table", TABLES
     ),
@@ -225,7 +238,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "checkpoint_interval_s",
         "TELEMAX_CHECKPOINT_INTERVAL_S",
-        "1",
+        "10",
         _positive_float,
         "least time between two checkpoints of one shard while it is busy",
         RUN,
@@ -278,6 +291,7 @@ class Settings:
     stream: str = "telemax-stream"
     table: str = "TELEMAX"
     lease_table: str = "telemax-leases"
+    member_table: str = ""  # empty: see member_table_name
     dlq_table: str = "TELEMAX-deadletter"
     worker_id: str = dataclasses.field(default_factory=default_worker_id)
     initial_position: str = "TRIM_HORIZON"
@@ -292,7 +306,7 @@ class Settings:
     max_records: int = 10_000
     max_in_flight_records: int = 40_000
     idle_poll_s: float = 0.5
-    checkpoint_interval_s: float = 1.0
+    checkpoint_interval_s: float = 10.0
     shard_sync_interval_s: float = 60.0
     aws_read_timeout_s: float = 20.0
     aws_max_attempts: int = 3
@@ -300,9 +314,19 @@ class Settings:
     handler: str = "consumer.pipeline.telemax:to_item"
 
     @property
+    def member_table_name(self) -> str:
+        """The membership table: ``member_table``, or the lease table's name + "-members"."""
+        return self.member_table or f"{self.lease_table}-members"
+
+    @property
     def renew_interval_s(self) -> float:
         """Renew three times per lease duration (DESIGN §3.4)."""
         return self.lease_duration_s / 3
+
+    @property
+    def beat_interval_s(self) -> float:
+        """A worker's beat, the leader's renewal and the successor's watch (DESIGN §3.4)."""
+        return max(0.1, min(1.0, self.lease_duration_s / 10))
 
     @property
     def take_interval_s(self) -> float:

@@ -95,12 +95,48 @@ class Metrics:
         )
         self.leases_taken = Counter(
             "telemax_leases_taken",
-            "Leases taken (unowned, expired or reclaimed)",
+            "Leases this worker started on: granted by the leader",
             ("stream", "reason"),
             registry=r,
         )
-        self.leases_stolen = Counter(
-            "telemax_leases_stolen", "Leases stolen for balance", ("stream",), registry=r
+        self.leases_handed_back = Counter(
+            "telemax_leases_handed_back",
+            "Leases handed back at the leader's request, for balance",
+            ("stream",),
+            registry=r,
+        )
+        self.leases_assigned = Counter(
+            "telemax_leases_assigned",
+            "Leases this worker assigned to a member while it led",
+            ("stream",),
+            registry=r,
+        )
+        self.leader = Gauge(
+            "telemax_leader", "1 while this worker is the elected leader", ("stream",), registry=r
+        )
+        self.leader_round = Gauge(
+            "telemax_leader_last_round_timestamp_seconds",
+            "Unix time of the last completed assignment round of this worker as leader",
+            ("stream",),
+            registry=r,
+        )
+        self.last_beat = Gauge(
+            "telemax_last_beat_timestamp_seconds",
+            "Unix time this worker's last answered beat was sent",
+            ("stream",),
+            registry=r,
+        )
+        self.lease_table_requests = Counter(
+            "telemax_lease_table_requests",
+            "Requests to the lease and membership tables, by table and operation",
+            ("table", "operation"),
+            registry=r,
+        )
+        self.lease_table_capacity = Counter(
+            "telemax_lease_table_capacity_units",
+            "Capacity units the lease and membership tables reported consumed, by operation",
+            ("table", "operation"),
+            registry=r,
         )
         self.leases_lost = Counter(
             "telemax_leases_lost", "Leases lost to a peer or self-fenced", ("stream",), registry=r

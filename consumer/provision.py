@@ -1,4 +1,4 @@
-"""``setup``: create the stream and the three tables if missing, and wait until ACTIVE."""
+"""``setup``: create the stream and the four tables if missing, and wait until ACTIVE."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def table_specs(settings: Settings) -> list[TableSpec]:
     return [
         TableSpec("records", settings.table, (("hardwareID", "HASH"), ("Timestamp", "RANGE"))),
         TableSpec("leases", settings.lease_table, (("leaseKey", "HASH"),)),
+        TableSpec("members", settings.member_table_name, (("workerId", "HASH"),)),
         TableSpec("dead letters", settings.dlq_table, (("shardId", "HASH"), ("position", "RANGE"))),
     ]
 

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -207,6 +208,26 @@ class LeaseTable:
         if lease.owner is None:
             return None
         return await self._update("renew", lease)
+
+    async def assign(
+        self, key: str, to: str, *, owners: AbstractSet[str | None], counter: int | None = None
+    ) -> Lease | None:
+        lose = await self._enter("assign", key)
+        current = self.items.get(key)
+        if current is None or current.owner not in owners:
+            return None
+        if counter is not None and current.counter != counter:
+            return None
+        after = dataclasses.replace(
+            current,
+            owner=to,
+            counter=current.counter + 1,
+            owner_switches=current.owner_switches + 1,
+            checkpoint_owner=None,
+        )
+        self._apply("assign", key, current, after)
+        await asyncio.sleep(self.answer_latency.get("assign", 0.0))
+        return None if lose else after
 
     async def checkpoint(
         self,

@@ -2,8 +2,9 @@
 
 Start-up checks that the stream and tables exist and the handler loads, so that bad
 configuration stops here with one clear line. Shutdown (SIGTERM/SIGINT, or :meth:`stop`):
-stop taking leases, let each shard finish the batch in hand, checkpoint and release, all
-within ``shutdown_grace_s``; the final release of whatever is left runs shielded.
+stop taking leases, let each shard finish the batch in hand, checkpoint and release, then say
+so in a last beat (the leader reassigns at once; a leader resigns after one last round), all
+within ``shutdown_grace_s``, a deadline owned here; beats go on meanwhile.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from contextlib import AsyncExitStack
 
 from consumer import http
 from consumer.aws import Clients, config_error_from, describe, error_code, patiently
-from consumer.backoff import sleep_or_stop
 from consumer.config import ConfigError, Settings
 from consumer.fastpath import FastPath
-from consumer.lease import planner
 from consumer.lease.coordinator import LeaseCoordinator
+from consumer.lease.member_table import MemberRepository
+from consumer.lease.members import MemberStore
 from consumer.lease.model import TRIM_HORIZON, LeaseStore, is_multi_stream_key
+from consumer.lease.planner import parents_done
 from consumer.lease.repository import LeaseRepository
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
@@ -36,7 +38,6 @@ from consumer.shard.discovery import Shard, list_shards, new_leases
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 
-SHARD_SYNC_RETRY_S = 2.0
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
 
@@ -63,6 +64,10 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
         (
             f"DynamoDB lease table {settings.lease_table!r}",
             lambda: db.describe_table(TableName=settings.lease_table),
+        ),
+        (
+            f"DynamoDB membership table {settings.member_table_name!r}",
+            lambda: db.describe_table(TableName=settings.member_table_name),
         ),
         (
             f"DynamoDB dead-letter table {settings.dlq_table!r}",
@@ -107,6 +112,7 @@ class Worker:
         fast: FastPath | None = None,
         clock: Callable[[], float] = time.monotonic,
         repository: LeaseStore | None = None,
+        members: MemberStore | None = None,
         writer: BatchWriter | None = None,
         key_names: Sequence[str] = telemax.KEY_NAMES,
     ) -> None:
@@ -117,13 +123,14 @@ class Worker:
         self._started_at = clock()
         self._first_written = False
         self._stop = asyncio.Event()
-        self._stop_taking = asyncio.Event()
-        self._sync_now = asyncio.Event()
-        self._hash_ranges: dict[str, tuple[int, int] | None] = {}  # from the last ListShards
+        self._stop_leading = asyncio.Event()
         self._log = get_logger(worker_id=settings.worker_id)
         self.health = http.Health(ready=self.ready, clock=clock)
         self.repository: LeaseStore = repository or LeaseRepository(
-            clients.dynamodb, settings.lease_table
+            clients.dynamodb, settings.lease_table, metrics=self.metrics
+        )
+        self.members: MemberStore = members or MemberRepository(
+            clients.dynamodb, settings.member_table_name, metrics=self.metrics
         )
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
@@ -152,12 +159,12 @@ class Worker:
             ),
             metrics=self.metrics,
             checkpoint_interval_s=settings.checkpoint_interval_s,
-            parents_done=lambda parents: planner.parents_done(self.coordinator.leases, parents),
+            parents_done=self._parents_done,
             make_reader=self._make_reader,
             budget=self.budget,
             create_children=self._create_children,
             stream_exists=self._stream_exists,
-            hash_range_of=lambda shard_id: self._hash_ranges.get(shard_id),
+            hash_range_of=self._hash_range_of,
             on_written=self._note_written,
             clock=clock,
         )
@@ -171,14 +178,17 @@ class Worker:
         )
         self.coordinator = LeaseCoordinator(
             self.repository,
+            self.members,
             settings,
             self.metrics,
             on_change=self.supervisor.reconcile,
+            hand_back=self.supervisor.hand_back,
             clock=clock,
+            sync_shards=self._sync_shards,
         )
 
     def ready(self) -> bool:
-        return self.coordinator.passes > 0 and self.coordinator.aws_ok and not self._stop.is_set()
+        return self.coordinator.beats > 0 and self.coordinator.aws_ok and not self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -223,38 +233,39 @@ class Worker:
                 group.create_task(self.supervisor.run())  # ends after close()
                 background = [group.create_task(self.health.beat_forever())]
                 await self.supervisor.ready.wait()
-                synced = await self._sync_shards()
-                takes = group.create_task(self.coordinator.run_takes(self._stop_taking))
+                leading = group.create_task(self.coordinator.leader.run(self._stop_leading))
                 background += [
-                    group.create_task(self.coordinator.run_renewals()),
+                    group.create_task(self.coordinator.run_beats()),
                     group.create_task(self.coordinator.run_fencing()),
-                    group.create_task(self._sync_shards_forever(synced)),
                 ]
                 await self._stop.wait()
-                await self._shutdown(takes)
+                await self._shutdown(leading)
                 self.supervisor.close()
-                for task in background:
+                for task in [leading, *background]:  # a deadline cut short: leading too
                     task.cancel()
         self._log.info("worker_stopped", uptime_s=round(self._clock() - self._started_at, 3))
 
-    async def _shutdown(self, takes: asyncio.Task[None]) -> None:
+    async def _shutdown(self, leading: asyncio.Task[None]) -> None:
         """Stop taking; let each consumer finish its batch, checkpoint, then release; release
-        what is left. All of it under one deadline, ``shutdown_grace_s``, owned here: what the
-        deadline cuts short is not written, and its leases expire on their own."""
+        what is left; leave (and resign). All of it under one deadline, ``shutdown_grace_s``,
+        owned here: what the deadline cuts short is not written, and its leases are
+        reassigned once our beats stop."""
         loop = asyncio.get_running_loop()
         grace = self.settings.shutdown_grace_s
         started = loop.time()
         deadline = started + grace
         self._log.info("worker_stopping", held=sorted(self.coordinator.held), grace_s=grace)
         self.coordinator.taking = False
-        self._stop_taking.set()
         try:
             async with asyncio.timeout_at(deadline):
-                await takes  # a pass under way ends first: no lease is taken after this
                 drain = max(0.1, deadline - RELEASE_RESERVE_S - loop.time())
                 await self.supervisor.stop_all(timeout=drain)
                 leftover = list(self.coordinator.held)
                 await asyncio.gather(*(self._release(key, "shutdown") for key in leftover))
+                self._stop_leading.set()
+                self.coordinator.leader.wake.set()
+                await leading  # a round under way ends first
+                await self.coordinator.leave()
         except TimeoutError:
             self._log.warning("shutdown_deadline_passed", held=sorted(self.coordinator.held))
         self._log.info("worker_drained", seconds=round(loop.time() - started, 3))
@@ -290,34 +301,37 @@ class Worker:
                 seconds_since_start=round(self._clock() - self._started_at, 3),
             )
 
-    async def _sync_shards(self) -> bool:
-        """Create leases for shards that have none; False when the sync failed."""
+    async def _sync_shards(self, existing: frozenset[str]) -> int:
+        """The leader's shard sync: create leases for shards that have none."""
         s = self.settings
-        try:
-            shards = await list_shards(self._clients.kinesis, s.stream)
-            self._hash_ranges = {shard.shard_id: shard.hash_range for shard in shards}
-            existing = {lease.key for lease in await self.repository.list()}
-            initial = s.initial_position
-            created = 0
-            for new in new_leases(shards, existing, initial):
-                if await self.repository.create(
-                    new.shard_id, new.checkpoint, new.parents, new.hash_range
-                ):
-                    created += 1
-        except Exception as exc:
-            self._log.warning("shard_sync_failed", error=describe(exc))
-            return False
+        shards = await list_shards(self._clients.kinesis, s.stream)
+        initial = s.initial_position
+        created = 0
+        for new in new_leases(shards, existing, initial):
+            if await self.repository.create(
+                new.shard_id, new.checkpoint, new.parents, new.hash_range
+            ):
+                created += 1
         if created:
             self.metrics.leases_created.labels(s.stream).inc(created)
             self._log.info(
                 "leases_created", count=created, shards=len(shards), initial_position=initial
             )
-        return True
+        return created
 
     def _on_shard_end(self, shard_id: str) -> None:
-        """A shard ended: sync now, for children Kinesis did not name (a shard gone past
-        retention; emulators without ChildShards)."""
-        self._sync_now.set()
+        """A shard ended: the leader reads the lease table and lists the shards soon (for
+        children Kinesis did not name: a shard gone past retention, emulators)."""
+        self.coordinator.note_shard_end()
+
+    async def _parents_done(self, parents: frozenset[str]) -> bool:
+        """Each parent finished, or without a lease (see :func:`planner.parents_done`)."""
+        found = await asyncio.gather(*(self.repository.get(parent) for parent in sorted(parents)))
+        return parents_done([lease for lease in found if lease is not None], parents)
+
+    def _hash_range_of(self, shard_id: str) -> tuple[int, int] | None:
+        held = self.coordinator.held.get(shard_id)
+        return held.lease.hash_range if held is not None else None
 
     async def _create_children(self, parent: str, children: Sequence[Shard]) -> None:
         """Leases for the children Kinesis named at ``parent``'s end (before its SHARD_END)."""
@@ -340,11 +354,3 @@ class Worker:
                 return False
             raise
         return True
-
-    async def _sync_shards_forever(self, synced: bool) -> None:
-        while True:
-            # A failed sync is retried soon: without leases there is nothing to work on.
-            delay = self.settings.shard_sync_interval_s if synced else SHARD_SYNC_RETRY_S
-            await sleep_or_stop(delay, self._sync_now)
-            self._sync_now.clear()
-            synced = await self._sync_shards()

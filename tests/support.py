@@ -32,6 +32,7 @@ class Stack:
     stream: str
     table: str
     lease_table: str
+    member_table: str
     dlq_table: str
     log_dir: Path
     kinesis: Any
@@ -159,6 +160,7 @@ def make_stack(
         "TELEMAX_STREAM": f"stream-{suffix}",
         "TELEMAX_TABLE": f"TELEMAX-{suffix}",
         "TELEMAX_LEASE_TABLE": f"leases-{suffix}",
+        "TELEMAX_MEMBER_TABLE": f"members-{suffix}",
         "TELEMAX_DLQ_TABLE": f"deadletter-{suffix}",
         "TELEMAX_LEASE_DURATION_S": str(lease_duration_s),
         "TELEMAX_IDLE_POLL_S": "0.2",
@@ -178,6 +180,7 @@ def make_stack(
         stream=env["TELEMAX_STREAM"],
         table=env["TELEMAX_TABLE"],
         lease_table=env["TELEMAX_LEASE_TABLE"],
+        member_table=env["TELEMAX_MEMBER_TABLE"],
         dlq_table=env["TELEMAX_DLQ_TABLE"],
         log_dir=tmp_path,
         kinesis=session.create_client("kinesis", endpoint_url=kinesis_endpoint, **credentials),

@@ -1,62 +1,93 @@
-"""The lease coordinator: performs the planner's decisions against the lease table.
+"""The lease coordinator: one worker's side of the lease protocol (DESIGN §3).
 
-Two loops, both owned by the worker's task group: *take passes* (scan, observe, plan, take)
-every ``take_interval`` and *renewals* of every held lease every ``renew_interval``. Between
-them it fences: a held lease that could not be renewed in time is declared lost before any
-peer may take it. Every change to what it holds is reported through ``on_change``, so that the
-shard supervisor brings its consumers in line (DESIGN §3.9); this module never touches Kinesis.
+The worker *beats* every ``beat_interval_s``: one write to its own item in the membership
+table, whose answer carries what the leader wants of it: leases granted (the leader already
+named us their owner; we read each once and start) and leases to hand back (we stop their
+consumer, checkpoint and release, then acknowledge). The worker never reads the lease table
+as a whole and never renews a lease: its beats keep every lease it holds, and when they stop
+being answered for a lease duration (less a margin) it fences itself and drops them all, before
+the leader may reassign any (DESIGN §3.3). A worker that fenced itself beats on under a new
+incarnation, which tells the leader it holds nothing.
 
-``held`` is what this worker holds, including leases whose release is still under way: a
-lease stays held until its release has ended, so that no take pass takes it back meanwhile.
-
-Observations are dated to when the Scan *completed* (DESIGN §3.10): a renewal a peer wrote
-while a slow Scan was in flight is in its answer, and dating it to the Scan's start would let
-us count its expiry from before it was written.
+Every change to what it holds is reported through ``on_change``, so that the shard supervisor
+brings its consumers in line (DESIGN §3.9); this module never touches Kinesis. ``held`` is
+what this worker holds, including leases whose release is still under way: a lease stays held
+until its release has ended. The elected leader's work is in :mod:`consumer.lease.leader`;
+every worker runs one, which mostly watches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
+import uuid
 from collections.abc import Callable
 
 from consumer.aws import describe
 from consumer.backoff import Backoff, sleep_or_stop
 from consumer.config import Settings
-from consumer.lease.held import HeldLease
-from consumer.lease.model import Lease, LeaseStore
-from consumer.lease.planner import Seen, TakeReason, collectable, observe, plan
+from consumer.lease.held import HeldLease, Liveness
+from consumer.lease.leader import Leader, SyncShards
+from consumer.lease.members import Beat, Member, MemberStore
+from consumer.lease.model import LeaseStore
 from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 
 FENCE_CHECK_S = 0.25
 RELEASE_ATTEMPTS = 4
 
+# (lease key) -> True when a consumer was asked to stop and will release the lease itself
+HandBack = Callable[[str], bool]
+
+
+def new_incarnation() -> str:
+    return uuid.uuid4().hex[:12]
+
 
 class LeaseCoordinator:
     def __init__(
         self,
         repository: LeaseStore,
+        members: MemberStore,
         settings: Settings,
         metrics: Metrics,
         *,
         on_change: Callable[[], None],
+        hand_back: HandBack = lambda key: False,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
+        sync_shards: SyncShards | None = None,
     ) -> None:
         self._repository = repository
+        self._members = members
         self._settings = settings
         self._metrics = metrics
         self._on_change = on_change
+        self._hand_back = hand_back
         self._clock = clock
-        self._rng = rng or random.Random()
-        self._seen: dict[str, Seen] = {}
+        self.liveness = Liveness(
+            duration=settings.lease_duration_s, margin=settings.fence_margin_s, clock=clock
+        )
+        self.leader = Leader(
+            repository,
+            members,
+            settings,
+            metrics,
+            clock=clock,
+            sync_shards=sync_shards,
+            liveness=self.liveness,
+        )
+        self.incarnation = new_incarnation()
         self.held: dict[str, HeldLease] = {}
-        self.leases: list[Lease] = []  # the table as last read
-        self.passes = 0
-        self.aws_ok = False
         self.taking = True
+        self.beats = 0  # beats answered
+        self.aws_ok = False
+        self._acked_grants: set[str] = set()
+        self._acked_revokes: set[str] = set()
+        self._handing_back: set[str] = set()
+        self._ends = 0
+        self._pokes = 0
+        self._leaving = False
+        self._beat_now = asyncio.Event()
         self._log = get_logger(worker_id=settings.worker_id)
         self._held_gauge = metrics.leases_held.labels(settings.stream)
 
@@ -71,121 +102,159 @@ class LeaseCoordinator:
             key: held for key, held in self.held.items() if not held.releasing and held.valid(now)
         }
 
-    async def take_pass(self) -> None:
-        """Read the table once, note losses, and take what the planner says."""
-        self.leases = await self._repository.list()
-        now = self._clock()  # when the read completed, never earlier (DESIGN §3.10)
-        self._seen = observe(self._seen, self.leases, now)
-        decided = plan(
-            self.leases,
-            self._seen,
-            me=self.me,
-            held=self.held.keys(),
-            now=now,
-            duration=self._settings.lease_duration_s,
-            rng=self._rng,
-            may_take=self.taking,
-        )
-        for key in decided.lost:
-            if not self.held[key].releasing:  # a release under way ends on its own
-                self._lose(key, "owner_changed")
-        for take in decided.takes:
-            await self._take(take.lease, take.reason)
-        for finished in collectable(self.leases):
-            if await self._repository.delete_finished(finished):
-                self._metrics.leases_deleted.labels(self._settings.stream).inc()
-                self._log.info("lease_deleted", shard_id=finished.key, why="children_started")
-        self.passes += 1
-        self._held_gauge.set(len(self.held))
+    # -- beats ---------------------------------------------------------------------------
 
-    async def _take(self, lease: Lease, reason: TakeReason) -> None:
+    async def beat(self) -> Member:
+        """Beat once and follow what the answer asks of us."""
+        member = await self._send_beat()
+        await self._after_beat(member)
+        return member
+
+    async def _send_beat(self) -> Member:
+        grants, revokes = frozenset(self._acked_grants), frozenset(self._acked_revokes)
         sent_at = self._clock()
-        taken = await self._repository.take(lease, self.me)
-        if taken is None:
-            taken = await self._taken_after_all(lease)
-        if taken is None:
-            self._log.debug("lease_take_lost_race", shard_id=lease.key)
+        fresh = self.beats == 0
+        member = await self._members.beat(
+            self.me,
+            Beat(
+                self.incarnation,
+                grants,
+                revokes,
+                self._ends,
+                self._leaving,
+                draining=not self.taking,
+                fresh=fresh,
+            ),
+        )
+        self._acked_grants -= grants
+        self._acked_revokes -= revokes
+        self.liveness.renewed(sent_at)
+        self.beats += 1
+        self._metrics.last_beat.labels(self._settings.stream).set(time.time())
+        return member
+
+    async def _after_beat(self, member: Member) -> None:
+        if member.pokes != self._pokes:
+            self._pokes = member.pokes
+            self.leader.wake.set()
+        if not self._leaving:
+            self.leader.successor = member.successor
+            await self._follow(member)
+
+    async def _follow(self, member: Member) -> None:
+        # A lease granted and revoked before we beat was never ours to start: acknowledging
+        # the revoke and then starting on the grant would make two owners.
+        for key in sorted(member.grants & member.revokes - self.held.keys()):
+            self._acked_grants.add(key)
+            self._acked_revokes.add(key)
+        for key in sorted(member.revokes - self._acked_revokes):
+            await self._give_back(key)
+        granted = sorted(member.grants - member.revokes - self._acked_grants)
+        if self.taking:
+            await asyncio.gather(*(self._take_granted(key) for key in granted))
+        else:
+            await asyncio.gather(*(self._decline(key) for key in granted if key not in self.held))
+
+    async def _decline(self, key: str) -> None:
+        """Stopping, we take nothing more: a lease granted meanwhile is released at once, so
+        that no lease is left naming a worker that has gone."""
+        lease = await self._repository.get(key)
+        if lease is not None and lease.owner == self.me and not lease.finished:
+            await self._repository.release(lease)
+        self._acked_grants.add(key)
+
+    async def _take_granted(self, key: str) -> None:
+        """The leader named us the owner: read the lease once and start, or find that it is
+        not ours (a stale grant) and acknowledge it all the same."""
+        if key in self.held:
+            self._acked_grants.add(key)
             return
-        held = HeldLease(
-            taken,
+        try:
+            lease = await self._repository.get(key)
+        except Exception as exc:  # the grant stays; the next beat tries again
+            self._log.warning("lease_read_failed", shard_id=key, error=describe(exc))
+            return
+        self._acked_grants.add(key)
+        if lease is None or lease.owner != self.me or lease.finished:
+            self._log.info("grant_not_ours", shard_id=key, owner=lease.owner if lease else None)
+            return
+        self.held[key] = HeldLease(
+            lease,
             self._repository,
-            acquired_at=sent_at,
-            duration=self._settings.lease_duration_s,
-            margin=self._settings.fence_margin_s,
+            liveness=self.liveness,
             clock=self._clock,
             on_recovered=self._note_recovered,
         )
-        self.held[taken.key] = held
-        if reason is TakeReason.STEAL:
-            self._metrics.leases_stolen.labels(self._settings.stream).inc()
-        else:
-            self._metrics.leases_taken.labels(self._settings.stream, reason.value).inc()
-        self._log.info(
-            "lease_taken",
-            shard_id=taken.key,
-            reason=reason.value,
-            previous_owner=lease.owner,
-            checkpoint=taken.checkpoint,
-        )
+        self._metrics.leases_taken.labels(self._settings.stream, "granted").inc()
+        self._held_gauge.set(len(self.held))
+        self._log.info("lease_taken", shard_id=key, reason="granted", checkpoint=lease.checkpoint)
         self._on_change()
 
-    async def _taken_after_all(self, lease: Lease) -> Lease | None:
-        """A take whose condition failed: ours after all when the table names us with the
-        counter our take produced (botocore sent it again after its answer was lost)."""
-        current = await self._repository.get(lease.key)
-        if current is None or current.owner != self.me or current.counter != lease.counter + 1:
-            return None
-        self._note_recovered("take")
-        return current
+    async def _give_back(self, key: str) -> None:
+        """The leader asks for the lease back: the consumer drains, checkpoints and releases
+        it (or we release it now when none runs); acknowledged once released."""
+        if key in self._handing_back:
+            return
+        held = self.held.get(key)
+        if held is None:
+            self._acked_revokes.add(key)
+            return
+        self._handing_back.add(key)
+        self._metrics.leases_handed_back.labels(self._settings.stream).inc()
+        if not self._hand_back(key):
+            await self.release(key, "handed_back")
 
     def _note_recovered(self, operation: str) -> None:
         self._metrics.lease_writes_recovered.labels(self._settings.stream, operation).inc()
         self._log.info("lease_write_recovered", operation=operation)
 
-    async def renew_pass(self) -> None:
-        held = [lease for lease in self.held.values() if not lease.releasing]
-        # A renewal that hangs (black-holed network) must not hold up the others or the next
-        # pass; abandoning it can only cost us that lease, never let us keep one we lost.
-        limit = self._settings.renew_interval_s
-        results = await asyncio.gather(
-            *(asyncio.wait_for(lease.renew(), timeout=limit) for lease in held),
-            return_exceptions=True,
-        )
-        for lease, result in zip(held, results, strict=True):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, TimeoutError):
-                self._log.warning("lease_renew_timed_out", shard_id=lease.key)
-            elif isinstance(result, BaseException):
-                self._log.warning("lease_renew_failed", shard_id=lease.key, error=describe(result))
-            elif not result:
-                self._lose(lease.key, "renew_refused")
-        self.fence()
+    def note_shard_end(self) -> None:
+        """A shard ended here: the next beat tells the leader to read the lease table."""
+        self._ends += 1
+        self._beat_now.set()
+
+    # -- fencing and releases ------------------------------------------------------------
 
     def fence(self) -> None:
-        """Declare lost every held lease we could not renew in time (self-fencing)."""
+        """Drop every lease once our beats have gone unanswered too long (self-fencing), and
+        every lease whose write was refused."""
         now = self._clock()
+        alive = self.liveness.valid(now)
         for key, lease in list(self.held.items()):
             if not lease.valid(now):
-                # A write refused (a peer took the lease) marks it lost before its time is up.
-                self._lose(key, "write_refused" if lease.lost else "not_renewed_in_time")
+                self._lose(key, "write_refused" if alive else "not_beaten_in_time")
+        if alive:
+            return
+        if self.beats:
+            # The leader may not know we let go (our beats may have landed unanswered).
+            self.incarnation = new_incarnation()
+            self.beats = 0
+        if not self.leader.leading(now):
+            self.liveness.leading_since = None  # a former leader: its beats alone count now
 
     def _lose(self, key: str, why: str) -> None:
         lease = self.held.pop(key, None)
         if lease is None:
             return
         lease.lost = True
+        self._end_hand_back(key)
         self._metrics.leases_lost.labels(self._settings.stream).inc()
         self._held_gauge.set(len(self.held))
         self._log.warning("lease_lost", shard_id=key, why=why)
         self._on_change()
 
-    async def release(self, key: str, why: str) -> None:
-        """Give a lease back (owner cleared) so that a peer takes it at once.
+    def _end_hand_back(self, key: str) -> None:
+        if key in self._handing_back:
+            self._handing_back.discard(key)
+            self._acked_revokes.add(key)
+            self._beat_now.set()
 
-        The lease stays in ``held`` (marked ``releasing``: no renewals, no consumer) until the
-        release has ended, whatever its outcome; a release that keeps failing gives up after
-        a few attempts and the lease expires on its own, or is taken back by a later pass."""
+    async def release(self, key: str, why: str) -> None:
+        """Give a lease back (owner cleared) so that the leader reassigns it at once.
+
+        The lease stays in ``held`` (marked ``releasing``: no consumer) until the release has
+        ended, whatever its outcome; a release that keeps failing gives up after a few
+        attempts, and the lease is reassigned when we are gone or hand it back."""
         lease = self.held.get(key)
         if lease is None or lease.releasing:
             return
@@ -197,6 +266,7 @@ class LeaseCoordinator:
         finally:
             if self.held.get(key) is lease:
                 del self.held[key]
+            self._end_hand_back(key)
             self._held_gauge.set(len(self.held))
             self._on_change()
 
@@ -213,27 +283,60 @@ class LeaseCoordinator:
                     await backoff.sleep()
         return False
 
-    async def run_takes(self, stop: asyncio.Event) -> None:
+    async def leave(self) -> None:
+        """After a graceful stop released what we held: say so, and resign if we lead."""
+        self._leaving = True
+        try:
+            await self._members.beat(
+                self.me,
+                Beat(
+                    self.incarnation, frozenset(self._acked_grants), ends=self._ends, leaving=True
+                ),
+            )
+        except Exception as exc:
+            self._log.warning("leave_failed", error=describe(exc))
+            return
+        if self.leader.leading():
+            await self.leader.resign()
+            return
+        # The leader notices on its next beat, not its next round: our shards move sooner.
+        try:
+            leadership = await self._members.leader()
+            if leadership is not None and leadership.owner not in (None, self.me):
+                await self._members.poke(leadership.owner)
+        except Exception as exc:
+            self._log.warning("leader_poke_failed", error=describe(exc))
+
+    # -- loops ---------------------------------------------------------------------------
+
+    async def run_beats(self) -> None:
+        """Beat until cancelled: a stopping worker beats on while it drains and releases. The
+        leader beats twice as often: a poke reaches it within half a beat interval."""
         while True:
+            interval = self._settings.beat_interval_s / (2 if self.leader.leading() else 1)
+            # The beat alone is bounded by the beat interval; what its answer asks (a lease
+            # read per grant, a release) gets longer, so that a throttled read is not cut
+            # short every time, but never so long that our beats lapse.
+            member = None
             try:
-                # Bounded like renewals: a hung scan must not stop later passes.
-                async with asyncio.timeout(max(5.0, self._settings.lease_duration_s)):
-                    await self.take_pass()
+                async with asyncio.timeout(max(interval, self._settings.fence_margin_s)):
+                    member = await self._send_beat()
                 self.aws_ok = True
             except TimeoutError:
                 self.aws_ok = False
-                self._log.warning("lease_pass_timed_out")
+                self._log.warning("beat_timed_out")
             except Exception as exc:
                 self.aws_ok = False
-                self._log.warning("lease_pass_failed", error=describe(exc))
+                self._log.warning("beat_failed", error=describe(exc))
+            if member is not None:
+                try:
+                    async with asyncio.timeout(self._settings.lease_duration_s / 3):
+                        await self._after_beat(member)
+                except Exception as exc:  # the grants stay: the next beat answers them again
+                    self._log.warning("beat_answer_not_followed", error=describe(exc))
             self.fence()
-            if await sleep_or_stop(self._settings.take_interval_s, stop):
-                return
-
-    async def run_renewals(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.renew_interval_s)
-            await self.renew_pass()
+            if await sleep_or_stop(interval, self._beat_now):
+                self._beat_now.clear()
 
     async def run_fencing(self) -> None:
         """Self-fencing by the clock alone: a hung request must not delay it."""

@@ -1,21 +1,23 @@
 """A lease this worker holds: the one place its counter is advanced.
 
-Renewals and checkpoints both increment ``leaseCounter``; a per-lease lock serialises them so
-each write is conditioned on the counter the previous one produced. ``renewed_at`` is the
-monotonic time a successful write was *sent*: a peer can only start counting expiry after it
-saw that write, so ``renewed_at + duration - margin`` is safely before any peer may take over.
+Checkpoints increment ``leaseCounter``; a per-lease lock serialises them so each write is
+conditioned on the counter the previous one produced. A lease is *valid* (safe to process and
+checkpoint under) while the worker's :class:`Liveness` is: the worker's beats, not per-lease
+renewals, keep every lease it holds (DESIGN §3.3). ``renewed_at`` there is the monotonic time
+a successful beat was *sent*: the leader can only start counting the worker gone after it saw
+that beat, so ``renewed_at + duration - margin`` is safely before anyone may reassign a lease.
 
-A failed condition is not always a lost lease (DESIGN §3.1, the KCL's rule for renewals): a
-write whose answer was lost and that botocore sent again fails its own condition, and a write
-abandoned by its timeout may still have been applied. So on a failed condition the lease is
-read again: if the table names the owner this write expects with the counter one past ours,
-the write (or an abandoned one of ours) was applied and the lease is still ours. Its validity
-then counts from the earliest write of ours that could have produced that counter.
+A failed condition is not always a lost lease (DESIGN §3.1): a write whose answer was lost and
+that botocore sent again fails its own condition, and a write abandoned by its timeout may
+still have been applied. So on a failed condition the lease is read again: if the table names
+the owner this write expects with the counter one past ours, a write of ours was applied and
+the lease is still ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 
 from consumer.lease.model import Lease, LeaseStore
@@ -26,31 +28,50 @@ Write = Callable[[Lease], Awaitable[Lease | None]]
 Landed = Callable[[Lease], bool]
 
 
+class Liveness:
+    """The worker's own view of whether it is still alive to the leader (self-fencing).
+
+    While the worker leads, its leases are also bound by its leadership (``leading_since``:
+    when the last leadership renewal that was answered was sent): a successor that takes over
+    from a leader whose renewals stopped may reassign that leader's leases at once.
+    """
+
+    def __init__(self, *, duration: float, margin: float, clock: Callable[[], float]) -> None:
+        self.renewed_at = -math.inf  # when the last beat that was answered was sent
+        self.leading_since: float | None = None
+        self._duration = duration
+        self._margin = margin
+        self._clock = clock
+
+    def renewed(self, sent_at: float) -> None:
+        self.renewed_at = max(self.renewed_at, sent_at)
+
+    def valid(self, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        since = self.renewed_at
+        if self.leading_since is not None:
+            since = min(since, self.leading_since)
+        return now < since + self._duration - self._margin
+
+
 class HeldLease:
     def __init__(
         self,
         lease: Lease,
         repository: LeaseStore,
         *,
-        acquired_at: float,
-        duration: float,
-        margin: float,
+        liveness: Liveness,
         clock: Callable[[], float],
         on_recovered: Callable[[str], None] = lambda operation: None,
     ) -> None:
         self.lease = lease
-        self.renewed_at = acquired_at
+        self.liveness = liveness
         self.lost = False
-        self.releasing = False  # a release is under way: not renewed, not consumed
+        self.releasing = False  # a release is under way: not consumed
         self._repository = repository
-        self._duration = duration
-        self._margin = margin
         self._clock = clock
         self._on_recovered = on_recovered
         self._lock = asyncio.Lock()
-        # When the first write conditioned on the current counter was sent without an answer
-        # (timed out, cancelled, failed): it may have been applied.
-        self._unanswered_since: float | None = None
 
     @property
     def key(self) -> str:
@@ -58,11 +79,7 @@ class HeldLease:
 
     def valid(self, now: float | None = None) -> bool:
         """Still safe to process and checkpoint (self-fencing, DESIGN §3.3)."""
-        now = self._clock() if now is None else now
-        return not self.lost and now < self.renewed_at + self._duration - self._margin
-
-    async def renew(self) -> bool:
-        return await self._write("renew", self._repository.renew, self._ours)
+        return not self.lost and self.liveness.valid(now)
 
     async def checkpoint(
         self,
@@ -100,42 +117,35 @@ class HeldLease:
             if not self.valid(sent_at):
                 self.lost = True
                 return False
-            if self._unanswered_since is None:
-                self._unanswered_since = sent_at
             result = await write(self.lease)
             if result is not None:
-                self._answered(result, sent_at)
+                self._answered(result)
                 return True
             return await self._after_failed_condition(operation, write, landed)
 
     async def _after_failed_condition(self, operation: str, write: Write, landed: Landed) -> bool:
         """Read the lease again: ours with the next counter means a write of ours landed."""
-        since = self._unanswered_since
-        assert since is not None
         current = await self._repository.get(self.key)
         produced_by_us = current is not None and current.counter == self.lease.counter + 1
         if current is None or not produced_by_us or not (self._ours(current) or landed(current)):
             self.lost = True
             return False
         self._on_recovered(operation)
-        self._answered(current, since)
+        self._answered(current)
         if landed(current):
             return True
-        # An abandoned write of ours (a renewal) landed, not this one: the lease is ours at
-        # the new counter; make this write again on top of it, once.
+        # An abandoned write of ours (an earlier checkpoint) landed, not this one: the lease
+        # is ours at the new counter; make this write again on top of it, once.
         retry_sent_at = self._clock()
         if not self.valid(retry_sent_at):
             self.lost = True
             return False
-        self._unanswered_since = retry_sent_at
         result = await write(self.lease)
         if result is None:
             self.lost = True
             return False
-        self._answered(result, retry_sent_at)
+        self._answered(result)
         return True
 
-    def _answered(self, lease: Lease, sent_at: float) -> None:
+    def _answered(self, lease: Lease) -> None:
         self.lease = lease
-        self.renewed_at = max(self.renewed_at, sent_at)
-        self._unanswered_since = None

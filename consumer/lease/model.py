@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 TRIM_HORIZON = "TRIM_HORIZON"
@@ -62,6 +63,14 @@ class LeaseStore(Protocol):
     ) -> bool: ...
 
     async def take(self, lease: Lease, me: str) -> Lease | None: ...
+
+    async def assign(
+        self, key: str, to: str, *, owners: AbstractSet[str | None], counter: int | None = None
+    ) -> Lease | None:
+        """The leader's write: name ``to`` the owner, advancing the counter. Conditional on the
+        current owner being one of ``owners`` (None: no owner) and, when given, on ``counter``
+        (a lease whose owner is not a member is judged by its counter, as the KCL does)."""
+        ...
 
     async def renew(self, lease: Lease) -> Lease | None: ...
 

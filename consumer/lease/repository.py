@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from consumer.aws import Action, classify
+from consumer.lease.metered import metered
 from consumer.lease.model import SHARD_END, Lease
+from consumer.metrics import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -91,9 +94,14 @@ def new_lease_item(
 
 class LeaseRepository:
     def __init__(
-        self, dynamodb: DynamoDBClient, table: str, *, now_iso: Callable[[], str] = utc_now_iso
+        self,
+        dynamodb: DynamoDBClient,
+        table: str,
+        *,
+        now_iso: Callable[[], str] = utc_now_iso,
+        metrics: Metrics | None = None,
     ) -> None:
-        self._db = dynamodb
+        self._db = metered(dynamodb, metrics, "leases")
         self.table = table
         self._now_iso = now_iso
 
@@ -161,6 +169,51 @@ class LeaseRepository:
             condition = "leaseCounter = :seen AND leaseOwner = :old"
             values[":old"] = {"S": lease.owner}
         return await self._update(lease, update, condition, values)
+
+    async def assign(
+        self, key: str, to: str, *, owners: AbstractSet[str | None], counter: int | None = None
+    ) -> Lease | None:
+        """The leader's write: name ``to`` the owner, advancing the counter. Conditional on the
+        current owner being one of ``owners`` (None: no owner) and, when given, on ``counter``;
+        never on a lease that is gone (no item is created). None when the condition failed."""
+        alternatives: builtins.list[str] = []
+        values: dict[str, Any] = {
+            ":to": {"S": to},
+            ":at": {"S": self._now_iso()},
+            ":one": {"N": "1"},
+            ":zero": {"N": "0"},
+        }
+        named = sorted(owner for owner in owners if owner is not None)
+        if None in owners:
+            alternatives.append("attribute_not_exists(leaseOwner)")
+        for n, owner in enumerate(named):
+            alternatives.append(f"leaseOwner = :o{n}")
+            values[f":o{n}"] = {"S": owner}
+        if not alternatives:
+            return None  # no owner is acceptable: nothing could match
+        condition = f"attribute_exists(leaseKey) AND ({' OR '.join(alternatives)})"
+        if counter is not None:
+            condition += " AND leaseCounter = :seen"
+            values[":seen"] = {"N": str(counter)}
+        try:
+            answer = await self._db.update_item(
+                TableName=self.table,
+                Key={"leaseKey": {"S": key}},
+                UpdateExpression=(
+                    "SET leaseOwner = :to, telemaxUpdatedAt = :at, "
+                    "leaseCounter = leaseCounter + :one, ownerSwitchesSinceCheckpoint = "
+                    "if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :one "
+                    "REMOVE checkpointOwner"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if classify(exc) is Action.FENCE:
+                return None
+            raise
+        return lease_from_item(answer["Attributes"])
 
     async def renew(self, lease: Lease) -> Lease | None:
         return await self._update_owned(lease, "SET leaseCounter = :next, telemaxUpdatedAt = :at")

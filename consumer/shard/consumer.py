@@ -42,7 +42,7 @@ from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, ShardReader
 
-PARENT_POLL_S = 1.0
+PARENT_POLL_S = 2.0  # rare: the leader assigns a child once its parents have ended
 FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
 OUTSIDE_HASH_RANGE = "outside_hash_range"
 
@@ -58,7 +58,7 @@ class ShardContext:
     dead_letters: BatchSink
     metrics: Metrics
     checkpoint_interval_s: float
-    parents_done: Callable[[frozenset[str]], bool]
+    parents_done: Callable[[frozenset[str]], Awaitable[bool]]  # reads the parents' leases
     make_reader: Callable[[str, str], ShardReader]  # (shard id, checkpoint) -> reader
     budget: RecordBudget
     # (parent shard id, its children) -> their leases exist (created unless they were)
@@ -159,9 +159,16 @@ class ShardConsumer:
         self.lifecycle.advance(State.DONE)
         return reason
 
+    async def _parents_done(self, parents: frozenset[str]) -> bool:
+        try:
+            return await self._ctx.parents_done(parents)
+        except Exception as exc:  # read again after the pause
+            self._log.warning("parent_lease_read_failed", error=describe(exc))
+            return False
+
     async def _wait_for_parents(self, parents: frozenset[str], stop: asyncio.Event) -> bool:
         self._log.info("shard_waiting_on_parents", parents=sorted(parents))
-        while not self._ctx.parents_done(parents):
+        while not await self._parents_done(parents):
             if await sleep_or_stop(PARENT_POLL_S, stop):
                 return False
         return True
@@ -193,7 +200,7 @@ class ShardConsumer:
                     return Reason.SHARD_END
                 if not self.held.valid():
                     return Reason.LEASE_LOST
-                if self._checkpoint_due(fetched):
+                if self._checkpoint_due():
                     await self._checkpoint_durable()
         finally:
             helpers = [task for task in (pending, stopping) if task is not None]
@@ -268,12 +275,13 @@ class ShardConsumer:
             counter.labels(self._ctx.stream, letter.reason).inc()
         self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
 
-    def _checkpoint_due(self, fetched: Fetched) -> bool:
+    def _checkpoint_due(self) -> bool:
+        """At most one checkpoint per ``checkpoint_interval_s``, busy or caught up: it is the
+        only lease write a shard makes (the last one, on a stop or hand-back, is not due but
+        written all the same)."""
         if self._durable is None:
             return False
-        idle = not fetched.records
-        elapsed = self._ctx.clock() - self._last_checkpoint_at
-        return idle or elapsed >= self._ctx.checkpoint_interval_s
+        return self._ctx.clock() - self._last_checkpoint_at >= self._ctx.checkpoint_interval_s
 
     async def _checkpoint_durable(self, attempts: int = 1) -> None:
         if self._durable is not None:

@@ -11,7 +11,7 @@ A task consumes, then (shard end, or a requested stop) *finishes*: it hands its 
 through ``release``. A finishing task is never cancelled by reconciliation: its lease is
 being released, and the release ends on its own within a few attempts. A consumer that fails
 unexpectedly is logged and restarted from its checkpoint after a backoff (the lease stays ours
-while we renew it); it never takes the worker down.
+while we hold it); it never takes the worker down.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def reconcile(
 class _Task:
     hold: HeldLease
     task: asyncio.Task[None]
+    stop: asyncio.Event  # a graceful stop of this consumer alone (a hand-back)
     finishing: bool = False
 
 
@@ -118,8 +119,9 @@ class ShardSupervisor:
             self._tasks[key].task.cancel()
         for key in changes.start:
             hold = held[key]
-            task = self._group.create_task(self._supervise(hold), name=key)
-            self._tasks[key] = _Task(hold, task)
+            stop = asyncio.Event()
+            task = self._group.create_task(self._supervise(hold, stop), name=key)
+            self._tasks[key] = _Task(hold, task, stop)
             # A callback, not a ``finally``: a task cancelled before it ever ran has none.
             task.add_done_callback(functools.partial(self._ended, hold))
 
@@ -127,6 +129,8 @@ class ShardSupervisor:
         """Ask every consumer to drain, checkpoint and release; cancel those still busy after
         ``timeout`` seconds."""
         self._stop.set()
+        for entry in self._tasks.values():
+            entry.stop.set()
         tasks = [entry.task for entry in self._tasks.values()]
         if not tasks:
             return
@@ -136,6 +140,15 @@ class ShardSupervisor:
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+    def hand_back(self, key: str) -> bool:
+        """Ask the consumer of ``key`` to drain, checkpoint and release (the leader wants the
+        lease back); False when none runs, and the caller releases the lease itself."""
+        entry = self._tasks.get(key)
+        if entry is None or entry.finishing:
+            return entry is not None
+        entry.stop.set()
+        return True
 
     def close(self) -> None:
         self._closed.set()
@@ -147,23 +160,23 @@ class ShardSupervisor:
         self._ctx.metrics.forget_shard(held.key)
         self.reconcile()
 
-    async def _supervise(self, held: HeldLease) -> None:
-        reason = await self._consume(held)
+    async def _supervise(self, held: HeldLease, stop: asyncio.Event) -> None:
+        reason = await self._consume(held, stop)
         if reason is Reason.SHARD_END:
             self._on_shard_end(held.key)
         if POLICIES[reason].release:
             self._tasks[held.key].finishing = True
             await self._release(held.key, reason.value)
 
-    async def _consume(self, held: HeldLease) -> Reason:
+    async def _consume(self, held: HeldLease, stop: asyncio.Event) -> Reason:
         """Run the shard's consumer; restart it after a failure while the lease is ours."""
         backoff = Backoff(base=1.0, cap=30.0)
         while True:
             try:
-                return await ShardConsumer(held, self._ctx).run(self._stop)
+                return await ShardConsumer(held, self._ctx).run(stop)
             except Exception:
                 self._log.exception("shard_consumer_failed", shard_id=held.key)
-                if await sleep_or_stop(backoff.next_delay(), self._stop):
+                if await sleep_or_stop(backoff.next_delay(), stop):
                     return Reason.REQUESTED
                 if not held.valid():
                     return Reason.LEASE_LOST

@@ -42,13 +42,14 @@ def run(*args: str | Path, timeout: float = 60, **kwargs: Any) -> subprocess.Com
 
 @dataclasses.dataclass
 class Tables:
-    """A stream and the three tables on the local endpoint, named for one test."""
+    """A stream and the four tables on the local endpoint, named for one test."""
 
     env: dict[str, str]
     stream: str
     table: str
     lease_table: str
     dlq_table: str
+    member_table: str
 
     def setup(self, shards: int = 2) -> None:
         done = run(
@@ -73,6 +74,7 @@ def make_tables(moto_endpoint: str) -> Any:
             "TELEMAX_TABLE": f"TELEMAX-{suffix}",
             "TELEMAX_LEASE_TABLE": f"leases-{suffix}",
             "TELEMAX_DLQ_TABLE": f"deadletter-{suffix}",
+            "TELEMAX_MEMBER_TABLE": f"members-{suffix}",
         }
         env = {**aws_env(moto_endpoint), **names, **extra_env}
         return Tables(
@@ -81,6 +83,7 @@ def make_tables(moto_endpoint: str) -> Any:
             names["TELEMAX_TABLE"],
             names["TELEMAX_LEASE_TABLE"],
             names["TELEMAX_DLQ_TABLE"],
+            names["TELEMAX_MEMBER_TABLE"],
         )
 
     return make

@@ -31,8 +31,9 @@ NOT_RUNTIME = {"provision.py", "dlq.py", "demo.py", "local.py", "testing.py", "f
 # Which tables a module's DynamoDB calls go to.
 TABLES_OF_MODULE = {
     "consumer/lease/repository.py": {"lease"},
+    "consumer/lease/member_table.py": {"members"},
     "consumer/pipeline/sink.py": {"records", "deadletter"},
-    "consumer/worker.py": {"lease", "deadletter"},  # preflight DescribeTable
+    "consumer/worker.py": {"lease", "members", "deadletter"},  # preflight DescribeTable
     "consumer/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
 }
@@ -54,6 +55,7 @@ EVENT_SOURCE_MAPPING = {
 }
 # Resource references -> what they are.
 LOGICAL = {"Stream": "stream", "LeaseTable": "lease", "RecordsTable": "records"}
+LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
 EXPORTS |= {"KeyArn": "key"}
@@ -180,6 +182,9 @@ def test_the_call_finder_sees_the_calls() -> None:
     found = calls_in(ROOT / "consumer/lease/repository.py")
     assert {("dynamodb", "UpdateItem"), ("dynamodb", "Scan"), ("dynamodb", "PutItem")} <= found
     assert ("kinesis", "GetRecords") in calls_in(ROOT / "consumer/shard/reader.py")
+    ops = ("UpdateItem", "Scan", "DeleteItem", "GetItem", "PutItem")
+    members = {("dynamodb", op) for op in ops}
+    assert calls_in(ROOT / "consumer/lease/member_table.py") == members
     assert ("kinesis", "PutRecords") in calls_in(ROOT / "producer/shipper.py")
     lean = ROOT / "consumer/fastpath.py"
     if lean.exists():  # the lean path (issue 6) signs its own JSON calls
@@ -319,6 +324,7 @@ def test_tables_and_names_match_what_setup_creates() -> None:
     assert params["StreamName"]["Default"] == defaults.stream
     assert params["TableName"]["Default"] == defaults.table
     assert params["LeaseTableName"]["Default"] == defaults.lease_table
+    assert params["MemberTableName"]["Default"] == defaults.member_table_name
     assert params["DeadLetterTableName"]["Default"] == defaults.dlq_table
     tables = resources(base, "AWS::DynamoDB::Table")
     by_param = {t["Properties"]["TableName"]["Ref"]: t["Properties"] for t in tables.values()}
@@ -326,6 +332,7 @@ def test_tables_and_names_match_what_setup_creates() -> None:
     for role, param in (
         ("records", "TableName"),
         ("leases", "LeaseTableName"),
+        ("members", "MemberTableName"),
         ("dead letters", "DeadLetterTableName"),
     ):
         props = by_param[param]
@@ -354,9 +361,8 @@ def test_ecs_task_runs_the_image_as_built() -> None:
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     check_environment(env)
-    assert {"TELEMAX_STREAM", "TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_DLQ_TABLE"} <= set(
-        env
-    )
+    tables = {"TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_MEMBER_TABLE", "TELEMAX_DLQ_TABLE"}
+    assert {"TELEMAX_STREAM", *tables} <= set(env)
     assert env["AWS_DEFAULT_REGION"] == env["AWS_REGION"]  # botocore reads the first only
     port = int(env["TELEMAX_METRICS_PORT"])
     assert [p["ContainerPort"] for p in container["PortMappings"]] == [port]

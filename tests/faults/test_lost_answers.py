@@ -14,7 +14,7 @@ import pytest
 
 from consumer.aws import open_clients
 from consumer.faultproxy import Rule
-from consumer.lease.held import HeldLease
+from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.repository import LeaseRepository
 from tests.faults.conftest import Faulty
 
@@ -39,19 +39,31 @@ async def held(repository: LeaseRepository) -> HeldLease:
     taken = await repository.take(fresh, "me")
     assert taken is not None
     loop = asyncio.get_running_loop()
-    return HeldLease(
-        taken, repository, acquired_at=loop.time(), duration=30, margin=3, clock=loop.time
-    )
+    liveness = Liveness(duration=30, margin=3, clock=loop.time)
+    liveness.renewed(loop.time())  # as after an answered beat
+    return HeldLease(taken, repository, liveness=liveness, clock=loop.time)
 
 
-@pytest.mark.parametrize("operation", ["renew", "checkpoint", "release"])
+async def test_an_assignment_whose_answer_was_lost_is_a_failed_condition_to_read_again(
+    faulty: Faulty, through_proxy: LeaseRepository
+) -> None:
+    """The leader's write: botocore's second request fails its condition, and the lease as
+    read again names the member (the leader then grants it, see test_member_side)."""
+    await through_proxy.create("shard-y", "TRIM_HORIZON", frozenset())
+    faulty.dynamodb.set_rules([Rule("UpdateItem", "lose_answer", limit=1)])
+    assert await through_proxy.assign("shard-y", "w1", owners={None}) is None
+    assert faulty.dynamodb.injected[("UpdateItem", "lose_answer")] == 1
+    stored = await through_proxy.get("shard-y")
+    assert stored is not None and (stored.owner, stored.counter) == ("w1", 1)
+
+
+@pytest.mark.parametrize("operation", ["checkpoint", "release"])
 async def test_a_lease_write_whose_answer_was_lost_is_recognised(
     faulty: Faulty, through_proxy: LeaseRepository, operation: str
 ) -> None:
     lease = await held(through_proxy)
     faulty.dynamodb.set_rules([Rule("UpdateItem", "lose_answer", limit=1)])
     write = {
-        "renew": lease.renew,
         "checkpoint": lambda: lease.checkpoint("49600000000000000000000000000000000000000001"),
         "release": lease.release,
     }[operation]

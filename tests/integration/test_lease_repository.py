@@ -173,3 +173,90 @@ async def test_items_that_are_not_leases_are_skipped(repo: LeaseRepository) -> N
     assert sorted(lease.key for lease in await repo.list()) == ["shard-1", "shard-2"]
     assert sorted(await repo.sample_keys()) == ["shard-1", "shard-2"]
     assert await repo.get("Leader") is None
+
+
+# The leader's assign (membership protocol): conditional on the owner, and on the counter when
+# given; switches counted, a KCL 3.x checkpointOwner dropped.
+
+
+async def test_assign_from_no_owner(repo: LeaseRepository) -> None:
+    await repo.create("shard-1", "TRIM_HORIZON", frozenset())
+    assigned = await repo.assign("shard-1", "w1", owners={None})
+    assert assigned is not None
+    assert (assigned.owner, assigned.counter, assigned.owner_switches) == ("w1", 1, 1)
+    assert assigned.updated_at is not None
+    assert await repo.get("shard-1") == assigned
+    assert await repo.assign("shard-1", "w2", owners={None}) is None, "it has an owner now"
+
+
+async def test_assign_from_one_of_several_owners(repo: LeaseRepository) -> None:
+    await repo.create("shard-1", "TRIM_HORIZON", frozenset())
+    first = await repo.assign("shard-1", "w2", owners={None})
+    assert first is not None
+    moved = await repo.assign("shard-1", "w3", owners={"w1", "w2", None})
+    assert moved is not None and (moved.owner, moved.counter) == ("w3", 2)
+    again = await repo.assign("shard-1", "w1", owners={"w3", "w9"})
+    assert again is not None and (again.owner, again.counter) == ("w1", 3)
+
+
+async def test_assign_refuses_an_owner_not_named(repo: LeaseRepository) -> None:
+    await repo.create("shard-1", "TRIM_HORIZON", frozenset())
+    held = await repo.assign("shard-1", "w1", owners={None})
+    assert held is not None
+    assert await repo.assign("shard-1", "w2", owners={"w3", "w4"}) is None
+    assert await repo.assign("shard-1", "w2", owners={None}) is None
+    assert await repo.assign("shard-1", "w2", owners=set()) is None, "nobody is acceptable"
+    assert await repo.get("shard-1") == held, "refused assigns change nothing"
+
+
+async def test_assign_on_a_missing_lease_creates_nothing(repo: LeaseRepository) -> None:
+    assert await repo.assign("shard-9", "w1", owners={None}) is None
+    assert await repo.assign("shard-9", "w1", owners={None}, counter=0) is None
+    assert await repo.get("shard-9") is None
+    assert await repo.list() == []
+
+
+async def test_assign_with_a_counter_condition(repo: LeaseRepository) -> None:
+    await repo.create("shard-1", "TRIM_HORIZON", frozenset())
+    (fresh,) = await repo.list()
+    held = await repo.take(fresh, "w1")
+    assert held is not None and held.counter == 1
+    # The leader judged w1 gone at counter 1, but w1 renewed since: the counter refuses it.
+    renewed = await repo.renew(held)
+    assert renewed is not None
+    assert await repo.assign("shard-1", "w2", owners={"w1"}, counter=held.counter) is None
+    assert await repo.get("shard-1") == renewed
+    moved = await repo.assign("shard-1", "w2", owners={"w1"}, counter=renewed.counter)
+    assert moved is not None and (moved.owner, moved.counter) == ("w2", renewed.counter + 1)
+    # The counter alone does not suffice: the owner must be one of ``owners`` too.
+    assert await repo.assign("shard-1", "w3", owners={"w1"}, counter=moved.counter) is None
+    # The previous owner's writes are fenced.
+    assert await repo.renew(renewed) is None
+
+
+async def test_assign_counts_switches_and_drops_a_kcl3_checkpoint_owner(
+    repo: LeaseRepository,
+) -> None:
+    await put_raw(
+        repo,
+        {
+            "leaseKey": {"S": "shard-1"},
+            "leaseOwner": {"S": "kcl-new"},
+            "checkpointOwner": {"S": "kcl-old"},
+            "leaseCounter": {"N": "7"},
+            "checkpoint": {"S": "100"},
+            "ownerSwitchesSinceCheckpoint": {"N": "2"},
+        },
+    )
+    assigned = await repo.assign("shard-1", "w1", owners={"kcl-new"}, counter=7)
+    assert assigned is not None
+    assert (assigned.owner, assigned.counter, assigned.owner_switches) == ("w1", 8, 3)
+    assert assigned.checkpoint == "100" and assigned.checkpoint_owner is None
+    assert "checkpointOwner" not in await raw(repo, "shard-1")
+    # An item without ownerSwitchesSinceCheckpoint (written by other tools) starts from 0.
+    await put_raw(
+        repo,
+        {"leaseKey": {"S": "shard-2"}, "leaseCounter": {"N": "0"}, "checkpoint": {"S": "LATEST"}},
+    )
+    second = await repo.assign("shard-2", "w1", owners={None})
+    assert second is not None and (second.owner_switches, second.counter) == (1, 1)

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.timeout(60)
 def test_setup_creates_then_reports_existing(stack: Stack) -> None:
     first = stack.cli("consumer", "setup", TELEMAX_SHARDS="3")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 4, first.stdout
+    assert first.stdout.count("created") == 5, first.stdout
     assert f"stream {stack.stream} (3 shards)" in first.stdout
 
     second = stack.cli("consumer", "setup", TELEMAX_SHARDS="3")
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("exists") == 4 and "created" not in second.stdout, second.stdout
+    assert second.stdout.count("exists") == 5 and "created" not in second.stdout, second.stdout
 
     summary = stack.kinesis.describe_stream_summary(StreamName=stack.stream)
     assert summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
@@ -27,7 +27,11 @@ def test_setup_creates_then_reports_existing(stack: Stack) -> None:
         ("hardwareID", "HASH"),
         ("Timestamp", "RANGE"),
     ]
-    for table in (stack.lease_table, stack.dlq_table):
+    members = stack.dynamodb.describe_table(TableName=stack.member_table)["Table"]
+    assert [(k["AttributeName"], k["KeyType"]) for k in members["KeySchema"]] == [
+        ("workerId", "HASH")
+    ]
+    for table in (stack.lease_table, stack.member_table, stack.dlq_table):
         assert stack.dynamodb.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
 
 

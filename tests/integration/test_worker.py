@@ -165,15 +165,18 @@ def test_status_and_http_endpoints(stack: Stack) -> None:
     wait_until(ready, 20, "/readyz 200")
     with urllib.request.urlopen(base + "/healthz", timeout=1) as answer:
         assert answer.status == 200
+    wait_until(lambda: worker.metrics().get("telemax_leases_held") == 2, 10, "2 leases held")
     metrics = worker.metrics()
     for name in (
         "telemax_leases_held",
         "telemax_records_received_total",
         "telemax_batch_write_seconds_count",
         "telemax_leases_taken_total",
+        "telemax_leader",
+        "telemax_last_beat_timestamp_seconds",
+        "telemax_lease_table_requests_total",
     ):
         assert name in metrics, name
-    wait_until(lambda: worker.metrics().get("telemax_leases_held") == 2, 10, "2 leases held")
 
     status = stack.cli("consumer", "status")
     assert status.returncode == 0, status.stderr

@@ -102,20 +102,34 @@ async def scale_in(fleet: Fleet, args: argparse.Namespace) -> Outcome:
 
 async def throttled(fleet: Fleet, args: argparse.Namespace) -> Outcome:
     since = fleet.clock()
-    throttle_randomly(fleet.table, 0.2, random.Random(5))
+    throttle_randomly(fleet, 0.2, random.Random(5))
     await asyncio.sleep(60.0)
-    fleet.table.fault = lambda op, key: None
+    throttle_randomly(fleet, 0.0, random.Random(5))
     await asyncio.sleep(SETTLE_S)
     return fleet.outcome("lease table throttled (20 % for 60 s)", since)
 
 
 async def slow_scans(fleet: Fleet, args: argparse.Namespace) -> Outcome:
     since = fleet.clock()
-    fleet.table.latency["list"] = 4.0
+    fleet.table.latency["list"] = fleet.members.latency["members"] = 4.0
     await asyncio.sleep(60.0)
-    fleet.table.latency["list"] = 0.0
+    fleet.table.latency["list"] = fleet.members.latency["members"] = 0.0
     await asyncio.sleep(SETTLE_S)
     return fleet.outcome("Scans take 4 s (60 s)", since)
+
+
+async def reshard(fleet: Fleet, args: argparse.Namespace) -> Outcome:
+    """Every open shard splits in two: its owner reads it to the end, creates the children's
+    leases and checkpoints SHARD_END; "without owner" is each child's wait from then."""
+    since = fleet.clock()
+    items = fleet.table.items
+    before = sum(1 for lease in items.values() if not lease.finished)
+    fleet.table.closed.update(key for key, lease in items.items() if not lease.finished)
+    balanced = await fleet.until_balanced(BALANCE_BOUND_S)
+    await asyncio.sleep(SETTLE_S)
+    return fleet.outcome(
+        f"reshard {before:,} -> {2 * before:,} shards", since, balanced_after=balanced
+    )
 
 
 SCENARIOS: tuple[Step, ...] = (
@@ -127,6 +141,7 @@ SCENARIOS: tuple[Step, ...] = (
     scale_in,
     throttled,
     slow_scans,
+    reshard,
 )
 
 
@@ -175,6 +190,83 @@ def report(results: dict[str, list[Outcome]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# DynamoDB on-demand list prices, us-east-1, since November 2024 (USD per million units).
+READ_PRICE, WRITE_PRICE = 0.125, 0.625
+
+
+def costs(results: dict[str, list[Outcome]], args: argparse.Namespace) -> str:
+    """Steady-state read and write units per 1,000 shard-hours, and their on-demand price."""
+    lines = [
+        "",
+        "| steady state, per 1,000 shard-hours | read units | write units | on-demand USD |",
+        "|---|---|---|---|",
+    ]
+    for model, outcomes in results.items():
+        rates = next(o.rates for o in outcomes if o.name.startswith("steady"))
+        if rates is None:
+            continue
+        per = 3600 * 1000 / args.shards
+        reads, writes = rates.read_mean * per, rates.write_mean * per
+        price = (reads * READ_PRICE + writes * WRITE_PRICE) / 1e6
+        lines.append(f"| {model} | {reads:,.0f} | {writes:,.0f} | {price:,.2f} |")
+    return "\n".join(lines)
+
+
+def goals(results: dict[str, list[Outcome]], args: argparse.Namespace) -> str:
+    """The issue's goals for telemax, each with its figure and whether it is met."""
+    ours = {o.name.split(" ")[0]: o for o in results.get("telemax", [])}
+    kcl = {o.name.split(" ")[0]: o for o in results.get("kcl", [])}
+    if not ours:
+        return ""
+    duration, renew = 10.0, 10.0 / 3
+    share_bound = 30.0 if args.shards <= 1000 else 120.0
+    rows: list[tuple[str, float | None, str, bool]] = []
+    steady = ours["steady"].rates
+    assert steady is not None
+    if "steady" in kcl and kcl["steady"].rates is not None:
+        ratio = 100 * steady.read_mean / kcl["steady"].rates.read_mean
+        rows.append(("steady reads, % of the KCL 2.x model's", ratio, "≤ 10 %", ratio <= 10))
+    per_shard = steady.write_mean * renew / args.shards
+    rows.append(("steady writes per shard per renew interval", per_shard, "≤ 1", per_shard <= 1))
+    failover = ours["SIGKILL"].gap_max
+    rows.append(
+        ("fail-over max (s)", failover, "≤ 12", failover is not None and failover <= duration + 2)
+    )
+    rolling = ours["rolling"].gap_max or 0.0
+    rows.append(("hand-over max, rolling restart (s)", rolling, "≤ 2", rolling <= 2))
+    scale_out = next(
+        o for o in results["telemax"] if "hand-over" not in o.name and "scale" in o.name
+    )
+    share = scale_out.balanced_after
+    rows.append(
+        (
+            "new workers get their share (s)",
+            share,
+            f"≤ {share_bound:.0f}",
+            share is not None and share <= share_bound,
+        )
+    )
+    reads, writes = steady.read_partition_peak, steady.write_partition_peak
+    rows.append(("busiest partition, steady, read units/s", reads, "≤ 3,000", reads <= 3000))
+    rows.append(("busiest partition, steady, write units/s", writes, "≤ 1,000", writes <= 1000))
+    overlaps = sum(o.overlaps for o in results["telemax"])
+    rows.append(("two owners at once (all scenarios)", float(overlaps), "never", overlaps == 0))
+    lines = ["", "| telemax goal | figure | goal | met |", "|---|---|---|---|"]
+    for label, value, goal, met in rows:
+        lines.append(f"| {label} | {cell(value, digits=2)} | {goal} | {'yes' if met else 'NO'} |")
+    rates = [(o.name, o.rates) for o in results["telemax"] if o.rates is not None]
+    name, busiest = max(rates, key=lambda item: item[1].write_partition_peak)
+    scale_in = next(o for o in results["telemax"] if "hand-over" in o.name and "scale" in o.name)
+    lines += [
+        "",
+        f"Transients (not goals): the busiest partition peaked at "
+        f"{busiest.write_partition_peak:,.0f} write units/s ({name}); the scale-in "
+        f"({scale_in.name.split('(')[0].strip()}, all at once) handed over in "
+        f"{cell(scale_in.gap_p50, ' s')} / {cell(scale_in.gap_max, ' s')} (p50 / max).",
+    ]
+    return "\n".join(lines)
+
+
 def _units(kind: str) -> Callable[[Outcome], str]:
     """Mean / peak / busiest partition's peak of ``kind`` ("read" or "write") units."""
 
@@ -220,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             loop.close()
     print(report(results, args))
+    print(costs(results, args))
+    print(goals(results, args))
     print(f"\n(simulated in {time.perf_counter() - started:.0f} s of real time)")
     return 0
 

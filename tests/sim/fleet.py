@@ -22,10 +22,13 @@ from typing import Protocol
 
 from consumer.config import Settings
 from consumer.lease.coordinator import LeaseCoordinator
+from consumer.lease.held import HeldLease
+from consumer.lease.members import MemberStore
+from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
 from tests.sim.store import ChargedTable
 
-CHECKPOINT_INTERVAL_S = 1.0  # a busy shard's checkpoints (telemax's default today)
+CHECKPOINT_INTERVAL_S = 10.0  # a busy shard's checkpoints (telemax's default)
 
 
 class SimWorker(Protocol):
@@ -103,9 +106,24 @@ class Observer:
         return [len(self._owned_by.get(name, ())) for name in workers]
 
 
+async def create_children(table: ChargedTable, observer: Observer, key: str) -> frozenset[str]:
+    """The reshard scenario: ``key`` was split in two; create the children's leases, as the
+    worker that reads a parent to its end does, and date their wait from now."""
+    parent = table.items[key]
+    start, end = parent.hash_range or (0, 2**128 - 1)
+    middle = (start + end) // 2
+    halves = {f"{key}-0": (start, middle), f"{key}-1": (middle + 1, end)}
+    now = asyncio.get_running_loop().time()
+    for child, hash_range in halves.items():
+        await table.create(child, "TRIM_HORIZON", frozenset({key}), hash_range)
+        observer.orphaned_since.setdefault(child, now)  # a child waits from its parent's end
+    return frozenset(halves)
+
+
 class TelemaxWorker:
-    """The real coordinator; consumers are modelled as a checkpoint per owned shard per
-    ``CHECKPOINT_INTERVAL_S``, through the real held lease."""
+    """The real coordinator and leader; consumers are modelled as a checkpoint per owned
+    shard per ``CHECKPOINT_INTERVAL_S``, through the real held lease, and a hand-back as a
+    final checkpoint and a release."""
 
     def __init__(
         self,
@@ -113,6 +131,7 @@ class TelemaxWorker:
         table: ChargedTable,
         observer: Observer,
         *,
+        members: MemberStore,
         lease_duration_s: float,
         seed: int,
     ) -> None:
@@ -122,21 +141,23 @@ class TelemaxWorker:
         loop = asyncio.get_running_loop()
         self.coordinator = LeaseCoordinator(
             table,
+            members,
             Settings(worker_id=name, lease_duration_s=lease_duration_s, metrics_port=0),
             Metrics("sim"),
             on_change=lambda: observer.changed(self),
+            hand_back=self._hand_back,
             clock=loop.time,
-            rng=random.Random(seed),
         )
-        self._stop_taking = asyncio.Event()
+        self._rng = random.Random(seed)
+        self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._position = 0
 
     def start(self) -> None:
         c = self.coordinator
         self._tasks = [
-            asyncio.create_task(c.run_takes(self._stop_taking)),
-            asyncio.create_task(c.run_renewals()),
+            asyncio.create_task(c.run_beats()),
+            asyncio.create_task(c.leader.run(self._stop)),
             asyncio.create_task(self._fence_and_observe()),
             asyncio.create_task(self._checkpoints()),
         ]
@@ -150,13 +171,26 @@ class TelemaxWorker:
         self._observer.gone(self)
 
     async def terminate(self) -> None:
-        """SIGTERM: stop taking, checkpoint and release every lease, then stop."""
+        """SIGTERM: stop taking, checkpoint and release every lease, leave, then stop."""
         self.coordinator.taking = False
-        self._stop_taking.set()
         held = list(self.coordinator.consumable().values())
         await asyncio.gather(*(lease.checkpoint(self._next_position()) for lease in held))
         await asyncio.gather(*(self.coordinator.release(lease.key, "shutdown") for lease in held))
+        self._stop.set()
+        await self.coordinator.leave()
         self.kill()
+
+    def _hand_back(self, key: str) -> bool:
+        """The consumer's graceful stop: a last checkpoint, then the release."""
+
+        async def drain() -> None:
+            held = self.coordinator.held.get(key)
+            if held is not None and held.valid():
+                await held.checkpoint(self._next_position())
+            await self.coordinator.release(key, "handed_back")
+
+        self._tasks.append(asyncio.create_task(drain()))
+        return True
 
     async def _fence_and_observe(self) -> None:
         while True:
@@ -165,15 +199,28 @@ class TelemaxWorker:
             self._observer.changed(self)  # self-fencing by time changes what is owned
 
     async def _checkpoints(self) -> None:
+        await asyncio.sleep(self._rng.uniform(0, CHECKPOINT_INTERVAL_S))
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             held = list(self.coordinator.consumable().values())
             results = await asyncio.gather(
-                *(lease.checkpoint(self._next_position()) for lease in held),
+                *(self._checkpoint(lease) for lease in held),
                 return_exceptions=True,
             )
             if any(result is False for result in results):
                 self._observer.changed(self)
+
+    async def _checkpoint(self, held: HeldLease) -> bool:
+        """A busy shard's checkpoint; a shard the reshard closed is read to its end instead:
+        children created, SHARD_END, release, and the leader told (as the consumer does)."""
+        if held.key not in self._table.closed:
+            return await held.checkpoint(self._next_position())
+        children = await create_children(self._table, self._observer, held.key)
+        if not await held.checkpoint(SHARD_END, children=children):
+            return False
+        await self.coordinator.release(held.key, "shard_end")
+        self.coordinator.note_shard_end()
+        return True
 
     def _next_position(self) -> str:
         self._position += 1

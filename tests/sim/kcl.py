@@ -10,8 +10,8 @@ it takes available leases up to its target, and only when none is available stea
 from the most loaded worker when that one is at or above the target (``chooseLeasesToSteal``).
 Not modelled: the "very old lease" priority (leases not renewed for 3 x failover taken first).
 A worker considers a lease its own while it renewed it within the failover time. Checkpoints:
-the application's, here the same cadence as telemax's consumers (one per busy shard per
-second), each a counter-conditioned update.
+the application's, here the same cadence as telemax's consumers (one per busy shard every
+``CHECKPOINT_INTERVAL_S``), each a counter-conditioned update.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import math
 import random
 from collections import Counter
 
-from consumer.lease.model import Lease
-from tests.sim.fleet import CHECKPOINT_INTERVAL_S, Observer
+from consumer.lease.model import SHARD_END, Lease
+from tests.sim.fleet import CHECKPOINT_INTERVAL_S, Observer, create_children
 from tests.sim.store import ChargedTable
 
 EPSILON_S = 0.025
@@ -37,6 +37,7 @@ class KclWorker:
         table: ChargedTable,
         observer: Observer,
         *,
+        members: object = None,  # the KCL 2.x keeps everything in the lease table
         lease_duration_s: float,
         seed: int,
     ) -> None:
@@ -156,9 +157,21 @@ class KclWorker:
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_S)
             for key in self.owned():
-                await self._write(key, "checkpoint")
+                if key in self._table.closed:
+                    await self._finish(key)
+                else:
+                    await self._write(key, "checkpoint")
 
-    async def _write(self, key: str, operation: str) -> Lease | None:
+    async def _finish(self, key: str) -> None:
+        """The KCL's shard end: child leases created, SHARD_END checkpointed, the lease
+        dropped from the renewer (its cleanup manager deletes it later: not modelled)."""
+        children = await create_children(self._table, self._observer, key)
+        if await self._write(key, "shard_end", children) is not None:
+            await self._write(key, "release")
+
+    async def _write(
+        self, key: str, operation: str, children: frozenset[str] = frozenset()
+    ) -> Lease | None:
         """One counter-conditioned write to a held lease; writes to one lease take turns
         (the KCL synchronises its renewer and checkpointer on the lease)."""
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -171,6 +184,8 @@ class KclWorker:
                 elif operation == "checkpoint":
                     self._position += 1
                     result = await self._table.checkpoint(lease, f"{self._position:056d}")
+                elif operation == "shard_end":
+                    result = await self._table.checkpoint(lease, SHARD_END, children=children)
                 else:
                     result = await self._table.release(lease)
             except Exception:

@@ -18,6 +18,7 @@ from consumer.lease.model import Lease
 from consumer.testing import client_error
 from tests.sim.fleet import Observer, SimWorker, TelemaxWorker
 from tests.sim.kcl import KclWorker
+from tests.sim.members import ChargedMembers
 from tests.sim.store import ChargedTable, Rates
 
 MODELS: dict[str, type[TelemaxWorker] | type[KclWorker]] = {
@@ -76,6 +77,7 @@ class Fleet:
     ) -> None:
         self.model = model
         self.table = ChargedTable(shard_leases(shards), partitions=partitions)
+        self.members = ChargedMembers(self.table.usage)
         self.clock = asyncio.get_running_loop().time
         self.observer = Observer(self.clock)
         self.workers: dict[str, SimWorker] = {}
@@ -90,6 +92,7 @@ class Fleet:
             name,
             self.table,
             self.observer,
+            members=self.members,
             lease_duration_s=self._lease_duration_s,
             seed=self._rng.randrange(2**32),
         )
@@ -116,9 +119,14 @@ class Fleet:
         owned = sum(1 for holders in self.observer.owners.values() if len(holders) == 1)
         return owned == active and bool(counts) and max(counts) - min(counts) <= 1
 
+    def resharding(self) -> bool:
+        """A shard the reshard closed is not finished yet."""
+        items = self.table.items
+        return any(key in items and not items[key].finished for key in self.table.closed)
+
     async def until_balanced(self, bound: float) -> float | None:
         started = self.clock()
-        while not self.balanced():
+        while self.resharding() or not self.balanced():
             if self.clock() - started > bound:
                 return None
             await asyncio.sleep(0.25)
@@ -144,15 +152,17 @@ class Fleet:
         )
 
 
-def throttle_randomly(table: ChargedTable, share: float, rng: random.Random) -> None:
-    """Refuse ``share`` of every lease-table request with a throttling error."""
+def throttle_randomly(fleet: Fleet, share: float, rng: random.Random) -> None:
+    """Refuse ``share`` of every request to the lease and membership tables with a
+    throttling error (``share`` 0: stop)."""
 
     def fault(op: str, key: str) -> BaseException | None:
         if rng.random() < share:
             return client_error("ProvisionedThroughputExceededException", op=op)
         return None
 
-    table.fault = fault
+    fleet.table.fault = fault
+    fleet.members.fault = fault
 
 
 Scenario = Callable[[Fleet], "asyncio.Future[Outcome]"]

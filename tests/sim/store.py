@@ -34,7 +34,7 @@ WRITE_UNIT = 1024
 PAGE_BYTES = 1024 * 1024
 PARTITION_READS_PER_S = 3000.0
 PARTITION_WRITES_PER_S = 1000.0
-WRITES = frozenset({"create", "take", "renew", "checkpoint", "release", "delete"})
+WRITES = frozenset({"create", "take", "assign", "renew", "checkpoint", "release", "delete"})
 TIMESTAMP_CHARS = len("2026-12-02T05:21:29.123Z")
 NEW_LEASE_BYTES = 300
 
@@ -134,6 +134,7 @@ class ChargedTable(LeaseTable):
         self.partitions = partitions
         self.throttle = throttle
         self.usage = Usage()
+        self.closed: set[str] = set()  # shards a reshard closed: their owners finish them
         self.log_writes = False  # the base class's per-write log: off, a run makes millions
         self._bytes: defaultdict[int, int] = defaultdict(int)  # partition -> item bytes
         self._sizes: dict[str, int] = {}  # key -> size of the item as it is now

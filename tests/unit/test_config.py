@@ -19,6 +19,7 @@ def test_run_defaults() -> None:
     assert settings == Settings(worker_id=f"{socket.gethostname()}-{os.getpid()}")
     assert (settings.stream, settings.table) == ("telemax-stream", "TELEMAX")
     assert (settings.lease_table, settings.dlq_table) == ("telemax-leases", "TELEMAX-deadletter")
+    assert (settings.member_table, settings.member_table_name) == ("", "telemax-leases-members")
     assert settings.initial_position == "TRIM_HORIZON"
     assert settings.initial_timestamp is None
     assert settings.lease_duration_s == 10.0
@@ -39,6 +40,9 @@ def test_env_is_read_from_mapping_not_process(monkeypatch: pytest.MonkeyPatch) -
     [
         pytest.param("run", {"TELEMAX_STREAM": " s1 "}, "stream", "s1", id="name-stripped"),
         pytest.param("run", {"TELEMAX_TABLE": "T2"}, "table", "T2", id="table"),
+        pytest.param("run", {"TELEMAX_MEMBER_TABLE": " m "}, "member_table", "m", id="members"),
+        pytest.param("setup", {"TELEMAX_MEMBER_TABLE": "m"}, "member_table", "m", id="setup-m"),
+        pytest.param("run", {"TELEMAX_MEMBER_TABLE": "  "}, "member_table", "", id="members-ws"),
         pytest.param("run", {"TELEMAX_WORKER_ID": "w-1"}, "worker_id", "w-1", id="worker-id"),
         pytest.param(
             "run", {"TELEMAX_INITIAL_POSITION": "latest"}, "initial_position", "LATEST", id="pos"
@@ -196,6 +200,33 @@ def test_options_of_other_commands_are_ignored(command: str, env: dict[str, str]
     settings = load(command, env=env)
     defaults = Settings(worker_id=settings.worker_id)
     assert settings == defaults
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({}, "telemax-leases-members", id="default"),
+        pytest.param({"TELEMAX_LEASE_TABLE": "app-leases"}, "app-leases-members", id="derived"),
+        pytest.param({"TELEMAX_MEMBER_TABLE": ""}, "telemax-leases-members", id="empty"),
+        pytest.param(
+            {"TELEMAX_LEASE_TABLE": "app-leases", "TELEMAX_MEMBER_TABLE": "app-workers"},
+            "app-workers",
+            id="explicit",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "setup", "status", "dlq"])
+def test_member_table_name_defaults_to_the_lease_table_name(
+    command: str, env: dict[str, str], expected: str
+) -> None:
+    assert load(command, env=env).member_table_name == expected
+
+
+def test_member_table_flag_beats_env() -> None:
+    settings = load("run", {"member_table": "flagged"}, {"TELEMAX_MEMBER_TABLE": "env"})
+    assert settings.member_table_name == "flagged"
+    (option,) = [o for o in OPTIONS if o.env == "TELEMAX_MEMBER_TABLE"]
+    assert option.flag == "--member-table"
 
 
 def test_shards_only_read_by_setup() -> None:

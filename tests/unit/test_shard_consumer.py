@@ -7,23 +7,26 @@ Virtual loop time (looptime), an in-memory lease table and Kinesis, a scripted w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 import pytest
+import structlog
 
-from consumer.lease.held import HeldLease
+from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.model import SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.budget import RecordBudget
-from consumer.shard.consumer import ShardConsumer, ShardContext, StreamNotFound
+from consumer.shard.consumer import PARENT_POLL_S, ShardConsumer, ShardContext, StreamNotFound
 from consumer.shard.discovery import Shard
-from consumer.shard.lifecycle import Reason
+from consumer.shard.lifecycle import Reason, State
 from consumer.shard.reader import ShardReader
 from consumer.testing import (
+    GET_SHARD_ITERATOR,
     FakeKinesis,
     LeaseTable,
     ScriptedWriter,
@@ -50,14 +53,10 @@ class Shop:
         self.created: list[tuple[float, str]] = []  # (loop time, child) in creation order
         self.stream_alive = True
         loop = asyncio.get_running_loop()
-        self.held = HeldLease(
-            table[shard_id],
-            table,
-            acquired_at=loop.time(),
-            duration=DURATION,
-            margin=MARGIN,
-            clock=loop.time,
-        )
+        self.liveness = Liveness(duration=DURATION, margin=MARGIN, clock=loop.time)
+        self.liveness.renewed(loop.time())  # the worker's last beat was answered just now
+        self.held = HeldLease(table[shard_id], table, liveness=self.liveness, clock=loop.time)
+        self.parents: Callable[[frozenset[str]], Awaitable[bool]] = self._no_parents_pending
         self.context = ShardContext(
             stream="s",
             worker_id="me",
@@ -66,7 +65,7 @@ class Shop:
             dead_letters=self._sink("dlq", deadletter.KEY_NAMES),
             metrics=self.metrics,
             checkpoint_interval_s=1.0,
-            parents_done=lambda parents: True,
+            parents_done=self._parents_done,
             make_reader=self._reader,
             budget=RecordBudget(10_000),
             create_children=self._create_children,
@@ -98,6 +97,12 @@ class Shop:
 
     async def _stream_exists(self) -> bool:
         return self.stream_alive
+
+    async def _parents_done(self, parents: frozenset[str]) -> bool:
+        return await self.parents(parents)
+
+    async def _no_parents_pending(self, parents: frozenset[str]) -> bool:
+        return True
 
     def stored(self) -> set[str]:
         return {key[0] for (table, key) in self.writer.stored if table == "TELEMAX"}
@@ -137,11 +142,12 @@ async def test_no_checkpoint_before_the_records_are_durable() -> None:
         return await original(*args, **kwargs)
 
     table.checkpoint = watched  # type: ignore[method-assign]
-    renewals = asyncio.create_task(renew_forever(shop.held))
+    beats = asyncio.create_task(beat_forever(shop.liveness))
     try:
         assert await shop.run() is Reason.SHARD_END
     finally:
-        renewals.cancel()
+        beats.cancel()
+        await asyncio.gather(beats, return_exceptions=True)
     assert shop.stored() == ids
     assert checkpoints_while_not_durable == []
     assert table["P"].checkpoint == SHARD_END
@@ -179,20 +185,23 @@ async def test_shard_end_is_retried_while_the_lease_table_throttles() -> None:
             return client_error("ProvisionedThroughputExceededException")
         return None
 
-    table.fault = throttle  # type: ignore[assignment]
-    renewals = asyncio.create_task(renew_forever(shop.held))
+    table.fault = throttle
+    beats = asyncio.create_task(beat_forever(shop.liveness))
     try:
         assert await shop.run() is Reason.SHARD_END
     finally:
-        renewals.cancel()
+        beats.cancel()
+        await asyncio.gather(beats, return_exceptions=True)
     assert table["P"].checkpoint == SHARD_END
     assert loop.time() >= until
 
 
-async def renew_forever(held: HeldLease) -> None:
+async def beat_forever(liveness: Liveness) -> None:
+    """The worker's beats, answered at once: they keep every lease it holds valid."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(DURATION / 3)
-        await held.renew()
+        liveness.renewed(loop.time())
 
 
 async def test_a_gone_shard_ends_counted_and_logged_once() -> None:
@@ -240,3 +249,113 @@ async def test_kpl_copies_routed_to_another_shard_are_dropped_and_counted() -> N
 
 def readings_bytes(hardware_id: str) -> bytes:
     return orjson.dumps(reading(hardware_id))
+
+
+# --- a child waits for its parents ----------------------------------------------------------
+
+
+def child_stream() -> tuple[FakeKinesis, LeaseTable, set[str]]:
+    """C, a child of P, with 3 records; C's lease names P as its parent."""
+    kinesis = FakeKinesis()
+    kinesis.add_shard("P", closed=True)
+    kinesis.add_shard("C", "P")
+    ids = {f"c-{n}" for n in range(3)}
+    for hardware_id in sorted(ids):
+        kinesis.put("C", reading(hardware_id))
+    table = LeaseTable([lease("C", owner="me", counter=1, parents=frozenset({"P"}))])
+    return kinesis, table, ids
+
+
+async def test_a_child_waits_for_its_parents_polling_every_parent_poll() -> None:
+    kinesis, table, ids = child_stream()
+    shop = Shop(kinesis, table, "C")
+    loop = asyncio.get_running_loop()
+    asked: list[tuple[float, frozenset[str]]] = []
+
+    async def ended_on_the_third_read(parents: frozenset[str]) -> bool:
+        asked.append((loop.time(), parents))
+        return len(asked) >= 3
+
+    shop.parents = ended_on_the_third_read
+    started = loop.time()
+    stop = asyncio.Event()
+    task = asyncio.create_task(shop.run(stop))
+    await until_stored(shop, ids)
+    stop.set()
+    assert await task is Reason.REQUESTED
+    assert [parents for _, parents in asked] == [frozenset({"P"})] * 3
+    assert [round(at - started, 6) for at, _ in asked] == [0.0, PARENT_POLL_S, 2 * PARENT_POLL_S]
+    first_read = kinesis.call_times(GET_SHARD_ITERATOR)[0]
+    assert first_read >= asked[-1][0], "nothing read before the parents ended"
+
+
+async def test_a_lease_without_parents_does_not_ask_about_them() -> None:
+    kinesis, table, ids = stream(closed=False, count=3)
+    shop = Shop(kinesis, table)
+    asked: list[frozenset[str]] = []
+
+    async def record(parents: frozenset[str]) -> bool:
+        asked.append(parents)
+        return True
+
+    shop.parents = record
+    stop = asyncio.Event()
+    task = asyncio.create_task(shop.run(stop))
+    await until_stored(shop, ids)
+    stop.set()
+    assert await task is Reason.REQUESTED
+    assert asked == []
+
+
+async def test_a_stop_while_waiting_for_parents_ends_without_reading_or_writing() -> None:
+    kinesis, table, _ = child_stream()
+    shop = Shop(kinesis, table, "C")
+
+    async def never(parents: frozenset[str]) -> bool:
+        return False
+
+    shop.parents = never
+    stop = asyncio.Event()
+    consumer = ShardConsumer(shop.held, shop.context)
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.sleep(3 * PARENT_POLL_S + 0.5)
+    assert not task.done()
+    stop.set()
+    await asyncio.sleep(0)
+    assert await task is Reason.REQUESTED
+    assert consumer.lifecycle.state is State.DONE
+    assert kinesis.calls == [], "nothing read"
+    assert table.writes == [], "nothing written: no checkpoint of a shard never started"
+
+
+async def test_a_failed_parent_read_is_logged_and_retried_never_a_crash() -> None:
+    kinesis, table, ids = child_stream()
+    shop = Shop(kinesis, table, "C")
+    loop = asyncio.get_running_loop()
+    asked: list[float] = []
+
+    async def throttled_then_ended(parents: frozenset[str]) -> bool:
+        asked.append(loop.time())
+        if len(asked) <= 2:
+            raise client_error("ProvisionedThroughputExceededException")
+        return True
+
+    shop.parents = throttled_then_ended
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logged:
+        task = asyncio.create_task(shop.run(stop))
+        await until_stored(shop, ids)
+        stop.set()
+        assert await task is Reason.REQUESTED
+    failures = [e for e in logged if e["event"] == "parent_lease_read_failed"]
+    assert len(failures) == 2
+    assert all("ProvisionedThroughputExceeded" in e["error"] for e in failures)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(asked)] == [PARENT_POLL_S] * 2
+
+
+async def until_stored(shop: Shop, ids: set[str], limit: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not shop.stored() >= ids:
+        assert loop.time() < deadline, f"not stored within {limit} s"
+        await asyncio.sleep(0.1)

@@ -1,6 +1,7 @@
-"""The worker's concurrency core in process: coordinator, supervisor, shard consumers and
-shutdown together, on virtual loop time (looptime), an in-memory lease table and Kinesis, and
-a scripted batch writer. No processes, no emulators: the interleavings are chosen here.
+"""The worker's concurrency core in process: coordinator, leader, supervisor, shard consumers
+and shutdown together, on virtual loop time (looptime), in-memory lease and membership tables,
+an in-memory Kinesis and a scripted batch writer. No processes, no emulators: the
+interleavings are chosen here. A worker alone elects itself and assigns itself every lease.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from consumer.testing import (
     lease,
     reading,
 )
+from consumer.testing_members import MemberTable
 from consumer.worker import Worker
 
 pytestmark = pytest.mark.looptime
@@ -52,17 +54,26 @@ def settings(**overrides: Any) -> Settings:
 
 
 class Harness:
-    def __init__(self, kinesis: FakeKinesis, table: LeaseTable, **overrides: Any) -> None:
+    def __init__(
+        self,
+        kinesis: FakeKinesis,
+        table: LeaseTable,
+        members: MemberTable | None = None,
+        writer: ScriptedWriter | None = None,
+        **overrides: Any,
+    ) -> None:
         self.kinesis = kinesis
         self.table = table
-        self.writer = ScriptedWriter()
+        self.members = members or MemberTable()
+        self.writer = writer or ScriptedWriter()
         clients = Clients(kinesis=kinesis, dynamodb=None, session=None)  # type: ignore[arg-type]
         self.worker = Worker(
             settings(**overrides),
             clients,
             telemax.to_item,
             clock=asyncio.get_running_loop().time,
-            repository=table,  # type: ignore[arg-type]
+            repository=table,
+            members=self.members,
             writer=self.writer,
         )
 
@@ -125,11 +136,10 @@ def split_stream() -> tuple[FakeKinesis, set[str]]:
     return kinesis, ids
 
 
-async def test_a_lease_reclaimed_while_its_release_retries_still_gets_a_consumer() -> None:
+async def test_a_shard_end_under_throttling_ends_and_every_lease_held_has_a_consumer() -> None:
     """Case 2: shard end while the lease table throttles this lease's writes. The SHARD_END
-    checkpoint and the release retry; a take pass sees the lease still names us and takes
-    it back. Every lease held must have exactly one consumer; the shard must end and its
-    children must be read."""
+    checkpoint and the release retry while beats keep the lease valid. Every lease held must
+    have exactly one consumer; the shard must end and its children must be read."""
     kinesis, ids = split_stream()
     table = LeaseTable()
     loop = asyncio.get_running_loop()
@@ -140,8 +150,8 @@ async def test_a_lease_reclaimed_while_its_release_retries_still_gets_a_consumer
             return client_error("ProvisionedThroughputExceededException", status=400)
         return None
 
-    table.fault = throttle  # type: ignore[assignment]
-    table.latency["release"] = 1.0  # throttled answers come slowly: take passes run meanwhile
+    table.fault = throttle
+    table.latency["release"] = 1.0  # throttled answers come slowly: beats go on meanwhile
     async with running_worker(Harness(kinesis, table)) as h:
         await until(lambda: h.stored() >= ids, 60, "every record stored")
         await until(lambda: finished(table, "P"), 60, "P checkpointed SHARD_END")
@@ -151,7 +161,8 @@ async def test_a_lease_reclaimed_while_its_release_retries_still_gets_a_consumer
 
 
 async def test_shard_series_are_removed_when_the_shard_leaves() -> None:
-    """Case 8: per-shard series go when the shard leaves this worker (end or loss)."""
+    """Case 8: per-shard series go when the shard leaves this worker: at its end, handed
+    back to the leader, or lost."""
     kinesis, ids = split_stream()
     table = LeaseTable()
     async with running_worker(Harness(kinesis, table)) as h:
@@ -159,11 +170,18 @@ async def test_shard_series_are_removed_when_the_shard_leaves() -> None:
         await until(lambda: finished(table, "P"), 30, "P ended")
         await until(lambda: "P" not in h.running(), 10, "P's consumer gone")
         assert h.series("P") == []
-        assert h.series("C1"), "a shard being consumed has its series"
-        # A peer takes C1 (as after our lease expired): C1's series go too.
-        table.items["C1"] = lease("C1", owner="peer", counter=table["C1"].counter + 1)
-        await until(lambda: "C1" not in h.running(), 2 * DURATION, "C1 lost")
+        assert h.series("C1") and h.series("C2"), "a shard being consumed has its series"
+        # The leader asks for C1 back (as for a worker that joined): drained and released.
+        assert await h.members.revoke(h.members["me"], frozenset({"C1"}))
+        await until(lambda: "C1" not in h.running(), 5, "C1 handed back")
         assert h.series("C1") == []
+        assert table["C1"].owner is None
+        # C2 moved on (a bug, an operator): our next checkpoint is refused, the lease lost.
+        table.items["C2"] = lease("C2", owner="peer", counter=table["C2"].counter + 1)
+        fill(kinesis, "C2", 1, prefix="late-")
+        await until(lambda: "C2" not in h.running(), 10, "C2 lost")
+        assert h.series("C2") == []
+        assert "C2" not in h.worker.coordinator.held
 
 
 async def test_a_shard_that_no_longer_exists_counts_as_ended() -> None:
@@ -211,10 +229,16 @@ async def test_shutdown_checkpoints_then_releases_every_lease() -> None:
     await asyncio.wait_for(task, timeout=11.0)
     assert loop.time() - stopped_at < 2.0, "a healthy table drains at once"
     for key in ("A", "B", "C"):
-        ops = [w.op for w in table.writes if w.key == key and w.op != "renew"]
+        ops = [w.op for w in table.writes if w.key == key]
+        assert ops[:2] == ["create", "assign"], f"{key}: {ops}"
         assert ops[-2:] == ["checkpoint", "release"], f"{key}: {ops}"
         assert table[key].owner is None
         assert table[key].checkpoint == kinesis.shards[key].records[-1]["SequenceNumber"]
+    # Then a last beat says so, and the leader resigns: the next one reassigns at once.
+    assert h.members["me"].leaving
+    assert h.members.leadership is not None and h.members.leadership.owner is None
+    (leave_at,) = [at for at, op, key in h.members.calls if op == "release_leadership"]
+    assert leave_at >= max(w.at for w in table.writes if w.op == "release")
 
 
 async def test_shutdown_ends_by_its_deadline_when_the_lease_table_hangs() -> None:
@@ -224,26 +248,119 @@ async def test_shutdown_ends_by_its_deadline_when_the_lease_table_hangs() -> Non
     h = Harness(kinesis, table, shutdown_grace_s=4.0)
     task = asyncio.create_task(h.worker.run())
     await until(lambda: h.stored() >= ids, 30, "every record stored")
-    for op in ("checkpoint", "release", "renew", "list"):
+    for op in ("checkpoint", "release", "get", "list", "assign", "create", "delete"):
         table.latency[op] = 1_000.0  # black-holed from now on
     h.worker.stop()
     stopped_at = loop.time()
     await asyncio.wait_for(task, timeout=30.0)
-    assert loop.time() - stopped_at <= 4.0 + 0.5, "one deadline for the whole shutdown"
-    assert all(table[key].owner == "me" for key in "ABC"), "left to expire"
+    ended_at = loop.time()
+    assert ended_at - stopped_at <= 4.0 + 0.5, "one deadline for the whole shutdown"
+    assert all(table[key].owner == "me" for key in "ABC"), "the releases never landed"
+    beats = [at for at, op, key in h.members.calls if op == "beat" and key == "me"]
+    assert len([at for at in beats if stopped_at < at <= ended_at]) >= 2, "beats on meanwhile"
+    # The deadline cut the releases short, and the leaving beat after them: what the deadline
+    # cuts short is not written. The leases are reassigned once our beats have stopped for a
+    # lease duration, as after a SIGKILL.
+    assert h.running() == set()
+    assert not h.members["me"].leaving
 
 
 async def test_no_lease_is_taken_once_the_shutdown_began() -> None:
+    """A grant that arrives while the worker drains is never consumed: it is released at once,
+    so that no lease names a worker that has gone."""
     kinesis, ids = three_shards()
     table = LeaseTable()
     h = Harness(kinesis, table)
     task = asyncio.create_task(h.worker.run())
     await until(lambda: h.stored() >= ids, 30, "every record stored")
     kinesis.add_shard("D")
-    await table.create("D", "TRIM_HORIZON", frozenset())
-    table.latency["list"] = 3.0  # a take pass is in flight when the stop comes
-    await asyncio.sleep(1.5)
+    table.items["D"] = lease("D", owner="me", counter=1)  # as the leader assigns it
+    table.latency["release"] = 3.0  # the drain takes a while: beats go on meanwhile
     h.worker.stop()
+    await asyncio.sleep(0.1)
+    assert await h.members.grant(h.members["me"], frozenset({"D"}))
+    granted_at = asyncio.get_running_loop().time()
     await asyncio.wait_for(task, timeout=15.0)
-    assert table["D"].owner is None
-    assert not [w for w in table.writes if w.key == "D" and w.op == "take"]
+    beats = [at for at, op, key in h.members.calls if op == "beat" and key == "me"]
+    assert any(at > granted_at for at in beats[:-1]), "a beat answered with the grant"
+    assert "D" not in h.worker.coordinator.held
+    # Released (the release is sent at once) or, if it is still in flight when the worker
+    # exits, left to the leader: the worker said it left, so the lease is reassigned at once.
+    assert table["D"].owner is None or h.members["me"].leaving
+    assert [op for _, op, key in table.calls if key == "D"] == ["get", "release"]
+    assert not [call for call in kinesis.calls if call.shard_id == "D"], "never consumed"
+
+
+async def test_a_worker_alone_elects_itself_and_assigns_itself_every_lease() -> None:
+    kinesis, ids = three_shards()
+    table = LeaseTable()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with running_worker(Harness(kinesis, table)) as h:
+        await until(lambda: h.running() == {"A", "B", "C"}, 2.0, "a consumer for every shard")
+        assert h.members.leadership is not None and h.members.leadership.owner == "me"
+        assert h.worker.coordinator.leader.leading()
+        assert {key: table[key].owner for key in "ABC"} == dict.fromkeys("ABC", "me")
+        assert all(w.at - started <= 2.0 for w in table.writes if w.op == "assign")
+        await until(lambda: h.stored() >= ids, 10, "every record stored")
+
+
+async def test_ready_once_a_beat_was_answered_and_not_once_stopping() -> None:
+    kinesis, _ = three_shards()
+    members = MemberTable()
+    members.latency["beat"] = 0.5
+    h = Harness(kinesis, LeaseTable(), members)
+    assert not h.worker.ready()
+    task = asyncio.create_task(h.worker.run())
+    await asyncio.sleep(0.25)
+    assert not h.worker.ready(), "no beat answered yet"
+    await until(h.worker.ready, 2, "ready")
+    assert h.worker.coordinator.beats > 0
+    h.worker.stop()
+    assert not h.worker.ready()
+    await asyncio.wait_for(task, timeout=15.0)
+
+
+async def test_a_worker_that_joins_gets_its_share_through_graceful_hand_backs() -> None:
+    """A second worker joins: the leader asks the first for half its leases back; each is
+    drained, checkpointed and released before the newcomer starts on it, so no shard ever has
+    two consumers and no record is read twice."""
+    kinesis = FakeKinesis()
+    ids: set[str] = set()
+    for shard_id in ("A", "B", "C", "D"):
+        kinesis.add_shard(shard_id)
+        ids |= fill(kinesis, shard_id, 5)
+    table, members, writer = LeaseTable(), MemberTable(), ScriptedWriter()
+    first = Harness(kinesis, table, members, writer)
+    second = Harness(kinesis, table, members, writer, worker_id="w2")
+    overlaps: list[set[str]] = []
+
+    async def watch() -> None:
+        while True:
+            if both := first.running() & second.running():
+                overlaps.append(both)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with running_worker(first):
+            await until(lambda: first.stored() >= ids, 10, "every record stored")
+            async with running_worker(second):
+                await until(
+                    lambda: len(first.running()) == len(second.running()) == 2,
+                    30,
+                    "two shards each",
+                )
+                more = {
+                    hardware_id
+                    for shard_id in ("A", "B", "C", "D")
+                    for hardware_id in fill(kinesis, shard_id, 3, prefix="more-")
+                }
+                await until(lambda: first.stored() >= more, 10, "later records stored")
+                owners = sorted(table[key].owner or "" for key in "ABCD")
+                assert owners == ["me", "me", "w2", "w2"]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    assert overlaps == [], "a shard consumed by two workers at once"
+    assert sum(writer.calls) == len(ids | more), "no record read twice"

@@ -1,0 +1,405 @@
+"""The elected leader: the one worker that reads the lease table and assigns leases.
+
+Leadership is a lease on the ``@leader`` item of the membership table, renewed every beat
+interval and judged like any lease: by its counter staying unchanged for a lease duration of
+the observer's clock. The successor the leader names watches that item every beat interval;
+every other worker looks at it now and then, so that a fleet whose leader and successor died
+together still elects one.
+
+A round of the leader (every ``BUSY_ROUND_S`` while anything is moving or a member is late,
+every ``CALM_ROUND_S`` otherwise): read every member's item (strongly consistent: a
+member is gone when its beat has not changed for a lease duration *of what we saw*), read the
+lease table when it is due (rarely: at election, after a shard ended, when a lease's owner is
+not a member, and every ``LEASE_SCAN_S`` otherwise), plan with :func:`plan_moves`, and write
+the plan: conditional lease writes naming the new owners, then the grants and revokes into
+the members' items, which each member reads from its own next beat's answer.
+
+Nothing here is safe on its own account: an assignment only replaces an owner that stopped
+beating for a lease duration (so it fenced itself before, DESIGN §3.3), left, handed the lease
+back, or is not a member and let the counter sit for a lease duration; a stale view makes a
+conditional write fail, never a second owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from consumer.aws import describe
+from consumer.backoff import sleep_or_stop
+from consumer.config import Settings
+from consumer.lease.assign import Assign, Moves, paced, plan_moves
+from consumer.lease.held import Liveness
+from consumer.lease.members import Leadership, Member, MemberStore
+from consumer.lease.model import Lease, LeaseStore
+from consumer.lease.planner import Seen, collectable, is_expired, observe, observe_beats
+from consumer.logs import get as get_logger
+from consumer.metrics import Metrics
+
+BUSY_ROUND_S = 0.5  # a round of the leader (read the members, plan, write) while busy
+CALM_ROUND_S = 1.0  # ... and when nothing moved and every member beat on time
+LEASE_SCAN_S = 60.0  # the lease table is read at least this often by the leader
+LEASE_RESCAN_S = 1.0  # ... and this soon after a shard ended or while an owner is unknown
+# After a shard ended, finished leases are deleted once their children started: the table is
+# read this often, for this long after the last end, while finished leases remain.
+FINISHED_SCAN_S = 5.0
+FINISHED_WINDOW_S = 120.0
+# Writes a round may make for moves: a fleet of 10,000 shards starting, scaling or resharding
+# moves its leases over a few seconds instead of in one burst a partition would throttle.
+MAX_MOVES_PER_ROUND = 500
+SUCCESSOR_WATCH_S = 2.0  # how often the successor looks at the leader item
+WATCH_S = 30.0  # how often a worker that is not the successor looks at the leader item
+
+# (lease keys that exist) -> leases created for new shards
+SyncShards = Callable[[frozenset[str]], Awaitable[int]]
+
+
+class Leader:
+    def __init__(
+        self,
+        leases: LeaseStore,
+        members: MemberStore,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sync_shards: SyncShards | None = None,
+        liveness: Liveness | None = None,
+    ) -> None:
+        self._leases = leases
+        self._liveness = liveness
+        self._members = members
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._sync_shards = sync_shards
+        self._log = get_logger(worker_id=settings.worker_id)
+        self.successor = False  # set from our own beat's answer
+        self.wake = asyncio.Event()  # a leaving worker poked us: a round now
+        self.leadership: Leadership | None = None
+        self._led_since = 0.0  # when the last renewal (or claim) that was answered was sent
+        self._watched: Seen | None = None
+        self._next_watch = 0.0
+        self._deposed: str | None = None  # the leader we took over from, its leases free
+        self._reset()
+
+    def _reset(self) -> None:
+        self.table: dict[str, Lease] = {}  # the lease table as we know it
+        self._counters: dict[str, Seen] = {}  # lease counters, for owners not members
+        self._beats: dict[str, Seen] = {}
+        self._incarnations: dict[str, str] = {}
+        self._ends: dict[str, int] = {}
+        self._revoking: dict[str, str] = {}  # lease key -> member asked to hand it back
+        self._suspect: dict[str, int] = {}  # member -> the beat it must get past first
+        self._returned: dict[str, str] = {}  # lease key -> member that handed it back
+        self._next_scan = 0.0
+        self._next_sync = 0.0
+        self._ended_at = -math.inf
+        self._successor: str | None = None
+        self.members: dict[str, Member] = {}
+        self.moves = 0
+        self.busy = True  # something is moving or late: the next round comes sooner
+        self._elected = True  # until the first round: tell every member what it holds
+
+    @property
+    def me(self) -> str:
+        return self._settings.worker_id
+
+    @property
+    def _duration(self) -> float:
+        return self._settings.lease_duration_s
+
+    def leading(self, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        valid_until = self._led_since + self._duration - self._settings.fence_margin_s
+        return self.leadership is not None and now < valid_until
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Lead while elected; otherwise watch the leader item. Ends when ``stop`` is set
+        (set :attr:`wake` too, to end a pause at once)."""
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(max(5.0, self._duration)):
+                    await self.step()
+            except TimeoutError:
+                self._log.warning("leader_round_timed_out")
+            except Exception as exc:
+                self._log.warning("leader_round_failed", error=describe(exc))
+            await sleep_or_stop(BUSY_ROUND_S if self.busy else CALM_ROUND_S, self.wake)
+            self.wake.clear()
+
+    async def step(self) -> None:
+        now = self._clock()
+        if self.leadership is not None and not self.leading(now):
+            self._abdicate("not_renewed_in_time")
+        if self.leadership is None:
+            if now >= self._next_watch:
+                await self._watch()
+            if self.leadership is None:
+                return
+        if now - self._led_since >= self._settings.beat_interval_s:
+            await self._renew()
+        if self.leading():
+            await self.round()
+
+    # -- election ------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        seen = await self._members.leader()
+        now = self._clock()
+        self._next_watch = now + (SUCCESSOR_WATCH_S if self.successor else WATCH_S)
+        if seen is not None and seen.owner is not None:
+            if self._watched is None or self._watched.counter != seen.counter:
+                self._watched = Seen(seen.counter, now)
+            if seen.owner != self.me and not is_expired(self._watched, now, self._duration):
+                return
+        sent_at = self._clock()
+        claimed = await self._members.claim_leadership(self.me, seen)
+        if claimed is None:
+            return
+        self._reset()
+        self._led(claimed, sent_at)
+        # A leader whose renewals stopped for a lease duration has fenced itself (its leases
+        # are bound by its leadership, see Liveness): what names it is free now.
+        self._deposed = seen.owner if seen is not None else None
+        self._log.info("leadership_taken", previous=self._deposed)
+        self._metrics.leader.labels(self._settings.stream).set(1)
+
+    async def _renew(self) -> None:
+        assert self.leadership is not None
+        sent_at = self._clock()
+        renewed = await self._members.renew_leadership(self.leadership, self._successor)
+        if renewed is None:
+            self._abdicate("leadership_taken_over")
+            return
+        self._led(renewed, sent_at)
+
+    def _led(self, leadership: Leadership, sent_at: float) -> None:
+        self.leadership, self._led_since = leadership, max(self._led_since, sent_at)
+        if self._liveness is not None:
+            self._liveness.leading_since = self._led_since
+
+    def _abdicate(self, why: str) -> None:
+        self._log.warning("leadership_lost", why=why)
+        if self._liveness is not None and self._liveness.leading_since is not None:
+            self._liveness.leading_since = -math.inf  # fence every lease we hold, now
+        self.leadership = None
+        self._watched = None
+        self._next_watch = 0.0
+        self._metrics.leader.labels(self._settings.stream).set(0)
+        self._reset()
+
+    async def resign(self) -> None:
+        """A graceful stop: one last round (our own leases go to others), then let go."""
+        if not self.leading():
+            return
+        leadership = self.leadership
+        assert leadership is not None
+        try:
+            await self.round()
+        except Exception as exc:  # our shards wait for our beats to lapse instead
+            self._log.warning("last_round_failed", error=describe(exc))
+        try:
+            await self._members.release_leadership(leadership)
+        except Exception as exc:  # the successor waits a lease duration instead
+            self._log.warning("leadership_release_failed", error=describe(exc))
+        self.leadership = None
+        self._metrics.leader.labels(self._settings.stream).set(0)
+        if self._liveness is not None:
+            self._liveness.leading_since = None
+
+    # -- a round -------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        members = {member.worker_id: member for member in await self._members.members()}
+        now = self._clock()
+        self.members = members
+        self._beats = observe_beats(self._beats, members, now)
+        gone = {
+            worker
+            for worker, member in members.items()
+            if member.leaving or is_expired(self._beats.get(worker), now, self._duration)
+        }
+        changed = self._note_restarts(members)
+        self._note_hand_backs(members, gone)
+        if any(member.ends > self._ends.get(worker, 0) for worker, member in members.items()):
+            self._ended_at = now
+            self._next_scan = min(self._next_scan, now + LEASE_RESCAN_S)
+            self._next_sync = min(self._next_sync, now + LEASE_RESCAN_S)
+        self._ends = {worker: member.ends for worker, member in members.items()}
+        if now >= self._next_scan:
+            await self._scan(members)
+        if self._deposed is not None:
+            self._free_deposed(self._deposed, members)
+        draining = self._not_receiving(members, now) - gone
+        live = set(members) - gone - draining
+        moves = plan_moves(
+            list(self.table.values()),
+            live=live,
+            gone=gone,
+            draining=draining,
+            returned=self._returned,
+            revoking=self._revoking,
+            expired=lambda lease: is_expired(self._counters.get(lease.key), now, self._duration),
+        )
+        moved = await self._perform(paced(moves, MAX_MOVES_PER_ROUND))
+        self.busy = bool(moved or self._revoking or self._returned or gone or changed or draining)
+        if self._elected:
+            await self._regrant(live)
+        await self._name_successor(live)
+        await self._forget(members, gone)
+        self._metrics.leader_round.labels(self._settings.stream).set(time.time())
+
+    def _free_deposed(self, deposed: str, members: Mapping[str, Member]) -> None:
+        """What names the leader we took over from is free; it gets nothing more until it
+        is seen to beat again."""
+        self._deposed = None
+        if deposed in members:
+            self._suspect[deposed] = members[deposed].beat
+        for lease in self.table.values():
+            if lease.owner == deposed and lease.key not in self._revoking:
+                self._returned[lease.key] = deposed
+
+    def _not_receiving(self, members: Mapping[str, Member], now: float) -> set[str]:
+        """Members that get nothing more but keep what they hold: stopping, late (dying or
+        cut off: a grant would wait for them), or a deposed leader not yet seen to beat."""
+        late = 2 * self._settings.beat_interval_s
+        return {
+            worker
+            for worker, member in members.items()
+            if member.draining
+            or now - self._beats[worker].since > late
+            or self._beats[worker].counter == self._suspect.get(worker)
+        }
+
+    def _note_restarts(self, members: Mapping[str, Member]) -> bool:
+        """A member with a new incarnation holds nothing: what names it is handed back.
+        True when a member joined or restarted."""
+        changed = False
+        for worker, member in members.items():
+            before = self._incarnations.get(worker)
+            changed = changed or before != member.incarnation
+            if before is not None and before != member.incarnation:
+                self._log.info("member_restarted", member=worker)
+                for lease in self.table.values():
+                    if lease.owner == worker:
+                        self._returned[lease.key] = worker
+                        self._revoking.pop(lease.key, None)
+            self._incarnations[worker] = member.incarnation
+        return changed
+
+    def _note_hand_backs(self, members: Mapping[str, Member], gone: set[str]) -> None:
+        for key, worker in list(self._revoking.items()):
+            member = members.get(worker)
+            if member is None or worker in gone:
+                del self._revoking[key]  # its leases are free anyway
+            elif key not in member.revokes:
+                del self._revoking[key]
+                self._returned[key] = worker
+
+    async def _scan(self, members: Mapping[str, Member]) -> None:
+        scanned = await self._leases.list()
+        now = self._clock()
+        self.table = {lease.key: lease for lease in scanned}
+        self._counters = observe(self._counters, scanned, now)
+        unknown = any(
+            lease.owner is not None and lease.owner not in members and not lease.finished
+            for lease in scanned
+        )
+        self._next_scan = now + (LEASE_RESCAN_S if unknown else LEASE_SCAN_S)
+        for finished in collectable(scanned):
+            if await self._leases.delete_finished(finished):
+                self.table.pop(finished.key, None)
+                self._metrics.leases_deleted.labels(self._settings.stream).inc()
+                self._log.info("lease_deleted", shard_id=finished.key, why="children_started")
+        finishing = any(lease.finished for lease in self.table.values())
+        if finishing and now - self._ended_at < FINISHED_WINDOW_S:
+            self._next_scan = min(self._next_scan, now + FINISHED_SCAN_S)
+        if self._sync_shards is not None and now >= self._next_sync:
+            self._next_sync = now + self._settings.shard_sync_interval_s
+            if await self._sync_shards(frozenset(self.table)):
+                self._next_scan = now  # read the new leases in the next round
+
+    async def _perform(self, moves: Moves) -> int:
+        """Write the plan; the number of leases assigned or asked back."""
+        results = await asyncio.gather(*(self._assign(move) for move in moves.assign))
+        grants: dict[str, set[str]] = {}
+        for move, done in zip(moves.assign, results, strict=True):
+            if done:
+                grants.setdefault(move.to, set()).add(move.key)
+        members = self.members
+        await asyncio.gather(
+            *(self._members.grant(members[w], frozenset(keys)) for w, keys in grants.items()),
+        )
+        asked = await asyncio.gather(
+            *(self._members.revoke(members[w], frozenset(keys)) for w, keys in moves.revoke.items())
+        )
+        for (worker, keys), done in zip(moves.revoke.items(), asked, strict=True):
+            for key in keys if done else ():
+                self._revoking[key] = worker
+        moved = sum(map(len, grants.values()))
+        self.moves += moved
+        revoked = sum(map(len, moves.revoke.values()))
+        if moved or revoked:
+            self._log.info(
+                "leases_assigned", assigned=moved, revoked=revoked, members=len(moves.loads)
+            )
+        return moved + revoked
+
+    async def _assign(self, move: Assign) -> bool:
+        try:
+            lease = await self._leases.assign(
+                move.key, move.to, owners=move.owners, counter=move.counter
+            )
+            if lease is None:  # our view was stale: read the lease for the next round
+                fresh = await self._leases.get(move.key)
+                if fresh is None:
+                    self.table.pop(move.key, None)
+                    return False
+                self.table[move.key] = fresh
+                if fresh.owner != move.to or fresh.finished:
+                    return False
+                # It names the member already: our write landed and its answer was lost (or
+                # an earlier attempt's did). Grant it, or nobody ever consumes it.
+                lease = fresh
+        except Exception as exc:
+            self._log.warning("lease_assign_failed", shard_id=move.key, error=describe(exc))
+            return False
+        self.table[move.key] = lease
+        self._returned.pop(move.key, None)
+        self._metrics.leases_assigned.labels(self._settings.stream).inc()
+        return True
+
+    async def _regrant(self, live: set[str]) -> None:
+        """Newly elected: grant every live member the leases that name it. A member restarted
+        while nobody led holds nothing of what names it; one that holds a lease acknowledges
+        it and carries on."""
+        held: dict[str, set[str]] = {}
+        for lease in self.table.values():
+            if lease.owner in live and not lease.finished and lease.key not in self._revoking:
+                held.setdefault(lease.owner, set()).add(lease.key)
+        await asyncio.gather(
+            *(self._members.grant(self.members[w], frozenset(keys)) for w, keys in held.items())
+        )
+        self._elected = False
+
+    async def _name_successor(self, live: set[str]) -> None:
+        others = sorted(live - {self.me})
+        successor = others[0] if others else None
+        if successor == self._successor:
+            return
+        if successor is not None:
+            await self._members.name_successor(successor, True)
+        if self._successor is not None and self._successor in self.members:
+            await self._members.name_successor(self._successor, False)
+        self._successor = successor
+
+    async def _forget(self, members: Mapping[str, Member], gone: set[str]) -> None:
+        """Delete the items of gone members that no lease names any more."""
+        owners = {lease.owner for lease in self.table.values()}
+        for worker in sorted(gone - owners - {self.me}):
+            if await self._members.forget(members[worker]):
+                self._beats.pop(worker, None)
+                self._incarnations.pop(worker, None)

@@ -1,0 +1,307 @@
+"""The elected leader on virtual time, against in-memory tables (consumer.lease.leader).
+
+``looptime`` makes the loop's clock virtual; every Leader reads that clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from consumer.config import Settings
+from consumer.lease.leader import LEASE_SCAN_S, WATCH_S, Leader
+from consumer.lease.members import Beat
+from consumer.lease.model import SHARD_END
+from consumer.metrics import Metrics
+from consumer.testing import LeaseTable, lease
+from consumer.testing_members import MemberTable
+
+pytestmark = pytest.mark.looptime
+
+DURATION = 10.0
+
+
+def leader(leases: LeaseTable, members: MemberTable, me: str = "w1", **kwargs: object) -> Leader:
+    loop = asyncio.get_running_loop()
+    settings = Settings(worker_id=me, lease_duration_s=DURATION, metrics_port=0)
+    return Leader(leases, members, settings, Metrics("s"), clock=loop.time, **kwargs)  # type: ignore[arg-type]
+
+
+async def beat(members: MemberTable, *workers: str, incarnation: str = "i1") -> None:
+    for worker in workers:
+        await members.beat(worker, Beat(incarnation))
+
+
+async def beating(members: MemberTable, *workers: str) -> None:
+    """Members that beat every second until cancelled."""
+    while True:
+        await beat(members, *workers)
+        await asyncio.sleep(1.0)
+
+
+async def test_the_first_worker_is_elected_and_assigns_every_lease_to_the_live_members() -> None:
+    leases, members = LeaseTable([lease(f"s{n}") for n in range(4)]), MemberTable()
+    await beat(members, "w1", "w2")
+    first, second = leader(leases, members), leader(leases, members, "w2")
+    await first.step()
+    await second.step()
+    assert first.leading() and not second.leading()
+    owners = sorted(leases[key].owner or "" for key in leases.items)
+    assert owners == ["w1", "w1", "w2", "w2"]
+    granted = members["w1"].grants | members["w2"].grants
+    assert granted == frozenset(leases.items)
+
+
+async def test_a_member_that_stops_beating_keeps_its_leases_for_a_lease_duration() -> None:
+    leases, members = LeaseTable([lease("a", "w2"), lease("b", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    keep_w1 = asyncio.create_task(beating(members, "w1"))
+    try:
+        await boss.step()
+        started = asyncio.get_running_loop().time()
+        while leases["a"].owner == "w2":
+            await asyncio.sleep(0.1)
+            await boss.step()
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        keep_w1.cancel()
+    assert DURATION <= waited <= DURATION + 1.5
+    assert leases["a"].owner == "w1" and "a" in members["w1"].grants
+
+
+async def test_a_member_that_leaves_has_its_leases_reassigned_in_the_next_round() -> None:
+    leases, members = LeaseTable([lease("a"), lease("b", "w2")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    await boss.step()
+    await members.beat("w2", Beat("i1", leaving=True))
+    await boss.step()
+    assert leases["b"].owner == "w1"
+
+
+async def test_a_restarted_member_is_granted_again_what_names_it() -> None:
+    leases, members = LeaseTable([lease("a", "w2"), lease("b", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    await boss.step()
+    await members.beat("w2", Beat("i2", fresh=True))
+    await boss.step()
+    assert leases["a"].owner == "w2" and leases["a"].counter == 2  # assigned anew: fenced
+    assert "a" in members["w2"].grants
+
+
+async def test_a_new_member_gets_its_share_through_hand_backs() -> None:
+    leases = LeaseTable([lease(f"s{n}", "w1") for n in range(4)])
+    members = MemberTable()
+    await beat(members, "w1")
+    boss = leader(leases, members)
+    await boss.step()
+    await beat(members, "w2")
+    await boss.step()
+    asked = members["w1"].revokes
+    assert len(asked) == 2 and all(leases[key].owner == "w1" for key in asked)
+    for key in asked:  # w1 hands them back and acknowledges
+        await leases.release(leases[key])
+    await members.beat("w1", Beat("i1", acked_revokes=asked))
+    await boss.step()
+    assert {key for key in asked if leases[key].owner == "w2"} == asked
+
+
+async def test_a_shard_end_makes_the_leader_read_the_table_and_sync_soon() -> None:
+    synced: list[frozenset[str]] = []
+
+    async def sync(existing: frozenset[str]) -> int:
+        synced.append(existing)
+        return 0
+
+    leases, members = LeaseTable([lease("p", "w1")]), MemberTable()
+    await beat(members, "w1")
+    boss = leader(leases, members, sync_shards=sync)
+    await boss.step()
+    assert len(synced) == 1
+    leases.items["p"] = lease("p", "w1", counter=2, checkpoint=SHARD_END)
+    leases.items["c"] = lease("c", parents=frozenset({"p"}))
+    await members.beat("w1", Beat("i1", ends=1))
+    for _ in range(8):  # rounds every 0.5 s: the next read is due within 2 s, not 30
+        await asyncio.sleep(0.5)
+        await boss.step()
+    assert leases["c"].owner == "w1" and len(synced) == 2
+
+
+async def test_finished_leases_are_deleted_once_their_children_started() -> None:
+    leases = LeaseTable(
+        [
+            lease("p", checkpoint=SHARD_END, children=frozenset({"c"})),
+            lease("c", "w1", checkpoint="123", parents=frozenset({"p"})),
+        ]
+    )
+    members = MemberTable()
+    await beat(members, "w1")
+    await leader(leases, members).step()
+    assert set(leases.items) == {"c"}
+
+
+async def test_the_successor_takes_over_a_lease_duration_after_the_leader_stopped() -> None:
+    leases, members = LeaseTable(), MemberTable()
+    await beat(members, "w1", "w2")
+    boss, heir = leader(leases, members), leader(leases, members, "w2")
+    await boss.step()
+    heir.successor = True
+    loop = asyncio.get_running_loop()
+    stopped = loop.time()
+    while not heir.leading():
+        await asyncio.sleep(0.5)
+        await heir.step()
+    assert DURATION <= loop.time() - stopped <= DURATION + 1.5
+
+
+async def test_other_workers_look_at_the_leader_item_rarely() -> None:
+    leases, members = LeaseTable(), MemberTable()
+    bystander = leader(leases, members, "w3")
+    await members.claim_leadership("w1", None)
+    for _ in range(20):
+        await bystander.step()
+        await asyncio.sleep(0.5)
+    assert [op for _, op, _ in members.calls].count("leader") == 1
+    await asyncio.sleep(WATCH_S)
+    await bystander.step()
+    assert [op for _, op, _ in members.calls].count("leader") == 2
+
+
+async def test_a_resigning_leader_hands_over_at_once() -> None:
+    leases, members = LeaseTable([lease("a", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss, heir = leader(leases, members), leader(leases, members, "w2")
+    await boss.step()
+    await leases.release(leases["a"])
+    await members.beat("w1", Beat("i1", leaving=True))
+    await boss.resign()
+    assert not boss.leading()
+    assert leases["a"].owner == "w2"  # the last round gave our lease away
+    heir.successor = True
+    await heir.step()
+    assert heir.leading()
+
+
+async def test_a_leader_whose_renewals_go_unanswered_stops_leading_in_time() -> None:
+    leases, members = LeaseTable([lease("a")]), MemberTable()
+    await beat(members, "w1")
+    boss = leader(leases, members)
+    await boss.step()
+    members.fault = lambda op, key: TimeoutError() if op == "renew_leadership" else None
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    failures = 0
+    while boss.leading():
+        try:
+            await boss.step()
+        except TimeoutError:
+            failures += 1
+        await asyncio.sleep(0.25)
+    assert failures >= 8
+    assert loop.time() - since <= DURATION - 1.0 + 0.5  # before any successor may take over
+
+
+async def test_the_lease_table_is_read_rarely_in_steady_state() -> None:
+    leases, members = LeaseTable([lease(f"s{n}") for n in range(10)]), MemberTable()
+    boss = leader(leases, members)
+    keep = asyncio.create_task(beating(members, "w1", "w2"))
+    try:
+        for _ in range(int(2 * LEASE_SCAN_S / 0.5)):
+            await boss.step()
+            await asyncio.sleep(0.5)
+    finally:
+        keep.cancel()
+    scans = [op for _, op, _ in leases.calls].count("list")
+    assert scans <= 3
+
+
+async def test_a_leaving_worker_pokes_the_leader_which_runs_a_round_at_once() -> None:
+    from consumer.lease.coordinator import LeaseCoordinator
+
+    leases, members = LeaseTable([lease("a", "w2")]), MemberTable()
+    loop = asyncio.get_running_loop()
+
+    def worker(name: str) -> LeaseCoordinator:
+        settings = Settings(worker_id=name, lease_duration_s=DURATION, metrics_port=0)
+        return LeaseCoordinator(
+            leases, members, settings, Metrics("s"), on_change=lambda: None, clock=loop.time
+        )
+
+    boss, leaving = worker("w1"), worker("w2")
+    await boss.beat()
+    await leaving.beat()
+    await boss.leader.step()
+    assert boss.leader.leading() and not boss.leader.wake.is_set()
+    await leases.release(leases["a"])
+    await leaving.leave()
+    assert members["w2"].leaving and members["w1"].pokes == 1
+    await boss.beat()
+    assert boss.leader.wake.is_set()
+
+
+async def test_a_leader_cut_off_fences_itself_and_its_successor_reassigns_its_leases() -> None:
+    """Leases are bound by leadership too: when the successor takes over from a leader whose
+    renewals stopped, that leader has already stopped using its leases."""
+    from consumer.lease.held import Liveness
+
+    loop = asyncio.get_running_loop()
+    leases, members = LeaseTable([lease("a", "w1"), lease("b", "w2")]), MemberTable()
+    await beat(members, "w1", "w2")
+    liveness = Liveness(duration=DURATION, margin=1.0, clock=loop.time)
+    liveness.renewed(loop.time() + 1_000)  # its beats go on: only leadership fails
+    boss = leader(leases, members, liveness=liveness)
+    heir = leader(leases, members, "w2")
+    heir.successor = True
+    await boss.step()
+    assert boss.leading() and liveness.leading_since is not None
+    cut_off = ("renew_leadership", "claim_leadership", "leader")
+
+    def fault(op: str, key: str) -> BaseException | None:
+        return TimeoutError() if op in cut_off and key == "@leader" and not heir_turn else None
+
+    heir_turn = False
+    members.fault = fault
+    cut_at = loop.time()
+    fenced_at = None
+    before = leases["a"].counter
+    while leases["a"].counter == before and loop.time() - cut_at < 3 * DURATION:
+        await asyncio.sleep(0.25)
+        if fenced_at is None and not liveness.valid():
+            fenced_at = loop.time()
+        with contextlib.suppress(TimeoutError):
+            await boss.step()
+        heir_turn = True  # only the cut-off leader's requests are lost
+        await heir.step()
+        heir_turn = False
+    # Reassigned (here to w1 again, whose beats go on: it fenced itself and holds nothing,
+    # so it gets its share back through a grant) without waiting for w1's beats to lapse.
+    assert heir.leading() and leases["a"].counter == before + 1
+    assert "a" in members[leases["a"].owner or ""].grants
+    assert fenced_at is not None and fenced_at - cut_at <= DURATION - 1.0 + 0.5
+    assert loop.time() - cut_at <= DURATION + 2 + 0.5  # the successor's watch, one round
+
+
+async def test_finished_leases_are_collected_soon_after_a_shard_end() -> None:
+    leases = LeaseTable([lease("p", "w1"), lease("c", parents=frozenset({"p"}))])
+    members = MemberTable()
+    keep = asyncio.create_task(beating(members, "w1"))
+    boss = leader(leases, members)
+    try:
+        await boss.step()
+        leases.items["p"] = lease("p", None, counter=3, checkpoint=SHARD_END)
+        await members.beat("w1", Beat("i1", ends=1))
+        for _ in range(6):
+            await asyncio.sleep(0.5)
+            await boss.step()
+        assert leases["c"].owner == "w1" and "p" in leases.items  # child not started yet
+        leases.items["c"] = lease("c", "w1", counter=5, checkpoint="49", parents=frozenset({"p"}))
+        for _ in range(14):  # within the finished-lease rescans (5 s), not the 60 s read
+            await asyncio.sleep(0.5)
+            await boss.step()
+        assert "p" not in leases.items
+    finally:
+        keep.cancel()
