@@ -138,7 +138,7 @@ class LeaseCoordinator:
             self._pokes = member.pokes
             self.leader.wake.set()
         if not self._leaving:
-            self.leader.successor = member.successor
+            self.leader.name_successor(member.successor)
             await self._follow(member)
 
     async def _follow(self, member: Member) -> None:

@@ -76,7 +76,7 @@ class Leader:
         self._clock = clock
         self._sync_shards = sync_shards
         self._log = get_logger(worker_id=settings.worker_id)
-        self.successor = False  # set from our own beat's answer
+        self.successor = False  # set from our own beat's answer, by name_successor
         self.wake = asyncio.Event()  # a leaving worker poked us: a round now
         self.leadership: Leadership | None = None
         self._led_since = 0.0  # when the last renewal (or claim) that was answered was sent
@@ -102,6 +102,12 @@ class Leader:
         self.moves = 0
         self.busy = True  # something is moving or late: the next round comes sooner
         self._elected = True  # until the first round: tell every member what it holds
+
+    def name_successor(self, successor: bool) -> None:
+        """Our beat's answer says whether we are the successor: one watches closely at once."""
+        if successor and not self.successor:
+            self._next_watch = 0.0
+        self.successor = successor
 
     @property
     def me(self) -> str:

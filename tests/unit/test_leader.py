@@ -305,3 +305,14 @@ async def test_finished_leases_are_collected_soon_after_a_shard_end() -> None:
         assert "p" not in leases.items
     finally:
         keep.cancel()
+
+
+async def test_a_worker_named_successor_watches_closely_from_then_on() -> None:
+    leases, members = LeaseTable(), MemberTable()
+    await members.claim_leadership("w1", None)
+    heir = leader(leases, members, "w2")
+    await heir.step()  # not the successor yet: the next look is WATCH_S away
+    heir.name_successor(True)
+    await asyncio.sleep(0.5)
+    await heir.step()
+    assert [op for _, op, _ in members.calls].count("leader") == 2
