@@ -74,8 +74,9 @@ async def setup_command(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def status_command(settings: Settings, _: argparse.Namespace) -> int:
+    from consumer.lease.member_table import MemberRepository
     from consumer.lease.repository import LeaseRepository
-    from consumer.status import render
+    from consumer.status import render, render_members
 
     async with open_clients() as clients:
         try:
@@ -83,7 +84,15 @@ async def status_command(settings: Settings, _: argparse.Namespace) -> int:
         except (BotoCoreError, ClientError) as exc:
             what = f"DynamoDB lease table {settings.lease_table!r}"
             raise config_error_from(exc, what) or exc from None
+        table = MemberRepository(clients.dynamodb, settings.member_table_name)
+        try:
+            members, leadership = await table.members(), await table.leader()
+        except (BotoCoreError, ClientError) as exc:
+            what = f"DynamoDB membership table {settings.member_table_name!r}"
+            raise config_error_from(exc, what) or exc from None
     print(render(leases, settings.stream, settings.lease_table))
+    print()
+    print(render_members(members, leadership))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``status``: the lease table as a readable table.
+"""``status``: the lease table and the membership table as readable tables.
 
 "behind ms" is the shard's MillisBehindLatest when it was last checkpointed: how far the
 checkpoint trailed the tip of the shard at that moment.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from consumer.lease.members import Leadership, Member
 from consumer.lease.model import Lease
 
 COLUMNS = ("shard", "owner", "checkpoint", "counter", "parents", "behind ms", "last change")
@@ -44,3 +45,28 @@ def render(leases: Sequence[Lease], stream: str, table: str) -> str:
         f"{len({lease.owner for lease in leases if lease.owner})} workers"
     )
     return "\n".join([summary, *text_table(COLUMNS, rows(leases))])
+
+
+MEMBER_COLUMNS = ("worker", "beat", "incarnation", "state", "grants", "revokes")
+
+
+def render_members(members: Sequence[Member], leadership: Leadership | None) -> str:
+    """Who leads, and each member's item: a beat that does not move between two runs of
+    ``status`` a lease duration apart is a worker that is gone."""
+    if leadership is None or leadership.owner is None:
+        leader = "leader: none elected"
+    else:
+        successor = f", successor {leadership.successor}" if leadership.successor else ""
+        leader = f"leader: {leadership.owner} (counter {leadership.counter}{successor})"
+    body = [
+        (
+            member.worker_id,
+            str(member.beat),
+            member.incarnation,
+            "leaving" if member.leaving else "draining" if member.draining else "member",
+            str(len(member.grants)),
+            str(len(member.revokes)),
+        )
+        for member in sorted(members, key=lambda member: member.worker_id)
+    ]
+    return "\n".join([f"{leader}; {len(members)} members", *text_table(MEMBER_COLUMNS, body)])

@@ -287,12 +287,19 @@ class LeaseCoordinator:
         """After a graceful stop released what we held: say so, and resign if we lead."""
         self._leaving = True
         try:
-            await self._members.beat(
+            member = await self._members.beat(
                 self.me,
                 Beat(
-                    self.incarnation, frozenset(self._acked_grants), ends=self._ends, leaving=True
+                    self.incarnation,
+                    frozenset(self._acked_grants),
+                    ends=self._ends,
+                    leaving=True,
+                    draining=True,
                 ),
             )
+            # Granted while we drained, after our last beat: not left naming us (a fleet
+            # that stops altogether has no leader left to reassign it).
+            await asyncio.gather(*(self._decline(key) for key in member.grants - self.held.keys()))
         except Exception as exc:
             self._log.warning("leave_failed", error=describe(exc))
             return

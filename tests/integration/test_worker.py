@@ -180,10 +180,13 @@ def test_status_and_http_endpoints(stack: Stack) -> None:
 
     status = stack.cli("consumer", "status")
     assert status.returncode == 0, status.stderr
-    lines = status.stdout.splitlines()
+    leases, members = status.stdout.split("\n\n")
+    lines = leases.splitlines()
     assert "2 leases, 2 owned, 1 workers" in lines[0]
     assert lines[1].split()[:3] == ["shard", "owner", "checkpoint"]
     assert sum(1 for line in lines[2:] if " w1 " in line) == 2
+    assert members.splitlines()[0].startswith("leader: w1 (counter ")
+    assert members.splitlines()[2].split()[0] == "w1"
     assert worker.stop() == 0
 
 

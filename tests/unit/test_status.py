@@ -86,3 +86,19 @@ def test_single_lease() -> None:
     only: list[Lease] = [lease("a", "w", 1)]
     text = render(only, "s", "t")
     assert text.splitlines()[2] == "a      w      TRIM_HORIZON  1        -        -          -"
+
+
+def test_members_show_the_leader_and_each_members_state() -> None:
+    from consumer.lease.members import Leadership, Member
+    from consumer.status import render_members
+
+    members = [
+        Member("w2", 7, "b2", grants=frozenset({"s1"}), draining=True),
+        Member("w1", 12, "a1"),
+    ]
+    lines = render_members(members, Leadership("w1", 40, "w2")).splitlines()
+    assert lines[0] == "leader: w1 (counter 40, successor w2); 2 members"
+    assert lines[1].split() == ["worker", "beat", "incarnation", "state", "grants", "revokes"]
+    assert lines[2].split() == ["w1", "12", "a1", "member", "0", "0"]
+    assert lines[3].split() == ["w2", "7", "b2", "draining", "1", "0"]
+    assert render_members([], None).startswith("leader: none elected; 0 members")
