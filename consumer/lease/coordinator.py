@@ -216,21 +216,21 @@ class LeaseCoordinator:
     # -- fencing and releases ------------------------------------------------------------
 
     def fence(self) -> None:
-        """Drop every lease once our beats have gone unanswered too long (self-fencing), and
-        every lease whose write was refused."""
+        """Drop every lease once our beats (or, leading, our leadership renewals) have gone
+        unanswered too long (self-fencing), and every lease whose write was refused."""
         now = self._clock()
         alive = self.liveness.valid(now)
         for key, lease in list(self.held.items()):
             if not lease.valid(now):
                 self._lose(key, "write_refused" if alive else "not_beaten_in_time")
-        if alive:
+        if alive or self.held:
             return
-        if self.beats:
+        if self.beats or self.liveness.lapsed:
             # The leader may not know we let go (our beats may have landed unanswered).
             self.incarnation = new_incarnation()
             self.beats = 0
-        if not self.leader.leading(now):
-            self.liveness.leading_since = None  # a former leader: its beats alone count now
+            leading = self.leader.leading(now)
+            self.liveness.restart(self.leader.led_since if leading else None)
 
     def _lose(self, key: str, why: str) -> None:
         lease = self.held.pop(key, None)

@@ -34,24 +34,65 @@ class Liveness:
     While the worker leads, its leases are also bound by its leadership (``leading_since``:
     when the last leadership renewal that was answered was sent): a successor that takes over
     from a leader whose renewals stopped may reassign that leader's leases at once.
+
+    Once the bound has passed, validity is *latched* off (``lapsed``) until the coordinator
+    has dropped every lease and started a new incarnation (:meth:`restart`): a beat answered
+    after the bound passed must not revive leases the leader may already have reassigned,
+    even if nobody looked at the clock in between.
     """
 
     def __init__(self, *, duration: float, margin: float, clock: Callable[[], float]) -> None:
         self.renewed_at = -math.inf  # when the last beat that was answered was sent
         self.leading_since: float | None = None
+        self.lapsed = False
+        self._fresh = True  # no beat answered since the start (or the last restart)
+        self._restarted_at = -math.inf
         self._duration = duration
         self._margin = margin
         self._clock = clock
 
-    def renewed(self, sent_at: float) -> None:
-        self.renewed_at = max(self.renewed_at, sent_at)
-
-    def valid(self, now: float | None = None) -> bool:
-        now = self._clock() if now is None else now
+    def _bound(self) -> float:
         since = self.renewed_at
         if self.leading_since is not None:
             since = min(since, self.leading_since)
-        return now < since + self._duration - self._margin
+        return since + self._duration - self._margin
+
+    def renewed(self, sent_at: float) -> None:
+        if self._fresh:
+            if sent_at >= self._restarted_at:  # not a beat sent before the restart
+                self._fresh, self.renewed_at = False, sent_at
+            return
+        if sent_at >= self._bound():
+            self.lapsed = True  # sent after our validity had ended
+        self.renewed_at = max(self.renewed_at, sent_at)
+
+    def led(self, sent_at: float) -> None:
+        """A leadership claim or renewal answered (``sent_at``: when it was sent)."""
+        if self.leading_since is None:
+            self.leading_since = sent_at
+            return
+        if not self._fresh and sent_at >= self._bound():
+            self.lapsed = True
+        self.leading_since = max(self.leading_since, sent_at)
+
+    def lapse(self) -> None:
+        """Off from now on (leadership lost to another): until :meth:`restart`."""
+        self.lapsed = True
+
+    def restart(self, leading_since: float | None) -> None:
+        """Every lease dropped, a new incarnation: valid again from the next beat sent and
+        answered from now on."""
+        self.lapsed, self._fresh = False, True
+        self._restarted_at = self._clock()
+        self.leading_since = leading_since
+
+    def valid(self, now: float | None = None) -> bool:
+        if self._fresh:
+            return False
+        now = self._clock() if now is None else now
+        if now >= self._bound():
+            self.lapsed = True
+        return not self.lapsed
 
 
 class HeldLease:

@@ -117,6 +117,11 @@ class Leader:
     def _duration(self) -> float:
         return self._settings.lease_duration_s
 
+    @property
+    def led_since(self) -> float:
+        """When the last leadership claim or renewal that was answered was sent."""
+        return self._led_since
+
     def leading(self, now: float | None = None) -> bool:
         now = self._clock() if now is None else now
         valid_until = self._led_since + self._duration - self._settings.fence_margin_s
@@ -185,12 +190,12 @@ class Leader:
     def _led(self, leadership: Leadership, sent_at: float) -> None:
         self.leadership, self._led_since = leadership, max(self._led_since, sent_at)
         if self._liveness is not None:
-            self._liveness.leading_since = self._led_since
+            self._liveness.led(sent_at)
 
     def _abdicate(self, why: str) -> None:
         self._log.warning("leadership_lost", why=why)
         if self._liveness is not None and self._liveness.leading_since is not None:
-            self._liveness.leading_since = -math.inf  # fence every lease we hold, now
+            self._liveness.lapse()  # every lease we hold is fenced, now
         self.leadership = None
         self._watched = None
         self._next_watch = 0.0

@@ -72,8 +72,6 @@ class LeaseStore(Protocol):
         (a lease whose owner is not a member is judged by its counter, as the KCL does)."""
         ...
 
-    async def renew(self, lease: Lease) -> Lease | None: ...
-
     async def checkpoint(
         self,
         lease: Lease,

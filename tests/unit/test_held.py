@@ -134,10 +134,43 @@ def test_one_liveness_keeps_every_lease_the_worker_holds() -> None:
         for key in ("a", "b")
     )
     liveness.renewed(clock())
-    clock.advance(DURATION - MARGIN)
-    assert not first.valid() and not second.valid()
-    liveness.renewed(clock())  # one beat answered: both valid again
+    clock.advance(DURATION - MARGIN - 0.5)
+    liveness.renewed(clock())  # one beat answered in time keeps both
+    clock.advance(DURATION - MARGIN - 0.5)
     assert first.valid() and second.valid()
+    clock.advance(0.5)
+    assert not first.valid() and not second.valid()
+
+
+def test_a_lapse_is_latched_until_the_worker_restarts_its_incarnation() -> None:
+    """A beat answered after the bound passed must not revive leases the leader may already
+    have reassigned, even when nobody looked at the clock in between."""
+    clock = FakeClock(start=1000.0)
+    liveness = Liveness(duration=DURATION, margin=MARGIN, clock=clock)
+    liveness.renewed(clock())
+    clock.advance(DURATION - MARGIN + 1.0)
+    liveness.renewed(clock())  # sent after the bound: nobody called valid() meanwhile
+    assert liveness.lapsed and not liveness.valid()
+    liveness.restart(None)
+    assert not liveness.valid()  # until the next answered beat
+    liveness.renewed(clock())
+    assert liveness.valid()
+
+
+def test_leadership_bounds_the_liveness_and_its_loss_lapses_it_at_once() -> None:
+    clock = FakeClock(start=1000.0)
+    liveness = Liveness(duration=DURATION, margin=MARGIN, clock=clock)
+    liveness.renewed(clock())
+    liveness.led(clock())
+    clock.advance(DURATION - MARGIN - 1.0)
+    liveness.renewed(clock())  # beats go on, leadership renewals do not
+    clock.advance(1.0)
+    assert not liveness.valid()
+    liveness = Liveness(duration=DURATION, margin=MARGIN, clock=clock)
+    liveness.renewed(clock())
+    liveness.led(clock())
+    liveness.lapse()  # leadership taken over
+    assert not liveness.valid()
 
 
 # --- HeldLease ------------------------------------------------------------------------------

@@ -316,3 +316,35 @@ async def test_a_worker_named_successor_watches_closely_from_then_on() -> None:
     await asyncio.sleep(0.5)
     await heir.step()
     assert [op for _, op, _ in members.calls].count("leader") == 2
+
+
+async def test_a_leader_that_lost_its_lease_and_claims_it_again_holds_nothing_meanwhile() -> None:
+    """Found by `make sim`: a leader whose renewals were throttled for a lease duration
+    abdicated and, the item still naming it, claimed leadership again in the same step; its
+    leases, reassigned as a deposed leader's, stayed consumable under it until a checkpoint
+    was refused. Leadership lost lapses every lease at once, whatever comes after."""
+    from consumer.lease.coordinator import LeaseCoordinator
+
+    loop = asyncio.get_running_loop()
+    leases, members = LeaseTable([lease("a"), lease("b")]), MemberTable()
+    settings = Settings(worker_id="w1", lease_duration_s=DURATION, metrics_port=0)
+    c = LeaseCoordinator(
+        leases, members, settings, Metrics("s"), on_change=lambda: None, clock=loop.time
+    )
+    await c.beat()
+    await c.leader.step()
+    await c.beat()
+    assert set(c.consumable()) == {"a", "b"}
+    members.fault = lambda op, key: TimeoutError() if op == "renew_leadership" else None
+    while c.leader.leading():
+        await c.beat()
+        with contextlib.suppress(TimeoutError):
+            await c.leader.step()
+        await asyncio.sleep(0.5)
+    assert c.consumable() == {}, "fenced with the leadership, beats or not"
+    members.fault = lambda op, key: None
+    await c.leader.step()  # claims again, as the deposed leader's successor
+    assert c.leader.leading()
+    assert c.consumable() == {}, "nothing revived by the new leadership"
+    c.fence()
+    assert c.held == {}
