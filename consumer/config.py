@@ -165,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
         "TELEMAX_LEASE_DURATION_S",
         "10",
         _positive_float,
-        "seconds without a renewal before a lease counts as expired",
+        "seconds a worker's beat may stand still before it counts as gone",
         RUN,
     ),
     Option(
@@ -240,7 +240,7 @@ OPTIONS: tuple[Option, ...] = (
         "TELEMAX_CHECKPOINT_INTERVAL_S",
         "10",
         _positive_float,
-        "least time between two checkpoints of one shard while it is busy",
+        "least time between two checkpoints of one shard (its only lease writes)",
         RUN,
     ),
     Option(
@@ -248,7 +248,7 @@ OPTIONS: tuple[Option, ...] = (
         "TELEMAX_SHARD_SYNC_INTERVAL_S",
         "60",
         _positive_float,
-        "seconds between two ListShards syncs that create leases for new shards",
+        "seconds between two ListShards syncs of the leader (leases for new shards)",
         RUN,
     ),
     Option(
@@ -319,19 +319,9 @@ class Settings:
         return self.member_table or f"{self.lease_table}-members"
 
     @property
-    def renew_interval_s(self) -> float:
-        """Renew three times per lease duration (DESIGN §3.4)."""
-        return self.lease_duration_s / 3
-
-    @property
     def beat_interval_s(self) -> float:
-        """A worker's beat, the leader's renewal and the successor's watch (DESIGN §3.4)."""
+        """A worker's beat and the leader's renewal (DESIGN §3.4; README: the lease protocol)."""
         return max(0.1, min(1.0, self.lease_duration_s / 10))
-
-    @property
-    def take_interval_s(self) -> float:
-        """Scan for takeable leases often enough that a released shard moves within ~1 s."""
-        return min(1.0, self.lease_duration_s / 10)
 
     @property
     def fence_margin_s(self) -> float:

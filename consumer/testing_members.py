@@ -1,4 +1,4 @@
-"""An in-memory membership table with the conditions of ``MemberTable`` (DESIGN §3).
+"""An in-memory membership table with the conditions of ``MemberRepository`` (DESIGN §3).
 
 Like :class:`consumer.testing.LeaseTable`: every operation first sleeps ``latency[op]`` seconds
 of event-loop time and may be failed by ``fault(op, key)``; run tests under ``looptime``.

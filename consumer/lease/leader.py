@@ -83,6 +83,7 @@ class Leader:
         self._watched: Seen | None = None
         self._next_watch = 0.0
         self._deposed: str | None = None  # the leader we took over from, its leases free
+        self._renewing = asyncio.Lock()
         self._reset()
 
     def _reset(self) -> None:
@@ -129,17 +130,23 @@ class Leader:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead while elected; otherwise watch the leader item. Ends when ``stop`` is set
-        (set :attr:`wake` too, to end a pause at once)."""
-        while not stop.is_set():
+        (set :attr:`wake` too, to end a pause at once). Leadership is renewed by a loop of
+        its own: a round slowed by Scans that take seconds must not let it lapse."""
+        async with asyncio.TaskGroup() as group:
+            renewals = group.create_task(self._renew_forever())
             try:
-                async with asyncio.timeout(max(5.0, self._duration)):
-                    await self.step()
-            except TimeoutError:
-                self._log.warning("leader_round_timed_out")
-            except Exception as exc:
-                self._log.warning("leader_round_failed", error=describe(exc))
-            await sleep_or_stop(BUSY_ROUND_S if self.busy else CALM_ROUND_S, self.wake)
-            self.wake.clear()
+                while not stop.is_set():
+                    try:
+                        async with asyncio.timeout(max(5.0, self._duration)):
+                            await self.step()
+                    except TimeoutError:
+                        self._log.warning("leader_round_timed_out")
+                    except Exception as exc:
+                        self._log.warning("leader_round_failed", error=describe(exc))
+                    await sleep_or_stop(BUSY_ROUND_S if self.busy else CALM_ROUND_S, self.wake)
+                    self.wake.clear()
+            finally:
+                renewals.cancel()
 
     async def step(self) -> None:
         now = self._clock()
@@ -150,10 +157,27 @@ class Leader:
                 await self._watch()
             if self.leadership is None:
                 return
-        if now - self._led_since >= self._settings.beat_interval_s:
-            await self._renew()
+        await self.renew_if_due()
         if self.leading():
             await self.round()
+
+    async def renew_if_due(self) -> None:
+        """Renew leadership once a beat interval has passed since the last renewal; the
+        rounds and the renewal loop both ask, one at a time."""
+        async with self._renewing:
+            due = self._clock() - self._led_since >= self._settings.beat_interval_s
+            if self.leadership is not None and due:
+                await self._renew()
+
+    async def _renew_forever(self) -> None:
+        interval = self._settings.beat_interval_s
+        while True:
+            try:
+                async with asyncio.timeout(max(interval, self._settings.fence_margin_s)):
+                    await self.renew_if_due()
+            except Exception as exc:  # the next try comes soon; lapsing is the clock's job
+                self._log.warning("leadership_renewal_failed", error=describe(exc))
+            await asyncio.sleep(interval / 4)
 
     # -- election ------------------------------------------------------------------------
 
@@ -335,6 +359,8 @@ class Leader:
 
     async def _perform(self, moves: Moves) -> int:
         """Write the plan; the number of leases assigned or asked back."""
+        if not self.leading():
+            return 0  # lost meanwhile (a slow round): the next leader plans afresh
         results = await asyncio.gather(*(self._assign(move) for move in moves.assign))
         grants: dict[str, set[str]] = {}
         for move, done in zip(moves.assign, results, strict=True):

@@ -236,17 +236,17 @@ def test_shards_only_read_by_setup() -> None:
 
 
 @pytest.mark.parametrize(
-    ("duration", "renew", "take", "margin"),
+    ("duration", "beat", "margin"),
     [
-        pytest.param(10.0, 10 / 3, 1.0, 1.0, id="default"),
-        pytest.param(3.0, 1.0, 0.3, 0.5, id="short"),
-        pytest.param(60.0, 20.0, 1.0, 6.0, id="long"),
+        pytest.param(10.0, 1.0, 1.0, id="default"),
+        pytest.param(3.0, 0.3, 0.5, id="short"),
+        pytest.param(0.5, 0.1, 0.5, id="very-short"),
+        pytest.param(60.0, 1.0, 6.0, id="long"),
     ],
 )
-def test_derived_intervals(duration: float, renew: float, take: float, margin: float) -> None:
+def test_derived_intervals(duration: float, beat: float, margin: float) -> None:
     settings = Settings(worker_id="w", lease_duration_s=duration)
-    assert settings.renew_interval_s == pytest.approx(renew)
-    assert settings.take_interval_s == pytest.approx(take)
+    assert settings.beat_interval_s == pytest.approx(beat)
     assert settings.fence_margin_s == pytest.approx(margin)
 
 
