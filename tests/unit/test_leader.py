@@ -348,3 +348,30 @@ async def test_a_leader_that_lost_its_lease_and_claims_it_again_holds_nothing_me
     assert c.consumable() == {}, "nothing revived by the new leadership"
     c.fence()
     assert c.held == {}
+
+
+async def test_leadership_holds_while_rounds_take_longer_than_a_lease_duration() -> None:
+    """Found by `make sim`: renewals ran between rounds, and a round whose members read and
+    lease Scan took 4 s each let leadership lapse (and every lease of the leader with it)."""
+    leases, members = LeaseTable([lease(f"s{n}") for n in range(4)]), MemberTable()
+    boss = leader(leases, members)
+    abdications: list[str] = []
+    abdicate = boss._abdicate
+    boss._abdicate = lambda why: (abdications.append(why), abdicate(why))[-1]  # type: ignore[method-assign]
+    keep = asyncio.create_task(beating(members, "w1", "w2"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(boss.run(stop))
+    try:
+        await asyncio.sleep(3.0)
+        assert boss.leading()
+        members.latency["members"] = leases.latency["list"] = DURATION / 2 - 0.5
+        await asyncio.sleep(2 * LEASE_SCAN_S + DURATION)
+        assert [op for _, op, _ in leases.calls].count("list") >= 2, "slow Scans happened"
+        assert abdications == []
+    finally:
+        stop.set()
+        boss.wake.set()
+        keep.cancel()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
