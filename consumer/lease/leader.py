@@ -93,7 +93,7 @@ class Leader:
         self._incarnations: dict[str, str] = {}
         self._ends: dict[str, int] = {}
         self._revoking: dict[str, str] = {}  # lease key -> member asked to hand it back
-        self._suspect: dict[str, int] = {}  # member -> the beat it must get past first
+        self._beating: set[str] = set()  # members whose beat we have seen change
         self._returned: dict[str, str] = {}  # lease key -> member that handed it back
         self._next_scan = 0.0
         self._next_sync = 0.0
@@ -251,7 +251,13 @@ class Leader:
         members = {member.worker_id: member for member in await self._members.members()}
         now = self._clock()
         self.members = members
-        self._beats = observe_beats(self._beats, members, now)
+        before = self._beats
+        self._beats = observe_beats(before, members, now)
+        self._beating = {w for w in self._beating if w in members} | {
+            w
+            for w, seen in self._beats.items()
+            if w in before and before[w].counter != seen.counter
+        }
         gone = {
             worker
             for worker, member in members.items()
@@ -288,25 +294,23 @@ class Leader:
         self._metrics.leader_round.labels(self._settings.stream).set(time.time())
 
     def _free_deposed(self, deposed: str, members: Mapping[str, Member]) -> None:
-        """What names the leader we took over from is free; it gets nothing more until it
-        is seen to beat again."""
+        """What names the leader we took over from is free (it fenced itself)."""
         self._deposed = None
-        if deposed in members:
-            self._suspect[deposed] = members[deposed].beat
         for lease in self.table.values():
             if lease.owner == deposed and lease.key not in self._revoking:
                 self._returned[lease.key] = deposed
 
     def _not_receiving(self, members: Mapping[str, Member], now: float) -> set[str]:
         """Members that get nothing more but keep what they hold: stopping, late (dying or
-        cut off: a grant would wait for them), or a deposed leader not yet seen to beat."""
+        cut off: a grant would wait for them), or not yet seen to beat by this leader (a
+        member that died just before we were elected looks alive for a lease duration)."""
         late = 2 * self._settings.beat_interval_s
         return {
             worker
             for worker, member in members.items()
             if member.draining
             or now - self._beats[worker].since > late
-            or self._beats[worker].counter == self._suspect.get(worker)
+            or worker not in self._beating
         }
 
     def _note_restarts(self, members: Mapping[str, Member]) -> bool:

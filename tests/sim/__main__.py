@@ -159,6 +159,7 @@ async def simulate(model: str, args: argparse.Namespace) -> list[Outcome]:
         )
     for name in list(fleet.workers):
         fleet.kill(name)
+    await asyncio.sleep(1.0)  # let the cancelled tasks end before the loop closes
     return outcomes
 
 

@@ -34,6 +34,13 @@ async def beat(members: MemberTable, *workers: str, incarnation: str = "i1") -> 
         await members.beat(worker, Beat(incarnation))
 
 
+async def seen_beating(boss: Leader, members: MemberTable, *workers: str) -> None:
+    """A leader assigns only to members it has seen beat: a round, a beat each, a round."""
+    await boss.step()
+    await beat(members, *workers)
+    await boss.step()
+
+
 async def beating(members: MemberTable, *workers: str) -> None:
     """Members that beat every second until cancelled."""
     while True:
@@ -48,6 +55,8 @@ async def test_the_first_worker_is_elected_and_assigns_every_lease_to_the_live_m
     await first.step()
     await second.step()
     assert first.leading() and not second.leading()
+    assert all(leases[key].owner is None for key in leases.items), "not seen beating yet"
+    await seen_beating(first, members, "w1", "w2")
     owners = sorted(leases[key].owner or "" for key in leases.items)
     assert owners == ["w1", "w1", "w2", "w2"]
     granted = members["w1"].grants | members["w2"].grants
@@ -76,7 +85,7 @@ async def test_a_member_that_leaves_has_its_leases_reassigned_in_the_next_round(
     leases, members = LeaseTable([lease("a"), lease("b", "w2")]), MemberTable()
     await beat(members, "w1", "w2")
     boss = leader(leases, members)
-    await boss.step()
+    await seen_beating(boss, members, "w1", "w2")
     await members.beat("w2", Beat("i1", leaving=True))
     await boss.step()
     assert leases["b"].owner == "w1"
@@ -98,9 +107,9 @@ async def test_a_new_member_gets_its_share_through_hand_backs() -> None:
     members = MemberTable()
     await beat(members, "w1")
     boss = leader(leases, members)
-    await boss.step()
+    await seen_beating(boss, members, "w1")
     await beat(members, "w2")
-    await boss.step()
+    await seen_beating(boss, members, "w1", "w2")
     asked = members["w1"].revokes
     assert len(asked) == 2 and all(leases[key].owner == "w1" for key in asked)
     for key in asked:  # w1 hands them back and acknowledges
@@ -175,7 +184,7 @@ async def test_a_resigning_leader_hands_over_at_once() -> None:
     leases, members = LeaseTable([lease("a", "w1")]), MemberTable()
     await beat(members, "w1", "w2")
     boss, heir = leader(leases, members), leader(leases, members, "w2")
-    await boss.step()
+    await seen_beating(boss, members, "w1", "w2")
     await leases.release(leases["a"])
     await members.beat("w1", Beat("i1", leaving=True))
     await boss.resign()
@@ -265,6 +274,7 @@ async def test_a_leader_cut_off_fences_itself_and_its_successor_reassigns_its_le
 
     heir_turn = False
     members.fault = fault
+    keep = asyncio.create_task(beating(members, "w2"))  # the heir's own beats
     cut_at = loop.time()
     fenced_at = None
     before = leases["a"].counter
@@ -277,6 +287,7 @@ async def test_a_leader_cut_off_fences_itself_and_its_successor_reassigns_its_le
         heir_turn = True  # only the cut-off leader's requests are lost
         await heir.step()
         heir_turn = False
+    keep.cancel()
     # Reassigned (here to w1 again, whose beats go on: it fenced itself and holds nothing,
     # so it gets its share back through a grant) without waiting for w1's beats to lapse.
     assert heir.leading() and leases["a"].counter == before + 1
@@ -334,6 +345,8 @@ async def test_a_leader_that_lost_its_lease_and_claims_it_again_holds_nothing_me
     await c.beat()
     await c.leader.step()
     await c.beat()
+    await c.leader.step()
+    await c.beat()
     assert set(c.consumable()) == {"a", "b"}
     members.fault = lambda op, key: TimeoutError() if op == "renew_leadership" else None
     while c.leader.leading():
@@ -375,3 +388,20 @@ async def test_leadership_holds_while_rounds_take_longer_than_a_lease_duration()
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_new_leader_assigns_nothing_to_a_member_it_has_not_seen_beat() -> None:
+    """Found by `make lease-cost`: a leader elected just after a worker died saw that worker's
+    item unchanged for less than a lease duration, counted it live, and handed it leases that
+    then waited a lease duration to move again."""
+    leases, members = LeaseTable([lease(f"s{n}") for n in range(4)]), MemberTable()
+    await beat(members, "w1", "dead")
+    boss = leader(leases, members)
+    keep = asyncio.create_task(beating(members, "w1"))
+    try:
+        for _ in range(6):
+            await boss.step()
+            await asyncio.sleep(0.5)
+    finally:
+        keep.cancel()
+    assert {leases[key].owner for key in leases.items} == {"w1"}
