@@ -58,9 +58,9 @@ def plan_moves(
     reassigned (stopped beating for a lease duration, or left). ``draining``: members that
     get nothing more and keep what they hold (stopping, late, or not yet seen to beat).
     ``returned``: lease key -> the member that handed it back (revoke acknowledged, or a
-    restarted member's earlier leases); the lease may still name it. ``revoking``: lease key -> member asked to hand
-    it back, not yet done. ``expired``: whether a lease whose owner is not a member has kept
-    its counter for a lease duration.
+    restarted member's earlier leases); the lease may still name it. ``revoking``: lease
+    key -> member asked to hand it back, not yet done. ``expired``: whether a lease whose
+    owner is not a member has kept its counter for a lease duration.
     """
     loads: dict[str, int] = dict.fromkeys(live, 0)
     holdings: dict[str, list[Lease]] = {worker: [] for worker in live}
