@@ -39,7 +39,7 @@ from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 
 BUSY_ROUND_S = 0.5  # a round of the leader (read the members, plan, write) while busy
-CALM_ROUND_S = 1.0  # ... and when nothing moved and every member beat on time
+CALM_ROUND_S = 1.25  # ... and when nothing moved and every member beat on time
 LEASE_SCAN_S = 60.0  # the lease table is read at least this often by the leader
 LEASE_RESCAN_S = 1.0  # ... and this soon after a shard ended or while an owner is unknown
 # After a shard ended, finished leases are deleted once their children started: the table is
@@ -49,7 +49,7 @@ FINISHED_WINDOW_S = 120.0
 # Writes a round may make for moves: a fleet of 10,000 shards starting, scaling or resharding
 # moves its leases over a few seconds instead of in one burst a partition would throttle.
 MAX_MOVES_PER_ROUND = 500
-SUCCESSOR_WATCH_S = 2.0  # how often the successor looks at the leader item
+SUCCESSOR_WATCH_S = 1.0  # how often the successor looks at the leader item
 WATCH_S = 30.0  # how often a worker that is not the successor looks at the leader item
 
 # (lease keys that exist) -> leases created for new shards
