@@ -39,8 +39,8 @@ from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 
 BUSY_ROUND_S = 0.5  # a round of the leader (read the members, plan, write) while busy
-CALM_ROUND_S = 1.25  # ... and when nothing moved and every member beat on time
-LEASE_SCAN_S = 60.0  # the lease table is read at least this often by the leader
+CALM_ROUND_S = 1.0  # ... and when nothing moved and every member beat on time
+LEASE_SCAN_S = 120.0  # the lease table is read at least this often by the leader
 LEASE_RESCAN_S = 1.0  # ... and this soon after a shard ended or while an owner is unknown
 # After a shard ended, finished leases are deleted once their children started: the table is
 # read this often, for this long after the last end, while finished leases remain.
