@@ -195,25 +195,12 @@ class LeaseRepository:
         if counter is not None:
             condition += " AND leaseCounter = :seen"
             values[":seen"] = {"N": str(counter)}
-        try:
-            answer = await self._db.update_item(
-                TableName=self.table,
-                Key={"leaseKey": {"S": key}},
-                UpdateExpression=(
-                    "SET leaseOwner = :to, telemaxUpdatedAt = :at, "
-                    "leaseCounter = leaseCounter + :one, ownerSwitchesSinceCheckpoint = "
-                    "if_not_exists(ownerSwitchesSinceCheckpoint, :zero) + :one "
-                    "REMOVE checkpointOwner"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return None
-            raise
-        return lease_from_item(answer["Attributes"])
+        update = (
+            "SET leaseOwner = :to, telemaxUpdatedAt = :at, leaseCounter = leaseCounter + :one, "
+            "ownerSwitchesSinceCheckpoint = if_not_exists(ownerSwitchesSinceCheckpoint, :zero) "
+            "+ :one REMOVE checkpointOwner"
+        )
+        return await self._update_item(key, update, condition, values)
 
     async def renew(self, lease: Lease) -> Lease | None:
         """A KCL worker's renewal (telemax's workers beat instead): kept for tools and tests
@@ -286,18 +273,25 @@ class LeaseRepository:
     async def _update(
         self, lease: Lease, update: str, condition: str, values: dict[str, Any]
     ) -> Lease | None:
+        counters = {
+            ":seen": {"N": str(lease.counter)},
+            ":next": {"N": str(lease.counter + 1)},
+            ":at": {"S": self._now_iso()},
+        }
+        return await self._update_item(lease.key, update, condition, {**counters, **values})
+
+    async def _update_item(
+        self, key: str, update: str, condition: str, values: dict[str, Any]
+    ) -> Lease | None:
+        """One conditional UpdateItem answering the lease as written; None when the condition
+        failed (a lost race)."""
         try:
             answer = await self._db.update_item(
                 TableName=self.table,
-                Key={"leaseKey": {"S": lease.key}},
+                Key={"leaseKey": {"S": key}},
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeValues={
-                    ":seen": {"N": str(lease.counter)},
-                    ":next": {"N": str(lease.counter + 1)},
-                    ":at": {"S": self._now_iso()},
-                    **values,
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
