@@ -95,6 +95,17 @@ def classify(exc: BaseException) -> Action:
     return Action.GIVE_UP
 
 
+async def unless_fenced(write: Awaitable[T]) -> T | None:
+    """The answer of a conditional write, or None when its condition failed: a lost race is a
+    return value, never an exception (DESIGN §3.1)."""
+    try:
+        return await write
+    except ClientError as exc:
+        if classify(exc) is Action.FENCE:
+            return None
+        raise
+
+
 async def patiently(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
     """``call()``, again after a transient error (throttling, 5xx, a reset) with capped
     backoff, ``attempts`` times in all (about 6 s): for start-up checks, where a throttled

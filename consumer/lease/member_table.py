@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from consumer.aws import Action, classify
+from consumer.aws import unless_fenced
 from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
 from consumer.lease.metered import metered
 from consumer.lease.repository import utc_now_iso
@@ -150,18 +148,15 @@ class MemberRepository:
 
     async def forget(self, member: Member) -> bool:
         """Delete a gone worker's item unless it beat since ``member`` was read."""
-        try:
-            await self._db.delete_item(
+        deleted = await unless_fenced(
+            self._db.delete_item(
                 TableName=self.table,
                 Key={"workerId": {"S": member.worker_id}},
                 ConditionExpression="beat = :beat",
                 ExpressionAttributeValues={":beat": _number(member.beat)},
             )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return False
-            raise
-        return True
+        )
+        return deleted is not None
 
     async def _add(self, member: Member, attribute: str, keys: frozenset[str]) -> bool:
         if not keys:
@@ -184,8 +179,8 @@ class MemberRepository:
     async def claim_leadership(self, me: str, seen: Leadership | None) -> Leadership | None:
         """Become leader: the item is absent (``seen`` None), or unchanged since ``seen``."""
         if seen is None:
-            try:
-                await self._db.put_item(
+            created = await unless_fenced(
+                self._db.put_item(
                     TableName=self.table,
                     Item={
                         "workerId": {"S": LEADER_KEY},
@@ -194,11 +189,8 @@ class MemberRepository:
                     },
                     ConditionExpression="attribute_not_exists(workerId)",
                 )
-            except ClientError as exc:
-                if classify(exc) is Action.FENCE:
-                    return None
-                raise
-            return Leadership(owner=me, counter=1)
+            )
+            return None if created is None else Leadership(owner=me, counter=1)
         return await self._leader_update(
             "SET leader = :me, leaderCounter = :next REMOVE successorId",
             "leaderCounter = :seen",
@@ -245,8 +237,8 @@ class MemberRepository:
     async def _update(
         self, worker_id: str, update: str, condition: str, values: dict[str, Any]
     ) -> Item | None:
-        try:
-            answer = await self._db.update_item(
+        answer = await unless_fenced(
+            self._db.update_item(
                 TableName=self.table,
                 Key={"workerId": {"S": worker_id}},
                 UpdateExpression=update,
@@ -254,8 +246,5 @@ class MemberRepository:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return None
-            raise
-        return answer["Attributes"]
+        )
+        return None if answer is None else answer["Attributes"]

@@ -13,9 +13,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
-from consumer.aws import Action, classify
+from consumer.aws import unless_fenced
 from consumer.lease.metered import metered
 from consumer.lease.model import SHARD_END, Lease
 from consumer.metrics import Metrics
@@ -143,17 +141,14 @@ class LeaseRepository:
         hash_range: tuple[int, int] | None = None,
     ) -> bool:
         """Create the lease of a new shard unless one exists; True when we created it."""
-        try:
-            await self._db.put_item(
+        created = await unless_fenced(
+            self._db.put_item(
                 TableName=self.table,
                 Item=new_lease_item(shard_id, checkpoint, parents, hash_range),
                 ConditionExpression="attribute_not_exists(leaseKey)",
             )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return False
-            raise
-        return True
+        )
+        return created is not None
 
     async def take(self, lease: Lease, me: str) -> Lease | None:
         update = "SET leaseOwner = :me, leaseCounter = :next, telemaxUpdatedAt = :at"
@@ -237,8 +232,8 @@ class LeaseRepository:
 
     async def delete_finished(self, lease: Lease) -> bool:
         """Delete a lease at SHARD_END that nobody changed since we read it."""
-        try:
-            await self._db.delete_item(
+        deleted = await unless_fenced(
+            self._db.delete_item(
                 TableName=self.table,
                 Key={"leaseKey": {"S": lease.key}},
                 ConditionExpression="leaseCounter = :seen AND checkpoint = :end",
@@ -247,11 +242,8 @@ class LeaseRepository:
                     ":end": {"S": SHARD_END},
                 },
             )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return False
-            raise
-        return True
+        )
+        return deleted is not None
 
     async def release(self, lease: Lease) -> Lease | None:
         return await self._update_owned(
@@ -285,8 +277,8 @@ class LeaseRepository:
     ) -> Lease | None:
         """One conditional UpdateItem answering the lease as written; None when the condition
         failed (a lost race)."""
-        try:
-            answer = await self._db.update_item(
+        answer = await unless_fenced(
+            self._db.update_item(
                 TableName=self.table,
                 Key={"leaseKey": {"S": key}},
                 UpdateExpression=update,
@@ -294,8 +286,5 @@ class LeaseRepository:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-        except ClientError as exc:
-            if classify(exc) is Action.FENCE:
-                return None
-            raise
-        return lease_from_item(answer["Attributes"])
+        )
+        return None if answer is None else lease_from_item(answer["Attributes"])
