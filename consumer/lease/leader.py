@@ -272,6 +272,7 @@ class Leader:
         self._ends = {worker: member.ends for worker, member in members.items()}
         if now >= self._next_scan:
             await self._scan(members)
+        await self._sync_if_due(now)
         if self._deposed is not None:
             self._free_deposed(self._deposed, members)
         draining = self._not_receiving(members, now) - gone
@@ -356,10 +357,17 @@ class Leader:
         finishing = any(lease.finished for lease in self.table.values())
         if finishing and now - self._ended_at < FINISHED_WINDOW_S:
             self._next_scan = min(self._next_scan, now + FINISHED_SCAN_S)
-        if self._sync_shards is not None and now >= self._next_sync:
-            self._next_sync = now + self._settings.shard_sync_interval_s
-            if await self._sync_shards(frozenset(self.table)):
-                self._next_scan = now  # read the new leases in the next round
+
+    async def _sync_if_due(self, now: float) -> None:
+        """List the shards and create leases for new ones (only the leader does)."""
+        if self._sync_shards is None or now < self._next_sync:
+            return
+        # A failed sync is tried again soon: without leases there is nothing to consume.
+        self._next_sync = now + LEASE_RESCAN_S
+        created = await self._sync_shards(frozenset(self.table))
+        self._next_sync = now + self._settings.shard_sync_interval_s
+        if created:
+            self._next_scan = now  # read the new leases in the next round
 
     async def _perform(self, moves: Moves) -> int:
         """Write the plan; the number of leases assigned or asked back."""

@@ -405,3 +405,29 @@ async def test_a_new_leader_assigns_nothing_to_a_member_it_has_not_seen_beat() -
     finally:
         keep.cancel()
     assert {leases[key].owner for key in leases.items} == {"w1"}
+
+
+async def test_a_failed_shard_sync_is_tried_again_soon_not_a_sync_interval_later() -> None:
+    """Without leases nothing is consumed: a ListShards that failed at election (throttled)
+    must not wait the whole shard-sync interval (60 s) to be tried again."""
+    from consumer.testing import client_error
+
+    calls: list[float] = []
+
+    async def sync(existing: frozenset[str]) -> int:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise client_error("LimitExceededException", op="ListShards")
+        return 0
+
+    leases, members = LeaseTable(), MemberTable()
+    boss = leader(leases, members, sync_shards=sync)
+    keep = asyncio.create_task(beating(members, "w1"))
+    try:
+        for _ in range(20):
+            with contextlib.suppress(Exception):
+                await boss.step()
+            await asyncio.sleep(0.5)
+    finally:
+        keep.cancel()
+    assert len(calls) >= 2 and calls[1] - calls[0] <= 5.0
