@@ -100,7 +100,6 @@ class Leader:
         self._ended_at = -math.inf
         self._successor: str | None = None
         self.members: dict[str, Member] = {}
-        self.moves = 0
         self.busy = True  # something is moving or late: the next round comes sooner
         self._elected = True  # until the first round: tell every member what it holds
 
@@ -389,7 +388,6 @@ class Leader:
             for key in keys if done else ():
                 self._revoking[key] = worker
         moved = sum(map(len, grants.values()))
-        self.moves += moved
         revoked = sum(map(len, moves.revoke.values()))
         if moved or revoked:
             self._log.info(
