@@ -52,6 +52,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 region=clients.kinesis.meta.region_name,
                 pool=pool,
                 read_timeout=settings.aws_read_timeout_s,
+                attempts=settings.aws_max_attempts,
             )
         try:
             await Worker(

@@ -230,9 +230,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "idle_poll_s",
         "TELEMAX_IDLE_POLL_S",
-        "0.5",
+        "0.8",
         _positive_float,
-        "pause between GetRecords calls when a shard is caught up",
+        "longest pause between GetRecords calls to a caught-up shard (it doubles from 0.2 s "
+        "with each empty answer up to this)",
         RUN,
     ),
     Option(
@@ -272,7 +273,8 @@ OPTIONS: tuple[Option, ...] = (
         "TELEMAX_FAST_PATH",
         "true",
         _flag,
-        "lean GetRecords/BatchWriteItem calls (false: botocore's generic path for everything)",
+        "lean GetRecords, GetShardIterator, BatchWriteItem and lease-table item calls "
+        "(false: botocore's generic path for everything)",
         RUN,
     ),
     Option(
@@ -305,7 +307,7 @@ class Settings:
     write_concurrency: int = 16
     max_records: int = 10_000
     max_in_flight_records: int = 40_000
-    idle_poll_s: float = 0.5
+    idle_poll_s: float = 0.8
     checkpoint_interval_s: float = 10.0
     shard_sync_interval_s: float = 60.0
     aws_read_timeout_s: float = 20.0

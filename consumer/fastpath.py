@@ -1,17 +1,19 @@
-"""The lean path for the two hot calls: GetRecords and BatchWriteItem.
+"""The lean path for the calls a worker makes most: GetRecords and BatchWriteItem (per
+record), GetShardIterator (per shard taken), and the lease and membership tables' item calls
+(a beat a second, a few per shard taken, a checkpoint per shard every 10 s).
 
 Profiling showed about 70 % of the worker's CPU inside botocore's generic call path:
 parameter validation, a serializer that walks the shape model, a parser that turns every
-record's arrival time into a ``datetime``, and the event hooks. For these two calls the body
-is a small, fixed JSON document whose items are already in DynamoDB's wire format, so this
-module builds it with orjson, signs it exactly as botocore's SigV4 signer would (checked byte
-for byte in the tests) with the session's own refreshable credentials, sends it over a small
-keep-alive HTTP/1.1 pool (consumer.http1), and maps every failure to the exception botocore
-would raise
-(``ClientError`` with the same code and status, ``ConnectionClosedError``,
-``ReadTimeoutError``, ``EndpointConnectionError``), so the retry, metric and dead-letter logic
-above cannot tell the two paths apart. Everything else (the control plane, lease writes)
-stays on plain aiobotocore. ``TELEMAX_FAST_PATH=false`` turns this off.
+record's arrival time into a ``datetime``, and the event hooks: about 1.5 ms of CPU per call.
+These calls' bodies are small JSON documents whose items are already in DynamoDB's wire
+format, so this module builds them with orjson, signs them exactly as botocore's SigV4
+signer would (checked byte for byte in the tests) with the session's own refreshable
+credentials, sends them over small keep-alive HTTP/1.1 pools (consumer.http1), and maps
+every failure to the exception botocore would raise (``ClientError`` with the same code and
+status, ``ConnectionClosedError``, ``ReadTimeoutError``, ``EndpointConnectionError``), so the
+retry, fencing, metric and dead-letter logic above cannot tell the two paths apart. The
+control plane (ListShards, DescribeStream, tables) stays on aiobotocore.
+``TELEMAX_FAST_PATH=false`` turns all of this off.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import hashlib
 import hmac
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -30,12 +33,15 @@ import orjson
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
+from consumer.aws import Action, classify
+from consumer.backoff import Backoff
 from consumer.http1 import Http1Pool
 from consumer.pipeline.records import Item
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
 
+CONTROL_POOL = 16  # connections for the lease and membership tables' item calls
 KINESIS = ("kinesis", "Kinesis_20131202", "application/x-amz-json-1.1")
 DYNAMODB = ("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
 
@@ -195,6 +201,17 @@ class FastKinesis:
             record["Data"] = decode(record["Data"])
         return answer
 
+    async def get_shard_iterator(self, stream: str, shard_id: str, request: dict[str, Any]) -> str:
+        """GetShardIterator; ``request`` as :func:`consumer.shard.reader.iterator_request`
+        makes it (a ``Timestamp`` goes as epoch seconds, as the JSON protocol sends it)."""
+        body: dict[str, Any] = {"StreamName": stream, "ShardId": shard_id, **request}
+        when = body.get("Timestamp")
+        if isinstance(when, datetime):
+            body["Timestamp"] = when.timestamp()
+        answer = await self._api.call("GetShardIterator", orjson.dumps(body))
+        iterator: str = answer["ShardIterator"]
+        return iterator
+
 
 class FastDynamoDB:
     def __init__(self, api: JsonApi) -> None:
@@ -211,11 +228,86 @@ class FastDynamoDB:
         return [request["PutRequest"]["Item"] for request in left]
 
 
+# The item calls of the lease and membership tables (snake_case, as on the botocore client)
+ITEM_CALLS = {
+    "get_item": "GetItem",
+    "put_item": "PutItem",
+    "update_item": "UpdateItem",
+    "delete_item": "DeleteItem",
+    "query": "Query",
+    "scan": "Scan",
+}
+
+
+def _binary_as_bytes(answer: Any) -> Any:
+    """Binary attribute values of the items in an answer as bytes, as botocore gives them
+    (the KCL's ``pendingCheckpointState`` is one)."""
+    items = answer.get("Items") or []
+    for key in ("Item", "Attributes"):
+        if key in answer:
+            items = [*items, answer[key]]
+    decode = binascii.a2b_base64
+    for item in items:
+        for value in item.values():
+            if "B" in value:
+                value["B"] = decode(value["B"])
+            elif "BS" in value:
+                value["BS"] = [decode(v) for v in value["BS"]]
+    return answer
+
+
+class FastItems:
+    """A DynamoDB client whose item calls take the lean path: the lease and membership tables'
+    reads and conditional writes, a few per shard taken and one beat a second, at about a
+    tenth of botocore's CPU (measured: tests/bench/idle.py, "CPU to take one more shard").
+
+    Requests and answers are DynamoDB's JSON as botocore's client takes and gives them:
+    binary attributes go base64-encoded and come back as bytes (top-level attributes: the
+    lease tables hold no maps or lists). Throttling, 5xx and dropped
+    connections are tried again as botocore's "standard" retry mode does (``attempts`` in
+    all, full-jitter backoff from 1 s, doubling), so a write whose answer was lost comes back
+    as its retry's failed condition, as it does with botocore. Every other call goes to the
+    generic client. Its connection pool is its own: a beat never waits behind record writes.
+    """
+
+    def __init__(self, api: JsonApi, generic: Any, attempts: int) -> None:
+        self._api = api
+        self._generic = generic
+        self._attempts = max(1, attempts)
+
+    def __getattr__(self, name: str) -> Any:
+        operation = ITEM_CALLS.get(name)
+        if operation is None:
+            return getattr(self._generic, name)
+
+        async def call(**kwargs: Any) -> Any:
+            body = orjson.dumps(kwargs, default=_bytes_as_base64)
+            return _binary_as_bytes(await self._call(operation, body))
+
+        return call
+
+    async def _call(self, operation: str, body: bytes) -> Any:
+        backoff = Backoff(base=1.0, cap=20.0)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return await self._api.call(operation, body)
+            except Exception as exc:
+                if attempt == self._attempts or classify(exc) is not Action.RETRY:
+                    raise
+            await backoff.sleep()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._api.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class FastPath:
     kinesis: FastKinesis
     dynamodb: FastDynamoDB
     apis: tuple[JsonApi, ...]
+    # (the generic DynamoDB client) -> its item calls on the lean path, for the lease tables
+    items: Callable[[Any], FastItems]
 
     def close(self) -> None:
         for api in self.apis:
@@ -230,6 +322,7 @@ def create(
     region: str,
     pool: int,
     read_timeout: float,
+    attempts: int = 3,
 ) -> FastPath:
     """Lean clients for the endpoints and region the generic clients resolved."""
     kinesis = JsonApi(
@@ -248,4 +341,17 @@ def create(
         pool=pool,
         read_timeout=read_timeout,
     )
-    return FastPath(FastKinesis(kinesis), FastDynamoDB(dynamodb), (kinesis, dynamodb))
+    control = JsonApi(
+        credentials,
+        endpoint=dynamodb_endpoint,
+        region=region,
+        service=DYNAMODB,
+        pool=CONTROL_POOL,
+        read_timeout=read_timeout,
+    )
+    return FastPath(
+        FastKinesis(kinesis),
+        FastDynamoDB(dynamodb),
+        (kinesis, dynamodb, control),
+        lambda generic: FastItems(control, generic, attempts),
+    )

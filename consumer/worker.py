@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from consumer import http
 from consumer.aws import Clients, config_error_from, describe, error_code, patiently
@@ -126,11 +127,13 @@ class Worker:
         self._stop_leading = asyncio.Event()
         self._log = get_logger(worker_id=settings.worker_id)
         self.health = http.Health(ready=self.ready, clock=clock)
+        # The lease and membership tables' item calls take the lean path too, when it is on.
+        lease_db: Any = fast.items(clients.dynamodb) if fast else clients.dynamodb
         self.repository: LeaseStore = repository or LeaseRepository(
-            clients.dynamodb, settings.lease_table, metrics=self.metrics
+            lease_db, settings.lease_table, metrics=self.metrics
         )
         self.members: MemberStore = members or MemberRepository(
-            clients.dynamodb, settings.member_table_name, metrics=self.metrics
+            lease_db, settings.member_table_name, metrics=self.metrics
         )
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
@@ -139,6 +142,7 @@ class Worker:
         if writer is None:
             writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
         self._get_records = fast.kinesis.get_records if fast else None
+        self._get_iterator = fast.kinesis.get_shard_iterator if fast else None
         context = ShardContext(
             stream=settings.stream,
             worker_id=settings.worker_id,
@@ -285,6 +289,7 @@ class Worker:
             limit=s.max_records,
             idle_poll_s=s.idle_poll_s,
             get_records=self._get_records,
+            get_iterator=self._get_iterator,
             budget=self.budget,
             clock=self._clock,
             on_error=lambda exc: self._log.warning(

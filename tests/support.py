@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import botocore.session
 import orjson
 
+from consumer import fastpath
+from consumer.aws import Clients
 from consumer.local import LOCALHOST, WorkerProcess, aws_env, free_port
 
 LEASE_DURATION_S = 4.0
@@ -321,3 +324,26 @@ class BlackholeProxy:
             if not self.dropping.is_set():
                 sink.write(data)
                 await sink.drain()
+
+
+ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, or FastItems
+
+
+@asynccontextmanager
+async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
+    """The DynamoDB client the lease and membership repositories get on ``path``."""
+    if path == "generic":
+        yield clients.dynamodb
+        return
+    fast = fastpath.create(
+        await clients.session.get_credentials(),
+        kinesis_endpoint=clients.kinesis.meta.endpoint_url,
+        dynamodb_endpoint=clients.dynamodb.meta.endpoint_url,
+        region=clients.dynamodb.meta.region_name,
+        pool=4,
+        read_timeout=10,
+    )
+    try:
+        yield fast.items(clients.dynamodb)
+    finally:
+        fast.close()

@@ -177,7 +177,11 @@ class ShardConsumer:
         # Two helper tasks, both cancelled and awaited before this method returns. Records
         # fetched are charged to the worker's budget until they are stored or abandoned.
         budget = self._ctx.budget
-        pending: asyncio.Future[Fetched] | None = asyncio.ensure_future(reader.fetch())
+        # An idle shard's reader loops inside ``fetch_next``: this loop wakes only for
+        # records, the shard's end, a stop, or a checkpoint that has come due.
+        pending: asyncio.Future[Fetched] | None = asyncio.ensure_future(
+            reader.fetch_next(self._checkpoint_due_at)
+        )
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while True:
@@ -189,7 +193,8 @@ class ShardConsumer:
                 fetched, pending = pending.result(), None
                 try:
                     if not fetched.ended:
-                        pending = asyncio.ensure_future(reader.fetch())  # overlaps the write
+                        # overlaps the write
+                        pending = asyncio.ensure_future(reader.fetch_next(self._checkpoint_due_at))
                     await self._handle(fetched)
                 finally:
                     budget.release(len(fetched.records))
@@ -275,13 +280,17 @@ class ShardConsumer:
             counter.labels(self._ctx.stream, letter.reason).inc()
         self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
 
-    def _checkpoint_due(self) -> bool:
-        """At most one checkpoint per ``checkpoint_interval_s``, busy or caught up: it is the
-        only lease write a shard makes (the last one, on a stop or hand-back, is not due but
-        written all the same)."""
+    def _checkpoint_due_at(self) -> float | None:
+        """When the next checkpoint is due (None: nothing to checkpoint). At most one per
+        ``checkpoint_interval_s``, busy or caught up: it is the only lease write a shard makes
+        (the last one, on a stop or hand-back, is not due but written all the same)."""
         if self._durable is None:
-            return False
-        return self._ctx.clock() - self._last_checkpoint_at >= self._ctx.checkpoint_interval_s
+            return None
+        return self._last_checkpoint_at + self._ctx.checkpoint_interval_s
+
+    def _checkpoint_due(self) -> bool:
+        due = self._checkpoint_due_at()
+        return due is not None and self._ctx.clock() >= due
 
     async def _checkpoint_durable(self, attempts: int = 1) -> None:
         if self._durable is not None:

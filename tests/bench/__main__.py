@@ -17,6 +17,7 @@ the ratios, and every run is written to .bench/results.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,6 +53,8 @@ class Result:
     cpu_s: float
     first_s: float | None
     peak_rss_mb: float
+    # CPU µs per record between 10 % and 90 % of the records: start-up and drain left out
+    steady_cpu_us: float = float("nan")
 
     @property
     def overall_rps(self) -> float:
@@ -72,7 +75,7 @@ class Bench:
         self.records = records
         self.shards = shards
         self.log_dir = log_dir
-        self.stream = "bench-stream"
+        self.stream = f"bench-stream-{shards}"
 
     def clients(self, env: dict[str, str]) -> tuple[Any, Any]:
         session = botocore.session.get_session()
@@ -215,6 +218,8 @@ class Bench:
         reader = threading.Thread(target=self._read_protocol, args=(proc, state, log), daemon=True)
         reader.start()
         samples: list[tuple[float, int]] = []
+        cpu_samples: list[tuple[int, float]] = []  # (records done, process CPU-seconds)
+        sampled = worker_pid(proc.pid) if self.profile and contender == "ours" else proc.pid
         first: float | None = None
         while True:
             time.sleep(0.02 if first is None else 0.2)
@@ -226,6 +231,9 @@ class Bench:
             else:
                 count = state["count"]
             samples.append((now, count))
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                # (it may have just exited: its own report has the totals)
+                cpu_samples.append((count, proc_cpu(sampled)))
             if contender == "ours" and count >= self.records:
                 pid = worker_pid(proc.pid) if self.profile else proc.pid
                 cpu_s, rss_kb = proc_usage(pid)
@@ -254,6 +262,7 @@ class Bench:
             cpu_s,
             first,
             rss_kb / 1024,
+            steady_cpu_us(cpu_samples, self.records),
         )
 
     @staticmethod
@@ -275,10 +284,15 @@ def scrape_quietly(port: int) -> dict[str, float]:
         return {}
 
 
+def proc_cpu(pid: int) -> float:
+    """User+sys CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def proc_usage(pid: int) -> tuple[float, int]:
     """(user+sys CPU seconds, peak RSS in KB) of a live process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu_s = (int(fields[11]) + int(fields[12])) / TICK
+    cpu_s = proc_cpu(pid)
     hwm = next(
         line
         for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -302,6 +316,15 @@ def steady(samples: list[tuple[float, int]], total: int) -> float:
     return total * 0.8 / (high - low)
 
 
+def steady_cpu_us(samples: list[tuple[int, float]], total: int) -> float:
+    """CPU µs per record between the first samples at or past 10 % and 90 % of ``total``."""
+    low = next(((n, cpu) for n, cpu in samples if n >= total * 0.1), None)
+    high = next(((n, cpu) for n, cpu in samples if n >= total * 0.9), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return float("nan")
+    return (high[1] - low[1]) / (high[0] - low[0]) * 1e6
+
+
 def table(results: dict[str, list[Result]]) -> str:
     def med(contender: str, field: str) -> float | None:
         values = [getattr(r, field) for r in results[contender]]
@@ -314,6 +337,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ("process CPU-seconds", "cpu_s", "{:.2f}"),
         ("records per CPU-second", "per_cpu_s", "{:,.0f}"),
         ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
+        ("CPU µs per record, steady (10-90 %)", "steady_cpu_us", "{:.1f}"),
         ("first record stored after (s)", "first_s", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
@@ -335,13 +359,12 @@ def table(results: dict[str, list[Result]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--shards", type=int, nargs="+", default=[4, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=CONTENDERS, action="append")
     parser.add_argument("--profile", action="store_true", help="run ours under py-spy")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
-    results: dict[str, list[Result]] = {c: [] for c in CONTENDERS}
     with ExitStack() as stack:
         kinesis = stack.enter_context(emulator("kinesalite", log_dir))
         dynamodb = stack.enter_context(emulator("dynalite", log_dir))
@@ -350,40 +373,96 @@ def main() -> int:
             "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
         }
-        bench = Bench(args.records, args.shards, log_dir, profile=args.profile)
-        bench.prefill(env)
+        benches = [Bench(args.records, n, log_dir, profile=args.profile) for n in args.shards]
+        for bench in benches:
+            bench.prefill(env)
+        # Repeats outermost, shard counts inside: a machine that speeds up or slows down
+        # during the run (shared CPUs do) weighs on every shard count alike.
+        by_shards = {bench.shards: empty_results() for bench in benches}
         for repeat in range(1, args.repeats + 1):
-            for contender in args.only or CONTENDERS:
-                result = bench.run(contender, env, repeat)
-                results[contender].append(result)
-                first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
-                print(
-                    f"bench: run {repeat} {contender:<8} {result.overall_rps:>8,.0f} rec/s wall, "
-                    f"{result.per_cpu_s:>8,.0f} rec/CPU-s ({result.cpu_us_per_record:.1f} µs), "
-                    f"first {first}, RSS {result.peak_rss_mb:.0f} MB",
-                    flush=True,
+            for bench in benches:
+                run_round(bench, env, repeat, args.only or list(CONTENDERS), by_shards)
+    for results in by_shards.values():
+        for contender in CONTENDERS:
+            if not results[contender]:
+                results[contender].append(
+                    Result(
+                        contender, 1, float("nan"), float("nan"), float("nan"), None, float("nan")
+                    )
                 )
-    for contender in CONTENDERS:
-        if not results[contender]:
-            results[contender].append(
-                Result(contender, 1, float("nan"), float("nan"), float("nan"), None, float("nan"))
-            )
-    print()
-    print(f"medians of {args.repeats} runs, {args.records:,} records, {args.shards} shards:")
-    print(table(results))
+    for shards, results in by_shards.items():
+        print()
+        print(f"medians of {args.repeats} runs, {args.records:,} records, {shards} shards:")
+        print(table(results))
+    if len(by_shards) > 1:
+        print()
+        print(shard_scaling(by_shards))
     out = ROOT / ".bench" / "results.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
         json.dumps(
             {
-                c: [dataclasses.asdict(r) | {"records_per_cpu_s": r.per_cpu_s} for r in rs]
-                for c, rs in results.items()
+                str(shards): {
+                    c: [dataclasses.asdict(r) | {"records_per_cpu_s": r.per_cpu_s} for r in rs]
+                    for c, rs in results.items()
+                }
+                for shards, results in by_shards.items()
             },
             indent=2,
         )
     )
     print(f"\nevery run: {out}; logs: {log_dir}")
     return 0
+
+
+def empty_results() -> dict[str, list[Result]]:
+    return {c: [] for c in CONTENDERS}
+
+
+def run_round(
+    bench: Bench,
+    env: dict[str, str],
+    repeat: int,
+    contenders: list[str],
+    by_shards: dict[int, dict[str, list[Result]]],
+) -> None:
+    for contender in contenders:
+        result = bench.run(contender, env, repeat)
+        by_shards[bench.shards][contender].append(result)
+        first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
+        print(
+            f"bench: {bench.shards} shards, run {repeat} {contender:<8} "
+            f"{result.overall_rps:>8,.0f} rec/s wall, "
+            f"{result.per_cpu_s:>8,.0f} rec/CPU-s ({result.cpu_us_per_record:.1f} µs, "
+            f"steady {result.steady_cpu_us:.1f} µs), first {first}, "
+            f"RSS {result.peak_rss_mb:.0f} MB",
+            flush=True,
+        )
+
+
+def shard_scaling(by_shards: dict[int, dict[str, list[Result]]]) -> str:
+    """Ours: CPU per record at each shard count against the fewest shards'."""
+    counts = sorted(by_shards)
+    out = [
+        "| ours, CPU µs per record | " + " | ".join(f"{n} shards" for n in counts) + " |",
+        "|---|" + "---|" * len(counts),
+    ]
+
+    def median(n: int, contender: str, field: str) -> float:
+        return statistics.median(getattr(r, field) for r in by_shards[n][contender])
+
+    for label, field in (("whole run", "cpu_us_per_record"), ("steady", "steady_cpu_us")):
+        values = [median(n, "ours", field) for n in counts]
+        cells = [f"{values[0]:.1f}"] + [f"{v:.1f} ({v / values[0] - 1:+.0%})" for v in values[1:]]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    # The ceiling has no shards: the ratio to it takes the machine's own drift out.
+    ratios = [
+        median(n, "ours", "cpu_us_per_record") / median(n, "ceiling", "cpu_us_per_record")
+        for n in counts
+    ]
+    cells = [f"{ratios[0]:.2f}"] + [f"{r:.2f} ({r / ratios[0] - 1:+.0%})" for r in ratios[1:]]
+    out.append("| whole run ÷ the ceiling's, same shard count | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,20 @@ import pytest
 
 from consumer.aws import open_clients
 from consumer.lease.repository import LeaseRepository
-from tests.support import Stack
+from tests.support import ITEM_PATHS, Stack, item_client
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def repo(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LeaseRepository]:
+@pytest.fixture(params=ITEM_PATHS)
+async def repo(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[LeaseRepository]:
     stack.setup(shards=1)
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    async with open_clients() as clients:
-        yield LeaseRepository(clients.dynamodb, stack.lease_table)
+    async with open_clients() as clients, item_client(clients, request.param) as db:
+        yield LeaseRepository(db, stack.lease_table)
 
 
 async def test_create_is_idempotent(repo: LeaseRepository) -> None:

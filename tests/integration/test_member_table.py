@@ -12,18 +12,20 @@ import pytest
 from consumer.aws import open_clients
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
-from tests.support import Stack
+from tests.support import ITEM_PATHS, Stack, item_client
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def table(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[MemberRepository]:
+@pytest.fixture(params=ITEM_PATHS)
+async def table(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[MemberRepository]:
     stack.setup(shards=1)
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    async with open_clients() as clients:
-        yield MemberRepository(clients.dynamodb, stack.member_table)
+    async with open_clients() as clients, item_client(clients, request.param) as db:
+        yield MemberRepository(db, stack.member_table)
 
 
 async def raw(table: MemberRepository, worker_id: str) -> dict[str, Any] | None:

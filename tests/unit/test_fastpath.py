@@ -1,14 +1,19 @@
-"""The lean path's pure parts: SigV4 byte-identical to botocore's, error mapping as botocore's."""
+"""The lean path's pure parts: SigV4 byte-identical to botocore's, error mapping as botocore's;
+the lease tables' item calls retried as botocore's standard mode retries them."""
 
 from __future__ import annotations
+
+import asyncio
+import itertools
 
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 from consumer.aws import Action, classify, error_code
-from consumer.fastpath import SigV4, error_from
+from consumer.fastpath import FastItems, SigV4, error_from
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -116,3 +121,62 @@ def test_error_answers_map_as_botocore_maps_them(
     assert classify(error) is action
     assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
     assert error.operation_name == "BatchWriteItem"
+
+
+# -- FastItems: botocore's "standard" retries, on our own adapter -----------------------------
+
+
+class ScriptedApi:
+    """Answers (or raises) from a script, recording each operation and its loop time."""
+
+    def __init__(self, *script: object) -> None:
+        self.script = list(script)
+        self.calls: list[tuple[float, str]] = []
+
+    async def call(self, operation: str, body: bytes) -> object:
+        self.calls.append((asyncio.get_running_loop().time(), operation))
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+def throttled() -> ClientError:
+    return error_from(400, {}, b'{"__type":"x#ThrottlingException"}', "UpdateItem")
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("script", "attempts", "outcome", "calls"),
+    [
+        pytest.param([{"Attributes": {}}], 3, "answer", 1, id="answered"),
+        pytest.param(["throttle", "throttle", {"Attributes": {}}], 3, "answer", 3, id="retried"),
+        pytest.param(["throttle"] * 3, 3, "ThrottlingException", 3, id="attempts-spent"),
+        pytest.param(["throttle"], 1, "ThrottlingException", 1, id="one-attempt"),
+        pytest.param(["closed", {"Attributes": {}}], 3, "answer", 2, id="connection-retried"),
+        pytest.param(["condition"], 3, "ConditionalCheckFailedException", 1, id="lost-race-once"),
+        pytest.param(["denied"], 3, "AccessDeniedException", 1, id="give-up-at-once"),
+    ],
+)
+async def test_item_calls_retry_as_botocore_standard_mode(
+    script: list[object], attempts: int, outcome: str, calls: int
+) -> None:
+    steps = {
+        "throttle": throttled(),
+        "closed": ConnectionClosedError(endpoint_url="http://x"),
+        "condition": error_from(
+            400, {}, b'{"__type":"x#ConditionalCheckFailedException"}', "UpdateItem"
+        ),
+        "denied": error_from(400, {}, b'{"__type":"x#AccessDeniedException"}', "UpdateItem"),
+    }
+    api = ScriptedApi(*(steps.get(s, s) if isinstance(s, str) else s for s in script))
+    items = FastItems(api, generic=None, attempts=attempts)  # type: ignore[arg-type]
+    if outcome == "answer":
+        assert await items.update_item(TableName="t") == {"Attributes": {}}
+    else:
+        with pytest.raises(ClientError) as failed:
+            await items.update_item(TableName="t")
+        assert error_code(failed.value) == outcome
+    assert [op for _, op in api.calls] == ["UpdateItem"] * calls
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(api.calls)]
+    assert all(0 <= gap <= 2**n for n, gap in enumerate(gaps)), "full jitter from 1 s"

@@ -27,6 +27,8 @@ from consumer.shard.reader import (
     Fetched,
     ShardReader,
     botocore_get_records,
+    next_call_at,
+    pause_after,
 )
 from consumer.testing import (
     FROM_STREAM,
@@ -125,18 +127,64 @@ def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
+    ("empty_answers", "idle_poll_s", "pause"),
+    [
+        pytest.param(0, 0.8, 0.2, id="busy-at-the-api-limit"),
+        pytest.param(1, 0.8, 0.4, id="first-empty-doubles"),
+        pytest.param(2, 0.8, 0.8, id="second-reaches-the-cap"),
+        pytest.param(3, 0.8, 0.8, id="stays-at-the-cap"),
+        pytest.param(60, 0.8, 0.8, id="long-quiet-no-overflow"),
+        pytest.param(2000, 0.8, 0.8, id="very-long-quiet"),
+        pytest.param(1, 3.0, 0.4, id="long-cap-grows-slowly"),
+        pytest.param(4, 3.0, 3.0, id="long-cap-reached"),
+        pytest.param(1, 0.3, 0.3, id="cap-between-steps"),
+        pytest.param(5, 0.05, 0.2, id="cap-below-the-api-limit"),
+        pytest.param(-1, 0.8, 0.2, id="negative-is-busy"),
+    ],
+)
+def test_pause_after(empty_answers: int, idle_poll_s: float, pause: float) -> None:
+    assert pause_after(empty_answers, idle_poll_s) == pytest.approx(pause)
+
+
+@pytest.mark.parametrize(
+    ("now", "pause", "at"),
+    [
+        pytest.param(0.05, 0.2, 0.25, id="busy-exact"),
+        pytest.param(0.0, 0.8, 0.8, id="idle-on-a-line"),
+        pytest.param(0.05, 0.8, 0.8, id="idle-rounds-down-to-its-line"),
+        pytest.param(0.6, 0.8, 1.4, id="float-sum-on-a-line-stays"),
+        pytest.param(1000.37, 0.8, 1001.1, id="late-clock"),
+        pytest.param(0.15, 0.4, 0.5, id="short-idle-pause"),
+        pytest.param(0.25, 0.21, 0.45, id="never-sooner-than-the-api-limit"),
+    ],
+)
+def test_next_call_at(now: float, pause: float, at: float) -> None:
+    got = next_call_at(now, pause)
+    assert got == pytest.approx(at)
+    assert now + MIN_CALL_INTERVAL_S - EPSILON <= got <= now + pause + EPSILON
+
+
+@pytest.mark.parametrize(
     ("steps", "idle_poll_s", "gaps"),
     [
-        pytest.param([answer([rec(1)], behind=0)] * 4, 0.5, [0.2] * 3, id="records-flow"),
-        pytest.param([answer([], behind=5000)] * 4, 0.5, [0.2] * 3, id="behind-no-records"),
-        pytest.param([answer([], behind=0)] * 4, 0.5, [0.5] * 3, id="caught-up"),
-        pytest.param([answer([], behind=0)] * 4, 3.0, [3.0] * 3, id="caught-up-long-idle"),
-        pytest.param([answer([], behind=None)] * 3, 0.5, [0.5] * 2, id="no-millis-behind"),
+        pytest.param([answer([rec(1)], behind=0)] * 4, 0.8, [0.2] * 3, id="records-flow"),
+        pytest.param([answer([], behind=5000)] * 4, 0.8, [0.2] * 3, id="behind-no-records"),
+        pytest.param([answer([], behind=0)] * 5, 0.8, [0.4, 0.8, 0.8, 0.8], id="caught-up"),
+        pytest.param(
+            [answer([], behind=0)] * 6, 3.0, [0.4, 0.8, 1.6, 3.0, 3.0], id="caught-up-long-idle"
+        ),
+        pytest.param([answer([], behind=None)] * 3, 0.8, [0.4, 0.8], id="no-millis-behind"),
         pytest.param(
             [answer([rec(1)], behind=0), answer([], behind=0), answer([], behind=9)] * 2,
             1.0,
-            [0.2, 1.0, 0.2, 0.2, 1.0],
+            [0.2, 0.4, 0.2, 0.2, 0.4],
             id="mixed",
+        ),
+        pytest.param(
+            [answer([], behind=0)] * 3 + [answer([rec(1)], behind=0)] + [answer([])] * 2,
+            0.8,
+            [0.4, 0.8, 0.8, 0.2, 0.4],
+            id="records-reset-the-pause",
         ),
         # an idle interval configured below the API limit must not exceed 5 calls/s
         pytest.param([answer([], behind=0)] * 6, 0.05, [0.2] * 5, id="idle-below-the-limit"),
@@ -611,3 +659,39 @@ async def test_millis_behind_gauge_follows_the_answers() -> None:
         gauge = counter(metrics, "telemax_millis_behind_latest", stream=STREAM, shard=SHARD)
         values.append((fetched.millis_behind, gauge))
     assert values == [(4200, 4200), (None, 4200), (0, 0)]
+
+
+# -- fetch_next: empty answers stay inside the reader ----------------------------------------
+
+
+async def test_fetch_next_returns_records_skipping_empty_answers() -> None:
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *([answer([], behind=0)] * 5), answer([rec(7)], behind=0))
+    fetched = await asyncio.wait_for(make_reader(kinesis).fetch_next(), 60)
+    assert numbers(fetched) == [7]
+    assert len(kinesis.call_times()) == 6
+
+
+async def test_fetch_next_hands_back_an_empty_answer_once_due() -> None:
+    """``due`` is asked after every answer: a deadline set while the reader waits counts."""
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, *([answer([], behind=0)] * 20))
+    loop = asyncio.get_running_loop()
+    deadline: list[float] = []
+    reader = make_reader(kinesis)
+    pending = asyncio.ensure_future(reader.fetch_next(lambda: deadline[0] if deadline else None))
+    await asyncio.sleep(3.0)
+    assert not pending.done(), "no deadline: empty answers never come back"
+    deadline.append(loop.time() + 2.0)
+    fetched = await asyncio.wait_for(pending, 60)
+    assert fetched.records == [] and not fetched.ended
+    assert deadline[0] <= loop.time() <= deadline[0] + 0.8 + EPSILON
+
+
+async def test_fetch_next_returns_the_end_of_a_closed_shard() -> None:
+    kinesis = kinesis_holding([rec(1)], closed=True)
+    reader = make_reader(kinesis)
+    first = await asyncio.wait_for(reader.fetch_next(), 60)
+    assert numbers(first) == [1]
+    end = await asyncio.wait_for(reader.fetch_next(), 60)
+    assert end.ended and end.records == []

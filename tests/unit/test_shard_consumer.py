@@ -359,3 +359,65 @@ async def until_stored(shop: Shop, ids: set[str], limit: float = 30.0) -> None:
     while not shop.stored() >= ids:
         assert loop.time() < deadline, f"not stored within {limit} s"
         await asyncio.sleep(0.1)
+
+
+async def test_an_idle_shard_checkpoints_its_last_batch_once_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader loops over empty answers without waking the consumer, but hands it an empty
+    batch once a checkpoint is due: the last batch before a quiet spell is checkpointed within
+    the checkpoint interval plus one idle pause, and only once."""
+    kinesis, table, ids = stream(closed=False)
+    shop = Shop(kinesis, table)
+    batches: list[int] = []
+    handle = ShardConsumer._handle
+
+    async def counted(self: ShardConsumer, fetched: Any) -> None:
+        batches.append(len(fetched.records))
+        await handle(self, fetched)
+
+    monkeypatch.setattr(ShardConsumer, "_handle", counted)
+    stop = asyncio.Event()
+    beats = asyncio.create_task(beat_forever(shop.liveness))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    consumer = asyncio.create_task(shop.run(stop))
+    try:
+        await asyncio.sleep(30)
+        assert shop.stored() == ids
+        checkpoints = [w for w in table.writes if w.op == "checkpoint"]
+        assert len(checkpoints) == 1, "one checkpoint for the batch, none for the quiet spell"
+        # the first batch is written at once; then the interval (1 s) plus one idle pause
+        assert checkpoints[0].at - started <= 1.0 + 0.5 + 0.2
+        assert table["P"].checkpoint == kinesis.shards["P"].records[-1]["SequenceNumber"]
+        calls = kinesis.call_times()
+        assert len(calls) >= 30 / 0.5, "the reader kept polling the quiet shard"
+        assert batches == [len(ids), 0], "woken for the batch and for its checkpoint only"
+        stop.set()
+        assert await asyncio.wait_for(consumer, 1.0) is Reason.REQUESTED
+    finally:
+        consumer.cancel()
+        beats.cancel()
+        await asyncio.gather(consumer, beats, return_exceptions=True)
+
+
+async def test_a_record_after_a_quiet_spell_is_read_within_one_idle_pause() -> None:
+    kinesis, table, _ = stream(closed=False, count=1)
+    shop = Shop(kinesis, table)
+    stop = asyncio.Event()
+    beats = asyncio.create_task(beat_forever(shop.liveness))
+    consumer = asyncio.create_task(shop.run(stop))
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(60)  # a quiet minute: the reader is at its longest pause
+        kinesis.put("P", reading("late"))
+        put_at = loop.time()
+        while "late" not in shop.stored():
+            await asyncio.sleep(0.01)
+        assert loop.time() - put_at <= 0.5 + 0.02  # the idle pause this shop configures
+        stop.set()
+        assert await asyncio.wait_for(consumer, 1.0) is Reason.REQUESTED
+    finally:
+        consumer.cancel()
+        beats.cancel()
+        await asyncio.gather(consumer, beats, return_exceptions=True)
