@@ -75,6 +75,8 @@ class LeaseCoordinator:
             clock=clock,
             sync_shards=sync_shards,
             liveness=self.liveness,
+            incarnation=lambda: self.incarnation,
+            on_self_grant=lambda: self._beat_now.set(),
         )
         self.incarnation = new_incarnation()
         self.held: dict[str, HeldLease] = {}

@@ -67,8 +67,14 @@ class Leader:
         clock: Callable[[], float] = time.monotonic,
         sync_shards: SyncShards | None = None,
         liveness: Liveness | None = None,
+        incarnation: Callable[[], str] | None = None,
+        on_self_grant: Callable[[], None] = lambda: None,
     ) -> None:
         self._leases = leases
+        # Our own worker's incarnation (None: not known, we wait to see our beat change as
+        # any member's) and a poke for its beat when we grant it something.
+        self._incarnation = incarnation
+        self._on_self_grant = on_self_grant
         self._liveness = liveness
         self._members = members
         self._settings = settings
@@ -257,6 +263,9 @@ class Leader:
             for w, seen in self._beats.items()
             if w in before and before[w].counter != seen.counter
         }
+        mine = members.get(self.me)
+        if mine is not None and self._incarnation and mine.incarnation == self._incarnation():
+            self._beating.add(self.me)  # our own beat has landed: we need not watch it change
         gone = {
             worker
             for worker, member in members.items()
@@ -378,9 +387,11 @@ class Leader:
             if done:
                 grants.setdefault(move.to, set()).add(move.key)
         members = self.members
-        await asyncio.gather(
+        granted = await asyncio.gather(
             *(self._members.grant(members[w], frozenset(keys)) for w, keys in grants.items()),
         )
+        if any(done and w == self.me for w, done in zip(grants, granted, strict=True)):
+            self._on_self_grant()  # our next beat fetches them now, not a beat interval on
         asked = await asyncio.gather(
             *(self._members.revoke(members[w], frozenset(keys)) for w, keys in moves.revoke.items())
         )

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,31 @@ class Result:
         return self.cpu_s / self.records * 1e6
 
 
+@contextlib.contextmanager
+def emulators(log_dir: Path) -> Iterator[dict[str, str]]:
+    """kinesalite and dynalite on 127.0.0.1; the environment that points a process at them."""
+    with ExitStack() as stack:
+        kinesis = stack.enter_context(emulator("kinesalite", log_dir))
+        dynamodb = stack.enter_context(emulator("dynalite", log_dir))
+        yield {
+            **aws_env(kinesis.endpoint),
+            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
+        }
+
+
+def setup(env: dict[str, str]) -> None:
+    """``consumer setup`` with ``env`` on top of ours: the stream and tables it names."""
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "setup"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 class Bench:
     def __init__(self, records: int, shards: int, log_dir: Path, profile: bool = False) -> None:
         self.profile = profile
@@ -94,22 +120,16 @@ class Bench:
 
     def prefill(self, env: dict[str, str]) -> None:
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "consumer", "setup"],
-            env={
-                **os.environ,
+        setup(
+            {
                 **env,
                 "TELEMAX_SHARDS": str(self.shards),
                 "TELEMAX_STREAM": self.stream,
                 "TELEMAX_TABLE": "bench-setup",
                 "TELEMAX_LEASE_TABLE": "bench-setup-leases",
                 "TELEMAX_DLQ_TABLE": "bench-setup-dlq",
-            },
-            capture_output=True,
-            text=True,
-            check=False,
+            }
         )
-        assert done.returncode == 0, done.stderr
         kinesis, _ = self.clients(env)
         batch = readings(self.records, prefix="BENCH")
         lock = threading.Lock()
@@ -148,14 +168,7 @@ class Bench:
             "TELEMAX_DLQ_TABLE": name + "-dlq",
             "TELEMAX_STREAM": self.stream,
         }
-        done = subprocess.run(
-            [sys.executable, "-m", "consumer", "setup"],
-            env={**os.environ, **env, **tables},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        setup({**env, **tables})
         return tables
 
     def drop_tables(self, env: dict[str, str], tables: dict[str, str]) -> None:
@@ -365,14 +378,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="run ours under py-spy")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
-    with ExitStack() as stack:
-        kinesis = stack.enter_context(emulator("kinesalite", log_dir))
-        dynamodb = stack.enter_context(emulator("dynalite", log_dir))
-        env = {
-            **aws_env(kinesis.endpoint),
-            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
-        }
+    with emulators(log_dir) as env:
         benches = [Bench(args.records, n, log_dir, profile=args.profile) for n in args.shards]
         for bench in benches:
             bench.prefill(env)
@@ -455,13 +461,6 @@ def shard_scaling(by_shards: dict[int, dict[str, list[Result]]]) -> str:
         values = [median(n, "ours", field) for n in counts]
         cells = [f"{values[0]:.1f}"] + [f"{v:.1f} ({v / values[0] - 1:+.0%})" for v in values[1:]]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
-    # The ceiling has no shards: the ratio to it takes the machine's own drift out.
-    ratios = [
-        median(n, "ours", "cpu_us_per_record") / median(n, "ceiling", "cpu_us_per_record")
-        for n in counts
-    ]
-    cells = [f"{ratios[0]:.2f}"] + [f"{r:.2f} ({r / ratios[0] - 1:+.0%})" for r in ratios[1:]]
-    out.append("| whole run ÷ the ceiling's, same shard count | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

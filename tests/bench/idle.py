@@ -22,15 +22,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from consumer.local import aws_env, free_port
-from tests.bench.__main__ import ROOT, Bench, proc_cpu, proc_usage, scrape_quietly
-from tests.conftest import emulator
+from consumer.local import free_port
+from tests.bench.__main__ import (
+    ROOT,
+    Bench,
+    emulators,
+    proc_cpu,
+    proc_usage,
+    scrape_quietly,
+    setup,
+)
 from tests.support import readings
 
 
@@ -62,15 +68,8 @@ def run_one(
         "TELEMAX_LEASE_TABLE": f"{stream}-leases",
         "TELEMAX_DLQ_TABLE": f"{stream}-dlq",
     }
+    setup({**env, **tables})
     full_env = {**os.environ, **env, **tables}
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer", "setup"],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
     port = free_port()
     full_env |= {
         "TELEMAX_METRICS_PORT": str(port),
@@ -192,14 +191,7 @@ def main() -> int:
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-idle-"))
     results = []
-    with ExitStack() as stack:
-        kinesis = stack.enter_context(emulator("kinesalite", log_dir))
-        dynamodb = stack.enter_context(emulator("dynalite", log_dir))
-        env = {
-            **aws_env(kinesis.endpoint),
-            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
-        }
+    with emulators(log_dir) as env:
         for shards in args.shards:
             result = run_one(
                 env, log_dir, shards, args.window, args.quiet, args.probes, args.profile

@@ -7,8 +7,9 @@ Virtual loop time (looptime), an in-memory lease table and Kinesis, a scripted w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -377,12 +378,8 @@ async def test_an_idle_shard_checkpoints_its_last_batch_once_due(
         await handle(self, fetched)
 
     monkeypatch.setattr(ShardConsumer, "_handle", counted)
-    stop = asyncio.Event()
-    beats = asyncio.create_task(beat_forever(shop.liveness))
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    consumer = asyncio.create_task(shop.run(stop))
-    try:
+    started = asyncio.get_running_loop().time()
+    async with consuming(shop):
         await asyncio.sleep(30)
         assert shop.stored() == ids
         checkpoints = [w for w in table.writes if w.op == "checkpoint"]
@@ -393,28 +390,30 @@ async def test_an_idle_shard_checkpoints_its_last_batch_once_due(
         calls = kinesis.call_times()
         assert len(calls) >= 30 / 0.5, "the reader kept polling the quiet shard"
         assert batches == [len(ids), 0], "woken for the batch and for its checkpoint only"
-        stop.set()
-        assert await asyncio.wait_for(consumer, 1.0) is Reason.REQUESTED
-    finally:
-        consumer.cancel()
-        beats.cancel()
-        await asyncio.gather(consumer, beats, return_exceptions=True)
 
 
 async def test_a_record_after_a_quiet_spell_is_read_within_one_idle_pause() -> None:
     kinesis, table, _ = stream(closed=False, count=1)
     shop = Shop(kinesis, table)
-    stop = asyncio.Event()
-    beats = asyncio.create_task(beat_forever(shop.liveness))
-    consumer = asyncio.create_task(shop.run(stop))
     loop = asyncio.get_running_loop()
-    try:
+    async with consuming(shop):
         await asyncio.sleep(60)  # a quiet minute: the reader is at its longest pause
         kinesis.put("P", reading("late"))
         put_at = loop.time()
         while "late" not in shop.stored():
             await asyncio.sleep(0.01)
         assert loop.time() - put_at <= 0.5 + 0.02  # the idle pause this shop configures
+
+
+@contextlib.asynccontextmanager
+async def consuming(shop: Shop) -> AsyncIterator[None]:
+    """The shop's consumer running with its worker's beats; on leaving, a graceful stop that
+    must end it within a second, as REQUESTED."""
+    stop = asyncio.Event()
+    beats = asyncio.create_task(beat_forever(shop.liveness))
+    consumer = asyncio.create_task(shop.run(stop))
+    try:
+        yield
         stop.set()
         assert await asyncio.wait_for(consumer, 1.0) is Reason.REQUESTED
     finally:
