@@ -1,5 +1,8 @@
 """A small HTTP/1.1 client for the lean path: POST, keep-alive, a bounded connection pool.
 
+The parser (:class:`AnswerParser`) is pure and fed bytes, as h11's is; the asyncio protocol
+around it only moves bytes and completes one future per exchange.
+
 Measured here: aiohttp spends about 110 µs of CPU per request, this protocol about 16 µs —
 with 25 items per BatchWriteItem that is 4 µs per record, an eighth of the worker's cost.
 It does only what AWS JSON APIs need: one POST at a time per connection, answers framed by
@@ -22,62 +25,37 @@ from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, 
 MAX_HEADER_BYTES = 64 * 1024
 
 
-class _Answer(asyncio.Protocol):
-    """One connection; parses one answer at a time."""
+Answer = tuple[int, dict[str, str], bytes]  # status, lower-cased headers, body
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
+
+class AnswerParser:
+    """HTTP/1.1 answers from bytes, without I/O (as h11 keeps its parser): ``start`` when a
+    request has been sent, ``feed`` what arrives, and ``answer`` gives the whole answer, or None
+    while more is needed. Malformed input raises ``ValueError``. One exchange at a time:
+    bytes before ``start`` are dropped, bytes after the answer are left for nobody."""
+
+    def __init__(self, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] | None = None
         self._head: tuple[int, dict[str, str]] | None = None
         self._body_at = 0
+        self._max_header_bytes = max_header_bytes
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionResetError("connection closed before the answer"))
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._waiter is None or self._waiter.done():
-            return
-        try:
-            answer = self._parse()
-        except ValueError as exc:
-            self._waiter.set_exception(exc)
-            return
-        if answer is not None:
-            self._waiter.set_result(answer)
-
-    def send(self, request: bytes) -> asyncio.Future[tuple[int, dict[str, str], bytes]]:
-        assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+    def start(self) -> None:
+        self._buffer.clear()
         self._head = None
-        self._buffer.clear()  # one exchange at a time: nothing may precede the answer
-        self.transport.write(request)
-        return self._waiter
+        self._body_at = 0
 
-    def _parse(self) -> tuple[int, dict[str, str], bytes] | None:
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def answer(self) -> Answer | None:
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._buffer) > MAX_HEADER_BYTES:
+                if len(self._buffer) > self._max_header_bytes:
                     raise ValueError("answer headers too large")
                 return None
-            lines = bytes(self._buffer[:end]).decode("latin-1").split("\r\n")
-            status_line = lines[0].split(" ", 2)
-            if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
-                raise ValueError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            self._head = (int(status_line[1]), headers)
+            self._head = _head(bytes(self._buffer[:end]))
             self._body_at = end + 4
         status, headers = self._head
         if headers.get("transfer-encoding", "").lower() == "chunked":
@@ -86,6 +64,8 @@ class _Answer(asyncio.Protocol):
                 return None
         else:
             length = int(headers.get("content-length", "0"))
+            if length < 0:
+                raise ValueError(f"negative Content-Length {length}")
             if len(self._buffer) < self._body_at + length:
                 return None
             body = bytes(self._buffer[self._body_at : self._body_at + length])
@@ -100,6 +80,8 @@ class _Answer(asyncio.Protocol):
             if line_end < 0:
                 return None
             size = int(bytes(self._buffer[at:line_end]).split(b";")[0], 16)
+            if size < 0:
+                raise ValueError(f"negative chunk size {size}")
             start = line_end + 2
             if size == 0:
                 trailer_end = self._buffer.find(b"\r\n\r\n", line_end)
@@ -111,6 +93,56 @@ class _Answer(asyncio.Protocol):
                 return None
             parts.append(bytes(self._buffer[start : start + size]))
             at = start + size + 2
+
+
+def _head(raw: bytes) -> tuple[int, dict[str, str]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    status_line = lines[0].split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1."):
+        raise ValueError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line[1]), headers
+
+
+class _Answer(asyncio.Protocol):
+    """One connection: the parser's I/O adapter, one exchange at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser = AnswerParser()
+        self._waiter: asyncio.Future[Answer] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionResetError("connection closed before the answer"))
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        if self._waiter is None or self._waiter.done():
+            return
+        try:
+            answer = self._parser.answer()
+        except ValueError as exc:
+            self._waiter.set_exception(exc)
+            return
+        if answer is not None:
+            self._waiter.set_result(answer)
+
+    def send(self, request: bytes) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._parser.start()  # nothing may precede the answer
+        self.transport.write(request)
+        return self._waiter
 
 
 class Http1Pool:
@@ -131,9 +163,7 @@ class Http1Pool:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
 
-    async def post(
-        self, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
+    async def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body``; returns (status, lower-cased headers, body)."""
         head = [b"POST " + self._path + b" HTTP/1.1"]
         head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
