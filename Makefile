@@ -42,7 +42,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check consumer producer tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy consumer producer
+	$(VENV)/bin/mypy consumer producer tests
 
 check: lint typecheck
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -43,10 +43,15 @@ class Stack:
     workers: list[WorkerProcess] = dataclasses.field(default_factory=list)
 
     def cli(
-        self, *args: str, timeout: float = 60, **extra_env: str | None
+        self,
+        *args: str,
+        timeout: float = 60,
+        environment: Mapping[str, str | None] | None = None,
+        **extra_env: str | None,
     ) -> subprocess.CompletedProcess[str]:
-        """``python -m ARGS`` with this stack's environment; a None value unsets a variable."""
-        env = {**os.environ, **self.env, **extra_env}
+        """``python -m ARGS`` with this stack's environment, ``environment`` and ``extra_env``
+        on top; a None value unsets a variable."""
+        env = {**os.environ, **self.env, **(environment or {}), **extra_env}
         return subprocess.run(
             [sys.executable, "-m", *args],
             env={k: v for k, v in env.items() if v is not None},
@@ -94,7 +99,7 @@ class Stack:
         kwargs: dict[str, Any] = {"TableName": table or self.table, "Select": "COUNT"}
         while True:
             page = self.dynamodb.scan(**kwargs)
-            total += page["Count"]
+            total += int(page["Count"])
             if "LastEvaluatedKey" not in page:
                 return total
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -173,11 +178,16 @@ def make_stack(
         **extra_env,
     }
     session = botocore.session.get_session()
-    credentials = {
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
+
+    def client(service: str, endpoint: str) -> Any:
+        return session.create_client(
+            service,
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
     return Stack(
         env=env,
         stream=env["TELEMAX_STREAM"],
@@ -186,8 +196,8 @@ def make_stack(
         member_table=env["TELEMAX_MEMBER_TABLE"],
         dlq_table=env["TELEMAX_DLQ_TABLE"],
         log_dir=tmp_path,
-        kinesis=session.create_client("kinesis", endpoint_url=kinesis_endpoint, **credentials),
-        dynamodb=session.create_client("dynamodb", endpoint_url=dynamodb_endpoint, **credentials),
+        kinesis=client("kinesis", kinesis_endpoint),
+        dynamodb=client("dynamodb", dynamodb_endpoint),
     )
 
 
@@ -335,8 +345,10 @@ async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
     if path == "generic":
         yield clients.dynamodb
         return
+    credentials = await clients.session.get_credentials()
+    assert credentials is not None
     fast = fastpath.create(
-        await clients.session.get_credentials(),
+        credentials,
         kinesis_endpoint=clients.kinesis.meta.endpoint_url,
         dynamodb_endpoint=clients.dynamodb.meta.endpoint_url,
         region=clients.dynamodb.meta.region_name,

@@ -105,17 +105,18 @@ class Bench:
 
     def clients(self, env: dict[str, str]) -> tuple[Any, Any]:
         session = botocore.session.get_session()
-        common = {
-            "region_name": "us-east-1",
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
-        kinesis = session.create_client(
-            "kinesis", endpoint_url=env["AWS_ENDPOINT_URL_KINESIS"], **common
-        )
-        dynamodb = session.create_client(
-            "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], **common
-        )
+
+        def client(service: str, endpoint: str) -> Any:
+            return session.create_client(
+                service,
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+
+        kinesis = client("kinesis", env["AWS_ENDPOINT_URL_KINESIS"])
+        dynamodb = client("dynamodb", env["AWS_ENDPOINT_URL_DYNAMODB"])
         return kinesis, dynamodb
 
     def prefill(self, env: dict[str, str]) -> None:
@@ -455,7 +456,7 @@ def shard_scaling(by_shards: dict[int, dict[str, list[Result]]]) -> str:
     ]
 
     def median(n: int, contender: str, field: str) -> float:
-        return statistics.median(getattr(r, field) for r in by_shards[n][contender])
+        return float(statistics.median(getattr(r, field) for r in by_shards[n][contender]))
 
     for label, field in (("whole run", "cpu_us_per_record"), ("steady", "steady_cpu_us")):
         values = [median(n, "ours", field) for n in counts]

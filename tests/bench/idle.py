@@ -114,11 +114,10 @@ def run_one(
                 time.sleep(window)
             cpu1, _ = proc_usage(proc.pid)
             cpu_ms_per_s = (cpu1 - cpu0) * 1000 / (time.monotonic() - started)
-            latencies = [
-                probe(kinesis, dynamodb, stream, tables["TELEMAX_TABLE"], i)
-                for i in range(probes)
-                if time.sleep(quiet) is None
-            ]
+            latencies = []
+            for i in range(probes):
+                time.sleep(quiet)
+                latencies.append(probe(kinesis, dynamodb, stream, tables["TELEMAX_TABLE"], i))
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -93,13 +93,17 @@ def make_tables(moto_endpoint: str) -> Any:
 def clients(moto_endpoint: str) -> tuple[Any, Any]:
     """Synchronous (kinesis, dynamodb) botocore clients for setting up and asserting."""
     session = botocore.session.get_session()
-    kwargs = {
-        "endpoint_url": moto_endpoint,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    return session.create_client("kinesis", **kwargs), session.create_client("dynamodb", **kwargs)
+
+    def client(service: str) -> Any:
+        return session.create_client(
+            service,
+            endpoint_url=moto_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    return client("kinesis"), client("dynamodb")
 
 
 def scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:

@@ -37,12 +37,12 @@ def fault_proxy(upstream: str, rule: Rule) -> Iterator[tuple[str, list[str]]]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             fault = rule(self.headers.get("X-Amz-Target", ""), body)
             if fault is not None:
-                status, answer = fault
-                injected.append(str(answer.get("__type", status)).rpartition("#")[2])
-                payload = json.dumps(answer).encode()
+                status, error = fault
+                injected.append(str(error.get("__type", status)).rpartition("#")[2])
+                payload = json.dumps(error).encode()
                 self._answer(status, {"Content-Type": "application/x-amz-json-1.0"}, payload)
                 return
-            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
             try:
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                 conn.request("POST", self.path, body=body, headers=headers)

@@ -189,10 +189,17 @@ def check_worker(tag: str, tmp: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         session = botocore.session.get_session()
-        kw = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-        kw |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        kinesis = session.create_client("kinesis", **kw)
-        dynamodb = session.create_client("dynamodb", **kw)
+
+        def client(service: str) -> Any:
+            return session.create_client(
+                service,
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            )
+
+        kinesis, dynamodb = client("kinesis"), client("dynamodb")
         readings = [
             {"hardwareID": f"HW-{i % 20:03d}", "Data1": "LNK-1", "Data2": i * 0.5,
              "Timestamp": f"2026-01-01T00:00:{i // 20:02d}.{i:06d}Z", "Data3": 1.25}

@@ -59,7 +59,8 @@ def config_of(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 def worker_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (container,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return container
+    found: dict[str, Any] = container
+    return found
 
 
 # --- schemas -----------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def moved_within(
         return started if shards <= set(started) else None
 
     started = wait_until(done, limit + 10, f"survivors processing {sorted(shards)}")
-    return max(started[s] for s in shards) - since
+    return float(max(started[s] for s in shards) - since)
 
 
 def test_fleet_balances_within_three_lease_periods_then_stays_still(fleet: Stack) -> None:

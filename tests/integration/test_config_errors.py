@@ -52,7 +52,7 @@ def test_run_refuses_bad_configuration(
     stack: Stack, env: dict[str, str | None], expected: str
 ) -> None:
     stack.setup()
-    done = stack.cli("consumer", "run", **env)
+    done = stack.cli("consumer", "run", environment=env)
     line = one_line_error(done)
     assert expected in line, line
     assert done.returncode == 2

@@ -158,7 +158,7 @@ def test_status_and_http_endpoints(stack: Stack) -> None:
     def ready() -> bool:
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=1) as answer:
-                return answer.status == 200
+                return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 

@@ -370,7 +370,12 @@ async def test_leadership_holds_while_rounds_take_longer_than_a_lease_duration()
     boss = leader(leases, members)
     abdications: list[str] = []
     abdicate = boss._abdicate
-    boss._abdicate = lambda why: (abdications.append(why), abdicate(why))[-1]  # type: ignore[method-assign]
+
+    def noted(why: str) -> None:
+        abdications.append(why)
+        abdicate(why)
+
+    boss._abdicate = noted  # type: ignore[method-assign]
     keep = asyncio.create_task(beating(members, "w1", "w2"))
     stop = asyncio.Event()
     running = asyncio.create_task(boss.run(stop))
