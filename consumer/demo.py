@@ -25,6 +25,7 @@ from consumer.dlq import scan_pages
 from consumer.lease.repository import LeaseRepository
 from consumer.local import WorkerProcess, aws_env, moto_in_process
 from consumer.provision import setup
+from consumer.tasks import running
 from producer.readings import readings
 from producer.shipper import Entry, Shipper
 
@@ -69,11 +70,10 @@ class Demo:
             f"over {self.settings.shards} shards"
         )
         shipper = Shipper(clients.kinesis, self.settings.stream, concurrency=1)
-        producing = asyncio.ensure_future(shipper.ship(entries))
         try:
-            first, last, dead = await self._follow(workers, shipper, producing, started)
+            async with running(shipper.ship(entries)) as producing:
+                first, last, dead = await self._follow(workers, shipper, producing, started)
         finally:
-            producing.cancel()
             codes = [await asyncio.to_thread(worker.stop) for worker in workers]
         if sys.stdout.isatty():
             sys.stdout.write("\n")

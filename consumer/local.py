@@ -120,6 +120,27 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
     return totals
 
 
+def local_client(service: str, endpoint: str) -> Any:
+    """A plain botocore client for a local emulator (test credentials, us-east-1)."""
+    import botocore.session  # the dev kit's; the worker itself never needs a sync client
+
+    return botocore.session.get_session().create_client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def scrape_or_nothing(port: int, timeout: float = 1.0) -> dict[str, float]:
+    """A local process's metrics, or {} while its server is not up (or the process is gone)."""
+    try:
+        return scrape(f"http://{LOCALHOST}:{port}/metrics", timeout=timeout)
+    except OSError:
+        return {}
+
+
 class WorkerProcess:
     """``python -m consumer run`` as a child process with its own metrics port and log file."""
 
@@ -148,10 +169,7 @@ class WorkerProcess:
 
     def metrics(self) -> dict[str, float]:
         """Current metrics, or {} while the server is not up (or the process is gone)."""
-        try:
-            return scrape(self.metrics_url, timeout=1.0)
-        except OSError:
-            return {}
+        return scrape_or_nothing(self.metrics_port)
 
     def signal(self, sig: signal.Signals) -> None:
         if self.proc.poll() is None:

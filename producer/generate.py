@@ -8,10 +8,12 @@ import dataclasses
 import signal
 import sys
 import time
+from contextlib import AsyncExitStack
 
 from consumer import logs
 from consumer.aws import open_clients
 from consumer.config import ConfigError
+from consumer.tasks import running
 from producer import schemas
 from producer.kpl import DEFAULT_AGGREGATE_BYTES
 from producer.metrics import ProducerMetrics
@@ -106,16 +108,16 @@ async def generate(args: argparse.Namespace) -> Outcome:
             progress = Progress(
                 lambda: shipper.tally, sys.stderr, total=args.count, duration_s=args.duration
             )
-            drawing = None if args.quiet else asyncio.ensure_future(progress.run())
             try:
-                tally = await shipper.ship(entries, stop)
-                elapsed_s = time.monotonic() - tally.started
+                async with AsyncExitStack() as drawing:
+                    if not args.quiet:
+                        await drawing.enter_async_context(running(progress.run()))
+                        drawing.callback(progress.finish)
+                    tally = await shipper.ship(entries, stop)
+                    elapsed_s = time.monotonic() - tally.started
             finally:
                 if deadline:
                     deadline.cancel()
-                if drawing:
-                    drawing.cancel()
-                    progress.finish()
     outcome = Outcome(
         tally=tally,
         target=args.count if args.count is not None and args.duration is None else tally.sent,

@@ -21,6 +21,7 @@ from structlog.typing import FilteringBoundLogger
 from consumer import http
 from consumer.aws import config_error_from, error_code
 from consumer.config import ConfigError
+from consumer.tasks import running
 from producer.metrics import ProducerMetrics
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ async def metrics_server(
             raise ConfigError(
                 f"--metrics-port {port}: cannot listen on {host}: {exc.strerror}"
             ) from None
-        stack.callback(asyncio.ensure_future(health.beat_forever()).cancel)
+        await stack.enter_async_context(running(health.beat_forever()))
         log.info("metrics_serving", host=host, port=port)
         yield
 

@@ -17,12 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import orjson
 
 from consumer import fastpath
 from consumer.aws import Clients
-from consumer.local import LOCALHOST, WorkerProcess, aws_env, free_port
+from consumer.local import LOCALHOST, WorkerProcess, aws_env, free_port, local_client
 
 LEASE_DURATION_S = 4.0
 
@@ -177,17 +176,6 @@ def make_stack(
         "TELEMAX_LOG_LEVEL": "debug",
         **extra_env,
     }
-    session = botocore.session.get_session()
-
-    def client(service: str, endpoint: str) -> Any:
-        return session.create_client(
-            service,
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
     return Stack(
         env=env,
         stream=env["TELEMAX_STREAM"],
@@ -196,8 +184,8 @@ def make_stack(
         member_table=env["TELEMAX_MEMBER_TABLE"],
         dlq_table=env["TELEMAX_DLQ_TABLE"],
         log_dir=tmp_path,
-        kinesis=client("kinesis", kinesis_endpoint),
-        dynamodb=client("dynamodb", dynamodb_endpoint),
+        kinesis=local_client("kinesis", kinesis_endpoint),
+        dynamodb=local_client("dynamodb", dynamodb_endpoint),
     )
 
 
@@ -340,11 +328,8 @@ ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, o
 
 
 @asynccontextmanager
-async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
-    """The DynamoDB client the lease and membership repositories get on ``path``."""
-    if path == "generic":
-        yield clients.dynamodb
-        return
+async def lean_path(clients: Clients) -> AsyncIterator[fastpath.FastPath]:
+    """The lean path to the endpoints ``clients`` speak to, with their credentials."""
     credentials = await clients.session.get_credentials()
     assert credentials is not None
     fast = fastpath.create(
@@ -356,6 +341,16 @@ async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
         read_timeout=10,
     )
     try:
-        yield fast.items(clients.dynamodb)
+        yield fast
     finally:
         fast.close()
+
+
+@asynccontextmanager
+async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
+    """The DynamoDB client the lease and membership repositories get on ``path``."""
+    if path == "generic":
+        yield clients.dynamodb
+        return
+    async with lean_path(clients) as fast:
+        yield fast.items(clients.dynamodb)

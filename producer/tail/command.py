@@ -16,6 +16,7 @@ from consumer import logs
 from consumer.aws import open_clients
 from consumer.config import ConfigError
 from consumer.pipeline.records import load_handler
+from consumer.tasks import running
 from producer.metrics import ProducerMetrics
 from producer.runtime import (
     EXIT_INCOMPLETE,
@@ -141,26 +142,23 @@ async def _run_until_stopped(
     log: FilteringBoundLogger,
 ) -> int:
     started = time.monotonic()
-    sending = asyncio.create_task(sender.run())
-    reading = asyncio.create_task(tailer.run(stop))
-    stopped = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({sending, reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        # Stop reading first: lines read but not yet queued stay unacknowledged, so the saved
-        # offsets stop before them and the next start reads them again.
-        reading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reading  # re-raises a reading failure (unreadable file at start, …)
-        log.info("tail_stopping", unacknowledged=sender.held, grace_s=grace_s)
-        await sender.close()
-        try:
-            async with asyncio.timeout(grace_s):
-                await sending  # re-raises a sending failure (no permission, …)
-        except TimeoutError:
-            log.warning("tail_flush_timed_out", unacknowledged=sender.held)
+        async with running(sender.run()) as sending, running(stop.wait()) as stopped:
+            async with running(tailer.run(stop)) as reading:
+                await asyncio.wait({sending, reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                # Stop reading first: lines read but not yet queued stay unacknowledged, so
+                # the saved offsets stop before them and the next start reads them again.
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading  # re-raises a reading failure (unreadable file at start, …)
+            log.info("tail_stopping", unacknowledged=sender.held, grace_s=grace_s)
+            await sender.close()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await sending  # re-raises a sending failure (no permission, …)
+            except TimeoutError:
+                log.warning("tail_flush_timed_out", unacknowledged=sender.held)
     finally:
-        for task in (sending, reading, stopped):
-            task.cancel()
         tailer.save(force=True)
         tailer.close_files()
     log.info(

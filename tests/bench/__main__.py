@@ -33,10 +33,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import orjson
 
-from consumer.local import aws_env, free_port, scrape
+from consumer.local import aws_env, free_port, local_client, scrape_or_nothing
 from tests.conftest import emulator
 from tests.support import readings
 
@@ -104,19 +103,8 @@ class Bench:
         self.stream = f"bench-stream-{shards}"
 
     def clients(self, env: dict[str, str]) -> tuple[Any, Any]:
-        session = botocore.session.get_session()
-
-        def client(service: str, endpoint: str) -> Any:
-            return session.create_client(
-                service,
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-            )
-
-        kinesis = client("kinesis", env["AWS_ENDPOINT_URL_KINESIS"])
-        dynamodb = client("dynamodb", env["AWS_ENDPOINT_URL_DYNAMODB"])
+        kinesis = local_client("kinesis", env["AWS_ENDPOINT_URL_KINESIS"])
+        dynamodb = local_client("dynamodb", env["AWS_ENDPOINT_URL_DYNAMODB"])
         return kinesis, dynamodb
 
     def prefill(self, env: dict[str, str]) -> None:
@@ -241,7 +229,7 @@ class Bench:
             if first is None and dynamodb.scan(TableName=tables["TELEMAX_TABLE"], Limit=1)["Count"]:
                 first = now - launched
             if contender == "ours":
-                count = int(scrape_quietly(port).get("telemax_records_written_total", 0))
+                count = int(scrape_or_nothing(port).get("telemax_records_written_total", 0))
             else:
                 count = state["count"]
             samples.append((now, count))
@@ -289,13 +277,6 @@ class Bench:
                 state["count"] = int(parts[1])
             elif parts[:1] == ["done"]:
                 state["done"] = (int(parts[1]), float(parts[2]), int(parts[3]))
-
-
-def scrape_quietly(port: int) -> dict[str, float]:
-    try:
-        return scrape(f"http://127.0.0.1:{port}/metrics", timeout=1)
-    except OSError:
-        return {}
 
 
 def proc_cpu(pid: int) -> float:

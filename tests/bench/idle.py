@@ -27,14 +27,13 @@ from typing import Any
 
 import orjson
 
-from consumer.local import free_port
+from consumer.local import free_port, scrape_or_nothing
 from tests.bench.__main__ import (
     ROOT,
     Bench,
     emulators,
     proc_cpu,
     proc_usage,
-    scrape_quietly,
     setup,
 )
 from tests.support import readings
@@ -129,7 +128,7 @@ def wait_for_leases(port: int, shards: int, proc: subprocess.Popen[bytes]) -> No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {proc.returncode}")
-        if scrape_quietly(port).get("telemax_leases_held", 0) >= shards:
+        if scrape_or_nothing(port).get("telemax_leases_held", 0) >= shards:
             return
         time.sleep(0.2)
     raise RuntimeError(f"the worker did not hold {shards} leases in 120 s")

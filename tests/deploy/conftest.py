@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import pytest
 
-from consumer.local import aws_env, moto_process
+from consumer.local import aws_env, local_client, moto_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_VENV = ROOT / os.environ.get("DEPLOY_VENV", ".venv-deploy")  # absolute stays absolute
@@ -92,18 +91,7 @@ def make_tables(moto_endpoint: str) -> Any:
 @pytest.fixture
 def clients(moto_endpoint: str) -> tuple[Any, Any]:
     """Synchronous (kinesis, dynamodb) botocore clients for setting up and asserting."""
-    session = botocore.session.get_session()
-
-    def client(service: str) -> Any:
-        return session.create_client(
-            service,
-            endpoint_url=moto_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    return client("kinesis"), client("dynamodb")
+    return local_client("kinesis", moto_endpoint), local_client("dynamodb", moto_endpoint)
 
 
 def scan(dynamodb: Any, table: str) -> list[dict[str, Any]]:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from consumer import fastpath
 from consumer.aws import Clients, open_clients
 from consumer.shard.reader import iterator_request
-from tests.support import Stack
+from tests.support import Stack, lean_path
 
 pytestmark = pytest.mark.timeout(60)
 SHARD = "shardId-000000000000"
@@ -28,18 +26,6 @@ async def clients(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         monkeypatch.setenv(name, value)
     async with open_clients() as opened:
         yield opened
-
-
-async def lean(clients: Clients) -> fastpath.FastPath:
-    credentials: Any = await clients.session.get_credentials()
-    return fastpath.create(
-        credentials,
-        kinesis_endpoint=clients.kinesis.meta.endpoint_url,
-        dynamodb_endpoint=clients.dynamodb.meta.endpoint_url,
-        region=clients.kinesis.meta.region_name,
-        pool=2,
-        read_timeout=10,
-    )
 
 
 async def read_all(clients: Clients, iterator: str) -> list[str]:
@@ -61,8 +47,7 @@ async def test_every_iterator_type_reads_what_botocores_reads(
     await asyncio.sleep(0.1)
     put = await clients.kinesis.put_record(StreamName=stack.stream, Data=b"3", PartitionKey="k")
     sequence.append(put["SequenceNumber"])
-    fast = await lean(clients)
-    try:
+    async with lean_path(clients) as fast:
         requests = {
             "trim-horizon": iterator_request("TRIM_HORIZON", None),
             "at-sequence": iterator_request(sequence[1], None, at=True),
@@ -86,16 +71,10 @@ async def test_every_iterator_type_reads_what_botocores_reads(
             await fast.kinesis.get_shard_iterator(
                 stack.stream, "shardId-000000000009", requests["trim-horizon"]
             )
-        assert (
-            getattr(refused.value, "response", {})["Error"]["Code"] == "ResourceNotFoundException"
-        )
-    finally:
-        fast.close()
+        assert refused.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
 async def test_item_calls_answer_as_botocores(clients: Clients, stack: Stack) -> None:
-    fast = await lean(clients)
-    items = fast.items(clients.dynamodb)
     item = {
         "leaseKey": {"S": "k"},
         "leaseCounter": {"N": "7"},
@@ -104,7 +83,8 @@ async def test_item_calls_answer_as_botocores(clients: Clients, stack: Stack) ->
         "blobs": {"BS": [b"\x01", b"\x02"]},
         "flag": {"BOOL": True},
     }
-    try:
+    async with lean_path(clients) as fast:
+        items = fast.items(clients.dynamodb)
         await items.put_item(TableName=stack.lease_table, Item=item)
         key = {"leaseKey": {"S": "k"}}
         ours = await items.get_item(TableName=stack.lease_table, Key=key, ConsistentRead=True)
@@ -134,5 +114,3 @@ async def test_item_calls_answer_as_botocores(clients: Clients, stack: Stack) ->
         # anything but an item call goes to the generic client
         described = await items.describe_table(TableName=stack.lease_table)
         assert described["Table"]["TableName"] == stack.lease_table
-    finally:
-        fast.close()

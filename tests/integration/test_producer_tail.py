@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 import pytest
 
-from consumer.local import LOCALHOST, free_port, scrape
+from consumer.local import LOCALHOST, free_port, scrape_or_nothing
 from tests.integration.test_producer_generate import read_stream, throttling_proxy
 from tests.support import Stack, wait_until
 
@@ -98,10 +98,7 @@ class TailProcess:
         )
 
     def metrics(self) -> dict[str, float]:
-        try:
-            return scrape(f"http://{LOCALHOST}:{self.metrics_port}/metrics", timeout=1.0)
-        except OSError:
-            return {}
+        return scrape_or_nothing(self.metrics_port)
 
     def stop(self, timeout: float = 15) -> int:
         self.proc.send_signal(signal.SIGTERM)
