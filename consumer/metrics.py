@@ -175,6 +175,12 @@ class Metrics:
             ("stream", "operation"),
             registry=r,
         )
+        # Series the alerts compare across pods exist from the start: a child is otherwise
+        # made by its first set() or inc(). The round timestamp stays 0 until this worker
+        # leads, so that with no leader the fleet's maximum is 0 and TelemaxNoLeader fires
+        # even after the only pod that ever led is gone.
+        for child in (self.leader_round, self.leases_lost, self.leases_handed_back):
+            child.labels(stream)
 
     @property
     def per_shard(self) -> tuple[Gauge, ...]:

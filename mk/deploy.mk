@@ -2,6 +2,7 @@
 #
 #   make deploy-tools   validation tools into $(DEPLOY_VENV) (pinned by requirements/deploy.txt)
 #                       and the CRD schemas for k8s/ (npm, pinned by tests/deploy/crd/)
+#                       and promtool for the alert rules' tests (Debian's prometheus package)
 #   make deploy-check   tests/deploy only: hadolint, kustomize + schemas, cfn-lint, checkov,
 #                       IAM against the code, the Lambda handler on moto
 #   make image-test     opt-in: build the image with podman from a local Debian base, run it
@@ -10,6 +11,11 @@ DEPLOY_VENV ?= .venv-deploy
 export DEPLOY_VENV
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 CRD_STAMP := $(DEPLOY_VENV)/crd/node_modules/.installed
+# promtool comes from Debian's prometheus package (no root: apt-get download + dpkg-deb -x).
+# A Debian point release replaces the version in the archive: then bump the pin. Without apt's
+# package lists (a fresh machine) the download is retried after `apt-get update` (needs root).
+PROMETHEUS_DEB := 2.42.0+ds-5+deb12u1
+PROMTOOL_STAMP := $(DEPLOY_VENV)/.promtool-$(PROMETHEUS_DEB)
 
 .PHONY: deploy-tools deploy-check image-test lambda-bundle
 
@@ -26,7 +32,19 @@ $(CRD_STAMP): tests/deploy/crd/package.json tests/deploy/crd/package-lock.json
 	cd $(DEPLOY_VENV)/crd && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-deploy-tools: $(DEPLOY_STAMP) $(CRD_STAMP)
+$(PROMTOOL_STAMP):
+	mkdir -p $(DEPLOY_VENV)/bin
+	rm -rf $(DEPLOY_VENV)/promtool-deb
+	mkdir $(DEPLOY_VENV)/promtool-deb
+	cd $(DEPLOY_VENV)/promtool-deb && { apt-get download -q prometheus=$(PROMETHEUS_DEB) \
+		|| { apt-get update -q && apt-get download -q prometheus=$(PROMETHEUS_DEB); }; }
+	dpkg-deb -x $(DEPLOY_VENV)/promtool-deb/prometheus_*.deb $(DEPLOY_VENV)/promtool-deb/root
+	cp $(DEPLOY_VENV)/promtool-deb/root/usr/bin/promtool $(DEPLOY_VENV)/bin/promtool
+	rm -rf $(DEPLOY_VENV)/promtool-deb
+	$(DEPLOY_VENV)/bin/promtool --version
+	touch $@
+
+deploy-tools: $(DEPLOY_STAMP) $(CRD_STAMP) $(PROMTOOL_STAMP)
 
 TEST_DEPS += deploy-tools
 

@@ -49,7 +49,9 @@ FINISHED_WINDOW_S = 120.0
 # Writes a round may make for moves: a fleet of 10,000 shards starting, scaling or resharding
 # moves its leases over a few seconds instead of in one burst a partition would throttle.
 MAX_MOVES_PER_ROUND = 500
-SUCCESSOR_WATCH_S = 1.0  # how often the successor looks at the leader item
+# How often the successor looks at the leader item: a dead leader's leases wait for its
+# leadership to lapse (a lease duration after the last renewal seen) and for this look.
+SUCCESSOR_WATCH_S = 0.5
 WATCH_S = 30.0  # how often a worker that is not the successor looks at the leader item
 
 # (lease keys that exist) -> leases created for new shards
@@ -148,7 +150,8 @@ class Leader:
                         self._log.warning("leader_round_timed_out")
                     except Exception as exc:
                         self._log.warning("leader_round_failed", error=describe(exc))
-                    await sleep_or_stop(BUSY_ROUND_S if self.busy else CALM_ROUND_S, self.wake)
+                    closely = self.busy or (self.successor and self.leadership is None)
+                    await sleep_or_stop(BUSY_ROUND_S if closely else CALM_ROUND_S, self.wake)
                     self.wake.clear()
             finally:
                 renewals.cancel()
@@ -263,9 +266,24 @@ class Leader:
             for w, seen in self._beats.items()
             if w in before and before[w].counter != seen.counter
         }
+        # Our own beat has landed (our incarnation's item): we need not watch it change. But
+        # not while another member may yet be seen beating (first seen less than two beat
+        # intervals ago, as after an election): we would be the only one to receive, and
+        # every free lease would come to us first, to be handed back later.
         mine = members.get(self.me)
-        if mine is not None and self._incarnation and mine.incarnation == self._incarnation():
-            self._beating.add(self.me)  # our own beat has landed: we need not watch it change
+        waiting = 2 * self._settings.beat_interval_s
+        others_pending = any(
+            now - seen.since <= waiting
+            for w, seen in self._beats.items()
+            if w != self.me and w not in self._beating
+        )
+        if (
+            mine is not None
+            and self._incarnation is not None
+            and mine.incarnation == self._incarnation()
+            and not others_pending
+        ):
+            self._beating.add(self.me)
         gone = {
             worker
             for worker, member in members.items()

@@ -484,3 +484,25 @@ async def test_a_lone_worker_consumes_its_shards_within_half_a_second_of_startin
         assert loop.time() - started <= 0.5
     finally:
         await stopped(*runs)
+
+
+async def test_a_new_leader_does_not_take_every_free_lease_for_itself_first() -> None:
+    """Its own beat counts at once only when no other member is still to be observed: in its
+    first round after an election the other live members are not yet seen beating, and
+    counting itself then would bring every free lease to it, to be handed back later."""
+    leases = LeaseTable([lease(key, owner=None) for key in ("a", "b", "c", "d")])
+    members = MemberTable()
+    w1, w2 = on_loop(leases, members, me="w1"), on_loop(leases, members, me="w2")
+    runs = [asyncio.create_task(w2.run_beats())]
+    await asyncio.sleep(2.0)  # w2 is a live member before w1 starts and is elected
+    runs += [
+        asyncio.create_task(w1.run_beats()),
+        asyncio.create_task(w1.leader.run(asyncio.Event())),
+    ]
+    try:
+        await asyncio.sleep(10.0)
+    finally:
+        await stopped(*runs)
+    assert len(w1.consumable()) == len(w2.consumable()) == 2
+    assigned = [w for w in leases.writes if w.op == "assign"]
+    assert len(assigned) == 4, "each lease assigned once: nothing handed back to rebalance"
