@@ -72,7 +72,7 @@ def pause_after(empty_answers: int, idle_poll_s: float) -> float:
     """The wait before the next GetRecords after ``empty_answers`` caught-up answers in a row
     (0: the last answer had records, or the shard is behind). Doubling from the API's limit
     keeps a lull between bursts cheap to notice; the cap keeps a quiet shard at one call per
-    ``idle_poll_s``, a third of the cost of polling it at the API's limit."""
+    ``idle_poll_s``: at 0.8 s, a quarter of the calls of polling it at the API's limit."""
     if empty_answers <= 0:
         return MIN_CALL_INTERVAL_S
     grown = MIN_CALL_INTERVAL_S * 2.0 ** min(empty_answers, 30)  # a long quiet: no overflow
