@@ -267,7 +267,8 @@ class FastItems:
     connections are tried again as botocore's "standard" retry mode does (``attempts`` in
     all, full-jitter backoff from 1 s, doubling), so a write whose answer was lost comes back
     as its retry's failed condition, as it does with botocore. Every other call goes to the
-    generic client. Its connection pool is its own: a beat never waits behind record writes.
+    generic client. Its connection pool is its own (closed with the FastPath's): a beat never
+    waits behind record writes.
     """
 
     def __init__(self, api: JsonApi, generic: Any, attempts: int) -> None:
@@ -296,9 +297,6 @@ class FastItems:
                     raise
             await backoff.sleep()
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def close(self) -> None:
-        self._api.close()
 
 
 @dataclasses.dataclass(frozen=True)
