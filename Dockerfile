@@ -20,6 +20,7 @@ RUN python3 -m venv /opt/telemax
 COPY pyproject.toml constraints.txt README.md ./
 COPY consumer ./consumer
 COPY producer ./producer
+COPY kernel ./kernel
 # Binary wheels only: a dependency that would need a compiler fails the build instead of
 # dragging one in. pip compiles the bytecode, so a read-only root filesystem costs nothing.
 RUN /opt/telemax/bin/pip install --no-cache-dir --only-binary=:all: -c constraints.txt . \

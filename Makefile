@@ -38,17 +38,17 @@ test-integration: $(STAMP) $(TEST_DEPS)
 	$(PY) -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check consumer producer tests
-	$(VENV)/bin/ruff format --check consumer producer tests
+	$(VENV)/bin/ruff check consumer producer kernel devkit tests
+	$(VENV)/bin/ruff format --check consumer producer kernel devkit tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy consumer producer tests
+	$(VENV)/bin/mypy consumer producer kernel devkit tests
 
 check: lint typecheck
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format consumer producer tests
-	$(VENV)/bin/ruff check --fix consumer producer tests
+	$(VENV)/bin/ruff format consumer producer kernel devkit tests
+	$(VENV)/bin/ruff check --fix consumer producer kernel devkit tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

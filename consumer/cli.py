@@ -11,9 +11,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from consumer import config, logs
-from consumer.aws import config_error_from, open_clients
-from consumer.config import ConfigError, Settings
+from consumer import config
+from consumer.config import Settings
+from kernel import logs
+from kernel.aws import config_error_from, open_clients
+from kernel.errors import ConfigError
 
 PROG = "telemax-consumer"
 
@@ -28,7 +30,7 @@ GC_THRESHOLDS = (100_000, 50, 100)
 
 
 async def run_command(settings: Settings, _: argparse.Namespace) -> int:
-    from consumer import fastpath
+    from consumer.adapters import fastpath
     from consumer.worker import Worker, preflight
 
     gc.freeze()
@@ -65,7 +67,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def setup_command(settings: Settings, _: argparse.Namespace) -> int:
-    from consumer.provision import setup
+    from consumer.ops.provision import setup
 
     async with open_clients() as clients:
         report = await setup(clients, settings)
@@ -77,7 +79,7 @@ async def setup_command(settings: Settings, _: argparse.Namespace) -> int:
 async def status_command(settings: Settings, _: argparse.Namespace) -> int:
     from consumer.lease.member_table import MemberRepository
     from consumer.lease.repository import LeaseRepository
-    from consumer.status import render, render_members
+    from consumer.ops.status import render, render_members
 
     async with open_clients() as clients:
         try:
@@ -98,8 +100,8 @@ async def status_command(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.dlq import dead_letters, render, replay
-    from consumer.pipeline.records import load_handler
+    from consumer.ops.dlq import dead_letters, render, replay
+    from kernel.handlers import load_handler
 
     what = f"DynamoDB dead-letter table {settings.dlq_table!r}"
     async with open_clients() as clients:
@@ -111,10 +113,7 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
                 ]
                 print(render(letters[: args.limit] if args.limit else letters))
                 return 0
-            try:
-                handler = load_handler(settings.handler)
-            except ValueError as exc:
-                raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+            handler = load_handler(settings.handler)
             report = await replay(
                 clients,
                 settings.table,
@@ -131,7 +130,7 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.demo import Demo
+    from devkit.demo import Demo
 
     return await Demo(count=args.count, shards=args.shards, workers=args.workers).run()
 

@@ -16,12 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from kernel.errors import ConfigError
+from kernel.logs import LOG_LEVELS
+
 INITIAL_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(Exception):
-    """A configuration problem; its message is the single line shown to the operator."""
 
 
 def _positive_float(raw: str) -> float:

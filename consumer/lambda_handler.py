@@ -38,16 +38,13 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-from consumer import config, logs
-from consumer.aws import Clients, describe, open_clients
-from consumer.config import ConfigError, Settings
-from consumer.logs import get as get_logger
+from consumer import config
+from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Record, convert, convert_retrying, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
-from consumer.pipeline.records import Handler, Item, load_handler
 from consumer.pipeline.sink import (
     BatchSink,
     BatchWriter,
@@ -55,6 +52,11 @@ from consumer.pipeline.sink import (
     botocore_batch_writer,
     item_key,
 )
+from kernel import logs
+from kernel.aws import Clients, describe, open_clients
+from kernel.errors import ConfigError
+from kernel.handlers import Handler, Item, load_handler
+from kernel.logs import get as get_logger
 
 # Of the time left when an invocation starts, keep this share (within these bounds) to answer.
 RESERVE_SHARE = 0.1
@@ -188,10 +190,7 @@ class Runtime:
         self.settings = settings or config.load("run")
         logs.configure(self.settings.log_level)
         self._log = get_logger()
-        try:
-            self.handler: Handler = load_handler(self.settings.handler)
-        except ValueError as exc:
-            raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+        self.handler: Handler = load_handler(self.settings.handler)
         self.metrics = Metrics(self.settings.stream)
         self._loop = asyncio.new_event_loop()
         self._stack = AsyncExitStack()

@@ -17,27 +17,28 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
-from consumer import http
-from consumer.aws import Clients, config_error_from, describe, error_code, patiently
-from consumer.config import ConfigError, Settings
-from consumer.fastpath import FastPath
+from consumer.adapters.fastpath import FastPath
+from consumer.config import Settings
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import MemberStore
 from consumer.lease.model import TRIM_HORIZON, LeaseStore, is_multi_stream_key
 from consumer.lease.planner import parents_done
 from consumer.lease.repository import LeaseRepository
-from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.keys import table_key_names
-from consumer.pipeline.records import Handler, load_handler
 from consumer.pipeline.sink import BatchSink, BatchWriter, botocore_batch_writer
 from consumer.shard.budget import RecordBudget
 from consumer.shard.consumer import ShardContext
 from consumer.shard.discovery import Shard, list_shards, new_leases
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
+from kernel import probes
+from kernel.aws import Clients, config_error_from, describe, error_code, patiently
+from kernel.errors import ConfigError
+from kernel.handlers import Handler, load_handler
+from kernel.logs import get as get_logger
 
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
@@ -53,10 +54,7 @@ class Checked:
 async def preflight(clients: Clients, settings: Settings) -> Checked:
     """Fail fast, with one line, on what would otherwise fail later and less clearly."""
     db = clients.dynamodb
-    try:
-        handler = load_handler(settings.handler)
-    except ValueError as exc:
-        raise ConfigError(f"TELEMAX_HANDLER: {exc}") from None
+    handler = load_handler(settings.handler)
     checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
         (
             f"Kinesis stream {settings.stream!r}",
@@ -126,7 +124,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._stop_leading = asyncio.Event()
         self._log = get_logger(worker_id=settings.worker_id)
-        self.health = http.Health(ready=self.ready, clock=clock)
+        self.health = probes.Health(ready=self.ready, clock=clock)
         # The lease and membership tables' item calls take the lean path too, when it is on.
         lease_db: Any = fast.items(clients.dynamodb) if fast else clients.dynamodb
         self.repository: LeaseStore = repository or LeaseRepository(
@@ -219,7 +217,7 @@ class Worker:
         async with AsyncExitStack() as stack:
             try:
                 port = await stack.enter_async_context(
-                    http.serve(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
+                    probes.serve(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
                 )
             except OSError as exc:
                 raise ConfigError(

@@ -10,9 +10,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from consumer import logs
-from consumer.config import LOG_LEVELS, ConfigError
-from producer.kpl import DEFAULT_AGGREGATE_BYTES
+from kernel import logs
+from kernel.errors import ConfigError
+from kernel.kpl.encode import DEFAULT_AGGREGATE_BYTES
+from kernel.logs import LOG_LEVELS
 from producer.runtime import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK, failure
 from producer.schemas import SCHEMAS
 from producer.tail import state

@@ -10,16 +10,17 @@ import sys
 import time
 from contextlib import AsyncExitStack
 
-from consumer import logs
-from consumer.aws import open_clients
-from consumer.config import ConfigError
-from consumer.tasks import running
+from kernel import logs
+from kernel.aws import open_clients
+from kernel.errors import ConfigError
+from kernel.kpl import MAX_RECORD_BYTES
+from kernel.kpl.encode import DEFAULT_AGGREGATE_BYTES
+from kernel.tasks import running
 from producer import schemas
-from producer.kpl import DEFAULT_AGGREGATE_BYTES
 from producer.metrics import ProducerMetrics
 from producer.progress import Progress
 from producer.runtime import check_stream, metrics_server, stop_on_signals
-from producer.shipper import MAX_RECORD_BYTES, Shipper, Tally
+from producer.shipper import Shipper, Tally
 
 MIN_AGGREGATE_BYTES = 1024
 

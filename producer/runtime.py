@@ -18,10 +18,10 @@ from botocore.exceptions import (
 )
 from structlog.typing import FilteringBoundLogger
 
-from consumer import http
-from consumer.aws import config_error_from, error_code
-from consumer.config import ConfigError
-from consumer.tasks import running
+from kernel import probes
+from kernel.aws import config_error_from, error_code
+from kernel.errors import ConfigError
+from kernel.tasks import running
 from producer.metrics import ProducerMetrics
 
 if TYPE_CHECKING:
@@ -76,10 +76,10 @@ async def metrics_server(
     if port == 0:
         yield
         return
-    health = http.Health(ready=lambda: True)
+    health = probes.Health(ready=lambda: True)
     async with AsyncExitStack() as stack:
         try:
-            await stack.enter_async_context(http.serve(metrics.registry, health, host, port))
+            await stack.enter_async_context(probes.serve(metrics.registry, health, host, port))
         except OSError as exc:
             raise ConfigError(
                 f"--metrics-port {port}: cannot listen on {host}: {exc.strerror}"

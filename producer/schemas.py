@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
+from kernel.kpl.encode import Entry
 from producer.readings import iso_micro, readings
-from producer.shipper import Entry
 
 Record = dict[str, Any]
 Generator = Callable[[int | None, int, int | None, datetime], Iterator[tuple[Record, str]]]

@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import Action, classify, error_code, is_throttle
-from consumer.backoff import Backoff
+from kernel.aws import classify, error_code, is_throttle
+from kernel.backoff import Backoff
+from kernel.errors import Action
+from kernel.kpl import MAX_RECORD_BYTES
+from kernel.kpl.encode import Entry, aggregate
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -24,23 +27,9 @@ if TYPE_CHECKING:
 
 MAX_BATCH_RECORDS = 500
 MAX_BATCH_BYTES = 5 * 1024 * 1024
-MAX_RECORD_BYTES = 1024 * 1024
 ENTRY_ATTEMPTS = 12
 PACING_STEPS_PER_S = 10  # a paced run sends a chunk every 100 ms: smooth, yet few calls
 UNPACED_CHUNK_RECORDS = 10_000  # unpaced + aggregated: enough user records to fill a call
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Entry:
-    data: bytes
-    partition_key: str
-    records: int = 1  # user records inside: more than one once KPL-aggregated
-    # Handed back untouched when Kinesis acknowledges the entry (tail: the line it carries).
-    context: object = dataclasses.field(default=None, compare=False)
-
-    @property
-    def size(self) -> int:
-        return len(self.data) + len(self.partition_key.encode())
 
 
 @dataclasses.dataclass
@@ -199,7 +188,6 @@ class Shipper:
     async def ship(self, entries: Iterable[Entry], stop: asyncio.Event | None = None) -> Tally:
         """Send every entry (or until ``stop`` is set); return the tally once every call
         has finished. Raises on errors no retry can fix."""
-        from producer.kpl import aggregate  # here: producer.kpl builds on this module
 
         self.tally = Tally()
         try:

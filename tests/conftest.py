@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.local import LOCALHOST, free_port, stop_process, wait_for_http
+from devkit.local import LOCALHOST, free_port, stop_process, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ROOT / "tests" / "emulators" / "serve.js"

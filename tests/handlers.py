@@ -6,8 +6,8 @@ from collections import Counter
 
 import orjson
 
-from consumer.pipeline.records import Item
 from consumer.pipeline.telemax import decode_object, to_item
+from kernel.handlers import Item
 
 _attempts: Counter[str] = Counter()
 

@@ -2,7 +2,7 @@
 
 kinesalite + dynalite on 127.0.0.1, a ``--shards`` stream, ``--workers`` real worker processes
 (``python -m consumer run`` with their own defaults; lease duration ``--lease-duration-s``)
-whose DynamoDB traffic goes through a counting proxy (consumer.faultproxy, no faults), and a
+whose DynamoDB traffic goes through a counting proxy (devkit.faultproxy, no faults), and a
 producer writing ``--rate`` readings per second spread over every shard. The producer and this
 script's own checks talk to the emulators directly, so only the workers are counted.
 
@@ -45,8 +45,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from consumer.faultproxy import FaultProxy, TableTally
-from consumer.local import WorkerProcess
+from devkit.faultproxy import FaultProxy, TableTally
+from devkit.local import WorkerProcess
 from tests.conftest import emulator
 from tests.support import Stack, keys_of, kill_all, make_stack, readings, worker_events
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from consumer.faultproxy import FaultProxy, Rule
+from devkit.faultproxy import FaultProxy, Rule
 from tests.conftest import emulator
 from tests.support import Stack, kill_all, make_stack, readings, wait_until
 

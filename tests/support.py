@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from consumer import fastpath
-from consumer.aws import Clients
-from consumer.local import LOCALHOST, WorkerProcess, aws_env, free_port, local_client
+from consumer.adapters import fastpath
+from devkit.local import LOCALHOST, WorkerProcess, aws_env, free_port, local_client
+from kernel.aws import Clients
 
 LEASE_DURATION_S = 4.0
 

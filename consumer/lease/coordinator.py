@@ -23,15 +23,15 @@ import time
 import uuid
 from collections.abc import Callable
 
-from consumer.aws import describe
-from consumer.backoff import Backoff, sleep_or_stop
 from consumer.config import Settings
 from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.leader import Leader, SyncShards
 from consumer.lease.members import Beat, Member, MemberStore
 from consumer.lease.model import LeaseStore
-from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
+from kernel.aws import describe
+from kernel.backoff import Backoff, sleep_or_stop
+from kernel.logs import get as get_logger
 
 FENCE_CHECK_S = 0.25
 RELEASE_ATTEMPTS = 4

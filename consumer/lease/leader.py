@@ -27,16 +27,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from consumer.aws import describe
-from consumer.backoff import sleep_or_stop
 from consumer.config import Settings
 from consumer.lease.assign import Assign, Moves, paced, plan_moves
 from consumer.lease.held import Liveness
 from consumer.lease.members import Leadership, Member, MemberStore
 from consumer.lease.model import Lease, LeaseStore
 from consumer.lease.planner import Seen, collectable, is_expired, observe, observe_beats
-from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
+from kernel.aws import describe
+from kernel.backoff import sleep_or_stop
+from kernel.logs import get as get_logger
 
 BUSY_ROUND_S = 0.5  # a round of the leader (read the members, plan, write) while busy
 CALM_ROUND_S = 1.0  # ... and when nothing moved and every member beat on time

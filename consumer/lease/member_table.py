@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import unless_fenced
 from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
 from consumer.lease.metered import metered
 from consumer.lease.repository import utc_now_iso
 from consumer.metrics import Metrics
+from kernel.aws import unless_fenced
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

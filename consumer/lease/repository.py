@@ -13,10 +13,10 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import unless_fenced
 from consumer.lease.metered import metered
 from consumer.lease.model import SHARD_END, Lease
 from consumer.metrics import Metrics
+from kernel.aws import unless_fenced
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -9,7 +9,7 @@ sequence number (KCL's semantics): the user records of that record up to the che
 sub-sequence number were done before and are skipped here.
 
 With the shard's hash range (``hash_range``), KPL user records routed to another shard (the
-KCL's duplicate filter after a reshard, see ``consumer.pipeline.kpl``) become neither items
+KCL's duplicate filter after a reshard, see ``kernel.kpl.decode``) become neither items
 nor dead letters: they are counted in ``Converted.outside_range`` for the caller's metric.
 Plain records are never filtered.
 """
@@ -25,10 +25,12 @@ from typing import Any
 from prometheus_client import Counter
 from structlog.typing import FilteringBoundLogger
 
-from consumer.aws import describe
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.kpl import MAGIC, deaggregate, in_hash_range
-from consumer.pipeline.records import Handler, InvalidRecord, Item
+from kernel.aws import describe
+from kernel.errors import InvalidRecord
+from kernel.handlers import Handler, Item
+from kernel.kpl import MAGIC
+from kernel.kpl.decode import deaggregate, in_hash_range
 
 Record = dict[str, Any]  # a GetRecords record: Data (bytes), SequenceNumber, PartitionKey, …
 HANDLER_ERROR = "handler_error"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
-from consumer.pipeline.records import Item
+from kernel.handlers import Item
 
 KEY_NAMES = ("shardId", "position")
 # Kinesis records can be larger than a DynamoDB item; keep a prefix and say so.

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from consumer.config import ConfigError
-from consumer.pipeline.records import Item
+from kernel.errors import ConfigError
+from kernel.handlers import Item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -135,7 +135,7 @@ async def table_key_names(
     Every failure is one ConfigError line: a malformed declaration, a table that is missing
     or not allowed (as ``config_error_from`` words it), a disagreement.
     """
-    from consumer.aws import config_error_from, patiently  # botocore: not needed to declare
+    from kernel.aws import config_error_from, patiently  # botocore: not needed to declare
 
     try:
         declared = declared_keys(handler)

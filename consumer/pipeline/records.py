@@ -1,41 +1,16 @@
-"""What a record handler is, how it fails, and how JSON values become DynamoDB attributes."""
+"""How JSON values become DynamoDB attributes, and what DynamoDB counts of an item."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
-# A DynamoDB item in wire format: {"name": {"S": "..."}, "n": {"N": "1.5"}, ...}
-Item = dict[str, dict[str, Any]]
-Handler = Callable[[bytes], Item]
+from kernel.errors import InvalidRecord
+from kernel.handlers import Item
 
 MAX_ITEM_BYTES = 400 * 1024
 MAX_NUMBER = 1e126  # DynamoDB numbers: magnitude below 1E+126 …
 MIN_NUMBER = 1e-130  # … and at least 1E-130 (or zero)
 MAX_NAME_CHARS = 16_384  # 64 KB as UTF-8 in the worst case; longer names are refused
-
-
-class InvalidRecord(Exception):
-    """The record can never become an item. ``reason`` is a stable metric label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def load_handler(spec: str) -> Handler:
-    """Import ``package.module:function``; a wrong spec is a configuration error."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-        handler = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load record handler {spec!r}: {exc}") from None
-    if not callable(handler):
-        raise ValueError(f"record handler {spec!r} is not callable")
-    return handler  # type: ignore[no-any-return]
 
 
 class ExactNumber:

@@ -20,10 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import Action, classify, describe, error_code, is_throttle
-from consumer.backoff import Backoff
 from consumer.metrics import Metrics
-from consumer.pipeline.records import Item
+from kernel.aws import classify, describe, error_code, is_throttle
+from kernel.backoff import Backoff
+from kernel.errors import Action
+from kernel.handlers import Item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -19,13 +19,13 @@ from consumer.pipeline.records import (
     MAX_NUMBER,
     MIN_NUMBER,
     ExactNumber,
-    InvalidRecord,
-    Item,
     attribute,
     attribute_name,
     is_number,
     item_size,
 )
+from kernel.errors import InvalidRecord
+from kernel.handlers import Item
 
 KEY_NAMES = ("hardwareID", "Timestamp")  # what to_item declares: checked against the table
 _NUMBERS = frozenset({"Data2", "Data3"})  # must be numbers

@@ -21,11 +21,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from consumer.aws import describe
-from consumer.backoff import Backoff, sleep_or_stop
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
-from consumer.logs import get as get_logger
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import (
     Converted,
@@ -35,12 +32,16 @@ from consumer.pipeline.convert import (
     dead_letter,
 )
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.records import Handler
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, ShardReader
+from kernel.aws import describe
+from kernel.backoff import Backoff, sleep_or_stop
+from kernel.errors import DeadLetterRefused
+from kernel.handlers import Handler
+from kernel.logs import get as get_logger
 
 PARENT_POLL_S = 2.0  # rare: the leader assigns a child once its parents have ended
 FINAL_CHECKPOINT_ATTEMPTS = 6  # ~3 s of backoff at most, inside the shutdown grace period
@@ -272,7 +273,7 @@ class ShardConsumer:
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         refused = await self._ctx.dead_letters.write([letter.to_item() for letter in dead])
         if refused:  # the dead-letter table refusing is a bug or misconfiguration: stop here
-            raise RuntimeError(
+            raise DeadLetterRefused(
                 f"dead-letter table refused {len(refused)} items: {refused[0].detail}"
             )
         counter = self._ctx.metrics.records_dead_lettered

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from kernel.errors import IllegalTransition
+
 
 class State(enum.Enum):
     WAITING_ON_PARENTS = "waiting_on_parents"
@@ -27,10 +29,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.SHUTTING_DOWN: frozenset({State.DONE}),
     State.DONE: frozenset(),
 }
-
-
-class IllegalTransition(RuntimeError):
-    pass
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -20,14 +20,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import Action, classify, error_code, is_throttle
-from consumer.backoff import Backoff
 from consumer.lease.model import AT_TIMESTAMP, LATEST, SENTINELS, SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Record
-from consumer.pipeline.kpl import MAGIC
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard, child_from_api
+from kernel.aws import classify, error_code, is_throttle
+from kernel.backoff import Backoff
+from kernel.errors import Action
+from kernel.kpl import MAGIC
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient

@@ -22,11 +22,11 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
-from consumer.backoff import Backoff, sleep_or_stop
 from consumer.lease.held import HeldLease
-from consumer.logs import get as get_logger
 from consumer.shard.consumer import ShardConsumer, ShardContext
 from consumer.shard.lifecycle import POLICIES, Reason
+from kernel.backoff import Backoff, sleep_or_stop
+from kernel.logs import get as get_logger
 
 Hold = TypeVar("Hold")
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
-from consumer import logs
-from consumer.aws import open_clients
-from consumer.config import ConfigError
-from consumer.pipeline.records import load_handler
-from consumer.tasks import running
+from kernel import logs
+from kernel.aws import open_clients
+from kernel.errors import ConfigError
+from kernel.handlers import load_handler
+from kernel.kpl.encode import Entry
+from kernel.tasks import running
 from producer.metrics import ProducerMetrics
 from producer.runtime import (
     EXIT_INCOMPLETE,
@@ -25,7 +26,6 @@ from producer.runtime import (
     metrics_server,
     stop_on_signals,
 )
-from producer.shipper import Entry
 from producer.tail import state
 from producer.tail.lines import LineChecker, Validator
 from producer.tail.machine import Line, SavedFile, TailMachine
@@ -42,10 +42,7 @@ def reject_path_for(state_path: Path) -> Path:
 def _validator(spec: str) -> Validator | None:
     if spec == JSON_ONLY:
         return None
-    try:
-        return load_handler(spec)
-    except ValueError as exc:
-        raise ConfigError(f"--handler: {exc}") from None
+    return load_handler(spec, source="--handler")
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from consumer.pipeline.records import InvalidRecord
-from producer.shipper import MAX_RECORD_BYTES, Entry
+from kernel.errors import InvalidRecord
+from kernel.kpl import MAX_RECORD_BYTES
+from kernel.kpl.encode import Entry
 from producer.tail.machine import Line
 
 MAX_PARTITION_KEY_CHARS = 256  # Kinesis limit

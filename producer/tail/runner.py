@@ -19,8 +19,8 @@ from typing import IO
 
 from structlog.typing import FilteringBoundLogger
 
-from consumer.backoff import sleep_or_stop
-from consumer.config import ConfigError
+from kernel.backoff import sleep_or_stop
+from kernel.errors import ConfigError
 from producer.metrics import ProducerMetrics
 from producer.tail import state
 from producer.tail.lines import LineChecker, Rejected, reject_record

@@ -16,8 +16,9 @@ import collections
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from consumer.backoff import Backoff
-from producer.shipper import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, Entry, Tally, put_records
+from kernel.backoff import Backoff
+from kernel.kpl.encode import Entry
+from producer.shipper import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, Tally, put_records
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient

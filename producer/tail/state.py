@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from consumer.config import ConfigError
+from kernel.errors import ConfigError
 from producer.tail.machine import FileId, SavedFile
 
 VERSION = 1

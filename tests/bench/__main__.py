@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from consumer.local import aws_env, free_port, local_client, scrape_or_nothing
+from devkit.local import aws_env, free_port, local_client, scrape_or_nothing
 from tests.conftest import emulator
 from tests.support import readings
 

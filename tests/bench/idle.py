@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from consumer.local import free_port, scrape_or_nothing
+from devkit.local import free_port, scrape_or_nothing
 from tests.bench.__main__ import (
     ROOT,
     Bench,

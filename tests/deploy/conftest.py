@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from consumer.local import aws_env, local_client, moto_process
+from devkit.local import aws_env, local_client, moto_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_VENV = ROOT / os.environ.get("DEPLOY_VENV", ".venv-deploy")  # absolute stays absolute

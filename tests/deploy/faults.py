@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from consumer.local import LOCALHOST
+from devkit.local import LOCALHOST
 
 # (X-Amz-Target, body) -> None to forward, or the answer to give instead: (HTTP status, JSON)
 Rule = Callable[[str, bytes], tuple[int, dict[str, Any]] | None]

@@ -39,7 +39,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from consumer.local import LOCALHOST, aws_env, free_port, moto_process  # noqa: E402
+from devkit.local import LOCALHOST, aws_env, free_port, moto_process  # noqa: E402
 
 BASE = "localhost/debian-python:bookworm"
 LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]

@@ -17,24 +17,25 @@ import yaml
 from botocore import xform_name
 
 from consumer.config import OPTIONS, Settings
-from consumer.provision import table_specs
+from consumer.ops.provision import table_specs
 from tests.deploy.conftest import ROOT, run, tool
 
 DEPLOY = ROOT / "deploy"
 TEMPLATES = sorted(DEPLOY.glob("*.yaml"))
 OPTION_BY_ENV = {option.env: option for option in OPTIONS}
 
-# Modules of consumer/ that a worker never runs: `setup` and `dlq` are operators' commands
-# (creating the stream and tables, listing and replaying dead letters: the operator's rights),
-# the rest is for demos and tests.
-NOT_RUNTIME = {"provision.py", "dlq.py", "demo.py", "local.py", "testing.py", "faultproxy.py"}
+# What a worker runs: the consumer package and the kernel, without the operator's commands
+# (consumer/ops: creating the stream and tables, listing and replaying dead letters, which
+# are the operator's rights) and the fakes shipped for tests (consumer/testing).
+RUNTIME = ("consumer", "kernel")
+NOT_RUNTIME = ("consumer/ops", "consumer/testing")
 # Which tables a module's DynamoDB calls go to.
 TABLES_OF_MODULE = {
     "consumer/lease/repository.py": {"lease"},
     "consumer/lease/member_table.py": {"members"},
     "consumer/pipeline/sink.py": {"records", "deadletter"},
     "consumer/worker.py": {"lease", "members", "deadletter"},  # preflight DescribeTable
-    "consumer/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
+    "consumer/adapters/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
 }
 # The Lambda handler writes through the batch sink, and on a cold start reads the records
@@ -174,7 +175,10 @@ def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
 
 
 def worker_modules() -> list[Path]:
-    return [p for p in sorted((ROOT / "consumer").rglob("*.py")) if p.name not in NOT_RUNTIME]
+    def runs(path: Path) -> bool:
+        return not str(path.relative_to(ROOT)).startswith(NOT_RUNTIME)
+
+    return [p for top in RUNTIME for p in sorted((ROOT / top).rglob("*.py")) if runs(p)]
 
 
 def test_the_call_finder_sees_the_calls() -> None:
@@ -186,7 +190,7 @@ def test_the_call_finder_sees_the_calls() -> None:
     members = {("dynamodb", op) for op in ops}
     assert calls_in(ROOT / "consumer/lease/member_table.py") == members
     assert ("kinesis", "PutRecords") in calls_in(ROOT / "producer/shipper.py")
-    lean = ROOT / "consumer/fastpath.py"
+    lean = ROOT / "consumer/adapters/fastpath.py"
     if lean.exists():  # the lean path (issue 6) signs its own JSON calls
         assert {("kinesis", "GetRecords"), ("dynamodb", "BatchWriteItem")} <= calls_in(lean)
 

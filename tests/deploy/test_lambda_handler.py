@@ -21,12 +21,11 @@ import orjson
 import pytest
 
 from consumer.lambda_handler import durable_items
-from consumer.local import WorkerProcess
 from consumer.pipeline.deadletter import position_key
-from consumer.pipeline.kpl import MAGIC
 from consumer.pipeline.telemax import to_item
-from producer.kpl import aggregate
-from producer.shipper import Entry
+from devkit.local import WorkerProcess
+from kernel.kpl import MAGIC
+from kernel.kpl.encode import Entry, aggregate
 from tests.deploy.conftest import Tables, run, scan
 from tests.deploy.faults import aws_error, fault_proxy
 from tests.support import create_orders_table
@@ -482,7 +481,7 @@ def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
         "TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key (hardwareID, Timestamp)"
         f" but table '{orders}' is keyed by (orderID)"
     )
-    assert f"consumer.config.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]
+    assert f"kernel.errors.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]
     assert scan(dynamodb, orders) == [] and scan(dynamodb, tables.dlq_table) == []
 
 

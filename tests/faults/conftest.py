@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from consumer.faultproxy import FaultProxy
-from consumer.local import WorkerProcess
+from devkit.faultproxy import FaultProxy
+from devkit.local import WorkerProcess
 from tests.conftest import LEASE_DURATION_S, Emulator
 from tests.support import Stack, kill_all, make_stack
 

@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from producer.kpl import aggregate
-from producer.shipper import Entry
+from kernel.kpl.encode import Entry, aggregate
 from tests.faults.test_faults import metrics_text, sample
 from tests.support import Stack, keys_of, readings, wait_until
 

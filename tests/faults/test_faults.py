@@ -1,7 +1,7 @@
 """One test per fault kind: the worker keeps going, loses nothing, and counts what happened.
 
 Faults that no emulator produces (throttling, UnprocessedItems, 5xx, resets, timeouts) are
-injected by consumer.faultproxy between the worker and kinesalite/dynalite.
+injected by devkit.faultproxy between the worker and kinesalite/dynalite.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from consumer.faultproxy import Rule
+from devkit.faultproxy import Rule
 from tests.faults.conftest import Faulty
 from tests.support import keys_of, readings, wait_until
 

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from consumer.aws import open_clients
-from consumer.faultproxy import Rule
 from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.repository import LeaseRepository
+from devkit.faultproxy import Rule
+from kernel.aws import open_clients
 from tests.faults.conftest import Faulty
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from consumer.local import WorkerProcess
+from devkit.local import WorkerProcess
 from tests.fleet.conftest import LEASE_DURATION_S, Emulator
 from tests.support import BlackholeProxy, Stack, readings, wait_until, worker_events
 

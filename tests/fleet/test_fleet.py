@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from consumer.local import WorkerProcess
+from devkit.local import WorkerProcess
 from tests.fleet.conftest import LEASE_DURATION_S, RENEW_INTERVAL_S
 from tests.support import BackgroundProducer, Stack, keys_of, wait_until, worker_events
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from consumer.local import WorkerProcess
+from devkit.local import WorkerProcess
 from tests.fleet.test_resharding import shard_map, wait_active
 from tests.support import BackgroundProducer, Stack, keys_of, wait_until, worker_events
 

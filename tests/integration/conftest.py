@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.local import moto_process
+from devkit.local import moto_process
 from tests.support import Stack, keys_of, kill_all, make_stack, readings, wait_until
 
 # Older imports name these here; they live in tests.support.

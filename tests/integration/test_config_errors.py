@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from consumer.local import free_port
+from devkit.local import free_port
 from tests.support import Stack
 
 pytestmark = pytest.mark.timeout(60)

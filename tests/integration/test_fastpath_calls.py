@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from botocore.exceptions import ClientError
 
-from consumer.aws import Clients, open_clients
 from consumer.shard.reader import iterator_request
+from kernel.aws import Clients, open_clients
 from tests.support import Stack, lean_path
 
 pytestmark = pytest.mark.timeout(60)

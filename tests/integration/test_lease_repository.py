@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumer.aws import open_clients
 from consumer.lease.repository import LeaseRepository
+from kernel.aws import open_clients
 from tests.support import ITEM_PATHS, Stack, item_client
 
 pytestmark = pytest.mark.timeout(60)

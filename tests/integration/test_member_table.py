@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from consumer.aws import open_clients
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
+from kernel.aws import open_clients
 from tests.support import ITEM_PATHS, Stack, item_client
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from consumer.local import LOCALHOST
-from consumer.pipeline.kpl import deaggregate, is_aggregated
 from consumer.pipeline.telemax import to_item
+from devkit.local import LOCALHOST
+from kernel.kpl.decode import deaggregate, is_aggregated
 from tests.support import Stack
 
 RATE = 500

@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 import pytest
 
-from consumer.local import LOCALHOST, free_port, scrape_or_nothing
+from devkit.local import LOCALHOST, free_port, scrape_or_nothing
 from tests.integration.test_producer_generate import read_stream, throttling_proxy
 from tests.support import Stack, wait_until
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import looptime
 
-from consumer import logs
+from kernel import logs
 from tests.sim.run import Fleet, Outcome, throttle_randomly
 
 BALANCE_BOUND_S = 600.0

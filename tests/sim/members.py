@@ -11,8 +11,7 @@ import asyncio
 import math
 
 from consumer.lease.members import Member
-from consumer.testing import client_error
-from consumer.testing_members import MemberTable
+from consumer.testing import MemberTable, client_error
 from tests.sim.store import (
     PARTITION_READS_PER_S,
     PARTITION_WRITES_PER_S,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from consumer.backoff import Backoff, sleep_or_stop
+from kernel.backoff import Backoff, sleep_or_stop
 
 
 class Extreme(random.Random):

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from consumer.config import OPTIONS, ConfigError, Settings, add_options, load
+from consumer.config import OPTIONS, Settings, add_options, load
+from kernel.errors import ConfigError
 
 COMMANDS = ("run", "setup", "status", "demo")
 

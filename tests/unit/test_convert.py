@@ -8,12 +8,12 @@ import orjson
 import pytest
 
 from consumer.pipeline.convert import Converted, convert, dead_letter
-from consumer.pipeline.kpl import MAX_HASH_KEY
-from consumer.pipeline.records import InvalidRecord, Item
 from consumer.pipeline.telemax import to_item
 from consumer.testing import kinesis_record, reading
-from producer.kpl import aggregate
-from producer.shipper import Entry
+from kernel.errors import InvalidRecord
+from kernel.handlers import Item
+from kernel.kpl.decode import MAX_HASH_KEY
+from kernel.kpl.encode import Entry, aggregate
 from tests.unit.test_kpl import HALF, aggregate_with_hash_keys, md5_key
 
 STREAM = "telemax-stream"

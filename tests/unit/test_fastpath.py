@@ -12,8 +12,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from consumer.aws import Action, classify, error_code
-from consumer.fastpath import FastItems, SigV4, error_from
+from consumer.adapters.fastpath import FastItems, SigV4, error_from
+from kernel.aws import classify, error_code
+from kernel.errors import Action
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 

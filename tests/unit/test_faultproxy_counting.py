@@ -1,4 +1,4 @@
-"""The fault proxy's count of DynamoDB items per table (consumer.faultproxy.items_by_table)."""
+"""The fault proxy's count of DynamoDB items per table (devkit.faultproxy.items_by_table)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.faultproxy import items_by_table
+from devkit.faultproxy import items_by_table
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.http1 import Answer, AnswerParser
+from consumer.adapters.http1 import Answer, AnswerParser
 
 OK_JSON = (
     b"HTTP/1.1 200 OK\r\n"

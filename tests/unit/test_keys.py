@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from consumer.config import ConfigError
 from consumer.pipeline import keys, telemax
 from consumer.pipeline.keys import (
     KeyedHandler,
@@ -16,7 +15,8 @@ from consumer.pipeline.keys import (
     key_names_of,
     spec_of,
 )
-from consumer.pipeline.records import Item
+from kernel.errors import ConfigError
+from kernel.handlers import Item
 
 TELEMAX = ("hardwareID", "Timestamp")
 SPEC = "consumer.x:f"

@@ -9,8 +9,9 @@ import random
 
 import pytest
 
-from consumer.pipeline.kpl import (
-    MAGIC,
+from kernel.errors import InvalidRecord
+from kernel.kpl import MAGIC, MAX_RECORD_BYTES
+from kernel.kpl.decode import (
     MAX_HASH_KEY,
     UserRecord,
     deaggregate,
@@ -18,9 +19,13 @@ from consumer.pipeline.kpl import (
     in_hash_range,
     is_aggregated,
 )
-from consumer.pipeline.records import InvalidRecord
-from producer.kpl import DEFAULT_AGGREGATE_BYTES, Aggregator, aggregate, varint
-from producer.shipper import MAX_RECORD_BYTES, Entry
+from kernel.kpl.encode import (
+    DEFAULT_AGGREGATE_BYTES,
+    Aggregator,
+    Entry,
+    aggregate,
+    varint,
+)
 
 # Aggregated records captured from the reference implementations (awslabs kinesis-aggregation
 # and the KPL), so the accepted format is not defined only by our own encoder.

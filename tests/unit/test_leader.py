@@ -15,8 +15,7 @@ from consumer.lease.leader import LEASE_SCAN_S, WATCH_S, Leader
 from consumer.lease.members import Beat
 from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
-from consumer.testing import LeaseTable, lease
-from consumer.testing_members import MemberTable
+from consumer.testing import LeaseTable, MemberTable, lease
 
 pytestmark = pytest.mark.looptime
 

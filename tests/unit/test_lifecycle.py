@@ -6,15 +6,8 @@ import itertools
 
 import pytest
 
-from consumer.shard.lifecycle import (
-    POLICIES,
-    TRANSITIONS,
-    IllegalTransition,
-    Lifecycle,
-    Reason,
-    ShutdownPolicy,
-    State,
-)
+from consumer.shard.lifecycle import POLICIES, TRANSITIONS, Lifecycle, Reason, ShutdownPolicy, State
+from kernel.errors import IllegalTransition
 
 PAIRS = list(itertools.product(State, State))
 LEGAL = [(a, b) for a, b in PAIRS if b in TRANSITIONS[a]]

@@ -14,8 +14,7 @@ from consumer.lease.coordinator import RELEASE_ATTEMPTS, LeaseCoordinator
 from consumer.lease.leader import LEASE_SCAN_S, Leader
 from consumer.lease.members import Beat
 from consumer.metrics import Metrics
-from consumer.testing import ANSWER_LOST, FakeClock, LeaseTable, client_error, lease
-from consumer.testing_members import MemberTable
+from consumer.testing import ANSWER_LOST, FakeClock, LeaseTable, MemberTable, client_error, lease
 
 pytestmark = pytest.mark.looptime
 

@@ -1,11 +1,11 @@
-"""Start-up checks retry what is transient and give up on the rest (consumer.aws.patiently)."""
+"""Start-up checks retry what is transient and give up on the rest (kernel.aws.patiently)."""
 
 from __future__ import annotations
 
 import pytest
 
-from consumer.aws import patiently
 from consumer.testing import client_error
+from kernel.aws import patiently
 
 pytestmark = pytest.mark.looptime
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from consumer.pipeline.telemax import to_item
-from producer.shipper import Entry
+from kernel.kpl.encode import Entry
 from producer.tail.lines import LineChecker, Rejected, reject_record
 from producer.tail.machine import FileId, Line
 

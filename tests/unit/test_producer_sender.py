@@ -9,9 +9,10 @@ from typing import Any, cast
 import pytest
 from botocore.exceptions import ClientError
 
-from consumer.pipeline.kpl import deaggregate
 from consumer.testing import client_error
-from producer.shipper import Entry, Shipper, Tally, put_records
+from kernel.kpl.decode import deaggregate
+from kernel.kpl.encode import Entry
+from producer.shipper import Shipper, Tally, put_records
 from producer.tail.sender import AckingSender
 
 pytestmark = pytest.mark.timeout(10)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import ConfigError
+from kernel.errors import ConfigError
 from producer.tail import state
 from producer.tail.machine import FileId, SavedFile
 

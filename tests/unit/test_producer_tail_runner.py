@@ -11,9 +11,9 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from consumer import logs
-from consumer.config import ConfigError
 from consumer.pipeline.telemax import to_item
+from kernel import logs
+from kernel.errors import ConfigError
 from producer.metrics import ProducerMetrics
 from producer.tail import state
 from producer.tail.lines import LineChecker

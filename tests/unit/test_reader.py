@@ -15,10 +15,8 @@ from typing import Any, cast
 import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
-import consumer.backoff
-from consumer.aws import error_code
+import kernel.backoff
 from consumer.metrics import Metrics
-from consumer.pipeline.kpl import MAGIC
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.reader import (
@@ -39,6 +37,8 @@ from consumer.testing import (
     kinesis_record,
 )
 from consumer.testing import get_records_answer as answer
+from kernel.aws import error_code
+from kernel.kpl import MAGIC
 
 pytestmark = pytest.mark.looptime
 
@@ -120,7 +120,7 @@ def aws_errors(metrics: Metrics, error: str, api: str = GET_RECORDS) -> float:
 @pytest.fixture
 def ceiling_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Full jitter without the jitter: every backoff waits its ceiling."""
-    monkeypatch.setattr(consumer.backoff._SHARED_RNG, "uniform", lambda low, high: high)
+    monkeypatch.setattr(kernel.backoff._SHARED_RNG, "uniform", lambda low, high: high)
 
 
 # -- pacing ---------------------------------------------------------------------------------

@@ -7,13 +7,9 @@ from typing import Any
 import pytest
 
 from consumer.pipeline import telemax
-from consumer.pipeline.records import (
-    MAX_ITEM_BYTES,
-    InvalidRecord,
-    attribute,
-    item_size,
-    load_handler,
-)
+from consumer.pipeline.records import MAX_ITEM_BYTES, attribute, item_size
+from kernel.errors import ConfigError, InvalidRecord
+from kernel.handlers import load_handler
 
 
 @pytest.mark.parametrize(
@@ -97,9 +93,11 @@ def test_load_default_handler() -> None:
     ],
 )
 def test_load_handler_errors(spec: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as caught:
-        load_handler(spec)
+    """A wrong spec is an operator's error: one ConfigError line naming where it came from."""
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_handler(spec, source="--handler")
     assert spec in str(caught.value)
+    assert str(caught.value).startswith("--handler: ")
 
 
 def test_invalid_record_message() -> None:

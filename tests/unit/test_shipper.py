@@ -5,14 +5,9 @@ from __future__ import annotations
 import pytest
 
 from consumer.testing import FakeClock
-from producer.shipper import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_RECORDS,
-    MAX_RECORD_BYTES,
-    Entry,
-    TokenBucket,
-    batches,
-)
+from kernel.kpl import MAX_RECORD_BYTES
+from kernel.kpl.encode import Entry
+from producer.shipper import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, TokenBucket, batches
 
 MIB = 1024 * 1024
 

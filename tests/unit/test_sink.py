@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from consumer.backoff import Backoff
 from consumer.metrics import Metrics
-from consumer.pipeline.records import Item
 from consumer.pipeline.sink import MAX_BATCH_ITEMS, BatchSink, Refused, chunks, dedupe
 from consumer.testing import ScriptedWriter, client_error
+from kernel.backoff import Backoff
+from kernel.handlers import Item
 
 TABLE = "TELEMAX"
 KEYS = ("hardwareID", "Timestamp")

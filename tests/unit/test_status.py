@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from consumer.lease.model import Lease
-from consumer.status import COLUMNS, render, rows
+from consumer.ops.status import COLUMNS, render, rows
 from consumer.testing import lease
 
 SEQ = "49590338271490256608559692538361571095921575989136588898"
@@ -90,7 +90,7 @@ def test_single_lease() -> None:
 
 def test_members_show_the_leader_and_each_members_state() -> None:
     from consumer.lease.members import Leadership, Member
-    from consumer.status import render_members
+    from consumer.ops.status import render_members
 
     members = [
         Member("w2", 7, "b2", grants=frozenset({"s1"}), draining=True),

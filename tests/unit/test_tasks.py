@@ -1,4 +1,4 @@
-"""consumer.tasks.running: the task lives exactly as long as its block (virtual time)."""
+"""kernel.tasks.running: the task lives exactly as long as its block (virtual time)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from consumer.tasks import running
+from kernel.tasks import running
 
 pytestmark = pytest.mark.looptime
 

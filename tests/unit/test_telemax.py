@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.pipeline.records import MAX_ITEM_BYTES, InvalidRecord, item_size
+from consumer.pipeline.records import MAX_ITEM_BYTES, item_size
 from consumer.pipeline.telemax import KEY_NAMES, to_item
 from consumer.testing import reading
+from kernel.errors import InvalidRecord
 
 
 def encode(value: Any) -> bytes:

@@ -13,21 +13,21 @@ from typing import Any
 
 import pytest
 
-from consumer import backoff
-from consumer.aws import Clients
 from consumer.config import Settings
 from consumer.lease.model import SHARD_END
 from consumer.pipeline import telemax
 from consumer.testing import (
     FakeKinesis,
     LeaseTable,
+    MemberTable,
     ScriptedWriter,
     client_error,
     lease,
     reading,
 )
-from consumer.testing_members import MemberTable
 from consumer.worker import Worker
+from kernel import backoff
+from kernel.aws import Clients
 
 pytestmark = pytest.mark.looptime
 

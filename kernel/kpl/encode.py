@@ -1,10 +1,8 @@
 """KPL-style aggregation: many small user records packed into one Kinesis record.
 
-The wire format is the Kinesis Producer Library's (see ``consumer.pipeline.kpl`` for the
-schema): magic ``F3 89 9A C2``, a protobuf ``AggregatedRecord``, the MD5 of that protobuf.
-KCL and ``consumer.pipeline.kpl.deaggregate`` unpack it. Written by hand: three message types
-and two wire types do not justify a protobuf dependency, and the size of every field is known
-before it is written, so an aggregate never overshoots its limit.
+The wire format is in :mod:`kernel.kpl`; the KCL and :func:`kernel.kpl.decode.deaggregate`
+unpack it. The size of every field is known before it is written, so an aggregate never
+overshoots its limit. :class:`Entry` is a record to put, plain or aggregated.
 
 Like the KPL without a shard map, an aggregate goes to the shard of its first record's
 partition key; every user record keeps its own key inside.
@@ -12,14 +10,28 @@ partition key; every user record keeps its own key inside.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator
 
-from consumer.pipeline.kpl import DIGEST_BYTES, MAGIC
-from producer.shipper import MAX_RECORD_BYTES, Entry
+from kernel.kpl import DIGEST_BYTES, MAGIC, MAX_RECORD_BYTES
 
 DEFAULT_AGGREGATE_BYTES = 51_200  # the KPL's AggregationMaxSize default
 _OVERHEAD = len(MAGIC) + DIGEST_BYTES
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    data: bytes
+    partition_key: str
+    records: int = 1  # user records inside: more than one once KPL-aggregated
+    # Handed back untouched when Kinesis acknowledges the entry (tail: the line it carries).
+    context: object = dataclasses.field(default=None, compare=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.partition_key.encode())
+
 
 # Field keys: (field number << 3) | wire type.
 _PARTITION_KEY_TABLE = bytes([1 << 3 | 2])

@@ -19,15 +19,16 @@ from typing import Any
 
 import orjson
 
-from consumer.aws import Clients, open_clients
 from consumer.config import Settings
-from consumer.dlq import scan_pages
 from consumer.lease.repository import LeaseRepository
-from consumer.local import WorkerProcess, aws_env, moto_in_process
-from consumer.provision import setup
-from consumer.tasks import running
+from consumer.ops.dlq import scan_pages
+from consumer.ops.provision import setup
+from devkit.local import WorkerProcess, aws_env, moto_in_process
+from kernel.aws import Clients, open_clients
+from kernel.kpl.encode import Entry
+from kernel.tasks import running
 from producer.readings import readings
-from producer.shipper import Entry, Shipper
+from producer.shipper import Shipper
 
 PROGRESS_S = 0.25
 STALL_LIMIT_S = 60.0

@@ -7,7 +7,6 @@ module above this one needs to know botocore's exception zoo.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,8 +27,8 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from consumer.backoff import Backoff
-from consumer.config import ConfigError
+from kernel.backoff import Backoff
+from kernel.errors import Action, ConfigError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -37,12 +36,6 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-
-
-class Action(enum.Enum):
-    RETRY = "retry"  # transient: back off and try again
-    GIVE_UP = "give_up"  # permanent for this request: report, dead-letter or stop
-    FENCE = "fence"  # we lost a conditional write: someone else owns the lease now
 
 
 THROTTLE_CODES = frozenset(

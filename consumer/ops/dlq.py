@@ -15,13 +15,14 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from consumer.aws import Clients
 from consumer.metrics import Metrics
+from consumer.ops.status import text_table
 from consumer.pipeline import deadletter
 from consumer.pipeline.keys import spec_of, table_key_names
-from consumer.pipeline.records import Handler, InvalidRecord, Item
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
-from consumer.status import text_table
+from kernel.aws import Clients
+from kernel.errors import InvalidRecord
+from kernel.handlers import Handler, Item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -1,20 +1,6 @@
 """KPL de-aggregation: one Kinesis record in, the user records the producer packed into it out.
 
-The Kinesis Producer Library's wire format (``aggregation-format.md`` in awslabs' KPL):
-
-    magic F3 89 9A C2 | protobuf AggregatedRecord | MD5 of the protobuf bytes (16 bytes)
-
-    message AggregatedRecord {
-      repeated string partition_key_table     = 1;
-      repeated string explicit_hash_key_table = 2;
-      repeated Record records                 = 3;
-    }
-    message Record {
-      required uint64 partition_key_index     = 1;
-      optional uint64 explicit_hash_key_index = 2;
-      required bytes  data                    = 3;
-      repeated Tag    tags                    = 4;   // Tag { key = 1; value = 2; }
-    }
+The wire format is in :mod:`kernel.kpl`.
 
 Data without the magic prefix is an ordinary record and comes back unchanged as the single
 user record with sub-sequence 0, so a stream may mix aggregated and plain producers. Data that
@@ -34,8 +20,7 @@ rule; since KPL 0.15.11 (its #576) a user record that landed in another shard *w
 holds it* counts as delivered and is not sent again, so the second rule would lose it too.
 At worst we keep a duplicate, and items are keyed writes.
 
-Pure: no I/O, no protobuf dependency (the format is small and frozen; decoding it by hand keeps
-the consumer's dependency list short and lets us bound every length we read).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -44,10 +29,9 @@ import dataclasses
 import hashlib
 import re
 
-from consumer.pipeline.records import InvalidRecord
+from kernel.errors import InvalidRecord
+from kernel.kpl import DIGEST_BYTES, MAGIC
 
-MAGIC = b"\xf3\x89\x9a\xc2"
-DIGEST_BYTES = 16
 MAX_HASH_KEY = 2**128 - 1  # the hash key space of a stream is [0, 2**128 - 1]
 # An explicit hash key as the KCL parses it (java.math.BigInteger): decimal, optional sign.
 _DECIMAL = re.compile(r"[+-]?[0-9]+")

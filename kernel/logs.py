@@ -10,6 +10,7 @@ import orjson
 import structlog
 from structlog.typing import FilteringBoundLogger
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,

@@ -8,7 +8,7 @@ record's arrival time into a ``datetime``, and the event hooks: about 1.5 ms of 
 These calls' bodies are small JSON documents whose items are already in DynamoDB's wire
 format, so this module builds them with orjson, signs them exactly as botocore's SigV4
 signer would (checked byte for byte in the tests) with the session's own refreshable
-credentials, sends them over small keep-alive HTTP/1.1 pools (consumer.http1), and maps
+credentials, sends them over small keep-alive HTTP/1.1 pools (consumer.adapters.http1), and maps
 every failure to the exception botocore would raise (``ClientError`` with the same code and
 status, ``ConnectionClosedError``, ``ReadTimeoutError``, ``EndpointConnectionError``), so the
 retry, fencing, metric and dead-letter logic above cannot tell the two paths apart. The
@@ -33,10 +33,11 @@ import orjson
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
-from consumer.aws import Action, classify
-from consumer.backoff import Backoff
-from consumer.http1 import Http1Pool
-from consumer.pipeline.records import Item
+from consumer.adapters.http1 import Http1Pool
+from kernel.aws import classify
+from kernel.backoff import Backoff
+from kernel.errors import Action
+from kernel.handlers import Item
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials

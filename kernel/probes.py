@@ -1,4 +1,4 @@
-"""The worker's HTTP server: /metrics (Prometheus text), /healthz and /readyz."""
+"""The probes server of a worker or a producer: /metrics (Prometheus text), /healthz and /readyz."""
 
 from __future__ import annotations
 

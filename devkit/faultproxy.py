@@ -40,7 +40,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from consumer.local import LOCALHOST, free_port
+from devkit.local import LOCALHOST, free_port
 
 KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}

@@ -9,8 +9,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from consumer.aws import Clients, config_error_from, error_code
-from consumer.config import ConfigError, Settings
+from consumer.config import Settings
+from kernel.aws import Clients, config_error_from, error_code
+from kernel.errors import ConfigError
 
 WAIT_TIMEOUT_S = 300.0
 
