@@ -22,16 +22,15 @@ from consumer.config import Settings
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import MemberStore
-from consumer.lease.model import TRIM_HORIZON, LeaseStore, is_multi_stream_key
-from consumer.lease.planner import parents_done
+from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.sink import BatchSink, BatchWriter, botocore_batch_writer
 from consumer.shard.budget import RecordBudget
-from consumer.shard.consumer import ShardContext
-from consumer.shard.discovery import Shard, list_shards, new_leases
+from consumer.shard.discovery import Lineage
+from consumer.shard.processing import ShardContext
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 from kernel import probes
@@ -133,6 +132,14 @@ class Worker:
         self.members: MemberStore = members or MemberRepository(
             lease_db, settings.member_table_name, metrics=self.metrics
         )
+        self.lineage = Lineage(
+            self.repository,
+            clients.kinesis,
+            settings.stream,
+            settings.initial_position,
+            self.metrics,
+            settings.worker_id,
+        )
 
         write_slots = asyncio.Semaphore(settings.write_concurrency)
         self.budget = RecordBudget(settings.max_in_flight_records)
@@ -161,10 +168,10 @@ class Worker:
             ),
             metrics=self.metrics,
             checkpoint_interval_s=settings.checkpoint_interval_s,
-            parents_done=self._parents_done,
+            parents_done=self.lineage.parents_done,
             make_reader=self._make_reader,
             budget=self.budget,
-            create_children=self._create_children,
+            create_children=self.lineage.create_children,
             stream_exists=self._stream_exists,
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
@@ -186,7 +193,7 @@ class Worker:
             on_change=self.supervisor.reconcile,
             hand_back=self.supervisor.hand_back,
             clock=clock,
-            sync_shards=self._sync_shards,
+            sync_shards=self.lineage.sync,
         )
 
     def ready(self) -> bool:
@@ -304,50 +311,14 @@ class Worker:
                 seconds_since_start=round(self._clock() - self._started_at, 3),
             )
 
-    async def _sync_shards(self, existing: frozenset[str]) -> int:
-        """The leader's shard sync: create leases for shards that have none."""
-        s = self.settings
-        shards = await list_shards(self._clients.kinesis, s.stream)
-        initial = s.initial_position
-        created = 0
-        for new in new_leases(shards, existing, initial):
-            if await self.repository.create(
-                new.shard_id, new.checkpoint, new.parents, new.hash_range
-            ):
-                created += 1
-        if created:
-            self.metrics.leases_created.labels(s.stream).inc(created)
-            self._log.info(
-                "leases_created", count=created, shards=len(shards), initial_position=initial
-            )
-        return created
-
     def _on_shard_end(self, shard_id: str) -> None:
         """A shard ended: the leader reads the lease table and lists the shards soon (for
         children Kinesis did not name: a shard gone past retention, emulators)."""
         self.coordinator.note_shard_end()
 
-    async def _parents_done(self, parents: frozenset[str]) -> bool:
-        """Each parent finished, or without a lease (see :func:`planner.parents_done`)."""
-        found = await asyncio.gather(*(self.repository.get(parent) for parent in sorted(parents)))
-        return parents_done([lease for lease in found if lease is not None], parents)
-
     def _hash_range_of(self, shard_id: str) -> tuple[int, int] | None:
         held = self.coordinator.held.get(shard_id)
         return held.lease.hash_range if held is not None else None
-
-    async def _create_children(self, parent: str, children: Sequence[Shard]) -> None:
-        """Leases for the children Kinesis named at ``parent``'s end (before its SHARD_END)."""
-        created = [
-            child.shard_id
-            for child in children
-            if await self.repository.create(
-                child.shard_id, TRIM_HORIZON, child.parents, child.hash_range
-            )
-        ]
-        if created:
-            self.metrics.leases_created.labels(self.settings.stream).inc(len(created))
-            self._log.info("child_leases_created", shard_id=parent, shards=created)
 
     async def _stream_exists(self) -> bool:
         try:

@@ -21,10 +21,9 @@ import orjson
 
 from consumer.config import Settings
 from consumer.lease.repository import LeaseRepository
-from consumer.ops.dlq import scan_pages
 from consumer.ops.provision import setup
 from devkit.local import WorkerProcess, aws_env, moto_in_process
-from kernel.aws import Clients, open_clients
+from kernel.aws import Clients, open_clients, scan_pages
 from kernel.kpl.encode import Entry
 from kernel.tasks import running
 from producer.readings import readings
@@ -178,13 +177,13 @@ class Demo:
 
 
 async def count(clients: Clients, table: str) -> int:
-    pages = scan_pages(clients.dynamodb, TableName=table, Select="COUNT")
+    pages = scan_pages(clients.dynamodb.scan, TableName=table, Select="COUNT")
     return sum([int(page["Count"]) async for page in pages])
 
 
 async def stored_keys(clients: Clients, table: str) -> set[tuple[str, str]]:
     pages = scan_pages(
-        clients.dynamodb,
+        clients.dynamodb.scan,
         TableName=table,
         ProjectionExpression="hardwareID, #t",
         ExpressionAttributeNames={"#t": "Timestamp"},

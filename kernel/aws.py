@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -112,6 +112,21 @@ async def patiently(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
                 raise
         await backoff.sleep()
     return await call()
+
+
+async def scan_pages(
+    scan: Callable[..., Awaitable[Mapping[str, Any]]], **kwargs: Any
+) -> AsyncIterator[Mapping[str, Any]]:
+    """Every page of a DynamoDB Scan, following ``LastEvaluatedKey``. ``scan`` is the client's
+    bound method (``client.scan``): the caller names the client, so the IAM test sees the call
+    where the table is known."""
+    while True:
+        page = await scan(**kwargs)
+        yield page
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        kwargs["ExclusiveStartKey"] = last
 
 
 def describe(exc: BaseException, limit: int = 300) -> str:

@@ -14,17 +14,18 @@ from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
 from consumer.lease.metered import metered
 from consumer.lease.repository import utc_now_iso
 from consumer.metrics import Metrics
-from kernel.aws import unless_fenced
+from kernel.aws import scan_pages, unless_fenced
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-Item = Mapping[str, Any]
+# An item as DynamoDB answers it (wire format, read only); records' items are kernel.handlers.Item.
+StoredItem = Mapping[str, Any]
 EXISTS = "attribute_exists(workerId)"
 OWNED = "leader = :me AND leaderCounter = :seen"  # the leader item, as ``current`` shows it
 
 
-def member_from_item(item: Item) -> Member:
+def member_from_item(item: StoredItem) -> Member:
     return Member(
         worker_id=item["workerId"]["S"],
         beat=int(item.get("beat", {}).get("N", "0")),
@@ -39,7 +40,7 @@ def member_from_item(item: Item) -> Member:
     )
 
 
-def leadership_from_item(item: Item) -> Leadership:
+def leadership_from_item(item: StoredItem) -> Leadership:
     return Leadership(
         owner=item.get("leader", {}).get("S") or None,
         counter=int(item.get("leaderCounter", {}).get("N", "0")),
@@ -113,19 +114,13 @@ class MemberRepository:
 
     async def members(self) -> list[Member]:
         """Every worker's item, read consistently, all pages; the leader item is skipped."""
-        found: list[Member] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            page = await self._db.scan(**kwargs)
-            found.extend(
-                member_from_item(item)
-                for item in page.get("Items", [])
-                if item["workerId"]["S"] != LEADER_KEY
-            )
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return found
-            kwargs["ExclusiveStartKey"] = last
+        pages = scan_pages(self._db.scan, TableName=self.table, ConsistentRead=True)
+        return [
+            member_from_item(item)
+            async for page in pages
+            for item in page.get("Items", [])
+            if item["workerId"]["S"] != LEADER_KEY
+        ]
 
     async def grant(self, member: Member, keys: frozenset[str]) -> bool:
         """Add to a worker's grants, conditional on its incarnation being ``member``'s; False
@@ -236,7 +231,7 @@ class MemberRepository:
 
     async def _update(
         self, worker_id: str, update: str, condition: str, values: dict[str, Any]
-    ) -> Item | None:
+    ) -> StoredItem | None:
         answer = await unless_fenced(
             self._db.update_item(
                 TableName=self.table,

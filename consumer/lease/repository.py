@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from consumer.lease.metered import metered
 from consumer.lease.model import SHARD_END, Lease
 from consumer.metrics import Metrics
-from kernel.aws import unless_fenced
+from kernel.aws import scan_pages, unless_fenced
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-Item = Mapping[str, Any]
+# An item as DynamoDB answers it (wire format, read only); records' items are kernel.handlers.Item.
+StoredItem = Mapping[str, Any]
 
 
 def utc_now_iso() -> str:
@@ -39,11 +40,11 @@ PENDING_CHECKPOINT = (
 )
 
 
-def is_lease_item(item: Item) -> bool:
+def is_lease_item(item: StoredItem) -> bool:
     return bool(item.get("entityType", {}).get("S", LEASE_ENTITY) == LEASE_ENTITY)
 
 
-def lease_from_item(item: Item) -> Lease:
+def lease_from_item(item: StoredItem) -> Lease:
     parents = item.get("parentShardId", {}).get("SS", [])
     owner = item.get("leaseOwner", {}).get("S")
     starting = item.get("startingHashKey", {}).get("S")
@@ -105,17 +106,13 @@ class LeaseRepository:
 
     async def list(self) -> list[Lease]:
         """Every lease, read consistently (one Scan page per MB); other items are skipped."""
-        # Its own loop, not a shared helper: the IAM test attributes each call to the tables
-        # of the module that makes it, and this Scan is the worker's only one.
-        leases: list[Lease] = []
-        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
-        while True:
-            page = await self._db.scan(**kwargs)
-            leases.extend(lease_from_item(i) for i in page.get("Items", []) if is_lease_item(i))
-            last = page.get("LastEvaluatedKey")
-            if not last:
-                return leases
-            kwargs["ExclusiveStartKey"] = last
+        pages = scan_pages(self._db.scan, TableName=self.table, ConsistentRead=True)
+        return [
+            lease_from_item(item)
+            async for page in pages
+            for item in page.get("Items", [])
+            if is_lease_item(item)
+        ]
 
     async def sample_keys(self) -> builtins.list[str]:
         """The keys of the leases on the table's first Scan page (start-up checks)."""

@@ -16,30 +16,19 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer.metrics import Metrics
-from consumer.ops.status import text_table
+from consumer.ops.render import text_table
 from consumer.pipeline import deadletter
 from consumer.pipeline.keys import spec_of, table_key_names
 from consumer.pipeline.sink import BatchSink, botocore_batch_writer
-from kernel.aws import Clients
+from kernel.aws import Clients, scan_pages
 from kernel.errors import InvalidRecord
 from kernel.handlers import Handler, Item
 
 if TYPE_CHECKING:
-    from types_aiobotocore_dynamodb import DynamoDBClient
+    pass
 
 COLUMNS = ("shard", "sequence number", "sub", "reason", "seen at", "bytes", "detail")
 DETAIL_WIDTH = 60
-
-
-async def scan_pages(dynamodb: DynamoDBClient, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
-    """Every page of a DynamoDB Scan with ``kwargs``, following LastEvaluatedKey (operator
-    commands: the worker's only Scan, of the lease table, stays in the lease repository)."""
-    while True:
-        page: dict[str, Any] = dict(await dynamodb.scan(**kwargs))
-        yield page
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 async def dead_letters(
@@ -51,7 +40,7 @@ async def dead_letters(
         kwargs["FilterExpression"] = "#r = :reason"
         kwargs["ExpressionAttributeNames"] = {"#r": "reason"}
         kwargs["ExpressionAttributeValues"] = {":reason": {"S": reason}}
-    async for page in scan_pages(clients.dynamodb, **kwargs):
+    async for page in scan_pages(clients.dynamodb.scan, **kwargs):
         for item in page.get("Items", []):
             yield item
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from consumer.lease.members import Leadership, Member
 from consumer.lease.model import Lease
+from consumer.ops.render import text_table
 
 COLUMNS = ("shard", "owner", "checkpoint", "counter", "parents", "behind ms", "last change")
 
@@ -26,15 +27,6 @@ def rows(leases: Sequence[Lease]) -> list[tuple[str, ...]]:
             lease.updated_at or "-",
         )
         for lease in sorted(leases, key=lambda lease: lease.key)
-    ]
-
-
-def text_table(columns: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart, header first, no trailing spaces."""
-    widths = [max([len(c)] + [len(row[i]) for row in body]) for i, c in enumerate(columns)]
-    return [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
-        for row in (columns, *body)
     ]
 
 

@@ -1,12 +1,20 @@
-"""Shard discovery: list the stream's shards and create leases for the new ones."""
+"""Shard discovery: list the stream's shards and create leases for the new ones.
+
+The rules are pure (:func:`new_leases`, :func:`ancestors`, :func:`parents_first`);
+:class:`Lineage` performs them against the lease table for the worker.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, Any
 
-from consumer.lease.model import LATEST, TRIM_HORIZON
+from consumer.lease.model import LATEST, TRIM_HORIZON, LeaseStore
+from consumer.lease.planner import parents_done
+from consumer.metrics import Metrics
+from kernel.logs import get as get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -130,3 +138,56 @@ def parents_first(shards: list[Shard]) -> list[Shard]:
     for shard in shards:
         place(shard, frozenset())
     return ordered
+
+
+class Lineage:
+    """The leases of a stream's shards, parents before children: the leader's sync creates the
+    missing ones, a shard at its end creates its children's, a child waits for its parents."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        kinesis: KinesisClient,
+        stream: str,
+        initial_position: str,
+        metrics: Metrics,
+        worker_id: str,
+    ) -> None:
+        self._store = store
+        self._kinesis = kinesis
+        self._stream = stream
+        self._initial = initial_position
+        self._created = metrics.leases_created.labels(stream)
+        self._log = get_logger(worker_id=worker_id)
+
+    async def sync(self, existing: frozenset[str]) -> int:
+        """The leader's shard sync: create leases for listed shards that have none."""
+        shards = await list_shards(self._kinesis, self._stream)
+        created = 0
+        for new in new_leases(shards, existing, self._initial):
+            if await self._store.create(new.shard_id, new.checkpoint, new.parents, new.hash_range):
+                created += 1
+        if created:
+            self._created.inc(created)
+            self._log.info(
+                "leases_created", count=created, shards=len(shards), initial_position=self._initial
+            )
+        return created
+
+    async def create_children(self, parent: str, children: Sequence[Shard]) -> None:
+        """Leases for the children Kinesis named at ``parent``'s end (before its SHARD_END)."""
+        created = [
+            child.shard_id
+            for child in children
+            if await self._store.create(
+                child.shard_id, TRIM_HORIZON, child.parents, child.hash_range
+            )
+        ]
+        if created:
+            self._created.inc(len(created))
+            self._log.info("child_leases_created", shard_id=parent, shards=created)
+
+    async def parents_done(self, parents: frozenset[str]) -> bool:
+        """Each parent finished, or without a lease (the rule: :func:`planner.parents_done`)."""
+        found = await asyncio.gather(*(self._store.get(parent) for parent in sorted(parents)))
+        return parents_done([lease for lease in found if lease is not None], parents)

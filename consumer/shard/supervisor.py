@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, TypeVar
 
 from consumer.lease.held import HeldLease
-from consumer.shard.consumer import ShardConsumer, ShardContext
 from consumer.shard.lifecycle import POLICIES, Reason
+from consumer.shard.processing import ShardConsumer, ShardContext
 from kernel.backoff import Backoff, sleep_or_stop
 from kernel.logs import get as get_logger
 

@@ -145,16 +145,21 @@ def operations() -> dict[str, tuple[str, str]]:
 
 def calls_in(path: Path) -> set[tuple[str, str]]:
     """The Kinesis and DynamoDB operations a module calls: botocore client methods
-    (``.get_records(…)``), and the lean path's signed JSON calls (``.call("GetRecords", …)``)."""
+    (``.get_records(…)``, or ``.scan`` handed to ``scan_pages``), and the lean path's signed
+    JSON calls (``.call("GetRecords", …)``)."""
     ops = operations()
     by_operation = {op: (service, op) for service, op in ops.values()}
     found: set[tuple[str, str]] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        if node.func.attr in ops:
-            found.add(ops[node.func.attr])
-        elif node.func.attr == "call" and node.args:
+        if isinstance(node, ast.Attribute) and node.attr in ops:
+            # a call (``db.scan(…)``) or a bound method handed on (``scan_pages(db.scan, …)``)
+            found.add(ops[node.attr])
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "call"
+            and node.args
+        ):
             first = node.args[0]
             if isinstance(first, ast.Constant) and first.value in by_operation:
                 found.add(by_operation[first.value])
@@ -406,7 +411,7 @@ def test_lambda_function_uses_the_handler_and_partial_failures() -> None:
 def test_log_metric_filters_match_events_the_code_logs() -> None:
     """The dead-letter alarms count `records_dead_lettered` events' `count` field."""
     pattern = re.compile(r'"records_dead_lettered",\s*count=')
-    for module in ("consumer/shard/consumer.py", "consumer/lambda_handler.py"):
+    for module in ("consumer/shard/processing.py", "consumer/lambda_handler.py"):
         assert pattern.search((ROOT / module).read_text()), module
     filters = [
         f

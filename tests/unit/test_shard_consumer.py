@@ -22,9 +22,9 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.sink import BatchSink
 from consumer.shard.budget import RecordBudget
-from consumer.shard.consumer import PARENT_POLL_S, ShardConsumer, ShardContext, StreamNotFound
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Reason, State
+from consumer.shard.processing import PARENT_POLL_S, ShardConsumer, ShardContext, StreamNotFound
 from consumer.shard.reader import ShardReader
 from consumer.testing import (
     GET_SHARD_ITERATOR,
