@@ -32,7 +32,7 @@ import base64
 import binascii
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -41,21 +41,15 @@ from structlog.typing import FilteringBoundLogger
 from consumer import config
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Record, convert, convert_retrying, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
-from consumer.pipeline.sink import (
-    BatchSink,
-    BatchWriter,
-    Refused,
-    botocore_batch_writer,
-    item_key,
-)
+from consumer.pipeline.sink import botocore_batch_writer
+from consumer.pipeline.store import Progress, Store
 from kernel import logs
 from kernel.aws import Clients, describe, open_clients
 from kernel.errors import ConfigError
-from kernel.handlers import Handler, Item, load_handler
+from kernel.handlers import Handler, load_handler
 from kernel.logs import get as get_logger
 
 # Of the time left when an invocation starts, keep this share (within these bounds) to answer.
@@ -124,52 +118,6 @@ def batches(event: Mapping[str, Any], default_stream: str) -> list[Batch]:
     return list(by_shard.values())
 
 
-def tracking(writer: BatchWriter, key_names: Sequence[str], durable: set[Key]) -> BatchWriter:
-    """``writer`` that also adds the key of every item DynamoDB accepted to ``durable``."""
-
-    async def write(table: str, items: Sequence[Item]) -> list[Item]:
-        left = await writer(table, items)
-        pending = {item_key(item, key_names) for item in left}
-        durable.update(k for k in (item_key(i, key_names) for i in items) if k not in pending)
-        return left
-
-    return write
-
-
-def accepting(writer: BatchWriter, key_names: Sequence[str], accepted: set[int]) -> BatchWriter:
-    """``writer`` that also adds the ``id`` of every item DynamoDB accepted to ``accepted``
-    (the batch sink sends the caller's own item objects; what is left unprocessed is matched
-    by key, unique within a request)."""
-
-    async def write(table: str, items: Sequence[Item]) -> list[Item]:
-        left = await writer(table, items)
-        if not left:
-            accepted.update(map(id, items))
-        else:
-            pending = {item_key(item, key_names) for item in left}
-            accepted.update(id(i) for i in items if item_key(i, key_names) not in pending)
-        return left
-
-    return write
-
-
-def durable_items(
-    items: Sequence[Item], key_names: Sequence[str], accepted: set[int]
-) -> list[bool]:
-    """Per item: stored (its ``id`` in ``accepted``), or merged away under a later item of its
-    key that was stored. The batch sink writes a key's items newest first and goes back to an
-    older one only when the newer was refused, so what a stored item merged away is exactly
-    the items of its key before it."""
-    newest_stored: dict[Key, int] = {}
-    for position, item in enumerate(items):
-        if id(item) in accepted:
-            newest_stored[item_key(item, key_names)] = position
-    return [
-        newest_stored.get(item_key(item, key_names), -1) >= position
-        for position, item in enumerate(items)
-    ]
-
-
 def lowest(sequence_numbers: Iterable[str]) -> str | None:
     return min(sequence_numbers, key=int, default=None)
 
@@ -201,7 +149,6 @@ class Runtime:
         )
         self._writer = botocore_batch_writer(self._clients.dynamodb)
         self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
-        self._dead_letter_slots = asyncio.Semaphore(DEAD_LETTER_CONCURRENCY)
         try:  # once per execution environment: the table's key, checked against the handler's
             self.key_names: tuple[str, ...] = self._loop.run_until_complete(
                 table_key_names(
@@ -213,6 +160,14 @@ class Runtime:
                 self._log.error("configuration_error", error=str(exc))
             self.close()
             raise
+        self._store = Store.over(
+            self._writer,
+            table=self.settings.table,
+            key_names=self.key_names,
+            dlq_table=self.settings.dlq_table,
+            write_slots=self._write_slots,
+            metrics=self.metrics,
+        )
 
     def close(self) -> None:
         try:
@@ -229,24 +184,6 @@ class Runtime:
         failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed if seq]}
 
-    def _items_sink(self, accepted: set[int]) -> BatchSink:
-        return BatchSink(
-            accepting(self._writer, self.key_names, accepted),
-            self.settings.table,
-            self.key_names,
-            concurrency=self._write_slots,
-            metrics=self.metrics,
-        )
-
-    def _dead_letter_sink(self, lettered: set[Key]) -> BatchSink:
-        return BatchSink(
-            tracking(self._writer, deadletter.KEY_NAMES, lettered),
-            self.settings.dlq_table,
-            deadletter.KEY_NAMES,
-            concurrency=self._dead_letter_slots,
-            metrics=self.metrics,
-        )
-
     async def _process(self, batch: Batch, deadline: float | None) -> str | None:
         """Write one shard's records; the lowest sequence number not done, or None."""
         started = time.perf_counter()
@@ -261,46 +198,22 @@ class Runtime:
             log,
             self.metrics.handler_errors.labels(batch.stream),
         )
-        items, origins = converted.items, converted.origins
-        dead = batch.undecodable + converted.dead
-        accepted: set[int] = set()  # ids of the items DynamoDB stored
-        lettered: set[Key] = set()  # keys of the dead letters stored
+        progress = Progress(converted, batch.undecodable + converted.dead)
         # Items and dead letters in parallel: each gets the whole budget.
-        refused, _ = await asyncio.gather(
-            self._write_items(batch, items, accepted, deadline, log),
-            self._dead_letter(batch, dead, lettered, deadline, log),
+        (refused_letters, progress.refused), _ = await asyncio.gather(
+            self._write_items(batch, progress, deadline, log),
+            self._dead_letter(progress, 0, deadline, log),
         )
         # Items DynamoDB will never take (ValidationException) become dead letters, as in the
         # worker: one per item, each done once its own dead letter is stored.
-        if refused:
-            origin_of = {id(item): origin for item, origin in zip(items, origins, strict=True)}
-            letters: list[DeadLetter] = []
-            for refusal in refused:
-                record, sub = origin_of[id(refusal.item)]
-                letters.append(
-                    dead_letter(
-                        batch.stream, batch.shard_id, record, refusal.reason, refusal.detail, sub
-                    )
-                )
-            await self._dead_letter(batch, letters, lettered, deadline, log)
-            dead += letters
-
-        # A Kinesis record is done when every item it gave is durable, and every dead letter
-        # it gave (refused items included) is stored.
-        undone = {d.sequence_number for d in dead if (d.shard_id, d.position) not in lettered}
-        refused_ids = {id(refusal.item) for refusal in refused}
-        durable = durable_items(items, self.key_names, accepted)
-        undone.update(
-            record["SequenceNumber"]
-            for item, (record, _), done in zip(items, origins, durable, strict=True)
-            if not done and id(item) not in refused_ids
-        )
-        retry_from = lowest(undone)
+        if refused_letters:
+            await self._dead_letter(progress, progress.add_letters(refused_letters), deadline, log)
+        retry_from = lowest(progress.undone())
         log.info(
             "lambda_batch_processed",
             records=len(batch.records),
-            items=len(items),
-            dead_letters=len(dead),
+            items=len(converted.items),
+            dead_letters=len(progress.letters),
             retry_from=retry_from,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -309,44 +222,37 @@ class Runtime:
     async def _write_items(
         self,
         batch: Batch,
-        items: list[Item],
-        accepted: set[int],
+        progress: Progress,
         deadline: float | None,
         log: FilteringBoundLogger,
-    ) -> list[Refused]:
-        table = self.settings.table
-        sink = self._items_sink(accepted)
-        written = self.metrics.records_written.labels(batch.stream)
+    ) -> tuple[list[DeadLetter], list[int]]:
         try:
             async with asyncio.timeout_at(deadline):
-                return await sink.write(items, written.inc)
+                return await self._store.items(
+                    progress.converted, batch.stream, batch.shard_id, progress.items_durable
+                )
         except Exception as exc:  # incl. the deadline: what is stored is known, the rest retried
             # (items refused before the failure are not dead-lettered now: not done either)
-            log.error("batch_write_failed", table=table, error=cause(exc))
-            return []
+            log.error("batch_write_failed", table=self.settings.table, error=cause(exc))
+            return [], []
 
     async def _dead_letter(
-        self,
-        batch: Batch,
-        dead: list[DeadLetter],
-        lettered: set[Key],
-        deadline: float | None,
-        log: FilteringBoundLogger,
+        self, progress: Progress, start: int, deadline: float | None, log: FilteringBoundLogger
     ) -> None:
-        if not dead:
+        """Store ``progress.letters[start:]``."""
+        letters = progress.letters[start:]
+        if not letters:
             return
         table = self.settings.dlq_table
-        sink = self._dead_letter_sink(lettered)
         try:
             async with asyncio.timeout_at(deadline):
-                refused = await sink.write([letter.to_item() for letter in dead])
+                refused = await self._store.letters(letters, progress.letters_stored(start))
             if refused:  # the dead-letter table refusing is misconfiguration: retry later
                 log.error("dead_letter_write_refused", table=table, detail=refused[0].detail)
         except Exception as exc:
             log.error("dead_letter_write_failed", table=table, error=cause(exc))
-        done = [d for d in dead if (d.shard_id, d.position) in lettered]
-        for letter in done:
-            self.metrics.records_dead_lettered.labels(batch.stream, letter.reason).inc()
+        stored = progress.stored[start : start + len(letters)]
+        done = [letter for letter, ok in zip(letters, stored, strict=True) if ok]
         if done:
             log.warning("records_dead_lettered", count=len(done), first_reason=done[0].reason)
 

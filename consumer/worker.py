@@ -25,9 +25,10 @@ from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
-from consumer.pipeline import deadletter, telemax
+from consumer.pipeline import telemax
 from consumer.pipeline.keys import table_key_names
-from consumer.pipeline.sink import BatchSink, BatchWriter, botocore_batch_writer
+from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
+from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Lineage
 from consumer.shard.processing import ShardContext
@@ -152,18 +153,12 @@ class Worker:
             stream=settings.stream,
             worker_id=settings.worker_id,
             handler=handler,
-            sink=BatchSink(
+            store=Store.over(
                 writer,
-                settings.table,
-                key_names,
-                concurrency=write_slots,
-                metrics=self.metrics,
-            ),
-            dead_letters=BatchSink(
-                writer,
-                settings.dlq_table,
-                deadletter.KEY_NAMES,
-                concurrency=asyncio.Semaphore(4),
+                table=settings.table,
+                key_names=key_names,
+                dlq_table=settings.dlq_table,
+                write_slots=write_slots,
                 metrics=self.metrics,
             ),
             metrics=self.metrics,

@@ -135,10 +135,10 @@ async def _write(
 ) -> None:
     if not pending:
         return
-    refused = {id(r.item): r.reason for r in await sink.write([item for _, item in pending])}
-    for letter, item in pending:
-        if id(item) in refused:
-            report.still_failing[refused[id(item)]] += 1
+    refused = {r.position: r.reason for r in await sink.write([item for _, item in pending])}
+    for position, (letter, _) in enumerate(pending):
+        if position in refused:
+            report.still_failing[refused[position]] += 1
             continue
         # Written durably: the dead letter has done its job.
         await clients.dynamodb.delete_item(

@@ -4,9 +4,11 @@ Each record is de-aggregated (KPL), each user record goes through the handler. A
 cannot be de-aggregated, and every user record the handler refuses, becomes a dead letter
 with its sequence and sub-sequence numbers.
 
-Resuming from a checkpoint ``(sequence number, sub-sequence number)`` reads *at* that
-sequence number (KCL's semantics): the user records of that record up to the checkpointed
-sub-sequence number were done before and are skipped here.
+The resume rule, here and nowhere else: resuming from a checkpoint ``(sequence number,
+sub-sequence number)`` reads *at* that sequence number (KCL's semantics; the reader asks for
+``AT_SEQUENCE_NUMBER`` until it has delivered something), and of the record there the user
+records up to the checkpointed sub-sequence number were done before and are skipped: all of a
+plain record, part of a KPL aggregate. ``resume_after`` is given for the first batch only.
 
 With the shard's hash range (``hash_range``), KPL user records routed to another shard (the
 KCL's duplicate filter after a reshard, see ``kernel.kpl.decode``) become neither items
@@ -81,7 +83,14 @@ def convert(
         items.append(item)
         origins.append((record, sub))
 
-    for record in records:
+    todo = records
+    done = -1  # user records of the first record up to this sub-sequence number were done
+    if resume_after is not None and records and records[0]["SequenceNumber"] == resume_after[0]:
+        done = resume_after[1]
+        if records[0]["Data"][:4] != MAGIC:
+            todo = records[1:]  # a plain record has one user record, sub-sequence 0: done
+
+    for record in todo:
         data: bytes = record["Data"]
         if data[:4] != MAGIC:  # the common case: one user record, sub-sequence 0
             last_sub = 0
@@ -94,11 +103,9 @@ def convert(
             dead.append(dead_letter(stream, shard_id, record, exc.reason, exc.detail))
             continue
         last_sub = users[-1].sub_sequence if users else 0
-        done = -1
-        if resume_after is not None and record["SequenceNumber"] == resume_after[0]:
-            done = resume_after[1]
+        skip = done if record is records[0] else -1
         for user in users:
-            if user.sub_sequence <= done:
+            if user.sub_sequence <= skip:
                 continue
             if hash_range is not None and not in_hash_range(user, hash_range):
                 outside += 1  # a copy the KPL sent again to the right shard

@@ -48,11 +48,21 @@ def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refused:
-    """An item DynamoDB will never accept, with its error."""
+    """An item DynamoDB will never accept, with its error. ``position``: where it stood in the
+    items given to :meth:`BatchSink.write`, so the caller finds what it came from."""
 
+    position: int
     item: Item
     reason: str
     detail: str
+
+
+# ``on_durable(positions)``: these positions of the items given to ``write`` are now durable
+OnDurable = Callable[[Sequence[int]], None]
+
+
+def _ignore(positions: Sequence[int]) -> None:
+    pass
 
 
 def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
@@ -62,23 +72,25 @@ def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
 
 def versions_by_key(
     items: Sequence[Item], key_names: Sequence[str]
-) -> tuple[dict[tuple[Any, ...], list[Item]], list[Refused]]:
-    """Each key's items in the order given (the last is the newest), keys in order of first
-    appearance. Items without every key attribute can never be written: they come back
-    refused."""
-    by_key: dict[tuple[Any, ...], list[Item]] = {}
+) -> tuple[dict[tuple[Any, ...], list[int]], list[Refused]]:
+    """The positions of each key's items in the order given (the last is the newest), keys in
+    order of first appearance. Items without every key attribute can never be written: they
+    come back refused."""
+    by_key: dict[tuple[Any, ...], list[int]] = {}
     keyless: list[Refused] = []
-    for item in items:
+    for position, item in enumerate(items):
         try:
             key = item_key(item, key_names)
         except (KeyError, StopIteration, AttributeError):
-            keyless.append(Refused(item, "missing_key", f"needs key attributes {key_names}"))
+            keyless.append(
+                Refused(position, item, "missing_key", f"needs key attributes {key_names}")
+            )
             continue
         versions = by_key.get(key)
         if versions is None:
-            by_key[key] = [item]
+            by_key[key] = [position]
         else:
-            versions.append(item)
+            versions.append(position)
     return by_key, keyless
 
 
@@ -87,7 +99,7 @@ def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item],
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
     by_key, keyless = versions_by_key(items, key_names)
-    return [versions[-1] for versions in by_key.values()], keyless
+    return [items[versions[-1]] for versions in by_key.values()], keyless
 
 
 def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
@@ -116,24 +128,22 @@ class BatchSink:
         self._latency = metrics.batch_write_seconds.labels(table)
         self._retried = metrics.unprocessed_retries.labels(table)
 
-    async def write(
-        self, items: Sequence[Item], on_durable: Callable[[int], None] = lambda n: None
-    ) -> list[Refused]:
+    async def write(self, items: Sequence[Item], on_durable: OnDurable = _ignore) -> list[Refused]:
         """Store every item (last wins per key); return those DynamoDB refuses outright.
 
         Every item comes out either durable or refused: an item whose later version with the
         same key is refused is written itself in a further round (the last *accepted* version
-        wins). ``on_durable(n)`` is called as soon as ``n`` more of ``items`` are durable,
-        request by request, each item exactly once; items merged away count with the item
-        that replaced them, when that one is stored.
+        wins). ``on_durable(positions)`` is called as soon as more of ``items`` are durable,
+        request by request, each position exactly once; items merged away are durable with
+        the item that replaced them, when that one is stored.
         """
         versions, refused = versions_by_key(items, self.key_names)
         survivors = [newest[-1] for newest in versions.values()]
         while survivors:
             # A survivor stands for the older versions of its key still behind it: when it is
             # stored they are merged away under it, durable with it.
-            merged = {id(v[-1]): len(v) - 1 for v in versions.values() if len(v) > 1}
-            rejected = await self._write_round(survivors, merged, on_durable)
+            merged = {v[-1]: v[:-1] for v in versions.values() if len(v) > 1}
+            rejected = await _Round(self, items, merged, on_durable).write(survivors)
             refused += rejected
             survivors = []
             for refusal in rejected:  # the version before a refused one gets its turn
@@ -143,80 +153,6 @@ class BatchSink:
                     survivors.append(older[-1])
         return refused
 
-    async def _write_round(
-        self, items: Sequence[Item], merged: dict[int, int], on_durable: Callable[[int], None]
-    ) -> list[Refused]:
-        """Write items of distinct keys, in chunks, several chunks in flight."""
-        parts = chunks(items)
-        if len(parts) == 1:
-            return await self._write_chunk(parts[0], merged, on_durable)
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._write_chunk(p, merged, on_durable)) for p in parts]
-        except ExceptionGroup as failed:  # the same error as a one-chunk write raises
-            raise failed.exceptions[0] from None
-        return [refusal for task in tasks for refusal in task.result()]
-
-    async def _write_chunk(
-        self, items: Sequence[Item], merged: dict[int, int], on_durable: Callable[[int], None]
-    ) -> list[Refused]:
-        backoff = self._backoff()
-        pending: Sequence[Item] = items
-        while pending:
-            try:
-                async with self._slots:
-                    started = time.perf_counter()
-                    left = await self._writer(self.table, pending)
-                    self._latency.observe(time.perf_counter() - started)
-            except Exception as exc:
-                action = classify(exc)
-                if action is Action.RETRY:
-                    self._count_error(exc)
-                    await backoff.sleep()
-                    continue
-                if error_code(exc) == "ValidationException":
-                    # DynamoDB refuses the request for what some item holds: find which.
-                    return await self._bisect(pending, exc, merged, on_durable)
-                raise  # access denied, missing table, a bug: not the items' fault
-            if left:  # as the caller's own objects (botocore's are copies), found by key
-                left = self._originals(pending, left)
-            if len(left) < len(pending):
-                on_durable(self._durable_count(pending, left, merged))
-            if left:
-                self._retried.inc(len(left))
-                await backoff.sleep()
-            else:
-                backoff.reset()
-            pending = left
-        return []
-
-    def _originals(self, sent: Sequence[Item], left: Sequence[Item]) -> list[Item]:
-        """``left`` (items DynamoDB did not process) as the objects that were sent."""
-        by_key = {item_key(item, self.key_names): item for item in sent}
-        return [by_key.get(item_key(item, self.key_names), item) for item in left]
-
-    @staticmethod
-    def _durable_count(sent: Sequence[Item], left: Sequence[Item], merged: dict[int, int]) -> int:
-        """Items now durable: those stored, and the older versions merged away under them."""
-        count = len(sent) - len(left)
-        if merged:
-            not_stored = {id(item) for item in left}
-            count += sum(merged.get(id(item), 0) for item in sent if id(item) not in not_stored)
-        return count
-
-    async def _bisect(
-        self,
-        items: Sequence[Item],
-        exc: Exception,
-        merged: dict[int, int],
-        on_durable: Callable[[int], None],
-    ) -> list[Refused]:
-        if len(items) == 1:
-            return [Refused(items[0], "rejected_by_dynamodb", describe(exc))]
-        middle = len(items) // 2
-        first = await self._write_chunk(items[:middle], merged, on_durable)
-        return first + await self._write_chunk(items[middle:], merged, on_durable)
-
     def _count_error(self, exc: BaseException) -> None:
         if is_throttle(exc):
             self._metrics.throttles.labels("BatchWriteItem").inc()
@@ -224,3 +160,91 @@ class BatchSink:
             "BatchWriteItem", error_code(exc) or type(exc).__name__
         ).inc()
         self._on_error(exc)
+
+
+class _Round:
+    """One round of a write: items of distinct keys (named by position), in chunks, several
+    chunks in flight."""
+
+    def __init__(
+        self,
+        sink: BatchSink,
+        items: Sequence[Item],
+        merged: dict[int, list[int]],
+        on_durable: OnDurable,
+    ) -> None:
+        self._sink = sink
+        self._items = items
+        self._merged = merged
+        self._on_durable = on_durable
+
+    async def write(self, positions: list[int]) -> list[Refused]:
+        parts = [
+            positions[i : i + MAX_BATCH_ITEMS] for i in range(0, len(positions), MAX_BATCH_ITEMS)
+        ]
+        if len(parts) == 1:
+            return await self._write_chunk(parts[0])
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._write_chunk(part)) for part in parts]
+        except ExceptionGroup as failed:  # the same error as a one-chunk write raises
+            raise failed.exceptions[0] from None
+        return [refusal for task in tasks for refusal in task.result()]
+
+    async def _write_chunk(self, positions: list[int]) -> list[Refused]:
+        sink, items = self._sink, self._items
+        backoff = sink._backoff()
+        pending = positions
+        while pending:
+            try:
+                async with sink._slots:
+                    started = time.perf_counter()
+                    left = await sink._writer(sink.table, [items[p] for p in pending])
+                    sink._latency.observe(time.perf_counter() - started)
+            except Exception as exc:
+                action = classify(exc)
+                if action is Action.RETRY:
+                    sink._count_error(exc)
+                    await backoff.sleep()
+                    continue
+                if error_code(exc) == "ValidationException":
+                    # DynamoDB refuses the request for what some item holds: find which.
+                    return await self._bisect(pending, exc)
+                raise  # access denied, missing table, a bug: not the items' fault
+            # What DynamoDB left unprocessed (botocore's copies), as positions, found by key.
+            still = self._positions_of(pending, left) if left else []
+            if len(still) < len(pending):
+                self._on_durable(self._durable(pending, still))
+            if still:
+                sink._retried.inc(len(still))
+                await backoff.sleep()
+            else:
+                backoff.reset()
+            pending = still
+        return []
+
+    def _positions_of(self, sent: list[int], left: Sequence[Item]) -> list[int]:
+        key_names = self._sink.key_names
+        by_key = {item_key(self._items[p], key_names): p for p in sent}
+        return [by_key[item_key(item, key_names)] for item in left]
+
+    def _durable(self, sent: list[int], left: list[int]) -> list[int]:
+        """Positions now durable: those stored, and the older versions merged away under them."""
+        if left:
+            not_stored = set(left)
+            stored = [p for p in sent if p not in not_stored]
+        else:
+            stored = sent
+        if not self._merged:
+            return stored
+        merged = self._merged
+        return stored + [older for p in stored for older in merged.get(p, ())]
+
+    async def _bisect(self, positions: list[int], exc: Exception) -> list[Refused]:
+        if len(positions) == 1:
+            (position,) = positions
+            item = self._items[position]
+            return [Refused(position, item, "rejected_by_dynamodb", describe(exc))]
+        middle = len(positions) // 2
+        first = await self._write_chunk(positions[:middle])
+        return first + await self._write_chunk(positions[middle:])

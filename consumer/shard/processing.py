@@ -29,10 +29,8 @@ from consumer.pipeline.convert import (
     Record,
     convert,
     convert_retrying,
-    dead_letter,
 )
-from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.sink import BatchSink
+from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
@@ -55,8 +53,7 @@ class ShardContext:
     stream: str
     worker_id: str
     handler: Handler
-    sink: BatchSink
-    dead_letters: BatchSink
+    store: Store
     metrics: Metrics
     checkpoint_interval_s: float
     parents_done: Callable[[frozenset[str]], Awaitable[bool]]  # reads the parents' leases
@@ -83,7 +80,6 @@ class ShardConsumer:
         self.lifecycle = Lifecycle()
         self._ctx = context
         self._log = get_logger(worker_id=context.worker_id, shard_id=self.shard_id)
-        self._written = context.metrics.records_written.labels(context.stream)
         self._outside_range = context.metrics.records_skipped.labels(
             context.stream, OUTSIDE_HASH_RANGE
         )
@@ -229,7 +225,7 @@ class ShardConsumer:
             self._ctx.handler,
             self._ctx.stream,
             self.shard_id,
-            self._ctx.sink.key_names,
+            self._ctx.store.key_names,
             self._resume_after,
             self._hash_range,
         )
@@ -248,38 +244,25 @@ class ShardConsumer:
         self._resume_after = None
         if converted.outside_range:
             self._outside_range.inc(converted.outside_range)
-        dead = converted.dead
-        refused = await self._ctx.sink.write(converted.items, self._count_written)
-        if refused:
-            origin_of = {
-                id(item): origin
-                for item, origin in zip(converted.items, converted.origins, strict=True)
-            }
-            for refusal in refused:
-                record, sub = origin_of[id(refusal.item)]
-                dead.append(
-                    dead_letter(
-                        self._ctx.stream, self.shard_id, record, refusal.reason, refusal.detail, sub
-                    )
-                )
+        store = self._ctx.store
+        refused_letters, _ = await store.items(
+            converted, self._ctx.stream, self.shard_id, self._note_written
+        )
+        dead = converted.dead + refused_letters
         if dead:
-            await self._dead_letter(dead)
-        self._durable = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
+            refused = await store.letters(dead)
+            if refused:  # the dead-letter table refusing is a bug or misconfiguration: stop here
+                raise DeadLetterRefused(
+                    f"dead-letter table refused {len(refused)} items: {refused[0].detail}"
+                )
+            self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
+        position = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
+        lease = self.held.lease
+        if position != (lease.checkpoint, lease.sub_sequence):  # not the resumed record alone
+            self._durable = position
 
-    def _count_written(self, count: int) -> None:
-        self._written.inc(count)
-        self._ctx.on_written(count)
-
-    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
-        refused = await self._ctx.dead_letters.write([letter.to_item() for letter in dead])
-        if refused:  # the dead-letter table refusing is a bug or misconfiguration: stop here
-            raise DeadLetterRefused(
-                f"dead-letter table refused {len(refused)} items: {refused[0].detail}"
-            )
-        counter = self._ctx.metrics.records_dead_lettered
-        for letter in dead:
-            counter.labels(self._ctx.stream, letter.reason).inc()
-        self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
+    def _note_written(self, positions: Sequence[int]) -> None:
+        self._ctx.on_written(len(positions))
 
     def _checkpoint_due_at(self) -> float | None:
         """When the next checkpoint is due (None: nothing to checkpoint). At most one per

@@ -28,7 +28,6 @@ from consumer.shard.discovery import Shard, child_from_api
 from kernel.aws import classify, error_code, is_throttle
 from kernel.backoff import Backoff
 from kernel.errors import Action
-from kernel.kpl import MAGIC
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -227,13 +226,10 @@ class ShardReader:
         self._next_call_at = next_call_at(
             self._clock(), pause_after(self._empty_answers, self._idle_poll_s)
         )
-        if records and self._resume_at:
-            # Read *at* the checkpoint: a plain record there was done; an aggregated one is
-            # passed on, and the consumer skips the user records already done.
-            self._resume_at = False
-            if records[0]["SequenceNumber"] == self._position and records[0]["Data"][:4] != MAGIC:
-                records = records[1:]
         if records:
+            # Read *at* the checkpoint until something is delivered; what of the record there
+            # was done is the convert stage's rule (``convert(resume_after=…)``).
+            self._resume_at = False
             self._position = records[-1]["SequenceNumber"]
             self._received.inc(len(records))
         if behind is not None:

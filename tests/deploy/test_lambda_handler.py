@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.lambda_handler import durable_items
 from consumer.pipeline.deadletter import position_key
 from consumer.pipeline.telemax import to_item
 from devkit.local import WorkerProcess
@@ -483,31 +482,3 @@ def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
     )
     assert f"kernel.errors.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]
     assert scan(dynamodb, orders) == [] and scan(dynamodb, tables.dlq_table) == []
-
-
-# --- done-ness item by item ----------------------------------------------------------------------
-
-
-def _item(key: str, n: int) -> dict[str, Any]:
-    return {"k": {"S": key}, "n": {"N": str(n)}}
-
-
-@pytest.mark.parametrize(
-    ("keys", "stored", "expected"),
-    [
-        pytest.param("ab", {1}, [False, True], id="distinct-keys"),
-        pytest.param("aa", {1}, [True, True], id="earlier-merged-under-stored-later"),
-        pytest.param("aa", {0}, [True, False], id="later-refused-earlier-stored"),
-        pytest.param("aa", set(), [False, False], id="none-stored"),
-        pytest.param("aaa", {1}, [True, True, False], id="middle-stored"),
-        pytest.param("abab", {0, 3}, [True, True, False, True], id="two-keys"),
-    ],
-)
-def test_durable_items_per_item_not_per_key(
-    keys: str, stored: set[int], expected: list[bool]
-) -> None:
-    """An item is durable when it, or a later item of its key, was stored: a stored earlier
-    item does not make a later one (refused, or not written) durable."""
-    items = [_item(key, n) for n, key in enumerate(keys)]
-    accepted = {id(items[n]) for n in stored}
-    assert durable_items(items, ("k",), accepted) == expected

@@ -146,6 +146,34 @@ def test_resuming_inside_an_aggregate_skips_the_user_records_done(done: int, exp
     assert ids == [f"HW-{n}" for n in range(4 - expected, 4)] + ["HW-9"]
 
 
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        pytest.param(5, [6], id="plain-record-at-the-checkpoint-done"),
+        pytest.param(4, [4, 6], id="checkpoint-record-trimmed-away"),
+    ],
+)
+def test_resuming_at_a_plain_record_skips_it(first: int, expected: list[int]) -> None:
+    """The reader reads *at* the checkpoint: the plain record there was done (its only user
+    record has sub-sequence 0); when it is gone (trimmed), nothing is skipped."""
+    records = [kinesis_record(reading(f"HW-{n}"), n) for n in (first, 6)]
+    converted = convert(records, to_item, STREAM, SHARD, resume_after=(f"{5:056d}", 0))
+    assert [i["hardwareID"]["S"] for i in converted.items] == [f"HW-{n}" for n in expected]
+    assert converted.last_sub == 0
+
+
+def test_only_the_first_record_can_be_the_checkpoint() -> None:
+    record = kinesis_record(reading("HW-5"), 5)
+    converted = convert(
+        [kinesis_record(reading("HW-6"), 6), record],
+        to_item,
+        STREAM,
+        SHARD,
+        resume_after=(record["SequenceNumber"], 0),
+    )
+    assert len(converted.items) == 2
+
+
 # -- the shard's hash range: KPL user records routed elsewhere are dropped and counted --------
 
 FIRST = (0, HALF - 1)  # the hash ranges of a two-shard stream

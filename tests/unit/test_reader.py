@@ -382,7 +382,7 @@ async def test_a_non_retryable_error_is_raised(op: str, error: Exception) -> Non
             seq(1),
             [],
             {"ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": seq(1)},
-            [2, 3],
+            [1, 2, 3],
             id="checkpoint-nothing-delivered",
         ),
         pytest.param(
@@ -419,11 +419,11 @@ async def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
     assert aws_errors(metrics, "ExpiredIteratorException") == 1
 
 
-async def test_a_plain_checkpoint_record_alone_then_expiry_resumes_after_it() -> None:
+async def test_the_checkpoint_record_alone_then_expiry_resumes_after_it() -> None:
     kinesis = kinesis_holding([rec(1)]).answer_next(GET_RECORDS, FROM_STREAM)
     kinesis.fail_next(GET_RECORDS, "ExpiredIteratorException")
     reader = make_reader(kinesis, seq(1))
-    assert [numbers(f) for f in await fetch_n(reader, 2)] == [[], []]
+    assert [numbers(f) for f in await fetch_n(reader, 2)] == [[1], []]
     assert kinesis.iterator_requests()[1] == {
         "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
         "StartingSequenceNumber": seq(1),
@@ -434,33 +434,39 @@ async def test_a_plain_checkpoint_record_alone_then_expiry_resumes_after_it() ->
 
 
 @pytest.mark.parametrize(
-    ("checkpoint", "answers", "delivered"),
+    ("checkpoint", "answers", "rebuilt_at"),
     [
-        pytest.param(seq(5), [[rec(5), rec(6)]], [[6]], id="plain-at-checkpoint-skipped"),
-        pytest.param(seq(5), [[aggregated(5), rec(6)]], [[5, 6]], id="aggregated-passed-on"),
-        pytest.param(seq(5), [[rec(7), rec(8)]], [[7, 8]], id="checkpoint-trimmed"),
-        pytest.param(seq(5), [[rec(5)]], [[]], id="only-the-checkpoint"),
-        pytest.param(seq(5), [[], [rec(5), rec(6)]], [[], [6]], id="after-an-empty-answer"),
-        pytest.param(seq(5), [[rec(6)], [rec(5)]], [[6], [5]], id="first-answer-only"),
-        pytest.param("TRIM_HORIZON", [[rec(5)]], [[5]], id="sentinel-skips-nothing"),
+        pytest.param(seq(5), [[rec(5), rec(6)]], False, id="delivered-then-after"),
+        pytest.param(seq(5), [[], []], True, id="nothing-delivered-still-at"),
+        pytest.param("TRIM_HORIZON", [[rec(5)]], False, id="sentinel"),
     ],
 )
-async def test_resume_rule(
-    checkpoint: str, answers: list[list[dict[str, Any]]], delivered: list[list[int]]
+async def test_reads_at_the_checkpoint_until_something_is_delivered(
+    checkpoint: str, answers: list[list[dict[str, Any]]], rebuilt_at: bool
 ) -> None:
+    """The reader delivers what it reads at the checkpoint, the record there included (what of
+    it was done is the convert stage's rule); an iterator rebuilt before anything was
+    delivered starts at the checkpoint again, after a delivery after the last record."""
     metrics = Metrics(STREAM)
     kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
     kinesis.answer_next(GET_RECORDS, *(answer(records) for records in answers))
+    kinesis.fail_next(GET_RECORDS, "ExpiredIteratorException")
+    kinesis.answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it2"})
+    kinesis.answer_next(GET_RECORDS, answer([]))
     reader = make_reader(kinesis, checkpoint, metrics=metrics)
-    assert [numbers(f) for f in await fetch_n(reader, len(answers))] == delivered
-    (request,) = kinesis.iterator_requests()
+    delivered = [numbers(f) for f in await fetch_n(reader, len(answers) + 1)]
+    assert delivered == [[int(r["SequenceNumber"]) for r in a] for a in answers] + [[]]
+    first, second = kinesis.iterator_requests()
     if checkpoint == "TRIM_HORIZON":
-        assert request == {"ShardIteratorType": "TRIM_HORIZON"}
+        assert first == {"ShardIteratorType": "TRIM_HORIZON"}
     else:
-        assert request == {
+        assert first == {
             "ShardIteratorType": "AT_SEQUENCE_NUMBER",
             "StartingSequenceNumber": seq(5),
         }
+    kind = "AT_SEQUENCE_NUMBER" if rebuilt_at else "AFTER_SEQUENCE_NUMBER"
+    if checkpoint != "TRIM_HORIZON" or not rebuilt_at:
+        assert second["ShardIteratorType"] == kind
     received = counter(metrics, "telemax_records_received_total", stream=STREAM)
     assert received == sum(map(len, delivered))
 
@@ -559,14 +565,6 @@ async def test_records_stay_charged_until_released() -> None:
     assert budget.in_use == 3
     budget.release(3)
     assert budget.in_use == 0
-
-
-async def test_a_skipped_checkpoint_record_is_not_charged() -> None:
-    budget = RecordBudget(100)
-    kinesis = kinesis_holding([rec(1), rec(2)])
-    (fetched,) = await fetch_n(make_reader(kinesis, seq(1), budget=budget), 1)
-    assert numbers(fetched) == [2]
-    assert budget.in_use == 1
 
 
 async def test_the_limit_asked_is_what_the_budget_grants() -> None:

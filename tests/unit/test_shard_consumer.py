@@ -21,6 +21,7 @@ from consumer.lease.model import SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter, telemax
 from consumer.pipeline.sink import BatchSink
+from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Reason, State
@@ -62,8 +63,11 @@ class Shop:
             stream="s",
             worker_id="me",
             handler=telemax.to_item,
-            sink=self._sink("TELEMAX", telemax.KEY_NAMES),
-            dead_letters=self._sink("dlq", deadletter.KEY_NAMES),
+            store=Store(
+                self._sink("TELEMAX", telemax.KEY_NAMES),
+                self._sink("dlq", deadletter.KEY_NAMES),
+                self.metrics,
+            ),
             metrics=self.metrics,
             checkpoint_interval_s=1.0,
             parents_done=self._parents_done,
@@ -420,3 +424,21 @@ async def consuming(shop: Shop) -> AsyncIterator[None]:
         consumer.cancel()
         beats.cancel()
         await asyncio.gather(consumer, beats, return_exceptions=True)
+
+
+@pytest.mark.parametrize("new_records", [0, 3])
+async def test_a_restart_at_the_checkpoint_redoes_nothing(new_records: int) -> None:
+    """Resumed at its checkpoint, a shard reads the checkpointed record again (the reader reads
+    *at* it) and neither stores it again nor writes the same checkpoint again."""
+    kinesis, _, _ = stream(closed=False, count=5)
+    done = kinesis.shards["P"].records[-1]["SequenceNumber"]
+    table = LeaseTable([lease("P", owner="me", counter=1, checkpoint=done)])
+    later = {f"s-{n}" for n in range(new_records)}
+    for hardware_id in sorted(later):
+        kinesis.put("P", reading(hardware_id))
+    shop = Shop(kinesis, table)
+    async with consuming(shop):
+        await asyncio.sleep(10)
+    assert shop.stored() == later
+    checkpoints = [w for w in table.writes if w.op == "checkpoint"]
+    assert len(checkpoints) == (1 if new_records else 0)

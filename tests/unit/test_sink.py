@@ -57,15 +57,21 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
 
 
 class Durable:
+    """What ``on_durable`` heard: the positions of each call, each position at most once."""
+
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.positions: set[int] = set()
 
-    def __call__(self, n: int) -> None:
-        self.calls.append(n)
+    def __call__(self, positions: Sequence[int]) -> None:
+        assert not self.positions & set(positions), "a position reported durable twice"
+        assert len(set(positions)) == len(positions)
+        self.calls.append(len(positions))
+        self.positions.update(positions)
 
     @property
     def total(self) -> int:
-        return sum(self.calls)
+        return len(self.positions)
 
 
 # --- dedupe / chunks ------------------------------------------------------------------------
@@ -218,7 +224,10 @@ async def test_refused_items_across_several_chunks() -> None:
     refused = await sink.write(batch, durable)
     assert isinstance(refused[0], Refused)
     assert sorted(r.item["hardwareID"]["S"] for r in refused) == sorted(bad)
-    assert all(any(r.item is i for i in batch) for r in refused)  # the caller's own objects
+    assert all(batch[r.position] is r.item for r in refused)  # the caller's own objects
+    # every position durable or refused, never both
+    assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
+    assert not durable.positions & {r.position for r in refused}
     assert len(writer.stored) == 57
     assert durable.total == len(batch) - len(refused)
 
@@ -380,7 +389,10 @@ async def test_versions_of_one_key_are_written_merged_or_refused(
     refused = await sink.write(batch, durable)
 
     assert sorted(r.item["Data1"]["S"] for r in refused) == expect_refused
-    assert all(any(r.item is i for i in batch) for r in refused)  # the caller's own objects
+    assert all(batch[r.position] is r.item for r in refused)  # the caller's own objects
+    # every position durable or refused, never both
+    assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
+    assert not durable.positions & {r.position for r in refused}
     assert all(r.reason == "rejected_by_dynamodb" for r in refused)
     if stored is None:
         assert KEY_1 not in writer.stored
@@ -442,5 +454,32 @@ async def test_refused_after_unprocessed_returns_the_callers_item() -> None:
     batch = [version("A"), item(2, "x"), version("B")]
     refused = await sink.write(batch, durable)
     assert [r.item for r in refused] == [batch[2]] and refused[0].item is batch[2]
+    assert refused[0].position == 2 and durable.positions == {0, 1}
     assert calls[-1] == ["A"]  # the earlier version written after the refusal
     assert durable.total == 2
+
+
+@pytest.mark.parametrize(
+    ("keys", "accepted", "expected"),
+    [
+        pytest.param("ab", {1}, [False, True], id="distinct-keys"),
+        pytest.param("aa", {1}, [True, True], id="earlier-merged-under-stored-later"),
+        pytest.param("aa", {0}, [True, False], id="later-refused-earlier-stored"),
+        pytest.param("aa", set(), [False, False], id="none-stored"),
+        pytest.param("aaa", {1}, [True, True, False], id="middle-stored"),
+        pytest.param("abab", {0, 3}, [True, True, False, True], id="two-keys"),
+    ],
+)
+async def test_durable_per_item_not_per_key(
+    keys: str, accepted: set[int], expected: list[bool]
+) -> None:
+    """A position is durable when its item, or a later item of its key, was stored: a stored
+    earlier item does not make a later one (refused) durable. DynamoDB here accepts the items
+    at ``accepted`` and refuses the others."""
+    batch = [item(ord(key), str(n)) for n, key in enumerate(keys)]
+    writer = ScriptedWriter(refuse=lambda i: int(i["Data1"]["S"]) not in accepted)
+    sink, _ = make_sink(writer)
+    durable = Durable()
+    refused = await sink.write(batch, durable)
+    assert [n in durable.positions for n in range(len(keys))] == expected
+    assert {r.position for r in refused} == set(range(len(keys))) - durable.positions
