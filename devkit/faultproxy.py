@@ -11,10 +11,12 @@ request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` head
   read timeout);
 - ``reset``: close the connection without answering;
 - ``lose_answer``: forward, then close the connection instead of passing the answer on (the
-  request was applied; the client sees a dropped connection and, botocore, sends it again).
+  request was applied; the client sees a dropped connection and, botocore, sends it again);
+- ``blackhole``: never answer, never forward (a network partition: the request hangs until
+  the client gives up; install it for ``"*"`` and remove it to heal).
 
-A rule applies with probability ``rate``, optionally only inside a time window and at most
-``limit`` times. Rules can be changed while the proxy runs. ``injected`` counts what was done.
+A rule applies with probability ``rate``, optionally only inside a time window, at most
+``limit`` times, and only to requests whose body ``body`` accepts. Rules can be changed while the proxy runs. ``injected`` counts what was done.
 
 With ``count_tables=True`` the proxy also tallies the DynamoDB traffic it forwards per table
 and operation (``table_tally()``): requests, and the items each carries — read items as the
@@ -33,7 +35,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -42,7 +44,7 @@ from aiohttp import web
 
 from devkit.local import LOCALHOST, free_port
 
-KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer")
+KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer", "blackhole")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 PAGED_READS = frozenset({"Scan", "Query"})
@@ -133,6 +135,7 @@ class Rule:
     after_s: float = 0.0  # active from this many seconds after the rule was installed …
     until_s: float | None = None  # … until this many (None: for ever)
     limit: int | None = None  # at most this many injections
+    body: Callable[[bytes], bool] | None = None  # only requests whose body this accepts
     used: int = 0
     installed_at: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -140,8 +143,10 @@ class Rule:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {KINDS}")
 
-    def applies(self, operation: str, now: float, rng: random.Random) -> bool:
+    def applies(self, operation: str, body: bytes, now: float, rng: random.Random) -> bool:
         if self.operation not in ("*", operation):
+            return False
+        if self.body is not None and not self.body(body):
             return False
         age = now - self.installed_at
         if age < self.after_s or (self.until_s is not None and age >= self.until_s):
@@ -203,15 +208,22 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(timeout=10)
 
-    def _pick(self, operation: str) -> Rule | None:
+    def _pick(self, operation: str, body: bytes) -> Rule | None:
         now = time.monotonic()
         with self._lock:
             for rule in self._rules:
-                if rule.applies(operation, now, self._rng):
+                if rule.applies(operation, body, now, self._rng):
                     rule.used += 1
                     self.injected[(operation, rule.kind)] += 1
                     return rule
         return None
+
+    async def _while_installed(self, rule: Rule) -> None:
+        while not self._stopped.is_set():
+            with self._lock:
+                if not any(r.installed_at == rule.installed_at for r in self._rules):
+                    return
+            await asyncio.sleep(0.05)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -243,15 +255,17 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "?"
-        rule = self._pick(operation)
+        rule = self._pick(operation, body)
         if rule is None:
             return await self._forward(request, body, operation)
         if rule.kind == "lose_answer":
             await self._forward(request, body, operation)
-        if rule.kind in ("reset", "lose_answer"):
+        if rule.kind in ("reset", "lose_answer", "blackhole"):
             if request.transport is not None:
                 request.transport.abort()
             raise web.HTTPServiceUnavailable()  # never seen: the connection is gone
+        if rule.kind == "blackhole":
+            await self._while_installed(rule)  # then the connection drops: the client retries
         if rule.kind == "delay":
             await asyncio.sleep(rule.delay_s)
             return await self._forward(request, body, operation)

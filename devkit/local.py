@@ -109,14 +109,30 @@ def wait_for_http(url: str, timeout: float, proc: subprocess.Popen[Any] | None =
             time.sleep(0.05)
 
 
+def metrics_text(port: int, timeout: float = 2.0) -> str:
+    """The Prometheus text a local process serves on ``port``."""
+    with urllib.request.urlopen(f"http://{LOCALHOST}:{port}/metrics", timeout=timeout) as answer:
+        return str(answer.read().decode())
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """A sample in Prometheus text, summed over the series that carry ``labels``; 0 if none."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
 def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
     """Prometheus text at ``url`` -> {sample name: value summed over labels}."""
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         text = answer.read().decode()
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        for s in family.samples:
+            totals[s.name] = totals.get(s.name, 0.0) + s.value
     return totals
 
 

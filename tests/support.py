@@ -3,7 +3,6 @@ endpoint, worker and CLI processes, synchronous botocore clients for assertions,
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 
 from consumer.adapters import fastpath
-from devkit.local import LOCALHOST, WorkerProcess, aws_env, free_port, local_client
+from devkit.local import WorkerProcess, aws_env, local_client
 from kernel.aws import Clients
 
 LEASE_DURATION_S = 4.0
@@ -258,70 +257,6 @@ def worker_events(*workers: WorkerProcess) -> list[Event]:
             at = datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00")).timestamp()
             found.append(Event(at, worker.worker_id, data["event"], data))
     return sorted(found, key=lambda e: e.at)
-
-
-class BlackholeProxy:
-    """A TCP proxy on 127.0.0.1 to ``target`` that can start dropping everything.
-
-    While ``dropping`` is set, bytes in both directions are discarded and new connections are
-    accepted but never forwarded: to the client the peer is unreachable, requests just hang
-    (like a network partition, not a refused connection).
-    """
-
-    def __init__(self, target: str) -> None:
-        host, _, port = target.removeprefix("http://").partition(":")
-        self._target = (host, int(port))
-        self.port = free_port()
-        self.dropping = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="proxy", daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, LOCALHOST, self.port)
-        )
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-
-    async def _handle(
-        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while self.dropping.is_set():  # accepted, never forwarded
-                if not await client_in.read(65536):
-                    return
-            target_in, target_out = await asyncio.open_connection(*self._target)
-        except OSError:
-            client_out.close()
-            return
-        await asyncio.gather(
-            self._pump(client_in, target_out),
-            self._pump(target_in, client_out),
-            return_exceptions=True,
-        )
-        for writer in (client_out, target_out):
-            writer.close()
-
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            if not self.dropping.is_set():
-                sink.write(data)
-                await sink.drain()
 
 
 ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, or FastItems

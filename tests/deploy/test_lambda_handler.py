@@ -22,11 +22,11 @@ import pytest
 
 from consumer.pipeline.deadletter import position_key
 from consumer.pipeline.telemax import to_item
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.local import WorkerProcess
 from kernel.kpl import MAGIC
 from kernel.kpl.encode import Entry, aggregate
 from tests.deploy.conftest import Tables, run, scan
-from tests.deploy.faults import aws_error, fault_proxy
 from tests.support import create_orders_table
 
 pytestmark = pytest.mark.integration
@@ -249,16 +249,16 @@ def test_bad_record_is_dead_lettered_and_refused_write_reported(
     event = synthetic_event(tables.stream, shard, payloads)
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
 
-    def refuse_marker(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
-        if target.endswith(".BatchWriteItem") and marker.encode() in body:
-            return aws_error(400, "AccessDeniedException")
-        return None
-
-    with fault_proxy(moto_endpoint, refuse_marker) as (proxy, injected):
+    refuse_marker = denied(lambda body: marker.encode() in body)
+    with FaultProxy(moto_endpoint, [refuse_marker]) as proxy:
         # One request in flight, so chunks are written in order and the answer is exact.
-        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy, "TELEMAX_WRITE_CONCURRENCY": "1"}
+        env = {
+            **tables.env,
+            "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint,
+            "TELEMAX_WRITE_CONCURRENCY": "1",
+        }
         (answer,) = invoke([event], env, tmp_path)
-    assert injected == ["AccessDeniedException"]
+    assert proxy.injected == {("BatchWriteItem", "error"): 1}
 
     # The bad record is in the dead-letter table with where it came from and why.
     (letter,) = scan(dynamodb, tables.dlq_table)
@@ -283,9 +283,10 @@ def test_bad_record_is_dead_lettered_and_refused_write_reported(
     assert stored_keys(dynamodb, tables.table) == {key_of(p) for p in payloads[1:]}
 
 
-def unprocessed(body: bytes) -> tuple[int, dict[str, Any]]:
-    """DynamoDB accepting none of the request's items (as when a partition is throttled)."""
-    return 200, {"UnprocessedItems": json.loads(body)["RequestItems"]}
+def denied(body: Callable[[bytes], bool]) -> Rule:
+    """BatchWriteItem requests whose body ``body`` accepts are denied (AccessDeniedException):
+    a write that fails in a way no retry fixes."""
+    return Rule("BatchWriteItem", "error", code="AccessDeniedException", status=400, body=body)
 
 
 @pytest.mark.timeout(60)
@@ -304,16 +305,21 @@ def test_answers_before_the_deadline_while_dynamodb_fails(
     event = synthetic_event(tables.stream, "shardId-000000000000", payloads)
     table = tables.table.encode()
 
-    def records_table_down(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
-        if not (target.endswith(".BatchWriteItem") and b'"' + table + b'"' in body):
-            return None
-        return unprocessed(body) if failure == "UnprocessedItems" else aws_error(500, failure)
+    def to_records_table(body: bytes) -> bool:
+        return b'"' + table + b'"' in body
 
+    # DynamoDB accepting none of the request's items (as when a partition is throttled), or
+    # failing: only for the records table
+    records_table_down = (
+        Rule("BatchWriteItem", "unprocessed", fraction=1.0, body=to_records_table)
+        if failure == "UnprocessedItems"
+        else Rule("BatchWriteItem", "error", code=failure, status=500, body=to_records_table)
+    )
     timeout_ms = 4000
-    with fault_proxy(moto_endpoint, records_table_down) as (proxy, injected):
-        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}
+    with FaultProxy(moto_endpoint, [records_table_down]) as proxy:
+        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint}
         (answer,) = invoke([event], env, tmp_path, timeout_ms=timeout_ms)
-    assert len(injected) > 3, "the sink should have kept retrying"
+    assert proxy.injected.total() > 3, "the sink should have kept retrying"
     assert answer["seconds"] < timeout_ms / 1000, "the handler ran into the function timeout"
     first = event["Records"][0]["kinesis"]["sequenceNumber"]
     assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": first}]}
@@ -378,18 +384,14 @@ def test_earlier_record_of_a_key_survives_the_later_ones_refusal(
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert to_item(LATER_REFUSED)["Data2"] == {"N": OVERFLOW.decode()}  # the handler lets it by
 
-    def deny_earlier(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
-        denied = earlier == "denied" and target.endswith(".BatchWriteItem")
-        if denied and b'"earlier"' in body and b'"later"' not in body:
-            return aws_error(400, "AccessDeniedException")
-        return None
-
-    with fault_proxy(moto_endpoint, deny_earlier) as (proxy, injected):
-        (answer,) = invoke([event], {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}, tmp_path)
+    deny_earlier = denied(lambda body: b'"earlier"' in body and b'"later"' not in body)
+    with FaultProxy(moto_endpoint, [deny_earlier] if earlier == "denied" else []) as proxy:
+        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint}
+        (answer,) = invoke([event], env, tmp_path)
 
     readings_stored = {key_of(orjson.dumps(reading(i))) for i in range(10) if i not in (3, 7)}
     if earlier == "denied":
-        assert injected == ["AccessDeniedException"]
+        assert proxy.injected == {("BatchWriteItem", "error"): 1}
         assert set(rows_of(dynamodb, tables.table)) == readings_stored
         # Record 3 was never written: Lambda must give it (and what follows) again. Record 7
         # is dead-lettered now or on that retry.
@@ -437,14 +439,11 @@ def test_a_refused_record_is_not_done_when_a_later_write_fails(
     event = synthetic_event(tables.stream, "shardId-000000000000", payloads)
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
 
-    def deny_x_first(target: str, body: bytes) -> tuple[int, dict[str, Any]] | None:
-        if target.endswith(".BatchWriteItem") and b'"x-first"' in body:
-            return aws_error(400, "AccessDeniedException")
-        return None
-
-    with fault_proxy(moto_endpoint, deny_x_first) as (proxy, injected):
-        (answer,) = invoke([event], {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy}, tmp_path)
-    assert injected == ["AccessDeniedException"]
+    deny_x_first = denied(lambda body: b'"x-first"' in body)
+    with FaultProxy(moto_endpoint, [deny_x_first]) as proxy:
+        env = {**tables.env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint}
+        (answer,) = invoke([event], env, tmp_path)
+    assert proxy.injected == {("BatchWriteItem", "error"): 1}
     assert rows_of(dynamodb, tables.table)[SHARED_KEY]["Data1"] == {"S": "earlier"}
     if seqs[2] not in letters_of(dynamodb, tables.dlq_table):
         assert answer["response"] == {"batchItemFailures": [{"itemIdentifier": seqs[2]}]}

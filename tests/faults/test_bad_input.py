@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from devkit.local import metrics_text, sample
 from kernel.kpl.encode import Entry, aggregate
-from tests.faults.test_faults import metrics_text, sample
 from tests.support import Stack, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,29 +12,13 @@ import urllib.request
 import pytest
 
 from devkit.faultproxy import Rule
+from devkit.local import metrics_text, sample
 from tests.faults.conftest import Faulty
 from tests.support import keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 RECORDS = 600
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """A metric in Prometheus text, summed over the series that carry ``labels``; 0 if none."""
-    wanted = {f'{k}="{v}"' for k, v in labels.items()}
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            head, _, value = line.rpartition(" ")
-            if wanted <= set(head[len(name) :].strip("{}").split(",")):
-                total += float(value)
-    return total
-
-
-def metrics_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
-        return str(answer.read().decode())
 
 
 CASES = [

@@ -8,9 +8,10 @@ import urllib.request
 
 import pytest
 
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.local import WorkerProcess
 from tests.fleet.conftest import LEASE_DURATION_S, Emulator
-from tests.support import BlackholeProxy, Stack, readings, wait_until, worker_events
+from tests.support import Stack, readings, wait_until, worker_events
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,8 +34,7 @@ def test_a_worker_cut_off_from_dynamodb_fences_itself_before_a_peer_takes_over(
     fleet: Stack,
 ) -> None:
     fleet.setup(shards=2)
-    proxy = BlackholeProxy(fleet.env["AWS_ENDPOINT_URL_DYNAMODB"])
-    try:
+    with FaultProxy(fleet.env["AWS_ENDPOINT_URL_DYNAMODB"]) as proxy:
         cut = fleet.worker("cut", AWS_ENDPOINT_URL_DYNAMODB=proxy.endpoint)
         wait_until(lambda: set(fleet.owners().values()) == {"cut"}, 20, "cut owns both shards")
         peer = fleet.worker("peer")
@@ -43,7 +43,7 @@ def test_a_worker_cut_off_from_dynamodb_fences_itself_before_a_peer_takes_over(
         fleet.put(readings(200))
 
         partitioned_at = time.time()
-        proxy.dropping.set()
+        proxy.set_rules([Rule("*", "blackhole")])  # a partition: requests hang
         wait_until(lambda: fleet.owners()[shard] == "peer", 3 * LEASE_DURATION_S, "peer takes")
         wait_until(lambda: not ready(cut), 15, "the cut worker reports not ready")
         wait_until(lambda: fleet.count() >= 200, 30, "every record stored by the peer")
@@ -65,13 +65,11 @@ def test_a_worker_cut_off_from_dynamodb_fences_itself_before_a_peer_takes_over(
         assert partitioned_at < fenced[0].at < taken[0].at, "fenced before the peer took over"
         assert not [e for e in events if e.worker == "peer" and e.name == "lease_lost"]
 
-        proxy.dropping.clear()  # the network comes back: ready again, and it takes work again
+        proxy.set_rules([])  # the network comes back: ready again, and it takes work again
         wait_until(lambda: ready(cut), 30, "the cut worker ready again")
         wait_until(lambda: owners(fleet) == ["cut", "peer"], 30, "rebalanced")
         assert cut.stop() == 0
         assert peer.stop() == 0
-    finally:
-        proxy.close()
 
 
 def test_an_expired_iterator_is_rebuilt_after_the_last_delivered_record(
