@@ -16,7 +16,8 @@ request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` head
   the client gives up; install it for ``"*"`` and remove it to heal).
 
 A rule applies with probability ``rate``, optionally only inside a time window, at most
-``limit`` times, and only to requests whose body ``body`` accepts. Rules can be changed while the proxy runs. ``injected`` counts what was done.
+``limit`` times, and only to requests whose body ``body`` accepts. Rules can be changed while
+the proxy runs. ``injected`` counts what was done.
 
 With ``count_tables=True`` the proxy also tallies the DynamoDB traffic it forwards per table
 and operation (``table_tally()``): requests, and the items each carries — read items as the
