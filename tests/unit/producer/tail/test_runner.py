@@ -20,7 +20,7 @@ from producer.tail.lines import LineChecker
 from producer.tail.machine import Line, TailMachine
 from producer.tail.runner import RejectFile, Tailer
 from producer.tail.sender import AckingSender
-from tests.unit.test_producer_sender import ScriptedKinesis
+from tests.unit.producer.tail.test_sender import ScriptedKinesis
 
 pytestmark = pytest.mark.timeout(10)
 

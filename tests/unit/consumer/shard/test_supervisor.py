@@ -17,7 +17,7 @@ from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.shard.supervisor import Changes, Running, ShardSupervisor, reconcile
 from consumer.testing import FakeKinesis, LeaseTable, client_error, lease, reading
-from tests.unit.test_shard_consumer import Shop, beat_forever
+from tests.unit.consumer.shard.test_shard_consumer import Shop, beat_forever
 
 A1, A2, B1 = object(), object(), object()  # holds: A1 and A2 are two holds of lease A
 

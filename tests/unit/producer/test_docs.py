@@ -13,7 +13,7 @@ import pytest
 from producer.cli import parser
 from producer.metrics import ProducerMetrics
 
-ROOT = Path(__file__).parent.parent.parent
+ROOT = Path(__file__).parents[3]
 DOCS = (ROOT / "README.md").read_text()
 
 

@@ -36,7 +36,7 @@ from consumer.testing import (
     lease,
     reading,
 )
-from tests.unit.test_kpl import aggregate_with_hash_keys
+from tests.unit.kernel.test_kpl import aggregate_with_hash_keys
 
 pytestmark = pytest.mark.looptime
 

@@ -14,7 +14,7 @@ from kernel.errors import InvalidRecord
 from kernel.handlers import Item
 from kernel.kpl.decode import MAX_HASH_KEY
 from kernel.kpl.encode import Entry, aggregate
-from tests.unit.test_kpl import HALF, aggregate_with_hash_keys, md5_key
+from tests.unit.kernel.test_kpl import HALF, aggregate_with_hash_keys, md5_key
 
 STREAM = "telemax-stream"
 SHARD = "shardId-000000000003"
