@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
-from kernel import logs
+from kernel import logs, options
 from kernel.errors import ConfigError
 from kernel.kpl.encode import DEFAULT_AGGREGATE_BYTES
 from kernel.logs import LOG_LEVELS
+from kernel.options import (
+    DEFAULT_HANDLER,
+    DEFAULT_STREAM,
+    Option,
+    choice,
+    handler_spec,
+    name,
+    optional_name,
+    port,
+)
 from producer.runtime import EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK, failure
 from producer.schemas import SCHEMAS
 from producer.tail import state
+from producer.tail.lines import JSON_ONLY
 
 PROG = "telemax-producer"
 T = TypeVar("T")
@@ -35,54 +45,91 @@ exit codes:
 """
 
 
-def _env(name: str, default: T, parse: Callable[[str], T]) -> T:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+GENERATE = "generate"
+TAIL = "tail"
+BOTH = frozenset({GENERATE, TAIL})
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0-65535 (0: no metrics server)")
-    return value
+def _handler_or_json(raw: str) -> str:
+    return JSON_ONLY if raw.strip() == JSON_ONLY else handler_spec(raw)
 
 
-def _level(raw: str) -> str:
-    if raw.lower() not in LOG_LEVELS:
-        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-    return raw.lower()
+# The settings that come from the environment as well as from flags (the rest are flags only).
+OPTIONS: tuple[Option, ...] = (
+    Option("stream", "TELEMAX_STREAM", DEFAULT_STREAM, name, "stream name", BOTH),
+    Option(
+        "metrics_port",
+        "TELEMAX_PRODUCER_METRICS_PORT",
+        "0",
+        port,
+        "serve Prometheus /metrics (and /healthz, /readyz) on this port; 0: none",
+        BOTH,
+        flag_name="--metrics-port",
+    ),
+    Option(
+        "metrics_host",
+        "TELEMAX_PRODUCER_METRICS_HOST",
+        "127.0.0.1",
+        name,
+        "address the metrics server binds",
+        BOTH,
+        flag_name="--metrics-host",
+    ),
+    Option(
+        "log_level",
+        "TELEMAX_LOG_LEVEL",
+        "info",
+        choice(LOG_LEVELS, lower=True),
+        ", ".join(LOG_LEVELS),
+        BOTH,
+    ),
+    Option(
+        "state_file",
+        "TELEMAX_TAIL_STATE_FILE",
+        None,
+        name,
+        "acknowledged offsets, for restarts (default $XDG_STATE_HOME/telemax/tail-state.json)",
+        frozenset({TAIL}),
+        flag_name="--state-file",
+    ),
+    Option(
+        "reject_file",
+        "TELEMAX_TAIL_REJECT_FILE",
+        "",
+        optional_name,
+        "where rejected lines go, as JSON lines with the reason (empty: "
+        "STATE-FILE-NAME.rejects.jsonl beside the state file)",
+        frozenset({TAIL}),
+        flag_name="--reject-file",
+    ),
+    Option(
+        "partition_key_field",
+        "TELEMAX_TAIL_PARTITION_KEY",
+        "hardwareID",
+        name,
+        "JSON field whose value is the partition key",
+        frozenset({TAIL}),
+        flag_name="--partition-key-field",
+    ),
+    Option(
+        "handler",
+        "TELEMAX_HANDLER",
+        DEFAULT_HANDLER,
+        _handler_or_json,
+        "validate lines with this record handler (module:function, the consumer's contract), "
+        f"or '{JSON_ONLY}' for any JSON object",
+        frozenset({TAIL}),
+    ),
+)
 
 
-def _common(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--stream",
-        default=_env("TELEMAX_STREAM", "telemax-stream", str),
-        help="stream name [env TELEMAX_STREAM, default telemax-stream]",
-    )
-    command.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=_env("TELEMAX_PRODUCER_METRICS_PORT", 0, _port),
-        help="serve Prometheus /metrics (and /healthz, /readyz) on this port; 0: none "
-        "[env TELEMAX_PRODUCER_METRICS_PORT, default 0]",
-    )
-    command.add_argument(
-        "--metrics-host",
-        default=_env("TELEMAX_PRODUCER_METRICS_HOST", "127.0.0.1", str),
-        help="address the metrics server binds [env TELEMAX_PRODUCER_METRICS_HOST, "
-        "default 127.0.0.1]",
-    )
-    command.add_argument(
-        "--log-level",
-        type=_level,
-        default=_env("TELEMAX_LOG_LEVEL", "info", _level),
-        help=f"{', '.join(LOG_LEVELS)} [env TELEMAX_LOG_LEVEL, default info]",
-    )
+def settle(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options' values in ``args``: flag, else environment, else default."""
+    found = options.values(OPTIONS, args.command, vars(args))
+    vars(args).update(found)
+    if args.command == TAIL and not getattr(args, "state_file", None):
+        args.state_file = str(state.default_path())
+    return args
 
 
 def _generate_options(gen: argparse.ArgumentParser) -> None:
@@ -107,31 +154,6 @@ def _generate_options(gen: argparse.ArgumentParser) -> None:
 
 def _tail_options(tail: argparse.ArgumentParser) -> None:
     tail.add_argument("paths", nargs="+", metavar="PATH", help="files or glob patterns (quoted)")
-    tail.add_argument(
-        "--state-file",
-        default=_env("TELEMAX_TAIL_STATE_FILE", str(state.default_path()), str),
-        help="acknowledged offsets, for restarts [env TELEMAX_TAIL_STATE_FILE, "
-        "default $XDG_STATE_HOME/telemax/tail-state.json]",
-    )
-    tail.add_argument(
-        "--reject-file",
-        default=_env("TELEMAX_TAIL_REJECT_FILE", None, str),
-        help="where rejected lines go, as JSON lines with the reason "
-        "[env TELEMAX_TAIL_REJECT_FILE, default: STATE-FILE-NAME.rejects.jsonl beside it]",
-    )
-    tail.add_argument(
-        "--partition-key-field",
-        default=_env("TELEMAX_TAIL_PARTITION_KEY", "hardwareID", str),
-        help="JSON field whose value is the partition key "
-        "[env TELEMAX_TAIL_PARTITION_KEY, default hardwareID]",
-    )
-    tail.add_argument(
-        "--handler",
-        default=_env("TELEMAX_HANDLER", "consumer.pipeline.telemax:to_item", str),
-        help="validate lines with this record handler (module:function, the consumer's "
-        "contract), or 'json' for any JSON object [env TELEMAX_HANDLER, default "
-        "consumer.pipeline.telemax:to_item]",
-    )
     tail.add_argument(
         "--initial-position",
         choices=("start", "end"),
@@ -184,7 +206,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(gen)
+    options.add_options(gen, OPTIONS, GENERATE)
     _generate_options(gen)
     tail = commands.add_parser(
         "tail",
@@ -192,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(tail)
+    options.add_options(tail, OPTIONS, TAIL)
     _tail_options(tail)
     return top
 
@@ -219,14 +241,14 @@ def _run_tail(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
-        args = parser().parse_args(argv)
-        if args.command == "generate":
+        args = settle(parser().parse_args(argv))
+        if args.command == GENERATE:
             return _run_generate(args)
         return _run_tail(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        code, line = failure(exc, args.stream if args else "?")
+        code, line = failure(exc, getattr(args, "stream", None) or "?")
         if code != EXIT_CONFIG and not isinstance(exc, ConfigError):
             logs.get().error("producer_failed", error=line)
         print(f"{PROG}: error: {line}", file=sys.stderr)

@@ -27,12 +27,10 @@ from producer.runtime import (
     stop_on_signals,
 )
 from producer.tail import state
-from producer.tail.lines import LineChecker, Validator
+from producer.tail.lines import JSON_ONLY, LineChecker, Validator
 from producer.tail.machine import Line, SavedFile, TailMachine
 from producer.tail.runner import RejectFile, Tailer
 from producer.tail.sender import AckingSender
-
-JSON_ONLY = "json"  # --handler value: any JSON object with a partition key
 
 
 def reject_path_for(state_path: Path) -> Path:

@@ -21,6 +21,7 @@ from producer.tail.machine import Line
 
 MAX_PARTITION_KEY_CHARS = 256  # Kinesis limit
 Validator = Callable[[bytes], object]
+JSON_ONLY = "json"  # the --handler value for: any JSON object with a partition key
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
