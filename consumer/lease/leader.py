@@ -26,13 +26,15 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Set as AbstractSet
 
 from consumer.config import Settings
 from consumer.lease.assign import Assign, Moves, paced, plan_moves
 from consumer.lease.held import Liveness
 from consumer.lease.members import Leadership, Member, MemberStore
 from consumer.lease.model import Lease, LeaseStore
-from consumer.lease.planner import Seen, collectable, is_expired, observe, observe_beats
+from consumer.lease.planner import Seen, collectable, is_expired, observe
+from consumer.lease.roster import Roster
 from consumer.metrics import Metrics
 from kernel.aws import describe
 from kernel.backoff import sleep_or_stop
@@ -97,12 +99,8 @@ class Leader:
     def _reset(self) -> None:
         self.table: dict[str, Lease] = {}  # the lease table as we know it
         self._counters: dict[str, Seen] = {}  # lease counters, for owners not members
-        self._beats: dict[str, Seen] = {}
-        self._incarnations: dict[str, str] = {}
-        self._ends: dict[str, int] = {}
-        self._revoking: dict[str, str] = {}  # lease key -> member asked to hand it back
-        self._beating: set[str] = set()  # members whose beat we have seen change
-        self._returned: dict[str, str] = {}  # lease key -> member that handed it back
+        s = self._settings
+        self._roster = Roster(s.worker_id, s.lease_duration_s, s.beat_interval_s)
         self._next_scan = 0.0
         self._next_sync = 0.0
         self._ended_at = -math.inf
@@ -259,111 +257,38 @@ class Leader:
         members = {member.worker_id: member for member in await self._members.members()}
         now = self._clock()
         self.members = members
-        before = self._beats
-        self._beats = observe_beats(before, members, now)
-        self._beating = {w for w in self._beating if w in members} | {
-            w
-            for w, seen in self._beats.items()
-            if w in before and before[w].counter != seen.counter
-        }
-        # Our own beat has landed (our incarnation's item): we need not watch it change. But
-        # not while another member may yet be seen beating (first seen less than two beat
-        # intervals ago, as after an election): we would be the only one to receive, and
-        # every free lease would come to us first, to be handed back later.
-        mine = members.get(self.me)
-        waiting = 2 * self._settings.beat_interval_s
-        others_pending = any(
-            now - seen.since <= waiting
-            for w, seen in self._beats.items()
-            if w != self.me and w not in self._beating
-        )
-        if (
-            mine is not None
-            and self._incarnation is not None
-            and mine.incarnation == self._incarnation()
-            and not others_pending
-        ):
-            self._beating.add(self.me)
-        gone = {
-            worker
-            for worker, member in members.items()
-            if member.leaving or is_expired(self._beats.get(worker), now, self._duration)
-        }
-        changed = self._note_restarts(members)
-        self._note_hand_backs(members, gone)
-        if any(member.ends > self._ends.get(worker, 0) for worker, member in members.items()):
+        roster = self._roster
+        mine = self._incarnation() if self._incarnation is not None else None
+        seen = roster.observe(members, self.table, now, mine)
+        for worker in sorted(seen.restarted):
+            self._log.info("member_restarted", member=worker)
+        if seen.ended:
             self._ended_at = now
             self._next_scan = min(self._next_scan, now + LEASE_RESCAN_S)
             self._next_sync = min(self._next_sync, now + LEASE_RESCAN_S)
-        self._ends = {worker: member.ends for worker, member in members.items()}
         if now >= self._next_scan:
             await self._scan(members)
         await self._sync_if_due(now)
-        if self._deposed is not None:
-            self._free_deposed(self._deposed, members)
-        draining = self._not_receiving(members, now) - gone
-        live = set(members) - gone - draining
+        if self._deposed is not None:  # it fenced itself: what names it is free
+            roster.free(self._deposed, self.table)
+            self._deposed = None
         moves = plan_moves(
             list(self.table.values()),
-            live=live,
-            gone=gone,
-            draining=draining,
-            returned=self._returned,
-            revoking=self._revoking,
+            live=seen.live,
+            gone=seen.gone,
+            draining=seen.draining,
+            returned=roster.returned,
+            revoking=roster.revoking,
             expired=lambda lease: is_expired(self._counters.get(lease.key), now, self._duration),
         )
         moved = await self._perform(paced(moves, MAX_MOVES_PER_ROUND))
-        self.busy = bool(moved or self._revoking or self._returned or gone or changed or draining)
+        pending = roster.revoking or roster.returned
+        self.busy = bool(moved or pending or seen.gone or seen.changed or seen.draining)
         if self._elected:
-            await self._regrant(live)
-        await self._name_successor(live)
-        await self._forget(members, gone)
+            await self._regrant(seen.live)
+        await self._name_successor(seen.live)
+        await self._forget(members, seen.gone)
         self._metrics.leader_round.labels(self._settings.stream).set(time.time())
-
-    def _free_deposed(self, deposed: str, members: Mapping[str, Member]) -> None:
-        """What names the leader we took over from is free (it fenced itself)."""
-        self._deposed = None
-        for lease in self.table.values():
-            if lease.owner == deposed and lease.key not in self._revoking:
-                self._returned[lease.key] = deposed
-
-    def _not_receiving(self, members: Mapping[str, Member], now: float) -> set[str]:
-        """Members that get nothing more but keep what they hold: stopping, late (dying or
-        cut off: a grant would wait for them), or not yet seen to beat by this leader (a
-        member that died just before we were elected looks alive for a lease duration)."""
-        late = 2 * self._settings.beat_interval_s
-        return {
-            worker
-            for worker, member in members.items()
-            if member.draining
-            or now - self._beats[worker].since > late
-            or worker not in self._beating
-        }
-
-    def _note_restarts(self, members: Mapping[str, Member]) -> bool:
-        """A member with a new incarnation holds nothing: what names it is handed back.
-        True when a member joined or restarted."""
-        changed = False
-        for worker, member in members.items():
-            before = self._incarnations.get(worker)
-            changed = changed or before != member.incarnation
-            if before is not None and before != member.incarnation:
-                self._log.info("member_restarted", member=worker)
-                for lease in self.table.values():
-                    if lease.owner == worker:
-                        self._returned[lease.key] = worker
-                        self._revoking.pop(lease.key, None)
-            self._incarnations[worker] = member.incarnation
-        return changed
-
-    def _note_hand_backs(self, members: Mapping[str, Member], gone: set[str]) -> None:
-        for key, worker in list(self._revoking.items()):
-            member = members.get(worker)
-            if member is None or worker in gone:
-                del self._revoking[key]  # its leases are free anyway
-            elif key not in member.revokes:
-                del self._revoking[key]
-                self._returned[key] = worker
 
     async def _scan(self, members: Mapping[str, Member]) -> None:
         scanned = await self._leases.list()
@@ -415,7 +340,7 @@ class Leader:
         )
         for (worker, keys), done in zip(moves.revoke.items(), asked, strict=True):
             for key in keys if done else ():
-                self._revoking[key] = worker
+                self._roster.revoking[key] = worker
         moved = sum(map(len, grants.values()))
         revoked = sum(map(len, moves.revoke.values()))
         if moved or revoked:
@@ -444,24 +369,26 @@ class Leader:
             self._log.warning("lease_assign_failed", shard_id=move.key, error=describe(exc))
             return False
         self.table[move.key] = lease
-        self._returned.pop(move.key, None)
+        self._roster.returned.pop(move.key, None)
         self._metrics.leases_assigned.labels(self._settings.stream).inc()
         return True
 
-    async def _regrant(self, live: set[str]) -> None:
+    async def _regrant(self, live: AbstractSet[str]) -> None:
         """Newly elected: grant every live member the leases that name it. A member restarted
         while nobody led holds nothing of what names it; one that holds a lease acknowledges
         it and carries on."""
         held: dict[str, set[str]] = {}
+        revoking = self._roster.revoking
         for lease in self.table.values():
-            if lease.owner in live and not lease.finished and lease.key not in self._revoking:
-                held.setdefault(lease.owner, set()).add(lease.key)
+            owner, free = lease.owner, not lease.finished and lease.key not in revoking
+            if owner is not None and owner in live and free:
+                held.setdefault(owner, set()).add(lease.key)
         await asyncio.gather(
             *(self._members.grant(self.members[w], frozenset(keys)) for w, keys in held.items())
         )
         self._elected = False
 
-    async def _name_successor(self, live: set[str]) -> None:
+    async def _name_successor(self, live: AbstractSet[str]) -> None:
         others = sorted(live - {self.me})
         successor = others[0] if others else None
         if successor == self._successor:
@@ -472,10 +399,9 @@ class Leader:
             await self._members.name_successor(self._successor, False)
         self._successor = successor
 
-    async def _forget(self, members: Mapping[str, Member], gone: set[str]) -> None:
+    async def _forget(self, members: Mapping[str, Member], gone: AbstractSet[str]) -> None:
         """Delete the items of gone members that no lease names any more."""
         owners = {lease.owner for lease in self.table.values()}
         for worker in sorted(gone - owners - {self.me}):
             if await self._members.forget(members[worker]):
-                self._beats.pop(worker, None)
-                self._incarnations.pop(worker, None)
+                self._roster.forget(worker)
