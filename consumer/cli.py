@@ -9,12 +9,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from consumer import config
 from consumer.config import Settings
 from kernel import logs
-from kernel.aws import config_error_from, open_clients
+from kernel.aws import AWS_ERRORS, config_error_from, open_clients
 from kernel.errors import ConfigError
 
 PROG = "telemax-consumer"
@@ -84,13 +82,13 @@ async def status_command(settings: Settings, _: argparse.Namespace) -> int:
     async with open_clients() as clients:
         try:
             leases = await LeaseRepository(clients.dynamodb, settings.lease_table).list()
-        except (BotoCoreError, ClientError) as exc:
+        except AWS_ERRORS as exc:
             what = f"DynamoDB lease table {settings.lease_table!r}"
             raise config_error_from(exc, what) or exc from None
         table = MemberRepository(clients.dynamodb, settings.member_table_name)
         try:
             members, leadership = await table.members(), await table.leader()
-        except (BotoCoreError, ClientError) as exc:
+        except AWS_ERRORS as exc:
             what = f"DynamoDB membership table {settings.member_table_name!r}"
             raise config_error_from(exc, what) or exc from None
     print(render(leases, settings.stream, settings.lease_table))
@@ -122,7 +120,7 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
                 reason=args.reason,
                 handler_spec=settings.handler,
             )
-        except (BotoCoreError, ClientError) as exc:
+        except AWS_ERRORS as exc:
             raise config_error_from(exc, what) or exc from None
     for line in report.lines():
         print(line)
@@ -184,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except (BotoCoreError, ClientError) as exc:
+    except AWS_ERRORS as exc:
         error = config_error_from(exc, "AWS")
         print(f"{PROG}: error: {error or exc}", file=sys.stderr)
         return 1

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# What an AWS call raises, whatever the outcome (besides OSError): callers catch this and ask
+# :func:`classify` (or :func:`config_error_from`) what it means, never botocore's classes.
+AWS_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
+
 
 THROTTLE_CODES = frozenset(
     {
@@ -138,6 +142,11 @@ def describe(exc: BaseException, limit: int = 300) -> str:
         text = f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def lacks_setup(exc: BaseException) -> bool:
+    """No credentials or no region: the machine is not set up for AWS at all."""
+    return isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError)
 
 
 def config_error_from(exc: BaseException, what: str) -> ConfigError | None:

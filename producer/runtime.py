@@ -9,17 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
 from structlog.typing import FilteringBoundLogger
 
 from kernel import probes
-from kernel.aws import config_error_from, error_code
+from kernel.aws import AWS_ERRORS, config_error_from, error_code, lacks_setup
 from kernel.errors import ConfigError
 from kernel.tasks import running
 from producer.metrics import ProducerMetrics
@@ -55,12 +48,9 @@ def failure(exc: BaseException, stream: str) -> tuple[int, str]:
     """(exit code, one line) for an exception that ended a run."""
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, str(exc)
-    if isinstance(exc, BotoCoreError | ClientError):
+    if isinstance(exc, AWS_ERRORS):
         error = config_error_from(exc, f"Kinesis stream {stream!r}") or exc
-        setup_problem = isinstance(
-            exc, NoCredentialsError | PartialCredentialsError | NoRegionError
-        )
-        if setup_problem or error_code(exc) in DENIED | {"ResourceNotFoundException"}:
+        if lacks_setup(exc) or error_code(exc) in DENIED | {"ResourceNotFoundException"}:
             return EXIT_CONFIG, str(error)  # no permission, stream deleted, no credentials
         return EXIT_INCOMPLETE, str(error)
     if isinstance(exc, OSError):

@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from devkit.local import LOCALHOST, free_port, stop_process, wait_for_http
 
@@ -75,3 +76,11 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulat
 @pytest.fixture
 def kinesalite(emulators: tuple[Emulator, Emulator]) -> Emulator:
     return emulators[0]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_found() -> Iterator[None]:
+    """A test that runs a command in process configures structlog for the process (a stream
+    pytest captures and later closes): the next test starts from structlog's defaults."""
+    yield
+    structlog.reset_defaults()

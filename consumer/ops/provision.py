@@ -7,10 +7,8 @@ import dataclasses
 import time
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from consumer.config import Settings
-from kernel.aws import Clients, config_error_from, error_code
+from kernel.aws import AWS_ERRORS, Clients, config_error_from, error_code
 from kernel.errors import ConfigError
 
 WAIT_TIMEOUT_S = 300.0
@@ -67,7 +65,7 @@ async def ensure_stream(clients: Clients, settings: Settings, report: Report) ->
     try:
         await kinesis.create_stream(StreamName=settings.stream, ShardCount=settings.shards)
         report.created.append(f"{what} ({settings.shards} shards)")
-    except ClientError as exc:
+    except AWS_ERRORS as exc:
         if error_code(exc) != "ResourceInUseException":
             raise config_error_from(exc, f"Kinesis {what}") or exc from None
         summary = await kinesis.describe_stream_summary(StreamName=settings.stream)
@@ -87,7 +85,7 @@ async def ensure_table(clients: Clients, spec: TableSpec, report: Report) -> Non
     try:
         await db.create_table(**spec.create_args())
         report.created.append(what)
-    except ClientError as exc:
+    except AWS_ERRORS as exc:
         if error_code(exc) != "ResourceInUseException":
             raise config_error_from(exc, f"DynamoDB {what}") or exc from None
         described = await db.describe_table(TableName=spec.name)

@@ -6,7 +6,10 @@ as many pre-built items) into a fresh table:
 
 - ceiling: pre-built items, aiobotocore BatchWriteItem, 32 in flight, no Kinesis;
 - baseline: Lambda-style, a thread per shard, GetRecords + boto3 ``batch_writer``;
-- ours: ``python -m consumer run``.
+- ours: ``python -m consumer run``;
+- before (with ``--before REV``): the same worker as of git revision REV (exported beside, run
+  with the same interpreter and settings), interleaved with ours so that drift of the machine
+  weighs on both: a change's cost, measured in one run.
 
 Per contender: records per wall-second (overall, and steady between 10 % and 90 % done),
 process CPU-seconds (user+sys) and records per CPU-second, time to the first stored record
@@ -39,7 +42,8 @@ from devkit.local import aws_env, free_port, local_client, scrape_or_nothing
 from tests.conftest import emulator
 from tests.support import readings
 
-CONTENDERS = ("ceiling", "baseline", "ours")
+CONTENDERS = ("ceiling", "baseline", "before", "ours")
+WORKERS = ("before", "ours")  # ``python -m consumer run``, of REV and of this tree
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -95,8 +99,16 @@ def setup(env: dict[str, str]) -> None:
 
 
 class Bench:
-    def __init__(self, records: int, shards: int, log_dir: Path, profile: bool = False) -> None:
+    def __init__(
+        self,
+        records: int,
+        shards: int,
+        log_dir: Path,
+        profile: bool = False,
+        before_dir: Path | None = None,
+    ) -> None:
         self.profile = profile
+        self.before_dir = before_dir
         self.records = records
         self.shards = shards
         self.log_dir = log_dir
@@ -171,7 +183,12 @@ class Bench:
         full_env = {**os.environ, **env, **tables}
         log = (self.log_dir / f"{contender}-{repeat}.log").open("wb")
         port = free_port()
-        if contender == "ours":
+        cwd = ROOT
+        if contender == "before":
+            assert self.before_dir is not None, "--before REV"
+            cwd = self.before_dir
+            full_env["PYTHONPATH"] = str(self.before_dir)
+        if contender in WORKERS:
             full_env |= {
                 "TELEMAX_METRICS_PORT": str(port),
                 "TELEMAX_METRICS_HOST": "127.0.0.1",
@@ -212,9 +229,9 @@ class Bench:
             ]
         launched = time.monotonic()
         # The worker logs to stdout (kept in the log); the others speak the progress protocol.
-        stdout: Any = log if contender == "ours" else subprocess.PIPE
+        stdout: Any = log if contender in WORKERS else subprocess.PIPE
         proc = subprocess.Popen(
-            command, env=full_env, cwd=ROOT, stdout=stdout, stderr=log, text=True
+            command, env=full_env, cwd=cwd, stdout=stdout, stderr=log, text=True
         )
         state: dict[str, Any] = {"count": 0, "done": None}
         reader = threading.Thread(target=self._read_protocol, args=(proc, state, log), daemon=True)
@@ -228,7 +245,7 @@ class Bench:
             now = time.monotonic()
             if first is None and dynamodb.scan(TableName=tables["TELEMAX_TABLE"], Limit=1)["Count"]:
                 first = now - launched
-            if contender == "ours":
+            if contender in WORKERS:
                 count = int(scrape_or_nothing(port).get("telemax_records_written_total", 0))
             else:
                 count = state["count"]
@@ -236,7 +253,7 @@ class Bench:
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 # (it may have just exited: its own report has the totals)
                 cpu_samples.append((count, proc_cpu(sampled)))
-            if contender == "ours" and count >= self.records:
+            if contender in WORKERS and count >= self.records:
                 pid = worker_pid(proc.pid) if self.profile else proc.pid
                 cpu_s, rss_kb = proc_usage(pid)
                 wall = now - launched
@@ -336,16 +353,18 @@ def table(results: dict[str, list[Result]]) -> str:
         ("first record stored after (s)", "first_s", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
+    shown = [c for c in CONTENDERS if results[c]]
+    against = [c for c in ("baseline", "ceiling", "before") if c in shown]
     out = [
-        "| | ceiling | baseline | ours | ours / baseline | ours / ceiling |",
-        "|---|---|---|---|---|---|",
+        "| | " + " | ".join([*shown, *(f"ours / {c}" for c in against)]) + " |",
+        "|---|" + "---|" * (len(shown) + len(against)),
     ]
     for label, field, fmt in rows:
-        values = {c: med(c, field) for c in CONTENDERS}
+        values = {c: med(c, field) for c in shown}
         cells = [fmt.format(v) if v is not None else "—" for v in values.values()]
         ratios = []
-        for other in ("baseline", "ceiling"):
-            a, b = values["ours"], values[other]
+        for other in against:
+            a, b = values.get("ours"), values[other]
             ratios.append(f"{a / b:.2f}x" if a is not None and b else "—")
         out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(out)
@@ -358,10 +377,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=CONTENDERS, action="append")
     parser.add_argument("--profile", action="store_true", help="run ours under py-spy")
+    parser.add_argument(
+        "--before", metavar="REV", help="also run the worker of git revision REV (interleaved)"
+    )
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
+    before_dir = export(args.before, log_dir / "before") if args.before else None
+    contenders = args.only or [c for c in CONTENDERS if c != "before" or before_dir]
     with emulators(log_dir) as env:
-        benches = [Bench(args.records, n, log_dir, profile=args.profile) for n in args.shards]
+        benches = [
+            Bench(args.records, n, log_dir, profile=args.profile, before_dir=before_dir)
+            for n in args.shards
+        ]
         for bench in benches:
             bench.prefill(env)
         # Repeats outermost, shard counts inside: a machine that speeds up or slows down
@@ -369,9 +396,9 @@ def main() -> int:
         by_shards = {bench.shards: empty_results() for bench in benches}
         for repeat in range(1, args.repeats + 1):
             for bench in benches:
-                run_round(bench, env, repeat, args.only or list(CONTENDERS), by_shards)
+                run_round(bench, env, repeat, contenders, by_shards)
     for results in by_shards.values():
-        for contender in CONTENDERS:
+        for contender in contenders:
             if not results[contender]:
                 results[contender].append(
                     Result(
@@ -384,7 +411,7 @@ def main() -> int:
         print(table(results))
     if len(by_shards) > 1:
         print()
-        print(shard_scaling(by_shards))
+        print(shard_scaling(by_shards, [c for c in WORKERS if c in contenders]))
     out = ROOT / ".bench" / "results.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(
@@ -428,22 +455,34 @@ def run_round(
         )
 
 
-def shard_scaling(by_shards: dict[int, dict[str, list[Result]]]) -> str:
-    """Ours: CPU per record at each shard count against the fewest shards'."""
+def shard_scaling(by_shards: dict[int, dict[str, list[Result]]], workers: list[str]) -> str:
+    """The worker(s): CPU per record at each shard count against the fewest shards'."""
     counts = sorted(by_shards)
     out = [
-        "| ours, CPU µs per record | " + " | ".join(f"{n} shards" for n in counts) + " |",
+        "| CPU µs per record | " + " | ".join(f"{n} shards" for n in counts) + " |",
         "|---|" + "---|" * len(counts),
     ]
 
     def median(n: int, contender: str, field: str) -> float:
         return float(statistics.median(getattr(r, field) for r in by_shards[n][contender]))
 
-    for label, field in (("whole run", "cpu_us_per_record"), ("steady", "steady_cpu_us")):
-        values = [median(n, "ours", field) for n in counts]
-        cells = [f"{values[0]:.1f}"] + [f"{v:.1f} ({v / values[0] - 1:+.0%})" for v in values[1:]]
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    for worker in workers:
+        for label, field in (("whole run", "cpu_us_per_record"), ("steady", "steady_cpu_us")):
+            values = [median(n, worker, field) for n in counts]
+            first, rest = values[0], values[1:]
+            cells = [f"{first:.1f}"] + [f"{v:.1f} ({v / first - 1:+.0%})" for v in rest]
+            out.append(f"| {worker}, {label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def export(revision: str, into: Path) -> Path:
+    """The tree of git ``revision``, exported into ``into`` (to run its worker)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 if __name__ == "__main__":

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from producer.cli import main
 from producer.tail import state
-
-
-@pytest.fixture(autouse=True)
-def _forget_log_configuration() -> Iterator[None]:
-    """main() configures structlog for the process; later tests must not write to a stream
-    that pytest has closed."""
-    yield
-    structlog.reset_defaults()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
