@@ -128,7 +128,13 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
-    from devkit.demo import Demo
+    try:  # the development kit: in a checkout and in the package, not in the image
+        from devkit.demo import Demo
+    except ImportError:
+        raise ConfigError(
+            "the demo needs the development kit: run `make demo` in a checkout, or "
+            "pip install 'telemax[demo]'"
+        ) from None
 
     return await Demo(count=args.count, shards=args.shards, workers=args.workers).run()
 
