@@ -41,7 +41,7 @@ from structlog.typing import FilteringBoundLogger
 from consumer import config
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.convert import Record, convert, convert_retrying, dead_letter
+from consumer.pipeline.convert import Converter, Record, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.sink import botocore_batch_writer
@@ -193,11 +193,9 @@ class Runtime:
         decodable = [r for r in batch.records if r["SequenceNumber"] not in bad]
         # De-aggregates KPL records: one Kinesis record may give several items (user records).
         # A handler that raises gets the batch again, as in the worker, before dead letters.
-        converted = await convert_retrying(
-            lambda: convert(decodable, self.handler, batch.stream, batch.shard_id, self.key_names),
-            log,
-            self.metrics.handler_errors.labels(batch.stream),
-        )
+        converter = Converter(self.handler, batch.stream, batch.shard_id, self.key_names)
+        errors = self.metrics.handler_errors.labels(batch.stream)
+        converted = await converter.retrying(decodable, log, errors)
         progress = Progress(converted, batch.undecodable + converted.dead)
         # Items and dead letters in parallel: each gets the whole budget.
         (refused_letters, progress.refused), _ = await asyncio.gather(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -114,35 +114,63 @@ def convert(
     return Converted(items, dead, origins, last_sub, outside)
 
 
-async def convert_retrying(
-    convert_once: Callable[[], Converted],
-    log: FilteringBoundLogger,
-    errors: Counter,
-    delays: Sequence[float] = HANDLER_RETRY_DELAYS_S,
-) -> Converted:
-    """Convert; while the handler raises, convert the whole batch again (keeping its order),
-    and after the last pause leave the records still failing as ``handler_error`` dead
-    letters. ``errors`` counts every failing attempt."""
-    converted = convert_once()
-    for delay in (*delays, None):
-        failing = [letter for letter in converted.dead if letter.reason == HANDLER_ERROR]
-        if not failing:
-            break
-        errors.inc(len(failing))
-        if delay is None:
-            log.error(
-                "handler_failed",
+@dataclasses.dataclass(frozen=True, slots=True)
+class Converter:
+    """One shard's convert stage: what stays the same from batch to batch."""
+
+    handler: Handler
+    stream: str
+    shard_id: str
+    key_names: Sequence[str] = ()
+    hash_range: tuple[int, int] | None = None  # None: unknown, every user record kept
+
+    def __call__(
+        self, records: Sequence[Record], resume_after: tuple[str, int] | None = None
+    ) -> Converted:
+        return convert(
+            records,
+            self.handler,
+            self.stream,
+            self.shard_id,
+            self.key_names,
+            resume_after,
+            self.hash_range,
+        )
+
+    async def retrying(
+        self,
+        records: Sequence[Record],
+        log: FilteringBoundLogger,
+        errors: Counter,
+        resume_after: tuple[str, int] | None = None,
+        delays: Sequence[float] = HANDLER_RETRY_DELAYS_S,
+    ) -> Converted:
+        """Convert; while the handler raises, convert the whole batch again (keeping its
+        order), and after the last pause leave the records still failing as
+        ``handler_error`` dead letters. ``errors`` counts every failing attempt."""
+        converted = self(records, resume_after)
+        for delay in (*delays, None):
+            failing = [letter for letter in converted.dead if letter.reason == HANDLER_ERROR]
+            if not failing:
+                break
+            errors.inc(len(failing))
+            if delay is None:
+                log.error(
+                    "handler_failed",
+                    records=len(failing),
+                    error=failing[0].detail,
+                    attempts=len(delays) + 1,
+                )
+                break
+            log.warning(
+                "handler_error_retry",
                 records=len(failing),
                 error=failing[0].detail,
-                attempts=len(delays) + 1,
+                delay_s=delay,
             )
-            break
-        log.warning(
-            "handler_error_retry", records=len(failing), error=failing[0].detail, delay_s=delay
-        )
-        await asyncio.sleep(delay)
-        converted = convert_once()
-    return converted
+            await asyncio.sleep(delay)
+            converted = self(records, resume_after)
+        return converted
 
 
 def where(exc: BaseException) -> str:

@@ -24,12 +24,7 @@ from typing import Any
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
-from consumer.pipeline.convert import (
-    Converted,
-    Record,
-    convert,
-    convert_retrying,
-)
+from consumer.pipeline.convert import Converter
 from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
@@ -92,7 +87,13 @@ class ShardConsumer:
         self._last_checkpoint_at = context.clock()
         self._millis_behind: int | None = None
         # KPL user records routed to another shard are dropped (the KCL's duplicate filter)
-        self._hash_range = lease.hash_range or context.hash_range_of(self.shard_id)
+        self._converter = Converter(
+            context.handler,
+            context.stream,
+            self.shard_id,
+            context.store.key_names,
+            lease.hash_range or context.hash_range_of(self.shard_id),
+        )
         self.children: tuple[Shard, ...] | None = None  # named by Kinesis at the end
         self.gone = False  # the shard no longer exists (past retention)
 
@@ -219,28 +220,13 @@ class ShardConsumer:
                 assert pending is not None
                 budget.release(len(pending.result().records))
 
-    def _convert(self, records: Sequence[Record]) -> Converted:
-        return convert(
-            records,
-            self._ctx.handler,
-            self._ctx.stream,
-            self.shard_id,
-            self._ctx.store.key_names,
-            self._resume_after,
-            self._hash_range,
-        )
-
-    async def _convert_retrying(self, records: Sequence[Record]) -> Converted:
-        return await convert_retrying(
-            lambda: self._convert(records),
-            self._log,
-            self._ctx.metrics.handler_errors.labels(self._ctx.stream),
-        )
-
     async def _handle(self, fetched: Fetched) -> None:
         if not fetched.records:
             return
-        converted = await self._convert_retrying(fetched.records)
+        errors = self._ctx.metrics.handler_errors.labels(self._ctx.stream)
+        converted = await self._converter.retrying(
+            fetched.records, self._log, errors, self._resume_after
+        )
         self._resume_after = None
         if converted.outside_range:
             self._outside_range.inc(converted.outside_range)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
 import pytest
+import structlog
 
-from consumer.pipeline.convert import Converted, convert, dead_letter
+from consumer.metrics import Metrics
+from consumer.pipeline.convert import Converted, Converter, convert, dead_letter
 from consumer.pipeline.telemax import to_item
 from consumer.testing import kinesis_record, reading
 from kernel.errors import InvalidRecord
 from kernel.handlers import Item
 from kernel.kpl.decode import MAX_HASH_KEY
 from kernel.kpl.encode import Entry, aggregate
+from kernel.logs import get as get_logger
 from tests.unit.kernel.test_kpl import HALF, aggregate_with_hash_keys, md5_key
 
 STREAM = "telemax-stream"
@@ -299,3 +303,45 @@ def test_counts_add_up_over_a_batch() -> None:
     assert [d.sequence_number[-1] for d in converted.dead] == ["4"]
     assert converted.outside_range == 3
     assert converted.last_sub == 0
+
+
+# -- a handler that raises: the batch again after pauses, then dead letters -------------------
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize(
+    ("failures", "items", "dead", "errors", "waited"),
+    [
+        pytest.param(0, 2, 0, 0, 0.0, id="never"),
+        pytest.param(2, 2, 0, 4, 0.6, id="twice-then-well"),
+        pytest.param(99, 0, 2, 8, 2.6, id="always"),
+    ],
+)
+async def test_a_raising_handler_gets_the_batch_again_then_dead_letters(
+    failures: int, items: int, dead: int, errors: int, waited: float
+) -> None:
+    calls = {"n": 0}
+
+    def flaky(data: bytes) -> Item:
+        calls["n"] += 1
+        if calls["n"] <= 2 * failures:  # two records per attempt
+            raise RuntimeError("a dependency is down")
+        return to_item(data)
+
+    metrics = Metrics(STREAM)
+    counter = metrics.handler_errors.labels(STREAM)
+    records = [kinesis_record(reading(f"HW-{n}"), n) for n in (1, 2)]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with structlog.testing.capture_logs() as logged:
+        converted = await Converter(flaky, STREAM, SHARD).retrying(records, get_logger(), counter)
+    assert (len(converted.items), len(converted.dead)) == (items, dead)
+    assert all(letter.reason == "handler_error" for letter in converted.dead)
+    assert (
+        metrics.registry.get_sample_value("telemax_handler_errors_total", {"stream": STREAM})
+        == errors
+    )
+    assert loop.time() - started == pytest.approx(waited)
+    assert [e["event"] for e in logged if e["log_level"] == "error"] == (
+        ["handler_failed"] if dead else []
+    )
