@@ -53,7 +53,7 @@ FINISHED_WINDOW_S = 120.0
 MAX_MOVES_PER_ROUND = 500
 # How often the successor looks at the leader item: a dead leader's leases wait for its
 # leadership to lapse (a lease duration after the last renewal seen) and for this look.
-SUCCESSOR_WATCH_S = 0.5
+SUCCESSOR_WATCH_S = 1.0
 WATCH_S = 30.0  # how often a worker that is not the successor looks at the leader item
 
 # (lease keys that exist) -> leases created for new shards
@@ -96,11 +96,12 @@ class Leader:
         self._renewing = asyncio.Lock()
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, keep_roster: bool = False) -> None:
         self.table: dict[str, Lease] = {}  # the lease table as we know it
         self._counters: dict[str, Seen] = {}  # lease counters, for owners not members
         s = self._settings
-        self._roster = Roster(s.worker_id, s.lease_duration_s, s.beat_interval_s)
+        if not keep_roster:  # kept: what a successor saw of the members before its claim
+            self._roster = Roster(s.worker_id, s.lease_duration_s, s.beat_interval_s)
         self._next_scan = 0.0
         self._next_sync = 0.0
         self._ended_at = -math.inf
@@ -195,18 +196,28 @@ class Leader:
             if self._watched is None or self._watched.counter != seen.counter:
                 self._watched = Seen(seen.counter, now)
             if seen.owner != self.me and not is_expired(self._watched, now, self._duration):
+                if self.successor and now - self._watched.since >= self._duration / 2:
+                    await self._read_members(now)  # the leader may be dying: get ready
                 return
         sent_at = self._clock()
         claimed = await self._members.claim_leadership(self.me, seen)
         if claimed is None:
             return
-        self._reset()
+        self._reset(keep_roster=True)
         self._led(claimed, sent_at)
         # A leader whose renewals stopped for a lease duration has fenced itself (its leases
         # are bound by its leadership, see Liveness): what names it is free now.
         self._deposed = seen.owner if seen is not None else None
         self._log.info("leadership_taken", previous=self._deposed)
         self._metrics.leader.labels(self._settings.stream).set(1)
+
+    async def _read_members(self, now: float) -> None:
+        """A successor whose leader item stands still reads the members, as a leader's round
+        would: once it claims, its first round knows who beats and assigns at once (a fresh
+        leader must otherwise see every beat change first, a round or two later)."""
+        members = {member.worker_id: member for member in await self._members.members()}
+        mine = self._incarnation() if self._incarnation is not None else None
+        self._roster.observe(members, {}, now, mine)
 
     async def _renew(self) -> None:
         assert self.leadership is not None

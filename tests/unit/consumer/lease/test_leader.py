@@ -435,3 +435,31 @@ async def test_a_failed_shard_sync_is_tried_again_soon_not_a_sync_interval_later
     finally:
         keep.cancel()
     assert len(calls) >= 2 and calls[1] - calls[0] <= 5.0
+
+
+async def test_a_successor_that_takes_over_assigns_the_dead_leaders_leases_at_once() -> None:
+    """The successor reads the members while the leader item stands still, so that the round
+    that follows its claim already knows who beats and can assign: a dead leader's leases
+    move in that round, not one or two rounds later (leader fail-over is the slowest kind)."""
+    loop = asyncio.get_running_loop()
+    leases = LeaseTable([lease("a", "w1"), lease("b", "w2"), lease("c", "w3")])
+    members = MemberTable()
+    await beat(members, "w1", "w2", "w3")
+    boss, heir = leader(leases, members), leader(leases, members, "w2")
+    await boss.step()  # w1 leads, then dies: no renewal, no beat from now on
+    died_at = loop.time()
+    heir.name_successor(True)
+    keep = asyncio.create_task(beating(members, "w2", "w3"))
+    claimed_at = None
+    try:
+        while leases["a"].owner == "w1" and loop.time() - died_at < 3 * DURATION:
+            await heir.step()
+            if claimed_at is None and heir.leading():
+                claimed_at = loop.time()
+            await asyncio.sleep(0.25)
+    finally:
+        keep.cancel()
+    assert claimed_at is not None and leases["a"].owner in ("w2", "w3")
+    moved_at = loop.time() - 0.25
+    assert moved_at - claimed_at <= 0.01, "assigned in the round that followed the claim"
+    assert moved_at - died_at <= DURATION + 1.0 + 0.5  # the watch, one round
