@@ -195,6 +195,7 @@ class Leader:
         if seen is not None and seen.owner is not None:
             if self._watched is None or self._watched.counter != seen.counter:
                 self._watched = Seen(seen.counter, now)
+                self._reset()  # the leader lives: what we saw of the members gets old
             if seen.owner != self.me and not is_expired(self._watched, now, self._duration):
                 if self.successor and now - self._watched.since >= self._duration / 2:
                     await self._read_members(now)  # the leader may be dying: get ready

@@ -463,3 +463,34 @@ async def test_a_successor_that_takes_over_assigns_the_dead_leaders_leases_at_on
     moved_at = loop.time() - 0.25
     assert moved_at - claimed_at <= 0.01, "assigned in the round that followed the claim"
     assert moved_at - died_at <= DURATION + 1.0 + 0.5  # the watch, one round
+
+
+async def test_what_a_successor_saw_before_the_leader_recovered_is_forgotten() -> None:
+    """A successor that read the members while the leader item stood still, then saw the
+    leader renew again, must not count a member as beating for what it saw back then: a
+    member that died since would get leases (and its shards wait a lease duration more)."""
+    loop = asyncio.get_running_loop()
+    leases = LeaseTable([lease("a", "w1"), lease("b", "w3")])
+    members = MemberTable()
+    await beat(members, "w1", "w2", "w3")
+    boss, heir = leader(leases, members), leader(leases, members, "w2")
+    await boss.step()
+    heir.name_successor(True)
+    keep = asyncio.create_task(beating(members, "w2", "w3"))
+    try:
+        for _ in range(8):  # the leader item stands still for 8 s: the heir reads the members
+            await heir.step()
+            await asyncio.sleep(1.0)
+        await boss.renew_if_due()  # the leader was only slow
+        await heir.step()
+        keep.cancel()
+        keep = asyncio.create_task(beating(members, "w2"))  # w3 dies now; then the leader too
+        dead_at = loop.time()
+        while not heir.leading() and loop.time() - dead_at < 3 * DURATION:
+            await asyncio.sleep(0.25)
+            await heir.step()
+    finally:
+        keep.cancel()
+    assert heir.leading()
+    assert leases["b"].owner != "w3" or loop.time() - dead_at >= DURATION
+    assert leases["a"].owner == "w2", "the dead leader's lease goes to the live member only"
