@@ -45,7 +45,7 @@ from consumer.pipeline.convert import Converter, Record, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.sink import botocore_batch_writer
-from consumer.pipeline.store import Progress, Store
+from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Progress, Store
 from kernel import logs
 from kernel.aws import Clients, describe, open_clients
 from kernel.errors import ConfigError
@@ -56,7 +56,6 @@ from kernel.logs import get as get_logger
 RESERVE_SHARE = 0.1
 RESERVE_MIN_S = 1.0
 RESERVE_MAX_S = 5.0
-DEAD_LETTER_CONCURRENCY = 4
 
 Key = tuple[Any, ...]
 Response = dict[str, list[dict[str, str]]]

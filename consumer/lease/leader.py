@@ -34,7 +34,7 @@ from consumer.lease.held import Liveness
 from consumer.lease.members import Leadership, Member, MemberStore
 from consumer.lease.model import Lease, LeaseStore
 from consumer.lease.planner import Seen, collectable, is_expired, observe
-from consumer.lease.roster import Roster
+from consumer.lease.roster import Observed, Roster
 from consumer.metrics import Metrics
 from kernel.aws import describe
 from kernel.backoff import sleep_or_stop
@@ -198,7 +198,10 @@ class Leader:
                 self._reset()  # the leader lives: what we saw of the members gets old
             if seen.owner != self.me and not is_expired(self._watched, now, self._duration):
                 if self.successor and now - self._watched.since >= self._duration / 2:
-                    await self._read_members(now)  # the leader may be dying: get ready
+                    # The leader may be dying: read the members as a round would, so that the
+                    # first round after a claim knows who beats and assigns at once (a fresh
+                    # leader must otherwise see every beat change first, a round or two later).
+                    await self._read_members()
                 return
         sent_at = self._clock()
         claimed = await self._members.claim_leadership(self.me, seen)
@@ -212,13 +215,12 @@ class Leader:
         self._log.info("leadership_taken", previous=self._deposed)
         self._metrics.leader.labels(self._settings.stream).set(1)
 
-    async def _read_members(self, now: float) -> None:
-        """A successor whose leader item stands still reads the members, as a leader's round
-        would: once it claims, its first round knows who beats and assigns at once (a fresh
-        leader must otherwise see every beat change first, a round or two later)."""
+    async def _read_members(self) -> tuple[dict[str, Member], Observed]:
+        """Read every member's item and take it into the roster: each round does, and a
+        successor whose leader item stands still."""
         members = {member.worker_id: member for member in await self._members.members()}
         mine = self._incarnation() if self._incarnation is not None else None
-        self._roster.observe(members, {}, now, mine)
+        return members, self._roster.observe(members, self.table, self._clock(), mine)
 
     async def _renew(self) -> None:
         assert self.leadership is not None
@@ -266,12 +268,10 @@ class Leader:
     # -- a round -------------------------------------------------------------------------
 
     async def round(self) -> None:
-        members = {member.worker_id: member for member in await self._members.members()}
+        members, seen = await self._read_members()
         now = self._clock()
         self.members = members
         roster = self._roster
-        mine = self._incarnation() if self._incarnation is not None else None
-        seen = roster.observe(members, self.table, now, mine)
         for worker in sorted(seen.restarted):
             self._log.info("member_restarted", member=worker)
         if seen.ended:

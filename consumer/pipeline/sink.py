@@ -61,8 +61,8 @@ class Refused:
 OnDurable = Callable[[Sequence[int]], None]
 
 
-def _ignore(positions: Sequence[int]) -> None:
-    pass
+def ignore(positions: Sequence[int]) -> None:
+    """``on_durable`` for a caller that only waits for the write."""
 
 
 def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
@@ -128,7 +128,7 @@ class BatchSink:
         self._latency = metrics.batch_write_seconds.labels(table)
         self._retried = metrics.unprocessed_retries.labels(table)
 
-    async def write(self, items: Sequence[Item], on_durable: OnDurable = _ignore) -> list[Refused]:
+    async def write(self, items: Sequence[Item], on_durable: OnDurable = ignore) -> list[Refused]:
         """Store every item (last wins per key); return those DynamoDB refuses outright.
 
         Every item comes out either durable or refused: an item whose later version with the

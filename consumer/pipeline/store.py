@@ -7,7 +7,7 @@ by their *position* in the lists handed over (``Converted.origins[position]`` is
 item came from), never by object identity.
 
 A record is *done* when every item it gave is durable (stored, or merged away under a later
-item of its key that was stored) and every dead letter it gave is stored (:func:`undone`).
+item of its key that was stored) and every dead letter it gave is stored (:meth:`Progress.undone`).
 The worker waits until everything is done or raises; the Lambda handler stops at its deadline
 and reports the lowest sequence number that is not done.
 """
@@ -22,13 +22,9 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.sink import BatchSink, BatchWriter, OnDurable, Refused
+from consumer.pipeline.sink import BatchSink, BatchWriter, OnDurable, Refused, ignore
 
 DEAD_LETTER_CONCURRENCY = 4  # dead-letter requests in flight: rare, and never the bottleneck
-
-
-def _ignore(positions: Sequence[int]) -> None:
-    pass
 
 
 class Store:
@@ -68,7 +64,7 @@ class Store:
         return self.records.key_names
 
     async def items(
-        self, converted: Converted, stream: str, shard_id: str, on_durable: OnDurable = _ignore
+        self, converted: Converted, stream: str, shard_id: str, on_durable: OnDurable = ignore
     ) -> tuple[list[DeadLetter], list[int]]:
         """Store the batch's items; answer a dead letter for each item DynamoDB refuses (not
         yet written) and the positions of those items. ``on_durable`` hears of the rest."""
@@ -83,7 +79,7 @@ class Store:
         return letters, [r.position for r in refused]
 
     async def letters(
-        self, letters: Sequence[DeadLetter], on_stored: OnDurable = _ignore
+        self, letters: Sequence[DeadLetter], on_stored: OnDurable = ignore
     ) -> list[Refused]:
         """Store dead letters, each counted by its reason once stored; answer those the
         dead-letter table refused (a misconfiguration: nothing else refuses our items)."""
