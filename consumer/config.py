@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from consumer.feeds import DEFAULT_FEED, FEEDS, Feed, load_feed
 from kernel import options
 from kernel.errors import ConfigError
 from kernel.logs import LOG_LEVELS
@@ -32,6 +33,16 @@ from kernel.options import (
 INITIAL_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
 
 
+def feed_spec(raw: str) -> str:
+    value = raw.strip()
+    if value in FEEDS:
+        return value
+    module, colon, attribute = value.partition(":")
+    if not (colon and module and attribute):
+        raise ValueError(f"must be one of {', '.join(FEEDS)}, or package.module:object")
+    return value
+
+
 def _records_limit(raw: str) -> int:
     value = positive_int(raw)
     if value > 10_000:
@@ -48,9 +59,32 @@ ALL = frozenset({"run", "setup", "status", "demo", "dlq"})
 TABLES = frozenset({"run", "setup", "status", "dlq"})
 
 OPTIONS: tuple[Option, ...] = (
+    Option(
+        "feed",
+        "TELEMAX_FEED",
+        DEFAULT_FEED,
+        feed_spec,
+        "what the records are: " + " | ".join(FEEDS) + " | module:object (a Feed); it "
+        "chooses the validation, the table's key and the default table names",
+        ALL,
+    ),
     Option("stream", "TELEMAX_STREAM", DEFAULT_STREAM, name, "Kinesis stream name", TABLES),
-    Option("table", "TELEMAX_TABLE", "TELEMAX", name, "DynamoDB table for the records", TABLES),
-    Option("lease_table", "TELEMAX_LEASE_TABLE", "telemax-leases", name, "lease table", TABLES),
+    Option(
+        "table",
+        "TELEMAX_TABLE",
+        None,
+        name,
+        "DynamoDB table for the records (default: the feed's, TELEMAX for telemax)",
+        TABLES,
+    ),
+    Option(
+        "lease_table",
+        "TELEMAX_LEASE_TABLE",
+        None,
+        name,
+        "lease table (default: the feed's name + '-leases')",
+        TABLES,
+    ),
     Option(
         "member_table",
         "TELEMAX_MEMBER_TABLE",
@@ -60,7 +94,12 @@ OPTIONS: tuple[Option, ...] = (
         TABLES,
     ),
     Option(
-        "dlq_table", "TELEMAX_DLQ_TABLE", "TELEMAX-deadletter", name, "dead-letter table", TABLES
+        "dlq_table",
+        "TELEMAX_DLQ_TABLE",
+        None,
+        name,
+        "dead-letter table (default: the feed's, TELEMAX-deadletter for telemax)",
+        TABLES,
     ),
     Option(
         "worker_id", "TELEMAX_WORKER_ID", None, name, "lease owner name (default host-pid)", RUN
@@ -201,9 +240,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "handler",
         "TELEMAX_HANDLER",
-        DEFAULT_HANDLER,
+        None,
         handler_spec,
-        "record handler, module:function (bytes -> DynamoDB item)",
+        "record handler, module:function (bytes -> DynamoDB item; default: the feed's)",
         frozenset({"run", "dlq"}),
     ),
 )
@@ -211,6 +250,9 @@ OPTIONS: tuple[Option, ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
+    """Defaults are the telemax feed's; :func:`load` fills another feed's in."""
+
+    feed: str = DEFAULT_FEED
     stream: str = DEFAULT_STREAM
     table: str = "TELEMAX"
     lease_table: str = "telemax-leases"
@@ -252,6 +294,11 @@ class Settings:
         return max(0.5, self.lease_duration_s / 10)
 
 
+def feed_of(settings: Settings) -> Feed:
+    """The feed ``settings`` name (loaded once per process: a module's object)."""
+    return load_feed(settings.feed)
+
+
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the flags of every option that applies to ``command``; defaults come later."""
     options.add_options(parser, OPTIONS, command)
@@ -260,8 +307,18 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
 def load(
     command: str, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build :class:`Settings` from flags, then the environment, then defaults."""
-    settings = Settings(**options.values(OPTIONS, command, flags, env))
+    """Build :class:`Settings` from flags, then the environment, then defaults (the feed's
+    where the feed has one)."""
+    found = options.values(OPTIONS, command, flags, env)
+    feed = load_feed(found.get("feed", DEFAULT_FEED))
+    for field, default in (
+        ("table", feed.table),
+        ("dlq_table", feed.dlq_table),
+        ("lease_table", feed.lease_table),
+        ("handler", feed.handler_spec),
+    ):
+        found.setdefault(field, default)
+    settings = Settings(**found)
     if settings.initial_position == "AT_TIMESTAMP" and settings.initial_timestamp is None:
         raise ConfigError(
             "TELEMAX_INITIAL_POSITION=AT_TIMESTAMP needs TELEMAX_INITIAL_TIMESTAMP (ISO-8601)"

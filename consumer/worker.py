@@ -19,13 +19,13 @@ from typing import Any
 
 from consumer.adapters.fastpath import FastPath
 from consumer.config import Settings
+from consumer.feeds import telemax
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
-from consumer.pipeline import telemax
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
 from consumer.pipeline.store import Store

@@ -22,7 +22,7 @@ from kernel.errors import ConfigError
 DEFAULT_STREAM = "telemax-stream"
 # The record handler both sides use by default: the consumer stores what it returns, the
 # producer's tail validates lines with it. A name, imported when loaded.
-DEFAULT_HANDLER = "consumer.pipeline.telemax:to_item"
+DEFAULT_HANDLER = "consumer.feeds.telemax:to_item"
 
 
 def positive_float(raw: str) -> float:

@@ -6,7 +6,8 @@ from collections import Counter
 
 import orjson
 
-from consumer.pipeline.telemax import decode_object, to_item
+from consumer.feeds.fields import decode_object
+from consumer.feeds.telemax import to_item
 from kernel.handlers import Item
 
 _attempts: Counter[str] = Counter()

@@ -1,4 +1,5 @@
-"""``setup``: create the stream and the four tables if missing, and wait until ACTIVE."""
+"""``setup [--feed F]``: create the stream and the four tables if missing (the records table
+keyed as feed F says), and wait until ACTIVE."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import dataclasses
 import time
 from typing import Any
 
-from consumer.config import Settings
+from consumer.config import Settings, feed_of
+from consumer.pipeline.keys import KEY_TYPES
 from kernel.aws import AWS_ERRORS, Clients, config_error_from, error_code
 from kernel.errors import ConfigError
 
@@ -18,13 +20,16 @@ WAIT_TIMEOUT_S = 300.0
 class TableSpec:
     role: str
     name: str
-    keys: tuple[tuple[str, str], ...]  # (attribute name, HASH | RANGE), all strings
+    keys: tuple[tuple[str, str], ...]  # (attribute name, HASH | RANGE)
+    types: tuple[str, ...] = ()  # each key attribute's type (S, N or B); default all S
 
     def create_args(self) -> dict[str, Any]:
+        types = self.types or ("S",) * len(self.keys)
         return {
             "TableName": self.name,
             "AttributeDefinitions": [
-                {"AttributeName": n, "AttributeType": "S"} for n, _ in self.keys
+                {"AttributeName": n, "AttributeType": t}
+                for (n, _), t in zip(self.keys, types, strict=True)
             ],
             "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t in self.keys],
             "BillingMode": "PAY_PER_REQUEST",
@@ -32,8 +37,14 @@ class TableSpec:
 
 
 def table_specs(settings: Settings) -> list[TableSpec]:
+    feed = feed_of(settings)
     return [
-        TableSpec("records", settings.table, (("hardwareID", "HASH"), ("Timestamp", "RANGE"))),
+        TableSpec(
+            "records",
+            settings.table,
+            tuple(zip(feed.key_names, KEY_TYPES, strict=False)),
+            tuple(kind for _, kind in feed.key),
+        ),
         TableSpec("leases", settings.lease_table, (("leaseKey", "HASH"),)),
         TableSpec("members", settings.member_table_name, (("workerId", "HASH"),)),
         TableSpec("dead letters", settings.dlq_table, (("shardId", "HASH"), ("position", "RANGE"))),

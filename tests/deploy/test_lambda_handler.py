@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.feeds.telemax import to_item
 from consumer.pipeline.deadletter import position_key
-from consumer.pipeline.telemax import to_item
 from devkit.faultproxy import FaultProxy, Rule
 from devkit.local import WorkerProcess
 from kernel.kpl import MAGIC
@@ -476,7 +476,7 @@ def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
     done = run(sys.executable, DRIVER, events_path, answers_path, "60000", env=env, timeout=90)
     assert done.returncode != 0, done.stdout[-3000:] + done.stderr[-3000:]
     line = (
-        "TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key (hardwareID, Timestamp)"
+        "TELEMAX_HANDLER consumer.feeds.telemax:to_item declares key (hardwareID, Timestamp)"
         f" but table '{orders}' is keyed by (orderID)"
     )
     assert f"kernel.errors.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]

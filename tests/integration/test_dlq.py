@@ -71,7 +71,7 @@ def test_replay_into_a_table_keyed_otherwise_than_the_handler_declares(stack: St
     done = stack.cli("consumer", "dlq", "replay", TELEMAX_TABLE=orders)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr == (
-        "telemax-consumer: error: TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key"
+        "telemax-consumer: error: TELEMAX_HANDLER consumer.feeds.telemax:to_item declares key"
         f" (hardwareID, Timestamp) but table '{orders}' is keyed by (orderID)\n"
     )
     assert stack.count(stack.dlq_table) == 1

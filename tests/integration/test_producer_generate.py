@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from consumer.pipeline.telemax import to_item
+from consumer.feeds.telemax import to_item
 from devkit.local import LOCALHOST
 from kernel.kpl.decode import deaggregate, is_aggregated
 from tests.support import Stack

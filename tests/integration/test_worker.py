@@ -243,6 +243,6 @@ def test_a_handler_declaring_another_key_stops_start_up(stack: Stack) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].endswith(
-        "TELEMAX_HANDLER consumer.pipeline.telemax:to_item declares key (hardwareID, Timestamp)"
+        "TELEMAX_HANDLER consumer.feeds.telemax:to_item declares key (hardwareID, Timestamp)"
         f" but table '{orders}' is keyed by (orderID)"
     ), lines[0]

@@ -27,7 +27,7 @@ def test_run_defaults() -> None:
     assert settings.metrics_port == 9108
     assert settings.log_level == "info"
     assert settings.shards == 2
-    assert settings.handler == "consumer.pipeline.telemax:to_item"
+    assert settings.handler == "consumer.feeds.telemax:to_item"
 
 
 def test_env_is_read_from_mapping_not_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -318,3 +318,61 @@ def test_every_option_has_a_settings_field_with_matching_default() -> None:
         assert option.field in fields
         if option.default is not None:
             assert getattr(Settings(worker_id="w"), option.field) == option.parse(option.default)
+
+
+@pytest.mark.parametrize(
+    ("feed", "table", "dlq", "leases", "handler"),
+    [
+        (
+            "telemax",
+            "TELEMAX",
+            "TELEMAX-deadletter",
+            "telemax-leases",
+            "consumer.feeds.telemax:to_item",
+        ),
+        (
+            "taxi",
+            "taxi-trips",
+            "taxi-trips-deadletter",
+            "taxi-leases",
+            "consumer.feeds.taxi:to_item",
+        ),
+        ("orders", "orders", "orders-deadletter", "orders-leases", "consumer.feeds.orders:to_item"),
+    ],
+)
+def test_the_feed_gives_the_default_tables_and_handler(
+    feed: str, table: str, dlq: str, leases: str, handler: str
+) -> None:
+    settings = load("run", env={"TELEMAX_FEED": feed})
+    assert (settings.feed, settings.table, settings.dlq_table) == (feed, table, dlq)
+    assert (settings.lease_table, settings.handler) == (leases, handler)
+    assert settings.member_table_name == f"{leases}-members"
+
+
+def test_table_variables_and_the_handler_still_override_the_feed() -> None:
+    settings = load(
+        "run",
+        {"dlq_table": "flag-dlq"},
+        {
+            "TELEMAX_FEED": "orders",
+            "TELEMAX_TABLE": "shop",
+            "TELEMAX_LEASE_TABLE": "shop-leases",
+            "TELEMAX_DLQ_TABLE": "env-dlq",
+            "TELEMAX_HANDLER": "tests.handlers:as_order",
+        },
+    )
+    assert (settings.table, settings.lease_table, settings.dlq_table) == (
+        "shop",
+        "shop-leases",
+        "flag-dlq",
+    )
+    assert settings.handler == "tests.handlers:as_order"
+
+
+def test_an_unknown_feed_stops_start_up_with_one_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load("run", env={"TELEMAX_FEED": "parcels"})
+    assert str(caught.value) == (
+        "TELEMAX_FEED='parcels' is invalid: must be one of telemax, taxi, orders, "
+        "or package.module:object"
+    )

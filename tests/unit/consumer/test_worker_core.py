@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from consumer.config import Settings
+from consumer.feeds import telemax
 from consumer.lease.model import SHARD_END
-from consumer.pipeline import telemax
 from consumer.testing import (
     FakeKinesis,
     LeaseTable,

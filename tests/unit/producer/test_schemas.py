@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from consumer.pipeline.telemax import to_item
+from consumer.feeds.telemax import to_item
 from producer.schemas import SCHEMAS, entries, records
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ import orjson
 import pytest
 import structlog
 
+from consumer.feeds.telemax import to_item
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Converted, Converter, convert, dead_letter
-from consumer.pipeline.telemax import to_item
 from consumer.testing import kinesis_record, reading
 from kernel.errors import InvalidRecord
 from kernel.handlers import Item

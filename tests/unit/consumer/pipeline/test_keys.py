@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from consumer.pipeline import keys, telemax
+from consumer.feeds import telemax
+from consumer.pipeline import keys
 from consumer.pipeline.keys import (
     KeyedHandler,
     check,
@@ -142,7 +143,7 @@ def test_check_disagreement_is_one_config_error_line(
 
 def test_the_default_handler_declares_telemax_keys() -> None:
     assert declared_keys(telemax.to_item) == telemax.KEY_NAMES == TELEMAX
-    assert spec_of(telemax.to_item) == "consumer.pipeline.telemax:to_item"
+    assert spec_of(telemax.to_item) == "consumer.feeds.telemax:to_item"
 
 
 def test_declare_keys_keeps_the_function() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumer.pipeline import telemax
+from consumer.feeds import telemax
 from consumer.pipeline.records import MAX_ITEM_BYTES, attribute, item_size
 from kernel.errors import ConfigError, InvalidRecord
 from kernel.handlers import load_handler
@@ -80,16 +80,16 @@ def test_item_size_grows_with_content() -> None:
 
 
 def test_load_default_handler() -> None:
-    assert load_handler("consumer.pipeline.telemax:to_item") is telemax.to_item
+    assert load_handler("consumer.feeds.telemax:to_item") is telemax.to_item
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
         pytest.param("no.such.module:f", "cannot load record handler", id="no-module"),
-        pytest.param("consumer.pipeline.telemax:nope", "cannot load record handler", id="no-attr"),
-        pytest.param("consumer.pipeline.telemax", "cannot load record handler", id="no-colon"),
-        pytest.param("consumer.pipeline.telemax:KEY_NAMES", "is not callable", id="not-callable"),
+        pytest.param("consumer.feeds.telemax:nope", "cannot load record handler", id="no-attr"),
+        pytest.param("consumer.feeds.telemax", "cannot load record handler", id="no-colon"),
+        pytest.param("consumer.feeds.telemax:KEY_NAMES", "is not callable", id="not-callable"),
     ],
 )
 def test_load_handler_errors(spec: str, message: str) -> None:

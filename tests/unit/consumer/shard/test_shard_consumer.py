@@ -16,10 +16,11 @@ import orjson
 import pytest
 import structlog
 
+from consumer.feeds import telemax
 from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.model import SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
-from consumer.pipeline import deadletter, telemax
+from consumer.pipeline import deadletter
 from consumer.pipeline.sink import BatchSink
 from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget

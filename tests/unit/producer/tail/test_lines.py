@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from consumer.pipeline.telemax import to_item
+from consumer.feeds.telemax import to_item
 from kernel.kpl.encode import Entry
 from producer.tail.lines import LineChecker, Rejected, reject_record
 from producer.tail.machine import FileId, Line

@@ -11,7 +11,7 @@ from typing import Any, cast
 import orjson
 import pytest
 
-from consumer.pipeline.telemax import to_item
+from consumer.feeds.telemax import to_item
 from kernel import logs
 from kernel.errors import ConfigError
 from producer.metrics import ProducerMetrics

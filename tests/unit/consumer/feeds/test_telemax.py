@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.feeds.telemax import KEY_NAMES, to_item
 from consumer.pipeline.records import MAX_ITEM_BYTES, item_size
-from consumer.pipeline.telemax import KEY_NAMES, to_item
 from consumer.testing import reading
 from kernel.errors import InvalidRecord
 
