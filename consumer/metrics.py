@@ -64,6 +64,38 @@ class Metrics:
             ("table",),
             registry=r,
         )
+        # Every destination (table, dead_letters, alerts, archive) through the one sink engine
+        self.destination_written = Counter(
+            "telemax_destination_written",
+            "Entries made durable in a destination (items, dead letters, alerts, objects)",
+            ("destination",),
+            registry=r,
+        )
+        self.destination_failed = Counter(
+            "telemax_destination_failed",
+            "Failed requests to a destination, by error (each is retried or raised)",
+            ("destination", "error"),
+            registry=r,
+        )
+        self.destination_retried = Counter(
+            "telemax_destination_retried",
+            "Entries a destination left unprocessed and we sent again",
+            ("destination",),
+            registry=r,
+        )
+        self.destination_refused = Counter(
+            "telemax_destination_refused",
+            "Entries a destination refuses outright (dead-lettered)",
+            ("destination",),
+            registry=r,
+        )
+        self.destination_seconds = Histogram(
+            "telemax_destination_seconds",
+            "Latency of one request to a destination",
+            ("destination",),
+            buckets=WRITE_BUCKETS,
+            registry=r,
+        )
         self.throttles = Counter(
             "telemax_throttles", "Throttling answers by API", ("api",), registry=r
         )

@@ -1,15 +1,25 @@
-"""The batch sink: items -> BatchWriteItem, durably, with retries and bounded concurrency.
+"""The sink: one engine that makes entries durable in a destination, with retries, bisection
+and bounded concurrency.
 
-``write`` returns only when every item is durable — stored, or merged away under a later item
-with the same key that is stored — or has been isolated as one DynamoDB refuses (returned to
-the caller, which dead-letters it). Transient failures and ``UnprocessedItems`` are retried
-with capped exponential backoff and full jitter, for as long as it takes: a slow or absent
-DynamoDB holds the caller here, which is the backpressure that stops the readers.
+Every destination — the records table, the dead-letter table, the alert topic, the archive —
+is a :class:`Wire` (how it takes one chunk of entries) under this one engine, so all of them
+follow the same rules, in the worker and in the Lambda handler alike:
 
-Items with the same key are written newest first, one version per round: BatchWriteItem
-refuses duplicate keys in one request, and an older value must never win. When DynamoDB
-refuses the newest version, the one before it is written in a further round, and so on, so
-that no item merged away under a refused one is lost.
+* ``write`` returns only when every entry is durable — sent, or merged away under a later
+  entry with the same identity that is sent — or has been isolated as one the destination
+  refuses (returned to the caller, which dead-letters it).
+* Transient failures (throttles, 5xx, timeouts: :func:`kernel.aws.classify` says RETRY) and
+  entries a chunk left unprocessed are retried with capped exponential backoff and full
+  jitter, for as long as it takes: a slow or absent destination holds the caller here, which
+  is the backpressure that stops the readers.
+* An error that blames the content (the wire's ``refusal_codes``) is bisected down to the one
+  entry at fault, which comes back :class:`Refused`; other errors (access denied, a missing
+  table or topic, a bug) are not the entries' fault and are raised.
+
+Entries with the same identity (a table item's key) are sent newest first, one version per
+round: BatchWriteItem refuses duplicate keys in one request, and an older value must never
+win. When the destination refuses the newest version, the one before it is sent in a further
+round, and so on, so that no entry merged away under a refused one is lost.
 """
 
 from __future__ import annotations
@@ -17,8 +27,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from consumer.metrics import Metrics
 from kernel.aws import classify, describe, error_code, is_throttle
@@ -30,9 +40,41 @@ if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
 MAX_BATCH_ITEMS = 25  # BatchWriteItem limit. 25 items of <= 400 KB stay under its 16 MB.
+TABLE_REFUSALS = frozenset({"ValidationException"})
+
+T = TypeVar("T")
 
 # (table, items) -> the items DynamoDB left unprocessed
 BatchWriter = Callable[[str, Sequence[Item]], Awaitable[list[Item]]]
+
+
+class Wire(Protocol[T]):
+    """How one destination takes a chunk of entries."""
+
+    @property
+    def destination(self) -> str:
+        """What metrics call it: ``table``, ``dead_letters``, ``alerts``, ``archive``."""
+
+    @property
+    def api(self) -> str:
+        """The AWS call, for the throttle and error metrics (``BatchWriteItem``, …)."""
+
+    @property
+    def max_chunk(self) -> int: ...
+
+    @property
+    def refusal_codes(self) -> frozenset[str]:
+        """Error codes that blame an entry of the chunk: bisect, never retry as they are."""
+
+    @property
+    def refusal_reason(self) -> str:
+        """The dead-letter reason of an entry refused (``rejected_by_dynamodb``, …)."""
+
+    def identity(self, entry: T) -> Hashable:
+        """What makes two entries versions of one (raise KeyError if it has none)."""
+
+    async def send(self, chunk: Sequence[T]) -> Sequence[T]:
+        """Send the chunk; answer the entries left unprocessed (equal by identity)."""
 
 
 def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
@@ -47,17 +89,17 @@ def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Refused:
-    """An item DynamoDB will never accept, with its error. ``position``: where it stood in the
-    items given to :meth:`BatchSink.write`, so the caller finds what it came from."""
+class Refused(Generic[T]):
+    """An entry the destination will never accept, with its error. ``position``: where it stood
+    in the entries given to :meth:`Sink.write`, so the caller finds what it came from."""
 
     position: int
-    item: Item
+    entry: T
     reason: str
     detail: str
 
 
-# ``on_durable(positions)``: these positions of the items given to ``write`` are now durable
+# ``on_durable(positions)``: these positions of the entries given to ``write`` are now durable
 OnDurable = Callable[[Sequence[int]], None]
 
 
@@ -70,43 +112,147 @@ def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
     return tuple(next(iter(item[name].values())) for name in key_names)
 
 
-def versions_by_key(
-    items: Sequence[Item], key_names: Sequence[str]
-) -> tuple[dict[tuple[Any, ...], list[int]], list[Refused]]:
-    """The positions of each key's items in the order given (the last is the newest), keys in
-    order of first appearance. Items without every key attribute can never be written: they
-    come back refused."""
-    by_key: dict[tuple[Any, ...], list[int]] = {}
-    keyless: list[Refused] = []
-    for position, item in enumerate(items):
+@dataclasses.dataclass(frozen=True)
+class TableWire:
+    """A DynamoDB table through BatchWriteItem; an item's identity is its key."""
+
+    writer: BatchWriter
+    table: str
+    key_names: tuple[str, ...]
+    destination: str = "table"
+    api: str = "BatchWriteItem"
+    max_chunk: int = MAX_BATCH_ITEMS
+    refusal_codes: frozenset[str] = TABLE_REFUSALS
+    refusal_reason: str = "rejected_by_dynamodb"
+
+    def identity(self, entry: Item) -> Hashable:
         try:
-            key = item_key(item, key_names)
-        except (KeyError, StopIteration, AttributeError):
-            keyless.append(
-                Refused(position, item, "missing_key", f"needs key attributes {key_names}")
-            )
+            return item_key(entry, self.key_names)
+        except (StopIteration, AttributeError):
+            raise KeyError(self.key_names) from None
+
+    async def send(self, chunk: Sequence[Item]) -> Sequence[Item]:
+        return await self.writer(self.table, chunk)
+
+
+def versions_by_identity(
+    entries: Sequence[T], identity: Callable[[T], Hashable], wants: str
+) -> tuple[dict[Hashable, list[int]], list[Refused[T]]]:
+    """The positions of each identity's entries in the order given (the last is the newest),
+    identities in order of first appearance. Entries without one can never be sent: they come
+    back refused (``missing_key``; ``wants`` says what they lack)."""
+    by_identity: dict[Hashable, list[int]] = {}
+    keyless: list[Refused[T]] = []
+    for position, entry in enumerate(entries):
+        try:
+            key = identity(entry)
+        except KeyError:
+            keyless.append(Refused(position, entry, "missing_key", f"needs {wants}"))
             continue
-        versions = by_key.get(key)
+        versions = by_identity.get(key)
         if versions is None:
-            by_key[key] = [position]
+            by_identity[key] = [position]
         else:
             versions.append(position)
-    return by_key, keyless
+    return by_identity, keyless
 
 
-def dedupe(items: Sequence[Item], key_names: Sequence[str]) -> tuple[list[Item], list[Refused]]:
+def dedupe(
+    items: Sequence[Item], key_names: Sequence[str]
+) -> tuple[list[Item], list[Refused[Item]]]:
     """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
-    by_key, keyless = versions_by_key(items, key_names)
+    wire = TableWire(_no_writer, "", tuple(key_names))
+    by_key, keyless = versions_by_identity(items, wire.identity, _key_attributes(key_names))
     return [items[versions[-1]] for versions in by_key.values()], keyless
 
 
-def chunks(items: Sequence[Item], size: int = MAX_BATCH_ITEMS) -> list[Sequence[Item]]:
+async def _no_writer(table: str, items: Sequence[Item]) -> list[Item]:  # pragma: no cover
+    raise NotImplementedError
+
+
+def _key_attributes(key_names: Sequence[str]) -> str:
+    return f"key attributes {tuple(key_names)}"
+
+
+def chunks(items: Sequence[T], size: int = MAX_BATCH_ITEMS) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class BatchSink:
+class Sink(Generic[T]):
+    """The engine for one destination; ``concurrency`` bounds its requests in flight (shared
+    with other sinks when they share the semaphore)."""
+
+    def __init__(
+        self,
+        wire: Wire[T],
+        *,
+        concurrency: asyncio.Semaphore,
+        metrics: Metrics,
+        backoff: Callable[[], Backoff] = lambda: Backoff(base=0.05, cap=5.0),
+        on_error: Callable[[BaseException], None] = lambda exc: None,
+        wants: str = "an identity",
+    ) -> None:
+        self.wire = wire
+        self._slots = concurrency
+        self._metrics = metrics
+        self._backoff = backoff
+        self._on_error = on_error
+        self._wants = wants
+        destination = wire.destination
+        self._seconds = metrics.destination_seconds.labels(destination)
+        self._written = metrics.destination_written.labels(destination)
+        self._retried = metrics.destination_retried.labels(destination)
+        self._refused = metrics.destination_refused.labels(destination)
+
+    async def write(self, entries: Sequence[T], on_durable: OnDurable = ignore) -> list[Refused[T]]:
+        """Make every entry durable (last wins per identity); return those refused outright.
+
+        Every entry comes out either durable or refused: an entry whose later version is
+        refused is sent itself in a further round (the last *accepted* version wins).
+        ``on_durable(positions)`` is called as soon as more of ``entries`` are durable,
+        request by request, each position exactly once; entries merged away are durable with
+        the entry that replaced them, when that one is sent.
+        """
+        identity = self.wire.identity
+        versions, refused = versions_by_identity(entries, identity, self._wants)
+        survivors = [newest[-1] for newest in versions.values()]
+        while survivors:
+            # A survivor stands for the older versions of its identity still behind it: when
+            # it is sent they are merged away under it, durable with it.
+            merged = {v[-1]: v[:-1] for v in versions.values() if len(v) > 1}
+            rejected = await _Round(self, entries, merged, on_durable).write(survivors)
+            refused += rejected
+            survivors = []
+            for refusal in rejected:  # the version before a refused one gets its turn
+                older = versions[identity(refusal.entry)]
+                older.pop()
+                if older:
+                    survivors.append(older[-1])
+        if refused:
+            self._refused.inc(len(refused))
+        return refused
+
+    def _observe(self, seconds: float) -> None:
+        self._seconds.observe(seconds)
+
+    def _count_retried(self, count: int) -> None:
+        self._retried.inc(count)
+
+    def _count_error(self, exc: BaseException) -> None:
+        api = self.wire.api
+        if is_throttle(exc):
+            self._metrics.throttles.labels(api).inc()
+        code = error_code(exc) or type(exc).__name__
+        self._metrics.aws_errors.labels(api, code).inc()
+        self._metrics.destination_failed.labels(self.wire.destination, code).inc()
+        self._on_error(exc)
+
+
+class BatchSink(Sink[Item]):
+    """A DynamoDB table's sink; also counts the table-labelled metrics of DESIGN §6."""
+
     def __init__(
         self,
         writer: BatchWriter,
@@ -117,71 +263,50 @@ class BatchSink:
         metrics: Metrics,
         backoff: Callable[[], Backoff] = lambda: Backoff(base=0.05, cap=5.0),
         on_error: Callable[[BaseException], None] = lambda exc: None,
+        destination: str = "table",
     ) -> None:
-        self._writer = writer
+        wire = TableWire(writer, table, tuple(key_names), destination)
+        super().__init__(
+            wire,
+            concurrency=concurrency,
+            metrics=metrics,
+            backoff=backoff,
+            on_error=on_error,
+            wants=_key_attributes(key_names),
+        )
         self.table = table
-        self.key_names = tuple(key_names)
-        self._slots = concurrency
-        self._metrics = metrics
-        self._backoff = backoff
-        self._on_error = on_error
+        self.key_names = wire.key_names
         self._latency = metrics.batch_write_seconds.labels(table)
-        self._retried = metrics.unprocessed_retries.labels(table)
+        self._unprocessed = metrics.unprocessed_retries.labels(table)
 
-    async def write(self, items: Sequence[Item], on_durable: OnDurable = ignore) -> list[Refused]:
-        """Store every item (last wins per key); return those DynamoDB refuses outright.
+    def _observe(self, seconds: float) -> None:
+        super()._observe(seconds)
+        self._latency.observe(seconds)
 
-        Every item comes out either durable or refused: an item whose later version with the
-        same key is refused is written itself in a further round (the last *accepted* version
-        wins). ``on_durable(positions)`` is called as soon as more of ``items`` are durable,
-        request by request, each position exactly once; items merged away are durable with
-        the item that replaced them, when that one is stored.
-        """
-        versions, refused = versions_by_key(items, self.key_names)
-        survivors = [newest[-1] for newest in versions.values()]
-        while survivors:
-            # A survivor stands for the older versions of its key still behind it: when it is
-            # stored they are merged away under it, durable with it.
-            merged = {v[-1]: v[:-1] for v in versions.values() if len(v) > 1}
-            rejected = await _Round(self, items, merged, on_durable).write(survivors)
-            refused += rejected
-            survivors = []
-            for refusal in rejected:  # the version before a refused one gets its turn
-                older = versions[item_key(refusal.item, self.key_names)]
-                older.pop()
-                if older:
-                    survivors.append(older[-1])
-        return refused
-
-    def _count_error(self, exc: BaseException) -> None:
-        if is_throttle(exc):
-            self._metrics.throttles.labels("BatchWriteItem").inc()
-        self._metrics.aws_errors.labels(
-            "BatchWriteItem", error_code(exc) or type(exc).__name__
-        ).inc()
-        self._on_error(exc)
+    def _count_retried(self, count: int) -> None:
+        super()._count_retried(count)
+        self._unprocessed.inc(count)
 
 
-class _Round:
-    """One round of a write: items of distinct keys (named by position), in chunks, several
-    chunks in flight."""
+class _Round(Generic[T]):
+    """One round of a write: entries of distinct identities (named by position), in chunks,
+    several chunks in flight."""
 
     def __init__(
         self,
-        sink: BatchSink,
-        items: Sequence[Item],
+        sink: Sink[T],
+        entries: Sequence[T],
         merged: dict[int, list[int]],
         on_durable: OnDurable,
     ) -> None:
         self._sink = sink
-        self._items = items
+        self._entries = entries
         self._merged = merged
         self._on_durable = on_durable
 
-    async def write(self, positions: list[int]) -> list[Refused]:
-        parts = [
-            positions[i : i + MAX_BATCH_ITEMS] for i in range(0, len(positions), MAX_BATCH_ITEMS)
-        ]
+    async def write(self, positions: list[int]) -> list[Refused[T]]:
+        size = self._sink.wire.max_chunk
+        parts = [positions[i : i + size] for i in range(0, len(positions), size)]
         if len(parts) == 1:
             return await self._write_chunk(parts[0])
         try:
@@ -191,48 +316,50 @@ class _Round:
             raise failed.exceptions[0] from None
         return [refusal for task in tasks for refusal in task.result()]
 
-    async def _write_chunk(self, positions: list[int]) -> list[Refused]:
-        sink, items = self._sink, self._items
+    async def _write_chunk(self, positions: list[int]) -> list[Refused[T]]:
+        sink, entries, wire = self._sink, self._entries, self._sink.wire
         backoff = sink._backoff()
         pending = positions
         while pending:
             try:
                 async with sink._slots:
                     started = time.perf_counter()
-                    left = await sink._writer(sink.table, [items[p] for p in pending])
-                    sink._latency.observe(time.perf_counter() - started)
+                    left = await wire.send([entries[p] for p in pending])
+                    sink._observe(time.perf_counter() - started)
             except Exception as exc:
                 action = classify(exc)
                 if action is Action.RETRY:
                     sink._count_error(exc)
                     await backoff.sleep()
                     continue
-                if error_code(exc) == "ValidationException":
-                    # DynamoDB refuses the request for what some item holds: find which.
+                if error_code(exc) in wire.refusal_codes:
+                    # The destination refuses the request for what some entry holds: find which.
                     return await self._bisect(pending, exc)
-                raise  # access denied, missing table, a bug: not the items' fault
-            # What DynamoDB left unprocessed (botocore's copies), as positions, found by key.
+                raise  # access denied, a missing table, a bug: not the entries' fault
+            # What was left unprocessed (the wire's copies), as positions, found by identity.
             still = self._positions_of(pending, left) if left else []
             if len(still) < len(pending):
-                self._on_durable(self._durable(pending, still))
+                durable = self._durable(pending, still)
+                sink._written.inc(len(durable))
+                self._on_durable(durable)
             if still:
-                sink._retried.inc(len(still))
+                sink._count_retried(len(still))
                 await backoff.sleep()
             else:
                 backoff.reset()
             pending = still
         return []
 
-    def _positions_of(self, sent: list[int], left: Sequence[Item]) -> list[int]:
-        key_names = self._sink.key_names
-        by_key = {item_key(self._items[p], key_names): p for p in sent}
-        return [by_key[item_key(item, key_names)] for item in left]
+    def _positions_of(self, sent: list[int], left: Sequence[T]) -> list[int]:
+        identity = self._sink.wire.identity
+        by_identity = {identity(self._entries[p]): p for p in sent}
+        return [by_identity[identity(entry)] for entry in left]
 
     def _durable(self, sent: list[int], left: list[int]) -> list[int]:
-        """Positions now durable: those stored, and the older versions merged away under them."""
+        """Positions now durable: those sent, and the older versions merged away under them."""
         if left:
-            not_stored = set(left)
-            stored = [p for p in sent if p not in not_stored]
+            not_sent = set(left)
+            stored = [p for p in sent if p not in not_sent]
         else:
             stored = sent
         if not self._merged:
@@ -240,11 +367,11 @@ class _Round:
         merged = self._merged
         return stored + [older for p in stored for older in merged.get(p, ())]
 
-    async def _bisect(self, positions: list[int], exc: Exception) -> list[Refused]:
+    async def _bisect(self, positions: list[int], exc: Exception) -> list[Refused[T]]:
         if len(positions) == 1:
             (position,) = positions
-            item = self._items[position]
-            return [Refused(position, item, "rejected_by_dynamodb", describe(exc))]
+            entry = self._entries[position]
+            return [Refused(position, entry, self._sink.wire.refusal_reason, describe(exc))]
         middle = len(positions) // 2
         first = await self._write_chunk(positions[:middle])
         return first + await self._write_chunk(positions[middle:])

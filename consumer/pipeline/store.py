@@ -23,6 +23,7 @@ from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.sink import BatchSink, BatchWriter, OnDurable, Refused, ignore
+from kernel.handlers import Item
 
 DEAD_LETTER_CONCURRENCY = 4  # dead-letter requests in flight: rare, and never the bottleneck
 
@@ -56,6 +57,7 @@ class Store:
             deadletter.KEY_NAMES,
             concurrency=asyncio.Semaphore(DEAD_LETTER_CONCURRENCY),
             metrics=metrics,
+            destination="dead_letters",
         )
         return cls(records, letters, metrics)
 
@@ -80,7 +82,7 @@ class Store:
 
     async def letters(
         self, letters: Sequence[DeadLetter], on_stored: OnDurable = ignore
-    ) -> list[Refused]:
+    ) -> list[Refused[Item]]:
         """Store dead letters, each counted by its reason once stored; answer those the
         dead-letter table refused (a misconfiguration: nothing else refuses our items)."""
         counter = self._lettered
@@ -95,7 +97,7 @@ class Store:
 
 
 def letters_for(
-    refused: Sequence[Refused], converted: Converted, stream: str, shard_id: str
+    refused: Sequence[Refused[Item]], converted: Converted, stream: str, shard_id: str
 ) -> list[DeadLetter]:
     """A dead letter for each refused item, for the record (and user record) it came from."""
     letters = []

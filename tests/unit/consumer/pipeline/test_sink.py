@@ -208,7 +208,7 @@ async def test_validation_exception_isolates_exactly_the_refused_items() -> None
     sink, _ = make_sink(writer)
     durable = Durable()
     refused = await sink.write(items(25), durable)
-    assert sorted(r.item["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == sorted(bad)
     assert all(r.reason == "rejected_by_dynamodb" for r in refused)
     assert all(r.detail == "ValidationException: refused by the fake" for r in refused)
     assert stored_ids(writer) == {f"HW-{n:04d}" for n in range(25)} - bad
@@ -223,8 +223,8 @@ async def test_refused_items_across_several_chunks() -> None:
     batch = items(60)
     refused = await sink.write(batch, durable)
     assert isinstance(refused[0], Refused)
-    assert sorted(r.item["hardwareID"]["S"] for r in refused) == sorted(bad)
-    assert all(batch[r.position] is r.item for r in refused)  # the caller's own objects
+    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert all(batch[r.position] is r.entry for r in refused)  # the caller's own objects
     # every position durable or refused, never both
     assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
     assert not durable.positions & {r.position for r in refused}
@@ -260,7 +260,7 @@ async def test_validation_after_partial_progress_bisects_only_the_rest() -> None
     sink, metrics = make_sink(writer)
     durable = Durable()
     refused = await sink.write(items(10), durable)
-    assert [r.item["hardwareID"]["S"] for r in refused] == ["HW-0008"]
+    assert [r.entry["hardwareID"]["S"] for r in refused] == ["HW-0008"]
     assert refused[0].detail == "ValidationException: bad item"
     assert requests[1] == ["HW-0006", "HW-0007", "HW-0008", "HW-0009"]
     assert all(len(r) <= 4 for r in requests[1:])  # the stored six are never sent again
@@ -297,7 +297,7 @@ async def test_item_missing_a_key_attribute_is_refused_not_raised() -> None:
     writer = ScriptedWriter(refuse=lambda i: "Timestamp" not in i)  # as DynamoDB would
     sink, _ = make_sink(writer)
     refused = await sink.write([*items(3), keyless])
-    assert [r.item for r in refused] == [keyless]
+    assert [r.entry for r in refused] == [keyless]
     assert len(writer.stored) == 3
 
 
@@ -388,8 +388,8 @@ async def test_versions_of_one_key_are_written_merged_or_refused(
     batch = [version(v) for v in versions] + others
     refused = await sink.write(batch, durable)
 
-    assert sorted(r.item["Data1"]["S"] for r in refused) == expect_refused
-    assert all(batch[r.position] is r.item for r in refused)  # the caller's own objects
+    assert sorted(r.entry["Data1"]["S"] for r in refused) == expect_refused
+    assert all(batch[r.position] is r.entry for r in refused)  # the caller's own objects
     # every position durable or refused, never both
     assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
     assert not durable.positions & {r.position for r in refused}
@@ -413,10 +413,10 @@ async def test_earlier_versions_follow_refused_ones_across_chunks() -> None:
     durable = Durable()
     batch = old + new
     refused = await sink.write(batch, durable)
-    assert sorted(r.item["hardwareID"]["S"] for r in refused) == [
+    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == [
         f"HW-{n:04d}" for n in range(0, 60, 3)
     ]
-    assert all(r.item["Data1"] == {"S": "bad"} for r in refused)
+    assert all(r.entry["Data1"] == {"S": "bad"} for r in refused)
     assert {key[1][0]: i["Data1"]["S"] for key, i in writer.stored.items()} == {
         f"HW-{n:04d}": ("old" if n % 3 == 0 else "new") for n in range(60)
     }
@@ -453,7 +453,7 @@ async def test_refused_after_unprocessed_returns_the_callers_item() -> None:
     durable = Durable()
     batch = [version("A"), item(2, "x"), version("B")]
     refused = await sink.write(batch, durable)
-    assert [r.item for r in refused] == [batch[2]] and refused[0].item is batch[2]
+    assert [r.entry for r in refused] == [batch[2]] and refused[0].entry is batch[2]
     assert refused[0].position == 2 and durable.positions == {0, 1}
     assert calls[-1] == ["A"]  # the earlier version written after the refusal
     assert durable.total == 2
