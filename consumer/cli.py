@@ -37,7 +37,10 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
     # Connections: every write slot, one reader per shard, and the lease traffic.
     pool = settings.write_concurrency + 32
     async with open_clients(
-        pool=pool, attempts=settings.aws_max_attempts, read_timeout=settings.aws_read_timeout_s
+        pool=pool,
+        attempts=settings.aws_max_attempts,
+        read_timeout=settings.aws_read_timeout_s,
+        services=settings.services,
     ) as clients:
         checked = await preflight(clients, settings)
         fast = None

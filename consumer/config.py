@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from consumer.feeds import DEFAULT_FEED, FEEDS, Feed, load_feed
+from consumer.pipeline.alerts import parse_rules
 from kernel import options
 from kernel.errors import ConfigError
 from kernel.logs import LOG_LEVELS
@@ -31,6 +32,13 @@ from kernel.options import (
 )
 
 INITIAL_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+
+
+def alert_rules(raw: str) -> str:
+    """A JSON object of rule name -> JMESPath (checked again, compiled, at start-up)."""
+    if raw.strip():
+        parse_rules(raw)
+    return raw.strip()
 
 
 def feed_spec(raw: str) -> str:
@@ -238,6 +246,38 @@ OPTIONS: tuple[Option, ...] = (
         RUN,
     ),
     Option(
+        "alert_topic_arn",
+        "TELEMAX_ALERT_TOPIC_ARN",
+        "",
+        optional_name,
+        "SNS topic the feed's alerts are published to, each once (empty: alerts off)",
+        RUN,
+    ),
+    Option(
+        "alert_rules",
+        "TELEMAX_ALERT_RULES",
+        "",
+        alert_rules,
+        'alert rules, a JSON object {"name": "JMESPath expression"} (empty: the feed\'s)',
+        frozenset({"run", "setup"}),
+    ),
+    Option(
+        "alert_ledger_table",
+        "TELEMAX_ALERT_LEDGER_TABLE",
+        None,
+        name,
+        "the alerts' ledger: one item per alert sent (default: the records table + '-alerts')",
+        TABLES,
+    ),
+    Option(
+        "alert_rate",
+        "TELEMAX_ALERT_RATE",
+        "20",
+        positive_float,
+        "alerts a worker publishes per second at most (the rest wait their turn, counted)",
+        RUN,
+    ),
+    Option(
         "handler",
         "TELEMAX_HANDLER",
         None,
@@ -276,7 +316,16 @@ class Settings:
     aws_read_timeout_s: float = 20.0
     aws_max_attempts: int = 3
     fast_path: bool = True
+    alert_topic_arn: str = ""
+    alert_rules: str = ""
+    alert_ledger_table: str = "TELEMAX-alerts"
+    alert_rate: float = 20.0
     handler: str = DEFAULT_HANDLER
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The AWS services beyond Kinesis and DynamoDB this configuration uses."""
+        return ("sns",) if self.alert_topic_arn else ()
 
     @property
     def member_table_name(self) -> str:
@@ -299,6 +348,13 @@ def feed_of(settings: Settings) -> Feed:
     return load_feed(settings.feed)
 
 
+def alert_rules_of(settings: Settings) -> dict[str, str]:
+    """The rules in force: ``TELEMAX_ALERT_RULES``, else the feed's."""
+    if settings.alert_rules:
+        return parse_rules(settings.alert_rules)
+    return dict(feed_of(settings).alerts)
+
+
 def add_options(parser: argparse.ArgumentParser, command: str) -> None:
     """Add the flags of every option that applies to ``command``; defaults come later."""
     options.add_options(parser, OPTIONS, command)
@@ -318,6 +374,7 @@ def load(
         ("handler", feed.handler_spec),
     ):
         found.setdefault(field, default)
+    found.setdefault("alert_ledger_table", f"{found['table']}-alerts")
     settings = Settings(**found)
     if settings.initial_position == "AT_TIMESTAMP" and settings.initial_timestamp is None:
         raise ConfigError(

@@ -36,18 +36,18 @@ from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from structlog.typing import FilteringBoundLogger
-
 from consumer import config
 from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Converter, Record, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
+from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import botocore_batch_writer
-from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Progress, Store
+from consumer.pipeline.stage import Progress, WriteStage
+from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
 from kernel import logs
-from kernel.aws import Clients, describe, open_clients
+from kernel.aws import Clients, open_clients
 from kernel.errors import ConfigError
 from kernel.handlers import Handler, load_handler
 from kernel.logs import get as get_logger
@@ -121,15 +121,6 @@ def lowest(sequence_numbers: Iterable[str]) -> str | None:
     return min(sequence_numbers, key=int, default=None)
 
 
-def cause(exc: BaseException) -> str:
-    """One line for the log: the first real error inside task groups, or the deadline."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    if isinstance(exc, TimeoutError):
-        return "deadline: stopped writing to answer before the function times out"
-    return describe(exc)
-
-
 class Runtime:
     """What one Lambda execution environment keeps between invocations."""
 
@@ -143,7 +134,10 @@ class Runtime:
         self._stack = AsyncExitStack()
         self._clients: Clients = self._loop.run_until_complete(
             self._stack.enter_async_context(
-                open_clients(pool=self.settings.write_concurrency + DEAD_LETTER_CONCURRENCY)
+                open_clients(
+                    pool=self.settings.write_concurrency + DEAD_LETTER_CONCURRENCY,
+                    services=self.settings.services,
+                )
             )
         )
         self._writer = botocore_batch_writer(self._clients.dynamodb)
@@ -154,18 +148,22 @@ class Runtime:
                     self._clients.dynamodb, self.settings.table, self.handler, self.settings.handler
                 )
             )
+            self._loop.run_until_complete(check_alerting(self._clients, self.settings))
         except BaseException as exc:
             if isinstance(exc, ConfigError):
                 self._log.error("configuration_error", error=str(exc))
             self.close()
             raise
-        self._store = Store.over(
-            self._writer,
-            table=self.settings.table,
-            key_names=self.key_names,
-            dlq_table=self.settings.dlq_table,
-            write_slots=self._write_slots,
-            metrics=self.metrics,
+        self._stage = WriteStage(
+            Store.over(
+                self._writer,
+                table=self.settings.table,
+                key_names=self.key_names,
+                dlq_table=self.settings.dlq_table,
+                write_slots=self._write_slots,
+                metrics=self.metrics,
+            ),
+            alerting_for(self.settings, self._clients, self.metrics, self.key_names),
         )
 
     def close(self) -> None:
@@ -196,15 +194,7 @@ class Runtime:
         errors = self.metrics.handler_errors.labels(batch.stream)
         converted = await converter.retrying(decodable, log, errors)
         progress = Progress(converted, batch.undecodable + converted.dead)
-        # Items and dead letters in parallel: each gets the whole budget.
-        (refused_letters, progress.refused), _ = await asyncio.gather(
-            self._write_items(batch, progress, deadline, log),
-            self._dead_letter(progress, 0, deadline, log),
-        )
-        # Items DynamoDB will never take (ValidationException) become dead letters, as in the
-        # worker: one per item, each done once its own dead letter is stored.
-        if refused_letters:
-            await self._dead_letter(progress, progress.add_letters(refused_letters), deadline, log)
+        await self._stage.write(progress, batch.stream, batch.shard_id, log, deadline=deadline)
         retry_from = lowest(progress.undone())
         log.info(
             "lambda_batch_processed",
@@ -215,43 +205,6 @@ class Runtime:
             seconds=round(time.perf_counter() - started, 3),
         )
         return retry_from
-
-    async def _write_items(
-        self,
-        batch: Batch,
-        progress: Progress,
-        deadline: float | None,
-        log: FilteringBoundLogger,
-    ) -> tuple[list[DeadLetter], list[int]]:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._store.items(
-                    progress.converted, batch.stream, batch.shard_id, progress.items_durable
-                )
-        except Exception as exc:  # incl. the deadline: what is stored is known, the rest retried
-            # (items refused before the failure are not dead-lettered now: not done either)
-            log.error("batch_write_failed", table=self.settings.table, error=cause(exc))
-            return [], []
-
-    async def _dead_letter(
-        self, progress: Progress, start: int, deadline: float | None, log: FilteringBoundLogger
-    ) -> None:
-        """Store ``progress.letters[start:]``."""
-        letters = progress.letters[start:]
-        if not letters:
-            return
-        table = self.settings.dlq_table
-        try:
-            async with asyncio.timeout_at(deadline):
-                refused = await self._store.letters(letters, progress.letters_stored(start))
-            if refused:  # the dead-letter table refusing is misconfiguration: retry later
-                log.error("dead_letter_write_refused", table=table, detail=refused[0].detail)
-        except Exception as exc:
-            log.error("dead_letter_write_failed", table=table, error=cause(exc))
-        stored = progress.stored[start : start + len(letters)]
-        done = [letter for letter, ok in zip(letters, stored, strict=True) if ok]
-        if done:
-            log.warning("records_dead_lettered", count=len(done), first_reason=done[0].reason)
 
 
 _runtime: Runtime | None = None

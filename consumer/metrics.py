@@ -96,6 +96,18 @@ class Metrics:
             buckets=WRITE_BUCKETS,
             registry=r,
         )
+        self.alerts = Counter(
+            "telemax_alerts",
+            "Alerts by outcome: published, duplicate (the ledger says sent), taken_over (a dead "
+            "claimant's claim, published again)",
+            ("feed", "rule", "outcome"),
+            registry=r,
+        )
+        self.alerts_held_back = Counter(
+            "telemax_alerts_held_back",
+            "Times an alert waited for the publish rate limit (it is published after the wait)",
+            registry=r,
+        )
         self.throttles = Counter(
             "telemax_throttles", "Throttling answers by API", ("api",), registry=r
         )

@@ -27,7 +27,9 @@ from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
 from consumer.pipeline.keys import table_key_names
+from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
+from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Lineage
@@ -81,6 +83,7 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
     # The records table: it exists, and its key is the one the handler's items carry.
     key_names = await table_key_names(db, settings.table, handler, settings.handler)
     await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))
+    await check_alerting(clients, settings)
     return Checked(handler, key_names)
 
 
@@ -153,13 +156,16 @@ class Worker:
             stream=settings.stream,
             worker_id=settings.worker_id,
             handler=handler,
-            store=Store.over(
-                writer,
-                table=settings.table,
-                key_names=key_names,
-                dlq_table=settings.dlq_table,
-                write_slots=write_slots,
-                metrics=self.metrics,
+            stage=WriteStage(
+                Store.over(
+                    writer,
+                    table=settings.table,
+                    key_names=key_names,
+                    dlq_table=settings.dlq_table,
+                    write_slots=write_slots,
+                    metrics=self.metrics,
+                ),
+                alerting_for(settings, clients, self.metrics, key_names, clock=clock),
             ),
             metrics=self.metrics,
             checkpoint_interval_s=settings.checkpoint_interval_s,

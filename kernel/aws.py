@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +33,9 @@ from kernel.errors import Action, ConfigError
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_kinesis import KinesisClient
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
 
 
 T = TypeVar("T")
@@ -175,6 +178,28 @@ class Clients:
     kinesis: KinesisClient
     dynamodb: DynamoDBClient
     session: AioSession
+    # clients of the services only some configurations use (alerts, archive, SQS source)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def sns(self) -> SNSClient:
+        return self._extra("sns")  # type: ignore[no-any-return]
+
+    @property
+    def s3(self) -> S3Client:
+        return self._extra("s3")  # type: ignore[no-any-return]
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self._extra("sqs")  # type: ignore[no-any-return]
+
+    def _extra(self, service: str) -> Any:
+        try:
+            return self.extra[service]
+        except KeyError:
+            raise RuntimeError(
+                f"no {service} client: open_clients(services=...) names it"
+            ) from None
 
 
 def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20) -> AioConfig:
@@ -190,9 +215,14 @@ def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20
 
 @asynccontextmanager
 async def open_clients(
-    *, pool: int = 64, attempts: int = 3, read_timeout: float = 20
+    *,
+    pool: int = 64,
+    attempts: int = 3,
+    read_timeout: float = 20,
+    services: Sequence[str] = (),
 ) -> AsyncIterator[Clients]:
-    """Kinesis and DynamoDB clients sharing one configuration; closed on exit."""
+    """Kinesis and DynamoDB clients (and those of ``services``: ``sns``, ``s3``, ``sqs``)
+    sharing one configuration; closed on exit."""
     session = get_session()
     config = client_config(pool=pool, attempts=attempts, read_timeout=read_timeout)
     # botocore reads AWS_DEFAULT_REGION (and profiles); Lambda, ECS and most tools set
@@ -206,6 +236,12 @@ async def open_clients(
             dynamodb = await stack.enter_async_context(
                 session.create_client("dynamodb", config=config, region_name=region)
             )
+            extra = {
+                service: await stack.enter_async_context(
+                    session.create_client(service, config=config, region_name=region)  # type: ignore[call-overload]
+                )
+                for service in services
+            }
         except BotoCoreError as exc:
             raise config_error_from(exc, "AWS") or exc from None
-        yield Clients(kinesis=kinesis, dynamodb=dynamodb, session=session)
+        yield Clients(kinesis=kinesis, dynamodb=dynamodb, session=session, extra=extra)

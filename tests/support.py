@@ -4,6 +4,7 @@ endpoint, worker and CLI processes, synchronous botocore clients for assertions,
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,50 @@ class Stack:
 
     def owners(self) -> dict[str, str | None]:
         return {k: v.get("leaseOwner", {}).get("S") for k, v in self.leases().items()}
+
+
+class AlertTopic:
+    """A topic with an SQS queue subscribed to it, and the alert ledger table."""
+
+    def __init__(self, stack: Stack, endpoint: str, fifo: bool = False) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.sns = local_client("sns", endpoint)
+        self.sqs = local_client("sqs", endpoint)
+        name = f"alerts-{suffix}" + (".fifo" if fifo else "")
+        attributes = {"FifoTopic": "true", "ContentBasedDeduplication": "false"} if fifo else {}
+        self.arn: str = self.sns.create_topic(Name=name, Attributes=attributes)["TopicArn"]
+        queue_attributes = {"FifoQueue": "true"} if fifo else {}
+        self.queue_url: str = self.sqs.create_queue(
+            QueueName=f"inbox-{suffix}" + (".fifo" if fifo else ""), Attributes=queue_attributes
+        )["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.sns.subscribe(TopicArn=self.arn, Protocol="sqs", Endpoint=queue_arn)
+        self.ledger = f"alerts-ledger-{suffix}"
+        stack.dynamodb.create_table(
+            TableName=self.ledger,
+            KeySchema=[{"AttributeName": "alertId", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "alertId", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        self.dynamodb = stack.dynamodb
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every notification delivered so far (SNS's envelope, parsed)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            answer = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                found.append(json.loads(message["Body"]))
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:

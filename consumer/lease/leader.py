@@ -87,6 +87,10 @@ class Leader:
         self._sync_shards = sync_shards
         self._log = get_logger(worker_id=settings.worker_id)
         self.successor = False  # set from our own beat's answer, by name_successor
+        # Until we see the leader item change once, we watch it as closely as a successor: a
+        # leader that died before naming us (a one-replica fleet whose worker was replaced)
+        # must not keep its leases for WATCH_S.
+        self._newcomer = True
         self.wake = asyncio.Event()  # a leaving worker poked us: a round now
         self.leadership: Leadership | None = None
         self._led_since = 0.0  # when the last renewal (or claim) that was answered was sent
@@ -191,18 +195,20 @@ class Leader:
     async def _watch(self) -> None:
         seen = await self._members.leader()
         now = self._clock()
-        self._next_watch = now + (SUCCESSOR_WATCH_S if self.successor else WATCH_S)
         if seen is not None and seen.owner is not None:
-            if self._watched is None or self._watched.counter != seen.counter:
-                self._watched = Seen(seen.counter, now)
-                self._reset()  # the leader lives: what we saw of the members gets old
-            if seen.owner != self.me and not is_expired(self._watched, now, self._duration):
-                if self.successor and now - self._watched.since >= self._duration / 2:
-                    # The leader may be dying: read the members as a round would, so that the
-                    # first round after a claim knows who beats and assigns at once (a fresh
-                    # leader must otherwise see every beat change first, a round or two later).
-                    await self._read_members()
-                return
+            self._note_leader_counter(seen.counter, now)
+        self._next_watch = now + self._watch_interval()
+        watched = self._watched
+        owner = seen.owner if seen is not None else None
+        alive = watched is not None and not is_expired(watched, now, self._duration)
+        if owner not in (None, self.me) and alive:
+            assert watched is not None
+            if self.successor and now - watched.since >= self._duration / 2:
+                # The leader may be dying: read the members as a round would, so that the
+                # first round after a claim knows who beats and assigns at once (a fresh
+                # leader must otherwise see every beat change first, a round or two later).
+                await self._read_members()
+            return
         sent_at = self._clock()
         claimed = await self._members.claim_leadership(self.me, seen)
         if claimed is None:
@@ -214,6 +220,16 @@ class Leader:
         self._deposed = seen.owner if seen is not None else None
         self._log.info("leadership_taken", previous=self._deposed)
         self._metrics.leader.labels(self._settings.stream).set(1)
+
+    def _note_leader_counter(self, counter: int, now: float) -> None:
+        if self._watched is None or self._watched.counter != counter:
+            if self._watched is not None:
+                self._newcomer = False  # the leader lives: the usual pace from now on
+            self._watched = Seen(counter, now)
+            self._reset()  # the leader lives: what we saw of the members gets old
+
+    def _watch_interval(self) -> float:
+        return SUCCESSOR_WATCH_S if self.successor or self._newcomer else WATCH_S
 
     async def _read_members(self) -> tuple[dict[str, Member], Observed]:
         """Read every member's item and take it into the roster: each round does, and a

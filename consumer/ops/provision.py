@@ -1,5 +1,6 @@
-"""``setup [--feed F]``: create the stream and the four tables if missing (the records table
-keyed as feed F says), and wait until ACTIVE."""
+"""``setup [--feed F]``: create the stream and the tables if missing — records (keyed as feed F
+says), leases, members, dead letters, and the alert ledger when F has alert rules — and wait
+until ACTIVE."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import dataclasses
 import time
 from typing import Any
 
-from consumer.config import Settings, feed_of
+from consumer.config import Settings, alert_rules_of, feed_of
 from consumer.pipeline.keys import KEY_TYPES
-from kernel.aws import AWS_ERRORS, Clients, config_error_from, error_code
+from kernel.aws import AWS_ERRORS, Clients, config_error_from, describe, error_code
 from kernel.errors import ConfigError
 
 WAIT_TIMEOUT_S = 300.0
+TTL = "expiresAt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +24,7 @@ class TableSpec:
     name: str
     keys: tuple[tuple[str, str], ...]  # (attribute name, HASH | RANGE)
     types: tuple[str, ...] = ()  # each key attribute's type (S, N or B); default all S
+    ttl: str = ""  # the attribute DynamoDB's TTL expires items by, if any
 
     def create_args(self) -> dict[str, Any]:
         types = self.types or ("S",) * len(self.keys)
@@ -48,6 +51,15 @@ def table_specs(settings: Settings) -> list[TableSpec]:
         TableSpec("leases", settings.lease_table, (("leaseKey", "HASH"),)),
         TableSpec("members", settings.member_table_name, (("workerId", "HASH"),)),
         TableSpec("dead letters", settings.dlq_table, (("shardId", "HASH"), ("position", "RANGE"))),
+        *(
+            [
+                TableSpec(
+                    "alert ledger", settings.alert_ledger_table, (("alertId", "HASH"),), ttl=TTL
+                )
+            ]
+            if alert_rules_of(settings)
+            else []
+        ),
     ]
 
 
@@ -55,11 +67,14 @@ def table_specs(settings: Settings) -> list[TableSpec]:
 class Report:
     created: list[str] = dataclasses.field(default_factory=list)
     existing: list[str] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
-        return [f"created  {what}" for what in self.created] + [
-            f"exists   {what}" for what in self.existing
-        ]
+        return (
+            [f"created  {what}" for what in self.created]
+            + [f"exists   {what}" for what in self.existing]
+            + [f"warning  {what}" for what in self.warnings]
+        )
 
 
 async def _until(check: Any, what: str) -> None:
@@ -112,6 +127,22 @@ async def ensure_table(clients: Clients, spec: TableSpec, report: Report) -> Non
         return described["Table"]["TableStatus"] == "ACTIVE"
 
     await _until(active, what)
+    if spec.ttl:
+        await _ensure_ttl(db, spec, report)
+
+
+async def _ensure_ttl(db: Any, spec: TableSpec, report: Report) -> None:
+    """Expire items by ``spec.ttl``. An endpoint without TTL (dynalite) is said, not fatal:
+    the items are small and only cost storage."""
+    try:
+        await db.update_time_to_live(
+            TableName=spec.name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl},
+        )
+    except AWS_ERRORS as exc:
+        if "already enabled" in describe(exc):
+            return
+        report.warnings.append(f"TTL on {spec.name} not enabled: {describe(exc)}")
 
 
 async def setup(clients: Clients, settings: Settings) -> Report:

@@ -6,16 +6,13 @@ Data flows one way: reader -> convert -> store -> checkpoint. Items and dead let
 by their *position* in the lists handed over (``Converted.origins[position]`` is the record an
 item came from), never by object identity.
 
-A record is *done* when every item it gave is durable (stored, or merged away under a later
-item of its key that was stored) and every dead letter it gave is stored (:meth:`Progress.undone`).
-The worker waits until everything is done or raises; the Lambda handler stops at its deadline
-and reports the lowest sequence number that is not done.
+The write stage (:mod:`consumer.pipeline.stage`) drives the store, beside the other
+destinations, and keeps where each record stands.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Sequence
 
 from consumer.metrics import Metrics
@@ -105,59 +102,3 @@ def letters_for(
         record, sub = converted.origins[refusal.position]
         letters.append(dead_letter(stream, shard_id, record, refusal.reason, refusal.detail, sub))
     return letters
-
-
-@dataclasses.dataclass
-class Progress:
-    """Where one batch stands in the store stage, position by position: the Lambda handler's
-    view, which stops at a deadline and must say which records are done (the worker waits
-    until all are, or raises)."""
-
-    converted: Converted
-    letters: list[DeadLetter]  # the batch's dead letters; those of refused items are added
-    refused: list[int] = dataclasses.field(default_factory=list)  # items DynamoDB refused
-    durable: list[bool] = dataclasses.field(init=False)  # per item
-    stored: list[bool] = dataclasses.field(init=False)  # per dead letter
-
-    def __post_init__(self) -> None:
-        self.durable = [False] * len(self.converted.items)
-        self.stored = [False] * len(self.letters)
-
-    def items_durable(self, positions: Sequence[int]) -> None:
-        for position in positions:
-            self.durable[position] = True
-
-    def letters_stored(self, start: int) -> OnDurable:
-        """``on_stored`` for a write of ``letters[start:]``."""
-
-        def mark(positions: Sequence[int]) -> None:
-            for position in positions:
-                self.stored[start + position] = True
-
-        return mark
-
-    def add_letters(self, letters: Sequence[DeadLetter]) -> int:
-        """Add dead letters (not yet stored); answer where they start."""
-        start = len(self.letters)
-        self.letters.extend(letters)
-        self.stored.extend(False for _ in letters)
-        return start
-
-    def undone(self) -> set[str]:
-        """Sequence numbers of the records that are not done: an item neither durable nor
-        refused (a refused item is done once its own dead letter is stored), or a dead letter
-        not stored."""
-        refused = set(self.refused)
-        found = {
-            letter.sequence_number
-            for letter, stored in zip(self.letters, self.stored, strict=True)
-            if not stored
-        }
-        found.update(
-            record["SequenceNumber"]
-            for position, ((record, _), durable) in enumerate(
-                zip(self.converted.origins, self.durable, strict=True)
-            )
-            if not durable and position not in refused
-        )
-        return found

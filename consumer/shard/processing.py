@@ -25,14 +25,13 @@ from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Converter
-from consumer.pipeline.store import Store
+from consumer.pipeline.stage import Progress, WriteStage
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, ShardReader
 from kernel.aws import describe
 from kernel.backoff import Backoff, sleep_or_stop
-from kernel.errors import DeadLetterRefused
 from kernel.handlers import Handler
 from kernel.logs import get as get_logger
 
@@ -48,7 +47,7 @@ class ShardContext:
     stream: str
     worker_id: str
     handler: Handler
-    store: Store
+    stage: WriteStage
     metrics: Metrics
     checkpoint_interval_s: float
     parents_done: Callable[[frozenset[str]], Awaitable[bool]]  # reads the parents' leases
@@ -91,7 +90,7 @@ class ShardConsumer:
             context.handler,
             context.stream,
             self.shard_id,
-            context.store.key_names,
+            context.stage.key_names,
             lease.hash_range or context.hash_range_of(self.shard_id),
         )
         self.children: tuple[Shard, ...] | None = None  # named by Kinesis at the end
@@ -230,18 +229,11 @@ class ShardConsumer:
         self._resume_after = None
         if converted.outside_range:
             self._outside_range.inc(converted.outside_range)
-        store = self._ctx.store
-        refused_letters, _ = await store.items(
-            converted, self._ctx.stream, self.shard_id, self._note_written
+        progress = Progress(converted, list(converted.dead))
+        await self._ctx.stage.write(
+            progress, self._ctx.stream, self.shard_id, self._log, on_written=self._note_written
         )
-        dead = converted.dead + refused_letters
-        if dead:
-            refused = await store.letters(dead)
-            if refused:  # the dead-letter table refusing is a bug or misconfiguration: stop here
-                raise DeadLetterRefused(
-                    f"dead-letter table refused {len(refused)} items: {refused[0].detail}"
-                )
-            self._log.warning("records_dead_lettered", count=len(dead), first_reason=dead[0].reason)
+        progress.raise_if_failed()  # before the checkpoint can move past these records
         position = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
         lease = self.held.lease
         if position != (lease.checkpoint, lease.sub_sequence):  # not the resumed record alone

@@ -37,7 +37,10 @@ TABLES_OF_MODULE = {
     "consumer/worker.py": {"lease", "members", "deadletter"},  # preflight DescribeTable
     "consumer/adapters/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
+    "consumer/pipeline/publish.py": {"alerts"},  # the alerts' ledger
 }
+# Modules only some configurations run, by the template condition that grants their calls.
+CONDITIONAL = {"consumer/pipeline/publish.py": "HasAlerts"}
 # The Lambda handler writes through the batch sink, and on a cold start reads the records
 # table's key schema (consumer/pipeline/keys.py); it calls nothing else.
 LAMBDA_MODULES = (
@@ -56,6 +59,7 @@ EVENT_SOURCE_MAPPING = {
 }
 # Resource references -> what they are.
 LOGICAL = {"Stream": "stream", "LeaseTable": "lease", "RecordsTable": "records"}
+LOGICAL |= {"AlertLedgerTable": "alerts", "AlertTopic": "alerttopic"}
 LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
@@ -96,6 +100,8 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 
 def target(ref: Any) -> str:
     """A Resource entry -> stream | lease | records | deadletter | key | the raw value."""
+    if isinstance(ref, dict) and isinstance(ref.get("Ref"), str) and ref["Ref"] in LOGICAL:
+        return LOGICAL[ref["Ref"]]  # a topic's Ref is its ARN
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         return LOGICAL.get(ref["Fn::GetAtt"][0], str(ref))
     if isinstance(ref, dict) and "Fn::ImportValue" in ref:
@@ -104,8 +110,24 @@ def target(ref: Any) -> str:
     return json.dumps(ref)
 
 
-def statements(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for statement in policy["Statement"]:
+def resolve(value: Any, conditions: dict[str, bool]) -> Any:
+    """``Fn::If`` resolved for ``conditions`` (a condition not named is false); ``NoValue``
+    entries of lists dropped."""
+    if isinstance(value, dict):
+        if "Fn::If" in value:
+            name, then, otherwise = value["Fn::If"]
+            return resolve(then if conditions.get(name, False) else otherwise, conditions)
+        return {k: resolve(v, conditions) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [resolve(v, conditions) for v in value]
+        return [v for v in items if v != {"Ref": "AWS::NoValue"}]
+    return value
+
+
+def statements(
+    policy: dict[str, Any], conditions: dict[str, bool] | None = None
+) -> Iterator[dict[str, Any]]:
+    for statement in resolve(policy["Statement"], conditions or {}):
         actions = statement["Action"]
         resources_ = statement["Resource"]
         yield {
@@ -115,11 +137,13 @@ def statements(policy: dict[str, Any]) -> Iterator[dict[str, Any]]:
         }
 
 
-def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
+def grants(
+    policy: dict[str, Any], conditions: dict[str, bool] | None = None
+) -> set[tuple[str, str]]:
     """(action, resource) pairs of a policy, KMS aside."""
     return {
         (action, target(resource))
-        for statement in statements(policy)
+        for statement in statements(policy, conditions)
         for action in statement["Action"]
         if not action.startswith("kms:")
         for resource in statement["Resource"]
@@ -130,11 +154,11 @@ def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def operations() -> dict[str, tuple[str, str]]:
-    """botocore method name -> (service, API action), for Kinesis and DynamoDB."""
+    """botocore method name -> (service, API action), for Kinesis, DynamoDB and SNS."""
     session = botocore.session.get_session()
     found: dict[str, tuple[str, str]] = {}
     ambiguous: set[str] = set()
-    for service in ("kinesis", "dynamodb"):
+    for service in ("kinesis", "dynamodb", "sns"):
         for op in session.get_service_model(service).operation_names:
             method = xform_name(op)
             if method in found:
@@ -174,14 +198,23 @@ def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
             if service == "kinesis":
                 expected.add((f"kinesis:{op}", "stream"))
                 continue
+            if service == "sns":
+                expected.add((f"sns:{op}", "alerttopic"))
+                continue
             assert module in TABLES_OF_MODULE, f"{module} calls DynamoDB {op}: map its tables"
             expected |= {(f"dynamodb:{op}", table) for table in TABLES_OF_MODULE[module]}
     return expected
 
 
-def worker_modules() -> list[Path]:
+def worker_modules(conditions: dict[str, bool] | None = None) -> list[Path]:
+    """The modules a worker runs in a configuration (template conditions true or not)."""
+    on = conditions or {}
+
     def runs(path: Path) -> bool:
-        return not str(path.relative_to(ROOT)).startswith(NOT_RUNTIME)
+        module = str(path.relative_to(ROOT))
+        if module in CONDITIONAL and not on.get(CONDITIONAL[module], False):
+            return False
+        return not module.startswith(NOT_RUNTIME)
 
     return [p for top in RUNTIME for p in sorted((ROOT / top).rglob("*.py")) if runs(p)]
 
@@ -203,10 +236,14 @@ def test_the_call_finder_sees_the_calls() -> None:
 # --- least privilege ---------------------------------------------------------------------------
 
 
-def test_worker_policy_grants_exactly_the_calls_the_worker_makes() -> None:
+@pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts"])
+def test_worker_policy_grants_exactly_the_calls_the_worker_makes(alerts: bool) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
-    assert grants(policy) == expected_grants(worker_modules())
+    conditions = {"HasAlerts": alerts}
+    expected = expected_grants(worker_modules(conditions))
+    assert grants(policy, conditions) == expected
+    assert (("sns:Publish", "alerttopic") in expected) is alerts
 
 
 def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
@@ -326,15 +363,19 @@ def test_the_linters_fail_on_a_bad_template(tmp_path: Path) -> None:
 # --- agreement with the code -------------------------------------------------------------------
 
 
-def test_tables_and_names_match_what_setup_creates() -> None:
-    base = load("telemax-base.yaml")
-    defaults = Settings()
+@pytest.mark.parametrize("feed", ["telemax", "taxi", "orders"])
+def test_tables_and_names_match_what_setup_creates(feed: str) -> None:
+    conditions = {"IsTelemax": feed == "telemax", "IsOrders": feed == "orders", "HasAlerts": True}
+    base = resolve(load("telemax-base.yaml"), conditions)
+    assert feed in base["Parameters"]["Feed"]["AllowedValues"]
+    defaults = Settings(feed=feed)
     params = base["Parameters"]
     assert params["StreamName"]["Default"] == defaults.stream
     assert params["TableName"]["Default"] == defaults.table
     assert params["LeaseTableName"]["Default"] == defaults.lease_table
     assert params["MemberTableName"]["Default"] == defaults.member_table_name
     assert params["DeadLetterTableName"]["Default"] == defaults.dlq_table
+    assert params["AlertLedgerTableName"]["Default"] == defaults.alert_ledger_table
     tables = resources(base, "AWS::DynamoDB::Table")
     by_param = {t["Properties"]["TableName"]["Ref"]: t["Properties"] for t in tables.values()}
     specs = {spec.role: spec for spec in table_specs(defaults)}
@@ -343,10 +384,13 @@ def test_tables_and_names_match_what_setup_creates() -> None:
         ("leases", "LeaseTableName"),
         ("members", "MemberTableName"),
         ("dead letters", "DeadLetterTableName"),
+        *([("alert ledger", "AlertLedgerTableName")] if feed == "orders" else []),
     ):
         props = by_param[param]
         keys = tuple((k["AttributeName"], k["KeyType"]) for k in props["KeySchema"])
         assert keys == specs[role].keys, role
+        types = tuple(a["AttributeType"] for a in props["AttributeDefinitions"])
+        assert types == (specs[role].types or ("S",) * len(keys)), role
         assert props["SSESpecification"]["SSEEnabled"] is True
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     (stream,) = resources(base, "AWS::Kinesis::Stream").values()
@@ -364,12 +408,16 @@ def check_environment(variables: dict[str, Any]) -> None:
             assert name.startswith("AWS_"), name
 
 
-def test_ecs_task_runs_the_image_as_built() -> None:
-    ecs = load("telemax-ecs.yaml")
+@pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts"])
+def test_ecs_task_runs_the_image_as_built(alerts: bool) -> None:
+    ecs = resolve(load("telemax-ecs.yaml"), {"HasAlerts": alerts})
     (task,) = resources(ecs, "AWS::ECS::TaskDefinition").values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     check_environment(env)
+    assert ("TELEMAX_ALERT_TOPIC_ARN" in env) is alerts
+    assert ("TELEMAX_ALERT_LEDGER_TABLE" in env) is alerts
+    assert env["TELEMAX_FEED"] == {"Ref": "Feed"}
     tables = {"TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_MEMBER_TABLE", "TELEMAX_DLQ_TABLE"}
     assert {"TELEMAX_STREAM", *tables} <= set(env)
     assert env["AWS_DEFAULT_REGION"] == env["AWS_REGION"]  # botocore reads the first only
@@ -411,8 +459,8 @@ def test_lambda_function_uses_the_handler_and_partial_failures() -> None:
 def test_log_metric_filters_match_events_the_code_logs() -> None:
     """The dead-letter alarms count `records_dead_lettered` events' `count` field."""
     pattern = re.compile(r'"records_dead_lettered",\s*count=')
-    for module in ("consumer/shard/processing.py", "consumer/lambda_handler.py"):
-        assert pattern.search((ROOT / module).read_text()), module
+    # the write stage logs it, for the worker and the Lambda handler alike
+    assert pattern.search((ROOT / "consumer/pipeline/stage.py").read_text())
     filters = [
         f
         for path in ("telemax-ecs.yaml", "telemax-lambda.yaml")

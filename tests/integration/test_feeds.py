@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import Any
 
 import pytest
 
 from producer.schemas import records
-from tests.support import Stack, wait_until
+from tests.support import AlertTopic, Stack, wait_until
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def small_order(n: int, price: float) -> dict[str, Any]:
+    """One line, so that moto's server stays quick (the generator's bulk orders are 100 KB)."""
+    return {
+        "orderID": f"ORD-{n:06d}",
+        "customerID": f"CUST-{n % 97}",
+        "createdAt": "2026-12-02T10:00:00Z",
+        "currency": "EUR",
+        "items": [{"sku": f"SKU-{n}", "quantity": 1, "unitPrice": price}],
+        "total": price,
+    }
 
 
 def key_schema(stack: Stack) -> list[tuple[str, str, str]]:
@@ -50,3 +64,46 @@ def test_the_orders_feed_stores_valid_orders_and_dead_letters_each_violation(sta
     reasons = {item["reason"]["S"] for item in stack.scan(stack.dlq_table)}
     assert reasons == {"unknown_currency", "total_mismatch", "bad_quantity"}
     assert worker.stop() == 0
+
+
+def test_orders_alert_exactly_once_across_a_sigkill_and_resent_records(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    """A worker SIGKILLed mid-stream and replaced, some orders sent twice: every valid order
+    stored once, every bad one dead-lettered with its reason, every large one alerted once."""
+    topic = AlertTopic(stack, moto_endpoint)
+    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2")
+    assert done.returncode == 0, done.stderr
+    valid = [small_order(n, 1500.0 if n % 25 == 0 else 19.99) for n in range(1500)]
+    bad = [{**small_order(n, 5.0), "orderID": f"BAD-{n}", "currency": "???"} for n in range(40)]
+    resent = valid[:300]  # a producer retrying: the same orders again, later in the stream
+    stack.put([*valid, *bad, *resent], key="customer")
+    large = {o["orderID"] for o in valid if o["total"] >= 1000}
+    assert len(large) == 60
+
+    env = {
+        "TELEMAX_FEED": "orders",
+        "TELEMAX_ALERT_TOPIC_ARN": topic.arn,
+        "TELEMAX_MAX_RECORDS": "100",
+    }
+    first = stack.worker("w1", **env)
+    wait_until(lambda: stack.count() >= 400, 45, "some orders stored")
+    first.signal(signal.SIGKILL)
+    stack.worker("w2", **env)
+    wait_until(lambda: stack.count() >= len(valid), 60, "every valid order stored")
+    wait_until(lambda: stack.count(stack.dlq_table) >= len(bad), 30, "every bad order lettered")
+    received: list[dict[str, Any]] = []
+
+    def every_alert() -> bool:
+        received.extend(topic.received())
+        return len(received) >= len(large)
+
+    wait_until(every_alert, 30, "every alert")
+    time.sleep(2.0)  # anything more would be a duplicate: give it time to arrive
+    received.extend(topic.received())
+
+    keys = [m["MessageAttributes"]["key"]["Value"] for m in received]
+    assert sorted(keys) == sorted(large), "each large order alerted exactly once"
+    assert {item["orderID"]["S"] for item in stack.scan()} == {o["orderID"] for o in valid}
+    letters = stack.scan(stack.dlq_table)
+    assert len(letters) == len(bad) and {i["reason"]["S"] for i in letters} == {"unknown_currency"}

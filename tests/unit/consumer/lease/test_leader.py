@@ -166,17 +166,42 @@ async def test_the_successor_takes_over_a_lease_duration_after_the_leader_stoppe
     assert DURATION <= loop.time() - stopped <= DURATION + 1.5
 
 
-async def test_other_workers_look_at_the_leader_item_rarely() -> None:
+async def test_other_workers_look_at_the_leader_item_rarely_once_they_saw_it_renewed() -> None:
     leases, members = LeaseTable(), MemberTable()
+    boss = leader(leases, members)
+    await boss.step()  # elected, renews every second from its own loop
+    renewals = asyncio.create_task(boss._renew_forever())
     bystander = leader(leases, members, "w3")
-    await members.claim_leadership("w1", None)
-    for _ in range(20):
+    before = [op for _, op, _ in members.calls].count("leader")  # the leader's own look
+    try:
+        for _ in range(20):
+            await bystander.step()
+            await asyncio.sleep(0.5)
+        looks = [op for _, op, _ in members.calls].count("leader")
+        assert looks - before <= 3, "a newcomer looks closely only until it sees a renewal"
+        await asyncio.sleep(WATCH_S)
         await bystander.step()
+        assert [op for _, op, _ in members.calls].count("leader") == looks + 1
+    finally:
+        renewals.cancel()
+    assert not bystander.leading()
+
+
+async def test_a_newcomer_whose_leader_died_before_it_started_takes_over_in_a_lease_duration() -> (
+    None
+):
+    """Found by the orders SIGKILL test: a one-replica fleet whose worker was SIGKILLed and
+    replaced before it named a successor; the replacement must not wait WATCH_S to look."""
+    leases, members = LeaseTable(), MemberTable()
+    await members.claim_leadership("w1", None)  # and w1 dies at once
+    loop = asyncio.get_running_loop()
+    died = loop.time()
+    newcomer = leader(leases, members, "w2")
+    while not newcomer.leading():
+        await newcomer.step()
         await asyncio.sleep(0.5)
-    assert [op for _, op, _ in members.calls].count("leader") == 1
-    await asyncio.sleep(WATCH_S)
-    await bystander.step()
-    assert [op for _, op, _ in members.calls].count("leader") == 2
+        assert loop.time() - died <= DURATION + 2.0, "the replacement waited too long"
+    assert loop.time() - died >= DURATION
 
 
 async def test_a_resigning_leader_hands_over_at_once() -> None:

@@ -12,7 +12,8 @@ from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.sink import BatchSink, Refused
-from consumer.pipeline.store import Progress, Store, letters_for
+from consumer.pipeline.stage import Progress
+from consumer.pipeline.store import Store, letters_for
 from consumer.testing import ScriptedWriter, kinesis_record
 from kernel.handlers import Item
 

@@ -22,6 +22,7 @@ from consumer.lease.model import SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.sink import BatchSink
+from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
@@ -64,10 +65,12 @@ class Shop:
             stream="s",
             worker_id="me",
             handler=telemax.to_item,
-            store=Store(
-                self._sink("TELEMAX", telemax.KEY_NAMES),
-                self._sink("dlq", deadletter.KEY_NAMES),
-                self.metrics,
+            stage=WriteStage(
+                Store(
+                    self._sink("TELEMAX", telemax.KEY_NAMES),
+                    self._sink("dlq", deadletter.KEY_NAMES),
+                    self.metrics,
+                )
             ),
             metrics=self.metrics,
             checkpoint_interval_s=1.0,

@@ -1,0 +1,329 @@
+"""The alert topic as a destination (:class:`~consumer.pipeline.sink.Wire`): each alert
+published once, through a ledger in DynamoDB, at a bounded rate.
+
+Exactly once, per alert identity (``feed|rule|key``):
+
+1. **Claim**: a conditional PutItem (``attribute_not_exists``) of the alert's ledger item,
+   ``state = claimed``, naming this worker. Only the claimant publishes. A claim found already
+   ``sent`` means done (a replay, a fail-over, a resent record: counted as ``duplicate``); one
+   ``claimed`` by another worker is waited for, and taken over (a conditional update on the
+   claim seen) only once it has stood still for ``stale_after_s`` on *this* worker's monotonic
+   clock, as leases expire (DESIGN §3.2): its claimant died before it could finish.
+2. **Publish** (SNS ``Publish``), at most ``rate`` per second per worker; an alert that must
+   wait for its turn is counted (``telemax_alerts_held_back_total``), never dropped: the shard
+   waits with it, and its checkpoint too.
+3. **Mark** ``state = sent`` (BatchWriteItem), before the sink calls the alert durable.
+
+The one gap: a claimant that dies after SNS accepted a message and before its mark is written
+(a few milliseconds) leaves a claim that is taken over and published again. A FIFO topic
+(``….fifo``) closes that gap too: every message carries the alert identity's digest as its
+``MessageDeduplicationId``, and SNS drops a repeat within five minutes.
+
+Ledger items expire through the table's TTL attribute ``expiresAt`` (``retention_s``, longer
+than any replay: Kinesis keeps records up to a year, so set it to the stream's retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from consumer.config import Settings, alert_rules_of, feed_of
+from consumer.metrics import Metrics
+from consumer.pipeline.alerts import Alert, Alerter, Rule, compile_rules
+from consumer.pipeline.sink import Sink
+from consumer.pipeline.stage import Alerting
+from kernel.aws import Clients, config_error_from, error_code, patiently, unless_fenced
+from kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_sns import SNSClient
+
+CLAIMED, SENT = "claimed", "sent"
+DEFAULT_RETENTION_S = 8 * 24 * 3600  # Kinesis' default retention is one day, SQS' at most 14
+SNS_REFUSALS = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
+
+
+class TokenBucket:
+    """``rate`` per second, bursts up to ``burst``; time is a parameter (tests)."""
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._at = clock()
+
+    def wait_s(self) -> float:
+        """Take a token now and answer 0, or answer how long until one is there."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
+@dataclasses.dataclass
+class _Claims:
+    """What this worker knows of alerts it is sending (forgotten once marked)."""
+
+    mine: set[str] = dataclasses.field(default_factory=set)
+    published: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> message id
+    # marked sent while a call of the same chunk failed: done, whatever the retry finds
+    marked: set[str] = dataclasses.field(default_factory=set)
+    # claims of others: id -> (their claimedAt, when we first saw that claim, monotonic)
+    seen: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
+
+
+class AlertWire:
+    destination = "alerts"
+    api = "Publish"
+    max_chunk = 10
+    refusal_codes = SNS_REFUSALS
+    refusal_reason = "rejected_by_sns"
+
+    def __init__(
+        self,
+        sns: SNSClient,
+        dynamodb: DynamoDBClient,
+        *,
+        topic_arn: str,
+        ledger_table: str,
+        owner: str,
+        metrics: Metrics,
+        rate: float,
+        stale_after_s: float,
+        retention_s: float = DEFAULT_RETENTION_S,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sns = sns
+        self._db = dynamodb
+        self.topic_arn = topic_arn
+        self.ledger_table = ledger_table
+        self._owner = owner
+        self._fifo = topic_arn.endswith(".fifo")
+        self._bucket = TokenBucket(rate, max(1.0, rate), clock)
+        self._stale_after_s = stale_after_s
+        self._retention_s = retention_s
+        self._clock = clock
+        self._wall = wall_clock
+        self._claims = _Claims()
+        self._outcomes = metrics.alerts
+        self._held_back = metrics.alerts_held_back
+
+    def identity(self, entry: Alert) -> Hashable:
+        return entry.id
+
+    async def send(self, chunk: Sequence[Alert]) -> Sequence[Alert]:
+        """Claim, publish, mark; answer the alerts still to do (claimed by a live peer, or a
+        mark DynamoDB left unprocessed). Raises the first failed call after recording what
+        succeeded, so a retry repeats nothing that is done."""
+        claims = self._claims
+        unclaimed = [a for a in chunk if a.id not in claims.mine and a.id not in claims.marked]
+        states = await asyncio.gather(*(self._claim(a) for a in unclaimed), return_exceptions=True)
+        failures = [s for s in states if isinstance(s, BaseException)]
+        elsewhere = {a.id for a, state in zip(unclaimed, states, strict=True) if state == SENT}
+        busy = [
+            a
+            for a in chunk
+            if a.id not in claims.mine and a.id not in claims.marked and a.id not in elsewhere
+        ]
+        todo = [a for a in chunk if a.id in claims.mine and a.id not in claims.published]
+        sent = await asyncio.gather(*(self._publish(a) for a in todo), return_exceptions=True)
+        failures += [s for s in sent if isinstance(s, BaseException)]
+        left = await self._mark([a for a in chunk if a.id in claims.published])
+        if failures:
+            raise failures[0]
+        for alert in chunk:
+            claims.marked.discard(alert.id)
+        return [*left, *busy]
+
+    def _ledger_item(self, alert: Alert, state: str) -> dict[str, Any]:
+        now = self._wall()
+        item: dict[str, Any] = {
+            "alertId": {"S": alert.id},
+            "state": {"S": state},
+            "owner": {"S": self._owner},
+            "claimedAt": {"N": str(int(now * 1000))},
+            "expiresAt": {"N": str(int(now + self._retention_s))},
+            "feed": {"S": alert.feed},
+            "rule": {"S": alert.rule},
+            "key": {"S": alert.key},
+        }
+        message_id = self._claims.published.get(alert.id)
+        if message_id:
+            item["messageId"] = {"S": message_id}
+        return item
+
+    async def _claim(self, alert: Alert) -> str | None:
+        """CLAIMED (ours now), SENT (someone sent it), or None (wait: claimed by a peer)."""
+        claimed = await unless_fenced(
+            self._db.put_item(
+                TableName=self.ledger_table,
+                Item=self._ledger_item(alert, CLAIMED),
+                ConditionExpression="attribute_not_exists(alertId)",
+            )
+        )
+        if claimed is not None:
+            self._claims.mine.add(alert.id)
+            return CLAIMED
+        found = await self._db.get_item(
+            TableName=self.ledger_table, Key={"alertId": {"S": alert.id}}, ConsistentRead=True
+        )
+        item = found.get("Item")
+        if item is None:  # expired between the two calls: claim again on the next send
+            return None
+        if item["state"]["S"] == SENT:
+            self._outcomes.labels(alert.feed, alert.rule, "duplicate").inc()
+            return SENT
+        return await self._take_over_if_stale(alert, item["claimedAt"]["N"])
+
+    async def _take_over_if_stale(self, alert: Alert, claimed_at: str) -> str | None:
+        seen = self._claims.seen.get(alert.id)
+        now = self._clock()
+        if seen is None or seen[0] != claimed_at:
+            self._claims.seen[alert.id] = (claimed_at, now)
+            return None
+        if now - seen[1] < self._stale_after_s:
+            return None
+        taken = await unless_fenced(
+            self._db.put_item(
+                TableName=self.ledger_table,
+                Item=self._ledger_item(alert, CLAIMED),
+                ConditionExpression="#s = :claimed AND claimedAt = :seen",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":claimed": {"S": CLAIMED}, ":seen": {"N": claimed_at}},
+            )
+        )
+        del self._claims.seen[alert.id]
+        if taken is None:
+            return None
+        self._claims.mine.add(alert.id)
+        self._outcomes.labels(alert.feed, alert.rule, "taken_over").inc()
+        return CLAIMED
+
+    async def _publish(self, alert: Alert) -> None:
+        while (delay := self._bucket.wait_s()) > 0:
+            self._held_back.inc()
+            await asyncio.sleep(delay)
+        attributes = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in (("feed", alert.feed), ("rule", alert.rule), ("key", alert.key))
+        }
+        extra: dict[str, str] = {}
+        if self._fifo:
+            extra["MessageGroupId"] = alert.key[:128] or "-"
+            extra["MessageDeduplicationId"] = hashlib.sha256(alert.id.encode()).hexdigest()
+        answer = await self._sns.publish(
+            TopicArn=self.topic_arn,
+            Message=alert.body,
+            Subject=alert.subject,
+            MessageAttributes=attributes,  # type: ignore[arg-type]
+            **extra,
+        )
+        self._claims.published[alert.id] = answer.get("MessageId", "")
+        self._outcomes.labels(alert.feed, alert.rule, "published").inc()
+
+    async def _mark(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Mark published alerts sent; answer those DynamoDB left unprocessed."""
+        if not alerts:
+            return []
+        answer = await self._db.batch_write_item(
+            RequestItems={
+                self.ledger_table: [
+                    {"PutRequest": {"Item": self._ledger_item(a, SENT)}} for a in alerts
+                ]
+            }
+        )
+        unprocessed = answer.get("UnprocessedItems", {}).get(self.ledger_table, [])
+        left_ids = {r["PutRequest"]["Item"]["alertId"]["S"] for r in unprocessed}
+        for alert in alerts:
+            if alert.id not in left_ids:
+                self._claims.mine.discard(alert.id)
+                self._claims.published.pop(alert.id, None)
+                self._claims.marked.add(alert.id)
+        return [a for a in alerts if a.id in left_ids]
+
+
+ALERT_CONCURRENCY = 4  # chunks of alerts in flight per worker: alerts are rare
+
+
+def alerting_for(
+    settings: Settings,
+    clients: Clients,
+    metrics: Metrics,
+    key_names: Sequence[str],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Alerting | None:
+    """The alert destination ``settings`` ask for, or None when alerts are off; a rule that
+    does not compile, or a topic without rules, is one ConfigError line."""
+    if not settings.alert_topic_arn:
+        return None
+    rules = rules_for(settings)
+    wire = AlertWire(
+        clients.sns,
+        clients.dynamodb,
+        topic_arn=settings.alert_topic_arn,
+        ledger_table=settings.alert_ledger_table,
+        owner=settings.worker_id,
+        metrics=metrics,
+        rate=settings.alert_rate,
+        stale_after_s=settings.lease_duration_s,
+        clock=clock,
+    )
+    sink = Sink(
+        wire,
+        concurrency=asyncio.Semaphore(ALERT_CONCURRENCY),
+        metrics=metrics,
+        wants="an alert id",
+    )
+    return Alerting(Alerter(feed_of(settings).name, rules, tuple(key_names)), sink)
+
+
+def rules_for(settings: Settings) -> tuple[Rule, ...]:
+    """The alert rules in force, compiled; ConfigError (one line) for a bad one, or for a
+    topic without rules."""
+    feed = feed_of(settings)
+    source = "TELEMAX_ALERT_RULES" if settings.alert_rules else f"feed {feed.name}"
+    rules = compile_rules(alert_rules_of(settings), source)
+    if not rules:
+        raise ConfigError(
+            f"TELEMAX_ALERT_TOPIC_ARN is set but feed {feed.name} has no alert rules: "
+            "set TELEMAX_ALERT_RULES"
+        )
+    return rules
+
+
+async def check_alerting(clients: Clients, settings: Settings) -> None:
+    """Start-up: the topic and the ledger table are there and ours to use (one line if not)."""
+    if not settings.alert_topic_arn:
+        return
+    rules_for(settings)
+    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        (
+            f"SNS topic {settings.alert_topic_arn!r}",
+            lambda: clients.sns.get_topic_attributes(TopicArn=settings.alert_topic_arn),
+        ),
+        (
+            f"DynamoDB alert ledger table {settings.alert_ledger_table!r}",
+            lambda: clients.dynamodb.describe_table(TableName=settings.alert_ledger_table),
+        ),
+    ]
+    for what, check in checks:
+        try:
+            await patiently(check)
+        except Exception as exc:
+            if error_code(exc) == "NotFound":
+                raise ConfigError(f"{what} does not exist") from None
+            raise config_error_from(exc, what) or exc from None

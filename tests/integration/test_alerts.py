@@ -1,0 +1,166 @@
+"""The alert destination on moto's server (SNS, SQS, DynamoDB): each alert published once,
+whoever sends it and however often, read back from an SQS queue subscribed to the topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from consumer.metrics import Metrics
+from consumer.pipeline.alerts import Alert, alert
+from consumer.pipeline.publish import AlertWire
+from consumer.pipeline.sink import Sink
+from consumer.testing import FakeClock
+from kernel.aws import Clients, open_clients
+from tests.support import AlertTopic as Topic
+from tests.support import Stack
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def clients(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clients]:
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    async with open_clients(services=("sns",)) as opened:
+        yield opened
+
+
+def wire_for(
+    clients: Clients, topic: Topic, owner: str, clock: FakeClock | None = None, rate: float = 100
+) -> tuple[Sink[Alert], Metrics]:
+    metrics = Metrics("s")
+    wire = AlertWire(
+        clients.sns,
+        clients.dynamodb,
+        topic_arn=topic.arn,
+        ledger_table=topic.ledger,
+        owner=owner,
+        metrics=metrics,
+        rate=rate,
+        stale_after_s=4.0,
+        clock=clock or time.monotonic,
+    )
+    return Sink(wire, concurrency=asyncio.Semaphore(4), metrics=metrics), metrics
+
+
+def alerts(count: int, rule: str = "large_order") -> list[Alert]:
+    return [
+        alert("orders", rule, f"ORD-{n}", {"orderID": f"ORD-{n}", "total": 1000 + n})
+        for n in range(count)
+    ]
+
+
+def outcome(metrics: Metrics, name: str) -> float:
+    labels = {"feed": "orders", "rule": "large_order", "outcome": name}
+    return metrics.registry.get_sample_value("telemax_alerts_total", labels) or 0.0
+
+
+async def test_each_alert_is_published_once_with_its_attributes(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    first, first_metrics = wire_for(clients, topic, "w1")
+    second, second_metrics = wire_for(clients, topic, "w2")
+    batch = alerts(23)
+    assert await first.write(batch) == []
+    # A replay by another worker, and a resent record inside one batch: nothing new goes out
+    assert await second.write([*batch, batch[0]]) == []
+    assert await first.write(batch[:5]) == []
+
+    received = topic.received()
+    assert sorted(m["MessageAttributes"]["key"]["Value"] for m in received) == sorted(
+        a.key for a in batch
+    )
+    message = next(m for m in received if m["MessageAttributes"]["key"]["Value"] == "ORD-7")
+    assert message["Subject"] == "telemax orders: large_order ORD-7"
+    assert {k: v["Value"] for k, v in message["MessageAttributes"].items()} == {
+        "feed": "orders",
+        "rule": "large_order",
+        "key": "ORD-7",
+    }
+    assert json.loads(message["Message"])["record"] == {"orderID": "ORD-7", "total": 1007}
+    assert outcome(first_metrics, "published") == 23
+    assert outcome(second_metrics, "duplicate") == 23
+    ledger = topic.dynamodb.get_item(
+        TableName=topic.ledger, Key={"alertId": {"S": "orders|large_order|ORD-7"}}
+    )["Item"]
+    assert ledger["state"] == {"S": "sent"} and ledger["owner"] == {"S": "w1"}
+    assert int(ledger["expiresAt"]["N"]) > 0 and ledger["messageId"]["S"]
+
+
+async def test_a_dead_claimants_alert_is_taken_over_once_its_claim_stands_still(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    (stuck,) = alerts(1)
+    topic.dynamodb.put_item(  # a worker claimed it, then died before publishing
+        TableName=topic.ledger,
+        Item={
+            "alertId": {"S": stuck.id},
+            "state": {"S": "claimed"},
+            "owner": {"S": "dead"},
+            "claimedAt": {"N": "1"},
+        },
+    )
+    clock = FakeClock()
+    sink, metrics = wire_for(clients, topic, "w2", clock)
+    wire: Any = sink.wire
+    assert await wire.send([stuck]) == [stuck]  # first sight of the claim: wait
+    clock.advance(3.9)
+    assert await wire.send([stuck]) == [stuck]  # still within the stale time
+    assert topic.received() == []
+    clock.advance(0.2)
+    assert await wire.send([stuck]) == []  # taken over, published, marked
+    assert [m["MessageAttributes"]["key"]["Value"] for m in topic.received()] == ["ORD-0"]
+    assert outcome(metrics, "taken_over") == 1
+
+
+async def test_a_claim_that_moves_is_a_live_peer_and_is_not_taken(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    (busy,) = alerts(1)
+    clock = FakeClock()
+    sink, _ = wire_for(clients, topic, "w2", clock)
+    wire: Any = sink.wire
+    for claimed_at in ("1", "2", "3"):  # the peer claims again and again (its retries)
+        topic.dynamodb.put_item(
+            TableName=topic.ledger,
+            Item={
+                "alertId": {"S": busy.id},
+                "state": {"S": "claimed"},
+                "owner": {"S": "peer"},
+                "claimedAt": {"N": claimed_at},
+            },
+        )
+        assert await wire.send([busy]) == [busy]
+        clock.advance(3.0)
+    assert topic.received() == []
+
+
+async def test_publishing_is_rate_limited_and_what_waits_is_counted(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    sink, metrics = wire_for(clients, topic, "w1", rate=20)
+    started = asyncio.get_running_loop().time()
+    assert await sink.write(alerts(30)) == []
+    elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed >= 0.4  # 20 at once (the burst is one second's worth), 10 more at 20/s
+    assert (metrics.registry.get_sample_value("telemax_alerts_held_back_total") or 0) > 0
+    assert len(topic.received()) == 30
+
+
+async def test_a_fifo_topic_gets_a_group_and_a_deduplication_id(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint, fifo=True)
+    sink, _ = wire_for(clients, topic, "w1")
+    assert await sink.write(alerts(3)) == []
+    assert len(topic.received()) == 3
