@@ -133,13 +133,18 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     try:  # the development kit: in a checkout and in the package, not in the image
         from devkit.demo import Demo
+        from devkit.feed_demo import FeedDemo
     except ImportError:
         raise ConfigError(
             "the demo needs the development kit: run `make demo` in a checkout, or "
             "pip install 'telemax[demo]'"
         ) from None
 
-    return await Demo(count=args.count, shards=args.shards, workers=args.workers).run()
+    if settings.feed != "telemax":  # a feed with every destination: alerts, archive
+        count = args.count if args.count is not None else 2000
+        return await FeedDemo(settings.feed, count, args.shards, args.workers).run()
+    count = args.count if args.count is not None else 10_000
+    return await Demo(count=count, shards=args.shards, workers=args.workers).run()
 
 
 COMMANDS: dict[str, tuple[Command, str]] = {
@@ -166,7 +171,12 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("--reason", default=None, help="only dead letters of this reason")
             command.add_argument("--limit", type=int, default=0, help="list at most N (0: all)")
         if name == "demo":
-            command.add_argument("--count", type=int, default=10_000, help="readings to produce")
+            command.add_argument(
+                "--count",
+                type=int,
+                default=None,
+                help="records to produce (10,000; 2,000 of a feed)",
+            )
             command.add_argument("--shards", type=int, default=2, help="shards of the demo stream")
             command.add_argument("--workers", type=int, default=2, help="worker processes")
     return top

@@ -128,6 +128,11 @@ class Runtime:
         self.settings = settings or config.load("run")
         logs.configure(self.settings.log_level)
         self._log = get_logger()
+        if self.settings.archive_bucket:  # never a silent gap in the archive
+            raise ConfigError(
+                "TELEMAX_ARCHIVE_BUCKET: the Lambda handler does not archive yet; "
+                "archive with workers (telemax-consumer run), or unset it"
+            )
         self.handler: Handler = load_handler(self.settings.handler)
         self.metrics = Metrics(self.settings.stream)
         self._loop = asyncio.new_event_loop()

@@ -26,6 +26,7 @@ from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
+from consumer.pipeline.archiver import archiving_for, check_archive
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
@@ -84,6 +85,7 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
     key_names = await table_key_names(db, settings.table, handler, settings.handler)
     await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))
     await check_alerting(clients, settings)
+    await check_archive(clients, settings)
     return Checked(handler, key_names)
 
 
@@ -177,6 +179,7 @@ class Worker:
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
             clock=clock,
+            archiving=archiving_for(settings, clients, self.metrics),
         )
         # The supervisor keeps one consumer per lease the coordinator holds (DESIGN §3.9): it
         # reads the holds, and the coordinator tells it of every change.

@@ -1,13 +1,14 @@
 # make bench: the worker beside a Lambda-style baseline and the backend's ceiling, same run
 # (kinesalite + dynalite, 100,000 readings on 4 and on 64 shards, 3 repeats, medians; CPU per
-# record over the whole run and over the steady window). Bounded: <= 10 min; with
+# record over the whole run and over the steady window; and the worker again with the S3
+# archive on, its own column). Bounded: <= 15 min; with
 # BEFORE=REV (`make bench BEFORE=main~3`) the worker of that git revision runs too,
-# interleaved, in its own column: <= 20 min.
+# interleaved, in its own column: <= 30 min.
 # make bench-idle: what a quiet shard costs one worker (4 and 128 idle shards; the slope) and
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
 .PHONY: bench bench-idle
 bench: $(STAMP) emulators
-	timeout 1200 $(PY) -m tests.bench --records 100000 --shards 4 64 --repeats 3 $(if $(BEFORE),--before $(BEFORE))
+	timeout 1800 $(PY) -m tests.bench --records 100000 --shards 4 64 --repeats 3 $(if $(BEFORE),--before $(BEFORE))
 
 bench-idle: $(STAMP) emulators
 	timeout 420 $(PY) -m tests.bench.idle --shards 4 128 --window 60 --probes 10

@@ -95,7 +95,8 @@ def record_of(item: Item) -> dict[str, Any]:
     return {name: plain(value) for name, value in item.items()}
 
 
-def _json_number(value: object) -> object:
+def json_number(value: object) -> object:
+    """orjson's ``default`` for plain data: decimals as numbers, bytes as hex, sets sorted."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bytes | bytearray):
@@ -122,11 +123,11 @@ class Alert:
 
 def alert(feed: str, rule: str, key: str, record: Mapping[str, Any]) -> Alert:
     envelope: dict[str, Any] = {"feed": feed, "rule": rule, "key": key, "record": record}
-    body = orjson.dumps(envelope, default=_json_number)
+    body = orjson.dumps(envelope, default=json_number)
     if len(body) > MAX_BODY_BYTES:  # the record is in the table; say where, not all of it
         envelope["record"] = None
         envelope["truncated"] = f"record of {len(body)} bytes: read it from the table by key"
-        body = orjson.dumps(envelope, default=_json_number)
+        body = orjson.dumps(envelope, default=json_number)
     subject = _UNPRINTABLE.sub("?", f"telemax {feed}: {rule} {key}")[:MAX_SUBJECT]
     return Alert(feed, rule, key, subject, body.decode())
 

@@ -24,6 +24,7 @@ from typing import Any
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
+from consumer.pipeline.archiver import Archiving
 from consumer.pipeline.convert import Converter
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.shard.budget import RecordBudget
@@ -61,6 +62,8 @@ class ShardContext:
     hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
     clock: Callable[[], float] = time.monotonic
+    # The archive, when on: the checkpoint then moves only to the end of a written segment
+    archiving: Archiving | None = None
 
 
 class StreamNotFound(RuntimeError):
@@ -93,6 +96,11 @@ class ShardConsumer:
             context.stage.key_names,
             lease.hash_range or context.hash_range_of(self.shard_id),
         )
+        self._archive = (
+            context.archiving.for_shard(self.shard_id, context.clock)
+            if context.archiving is not None
+            else None
+        )
         self.children: tuple[Shard, ...] | None = None  # named by Kinesis at the end
         self.gone = False  # the shard no longer exists (past retention)
 
@@ -110,9 +118,11 @@ class ShardConsumer:
         self._log.info("shard_processing", checkpoint=lease.checkpoint)
         reason = await self._process(reader, stop)
         if reason is Reason.SHARD_END:
+            await self._flush_archive(final=True)  # every record archived before SHARD_END
             reason = await self._finish_shard(stop)
         self.lifecycle.advance(State.SHUTTING_DOWN, reason)
         if reason is Reason.REQUESTED:
+            await self._last_archive_flush()
             await self._checkpoint_durable(FINAL_CHECKPOINT_ATTEMPTS)
         self.lifecycle.advance(State.DONE)
         self._log.info("shard_stopped", reason=reason.value)
@@ -177,7 +187,7 @@ class ShardConsumer:
         # An idle shard's reader loops inside ``fetch_next``: this loop wakes only for
         # records, the shard's end, a stop, or a checkpoint that has come due.
         pending: asyncio.Future[Fetched] | None = asyncio.ensure_future(
-            reader.fetch_next(self._checkpoint_due_at)
+            reader.fetch_next(self._wake_at)
         )
         stopping = asyncio.ensure_future(stop.wait())
         try:
@@ -191,7 +201,7 @@ class ShardConsumer:
                 try:
                     if not fetched.ended:
                         # overlaps the write
-                        pending = asyncio.ensure_future(reader.fetch_next(self._checkpoint_due_at))
+                        pending = asyncio.ensure_future(reader.fetch_next(self._wake_at))
                     await self._handle(fetched)
                 finally:
                     budget.release(len(fetched.records))
@@ -221,6 +231,7 @@ class ShardConsumer:
 
     async def _handle(self, fetched: Fetched) -> None:
         if not fetched.records:
+            await self._flush_archive()  # an idle shard's segment comes of age
             return
         errors = self._ctx.metrics.handler_errors.labels(self._ctx.stream)
         converted = await self._converter.retrying(
@@ -234,6 +245,10 @@ class ShardConsumer:
             progress, self._ctx.stream, self.shard_id, self._log, on_written=self._note_written
         )
         progress.raise_if_failed()  # before the checkpoint can move past these records
+        if self._archive is not None:  # the checkpoint waits for the segment
+            self._archive.add_batch(progress, fetched.records, self._ctx.stream)
+            await self._flush_archive()
+            return
         position = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
         lease = self.held.lease
         if position != (lease.checkpoint, lease.sub_sequence):  # not the resumed record alone
@@ -241,6 +256,28 @@ class ShardConsumer:
 
     def _note_written(self, positions: Sequence[int]) -> None:
         self._ctx.on_written(len(positions))
+
+    async def _flush_archive(self, final: bool = False) -> None:
+        if self._archive is not None:
+            written = await self._archive.flush(final)
+            if written is not None:
+                self._durable = written
+
+    async def _last_archive_flush(self) -> None:
+        """On a requested stop: what is buffered, written if S3 lets us in time; otherwise
+        the checkpoint stays at the last segment and the next owner reads the rest again."""
+        try:
+            await self._flush_archive(final=True)
+        except Exception as exc:
+            self._log.warning("archive_flush_failed", error=describe(exc))
+
+    def _wake_at(self) -> float | None:
+        """When the loop must wake even without records: a checkpoint or a segment due."""
+        due = self._checkpoint_due_at()
+        segment_due = self._archive.due_at() if self._archive is not None else None
+        if due is None or (segment_due is not None and segment_due < due):
+            return segment_due
+        return due
 
     def _checkpoint_due_at(self) -> float | None:
         """When the next checkpoint is due (None: nothing to checkpoint). At most one per

@@ -9,7 +9,9 @@ as many pre-built items) into a fresh table:
 - ours: ``python -m consumer run``;
 - before (with ``--before REV``): the same worker as of git revision REV (exported beside, run
   with the same interpreter and settings), interleaved with ours so that drift of the machine
-  weighs on both: a change's cost, measured in one run.
+  weighs on both: a change's cost, measured in one run;
+- archive: ours with the S3 archive on (moto's server as S3; objects of at most 1 MiB or 2 s,
+  so that objects are written all through the steady window): the archive's cost.
 
 Per contender: records per wall-second (overall, and steady between 10 % and 90 % done),
 process CPU-seconds (user+sys) and records per CPU-second, time to the first stored record
@@ -38,12 +40,14 @@ from typing import Any
 
 import orjson
 
-from devkit.local import aws_env, free_port, local_client, scrape_or_nothing
+from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
 from tests.conftest import emulator
 from tests.support import readings
 
-CONTENDERS = ("ceiling", "baseline", "before", "ours")
-WORKERS = ("before", "ours")  # ``python -m consumer run``, of REV and of this tree
+CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive")
+# ``python -m consumer run``: of REV, of this tree, of this tree with the archive on
+WORKERS = ("before", "ours", "archive")
+ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -79,10 +83,12 @@ def emulators(log_dir: Path) -> Iterator[dict[str, str]]:
     with ExitStack() as stack:
         kinesis = stack.enter_context(emulator("kinesalite", log_dir))
         dynamodb = stack.enter_context(emulator("dynalite", log_dir))
+        s3 = stack.enter_context(moto_process((log_dir / "moto.log").open("wb")))
         yield {
             **aws_env(kinesis.endpoint),
             "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
+            "AWS_ENDPOINT_URL_S3": s3,
         }
 
 
@@ -188,6 +194,10 @@ class Bench:
             assert self.before_dir is not None, "--before REV"
             cwd = self.before_dir
             full_env["PYTHONPATH"] = str(self.before_dir)
+        if contender == "archive":
+            bucket = f"bench-archive-{self.shards}-{repeat}"
+            local_client("s3", env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
+            full_env |= {"TELEMAX_ARCHIVE_BUCKET": bucket, **ARCHIVE_ENV}
         if contender in WORKERS:
             full_env |= {
                 "TELEMAX_METRICS_PORT": str(port),
@@ -354,9 +364,15 @@ def table(results: dict[str, list[Result]]) -> str:
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
     shown = [c for c in CONTENDERS if results[c]]
-    against = [c for c in ("baseline", "ceiling", "before") if c in shown]
+    against: list[str] = [c for c in ("baseline", "ceiling", "before") if c in shown]
+    if "archive" in shown:  # read "archive / ours": what the archive adds
+        against.append("archive")
     out = [
-        "| | " + " | ".join([*shown, *(f"ours / {c}" for c in against)]) + " |",
+        "| | "
+        + " | ".join(
+            [*shown, *("archive / ours" if c == "archive" else f"ours / {c}" for c in against)]
+        )
+        + " |",
         "|---|" + "---|" * (len(shown) + len(against)),
     ]
     for label, field, fmt in rows:
@@ -365,6 +381,8 @@ def table(results: dict[str, list[Result]]) -> str:
         ratios = []
         for other in against:
             a, b = values.get("ours"), values[other]
+            if other == "archive":
+                a, b = b, a
             ratios.append(f"{a / b:.2f}x" if a is not None and b else "—")
         out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(out)

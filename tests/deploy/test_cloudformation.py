@@ -40,7 +40,16 @@ TABLES_OF_MODULE = {
     "consumer/pipeline/publish.py": {"alerts"},  # the alerts' ledger
 }
 # Modules only some configurations run, by the template condition that grants their calls.
-CONDITIONAL = {"consumer/pipeline/publish.py": "HasAlerts"}
+CONDITIONAL = {
+    "consumer/pipeline/publish.py": "HasAlerts",
+    "consumer/pipeline/archiver.py": "HasArchive",
+}
+# S3 operations -> the IAM action that allows them, and on what (the bucket or its objects)
+S3_ACTIONS = {
+    "PutObject": ("s3:PutObject", "archiveobjects"),
+    "HeadObject": ("s3:GetObject", "archiveobjects"),
+    "HeadBucket": ("s3:ListBucket", "archive"),
+}
 # The Lambda handler writes through the batch sink, and on a cold start reads the records
 # table's key schema (consumer/pipeline/keys.py); it calls nothing else.
 LAMBDA_MODULES = (
@@ -59,7 +68,7 @@ EVENT_SOURCE_MAPPING = {
 }
 # Resource references -> what they are.
 LOGICAL = {"Stream": "stream", "LeaseTable": "lease", "RecordsTable": "records"}
-LOGICAL |= {"AlertLedgerTable": "alerts", "AlertTopic": "alerttopic"}
+LOGICAL |= {"AlertLedgerTable": "alerts", "AlertTopic": "alerttopic", "ArchiveBucket": "archive"}
 LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
@@ -102,6 +111,8 @@ def target(ref: Any) -> str:
     """A Resource entry -> stream | lease | records | deadletter | key | the raw value."""
     if isinstance(ref, dict) and isinstance(ref.get("Ref"), str) and ref["Ref"] in LOGICAL:
         return LOGICAL[ref["Ref"]]  # a topic's Ref is its ARN
+    if isinstance(ref, dict) and ref.get("Fn::Sub") == "${ArchiveBucket.Arn}/${ArchivePrefix}*":
+        return "archiveobjects"
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         return LOGICAL.get(ref["Fn::GetAtt"][0], str(ref))
     if isinstance(ref, dict) and "Fn::ImportValue" in ref:
@@ -158,7 +169,7 @@ def operations() -> dict[str, tuple[str, str]]:
     session = botocore.session.get_session()
     found: dict[str, tuple[str, str]] = {}
     ambiguous: set[str] = set()
-    for service in ("kinesis", "dynamodb", "sns"):
+    for service in ("kinesis", "dynamodb", "sns", "s3"):
         for op in session.get_service_model(service).operation_names:
             method = xform_name(op)
             if method in found:
@@ -201,6 +212,9 @@ def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
             if service == "sns":
                 expected.add((f"sns:{op}", "alerttopic"))
                 continue
+            if service == "s3":
+                expected.add(S3_ACTIONS[op])
+                continue
             assert module in TABLES_OF_MODULE, f"{module} calls DynamoDB {op}: map its tables"
             expected |= {(f"dynamodb:{op}", table) for table in TABLES_OF_MODULE[module]}
     return expected
@@ -236,14 +250,21 @@ def test_the_call_finder_sees_the_calls() -> None:
 # --- least privilege ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts"])
-def test_worker_policy_grants_exactly_the_calls_the_worker_makes(alerts: bool) -> None:
+@pytest.mark.parametrize(
+    ("alerts", "archive"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["plain", "alerts", "archive", "both"],
+)
+def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
+    alerts: bool, archive: bool
+) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
-    conditions = {"HasAlerts": alerts}
+    conditions = {"HasAlerts": alerts, "HasArchive": archive}
     expected = expected_grants(worker_modules(conditions))
     assert grants(policy, conditions) == expected
     assert (("sns:Publish", "alerttopic") in expected) is alerts
+    assert (("s3:PutObject", "archiveobjects") in expected) is archive
 
 
 def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
@@ -408,15 +429,16 @@ def check_environment(variables: dict[str, Any]) -> None:
             assert name.startswith("AWS_"), name
 
 
-@pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts"])
+@pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts-archive"])
 def test_ecs_task_runs_the_image_as_built(alerts: bool) -> None:
-    ecs = resolve(load("telemax-ecs.yaml"), {"HasAlerts": alerts})
+    ecs = resolve(load("telemax-ecs.yaml"), {"HasAlerts": alerts, "HasArchive": alerts})
     (task,) = resources(ecs, "AWS::ECS::TaskDefinition").values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
     check_environment(env)
     assert ("TELEMAX_ALERT_TOPIC_ARN" in env) is alerts
     assert ("TELEMAX_ALERT_LEDGER_TABLE" in env) is alerts
+    assert ("TELEMAX_ARCHIVE_BUCKET" in env) is alerts
     assert env["TELEMAX_FEED"] == {"Ref": "Feed"}
     tables = {"TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_MEMBER_TABLE", "TELEMAX_DLQ_TABLE"}
     assert {"TELEMAX_STREAM", *tables} <= set(env)
@@ -471,3 +493,21 @@ def test_log_metric_filters_match_events_the_code_logs() -> None:
     for f in dead:
         assert f["Properties"]["FilterPattern"] == '{ $.event = "records_dead_lettered" }'
         assert f["Properties"]["MetricTransformations"][0]["MetricValue"] == "$.count"
+
+
+def test_the_archive_bucket_is_private_encrypted_versioned_and_ages_to_infrequent_access() -> None:
+    base = resolve(load("telemax-base.yaml"), {"HasArchive": True})
+    bucket = base["Resources"]["ArchiveBucket"]
+    assert bucket["Condition"] == "HasArchive"
+    props = bucket["Properties"]
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["Key", "Arn"]},
+    }
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    transitions = props["LifecycleConfiguration"]["Rules"][0]["Transitions"]
+    assert {"StorageClass": "STANDARD_IA", "TransitionInDays": 30} in transitions
+    assert base["Parameters"]["ArchivePrefix"]["Default"] == Settings().archive_prefix
+    assert base["Outputs"]["ArchiveBucketName"]["Value"] == {"Ref": "ArchiveBucket"}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import signal
 import time
 from typing import Any
 
 import pytest
 
+from devkit.local import local_client
 from producer.schemas import records
 from tests.support import AlertTopic, Stack, wait_until
 
@@ -107,3 +110,65 @@ def test_orders_alert_exactly_once_across_a_sigkill_and_resent_records(
     assert {item["orderID"]["S"] for item in stack.scan()} == {o["orderID"] for o in valid}
     letters = stack.scan(stack.dlq_table)
     assert len(letters) == len(bad) and {i["reason"]["S"] for i in letters} == {"unknown_currency"}
+
+
+def archived(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON line of the archive, by part (records, deadletters)."""
+    found: dict[str, list[dict[str, Any]]] = {"records": [], "deadletters": []}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    for page in pages:
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            part = key.split("/")[1]
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            found[part] += [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    return found
+
+
+def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    s3 = local_client("s3", moto_endpoint)
+    bucket = f"archive-{stack.table.lower()}"
+    s3.create_bucket(Bucket=bucket)
+    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2")
+    assert done.returncode == 0, done.stderr
+    valid = [small_order(n, 10.0 + n % 7) for n in range(1500)]
+    bad = [{**small_order(n, 5.0), "orderID": f"BAD-{n}", "total": 1.0} for n in range(30)]
+    stack.put([*valid[:700], *bad, *valid[700:]], key="customer")
+    env = {
+        "TELEMAX_FEED": "orders",
+        "TELEMAX_ARCHIVE_BUCKET": bucket,
+        "TELEMAX_ARCHIVE_PREFIX": "shop",
+        "TELEMAX_ARCHIVE_MAX_BYTES": "30000",  # many segments: many chances to be cut off
+        "TELEMAX_ARCHIVE_MAX_AGE_S": "1",
+        "TELEMAX_MAX_RECORDS": "50",
+    }
+    first = stack.worker("w1", **env)
+    wait_until(lambda: stack.count() >= 500, 45, "some orders stored")
+    first.signal(signal.SIGKILL)
+    second = stack.worker("w2", **{**env, "TELEMAX_ARCHIVE_MAX_BYTES": "70000"})
+    wait_until(lambda: stack.count() >= len(valid), 60, "every valid order stored")
+
+    def complete() -> dict[str, list[dict[str, Any]]] | None:
+        found = archived(s3, bucket)
+        enough = len(found["records"]) >= len(valid) and len(found["deadletters"]) >= len(bad)
+        return found if enough else None
+
+    found = wait_until(complete, 30, "every record archived")
+    assert second.stop() == 0
+    found = archived(s3, bucket)  # after the last flush of the stop
+    records = [(r["shard"], r["sequenceNumber"], r["subSequenceNumber"]) for r in found["records"]]
+    assert len(records) == len(set(records)) == len(valid), "each record in exactly one object"
+    assert sorted(r["record"]["orderID"] for r in found["records"]) == sorted(
+        o["orderID"] for o in valid
+    )
+    letters = found["deadletters"]
+    assert sorted(r["reason"] for r in letters) == ["total_mismatch"] * len(bad)
+    assert all(key.startswith("shop/") for key in keys_in(s3, bucket))
+    assert any("/feed=orders/dt=" in key and "/hour=" in key for key in keys_in(s3, bucket))
+
+
+def keys_in(s3: Any, bucket: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [entry["Key"] for page in pages for entry in page.get("Contents", [])]

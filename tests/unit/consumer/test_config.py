@@ -376,3 +376,16 @@ def test_an_unknown_feed_stops_start_up_with_one_line() -> None:
         "TELEMAX_FEED='parcels' is invalid: must be one of telemax, taxi, orders, "
         "or package.module:object"
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("telemax/", "telemax/"), ("shop", "shop/"), ("/a/b", "a/b/"), ("", "")]
+)
+def test_the_archive_prefix_is_a_folder(raw: str, expected: str) -> None:
+    assert load("run", env={"TELEMAX_ARCHIVE_PREFIX": raw}).archive_prefix == expected
+
+
+def test_alerts_and_archive_open_the_clients_they_need() -> None:
+    assert load("run", env={}).services == ()
+    both = {"TELEMAX_ALERT_TOPIC_ARN": "arn:aws:sns:r:1:t", "TELEMAX_ARCHIVE_BUCKET": "b"}
+    assert load("run", env=both).services == ("sns", "s3")

@@ -1,0 +1,160 @@
+"""The archive's pure part: a shard's processed records and dead letters as JSON lines, cut
+into segments that a replay reproduces (no I/O; :mod:`consumer.pipeline.archiver` writes them).
+
+Layout (Hive-style partitions, read by Athena and Glue without configuration)::
+
+    {prefix}records/feed={feed}/dt={YYYY-MM-DD}/hour={HH}/{shard}-{first}.json.gz
+    {prefix}deadletters/feed={feed}/dt={YYYY-MM-DD}/hour={HH}/{shard}-{first}.json.gz
+
+where ``first`` is the segment's first position (sequence number, zero-padded, and
+sub-sequence number) and the hour is the *record's* arrival hour (Kinesis'
+``ApproximateArrivalTimestamp``, a property of the record, the same on every read).
+
+Why each record lands in exactly one object: a segment is a run of consecutive positions of
+one shard, named by its first. Segments end at an hour change, at ``max_bytes``, or when the
+buffer is ``max_age_s`` old (or the shard stops), and the checkpoint moves only to the end of
+a segment that is written. So a new owner resumes right after a segment's end and its first
+segment has the name of the one the old owner may have written beyond the checkpoint. Its
+write is conditional (``If-None-Match: *``): if the object exists, the new owner reads the end
+recorded in its metadata and *adopts* it — its own segment ends exactly there — instead of
+writing the records again. Every position belongs to the segment named by the first position
+after the previous segment's end, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+Position = tuple[str, int]  # (sequence number, sub-sequence number)
+
+
+def order(position: Position) -> tuple[int, int]:
+    """Positions compare numerically (sequence numbers are decimal strings of any length)."""
+    return int(position[0]), position[1]
+
+
+def position_name(position: Position) -> str:
+    return f"{position[0]:0>56}-{position[1]:06d}"
+
+
+def hour_of(arrival: Any) -> str:
+    """``dt=YYYY-MM-DD/hour=HH`` of an arrival time: a datetime (botocore), epoch seconds
+    (the lean path, Lambda events) or nothing."""
+    if isinstance(arrival, datetime):
+        when = arrival.astimezone(UTC)
+    elif isinstance(arrival, int | float):
+        when = datetime.fromtimestamp(float(arrival), UTC)
+    else:
+        return "dt=unknown/hour=unknown"
+    return f"dt={when:%Y-%m-%d}/hour={when:%H}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """One user record, processed: stored (``letter`` false) or dead-lettered."""
+
+    position: Position
+    hour: str
+    line: bytes  # one JSON line, newline included
+    letter: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    shard_id: str
+    entries: tuple[Entry, ...]
+
+    @property
+    def first(self) -> Position:
+        return self.entries[0].position
+
+    @property
+    def last(self) -> Position:
+        return self.entries[-1].position
+
+    @property
+    def hour(self) -> str:
+        return self.entries[0].hour
+
+    @property
+    def name(self) -> str:
+        return f"{self.shard_id}-{position_name(self.first)}"
+
+    def lines(self, letters: bool) -> bytes:
+        return b"".join(e.line for e in self.entries if e.letter is letters)
+
+    def count(self, letters: bool) -> int:
+        return sum(1 for e in self.entries if e.letter is letters)
+
+    def until(self, last: Position) -> Segment:
+        """The part of this segment up to ``last`` (included)."""
+        end = order(last)
+        return Segment(self.shard_id, tuple(e for e in self.entries if order(e.position) <= end))
+
+
+class ArchiveBuffer:
+    """A shard's entries not yet in a written segment, in stream order; ``clock`` readings are
+    passed in (time is a parameter)."""
+
+    def __init__(self, shard_id: str, max_bytes: int, max_age_s: float) -> None:
+        self.shard_id = shard_id
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self._entries: list[Entry] = []
+        self._since: float | None = None  # when the oldest entry came
+        self._cover_until: Position | None = None  # an adopted segment's end, not yet reached
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, entries: Sequence[Entry], now: float) -> None:
+        if entries and not self._entries:
+            self._since = now
+        self._entries.extend(entries)
+
+    def due_at(self) -> float | None:
+        """When the age flush comes due; None when empty."""
+        if not self._entries or self._since is None:
+            return None
+        return self._since + self.max_age_s
+
+    def next_segment(self, now: float, final: bool = False) -> Segment | None:
+        """The next segment to write, if one is complete: it ends at an hour change, at
+        ``max_bytes``, at an adopted end, or — the last one — when old enough or ``final``."""
+        entries = self._entries
+        if not entries:
+            return None
+        if self._cover_until is not None:  # exactly the adopted segment, once all is here
+            end = order(self._cover_until)
+            if order(entries[-1].position) < end:
+                return None
+            return Segment(self.shard_id, tuple(e for e in entries if order(e.position) <= end))
+        hour, size = entries[0].hour, 0
+        for index, entry in enumerate(entries):
+            if entry.hour != hour:
+                return Segment(self.shard_id, tuple(entries[:index]))
+            size += len(entry.line)
+            if size >= self.max_bytes:
+                stop = index + 1  # never between two entries of one position
+                while stop < len(entries) and entries[stop].position == entry.position:
+                    stop += 1
+                return Segment(self.shard_id, tuple(entries[:stop]))
+        due = self.due_at()
+        if final or (due is not None and now >= due):
+            return Segment(self.shard_id, tuple(entries))
+        return None
+
+    def written(self, last: Position, now: float) -> None:
+        """Entries up to ``last`` are in a written segment: forget them."""
+        end = order(last)
+        self._entries = [e for e in self._entries if order(e.position) > end]
+        self._cover_until = None
+        self._since = now if self._entries else None
+
+    def cover(self, last: Position) -> None:
+        """An existing segment starts where ours does and ends at ``last``, beyond what we
+        have: the next segment ends exactly there."""
+        self._cover_until = last

@@ -1,0 +1,289 @@
+"""The archive as a destination: segments to S3 (gzip JSON lines, SSE-KMS), each written once,
+and a shard's checkpoint held back until its records are in a written segment.
+
+Writing a segment (:meth:`ArchiveWire.commit`): the records object first, conditionally
+(``If-None-Match: *``) — it is the commit, written even when it holds no record — with the
+segment's last position in its metadata; then the dead letters' object, conditionally too.
+When the records object exists already (an earlier owner wrote it beyond the checkpoint, or our
+own retry), its metadata says where that segment ends, and the segment is adopted: its dead
+letters' object is (re)written for exactly that range and the records after it start the next
+segment. See :mod:`consumer.pipeline.archive` for why each record lands in one object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import gzip
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from consumer.config import Settings, feed_of
+from consumer.metrics import Metrics
+from consumer.pipeline.alerts import json_number, record_of
+from consumer.pipeline.archive import (
+    ArchiveBuffer,
+    Entry,
+    Position,
+    Segment,
+    hour_of,
+    order,
+    position_name,
+)
+from consumer.pipeline.convert import Record
+from consumer.pipeline.sink import Sink
+from consumer.pipeline.stage import Progress
+from kernel.aws import Clients, config_error_from, error_code, patiently
+from kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+ARRIVAL = "ApproximateArrivalTimestamp"
+EXISTS = "PreconditionFailed"  # S3's answer to If-None-Match: * on an existing key
+COMPRESS_LEVEL = 1  # gzip level 1: a third of level 6's CPU, 10-20 % larger objects
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveTarget:
+    bucket: str
+    prefix: str  # ends with "/" unless empty
+    feed: str
+    kms_key: str = ""  # empty: the bucket's default key (SSE-KMS either way)
+
+    def key(self, part: str, segment: Segment) -> str:
+        return f"{self.prefix}{part}/feed={self.feed}/{segment.hour}/{segment.name}.json.gz"
+
+
+class ArchiveWire:
+    """Segments to S3, one per chunk; :meth:`outcome` tells what became of each."""
+
+    destination = "archive"
+    api = "PutObject"
+    max_chunk = 1
+    refusal_codes: frozenset[str] = frozenset()
+    refusal_reason = "rejected_by_s3"
+
+    def __init__(self, s3: S3Client, target: ArchiveTarget) -> None:
+        self._s3 = s3
+        self.target = target
+        self._outcomes: dict[str, Position | None] = {}
+
+    def identity(self, entry: Segment) -> Hashable:
+        return entry.name
+
+    async def send(self, chunk: Sequence[Segment]) -> Sequence[Segment]:
+        for segment in chunk:
+            self._outcomes[segment.name] = await self.commit(segment)
+        return []
+
+    def outcome(self, segment: Segment) -> Position | None:
+        """None: written as given; else the end of the segment found there (adopted)."""
+        return self._outcomes.pop(segment.name)
+
+    async def commit(self, segment: Segment) -> Position | None:
+        found = await self._put(segment, letters=False)
+        if found is None:
+            await self._put(segment, letters=True)
+            return None
+        if order(found) <= order(segment.last):  # what the segment found holds, we have
+            await self._put(segment.until(found), letters=True)
+        return found
+
+    async def _put(self, segment: Segment, letters: bool) -> Position | None:
+        """Write one part; None, or (when it exists) the end its metadata records."""
+        if letters and not segment.count(letters=True):
+            return None
+        key = self.target.key("deadletters" if letters else "records", segment)
+        last = segment.last
+        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+        if self.target.kms_key:
+            extra["SSEKMSKeyId"] = self.target.kms_key
+        try:
+            await self._s3.put_object(
+                Bucket=self.target.bucket,
+                Key=key,
+                Body=gzip.compress(segment.lines(letters), COMPRESS_LEVEL, mtime=0),
+                IfNoneMatch="*",
+                ContentType="application/x-ndjson",
+                Metadata={
+                    "first": position_name(segment.first),
+                    "last-sequence": last[0],
+                    "last-sub": str(last[1]),
+                    "lines": str(segment.count(letters)),
+                },
+                **extra,
+            )
+            return None
+        except Exception as exc:
+            if error_code(exc) != EXISTS:
+                raise
+        head = await self._s3.head_object(Bucket=self.target.bucket, Key=key)
+        meta: Mapping[str, str] = head.get("Metadata", {})
+        return meta["last-sequence"], int(meta["last-sub"])
+
+
+class ShardArchive:
+    """One shard's archive: the buffer and the flushes; answers how far the shard's records
+    are in written segments (the checkpoint's limit)."""
+
+    def __init__(
+        self,
+        buffer: ArchiveBuffer,
+        sink: Sink[Segment],
+        wire: ArchiveWire,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.buffer = buffer
+        self._sink = sink
+        self._wire = wire
+        self._clock = clock
+
+    def add(self, entries: Sequence[Entry]) -> None:
+        self.buffer.add(entries, self._clock())
+
+    def add_batch(self, progress: Progress, records: Sequence[Record], stream: str) -> None:
+        """A batch the write stage finished (everything in it durable)."""
+        feed = self._wire.target.feed
+        self.add(entries_of(progress, records, feed, stream, self.buffer.shard_id))
+
+    def due_at(self) -> float | None:
+        return self.buffer.due_at()
+
+    async def flush(self, final: bool = False) -> Position | None:
+        """Write every complete segment (all, with ``final``); the end of the last written,
+        or None when none was."""
+        written: Position | None = None
+        while (segment := self.buffer.next_segment(self._clock(), final)) is not None:
+            await self._sink.write([segment])  # retried until written; raises otherwise
+            found = self._wire.outcome(segment)
+            end = segment.last if found is None else found
+            if order(end) > order(segment.last):  # adopted beyond what we have: read on
+                self.buffer.cover(end)
+                break
+            self.buffer.written(end, self._clock())
+            written = end
+        return written
+
+
+@dataclasses.dataclass(frozen=True)
+class Archiving:
+    """What every shard's archive shares; :meth:`for_shard` makes one."""
+
+    target: ArchiveTarget
+    s3: Any
+    metrics: Metrics
+    max_bytes: int
+    max_age_s: float
+    concurrency: asyncio.Semaphore = dataclasses.field(default_factory=lambda: asyncio.Semaphore(8))
+
+    def for_shard(self, shard_id: str, clock: Callable[[], float]) -> ShardArchive:
+        wire = ArchiveWire(self.s3, self.target)
+        sink: Sink[Segment] = Sink(
+            wire, concurrency=self.concurrency, metrics=self.metrics, wants="a segment"
+        )
+        buffer = ArchiveBuffer(shard_id, self.max_bytes, self.max_age_s)
+        return ShardArchive(buffer, sink, wire, clock)
+
+
+def entries_of(
+    progress: Progress, records: Sequence[Record], feed: str, stream: str, shard_id: str
+) -> list[Entry]:
+    """The archive's entries of a batch the write stage finished: a line per stored item and
+    per stored dead letter, in stream order."""
+    arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records}
+    hours: dict[Any, str] = {}
+
+    def hour(sequence: str) -> tuple[Any, str]:
+        when = arrival.get(sequence)
+        if when not in hours:
+            hours[when] = hour_of(when)
+        return when, hours[when]
+
+    found: list[Entry] = []
+    refused = set(progress.refused)
+    converted = progress.converted
+    for position, item in enumerate(converted.items):
+        if position in refused or not progress.durable[position]:
+            continue
+        record, sub = converted.origins[position]
+        sequence = record["SequenceNumber"]
+        when, where = hour(sequence)
+        line = {
+            "feed": feed,
+            "stream": stream,
+            "shard": shard_id,
+            "sequenceNumber": sequence,
+            "subSequenceNumber": sub,
+            "partitionKey": record.get("PartitionKey", ""),
+            "arrival": _epoch(when),
+            "record": record_of(item),
+        }
+        found.append(Entry((sequence, sub), where, _line(line)))
+    for letter, stored in zip(progress.letters, progress.stored, strict=True):
+        if not stored:
+            continue
+        when, where = hour(letter.sequence_number)
+        line = {
+            "feed": feed,
+            "stream": stream,
+            "shard": shard_id,
+            "sequenceNumber": letter.sequence_number,
+            "subSequenceNumber": letter.sub_sequence,
+            "partitionKey": letter.partition_key,
+            "arrival": _epoch(when),
+            "reason": letter.reason,
+            "detail": letter.detail,
+            "data": base64.b64encode(letter.data).decode(),
+        }
+        found.append(
+            Entry((letter.sequence_number, letter.sub_sequence), where, _line(line), letter=True)
+        )
+    found.sort(key=lambda e: (order(e.position), e.letter))
+    return found
+
+
+def _epoch(when: Any) -> float | None:
+    if isinstance(when, int | float):
+        return float(when)
+    timestamp = getattr(when, "timestamp", None)
+    return float(timestamp()) if timestamp is not None else None
+
+
+def _line(value: dict[str, Any]) -> bytes:
+    return orjson.dumps(value, default=json_number, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def archiving_for(settings: Settings, clients: Clients, metrics: Metrics) -> Archiving | None:
+    """The archive ``settings`` ask for, or None when it is off."""
+    if not settings.archive_bucket:
+        return None
+    target = ArchiveTarget(
+        settings.archive_bucket,
+        settings.archive_prefix,
+        feed_of(settings).name,
+        settings.archive_kms_key,
+    )
+    return Archiving(
+        target, clients.s3, metrics, settings.archive_max_bytes, settings.archive_max_age_s
+    )
+
+
+async def check_archive(clients: Clients, settings: Settings) -> None:
+    """Start-up: the bucket is there and ours to use (one line if not)."""
+    if not settings.archive_bucket:
+        return
+    what = f"S3 bucket {settings.archive_bucket!r}"
+    try:
+        await patiently(lambda: clients.s3.head_bucket(Bucket=settings.archive_bucket))
+    except Exception as exc:
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ConfigError(f"{what} does not exist") from None
+        if code in ("403", "AccessDenied"):
+            raise ConfigError(f"not allowed to use {what}") from None
+        raise config_error_from(exc, what) or exc from None

@@ -1,0 +1,79 @@
+"""The archive's segments: pure, time a parameter."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from consumer.pipeline.archive import ArchiveBuffer, Entry, Segment, hour_of, position_name
+
+H1, H2 = "dt=2026-12-02/hour=10", "dt=2026-12-02/hour=11"
+
+
+def entry(seq: int, sub: int = 0, hour: str = H1, size: int = 10, letter: bool = False) -> Entry:
+    return Entry((str(seq), sub), hour, b"x" * (size - 1) + b"\n", letter)
+
+
+def positions(segment: Segment | None) -> list[tuple[str, int]]:
+    assert segment is not None
+    return [e.position for e in segment.entries]
+
+
+def test_an_hour_change_ends_a_segment_at_once() -> None:
+    buffer = ArchiveBuffer("shard-1", max_bytes=1000, max_age_s=60)
+    buffer.add([entry(1), entry(2), entry(3, hour=H2)], now=0)
+    assert positions(buffer.next_segment(now=0)) == [("1", 0), ("2", 0)]
+    buffer.written(("2", 0), now=0)
+    assert buffer.next_segment(now=59) is None, "the next hour's segment is still open"
+    assert positions(buffer.next_segment(now=60)) == [("3", 0)]
+
+
+def test_a_segment_ends_at_max_bytes_but_never_inside_one_position() -> None:
+    buffer = ArchiveBuffer("shard-1", max_bytes=30, max_age_s=60)
+    buffer.add([entry(1), entry(2), entry(3), entry(3, letter=True), entry(4)], now=0)
+    segment = buffer.next_segment(now=0)
+    assert positions(segment) == [("1", 0), ("2", 0), ("3", 0), ("3", 0)]
+    assert segment is not None and segment.count(letters=True) == 1
+
+
+def test_age_and_final_flush_what_is_there() -> None:
+    buffer = ArchiveBuffer("shard-1", max_bytes=1000, max_age_s=60)
+    assert buffer.due_at() is None and buffer.next_segment(now=0, final=True) is None
+    buffer.add([entry(1)], now=100)
+    buffer.add([entry(2)], now=150)
+    assert buffer.due_at() == 160
+    assert buffer.next_segment(now=159) is None
+    assert positions(buffer.next_segment(now=159, final=True)) == [("1", 0), ("2", 0)]
+    assert positions(buffer.next_segment(now=160)) == [("1", 0), ("2", 0)]
+
+
+def test_an_adopted_end_is_waited_for_then_taken_exactly() -> None:
+    buffer = ArchiveBuffer("shard-1", max_bytes=20, max_age_s=60)
+    buffer.add([entry(1), entry(2)], now=0)
+    buffer.cover(("4", 0))  # a segment (1..4) exists: ours must end exactly there
+    assert buffer.next_segment(now=999, final=True) is None
+    buffer.add([entry(3), entry(4), entry(5)], now=1)
+    assert positions(buffer.next_segment(now=1)) == [("1", 0), ("2", 0), ("3", 0), ("4", 0)]
+    buffer.written(("4", 0), now=1)
+    assert positions(buffer.next_segment(now=1, final=True)) == [("5", 0)]
+
+
+def test_positions_compare_as_numbers_and_names_sort_as_they_do() -> None:
+    buffer = ArchiveBuffer("shard-1", max_bytes=1000, max_age_s=60)
+    buffer.add([entry(9), entry(10), entry(11)], now=0)
+    buffer.written(("10", 0), now=0)  # "9" > "10" as text: must be forgotten too
+    assert positions(buffer.next_segment(now=0, final=True)) == [("11", 0)]
+    assert position_name(("9", 2)) < position_name(("10", 0))
+
+
+@pytest.mark.parametrize(
+    ("arrival", "hour"),
+    [
+        (datetime(2026, 12, 2, 10, 59, 59, tzinfo=UTC), "dt=2026-12-02/hour=10"),
+        (1764673200.0, "dt=2025-12-02/hour=11"),
+        (None, "dt=unknown/hour=unknown"),
+    ],
+)
+def test_the_hour_is_the_records_arrival_hour(arrival: object, hour: str) -> None:
+    assert hour_of(arrival) == hour
