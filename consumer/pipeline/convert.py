@@ -49,6 +49,8 @@ class Converted:
     last_sub: int  # sub-sequence number of the last user record of the last record
     # KPL user records dropped because their hash key is outside the shard's hash range
     outside_range: int = 0
+    # the bytes each item was made of (the user record's, inside a KPL aggregate): the archive
+    data: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def convert(
@@ -64,6 +66,7 @@ def convert(
     keeps every user record."""
     items: list[Item] = []
     origins: list[tuple[Record, int]] = []
+    made_of: list[bytes] = []
     dead: list[DeadLetter] = []
     last_sub = 0
     outside = 0
@@ -82,6 +85,7 @@ def convert(
             return
         items.append(item)
         origins.append((record, sub))
+        made_of.append(data)
 
     todo = records
     done = -1  # user records of the first record up to this sub-sequence number were done
@@ -111,7 +115,7 @@ def convert(
                 outside += 1  # a copy the KPL sent again to the right shard
                 continue
             one(record, user.data, user.sub_sequence)
-    return Converted(items, dead, origins, last_sub, outside)
+    return Converted(items, dead, origins, last_sub, outside, made_of)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -35,3 +35,22 @@ def test_demo_stores_every_record_and_exits_zero() -> None:
     assert summary["missing"] == "0"
     assert summary["leases still owned after shutdown"] == "none"
     assert "result: OK, every record stored" in done.stdout
+
+
+def test_the_orders_demo_shows_every_destination_and_exits_zero() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TELEMAX_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer", "demo", "--feed", "orders", "--count", "800"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "stored in orders                      780   (valid: 780)" in out, out
+    assert "alerts large_order received" in out and "each once: True" in out
+    assert "each record once: True" in out
+    assert "telemax/records/feed=orders/dt=" in out and "telemax/deadletters/feed=orders/" in out
+    assert "result: OK" in out

@@ -144,8 +144,11 @@ def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
         "TELEMAX_ARCHIVE_MAX_AGE_S": "1",
         "TELEMAX_MAX_RECORDS": "50",
     }
-    first = stack.worker("w1", **env)
+    # w1 writes objects but checkpoints late: its successor reads them all again and must
+    # adopt every object w1 wrote beyond its checkpoint, cutting its own elsewhere.
+    first = stack.worker("w1", **env, TELEMAX_CHECKPOINT_INTERVAL_S="60")
     wait_until(lambda: stack.count() >= 500, 45, "some orders stored")
+    wait_until(lambda: keys_in(s3, bucket), 20, "w1's first archive objects")
     first.signal(signal.SIGKILL)
     second = stack.worker("w2", **{**env, "TELEMAX_ARCHIVE_MAX_BYTES": "70000"})
     wait_until(lambda: stack.count() >= len(valid), 60, "every valid order stored")
@@ -157,6 +160,8 @@ def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
 
     found = wait_until(complete, 30, "every record archived")
     assert second.stop() == 0
+    adopted = [line for line in second.log_lines() if "archive_object_adopted" in line]
+    assert adopted, "w2 adopted the objects w1 wrote beyond its checkpoint"
     found = archived(s3, bucket)  # after the last flush of the stop
     records = [(r["shard"], r["sequenceNumber"], r["subSequenceNumber"]) for r in found["records"]]
     assert len(records) == len(set(records)) == len(valid), "each record in exactly one object"
