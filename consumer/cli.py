@@ -42,6 +42,12 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
         read_timeout=settings.aws_read_timeout_s,
         services=settings.services,
     ) as clients:
+        if settings.source == "sqs":
+            from consumer.sources.sqs import SqsWorker, preflight_sqs
+
+            handler, key_names = await preflight_sqs(clients, settings)
+            await SqsWorker(settings, clients, handler, key_names).run()
+            return 0
         checked = await preflight(clients, settings)
         fast = None
         if settings.fast_path:

@@ -51,6 +51,12 @@ class Settings:
     alert_rules: str = ""
     alert_ledger_table: str = "TELEMAX-alerts"
     alert_rate: float = 20.0
+    source: str = "kinesis"
+    queue_url: str = ""
+    sqs_receivers: int = 4
+    sqs_visibility_s: float = 30.0
+    sqs_wait_s: int = 20
+    sqs_max_receives: int = 10
     archive_bucket: str = ""
     archive_prefix: str = "telemax/"
     archive_max_bytes: int = 8 * 1024 * 1024
@@ -64,6 +70,7 @@ class Settings:
         return (
             *(("sns",) if self.alert_topic_arn else ()),
             *(("s3",) if self.archive_bucket else ()),
+            *(("sqs",) if self.source == "sqs" else ()),
         )
 
     @property
@@ -115,6 +122,10 @@ def load(
         found.setdefault(field, default)
     found.setdefault("alert_ledger_table", f"{found['table']}-alerts")
     settings = Settings(**found)
+    if settings.source == "sqs" and not settings.queue_url:
+        raise ConfigError("TELEMAX_SOURCE=sqs needs TELEMAX_QUEUE_URL (the queue to drain)")
+    if settings.source == "sqs" and settings.archive_bucket:
+        raise ConfigError("TELEMAX_ARCHIVE_BUCKET: the SQS source does not archive yet; unset it")
     if settings.initial_position == "AT_TIMESTAMP" and settings.initial_timestamp is None:
         raise ConfigError(
             "TELEMAX_INITIAL_POSITION=AT_TIMESTAMP needs TELEMAX_INITIAL_TIMESTAMP (ISO-8601)"

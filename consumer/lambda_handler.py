@@ -1,4 +1,4 @@
-"""AWS Lambda entry point: the worker's pipeline on a Kinesis event.
+"""AWS Lambda entry point: the worker's pipeline on a Kinesis event (or an SQS one).
 
 ``handler(event, context)`` runs what a worker runs on one ``GetRecords`` batch — decode,
 validate (the configured record handler), ``BatchWriteItem`` through :class:`BatchSink`,
@@ -32,7 +32,7 @@ import base64
 import binascii
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -46,6 +46,7 @@ from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
+from consumer.sources.messages import failed_in_lambda, lambda_record_of
 from kernel import logs
 from kernel.aws import Clients, open_clients
 from kernel.errors import ConfigError
@@ -182,9 +183,38 @@ class Runtime:
 
     async def _handle(self, event: Mapping[str, Any], budget: float | None) -> Response:
         deadline = None if budget is None else asyncio.get_running_loop().time() + budget
+        raw = event.get("Records", [])
+        if raw and raw[0].get("eventSource") == "aws:sqs":
+            return await self._handle_sqs(raw, deadline)
         work = batches(event, self.settings.stream)
         failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
         return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failed if seq]}
+
+    async def _handle_sqs(
+        self, raw: Sequence[Mapping[str, Any]], deadline: float | None
+    ) -> Response:
+        """An SQS event: the same stages; the partial batch response names every message
+        not done (on a FIFO queue, the first and every one after it, as Lambda requires)."""
+        started = time.perf_counter()
+        queue = str(raw[0].get("eventSourceARN", "")).rsplit(":", 1)[-1] or "sqs"
+        shard = f"sqs:{queue}"
+        log = self._log.bind(queue=queue)
+        records = [lambda_record_of(message) for message in raw]
+        self.metrics.records_received.labels(queue).inc(len(records))
+        converter = Converter(self.handler, queue, shard, self.key_names)
+        errors = self.metrics.handler_errors.labels(queue)
+        converted = await converter.retrying(records, log, errors)
+        progress = Progress(converted, list(converted.dead))
+        await self._stage.write(progress, queue, shard, log, deadline=deadline)
+        ids = [record["SequenceNumber"] for record in records]
+        failed = failed_in_lambda(ids, progress.undone(), queue.endswith(".fifo"))
+        log.info(
+            "lambda_sqs_batch_processed",
+            messages=len(records),
+            failed=len(failed),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
     async def _process(self, batch: Batch, deadline: float | None) -> str | None:
         """Write one shard's records; the lowest sequence number not done, or None."""

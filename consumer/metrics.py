@@ -108,6 +108,19 @@ class Metrics:
             "Times an alert waited for the publish rate limit (it is published after the wait)",
             registry=r,
         )
+        self.sqs_messages = Counter(
+            "telemax_sqs_messages",
+            "SQS messages by outcome: deleted (done), left (not done: they come back), poison "
+            "(dead-lettered after too many receives)",
+            ("queue", "outcome"),
+            registry=r,
+        )
+        self.sqs_visibility_extended = Counter(
+            "telemax_sqs_visibility_extended",
+            "In-flight SQS messages whose visibility was extended",
+            ("queue",),
+            registry=r,
+        )
         self.throttles = Counter(
             "telemax_throttles", "Throttling answers by API", ("api",), registry=r
         )

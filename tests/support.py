@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from consumer.adapters import fastpath
-from devkit.local import WorkerProcess, aws_env, local_client
+from devkit.local import WorkerProcess, aws_env, local_client, metrics_text, sample
 from kernel.aws import Clients
 
 LEASE_DURATION_S = 4.0
@@ -152,6 +152,20 @@ class AlertTopic:
                 self.sqs.delete_message(
                     QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+
+def check_alerts_once(
+    received: list[dict[str, Any]], expected: set[str], taker: WorkerProcess
+) -> None:
+    """Every expected key alerted; a second message only where the ``taker`` took over a
+    claim left by a killed worker (the documented gap: it may have died between SNS's answer
+    and its mark) — never otherwise."""
+    keys = [m["MessageAttributes"]["key"]["Value"] for m in received]
+    assert set(keys) == expected, "every matching record alerted"
+    repeated = len(keys) - len(set(keys))
+    text = metrics_text(taker.metrics_port)
+    taken_over = sample(text, "telemax_alerts_total", outcome="taken_over")
+    assert repeated <= taken_over, f"{repeated} repeats, {taken_over} claims taken over"
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:

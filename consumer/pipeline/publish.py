@@ -12,10 +12,11 @@ Exactly once, per alert identity (``feed|rule|key``):
 2. **Publish** (SNS ``Publish``), at most ``rate`` per second per worker; an alert that must
    wait for its turn is counted (``telemax_alerts_held_back_total``), never dropped: the shard
    waits with it, and its checkpoint too.
-3. **Mark** ``state = sent`` (BatchWriteItem), before the sink calls the alert durable.
+3. **Mark** ``state = sent`` (PutItem) right after its own publish, before the sink calls the
+   alert durable.
 
 The one gap: a claimant that dies after SNS accepted a message and before its mark is written
-(a few milliseconds) leaves a claim that is taken over and published again. A FIFO topic
+(one DynamoDB write) leaves a claim that is taken over and published again. A FIFO topic
 (``….fifo``) closes that gap too: every message carries the alert identity's digest as its
 ``MessageDeduplicationId``, and SNS drops a repeat within five minutes.
 
@@ -125,9 +126,9 @@ class AlertWire:
         return entry.id
 
     async def send(self, chunk: Sequence[Alert]) -> Sequence[Alert]:
-        """Claim, publish, mark; answer the alerts still to do (claimed by a live peer, or a
-        mark DynamoDB left unprocessed). Raises the first failed call after recording what
-        succeeded, so a retry repeats nothing that is done."""
+        """Claim, publish, mark; answer the alerts still to do (claimed by a live peer).
+        Raises the first failed call after recording what succeeded, so a retry repeats
+        nothing that is done."""
         claims = self._claims
         unclaimed = [a for a in chunk if a.id not in claims.mine and a.id not in claims.marked]
         states = await asyncio.gather(*(self._claim(a) for a in unclaimed), return_exceptions=True)
@@ -138,15 +139,24 @@ class AlertWire:
             for a in chunk
             if a.id not in claims.mine and a.id not in claims.marked and a.id not in elsewhere
         ]
-        todo = [a for a in chunk if a.id in claims.mine and a.id not in claims.published]
-        sent = await asyncio.gather(*(self._publish(a) for a in todo), return_exceptions=True)
+        todo = [a for a in chunk if a.id in claims.mine]
+        sent = await asyncio.gather(*(self._send_one(a) for a in todo), return_exceptions=True)
         failures += [s for s in sent if isinstance(s, BaseException)]
-        left = await self._mark([a for a in chunk if a.id in claims.published])
         if failures:
             raise failures[0]
         for alert in chunk:
             claims.marked.discard(alert.id)
-        return [*left, *busy]
+        return busy
+
+    async def _send_one(self, alert: Alert) -> None:
+        """Publish (unless done before a failure), then mark at once: the gap in which a
+        crash means a second message is one DynamoDB write long."""
+        if alert.id not in self._claims.published:
+            await self._publish(alert)
+        await self._db.put_item(TableName=self.ledger_table, Item=self._ledger_item(alert, SENT))
+        self._claims.mine.discard(alert.id)
+        self._claims.published.pop(alert.id, None)
+        self._claims.marked.add(alert.id)
 
     def _ledger_item(self, alert: Alert, state: str) -> dict[str, Any]:
         now = self._wall()
@@ -233,26 +243,6 @@ class AlertWire:
         )
         self._claims.published[alert.id] = answer.get("MessageId", "")
         self._outcomes.labels(alert.feed, alert.rule, "published").inc()
-
-    async def _mark(self, alerts: Sequence[Alert]) -> list[Alert]:
-        """Mark published alerts sent; answer those DynamoDB left unprocessed."""
-        if not alerts:
-            return []
-        answer = await self._db.batch_write_item(
-            RequestItems={
-                self.ledger_table: [
-                    {"PutRequest": {"Item": self._ledger_item(a, SENT)}} for a in alerts
-                ]
-            }
-        )
-        unprocessed = answer.get("UnprocessedItems", {}).get(self.ledger_table, [])
-        left_ids = {r["PutRequest"]["Item"]["alertId"]["S"] for r in unprocessed}
-        for alert in alerts:
-            if alert.id not in left_ids:
-                self._claims.mine.discard(alert.id)
-                self._claims.published.pop(alert.id, None)
-                self._claims.marked.add(alert.id)
-        return [a for a in alerts if a.id in left_ids]
 
 
 ALERT_CONCURRENCY = 4  # chunks of alerts in flight per worker: alerts are rare

@@ -38,11 +38,20 @@ TABLES_OF_MODULE = {
     "consumer/adapters/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
     "consumer/pipeline/publish.py": {"alerts"},  # the alerts' ledger
+    "consumer/sources/sqs.py": {"deadletter"},  # preflight DescribeTable
 }
 # Modules only some configurations run, by the template condition that grants their calls.
 CONDITIONAL = {
     "consumer/pipeline/publish.py": "HasAlerts",
     "consumer/pipeline/archiver.py": "HasArchive",
+    "consumer/sources/sqs.py": "HasQueue",
+}
+# SQS operations -> the IAM action that allows them (the batch calls need the single one's)
+SQS_ACTIONS = {
+    "ReceiveMessage": "sqs:ReceiveMessage",
+    "DeleteMessageBatch": "sqs:DeleteMessage",
+    "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    "GetQueueAttributes": "sqs:GetQueueAttributes",
 }
 # S3 operations -> the IAM action that allows them, and on what (the bucket or its objects)
 S3_ACTIONS = {
@@ -69,6 +78,7 @@ EVENT_SOURCE_MAPPING = {
 # Resource references -> what they are.
 LOGICAL = {"Stream": "stream", "LeaseTable": "lease", "RecordsTable": "records"}
 LOGICAL |= {"AlertLedgerTable": "alerts", "AlertTopic": "alerttopic", "ArchiveBucket": "archive"}
+LOGICAL |= {"Queue": "queue"}
 LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
@@ -169,7 +179,7 @@ def operations() -> dict[str, tuple[str, str]]:
     session = botocore.session.get_session()
     found: dict[str, tuple[str, str]] = {}
     ambiguous: set[str] = set()
-    for service in ("kinesis", "dynamodb", "sns", "s3"):
+    for service in ("kinesis", "dynamodb", "sns", "s3", "sqs"):
         for op in session.get_service_model(service).operation_names:
             method = xform_name(op)
             if method in found:
@@ -215,6 +225,9 @@ def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
             if service == "s3":
                 expected.add(S3_ACTIONS[op])
                 continue
+            if service == "sqs":
+                expected.add((SQS_ACTIONS[op], "queue"))
+                continue
             assert module in TABLES_OF_MODULE, f"{module} calls DynamoDB {op}: map its tables"
             expected |= {(f"dynamodb:{op}", table) for table in TABLES_OF_MODULE[module]}
     return expected
@@ -251,20 +264,27 @@ def test_the_call_finder_sees_the_calls() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alerts", "archive"),
-    [(False, False), (True, False), (False, True), (True, True)],
-    ids=["plain", "alerts", "archive", "both"],
+    ("alerts", "archive", "queue"),
+    [
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, True, True),
+    ],
+    ids=["plain", "alerts", "archive", "queue", "all"],
 )
 def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
-    alerts: bool, archive: bool
+    alerts: bool, archive: bool, queue: bool
 ) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
-    conditions = {"HasAlerts": alerts, "HasArchive": archive}
+    conditions = {"HasAlerts": alerts, "HasArchive": archive, "HasQueue": queue}
     expected = expected_grants(worker_modules(conditions))
     assert grants(policy, conditions) == expected
     assert (("sns:Publish", "alerttopic") in expected) is alerts
     assert (("s3:PutObject", "archiveobjects") in expected) is archive
+    assert (("sqs:DeleteMessage", "queue") in expected) is queue
 
 
 def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
@@ -431,7 +451,8 @@ def check_environment(variables: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts-archive"])
 def test_ecs_task_runs_the_image_as_built(alerts: bool) -> None:
-    ecs = resolve(load("telemax-ecs.yaml"), {"HasAlerts": alerts, "HasArchive": alerts})
+    conditions = {"HasAlerts": alerts, "HasArchive": alerts, "HasQueue": alerts}
+    ecs = resolve(load("telemax-ecs.yaml"), conditions)
     (task,) = resources(ecs, "AWS::ECS::TaskDefinition").values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}
@@ -439,6 +460,7 @@ def test_ecs_task_runs_the_image_as_built(alerts: bool) -> None:
     assert ("TELEMAX_ALERT_TOPIC_ARN" in env) is alerts
     assert ("TELEMAX_ALERT_LEDGER_TABLE" in env) is alerts
     assert ("TELEMAX_ARCHIVE_BUCKET" in env) is alerts
+    assert (env.get("TELEMAX_SOURCE") == "sqs") is alerts
     assert env["TELEMAX_FEED"] == {"Ref": "Feed"}
     tables = {"TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_MEMBER_TABLE", "TELEMAX_DLQ_TABLE"}
     assert {"TELEMAX_STREAM", *tables} <= set(env)

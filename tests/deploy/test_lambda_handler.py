@@ -481,3 +481,50 @@ def test_a_table_keyed_otherwise_than_the_handler_declares_stops_the_cold_start(
     )
     assert f"kernel.errors.ConfigError: {line}\n" in done.stderr, done.stderr[-3000:]
     assert scan(dynamodb, orders) == [] and scan(dynamodb, tables.dlq_table) == []
+
+
+def sqs_event(queue: str, bodies: list[bytes]) -> dict[str, Any]:
+    """What Lambda hands the function for an SQS queue."""
+    return {
+        "Records": [
+            {
+                "messageId": f"msg-{n:04d}",
+                "receiptHandle": f"rh-{n}",
+                "body": body.decode(),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764676800000"},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
+            }
+            for n, body in enumerate(bodies)
+        ]
+    }
+
+
+def test_an_sqs_event_is_stored_and_answers_with_the_messages_not_done(
+    make_tables: Any, clients: tuple[Any, Any], moto_endpoint: str, tmp_path: Path
+) -> None:
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    marker = "HW-REFUSED"
+    bodies = [b"{oops"] + [orjson.dumps(reading(i)) for i in range(30)]
+    bodies[12] = orjson.dumps(reading(11, hardwareID=marker))
+    event = sqs_event("orders-queue", bodies)
+    with FaultProxy(moto_endpoint, [denied(lambda body: marker.encode() in body)]) as proxy:
+        env = {
+            **tables.env,
+            "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint,
+            "TELEMAX_WRITE_CONCURRENCY": "1",
+        }
+        (answer,) = invoke([event], env, tmp_path)
+    failed = [f["itemIdentifier"] for f in answer["response"]["batchItemFailures"]]
+    # the first request (messages 1-25, with the marker) was denied, which stops the write:
+    # every item message comes back; the undecodable one is done (dead-lettered)
+    assert failed == [f"msg-{n:04d}" for n in range(1, 31)]
+    (letter,) = scan(dynamodb, tables.dlq_table)
+    assert letter["shardId"] == {"S": "sqs:orders-queue"}
+    assert letter["sequenceNumber"] == {"S": "msg-0000"} and letter["reason"] == {"S": "not_json"}
+
+    fifo = sqs_event("orders.fifo", bodies[1:4])
+    (again,) = invoke([fifo], tables.env, tmp_path)
+    assert again["response"] == {"batchItemFailures": []}

@@ -1,0 +1,116 @@
+"""The SQS source on moto's server with worker processes: two replicas, messages delivered
+twice, a replica SIGKILLed mid-batch, a FIFO queue's order per group."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from devkit.local import local_client
+from tests.integration.test_feeds import small_order
+from tests.support import AlertTopic, Stack, check_alerts_once, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def make_queue(stack: Stack, endpoint: str, fifo: bool = False) -> tuple[Any, str]:
+    sqs = local_client("sqs", endpoint)
+    name = f"orders-{uuid.uuid4().hex[:8]}" + (".fifo" if fifo else "")
+    attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+    url: str = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    return sqs, url
+
+
+def send(sqs: Any, url: str, bodies: list[dict[str, Any]], group: str | None = None) -> None:
+    for start in range(0, len(bodies), 10):
+        entries = []
+        for n, body in enumerate(bodies[start : start + 10]):
+            entry: dict[str, Any] = {"Id": str(n), "MessageBody": json.dumps(body)}
+            if group is not None:
+                entry["MessageGroupId"] = group
+                entry["MessageDeduplicationId"] = uuid.uuid4().hex
+            entries.append(entry)
+        assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+
+
+def queue_empty(sqs: Any, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return all(value == "0" for value in attributes.values())
+
+
+def test_two_replicas_store_dead_letter_and_alert_once_across_a_sigkill(
+    stack: Stack, moto_endpoint: str
+) -> None:
+    topic = AlertTopic(stack, moto_endpoint)
+    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders")
+    assert done.returncode == 0, done.stderr
+    sqs, url = make_queue(stack, moto_endpoint)
+    valid = [small_order(n, 1500.0 if n % 20 == 0 else 12.5) for n in range(600)]
+    bad = [{**small_order(n, 3.0), "orderID": f"BAD-{n}", "currency": "ZZZ"} for n in range(20)]
+    send(sqs, url, [*valid, *bad, *valid[:100]])  # the first hundred delivered twice
+    env = {
+        "TELEMAX_FEED": "orders",
+        "TELEMAX_SOURCE": "sqs",
+        "TELEMAX_QUEUE_URL": url,
+        "TELEMAX_ALERT_TOPIC_ARN": topic.arn,
+        "TELEMAX_SQS_VISIBILITY_S": "4",  # a killed replica's messages come back soon
+        "TELEMAX_SQS_WAIT_S": "1",
+    }
+    first = stack.worker("w1", **env)
+    second = stack.worker("w2", **env)
+    wait_until(lambda: stack.count() >= 150, 45, "some orders stored")
+    first.signal(signal.SIGKILL)
+    wait_until(lambda: stack.count() >= len(valid), 60, "every valid order stored")
+    wait_until(lambda: stack.count(stack.dlq_table) >= len(bad), 30, "every bad one lettered")
+    wait_until(lambda: queue_empty(sqs, url), 30, "every message deleted")
+    received: list[dict[str, Any]] = []
+    large = {o["orderID"] for o in valid if o["total"] >= 1000}
+
+    def every_alert() -> bool:
+        received.extend(topic.received())
+        return len(received) >= len(large)
+
+    wait_until(every_alert, 30, "every alert")
+    time.sleep(1.5)
+    received.extend(topic.received())
+    check_alerts_once(received, large, second)
+    assert {item["orderID"]["S"] for item in stack.scan()} == {o["orderID"] for o in valid}
+    letters = stack.scan(stack.dlq_table)
+    assert {item["reason"]["S"] for item in letters} == {"unknown_currency"}
+    assert {item["shardId"]["S"] for item in letters} == {"sqs:" + url.rsplit("/", 1)[1]}
+    assert second.stop() == 0
+    metrics_left = [line for line in second.log_lines() if "worker_stopped" in line]
+    assert metrics_left
+
+
+def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) -> None:
+    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders")
+    assert done.returncode == 0, done.stderr
+    sqs, url = make_queue(stack, moto_endpoint, fifo=True)
+    for group in ("g1", "g2", "g3"):  # each order updated five times, in its group's order
+        versions = [
+            {**small_order(n, 10.0), "status": f"v{v}"} for v in range(5) for n in range(12)
+        ]
+        for version in versions:
+            version["orderID"] = f"{group}-{version['orderID']}"
+        send(sqs, url, versions, group=group)
+    worker = stack.worker(
+        "w1",
+        TELEMAX_FEED="orders",
+        TELEMAX_SOURCE="sqs",
+        TELEMAX_QUEUE_URL=url,
+        TELEMAX_SQS_WAIT_S="1",
+    )
+    wait_until(lambda: queue_empty(sqs, url), 60, "every message deleted")
+    items = stack.scan()
+    assert len(items) == 36
+    assert {item["status"]["S"] for item in items} == {"v4"}, "the last version of each won"
+    assert worker.stop() == 0
