@@ -5,6 +5,7 @@ the worker's tables, settings, port, user and log events."""
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -174,6 +175,7 @@ def grants(
 # --- the code's AWS calls ----------------------------------------------------------------------
 
 
+@functools.cache  # botocore's service models load slowly: once per test session
 def operations() -> dict[str, tuple[str, str]]:
     """botocore method name -> (service, API action), for Kinesis, DynamoDB and SNS."""
     session = botocore.session.get_session()
@@ -188,7 +190,8 @@ def operations() -> dict[str, tuple[str, str]]:
     return {m: v for m, v in found.items() if m not in ambiguous}
 
 
-def calls_in(path: Path) -> set[tuple[str, str]]:
+@functools.cache
+def calls_in(path: Path) -> frozenset[tuple[str, str]]:
     """The Kinesis and DynamoDB operations a module calls: botocore client methods
     (``.get_records(…)``, or ``.scan`` handed to ``scan_pages``), and the lean path's signed
     JSON calls (``.call("GetRecords", …)``)."""
@@ -208,7 +211,7 @@ def calls_in(path: Path) -> set[tuple[str, str]]:
             first = node.args[0]
             if isinstance(first, ast.Constant) and first.value in by_operation:
                 found.add(by_operation[first.value])
-    return found
+    return frozenset(found)
 
 
 def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
