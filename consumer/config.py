@@ -50,6 +50,7 @@ class Settings:
     alert_topic_arn: str = ""
     alert_rules: str = ""
     alert_ledger_table: str = "TELEMAX-alerts"
+    alert_ledger_retention_s: float = 691200.0
     alert_rate: float = 20.0
     source: str = "kinesis"
     queue_url: str = ""

@@ -269,6 +269,15 @@ OPTIONS: tuple[Option, ...] = (
         TABLES,
     ),
     Option(
+        "alert_ledger_retention_s",
+        "TELEMAX_ALERT_LEDGER_RETENTION_S",
+        "691200",
+        positive_float,
+        "how long the ledger remembers an alert sent (TTL; at least the stream's retention, "
+        "or a replay older than this alerts again)",
+        RUN,
+    ),
+    Option(
         "alert_rate",
         "TELEMAX_ALERT_RATE",
         "20",

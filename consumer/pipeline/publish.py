@@ -20,8 +20,9 @@ The one gap: a claimant that dies after SNS accepted a message and before its ma
 (``….fifo``) closes that gap too: every message carries the alert identity's digest as its
 ``MessageDeduplicationId``, and SNS drops a repeat within five minutes.
 
-Ledger items expire through the table's TTL attribute ``expiresAt`` (``retention_s``, longer
-than any replay: Kinesis keeps records up to a year, so set it to the stream's retention).
+Ledger items expire through the table's TTL attribute ``expiresAt`` after ``retention_s``
+(``TELEMAX_ALERT_LEDGER_RETENTION_S``): it must outlast any replay, so at least the stream's
+retention (Kinesis keeps records up to a year).
 """
 
 from __future__ import annotations
@@ -270,6 +271,7 @@ def alerting_for(
         metrics=metrics,
         rate=settings.alert_rate,
         stale_after_s=settings.lease_duration_s,
+        retention_s=settings.alert_ledger_retention_s,
         clock=clock,
     )
     sink = Sink(
