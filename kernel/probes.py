@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from kernel.errors import ConfigError
 
 HEARTBEAT_S = 1.0
 STALL_LIMIT_S = 10.0  # an event loop that missed this many seconds of heartbeats is stuck
@@ -70,3 +72,14 @@ async def serve(
         yield port
     finally:
         await runner.cleanup()
+
+
+async def listen(
+    stack: AsyncExitStack, registry: CollectorRegistry, health: Health, host: str, port: int
+) -> int | None:
+    """:func:`serve` for as long as ``stack`` lasts; a port in use stops start-up with one
+    line naming ``TELEMAX_METRICS_PORT``."""
+    try:
+        return await stack.enter_async_context(serve(registry, health, host, port))
+    except OSError as exc:
+        raise ConfigError(f"TELEMAX_METRICS_PORT={port}: cannot listen: {exc.strerror}") from None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -44,9 +43,9 @@ from consumer.sources.messages import (
 from kernel import probes
 from kernel.aws import Clients, describe
 from kernel.backoff import Backoff, sleep_or_stop
-from kernel.errors import ConfigError
 from kernel.handlers import Handler
 from kernel.logs import get as get_logger
+from kernel.signals import stopping_on_signals
 
 MAX_MESSAGES = 10  # ReceiveMessage and DeleteMessageBatch take at most ten
 LONG_POLL_S = 20  # the longest wait SQS allows
@@ -101,33 +100,15 @@ class SqsWorker:
         self._stop.set()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
+        with stopping_on_signals(self._stop, self._log):
             await self._run()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if self._stop.is_set():
-            self._log.warning("second_signal_exiting_now", signal=sig.name)
-            raise SystemExit(1)
-        self._log.info("signal_received", signal=sig.name)
-        self.stop()
 
     async def _run(self) -> None:
         s = self.settings
         async with AsyncExitStack() as stack:
-            try:
-                port = await stack.enter_async_context(
-                    probes.serve(self.metrics.registry, self.health, s.metrics_host, s.metrics_port)
-                )
-            except OSError as exc:
-                raise ConfigError(
-                    f"TELEMAX_METRICS_PORT={s.metrics_port}: cannot listen: {exc.strerror}"
-                ) from None
+            port = await probes.listen(
+                stack, self.metrics.registry, self.health, s.metrics_host, s.metrics_port
+            )
             self._log.info(
                 "worker_started", source="sqs", table=s.table, metrics_port=port, fifo=self.fifo
             )
