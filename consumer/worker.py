@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -37,7 +37,15 @@ from consumer.shard.processing import ShardContext
 from consumer.shard.reader import ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 from kernel import probes
-from kernel.aws import Clients, config_error_from, describe, error_code, patiently
+from kernel.aws import (
+    Check,
+    Clients,
+    check_usable,
+    config_error_from,
+    describe,
+    error_code,
+    patiently,
+)
 from kernel.errors import ConfigError
 from kernel.handlers import Handler, load_handler
 from kernel.logs import get as get_logger
@@ -58,7 +66,7 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
     """Fail fast, with one line, on what would otherwise fail later and less clearly."""
     db = clients.dynamodb
     handler = load_handler(settings.handler)
-    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+    checks: list[Check] = [
         (
             f"Kinesis stream {settings.stream!r}",
             lambda: clients.kinesis.describe_stream_summary(StreamName=settings.stream),
@@ -76,11 +84,7 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
             lambda: db.describe_table(TableName=settings.dlq_table),
         ),
     ]
-    for what, check in checks:
-        try:
-            await patiently(check)
-        except Exception as exc:
-            raise config_error_from(exc, what) or exc from None
+    await check_usable(checks)
     # The records table: it exists, and its key is the one the handler's items carry.
     key_names = await table_key_names(db, settings.table, handler, settings.handler)
     await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))

@@ -121,6 +121,21 @@ async def patiently(call: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
     return await call()
 
 
+Check = tuple[str, Callable[[], Awaitable[object]]]  # (what, a call that proves it usable)
+
+
+async def check_usable(checks: Sequence[Check]) -> None:
+    """Start-up: each resource answers (``patiently``), or one ConfigError line naming it
+    (a ``NotFound``, as SNS says it, reads as "does not exist" too)."""
+    for what, check in checks:
+        try:
+            await patiently(check)
+        except Exception as exc:
+            if error_code(exc) == "NotFound":
+                raise ConfigError(f"{what} does not exist") from None
+            raise config_error_from(exc, what) or exc from None
+
+
 async def scan_pages(
     scan: Callable[..., Awaitable[Mapping[str, Any]]], **kwargs: Any
 ) -> AsyncIterator[Mapping[str, Any]]:

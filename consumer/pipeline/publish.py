@@ -31,7 +31,7 @@ import asyncio
 import dataclasses
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, alert_rules_of, feed_of
@@ -39,7 +39,12 @@ from consumer.metrics import Metrics
 from consumer.pipeline.alerts import Alert, Alerter, Rule, compile_rules
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Alerting
-from kernel.aws import Clients, config_error_from, error_code, patiently, unless_fenced
+from kernel.aws import (
+    Check,
+    Clients,
+    check_usable,
+    unless_fenced,
+)
 from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -302,7 +307,7 @@ async def check_alerting(clients: Clients, settings: Settings) -> None:
     if not settings.alert_topic_arn:
         return
     rules_for(settings)
-    checks: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+    checks: list[Check] = [
         (
             f"SNS topic {settings.alert_topic_arn!r}",
             lambda: clients.sns.get_topic_attributes(TopicArn=settings.alert_topic_arn),
@@ -312,10 +317,4 @@ async def check_alerting(clients: Clients, settings: Settings) -> None:
             lambda: clients.dynamodb.describe_table(TableName=settings.alert_ledger_table),
         ),
     ]
-    for what, check in checks:
-        try:
-            await patiently(check)
-        except Exception as exc:
-            if error_code(exc) == "NotFound":
-                raise ConfigError(f"{what} does not exist") from None
-            raise config_error_from(exc, what) or exc from None
+    await check_usable(checks)

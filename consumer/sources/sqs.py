@@ -259,11 +259,11 @@ async def preflight_sqs(clients: Clients, settings: Settings) -> tuple[Handler, 
     """Fail fast, with one line: the queue, the tables and the handler (as the worker's)."""
     from consumer.pipeline.keys import table_key_names
     from consumer.pipeline.publish import check_alerting
-    from kernel.aws import config_error_from, patiently
+    from kernel.aws import Check, check_usable
     from kernel.handlers import load_handler
 
     handler = load_handler(settings.handler)
-    checks: list[tuple[str, Callable[[], Any]]] = [
+    checks: list[Check] = [
         (
             f"SQS queue {settings.queue_url!r}",
             lambda: clients.sqs.get_queue_attributes(
@@ -275,11 +275,7 @@ async def preflight_sqs(clients: Clients, settings: Settings) -> tuple[Handler, 
             lambda: clients.dynamodb.describe_table(TableName=settings.dlq_table),
         ),
     ]
-    for what, check in checks:
-        try:
-            await patiently(check)
-        except Exception as exc:
-            raise config_error_from(exc, what) or exc from None
+    await check_usable(checks)
     key_names = await table_key_names(clients.dynamodb, settings.table, handler, settings.handler)
     await check_alerting(clients, settings)
     return handler, key_names

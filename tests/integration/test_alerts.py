@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
+from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.pipeline.alerts import Alert, alert
-from consumer.pipeline.publish import AlertWire
+from consumer.pipeline.publish import AlertWire, check_alerting
 from consumer.pipeline.sink import Sink
 from consumer.testing import FakeClock
 from kernel.aws import Clients, open_clients
+from kernel.errors import ConfigError
 from tests.support import AlertTopic as Topic
 from tests.support import Stack
 
@@ -164,3 +166,19 @@ async def test_a_fifo_topic_gets_a_group_and_a_deduplication_id(
     sink, _ = wire_for(clients, topic, "w1")
     assert await sink.write(alerts(3)) == []
     assert len(topic.received()) == 3
+
+
+async def test_a_missing_topic_or_ledger_stops_start_up_with_one_line(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    missing_topic = Settings(
+        alert_topic_arn=topic.arn + "-gone", alert_ledger_table=topic.ledger, feed="orders"
+    )
+    with pytest.raises(ConfigError, match=r"^SNS topic '.*-gone' does not exist$"):
+        await check_alerting(clients, missing_topic)
+    missing_ledger = Settings(
+        alert_topic_arn=topic.arn, alert_ledger_table="no-such-ledger", feed="orders"
+    )
+    with pytest.raises(ConfigError, match="DynamoDB alert ledger table 'no-such-ledger' does not"):
+        await check_alerting(clients, missing_ledger)
