@@ -26,6 +26,7 @@ import orjson
 from consumer import config
 from consumer.feeds import load_feed
 from consumer.ops.provision import setup
+from consumer.pipeline.alerts import compile_rules
 from devkit.demo import count
 from devkit.local import WorkerProcess, aws_env, moto_in_process
 from kernel.aws import Clients, open_clients
@@ -83,6 +84,7 @@ class FeedDemo:
         self.settings = config.load(
             "setup", env={"TELEMAX_FEED": feed, "TELEMAX_SHARDS": str(shards)}
         )
+        self._rules = compile_rules(dict(self.feed.alerts), f"feed {feed}")
 
     async def run(self) -> int:
         with moto_in_process() as endpoint:
@@ -152,13 +154,10 @@ class FeedDemo:
         )
 
     def _matches(self, record: dict[str, Any]) -> bool:
-        from consumer.pipeline.alerts import compile_rules
-
-        decoded = orjson.loads(
-            orjson.dumps(record),
-        )
-        plain = {k: Decimal(repr(v)) if isinstance(v, float) else v for k, v in decoded.items()}
-        return any(rule.matches(plain) for rule in compile_rules(dict(self.feed.alerts), "feed"))
+        """Whether the feed's rules alert on ``record`` (numbers as exact decimals, as the
+        worker sees them)."""
+        plain = {k: Decimal(repr(v)) if isinstance(v, float) else v for k, v in record.items()}
+        return any(rule.matches(plain) for rule in self._rules)
 
     async def _alerts(self, clients: Clients, queue: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -200,6 +200,7 @@ class AlertWire:
         if item is None:  # expired between the two calls: claim again on the next send
             return None
         if item["state"]["S"] == SENT:
+            self._claims.seen.pop(alert.id, None)  # a claim we waited for: done, forget it
             self._outcomes.labels(alert.feed, alert.rule, "duplicate").inc()
             return SENT
         return await self._take_over_if_stale(alert, item["claimedAt"]["N"])

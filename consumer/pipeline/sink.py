@@ -112,6 +112,14 @@ def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
     return tuple(next(iter(item[name].values())) for name in key_names)
 
 
+def table_identity(item: Item, key_names: Sequence[str]) -> Hashable:
+    """An item's key, or KeyError when it lacks one of the key attributes."""
+    try:
+        return item_key(item, key_names)
+    except (StopIteration, AttributeError):
+        raise KeyError(tuple(key_names)) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TableWire:
     """A DynamoDB table through BatchWriteItem; an item's identity is its key."""
@@ -126,10 +134,7 @@ class TableWire:
     refusal_reason: str = "rejected_by_dynamodb"
 
     def identity(self, entry: Item) -> Hashable:
-        try:
-            return item_key(entry, self.key_names)
-        except (StopIteration, AttributeError):
-            raise KeyError(self.key_names) from None
+        return table_identity(entry, self.key_names)
 
     async def send(self, chunk: Sequence[Item]) -> Sequence[Item]:
         return await self.writer(self.table, chunk)
@@ -163,13 +168,10 @@ def dedupe(
     """Keep the last item per key: BatchWriteItem rejects duplicate keys in one request, and
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
-    wire = TableWire(_no_writer, "", tuple(key_names))
-    by_key, keyless = versions_by_identity(items, wire.identity, _key_attributes(key_names))
+    by_key, keyless = versions_by_identity(
+        items, lambda item: table_identity(item, key_names), _key_attributes(key_names)
+    )
     return [items[versions[-1]] for versions in by_key.values()], keyless
-
-
-async def _no_writer(table: str, items: Sequence[Item]) -> list[Item]:  # pragma: no cover
-    raise NotImplementedError
 
 
 def _key_attributes(key_names: Sequence[str]) -> str:
