@@ -36,9 +36,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from structlog.typing import FilteringBoundLogger
+
 from consumer import config
 from consumer.config import Settings
 from consumer.metrics import Metrics
+from consumer.pipeline.archiver import ARRIVAL, check_archive, entries_of
+from consumer.pipeline.batch_archive import batch_archive_for
 from consumer.pipeline.convert import Converter, Record, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.keys import table_key_names
@@ -48,7 +52,7 @@ from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
 from consumer.sources.messages import failed_in_lambda, lambda_record_of
 from kernel import logs
-from kernel.aws import Clients, open_clients
+from kernel.aws import Clients, describe, open_clients
 from kernel.errors import ConfigError
 from kernel.handlers import Handler, load_handler
 from kernel.logs import get as get_logger
@@ -57,6 +61,11 @@ from kernel.logs import get as get_logger
 RESERVE_SHARE = 0.1
 RESERVE_MIN_S = 1.0
 RESERVE_MAX_S = 5.0
+
+ARCHIVE_OF_SQS = (
+    "TELEMAX_ARCHIVE_BUCKET: the Lambda handler archives Kinesis events, not SQS ones "
+    "(a message has no position in a stream); unset it for this function"
+)
 
 Key = tuple[Any, ...]
 Response = dict[str, list[dict[str, str]]]
@@ -105,6 +114,7 @@ def batches(event: Mapping[str, Any], default_stream: str) -> list[Batch]:
         record: Record = {
             "SequenceNumber": str(kinesis["sequenceNumber"]),
             "PartitionKey": str(kinesis.get("partitionKey", "")),
+            ARRIVAL: kinesis.get("approximateArrivalTimestamp"),
         }
         encoded = str(kinesis.get("data", ""))
         try:
@@ -129,11 +139,6 @@ class Runtime:
         self.settings = settings or config.load("run")
         logs.configure(self.settings.log_level)
         self._log = get_logger()
-        if self.settings.archive_bucket:  # never a silent gap in the archive
-            raise ConfigError(
-                "TELEMAX_ARCHIVE_BUCKET: the Lambda handler does not archive yet; "
-                "archive with workers (telemax-consumer run), or unset it"
-            )
         self.handler: Handler = load_handler(self.settings.handler)
         self.metrics = Metrics(self.settings.stream)
         self._loop = asyncio.new_event_loop()
@@ -155,6 +160,7 @@ class Runtime:
                 )
             )
             self._loop.run_until_complete(check_alerting(self._clients, self.settings))
+            self._loop.run_until_complete(check_archive(self._clients, self.settings))
         except BaseException as exc:
             if isinstance(exc, ConfigError):
                 self._log.error("configuration_error", error=str(exc))
@@ -171,6 +177,7 @@ class Runtime:
             ),
             alerting_for(self.settings, self._clients, self.metrics, self.key_names),
         )
+        self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
 
     def close(self) -> None:
         try:
@@ -185,6 +192,8 @@ class Runtime:
         deadline = None if budget is None else asyncio.get_running_loop().time() + budget
         raw = event.get("Records", [])
         if raw and raw[0].get("eventSource") == "aws:sqs":
+            if self._archive is not None:  # never a silent gap in the archive
+                raise ConfigError(ARCHIVE_OF_SQS)
             return await self._handle_sqs(raw, deadline)
         work = batches(event, self.settings.stream)
         failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
@@ -231,6 +240,8 @@ class Runtime:
         progress = Progress(converted, batch.undecodable + converted.dead)
         await self._stage.write(progress, batch.stream, batch.shard_id, log, deadline=deadline)
         retry_from = lowest(progress.undone())
+        if self._archive is not None:
+            retry_from = await self._archived(batch, progress, retry_from, deadline, log)
         log.info(
             "lambda_batch_processed",
             records=len(batch.records),
@@ -239,6 +250,31 @@ class Runtime:
             retry_from=retry_from,
             seconds=round(time.perf_counter() - started, 3),
         )
+        return retry_from
+
+    async def _archived(
+        self,
+        batch: Batch,
+        progress: Progress,
+        retry_from: str | None,
+        deadline: float | None,
+        log: FilteringBoundLogger,
+    ) -> str | None:
+        """Archive what is done (the records before ``retry_from``); where to retry from."""
+        assert self._archive is not None
+        target = self._archive.target
+        entries = entries_of(
+            progress, batch.records, target.feed, batch.stream, batch.shard_id, target.raw_json
+        )
+        if retry_from is not None:
+            end = int(retry_from)
+            entries = [e for e in entries if int(e.position[0]) < end]
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._archive.write(batch.shard_id, entries)
+        except (Exception, TimeoutError) as exc:  # the archive is idempotent: all again
+            log.error("archive_failed", error=describe(exc))
+            return lowest(r["SequenceNumber"] for r in batch.records)
         return retry_from
 
 

@@ -4,6 +4,7 @@ endpoint, worker and CLI processes, synchronous botocore clients for assertions,
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import subprocess
@@ -348,3 +349,16 @@ async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
         return
     async with lean_path(clients) as fast:
         yield fast.items(clients.dynamodb)
+
+
+def archived(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
+    """Every JSON line of the archive, by part (records, deadletters)."""
+    found: dict[str, list[dict[str, Any]]] = {"records": [], "deadletters": []}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    for page in pages:
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            part = key.split("/")[1]
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            found[part] += [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    return found

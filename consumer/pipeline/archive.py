@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 Position = tuple[str, int]  # (sequence number, sub-sequence number)
+UPTO, FROM = "-upto-", "-from-"  # in a span name: {shard}-upto-{last}-from-{first}
 
 
 def order(position: Position) -> tuple[int, int]:
@@ -38,6 +39,11 @@ def order(position: Position) -> tuple[int, int]:
 
 def position_name(position: Position) -> str:
     return f"{position[0]:0>56}-{position[1]:06d}"
+
+
+def parse_position(name: str) -> Position:
+    sequence, sub = name.rsplit("-", 1)
+    return str(int(sequence)), int(sub)
 
 
 def hour_of(arrival: Any) -> str:
@@ -82,6 +88,11 @@ class Segment:
     @property
     def name(self) -> str:
         return f"{self.shard_id}-{position_name(self.first)}"
+
+    @property
+    def span_name(self) -> str:
+        """The name of a Lambda batch's object (see :func:`next_run`): sorted by its last."""
+        return f"{self.shard_id}{UPTO}{position_name(self.last)}{FROM}{position_name(self.first)}"
 
     def lines(self, letters: bool) -> bytes:
         return b"".join(e.line for e in self.entries if e.letter is letters)
@@ -158,3 +169,35 @@ class ArchiveBuffer:
         """An existing segment starts where ours does and ends at ``last``, beyond what we
         have: the next segment ends exactly there."""
         self._cover_until = last
+
+
+def span_of(tail: str) -> tuple[Position, Position]:
+    """(first, last) of a span name's tail ``{last}-from-{first}[.json.gz]``."""
+    last, _, first = tail.split(".", 1)[0].partition(FROM)
+    return parse_position(first), parse_position(last)
+
+
+def next_run(
+    shard_id: str, entries: Sequence[Entry], found: tuple[Position, Position] | None
+) -> tuple[int, Segment | None]:
+    """One step of archiving a batch whose start is not ours to choose (Lambda's: a retry may
+    start anywhere inside an object an earlier invocation wrote, bisected or after a partial
+    failure). ``found`` is the object of the first entry's hour and part with the smallest
+    last position at or after the first entry (a LIST sorted by span names finds it).
+
+    Answers (entries covered, run to write): when ``found`` starts at or before the first
+    entry, every entry up to its last is in it (whoever wrote it had every position between
+    its first and last: a batch is a run of consecutive positions of the shard); otherwise
+    the leading run of one hour that ends before ``found`` starts.
+    """
+    first = order(entries[0].position)
+    if found is not None and order(found[0]) <= first:
+        end = order(found[1])
+        return sum(1 for e in entries if order(e.position) <= end), None
+    hour = entries[0].hour
+    stop = next((i for i, e in enumerate(entries) if e.hour != hour), len(entries))
+    run = tuple(entries[:stop])
+    if found is not None:
+        start = order(found[0])
+        run = tuple(e for e in run if order(e.position) < start)
+    return 0, Segment(shard_id, run)

@@ -58,8 +58,11 @@ class ArchiveTarget:
     kms_key: str = ""  # empty: the bucket's default key (SSE-KMS either way)
     raw_json: bool = False  # the records are JSON objects: archived as they came
 
-    def key(self, part: str, segment: Segment) -> str:
-        return f"{self.prefix}{part}/feed={self.feed}/{segment.hour}/{segment.name}.json.gz"
+    def key(self, part: str, segment: Segment, name: str | None = None) -> str:
+        return f"{self.partition(part, segment.hour)}{name or segment.name}.json.gz"
+
+    def partition(self, part: str, hour: str) -> str:
+        return f"{self.prefix}{part}/feed={self.feed}/{hour}/"
 
 
 class ArchiveWire:
@@ -101,33 +104,47 @@ class ArchiveWire:
         """Write one part; None, or (when it exists) the end its metadata records."""
         if letters and not segment.count(letters=True):
             return None
-        key = self.target.key("deadletters" if letters else "records", segment)
-        last = segment.last
-        extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
-        if self.target.kms_key:
-            extra["SSEKMSKeyId"] = self.target.kms_key
-        try:
-            await self._s3.put_object(
-                Bucket=self.target.bucket,
-                Key=key,
-                Body=gzip.compress(segment.lines(letters), COMPRESS_LEVEL, mtime=0),
-                IfNoneMatch="*",
-                ContentType="application/x-ndjson",
-                Metadata={
-                    "first": position_name(segment.first),
-                    "last-sequence": last[0],
-                    "last-sub": str(last[1]),
-                    "lines": str(segment.count(letters)),
-                },
-                **extra,
-            )
+        key = self.target.key(part_name(letters), segment)
+        if await put_once(self._s3, self.target, key, segment, letters):
             return None
-        except Exception as exc:
-            if error_code(exc) != EXISTS:
-                raise
         head = await self._s3.head_object(Bucket=self.target.bucket, Key=key)
         meta: Mapping[str, str] = head.get("Metadata", {})
         return meta["last-sequence"], int(meta["last-sub"])
+
+
+def part_name(letters: bool) -> str:
+    return "deadletters" if letters else "records"
+
+
+async def put_once(
+    s3: S3Client, target: ArchiveTarget, key: str, segment: Segment, letters: bool
+) -> bool:
+    """Put one part of ``segment`` at ``key`` unless an object is there (``If-None-Match``):
+    True when written, False when it existed."""
+    last = segment.last
+    extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms"}
+    if target.kms_key:
+        extra["SSEKMSKeyId"] = target.kms_key
+    try:
+        await s3.put_object(
+            Bucket=target.bucket,
+            Key=key,
+            Body=gzip.compress(segment.lines(letters), COMPRESS_LEVEL, mtime=0),
+            IfNoneMatch="*",
+            ContentType="application/x-ndjson",
+            Metadata={
+                "first": position_name(segment.first),
+                "last-sequence": last[0],
+                "last-sub": str(last[1]),
+                "lines": str(segment.count(letters)),
+            },
+            **extra,
+        )
+        return True
+    except Exception as exc:
+        if error_code(exc) != EXISTS:
+            raise
+    return False
 
 
 class ShardArchive:
@@ -282,12 +299,12 @@ def _record_line(meta: dict[str, Any], item: Any, data: bytes | None) -> bytes:
     return _line({**meta, "record": record_of(item)})
 
 
-def archiving_for(settings: Settings, clients: Clients, metrics: Metrics) -> Archiving | None:
-    """The archive ``settings`` ask for, or None when it is off."""
+def archive_target(settings: Settings) -> ArchiveTarget | None:
+    """Where ``settings`` archive to, or None when the archive is off."""
     if not settings.archive_bucket:
         return None
     feed = feed_of(settings)
-    target = ArchiveTarget(
+    return ArchiveTarget(
         settings.archive_bucket,
         settings.archive_prefix,
         feed.name,
@@ -295,6 +312,13 @@ def archiving_for(settings: Settings, clients: Clients, metrics: Metrics) -> Arc
         # the feed's own validation decoded every record as a JSON object
         raw_json=FEEDS.get(feed.name) is feed and settings.handler == feed.handler_spec,
     )
+
+
+def archiving_for(settings: Settings, clients: Clients, metrics: Metrics) -> Archiving | None:
+    """The archive ``settings`` ask for, or None when it is off."""
+    target = archive_target(settings)
+    if target is None:
+        return None
     return Archiving(
         target, clients.s3, metrics, settings.archive_max_bytes, settings.archive_max_age_s
     )

@@ -57,16 +57,24 @@ SQS_ACTIONS = {
 # S3 operations -> the IAM action that allows them, and on what (the bucket or its objects)
 S3_ACTIONS = {
     "PutObject": ("s3:PutObject", "archiveobjects"),
+    "ListObjectsV2": ("s3:ListBucket", "archive"),
     "HeadObject": ("s3:GetObject", "archiveobjects"),
     "HeadBucket": ("s3:ListBucket", "archive"),
 }
 # The Lambda handler writes through the batch sink, and on a cold start reads the records
-# table's key schema (consumer/pipeline/keys.py); it calls nothing else.
+# table's key schema (consumer/pipeline/keys.py); with alerts or the archive on, it calls what
+# they call (its archive is batch_archive's, which only the handler runs).
 LAMBDA_MODULES = (
     "consumer/lambda_handler.py",
     "consumer/pipeline/sink.py",
     "consumer/pipeline/keys.py",
 )
+LAMBDA_CONDITIONAL = {
+    "consumer/pipeline/publish.py": "HasAlerts",
+    "consumer/pipeline/archiver.py": "HasArchive",
+    "consumer/pipeline/batch_archive.py": "HasArchive",
+}
+LAMBDA_ONLY = ("consumer/pipeline/batch_archive.py",)
 # What a Kinesis event source mapping calls with the function's role (Lambda documentation,
 # "Lambda execution role permissions" for Kinesis, without enhanced fan-out).
 EVENT_SOURCE_MAPPING = {
@@ -83,7 +91,8 @@ LOGICAL |= {"Queue": "queue"}
 LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
-EXPORTS |= {"KeyArn": "key"}
+EXPORTS |= {"KeyArn": "key", "AlertTopicArn": "alerttopic", "AlertLedgerTableArn": "alerts"}
+EXPORTS |= {"ArchiveBucketArn": "archive", "ArchiveObjectsArn": "archiveobjects"}
 
 
 # --- templates as data -------------------------------------------------------------------------
@@ -134,12 +143,13 @@ def target(ref: Any) -> str:
 
 def resolve(value: Any, conditions: dict[str, bool]) -> Any:
     """``Fn::If`` resolved for ``conditions`` (a condition not named is false); ``NoValue``
-    entries of lists dropped."""
+    entries of lists and mappings dropped."""
     if isinstance(value, dict):
         if "Fn::If" in value:
             name, then, otherwise = value["Fn::If"]
             return resolve(then if conditions.get(name, False) else otherwise, conditions)
-        return {k: resolve(v, conditions) for k, v in value.items()}
+        pairs = ((k, resolve(v, conditions)) for k, v in value.items())
+        return {k: v for k, v in pairs if v != {"Ref": "AWS::NoValue"}}
     if isinstance(value, list):
         items = [resolve(v, conditions) for v in value]
         return [v for v in items if v != {"Ref": "AWS::NoValue"}]
@@ -244,7 +254,7 @@ def worker_modules(conditions: dict[str, bool] | None = None) -> list[Path]:
         module = str(path.relative_to(ROOT))
         if module in CONDITIONAL and not on.get(CONDITIONAL[module], False):
             return False
-        return not module.startswith(NOT_RUNTIME)
+        return not module.startswith(NOT_RUNTIME) and module not in LAMBDA_ONLY
 
     return [p for top in RUNTIME for p in sorted((ROOT / top).rglob("*.py")) if runs(p)]
 
@@ -296,21 +306,45 @@ def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
     assert grants(policy) == expected_grants(sorted((ROOT / "producer").rglob("*.py")))
 
 
-def test_lambda_role_grants_the_event_source_mapping_and_the_handler_calls() -> None:
+@pytest.mark.parametrize(
+    ("alerts", "archive"),
+    [(False, False), (True, False), (False, True), (True, True)],
+    ids=["plain", "alerts", "archive", "both"],
+)
+def test_lambda_role_grants_the_event_source_mapping_and_the_handler_calls(
+    alerts: bool, archive: bool
+) -> None:
     lam = load("telemax-lambda.yaml")
     (policy,) = lam["Resources"]["FunctionRole"]["Properties"]["Policies"]
-    granted = grants(policy["PolicyDocument"])
-    handler = expected_grants([ROOT / m for m in LAMBDA_MODULES])
-    assert handler == {
+    conditions = {"HasAlerts": alerts, "HasArchive": archive}
+    granted = grants(policy["PolicyDocument"], conditions)
+    on = [m for m, condition in LAMBDA_CONDITIONAL.items() if conditions[condition]]
+    handler = expected_grants([ROOT / m for m in (*LAMBDA_MODULES, *on)])
+    assert {
         ("dynamodb:BatchWriteItem", "records"),
         ("dynamodb:BatchWriteItem", "deadletter"),
         ("dynamodb:DescribeTable", "records"),
-    }
-    assert {g for g in granted if g[0].startswith(("kinesis:", "dynamodb:"))} == handler | {
-        (action, "stream") for action in EVENT_SOURCE_MAPPING
-    }
-    rest = {g[0] for g in granted if not g[0].startswith(("kinesis:", "dynamodb:"))}
+    } <= handler
+    assert (("sns:Publish", "alerttopic") in handler) is alerts
+    assert (("s3:ListBucket", "archive") in handler) is archive
+    event_source = {(action, "stream") for action in EVENT_SOURCE_MAPPING}
+    assert granted - {g for g in granted if g[0].startswith(("sqs:", "logs:"))} == (
+        handler | event_source
+    )
+    rest = {g[0] for g in granted if g[0].startswith(("sqs:", "logs:"))}
     assert rest == {"sqs:SendMessage", "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_lambda_reads_one_batch_per_shard_at_a_time_while_it_archives() -> None:
+    lam = load("telemax-lambda.yaml")
+    function = lam["Resources"]["Function"]["Properties"]
+    for archive in (False, True):
+        props = resolve(function, {"HasArchive": archive})
+        stream = props["Events"]["Stream"]["Properties"]
+        expected = 1 if archive else {"Ref": "ParallelizationFactor"}
+        assert stream["ParallelizationFactor"] == expected
+        variables = props["Environment"]["Variables"]
+        assert ("TELEMAX_ARCHIVE_BUCKET" in variables) is archive
 
 
 def all_policies() -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -23,11 +23,11 @@ import pytest
 from consumer.feeds.telemax import to_item
 from consumer.pipeline.deadletter import position_key
 from devkit.faultproxy import FaultProxy, Rule
-from devkit.local import WorkerProcess
+from devkit.local import WorkerProcess, local_client
 from kernel.kpl import MAGIC
 from kernel.kpl.encode import Entry, aggregate
 from tests.deploy.conftest import Tables, run, scan
-from tests.support import create_orders_table
+from tests.support import archived, create_orders_table
 
 pytestmark = pytest.mark.integration
 
@@ -528,3 +528,58 @@ def test_an_sqs_event_is_stored_and_answers_with_the_messages_not_done(
     fifo = sqs_event("orders.fifo", bodies[1:4])
     (again,) = invoke([fifo], tables.env, tmp_path)
     assert again["response"] == {"batchItemFailures": []}
+
+
+@pytest.mark.timeout(90)
+def test_lambda_archives_each_record_once_when_retries_start_inside_an_object(
+    make_tables: Any, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """An invocation archives 120 records and dies before answering; Lambda retries the batch
+    bisected (60), then goes on from record 60 with a bigger batch: nothing twice, nothing
+    missing, dead letters in their own objects."""
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    bucket = f"archive-{tables.table.lower()}"
+    s3 = local_client("s3", moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    payloads = [orjson.dumps(reading(i)) for i in range(150)]
+    for bad in (7, 64, 130):
+        payloads[bad] = b"{oops"
+    event = synthetic_event(tables.stream, "shardId-000000000000", payloads)["Records"]
+    env = {**tables.env, "TELEMAX_ARCHIVE_BUCKET": bucket, "TELEMAX_ARCHIVE_PREFIX": "arch/"}
+    batches = [event[:120], event[:60], event[60:150]]  # the first one's answer was lost
+    answers = invoke([{"Records": batch} for batch in batches], env, tmp_path)
+    assert [a["response"] for a in answers] == [{"batchItemFailures": []}] * 3
+    found = archived(s3, bucket)
+    assert sorted(line["record"]["Data2"] for line in found["records"]) == sorted(
+        reading(i)["Data2"] for i in range(150) if i not in (7, 64, 130)
+    )
+    assert sorted(line["sequenceNumber"] for line in found["deadletters"]) == sorted(
+        event[i]["kinesis"]["sequenceNumber"] for i in (7, 64, 130)
+    )
+    assert {line["reason"] for line in found["deadletters"]} == {"not_json"}
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert all(k.startswith("arch/") and "-upto-" in k and k.endswith(".json.gz") for k in keys)
+    assert len(keys) == 4, keys  # records and letters of the first invocation, of the last
+
+    sqs = [
+        {
+            "Records": [
+                {
+                    "messageId": "m1",
+                    "body": "{}",
+                    "attributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+                }
+            ]
+        }
+    ]
+    events_path = tmp_path / "events.json"
+    events_path.write_text(json.dumps(sqs))
+    done = run(
+        sys.executable, DRIVER, events_path, tmp_path / "answers.json", "60000",
+        env={**os.environ, **env}, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "the Lambda handler archives Kinesis events, not SQS ones" in done.stderr

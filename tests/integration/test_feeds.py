@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 import signal
 import time
 from typing import Any
@@ -12,7 +10,7 @@ import pytest
 
 from devkit.local import local_client
 from producer.schemas import records
-from tests.support import AlertTopic, Stack, check_alerts_once, wait_until
+from tests.support import AlertTopic, Stack, archived, check_alerts_once, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -110,19 +108,6 @@ def test_orders_alert_once_across_a_sigkill_and_resent_records(
     assert {item["orderID"]["S"] for item in stack.scan()} == {o["orderID"] for o in valid}
     letters = stack.scan(stack.dlq_table)
     assert len(letters) == len(bad) and {i["reason"]["S"] for i in letters} == {"unknown_currency"}
-
-
-def archived(s3: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
-    """Every JSON line of the archive, by part (records, deadletters)."""
-    found: dict[str, list[dict[str, Any]]] = {"records": [], "deadletters": []}
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    for page in pages:
-        for entry in page.get("Contents", []):
-            key = entry["Key"]
-            part = key.split("/")[1]
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            found[part] += [json.loads(line) for line in gzip.decompress(body).splitlines()]
-    return found
 
 
 def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(

@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer.pipeline.archive import ArchiveBuffer, Entry, Segment, hour_of, position_name
+from consumer.pipeline.archive import (
+    ArchiveBuffer,
+    Entry,
+    Segment,
+    hour_of,
+    next_run,
+    position_name,
+    span_of,
+)
 
 H1, H2 = "dt=2026-12-02/hour=10", "dt=2026-12-02/hour=11"
 
@@ -77,3 +85,38 @@ def test_positions_compare_as_numbers_and_names_sort_as_they_do() -> None:
 )
 def test_the_hour_is_the_records_arrival_hour(arrival: object, hour: str) -> None:
     assert hour_of(arrival) == hour
+
+
+def span(first: int, last: int) -> tuple[tuple[str, int], tuple[str, int]]:
+    return (str(first), 0), (str(last), 0)
+
+
+@pytest.mark.parametrize(
+    ("found", "covered", "run"),
+    [
+        (None, 0, [1, 2, 3, 4]),  # nothing there: the whole hour's run
+        (span(1, 2), 2, None),  # an object from our first on: its entries are skipped
+        (span(0, 3), 3, None),  # an object from before our first (a retry inside it)
+        (span(0, 9), 5, None),  # one that covers beyond our batch
+        (span(3, 9), 0, [1, 2]),  # one further on: our run stops short of it
+    ],
+)
+def test_a_batch_skips_what_an_object_covers_and_stops_short_of_one_further_on(
+    found: tuple[tuple[str, int], tuple[str, int]] | None, covered: int, run: list[int] | None
+) -> None:
+    entries = [entry(1), entry(2), entry(3), entry(4), entry(5, hour=H2)]
+    skipped, segment = next_run("shard-1", entries, found)
+    assert skipped == covered
+    if run is None:
+        assert segment is None
+    else:
+        assert segment is not None and [int(e.position[0]) for e in segment.entries] == run
+
+
+def test_span_names_sort_by_their_last_position_and_read_back() -> None:
+    segment = Segment("shard-1", (entry(7, 2), entry(12, 0)))
+    name = segment.span_name
+    assert name == f"shard-1-upto-{position_name(('12', 0))}-from-{position_name(('7', 2))}"
+    assert span_of(name.removeprefix("shard-1-upto-") + ".json.gz") == (("7", 2), ("12", 0))
+    later = Segment("shard-1", (entry(3), entry(100)))
+    assert later.span_name > name, "sorted by the last position, not the first"
