@@ -272,6 +272,8 @@ class Runtime:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._archive.write(batch.shard_id, entries)
+        except ConfigError:
+            raise  # the function fails: its Errors alarm, not a quiet loop
         except (Exception, TimeoutError) as exc:  # the archive is idempotent: all again
             log.error("archive_failed", error=describe(exc))
             return lowest(r["SequenceNumber"] for r in batch.records)

@@ -23,15 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from orjson import loads
+
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import UPTO, Entry, Position, next_run, position_name, span_of
+from consumer.pipeline.archive import (
+    UPTO,
+    Entry,
+    Position,
+    next_run,
+    position_name,
+    span_of,
+)
 from consumer.pipeline.archiver import ArchiveTarget, archive_target, part_name, put_once
 from consumer.pipeline.sink import Sink
 from kernel.aws import Clients
+from kernel.errors import ConfigError
 from kernel.logs import get as get_logger
 
 if TYPE_CHECKING:
@@ -74,9 +85,10 @@ class BatchArchiveWire:
         entries: Sequence[Entry] = part.entries
         name = part_name(part.letters)
         while entries:
-            found = await self._covering(name, part.shard_id, entries[0])
+            key, found = await self._covering(name, part.shard_id, entries[0])
             covered, run = next_run(part.shard_id, entries, found)
             if run is None:
+                await self._check_holds(key, entries[:covered])
                 self._log.info(
                     "archive_object_adopted",
                     shard_id=part.shard_id,
@@ -90,10 +102,27 @@ class BatchArchiveWire:
             await put_once(self._s3, self.target, key, run, part.letters)  # exists: the same
             entries = entries[len(run.entries) :]
 
+    async def _check_holds(self, key: str, entries: Sequence[Entry]) -> None:
+        """The object an entry is skipped for holds it — else batches are not runs of the
+        shard (several concurrent batches per shard): stop, loudly, before anything is lost.
+        Only after a retry (or with that misconfiguration) does a batch meet an object."""
+        answer = await self._s3.get_object(Bucket=self.target.bucket, Key=key)
+        async with answer["Body"] as body:
+            lines = gzip.decompress(await body.read()).splitlines()
+        held = {(str(v["sequenceNumber"]), int(v["subSequenceNumber"])) for v in map(loads, lines)}
+        missing = [e.position for e in entries if e.position not in held]
+        if missing:
+            raise ConfigError(
+                f"TELEMAX_ARCHIVE_BUCKET: {key} spans {missing[0][0]} but does not hold it: "
+                "batches of a shard overlap; set the event source mapping's "
+                "ParallelizationFactor to 1 while archiving"
+            )
+
     async def _covering(
         self, part: str, shard_id: str, entry: Entry
-    ) -> tuple[Position, Position] | None:
-        """(first, last) of the object with the smallest last at or after ``entry``."""
+    ) -> tuple[str, tuple[Position, Position] | None]:
+        """The key and (first, last) of the object with the smallest last at or after
+        ``entry``; ("", None) when there is none."""
         prefix = f"{self.target.partition(part, entry.hour)}{shard_id}{UPTO}"
         answer = await self._s3.list_objects_v2(
             Bucket=self.target.bucket,
@@ -102,7 +131,10 @@ class BatchArchiveWire:
             MaxKeys=1,
         )
         contents: list[Any] = list(answer.get("Contents", []))
-        return span_of(contents[0]["Key"][len(prefix) :]) if contents else None
+        if not contents:
+            return "", None
+        key = str(contents[0]["Key"])
+        return key, span_of(key[len(prefix) :])
 
 
 class BatchArchive:

@@ -59,6 +59,7 @@ S3_ACTIONS = {
     "PutObject": ("s3:PutObject", "archiveobjects"),
     "ListObjectsV2": ("s3:ListBucket", "archive"),
     "HeadObject": ("s3:GetObject", "archiveobjects"),
+    "GetObject": ("s3:GetObject", "archiveobjects"),
     "HeadBucket": ("s3:ListBucket", "archive"),
 }
 # The Lambda handler writes through the batch sink, and on a cold start reads the records

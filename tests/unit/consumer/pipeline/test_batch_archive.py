@@ -4,11 +4,13 @@ record, crashes in the middle of archiving — every entry ends in exactly one o
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import random
 from collections import Counter
 from typing import Any
 
+import orjson
 import pytest
 
 from consumer.metrics import Metrics
@@ -16,9 +18,24 @@ from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import ArchiveTarget
 from consumer.pipeline.batch_archive import BatchArchive
 from consumer.testing import client_error
+from kernel.errors import ConfigError
 from tests.unit.consumer.shard.test_shard_archive import MemoryS3
 
 SHARD = "shardId-000000000007"
+
+
+@dataclasses.dataclass
+class Body:
+    data: bytes
+
+    async def __aenter__(self) -> Body:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self.data
 
 
 class ListingS3(MemoryS3):
@@ -45,12 +62,21 @@ class ListingS3(MemoryS3):
         keys = sorted(k for k in self.objects if k.startswith(prefix) and k > after)
         return {"Contents": [{"Key": k} for k in keys[: kwargs["MaxKeys"]]]}
 
+    async def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        self._call()
+        return {"Body": Body(self.objects[kwargs["Key"]][0])}
+
     def archived(self) -> Counter[bytes]:
         return Counter(
             line
             for body, _ in self.objects.values()
             for line in gzip.decompress(body).splitlines(keepends=True)
         )
+
+
+def entry(seq: int, hour: str, letter: bool = False) -> Entry:
+    line = orjson.dumps({"sequenceNumber": str(seq), "subSequenceNumber": 0, "letter": letter})
+    return Entry((str(seq), 0), hour, line + b"\n", letter)
 
 
 def shard_entries(rng: random.Random, count: int) -> list[list[Entry]]:
@@ -62,12 +88,7 @@ def shard_entries(rng: random.Random, count: int) -> list[list[Entry]]:
             hour += 1
         at = f"dt=2026-12-03/hour={hour:02d}"
         kinds = rng.choices([(False,), (True,), (False, True)], weights=[85, 10, 5])[0]
-        found.append(
-            [
-                Entry((str(seq), 0), at, f"{seq}:{int(letter)}\n".encode(), letter)
-                for letter in kinds
-            ]
-        )
+        found.append([entry(seq, at, letter) for letter in kinds])
     return found
 
 
@@ -113,3 +134,16 @@ async def test_a_retry_inside_an_object_writes_nothing_it_covers() -> None:
     new = set(s3.objects) - written
     assert len(new) >= 1 and all("-from-" in key for key in new)
     assert s3.archived() == Counter(e.line for e in entries)
+
+
+async def test_concurrent_batches_of_one_shard_stop_the_archive_before_anything_is_lost() -> None:
+    """With several batches per shard in flight (ParallelizationFactor > 1) a batch holds
+    only some partition keys of its range: an object spanning a record it does not hold must
+    not be taken as holding it."""
+    entries = [e for record in shard_entries(random.Random(2), 20) for e in record]
+    records = [e for e in entries if not e.letter]
+    s3 = ListingS3()
+    archive = BatchArchive(s3, ArchiveTarget("bucket", "arch/", "telemax"), Metrics("s"))  # type: ignore[arg-type]
+    await archive.write(SHARD, records[0::2])  # one lane: the even records
+    with pytest.raises(ConfigError, match="ParallelizationFactor to 1"):
+        await archive.write(SHARD, records[1::2])  # the other lane, inside the first's span
