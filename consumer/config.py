@@ -125,8 +125,6 @@ def load(
     settings = Settings(**found)
     if settings.source == "sqs" and not settings.queue_url:
         raise ConfigError("TELEMAX_SOURCE=sqs needs TELEMAX_QUEUE_URL (the queue to drain)")
-    if settings.source == "sqs" and settings.archive_bucket:
-        raise ConfigError("TELEMAX_ARCHIVE_BUCKET: the SQS source does not archive yet; unset it")
     if settings.initial_position == "AT_TIMESTAMP" and settings.initial_timestamp is None:
         raise ConfigError(
             "TELEMAX_INITIAL_POSITION=AT_TIMESTAMP needs TELEMAX_INITIAL_TIMESTAMP (ISO-8601)"

@@ -50,6 +50,7 @@ from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
+from consumer.sources.archive import MessageArchive, archive_done, message_archive_for
 from consumer.sources.messages import failed_in_lambda, lambda_record_of
 from kernel import logs
 from kernel.aws import Clients, describe, open_clients
@@ -61,11 +62,6 @@ from kernel.logs import get as get_logger
 RESERVE_SHARE = 0.1
 RESERVE_MIN_S = 1.0
 RESERVE_MAX_S = 5.0
-
-ARCHIVE_OF_SQS = (
-    "TELEMAX_ARCHIVE_BUCKET: the Lambda handler archives Kinesis events, not SQS ones "
-    "(a message has no position in a stream); unset it for this function"
-)
 
 Key = tuple[Any, ...]
 Response = dict[str, list[dict[str, str]]]
@@ -178,6 +174,7 @@ class Runtime:
             alerting_for(self.settings, self._clients, self.metrics, self.key_names),
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
+        self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:
         try:
@@ -192,8 +189,6 @@ class Runtime:
         deadline = None if budget is None else asyncio.get_running_loop().time() + budget
         raw = event.get("Records", [])
         if raw and raw[0].get("eventSource") == "aws:sqs":
-            if self._archive is not None:  # never a silent gap in the archive
-                raise ConfigError(ARCHIVE_OF_SQS)
             return await self._handle_sqs(raw, deadline)
         work = batches(event, self.settings.stream)
         failed = await asyncio.gather(*(self._process(batch, deadline) for batch in work))
@@ -216,7 +211,10 @@ class Runtime:
         progress = Progress(converted, list(converted.dead))
         await self._stage.write(progress, queue, shard, log, deadline=deadline)
         ids = [record["SequenceNumber"] for record in records]
-        failed = failed_in_lambda(ids, progress.undone(), queue.endswith(".fifo"))
+        undone = progress.undone()
+        if self._archive is not None:
+            undone = await self._messages_archived(queue, progress, records, undone, deadline, log)
+        failed = failed_in_lambda(ids, undone, queue.endswith(".fifo"))
         log.info(
             "lambda_sqs_batch_processed",
             messages=len(records),
@@ -251,6 +249,31 @@ class Runtime:
             seconds=round(time.perf_counter() - started, 3),
         )
         return retry_from
+
+    async def _messages_archived(
+        self,
+        queue: str,
+        progress: Progress,
+        records: Sequence[Record],
+        undone: set[str],
+        deadline: float | None,
+        log: FilteringBoundLogger,
+    ) -> set[str]:
+        """Archive the messages that are done (see :mod:`consumer.sources.archive`); answer
+        every message that is not done."""
+        if queue not in self._message_archives:
+            archive = message_archive_for(self.settings, self._clients, self.metrics, queue)
+            assert archive is not None
+            self._message_archives[queue] = archive
+        try:
+            async with asyncio.timeout_at(deadline):
+                busy = await archive_done(
+                    self._message_archives[queue], progress, records, undone, queue
+                )
+        except (Exception, TimeoutError) as exc:  # claims are idempotent: all again
+            log.error("archive_failed", error=describe(exc))
+            return {r["SequenceNumber"] for r in records}
+        return undone | busy
 
     async def _archived(
         self,

@@ -1,6 +1,6 @@
 """``setup [--feed F]``: create the stream and the tables if missing — records (keyed as feed F
-says), leases, members, dead letters, and the alert ledger when F has alert rules — and wait
-until ACTIVE."""
+says), leases, members, dead letters, and the ledger when F has alert rules (or an SQS source
+archives) — and wait until ACTIVE."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from consumer.config import Settings, alert_rules_of, feed_of
 from consumer.pipeline.keys import KEY_TYPES
+from consumer.pipeline.ledger import needs_ledger
 from kernel.aws import AWS_ERRORS, Clients, config_error_from, describe, error_code
 from kernel.errors import ConfigError
 
@@ -52,12 +53,8 @@ def table_specs(settings: Settings) -> list[TableSpec]:
         TableSpec("members", settings.member_table_name, (("workerId", "HASH"),)),
         TableSpec("dead letters", settings.dlq_table, (("shardId", "HASH"), ("position", "RANGE"))),
         *(
-            [
-                TableSpec(
-                    "alert ledger", settings.alert_ledger_table, (("alertId", "HASH"),), ttl=TTL
-                )
-            ]
-            if alert_rules_of(settings)
+            [TableSpec("ledger", settings.alert_ledger_table, (("alertId", "HASH"),), ttl=TTL)]
+            if alert_rules_of(settings) or needs_ledger(settings)
             else []
         ),
     ]

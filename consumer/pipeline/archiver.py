@@ -225,8 +225,9 @@ def entries_of(
     raw_json: bool = False,
 ) -> list[Entry]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
-    per stored dead letter, in stream order. ``raw_json``: the records are JSON objects (the
-    built-in feeds refuse anything else), embedded as they came instead of re-encoded."""
+    per stored dead letter, in the batch's order (every position is a record of ``records``).
+    ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
+    embedded as they came instead of re-encoded."""
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records}
     hours: dict[Any, str] = {}
 
@@ -276,7 +277,9 @@ def entries_of(
         found.append(
             Entry((letter.sequence_number, letter.sub_sequence), where, _line(line), letter=True)
         )
-    found.sort(key=lambda e: (order(e.position), e.letter))
+    # the batch's order: the stream's for Kinesis; a queue's message ids have no other
+    rank = {r["SequenceNumber"]: n for n, r in enumerate(records)}
+    found.sort(key=lambda e: (rank.get(e.position[0], len(rank)), e.position[1], e.letter))
     return found
 
 

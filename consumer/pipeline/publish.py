@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from consumer.config import Settings, alert_rules_of, feed_of
 from consumer.metrics import Metrics
 from consumer.pipeline.alerts import Alert, Alerter, Rule, compile_rules
+from consumer.pipeline.ledger import ledger_check
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Alerting
 from kernel.aws import (
@@ -313,9 +314,6 @@ async def check_alerting(clients: Clients, settings: Settings) -> None:
             f"SNS topic {settings.alert_topic_arn!r}",
             lambda: clients.sns.get_topic_attributes(TopicArn=settings.alert_topic_arn),
         ),
-        (
-            f"DynamoDB alert ledger table {settings.alert_ledger_table!r}",
-            lambda: clients.dynamodb.describe_table(TableName=settings.alert_ledger_table),
-        ),
+        ledger_check(clients, settings),
     ]
     await check_usable(checks)

@@ -31,6 +31,7 @@ from consumer.pipeline.publish import alerting_for
 from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import Store
+from consumer.sources.archive import archive_done, message_archive_for
 from consumer.sources.messages import (
     POISON,
     deletable,
@@ -90,6 +91,7 @@ class SqsWorker:
             ),
             alerting_for(settings, clients, self.metrics, key_names, clock=clock),
         )
+        self._archive = message_archive_for(settings, clients, self.metrics, self.queue)
         self._messages = self.metrics.sqs_messages
         self._extended = self.metrics.sqs_visibility_extended.labels(self.queue)
 
@@ -191,6 +193,9 @@ class SqsWorker:
             progress = Progress(converted, letters)
             await self.stage.write(progress, queue, self._shard, self._log)
             undone = progress.undone()
+            if self._archive is not None:
+                everything = records + [record_of(m) for m in poison]
+                undone |= await archive_done(self._archive, progress, everything, undone, queue)
             done = deletable(messages, undone, self.fifo)
             await self._delete(done)
         self._messages.labels(queue, "deleted").inc(len(done))
@@ -257,7 +262,9 @@ class SqsWorker:
 
 async def preflight_sqs(clients: Clients, settings: Settings) -> tuple[Handler, tuple[str, ...]]:
     """Fail fast, with one line: the queue, the tables and the handler (as the worker's)."""
+    from consumer.pipeline.archiver import check_archive
     from consumer.pipeline.keys import table_key_names
+    from consumer.pipeline.ledger import ledger_check, needs_ledger
     from consumer.pipeline.publish import check_alerting
     from kernel.aws import Check, check_usable
     from kernel.handlers import load_handler
@@ -278,4 +285,7 @@ async def preflight_sqs(clients: Clients, settings: Settings) -> tuple[Handler, 
     await check_usable(checks)
     key_names = await table_key_names(clients.dynamodb, settings.table, handler, settings.handler)
     await check_alerting(clients, settings)
+    await check_archive(clients, settings)
+    if needs_ledger(settings):  # the messages' archive claims live there
+        await check_usable([ledger_check(clients, settings)])
     return handler, key_names

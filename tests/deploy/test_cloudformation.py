@@ -39,13 +39,18 @@ TABLES_OF_MODULE = {
     "consumer/adapters/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
     "consumer/pipeline/publish.py": {"alerts"},  # the alerts' ledger
+    "consumer/pipeline/ledger.py": {"alerts"},  # its DescribeTable at start-up
+    "consumer/sources/archive.py": {"alerts"},  # the queue messages' archive claims
     "consumer/sources/sqs.py": {"deadletter"},  # preflight DescribeTable
 }
-# Modules only some configurations run, by the template condition that grants their calls.
+# Modules only some configurations run, by the template conditions (all of them) that grant
+# their calls.
 CONDITIONAL = {
-    "consumer/pipeline/publish.py": "HasAlerts",
-    "consumer/pipeline/archiver.py": "HasArchive",
-    "consumer/sources/sqs.py": "HasQueue",
+    "consumer/pipeline/publish.py": ("HasAlerts",),
+    "consumer/pipeline/ledger.py": ("HasLedger",),
+    "consumer/sources/archive.py": ("HasQueue", "HasArchive"),  # the queue messages' archive
+    "consumer/pipeline/archiver.py": ("HasArchive",),
+    "consumer/sources/sqs.py": ("HasQueue",),
 }
 # SQS operations -> the IAM action that allows them (the batch calls need the single one's)
 SQS_ACTIONS = {
@@ -72,6 +77,7 @@ LAMBDA_MODULES = (
 )
 LAMBDA_CONDITIONAL = {
     "consumer/pipeline/publish.py": "HasAlerts",
+    "consumer/pipeline/ledger.py": "HasAlerts",
     "consumer/pipeline/archiver.py": "HasArchive",
     "consumer/pipeline/batch_archive.py": "HasArchive",
 }
@@ -155,6 +161,32 @@ def resolve(value: Any, conditions: dict[str, bool]) -> Any:
         items = [resolve(v, conditions) for v in value]
         return [v for v in items if v != {"Ref": "AWS::NoValue"}]
     return value
+
+
+def derived(template: dict[str, Any], given: dict[str, bool]) -> dict[str, bool]:
+    """``given`` and the template's conditions built from them (``Fn::Or``, ``Fn::And``,
+    ``Fn::Not``, ``Condition``); a condition neither given nor built is false."""
+
+    def value(expression: Any) -> bool:
+        if isinstance(expression, dict) and "Fn::Condition" in expression:
+            return found(expression["Fn::Condition"])
+        (kind, args), *_ = expression.items()
+        if kind == "Fn::Or":
+            return any(value(a) for a in args)
+        if kind == "Fn::And":
+            return all(value(a) for a in args)
+        if kind == "Fn::Not":
+            return not value(args[0])
+        return False
+
+    def found(name: str) -> bool:
+        if name not in given:
+            given[name] = value(template["Conditions"][name])
+        return given[name]
+
+    for name in template.get("Conditions", {}):
+        found(name)
+    return given
 
 
 def statements(
@@ -253,7 +285,7 @@ def worker_modules(conditions: dict[str, bool] | None = None) -> list[Path]:
 
     def runs(path: Path) -> bool:
         module = str(path.relative_to(ROOT))
-        if module in CONDITIONAL and not on.get(CONDITIONAL[module], False):
+        if not all(on.get(name, False) for name in CONDITIONAL.get(module, ())):
             return False
         return not module.startswith(NOT_RUNTIME) and module not in LAMBDA_ONLY
 
@@ -284,21 +316,24 @@ def test_the_call_finder_sees_the_calls() -> None:
         (True, False, False),
         (False, True, False),
         (False, False, True),
+        (False, True, True),
         (True, True, True),
     ],
-    ids=["plain", "alerts", "archive", "queue", "all"],
+    ids=["plain", "alerts", "archive", "queue", "queue-archive", "all"],
 )
 def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
     alerts: bool, archive: bool, queue: bool
 ) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
-    conditions = {"HasAlerts": alerts, "HasArchive": archive, "HasQueue": queue}
+    switches = {"HasAlerts": alerts, "HasArchive": archive, "HasQueue": queue}
+    conditions = derived(base, switches)
     expected = expected_grants(worker_modules(conditions))
     assert grants(policy, conditions) == expected
     assert (("sns:Publish", "alerttopic") in expected) is alerts
     assert (("s3:PutObject", "archiveobjects") in expected) is archive
     assert (("sqs:DeleteMessage", "queue") in expected) is queue
+    assert (("dynamodb:PutItem", "alerts") in expected) is (alerts or (queue and archive))
 
 
 def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
@@ -463,7 +498,7 @@ def test_tables_and_names_match_what_setup_creates(feed: str) -> None:
         ("leases", "LeaseTableName"),
         ("members", "MemberTableName"),
         ("dead letters", "DeadLetterTableName"),
-        *([("alert ledger", "AlertLedgerTableName")] if feed == "orders" else []),
+        *([("ledger", "AlertLedgerTableName")] if feed == "orders" else []),
     ):
         props = by_param[param]
         keys = tuple((k["AttributeName"], k["KeyType"]) for k in props["KeySchema"])
@@ -489,8 +524,9 @@ def check_environment(variables: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("alerts", [False, True], ids=["plain", "alerts-archive"])
 def test_ecs_task_runs_the_image_as_built(alerts: bool) -> None:
-    conditions = {"HasAlerts": alerts, "HasArchive": alerts, "HasQueue": alerts}
-    ecs = resolve(load("telemax-ecs.yaml"), conditions)
+    template = load("telemax-ecs.yaml")
+    switches = {"HasAlerts": alerts, "HasArchive": alerts, "HasQueue": alerts}
+    ecs = resolve(template, derived(template, switches))
     (task,) = resources(ecs, "AWS::ECS::TaskDefinition").values()
     (container,) = task["Properties"]["ContainerDefinitions"]
     env = {e["Name"]: e["Value"] for e in container["Environment"]}

@@ -562,24 +562,35 @@ def test_lambda_archives_each_record_once_when_retries_start_inside_an_object(
     assert all(k.startswith("arch/") and "-upto-" in k and k.endswith(".json.gz") for k in keys)
     assert len(keys) == 4, keys  # records and letters of the first invocation, of the last
 
-    sqs = [
-        {
-            "Records": [
-                {
-                    "messageId": "m1",
-                    "body": "{}",
-                    "attributes": {},
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
-                }
-            ]
-        }
+
+def test_lambda_archives_each_sqs_message_once_when_sqs_delivers_it_again(
+    make_tables: Any, clients: tuple[Any, Any], moto_endpoint: str, tmp_path: Path
+) -> None:
+    """The same messages in a second event (their deletion failed): stored again (the same
+    rows), archived once; the claims live in the ledger."""
+    _, dynamodb = clients
+    tables: Tables = make_tables()
+    tables.setup(shards=1)
+    bucket, ledger = f"archive-{tables.table.lower()}", f"{tables.table}-ledger"
+    local_client("s3", moto_endpoint).create_bucket(Bucket=bucket)
+    dynamodb.create_table(
+        TableName=ledger,
+        KeySchema=[{"AttributeName": "alertId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "alertId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    bodies = [b"{oops"] + [orjson.dumps(reading(i)) for i in range(20)]
+    first = sqs_event("orders-queue", bodies)
+    again = {"Records": first["Records"][5:]}
+    env = {
+        **tables.env,
+        "TELEMAX_ARCHIVE_BUCKET": bucket,
+        "TELEMAX_ALERT_LEDGER_TABLE": ledger,
+    }
+    answers = invoke([first, again], env, tmp_path)
+    assert [a["response"] for a in answers] == [{"batchItemFailures": []}] * 2
+    found = archived(local_client("s3", moto_endpoint), bucket)
+    assert sorted(line["sequenceNumber"] for line in found["records"]) == [
+        f"msg-{n:04d}" for n in range(1, 21)
     ]
-    events_path = tmp_path / "events.json"
-    events_path.write_text(json.dumps(sqs))
-    done = run(
-        sys.executable, DRIVER, events_path, tmp_path / "answers.json", "60000",
-        env={**os.environ, **env}, timeout=60,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "the Lambda handler archives Kinesis events, not SQS ones" in done.stderr
+    assert [line["sequenceNumber"] for line in found["deadletters"]] == ["msg-0000"]

@@ -180,5 +180,5 @@ async def test_a_missing_topic_or_ledger_stops_start_up_with_one_line(
     missing_ledger = Settings(
         alert_topic_arn=topic.arn, alert_ledger_table="no-such-ledger", feed="orders"
     )
-    with pytest.raises(ConfigError, match="DynamoDB alert ledger table 'no-such-ledger' does not"):
+    with pytest.raises(ConfigError, match="DynamoDB ledger table 'no-such-ledger' does not"):
         await check_alerting(clients, missing_ledger)

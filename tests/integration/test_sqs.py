@@ -13,7 +13,7 @@ import pytest
 
 from devkit.local import local_client
 from tests.integration.test_feeds import small_order
-from tests.support import AlertTopic, Stack, check_alerts_once, wait_until
+from tests.support import AlertTopic, Stack, archived, check_alerts_once, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,10 +46,13 @@ def queue_empty(sqs: Any, url: str) -> bool:
     return all(value == "0" for value in attributes.values())
 
 
-def test_two_replicas_store_dead_letter_and_alert_once_across_a_sigkill(
+def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
     stack: Stack, moto_endpoint: str
 ) -> None:
     topic = AlertTopic(stack, moto_endpoint)
+    s3 = local_client("s3", moto_endpoint)
+    bucket = f"archive-{stack.table.lower()}"
+    s3.create_bucket(Bucket=bucket)
     done = stack.cli("consumer", "setup", TELEMAX_FEED="orders")
     assert done.returncode == 0, done.stderr
     sqs, url = make_queue(stack, moto_endpoint)
@@ -63,6 +66,7 @@ def test_two_replicas_store_dead_letter_and_alert_once_across_a_sigkill(
         "TELEMAX_ALERT_TOPIC_ARN": topic.arn,
         "TELEMAX_SQS_VISIBILITY_S": "4",  # a killed replica's messages come back soon
         "TELEMAX_SQS_WAIT_S": "1",
+        "TELEMAX_ARCHIVE_BUCKET": bucket,
     }
     first = stack.worker("w1", **env)
     second = stack.worker("w2", **env)
@@ -86,6 +90,13 @@ def test_two_replicas_store_dead_letter_and_alert_once_across_a_sigkill(
     letters = stack.scan(stack.dlq_table)
     assert {item["reason"]["S"] for item in letters} == {"unknown_currency"}
     assert {item["shardId"]["S"] for item in letters} == {"sqs:" + url.rsplit("/", 1)[1]}
+    # each message in exactly one object: the sixty sent twice are two messages each
+    found = archived(s3, bucket)
+    ids = [line["sequenceNumber"] for line in found["records"]]
+    assert len(ids) == len(set(ids)) == len(valid) + 60
+    orders = sorted(line["record"]["orderID"] for line in found["records"])
+    assert orders == sorted(o["orderID"] for o in [*valid, *valid[:60]])
+    assert sorted(line["reason"] for line in found["deadletters"]) == ["unknown_currency"] * 15
     assert second.stop() == 0
     metrics_left = [line for line in second.log_lines() if "worker_stopped" in line]
     assert metrics_left
