@@ -9,6 +9,7 @@ from __future__ import annotations
 from consumer.feeds import orders, taxi, telemax
 from consumer.feeds.feed import Feed
 from consumer.feeds.feed import load_feed as _load
+from consumer.insights.windows import InsightSpec, field
 
 TELEMAX = Feed(
     name="telemax",
@@ -16,6 +17,13 @@ TELEMAX = Feed(
     key=(("hardwareID", "S"), ("Timestamp", "S")),
     table="TELEMAX",
     description="network hardware readings for topology optimisation",
+    # per five minutes and hardware: readings (the count), Data2 and Data3
+    insights=InsightSpec(
+        window_s=300,
+        time_field="Timestamp",
+        group_fields=("hardwareID",),
+        measures=(field("Data2"), field("Data3")),
+    ),
 )
 FEEDS: dict[str, Feed] = {feed.name: feed for feed in (TELEMAX, taxi.FEED, orders.FEED)}
 DEFAULT_FEED = TELEMAX.name

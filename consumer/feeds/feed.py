@@ -2,7 +2,8 @@
 
 A feed declares its validation and item mapping (``to_item``, bytes -> item, raising
 :class:`~kernel.errors.InvalidRecord` with a precise reason for a record to dead-letter), its
-table's key schema, its default table names, and its alert rules. ``TELEMAX_FEED`` names a
+table's key schema, its default table names, its alert rules, and its insights (event-time
+windows: :class:`~consumer.insights.windows.InsightSpec`). ``TELEMAX_FEED`` names a
 built-in feed (``telemax``, ``taxi``, ``orders``) or one defined elsewhere as
 ``package.module:object``, where the object is a :class:`Feed`::
 
@@ -25,6 +26,7 @@ import importlib
 import re
 from collections.abc import Mapping
 
+from consumer.insights.windows import InsightSpec
 from consumer.pipeline.keys import declared_keys, spec_of
 from kernel.errors import ConfigError
 from kernel.handlers import Handler
@@ -46,6 +48,7 @@ class Feed:
     lease_table: str = ""  # default: the feed's name + "-leases"
     alerts: Mapping[str, str] = dataclasses.field(default_factory=dict)
     description: str = ""
+    insights: InsightSpec | None = None  # event-time windows (consumer.insights)
 
     def __post_init__(self) -> None:
         if not _FEED_NAME.match(self.name):

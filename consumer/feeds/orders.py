@@ -26,13 +26,15 @@ from consumer.feeds.fields import (
     required_time,
     shown,
 )
+from consumer.insights.windows import Attributes, InsightSpec, Measure, field, number_of
 from consumer.pipeline.keys import declare_keys
 from kernel.errors import InvalidRecord
 from kernel.handlers import Item
 
 KEY = (("orderID", "S"),)
 CENT = Decimal("0.01")
-LARGE_ORDER = "total >= `1000`"
+LARGE_TOTAL = 1000
+LARGE_ORDER = f"total >= `{LARGE_TOTAL}`"
 # Active ISO 4217 currency codes (2026), funds codes and precious metals left out.
 CURRENCIES = frozenset(
     [
@@ -250,11 +252,24 @@ def to_item(data: bytes) -> Item:
     return item_of(order, data)
 
 
+def large(item: Attributes) -> Decimal:
+    """1 for a large order (the large_order alert's threshold), else 0."""
+    total = number_of(item, "total")
+    return Decimal(1) if total is not None and total >= LARGE_TOTAL else Decimal(0)
+
+
 FEED = Feed(
     name="orders",
     to_item=to_item,
     key=KEY,
     table="orders",
     alerts={"large_order": LARGE_ORDER},
+    # per hour: orders (the count), revenue (total's sum) and large orders (large's sum)
+    insights=InsightSpec(
+        window_s=3600,
+        time_field="createdAt",
+        group_fields=(),
+        measures=(field("total"), Measure("large", large)),
+    ),
     description="e-commerce orders: validated, stored by orderID, large ones alerted",
 )

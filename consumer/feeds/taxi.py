@@ -8,6 +8,8 @@ and ``totalAmount``, when given, are non-negative numbers, ``pickupZone`` and
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from consumer.feeds.feed import Feed
 from consumer.feeds.fields import (
     decode_object,
@@ -18,6 +20,7 @@ from consumer.feeds.fields import (
     required_time,
     shown,
 )
+from consumer.insights.windows import Attributes, InsightSpec, Measure, field, number_of
 from consumer.pipeline.keys import declare_keys
 from kernel.errors import InvalidRecord
 from kernel.handlers import Item
@@ -63,10 +66,25 @@ def to_item(data: bytes) -> Item:
     return item_of(trip, data)
 
 
+def tip_rate(item: Attributes) -> Decimal | None:
+    """The tip as a share of the fare (none for a trip without fare or tip)."""
+    fare, tip = number_of(item, "fareAmount"), number_of(item, "tipAmount")
+    if not fare or tip is None:
+        return None
+    return tip / fare
+
+
 FEED = Feed(
     name="taxi",
     to_item=to_item,
     key=KEY,
     table="taxi-trips",
+    # per hour and pickup zone: trips (the count), fares, tip rates and distances
+    insights=InsightSpec(
+        window_s=3600,
+        time_field="pickupTime",
+        group_fields=("pickupZone",),
+        measures=(field("fareAmount"), Measure("tipRate", tip_rate), field("tripDistance")),
+    ),
     description="taxi trips: pickup before drop-off, fares and distances never negative",
 )
