@@ -26,7 +26,7 @@ from kernel.kpl.decode import deaggregate, is_aggregated
 from tests.support import Stack
 
 RATE = 500
-DURATION_S = 10
+DURATION_S = 5
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def summary_line(stdout: str) -> str:
 
 
 @pytest.mark.timeout(45)
-def test_rate_is_accurate_over_ten_seconds(stack: Stack) -> None:
+def test_rate_is_accurate_over_five_seconds(stack: Stack) -> None:
     stack.setup(shards=1)
     done = stack.cli(
         "producer",
