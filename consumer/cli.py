@@ -1,4 +1,4 @@
-"""``telemax-consumer`` / ``python -m consumer``: run | setup | status | demo."""
+"""``telemax-consumer`` / ``python -m consumer``: run | setup | status | dlq | insights | demo."""
 
 from __future__ import annotations
 
@@ -136,6 +136,23 @@ async def dlq_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def insights_command(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.ops.insights import insights
+
+    async with open_clients() as clients:
+        text = await insights(
+            clients,
+            settings,
+            start=args.start,
+            end=args.end,
+            by=args.by,
+            output=args.format,
+            plot=args.plot,
+        )
+    print(text, end="")
+    return 0
+
+
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     try:  # the development kit: in a checkout and in the package, not in the image
         from devkit.demo import Demo
@@ -158,6 +175,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "setup": (setup_command, "create the stream and tables if missing"),
     "status": (status_command, "show the lease table"),
     "dlq": (dlq_command, "list dead letters, or replay them through the current handler"),
+    "insights": (insights_command, "the feed's event-time windows, merged across every shard"),
     "demo": (demo_command, "run everything end to end on an embedded moto server"),
 }
 
@@ -176,6 +194,12 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument("action", choices=("list", "replay"), help="what to do")
             command.add_argument("--reason", default=None, help="only dead letters of this reason")
             command.add_argument("--limit", type=int, default=0, help="list at most N (0: all)")
+        if name == "insights":
+            command.add_argument("--from", dest="start", help="ISO-8601 (default: a day ago)")
+            command.add_argument("--to", dest="end", help="ISO-8601, excluded (default: now)")
+            command.add_argument("--by", choices=("hour", "group"), default="hour")
+            command.add_argument("--format", choices=("table", "json", "csv"), default="table")
+            command.add_argument("--plot", metavar="FILE.png", help="also render the charts")
         if name == "demo":
             command.add_argument(
                 "--count",

@@ -63,6 +63,9 @@ class Settings:
     archive_max_bytes: int = 8 * 1024 * 1024
     archive_max_age_s: float = 60.0
     archive_kms_key: str = ""
+    insights: bool = False
+    insights_table: str = "TELEMAX-insights"
+    insights_lateness_s: float = 3600.0
     handler: str = DEFAULT_HANDLER
 
     @property
@@ -122,6 +125,7 @@ def load(
     ):
         found.setdefault(field, default)
     found.setdefault("alert_ledger_table", f"{found['table']}-alerts")
+    found.setdefault("insights_table", f"{found['table']}-insights")
     settings = Settings(**found)
     if settings.source == "sqs" and not settings.queue_url:
         raise ConfigError("TELEMAX_SOURCE=sqs needs TELEMAX_QUEUE_URL (the queue to drain)")

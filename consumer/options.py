@@ -62,8 +62,9 @@ def default_worker_id() -> str:
 
 
 RUN = frozenset({"run"})
-ALL = frozenset({"run", "setup", "status", "demo", "dlq"})
-TABLES = frozenset({"run", "setup", "status", "dlq"})
+ALL = frozenset({"run", "setup", "status", "demo", "dlq", "insights"})
+TABLES = frozenset({"run", "setup", "status", "dlq", "insights"})
+INSIGHTS = frozenset({"run", "setup", "insights"})
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -371,6 +372,31 @@ OPTIONS: tuple[Option, ...] = (
         "",
         optional_name,
         "KMS key of the archive's objects (empty: the bucket's default key; SSE-KMS always)",
+        RUN,
+    ),
+    Option(
+        "insights",
+        "TELEMAX_INSIGHTS",
+        "off",
+        flag,
+        "aggregate the feed's event-time windows across every shard (on|off)",
+        frozenset({"run", "setup"}),
+    ),
+    Option(
+        "insights_table",
+        "TELEMAX_INSIGHTS_TABLE",
+        None,
+        name,
+        "the insights' table: partial aggregates per segment (default: the records table + "
+        "'-insights')",
+        INSIGHTS,
+    ),
+    Option(
+        "insights_lateness_s",
+        "TELEMAX_INSIGHTS_LATENESS_S",
+        "3600",
+        positive_float,
+        "a record arriving this long after its window ended still counts; later ones are late",
         RUN,
     ),
     Option(

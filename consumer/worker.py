@@ -19,13 +19,15 @@ from typing import Any
 from consumer.adapters.fastpath import FastPath
 from consumer.config import Settings
 from consumer.feeds import telemax
+from consumer.insights.store import check_insights
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
-from consumer.pipeline.archiver import archiving_for, check_archive
+from consumer.pipeline.archiver import check_archive
+from consumer.pipeline.committers import segmented_for
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
@@ -90,6 +92,7 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
     await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))
     await check_alerting(clients, settings)
     await check_archive(clients, settings)
+    await check_insights(clients, settings)
     return Checked(handler, key_names)
 
 
@@ -183,7 +186,7 @@ class Worker:
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
             clock=clock,
-            archiving=archiving_for(settings, clients, self.metrics),
+            segments=segmented_for(settings, clients, self.metrics),
         )
         # The supervisor keeps one consumer per lease the coordinator holds (DESIGN §3.9): it
         # reads the holds, and the coordinator tells it of every change.

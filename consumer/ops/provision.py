@@ -57,6 +57,11 @@ def table_specs(settings: Settings) -> list[TableSpec]:
             if alert_rules_of(settings) or needs_ledger(settings)
             else []
         ),
+        *(
+            [TableSpec("insights", settings.insights_table, (("pk", "HASH"), ("sk", "RANGE")))]
+            if settings.insights
+            else []
+        ),
     ]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 Position = tuple[str, int]  # (sequence number, sub-sequence number)
 UPTO, FROM = "-upto-", "-from-"  # in a span name: {shard}-upto-{last}-from-{first}
+NO_LINE_BYTES = 64  # an entry's weight without a line (insights only): segments stay bounded
 
 
 def order(position: Position) -> tuple[int, int]:
@@ -64,8 +65,10 @@ class Entry:
 
     position: Position
     hour: str
-    line: bytes  # one JSON line, newline included
+    line: bytes  # one JSON line, newline included (empty when the archive is off)
     letter: bool = False
+    item: Any = None  # the stored item, for the insights (None: a dead letter, or no insights)
+    arrival: float | None = None  # Kinesis' arrival time, epoch seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +150,7 @@ class ArchiveBuffer:
         for index, entry in enumerate(entries):
             if entry.hour != hour:
                 return Segment(self.shard_id, tuple(entries[:index]))
-            size += len(entry.line)
+            size += len(entry.line) or NO_LINE_BYTES
             if size >= self.max_bytes:
                 stop = index + 1  # never between two entries of one position
                 while stop < len(entries) and entries[stop].position == entry.position:

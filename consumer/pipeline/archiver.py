@@ -16,8 +16,7 @@ import asyncio
 import base64
 import dataclasses
 import gzip
-import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,7 +26,6 @@ from consumer.feeds import FEEDS
 from consumer.metrics import Metrics
 from consumer.pipeline.alerts import json_number, record_of
 from consumer.pipeline.archive import (
-    ArchiveBuffer,
     Entry,
     Position,
     Segment,
@@ -36,11 +34,10 @@ from consumer.pipeline.archive import (
     position_name,
 )
 from consumer.pipeline.convert import Record
-from consumer.pipeline.sink import Sink
+from consumer.pipeline.segmented import Committer, committer
 from consumer.pipeline.stage import Progress
 from kernel.aws import Clients, config_error_from, error_code, patiently
 from kernel.errors import ConfigError
-from kernel.logs import get as get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -147,75 +144,6 @@ async def put_once(
     return False
 
 
-class ShardArchive:
-    """One shard's archive: the buffer and the flushes; answers how far the shard's records
-    are in written segments (the checkpoint's limit)."""
-
-    def __init__(
-        self,
-        buffer: ArchiveBuffer,
-        sink: Sink[Segment],
-        wire: ArchiveWire,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.buffer = buffer
-        self._sink = sink
-        self._wire = wire
-        self._clock = clock
-        self._log = get_logger(shard_id=buffer.shard_id)
-
-    def add(self, entries: Sequence[Entry]) -> None:
-        self.buffer.add(entries, self._clock())
-
-    def add_batch(self, progress: Progress, records: Sequence[Record], stream: str) -> None:
-        """A batch the write stage finished (everything in it durable)."""
-        target = self._wire.target
-        shard = self.buffer.shard_id
-        self.add(entries_of(progress, records, target.feed, stream, shard, target.raw_json))
-
-    def due_at(self) -> float | None:
-        return self.buffer.due_at()
-
-    async def flush(self, final: bool = False) -> Position | None:
-        """Write every complete segment (all, with ``final``); the end of the last written,
-        or None when none was."""
-        written: Position | None = None
-        while (segment := self.buffer.next_segment(self._clock(), final)) is not None:
-            await self._sink.write([segment])  # retried until written; raises otherwise
-            found = self._wire.outcome(segment)
-            end = segment.last if found is None else found
-            if found is not None:  # rare: after a fail-over or a retry
-                self._log.info(
-                    "archive_object_adopted", first=segment.first, last=found, ours=segment.last
-                )
-            if order(end) > order(segment.last):  # adopted beyond what we have: read on
-                self.buffer.cover(end)
-                break
-            self.buffer.written(end, self._clock())
-            written = end
-        return written
-
-
-@dataclasses.dataclass(frozen=True)
-class Archiving:
-    """What every shard's archive shares; :meth:`for_shard` makes one."""
-
-    target: ArchiveTarget
-    s3: Any
-    metrics: Metrics
-    max_bytes: int
-    max_age_s: float
-    concurrency: asyncio.Semaphore = dataclasses.field(default_factory=lambda: asyncio.Semaphore(8))
-
-    def for_shard(self, shard_id: str, clock: Callable[[], float]) -> ShardArchive:
-        wire = ArchiveWire(self.s3, self.target)
-        sink: Sink[Segment] = Sink(
-            wire, concurrency=self.concurrency, metrics=self.metrics, wants="a segment"
-        )
-        buffer = ArchiveBuffer(shard_id, self.max_bytes, self.max_age_s)
-        return ShardArchive(buffer, sink, wire, clock)
-
-
 def entries_of(
     progress: Progress,
     records: Sequence[Record],
@@ -223,11 +151,16 @@ def entries_of(
     stream: str,
     shard_id: str,
     raw_json: bool = False,
+    *,
+    lines: bool = True,
+    items: bool = False,
 ) -> list[Entry]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
     ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
-    embedded as they came instead of re-encoded."""
+    embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
+    lines, the insights alone); ``items``: each entry carries its item and arrival time (for
+    the insights)."""
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records}
     hours: dict[Any, str] = {}
 
@@ -247,36 +180,46 @@ def entries_of(
         record, sub = converted.origins[position]
         sequence = record["SequenceNumber"]
         when, where = hour(sequence)
-        meta = {
-            "feed": feed,
-            "stream": stream,
-            "shard": shard_id,
-            "sequenceNumber": sequence,
-            "subSequenceNumber": sub,
-            "partitionKey": record.get("PartitionKey", ""),
-            "arrival": _epoch(when),
-        }
-        data = made_of[position] if raw_json and position < len(made_of) else None
-        found.append(Entry((sequence, sub), where, _record_line(meta, item, data)))
+        arrived = _epoch(when)
+        line = b""
+        if lines:
+            meta = {
+                "feed": feed,
+                "stream": stream,
+                "shard": shard_id,
+                "sequenceNumber": sequence,
+                "subSequenceNumber": sub,
+                "partitionKey": record.get("PartitionKey", ""),
+                "arrival": arrived,
+            }
+            data = made_of[position] if raw_json and position < len(made_of) else None
+            line = _record_line(meta, item, data)
+        if items:
+            found.append(Entry((sequence, sub), where, line, False, item, arrived))
+        else:
+            found.append(Entry((sequence, sub), where, line))
     for letter, stored in zip(progress.letters, progress.stored, strict=True):
         if not stored:
             continue
         when, where = hour(letter.sequence_number)
-        line = {
-            "feed": feed,
-            "stream": stream,
-            "shard": shard_id,
-            "sequenceNumber": letter.sequence_number,
-            "subSequenceNumber": letter.sub_sequence,
-            "partitionKey": letter.partition_key,
-            "arrival": _epoch(when),
-            "reason": letter.reason,
-            "detail": letter.detail,
-            "data": base64.b64encode(letter.data).decode(),
-        }
-        found.append(
-            Entry((letter.sequence_number, letter.sub_sequence), where, _line(line), letter=True)
-        )
+        spot = (letter.sequence_number, letter.sub_sequence)
+        text = b""
+        if lines:
+            text = _line(
+                {
+                    "feed": feed,
+                    "stream": stream,
+                    "shard": shard_id,
+                    "sequenceNumber": letter.sequence_number,
+                    "subSequenceNumber": letter.sub_sequence,
+                    "partitionKey": letter.partition_key,
+                    "arrival": _epoch(when),
+                    "reason": letter.reason,
+                    "detail": letter.detail,
+                    "data": base64.b64encode(letter.data).decode(),
+                }
+            )
+        found.append(Entry(spot, where, text, letter=True))
     # the batch's order: the stream's for Kinesis; a queue's message ids have no other
     rank = {r["SequenceNumber"]: n for n, r in enumerate(records)}
     found.sort(key=lambda e: (rank.get(e.position[0], len(rank)), e.position[1], e.letter))
@@ -317,14 +260,14 @@ def archive_target(settings: Settings) -> ArchiveTarget | None:
     )
 
 
-def archiving_for(settings: Settings, clients: Clients, metrics: Metrics) -> Archiving | None:
-    """The archive ``settings`` ask for, or None when it is off."""
+def archive_committer(
+    settings: Settings, clients: Clients, metrics: Metrics, slots: asyncio.Semaphore
+) -> Committer | None:
+    """The archive as a committer of segments, or None when it is off."""
     target = archive_target(settings)
     if target is None:
         return None
-    return Archiving(
-        target, clients.s3, metrics, settings.archive_max_bytes, settings.archive_max_age_s
-    )
+    return committer("archive", ArchiveWire(clients.s3, target), metrics, slots)
 
 
 async def check_archive(clients: Clients, settings: Settings) -> None:

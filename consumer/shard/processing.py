@@ -24,8 +24,8 @@ from typing import Any
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
 from consumer.metrics import Metrics
-from consumer.pipeline.archiver import Archiving
 from consumer.pipeline.convert import Converter
+from consumer.pipeline.segmented import Segmented
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
@@ -62,8 +62,9 @@ class ShardContext:
     hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
     clock: Callable[[], float] = time.monotonic
-    # The archive, when on: the checkpoint then moves only to the end of a written segment
-    archiving: Archiving | None = None
+    # The archive and the insights, when on: the checkpoint then moves only to the end of a
+    # segment they both committed
+    segments: Segmented | None = None
 
 
 class StreamNotFound(RuntimeError):
@@ -97,8 +98,8 @@ class ShardConsumer:
             lease.hash_range or context.hash_range_of(self.shard_id),
         )
         self._archive = (
-            context.archiving.for_shard(self.shard_id, context.clock)
-            if context.archiving is not None
+            context.segments.for_shard(self.shard_id, context.clock)
+            if context.segments is not None
             else None
         )
         self.children: tuple[Shard, ...] | None = None  # named by Kinesis at the end

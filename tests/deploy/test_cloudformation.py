@@ -5,6 +5,7 @@ the worker's tables, settings, port, user and log events."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
 import re
@@ -41,6 +42,7 @@ TABLES_OF_MODULE = {
     "consumer/pipeline/publish.py": {"alerts"},  # the alerts' ledger
     "consumer/pipeline/ledger.py": {"alerts"},  # its DescribeTable at start-up
     "consumer/sources/archive.py": {"alerts"},  # the queue messages' archive claims
+    "consumer/insights/store.py": {"insights"},  # segments' commits and cells
     "consumer/sources/sqs.py": {"deadletter"},  # preflight DescribeTable
 }
 # Modules only some configurations run, by the template conditions (all of them) that grant
@@ -51,6 +53,7 @@ CONDITIONAL = {
     "consumer/sources/archive.py": ("HasQueue", "HasArchive"),  # the queue messages' archive
     "consumer/pipeline/archiver.py": ("HasArchive",),
     "consumer/sources/sqs.py": ("HasQueue",),
+    "consumer/insights/store.py": ("HasInsights",),
 }
 # SQS operations -> the IAM action that allows them (the batch calls need the single one's)
 SQS_ACTIONS = {
@@ -94,7 +97,7 @@ EVENT_SOURCE_MAPPING = {
 # Resource references -> what they are.
 LOGICAL = {"Stream": "stream", "LeaseTable": "lease", "RecordsTable": "records"}
 LOGICAL |= {"AlertLedgerTable": "alerts", "AlertTopic": "alerttopic", "ArchiveBucket": "archive"}
-LOGICAL |= {"Queue": "queue"}
+LOGICAL |= {"Queue": "queue", "InsightsTable": "insights"}
 LOGICAL |= {"MemberTable": "members"}
 LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
@@ -310,23 +313,29 @@ def test_the_call_finder_sees_the_calls() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alerts", "archive", "queue"),
+    ("alerts", "archive", "queue", "insights"),
     [
-        (False, False, False),
-        (True, False, False),
-        (False, True, False),
-        (False, False, True),
-        (False, True, True),
-        (True, True, True),
+        (False, False, False, False),
+        (True, False, False, False),
+        (False, True, False, False),
+        (False, False, True, False),
+        (False, True, True, False),
+        (False, False, False, True),
+        (True, True, True, True),
     ],
-    ids=["plain", "alerts", "archive", "queue", "queue-archive", "all"],
+    ids=["plain", "alerts", "archive", "queue", "queue-archive", "insights", "all"],
 )
 def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
-    alerts: bool, archive: bool, queue: bool
+    alerts: bool, archive: bool, queue: bool, insights: bool
 ) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
-    switches = {"HasAlerts": alerts, "HasArchive": archive, "HasQueue": queue}
+    switches = {
+        "HasAlerts": alerts,
+        "HasArchive": archive,
+        "HasQueue": queue,
+        "HasInsights": insights,
+    }
     conditions = derived(base, switches)
     expected = expected_grants(worker_modules(conditions))
     assert grants(policy, conditions) == expected
@@ -334,6 +343,7 @@ def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
     assert (("s3:PutObject", "archiveobjects") in expected) is archive
     assert (("sqs:DeleteMessage", "queue") in expected) is queue
     assert (("dynamodb:PutItem", "alerts") in expected) is (alerts or (queue and archive))
+    assert (("dynamodb:BatchWriteItem", "insights") in expected) is insights
 
 
 def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
@@ -492,13 +502,15 @@ def test_tables_and_names_match_what_setup_creates(feed: str) -> None:
     assert params["AlertLedgerTableName"]["Default"] == defaults.alert_ledger_table
     tables = resources(base, "AWS::DynamoDB::Table")
     by_param = {t["Properties"]["TableName"]["Ref"]: t["Properties"] for t in tables.values()}
-    specs = {spec.role: spec for spec in table_specs(defaults)}
+    specs = {spec.role: spec for spec in table_specs(dataclasses.replace(defaults, insights=True))}
+    assert params["InsightsTableName"]["Default"] == defaults.insights_table
     for role, param in (
         ("records", "TableName"),
         ("leases", "LeaseTableName"),
         ("members", "MemberTableName"),
         ("dead letters", "DeadLetterTableName"),
         *([("ledger", "AlertLedgerTableName")] if feed == "orders" else []),
+        ("insights", "InsightsTableName"),
     ):
         props = by_param[param]
         keys = tuple((k["AttributeName"], k["KeyType"]) for k in props["KeySchema"])

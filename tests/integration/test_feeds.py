@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
+from consumer.feeds import FEEDS
+from consumer.insights.stats import ALPHA
+from consumer.insights.windows import Partial
 from devkit.local import local_client
 from producer.schemas import records
 from tests.support import AlertTopic, Stack, archived, check_alerts_once, wait_until
@@ -15,12 +22,12 @@ from tests.support import AlertTopic, Stack, archived, check_alerts_once, wait_u
 pytestmark = pytest.mark.timeout(90)
 
 
-def small_order(n: int, price: float) -> dict[str, Any]:
+def small_order(n: int, price: float, created: str = "2026-12-02T10:00:00Z") -> dict[str, Any]:
     """One line, so that moto's server stays quick (the generator's bulk orders are 100 KB)."""
     return {
         "orderID": f"ORD-{n:06d}",
         "customerID": f"CUST-{n % 97}",
-        "createdAt": "2026-12-02T10:00:00Z",
+        "createdAt": created,
         "currency": "EUR",
         "items": [{"sku": f"SKU-{n}", "quantity": 1, "unitPrice": price}],
         "total": price,
@@ -110,19 +117,30 @@ def test_orders_alert_once_across_a_sigkill_and_resent_records(
     assert len(letters) == len(bad) and {i["reason"]["S"] for i in letters} == {"unknown_currency"}
 
 
-def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
+def test_archive_and_insights_count_every_record_once_across_a_sigkill(
     stack: Stack, moto_endpoint: str
 ) -> None:
+    """The archive and the insights share one segment stream: w1 commits segments beyond its
+    checkpoint and is killed; w2 reads them again and must adopt each in both."""
     s3 = local_client("s3", moto_endpoint)
     bucket = f"archive-{stack.table.lower()}"
     s3.create_bucket(Bucket=bucket)
-    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2")
+    done = stack.cli(
+        "consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2", TELEMAX_INSIGHTS="on"
+    )
     assert done.returncode == 0, done.stderr
-    valid = [small_order(n, 10.0 + n % 7) for n in range(800)]
+    now = datetime.now(UTC)
+    at = [(now - timedelta(hours=40) + timedelta(minutes=3 * n)).isoformat() for n in range(800)]
+    valid = [small_order(n, 10.0 + n % 7 + (n % 5) / 100, at[n]) for n in range(800)]
+    too_late = (now - timedelta(days=5)).isoformat()  # beyond the 3 days of lateness
+    valid[::80] = [small_order(n, 99.5, too_late) for n in range(0, 800, 80)]
     bad = [{**small_order(n, 5.0), "orderID": f"BAD-{n}", "total": 1.0} for n in range(30)]
+    arrived = time.time()
     stack.put([*valid[:400], *bad, *valid[400:]], key="customer")
     env = {
         "TELEMAX_FEED": "orders",
+        "TELEMAX_INSIGHTS": "on",
+        "TELEMAX_INSIGHTS_LATENESS_S": str(3 * 86400),
         "TELEMAX_ARCHIVE_BUCKET": bucket,
         "TELEMAX_ARCHIVE_PREFIX": "shop",
         "TELEMAX_ARCHIVE_MAX_BYTES": "30000",  # many segments: many chances to be cut off
@@ -145,7 +163,7 @@ def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
 
     found = wait_until(complete, 30, "every record archived")
     assert second.stop() == 0
-    adopted = [line for line in second.log_lines() if "archive_object_adopted" in line]
+    adopted = [line for line in second.log_lines() if "segment_adopted" in line]
     assert adopted, "w2 adopted the objects w1 wrote beyond its checkpoint"
     found = archived(s3, bucket)  # after the last flush of the stop
     records = [(r["shard"], r["sequenceNumber"], r["subSequenceNumber"]) for r in found["records"]]
@@ -157,6 +175,44 @@ def test_every_record_lands_in_exactly_one_archive_object_across_a_sigkill(
     assert sorted(r["reason"] for r in letters) == ["total_mismatch"] * len(bad)
     assert all(key.startswith("shop/") for key in keys_in(s3, bucket))
     assert any("/feed=orders/dt=" in key and "/hour=" in key for key in keys_in(s3, bucket))
+    check_insights_exact(stack, valid, arrived, 3 * 86400, now)
+
+
+def check_insights_exact(
+    stack: Stack, orders: list[dict[str, Any]], arrived: float, lateness_s: float, now: datetime
+) -> None:
+    """What ``insights --format json`` prints equals a recomputation over the orders: counts,
+    late counts and sums exactly, quantiles within the sketch's bound."""
+    spec = FEEDS["orders"].insights
+    assert spec is not None
+    expected = Partial(spec, lateness_s)
+    for order in orders:
+        expected.add(FEEDS["orders"].to_item(orjson.dumps(order)), arrived)
+    done = stack.cli(
+        "consumer", "insights", "--feed", "orders", "--format", "json",
+        "--from", (now - timedelta(days=6)).isoformat(),
+        "--to", (now + timedelta(hours=1)).isoformat(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = {row["window"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert len(found) == len(expected.cells) > 30
+    late = 0
+    for (start, _), cell in expected.cells.items():
+        row = found[datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+        assert (row["count"], row["late"], row["window_s"]) == (cell.count, cell.late, 3600)
+        late += row["late"]
+        stat = cell.stats.get("total")
+        if stat is None:
+            continue
+        assert Decimal(str(row["total_sum"])) == stat.total, "sums exactly equal"
+        assert row["large_sum"] == 0 and row["total_count"] == stat.count
+        values = sorted(
+            float(o["total"]) for o in orders if o["createdAt"][:13] == row["window"][:13]
+        )
+        for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            true = values[int(q * (len(values) - 1))]
+            assert abs(row[f"total_{label}"] - true) <= ALPHA * true + 1e-9, (label, row)
+    assert late == 10, "the orders beyond the lateness are counted late, not aggregated"
 
 
 def keys_in(s3: Any, bucket: str) -> list[str]:

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from consumer.lease.model import SHARD_END
-from consumer.pipeline.archiver import ArchiveTarget, Archiving
+from consumer.pipeline.archiver import ArchiveTarget, ArchiveWire, entries_of
+from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
 from consumer.testing import client_error
 from tests.unit.consumer.shard.test_shard_consumer import Shop, consuming, stream
@@ -53,10 +54,16 @@ class MemoryS3:
 def archived_shop(closed: bool, s3: MemoryS3, max_bytes: int = 1 << 20) -> tuple[Shop, Any]:
     kinesis, table, ids = stream(closed=closed)
     shop = Shop(kinesis, table)
-    archiving = Archiving(
-        ArchiveTarget("bucket", "arch/", "telemax"), s3, shop.metrics, max_bytes, MAX_AGE_S
+    target, slots = ArchiveTarget("bucket", "arch/", "telemax"), asyncio.Semaphore(8)
+    segments = Segmented(
+        lambda shard: [committer("archive", ArchiveWire(s3, target), shop.metrics, slots)],  # type: ignore[arg-type]
+        lambda progress, records, name, shard: entries_of(
+            progress, records, "telemax", name, shard
+        ),
+        max_bytes,
+        MAX_AGE_S,
     )
-    shop.context = dataclasses.replace(shop.context, archiving=archiving)
+    shop.context = dataclasses.replace(shop.context, segments=segments)
     return shop, ids
 
 

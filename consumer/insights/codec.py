@@ -1,0 +1,64 @@
+"""Cells to and from bytes (gzip JSON lines), cut into parts small enough for one DynamoDB
+item; pure."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from consumer.insights.stats import Stat
+from consumer.insights.windows import Cell, CellKey
+
+PART_BYTES = 300_000  # of gzip per item: DynamoDB's limit is 400 KB with the keys
+
+
+def day_of(window_start: int) -> str:
+    return datetime.fromtimestamp(window_start, UTC).strftime("%Y-%m-%d")
+
+
+def cell_line(key: CellKey, cell: Cell) -> bytes:
+    start, group = key
+    return orjson.dumps(
+        {
+            "w": start,
+            "g": [list(pair) for pair in group],
+            "n": cell.count,
+            "l": cell.late,
+            "s": {name: stat.encode() for name, stat in cell.stats.items()},
+        },
+        option=orjson.OPT_APPEND_NEWLINE,
+    )
+
+
+def parts_by_day(cells: Mapping[CellKey, Cell]) -> dict[str, list[bytes]]:
+    """Each day's cells (by window start) as gzip parts of at most about ``PART_BYTES``."""
+    lines: dict[str, list[bytes]] = {}
+    for key in sorted(cells, key=lambda k: (k[0], orjson.dumps(k[1]))):
+        lines.setdefault(day_of(key[0]), []).append(cell_line(key, cells[key]))
+    return {day: list(_parts(found)) for day, found in lines.items()}
+
+
+def _parts(lines: list[bytes]) -> Iterator[bytes]:
+    """gzip of consecutive lines; JSON compresses about 4:1, so cut at 3x the part size."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > 3 * PART_BYTES:
+            yield gzip.compress(b"".join(chunk), 6, mtime=0)
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        yield gzip.compress(b"".join(chunk), 6, mtime=0)
+
+
+def cells_of(part: bytes) -> Iterator[tuple[CellKey, Cell]]:
+    for line in gzip.decompress(part).splitlines():
+        value: dict[str, Any] = orjson.loads(line)
+        group = tuple((name, found) for name, found in value["g"])
+        stats = {name: Stat.decode(data) for name, data in value["s"].items()}
+        yield (int(value["w"]), group), Cell(int(value["n"]), int(value["l"]), stats)

@@ -1,0 +1,164 @@
+"""The insights table: each shard's partial aggregates, committed per segment of consecutive
+positions, and merged when read.
+
+Why the stored result counts every record exactly once (the archive's argument, with a
+DynamoDB commit instead of an S3 object; :mod:`consumer.pipeline.archive`):
+
+* A shard's records are cut into *segments* of consecutive positions; a shard's checkpoint
+  moves only to the end of a committed segment. So a new owner (after a fail-over, a
+  restart, a hand-over) resumes right after a segment's end, and its first segment starts
+  where any segment the old owner committed beyond the checkpoint starts.
+* A segment is committed by a conditional PutItem of its *commit item*
+  (``pk = C#{feed}#{shard}``, ``sk = {first position}``) holding its end. Before writing, the
+  writer reads the commit item: if it is there, the segment is *adopted* — its records are
+  counted already, up to the end it records, and the writer's next segment starts after it.
+* The segment's cells are written first, as *data items* keyed by the segment's first and
+  end (``pk = D#{feed}#{day}``, ``sk = {shard}#{first}#{end}#{part}``). An attempt that died
+  before its commit leaves data items whose (first, end) no commit names: the reader ignores
+  them. A retry with the same end writes the same bytes (the encoding is deterministic).
+* The reader merges the data items whose (shard, first, end) a commit names. Merging is exact
+  for counts and sums, and DDSketch merges bin counts: the result equals a recomputation from
+  scratch over the stream, whatever telemax re-read in between — retried batches, replays, a
+  reshard (a child shard is its own positions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from consumer.config import Settings, feed_of
+from consumer.insights.codec import parts_by_day
+from consumer.insights.windows import InsightSpec, Partial
+from consumer.metrics import Metrics
+from consumer.pipeline.archive import Position, Segment, parse_position, position_name
+from consumer.pipeline.segmented import Committer, committer
+from kernel.aws import Clients, check_usable, unless_fenced
+from kernel.backoff import Backoff
+from kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+
+def commit_key(feed: str, shard_id: str, first: Position) -> dict[str, Any]:
+    return {"pk": {"S": f"C#{feed}#{shard_id}"}, "sk": {"S": position_name(first)}}
+
+
+class InsightsWire:
+    """Segments to the insights table; :meth:`outcome` says what became of each."""
+
+    destination = "insights"
+    api = "PutItem"
+    max_chunk = 1
+    refusal_codes: frozenset[str] = frozenset()
+    refusal_reason = "rejected_by_dynamodb"
+
+    def __init__(
+        self, dynamodb: DynamoDBClient, table: str, feed: str, spec: InsightSpec, lateness_s: float
+    ) -> None:
+        self._db = dynamodb
+        self.table = table
+        self.feed = feed
+        self.spec = spec
+        self.lateness_s = lateness_s
+        self._outcomes: dict[tuple[str, Position], Position | None] = {}
+
+    def identity(self, entry: Segment) -> Hashable:
+        return entry.shard_id, entry.first
+
+    async def send(self, chunk: Sequence[Segment]) -> Sequence[Segment]:
+        for segment in chunk:
+            self._outcomes[(segment.shard_id, segment.first)] = await self.commit(segment)
+        return []
+
+    def outcome(self, segment: Segment) -> Position | None:
+        """None: committed as given; else the end of the segment committed there (adopted)."""
+        return self._outcomes.pop((segment.shard_id, segment.first))
+
+    async def commit(self, segment: Segment) -> Position | None:
+        key = commit_key(self.feed, segment.shard_id, segment.first)
+        found = await self._committed_end(key)
+        if found is not None:
+            return found
+        partial = Partial(self.spec, self.lateness_s)
+        for entry in segment.entries:  # a dead letter's entry has no item: a position only
+            if entry.item is not None:
+                partial.add(entry.item, entry.arrival)
+        end = position_name(segment.last)
+        prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#"
+        days = parts_by_day(partial.cells)
+        await self._put_all(
+            {
+                "pk": {"S": f"D#{self.feed}#{day}"},
+                "sk": {"S": f"{prefix}{n:04d}"},
+                "cells": {"B": part},
+            }
+            for day, parts in days.items()
+            for n, part in enumerate(parts)
+        )
+        item = {
+            **key,
+            "end": {"S": end},
+            "records": {"N": str(len(segment.entries))},
+            "untimed": {"N": str(partial.untimed)},
+        }
+        if days:
+            item["days"] = {"SS": sorted(days)}
+        done = await unless_fenced(
+            self._db.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        )
+        if done is not None:
+            return None
+        return await self._committed_end(key)  # a twin committed first: take its end
+
+    async def _committed_end(self, key: dict[str, Any]) -> Position | None:
+        answer = await self._db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        item = answer.get("Item")
+        return None if item is None else parse_position(item["end"]["S"])
+
+    async def _put_all(self, items: Iterable[dict[str, Any]]) -> None:
+        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
+        backoff = Backoff(base=0.05, cap=2.0)
+        while pending:
+            chunk, pending = pending[:25], pending[25:]
+            answer: Any = await self._db.batch_write_item(RequestItems={self.table: chunk})
+            left = list(answer.get("UnprocessedItems", {}).get(self.table, []))
+            if left:
+                pending = left + pending
+                await backoff.sleep()
+
+
+def insights_committer(
+    settings: Settings, clients: Clients, metrics: Metrics, slots: asyncio.Semaphore
+) -> Committer | None:
+    """The insights as a committer of segments, or None when they are off."""
+    if not settings.insights:
+        return None
+    feed = feed_of(settings)
+    if feed.insights is None:
+        raise ConfigError(f"TELEMAX_INSIGHTS: feed {feed.name} declares no insights")
+    wire = InsightsWire(
+        clients.dynamodb,
+        settings.insights_table,
+        feed.name,
+        feed.insights,
+        settings.insights_lateness_s,
+    )
+    return committer("insights", wire, metrics, slots)
+
+
+async def check_insights(clients: Clients, settings: Settings) -> None:
+    """Start-up: the insights table is there and ours to use (one line if not)."""
+    if settings.insights:
+        await check_usable(
+            [
+                (
+                    f"DynamoDB insights table {settings.insights_table!r}",
+                    lambda: clients.dynamodb.describe_table(TableName=settings.insights_table),
+                )
+            ]
+        )

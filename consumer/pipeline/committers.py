@@ -1,0 +1,53 @@
+"""The segmented destinations ``settings`` ask for — the archive, the insights — over one
+segment stream per shard (:mod:`consumer.pipeline.segmented`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from consumer.config import Settings, feed_of
+from consumer.insights.store import insights_committer
+from consumer.metrics import Metrics
+from consumer.pipeline.archive import Entry
+from consumer.pipeline.archiver import archive_committer, archive_target, entries_of
+from consumer.pipeline.convert import Record
+from consumer.pipeline.segmented import Committer, Segmented
+from consumer.pipeline.stage import Progress
+from kernel.aws import Clients
+
+SEGMENT_CONCURRENCY = 8  # segment commits in flight per worker
+
+
+def segmented_for(settings: Settings, clients: Clients, metrics: Metrics) -> Segmented | None:
+    """None when neither the archive nor the insights are on."""
+    slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
+
+    def committers(shard_id: str) -> Sequence[Committer]:
+        found = (
+            archive_committer(settings, clients, metrics, slots),
+            insights_committer(settings, clients, metrics, slots),
+        )
+        return [c for c in found if c is not None]
+
+    if not committers(""):
+        return None
+    target = archive_target(settings)
+    feed = feed_of(settings).name
+    raw_json = target is not None and target.raw_json
+
+    def entries(
+        progress: Progress, records: Sequence[Record], stream: str, shard_id: str
+    ) -> list[Entry]:
+        return entries_of(
+            progress,
+            records,
+            feed,
+            stream,
+            shard_id,
+            raw_json,
+            lines=target is not None,
+            items=settings.insights,
+        )
+
+    return Segmented(committers, entries, settings.archive_max_bytes, settings.archive_max_age_s)

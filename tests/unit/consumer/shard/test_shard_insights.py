@@ -1,0 +1,115 @@
+"""A shard consumer with the insights on (and no archive), on virtual time against an
+in-memory insights table: a successor that reads a shard again adopts every segment its
+predecessor committed, and what the table holds counts each record once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.feeds import FEEDS
+from consumer.insights.store import InsightsWire
+from consumer.insights.windows import Partial
+from consumer.ops.insights import read_cells
+from consumer.pipeline.archiver import entries_of
+from consumer.pipeline.segmented import Segmented, committer
+from consumer.shard.lifecycle import Reason
+from consumer.testing import client_error, reading
+from tests.unit.consumer.shard.test_shard_consumer import Shop, stream
+
+pytestmark = pytest.mark.looptime
+
+TABLE = "TELEMAX-insights"
+
+
+class MemoryTable:
+    """The calls the insights make, on one table: conditional PutItem, GetItem,
+    BatchWriteItem, Query by partition key and BatchGetItem."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], dict[str, Any]] = {}
+        self.commit_puts = 0
+
+    def _key(self, item: dict[str, Any]) -> tuple[str, str]:
+        return item["pk"]["S"], item["sk"]["S"]
+
+    async def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        found = self.items.get(self._key(kwargs["Key"]))
+        return {"Item": found} if found else {}
+
+    async def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.commit_puts += 1
+        key = self._key(kwargs["Item"])
+        if kwargs.get("ConditionExpression") == "attribute_not_exists(pk)" and key in self.items:
+            raise client_error("ConditionalCheckFailedException", "exists")
+        self.items[key] = kwargs["Item"]
+        return {}
+
+    async def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
+        for request in kwargs["RequestItems"][TABLE]:
+            item = request["PutRequest"]["Item"]
+            self.items[self._key(item)] = item
+        return {}
+
+    async def query(self, **kwargs: Any) -> dict[str, Any]:
+        pk = kwargs["ExpressionAttributeValues"][":pk"]["S"]
+        return {"Items": [v for (p, _), v in sorted(self.items.items()) if p == pk]}
+
+    async def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
+        keys = kwargs["RequestItems"][TABLE]["Keys"]
+        found = [self.items[self._key(k)] for k in keys if self._key(k) in self.items]
+        return {"Responses": {TABLE: found}}
+
+    def commits(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {k: v for k, v in self.items.items() if k[0].startswith("C#")}
+
+
+def insights_shop(db: MemoryTable, max_bytes: int, count: int = 60) -> Shop:
+    kinesis, table, _ = stream(closed=True, count=count)
+    shop = Shop(kinesis, table)
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    slots = asyncio.Semaphore(8)
+    wire = InsightsWire(db, TABLE, "telemax", spec, 3600)  # type: ignore[arg-type]
+    segments = Segmented(
+        lambda shard: [committer("insights", wire, shop.metrics, slots)],
+        lambda progress, records, name, shard: entries_of(
+            progress, records, "telemax", name, shard, lines=False, items=True
+        ),
+        max_bytes,
+        5.0,
+    )
+    shop.context = dataclasses.replace(shop.context, segments=segments)
+    return shop
+
+
+async def test_a_successor_adopts_every_segment_and_each_record_counts_once() -> None:
+    db = MemoryTable()
+    first = insights_shop(db, max_bytes=300)  # about five records a segment
+    assert await first.run() is Reason.SHARD_END
+    commits = db.commits()
+    assert len(commits) > 5
+    # The predecessor committed every segment but never checkpointed: its successor reads
+    # the whole shard again, cutting larger segments, and must adopt each.
+    again = insights_shop(db, max_bytes=5000)
+    again.kinesis = first.kinesis
+    again.context = dataclasses.replace(again.context, make_reader=first.context.make_reader)
+    assert await again.run() is Reason.SHARD_END
+    assert db.commits() == commits, "nothing committed again"
+    table: Any = db
+    cells, merged = await read_cells(table, TABLE, "telemax", ["2026-01-01"])
+    assert merged == len(commits)
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    expected = Partial(spec)
+    for n in range(60):
+        item = FEEDS["telemax"].to_item(orjson.dumps(reading(f"r-{n:03d}")))
+        expected.add(item, None)
+    assert {k: c.count for k, c in cells.items()} == {k: c.count for k, c in expected.cells.items()}
+    assert sum(c.stats["Data2"].total for c in cells.values()) == sum(
+        c.stats["Data2"].total for c in expected.cells.values()
+    )
