@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import gzip
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import orjson
 
 from consumer import config
 from consumer.feeds import load_feed
+from consumer.ops.insights import insights
 from consumer.ops.provision import setup
 from consumer.pipeline.alerts import compile_rules
 from devkit.demo import count
@@ -58,6 +61,26 @@ def spoil(feed: str, record: dict[str, Any], n: int) -> dict[str, Any]:
     ][n % 3]
 
 
+# Trips per hour of a day, as a city's: a morning and an evening peak.
+DAY_SHAPE = (2, 1, 1, 1, 1, 2, 4, 8, 10, 7, 5, 5, 6, 5, 5, 6, 8, 10, 12, 9, 7, 5, 4, 3)
+LATENESS_S = 2 * 86_400  # the demo replays the last day's trips: they are not late
+
+
+def yesterdays_trip(trip: dict[str, Any], n: int) -> dict[str, Any]:
+    """The trip moved into the last 24 hours, at an hour drawn from ``DAY_SHAPE``."""
+    pickup = datetime.fromisoformat(trip["pickupTime"])
+    ride = datetime.fromisoformat(trip["dropoffTime"]) - pickup
+    hours = [h for h, weight in enumerate(DAY_SHAPE) for _ in range(weight)]
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    when = day + timedelta(hours=hours[(n * 7919) % len(hours)], seconds=(n * 37) % 3600)
+    stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+    return {
+        **trip,
+        "pickupTime": when.strftime(stamp),
+        "dropoffTime": (when + ride).strftime(stamp),
+    }
+
+
 def produce(feed: str, total: int) -> Iterator[tuple[dict[str, Any], str, bool]]:
     """(record, partition key, valid) for the demo; orders kept small for moto's sake."""
     for n, (record, key) in enumerate(records(feed, total, devices=200, seed=7)):
@@ -68,6 +91,8 @@ def produce(feed: str, total: int) -> Iterator[tuple[dict[str, Any], str, bool]]
             )
             record["total"] = float(total_amount.quantize(Decimal("0.01")))
             record["itemCount"] = sum(i["quantity"] for i in record["items"])
+        if feed == "taxi":
+            record = yesterdays_trip(record, n)
         if n % BAD_EVERY == BAD_EVERY - 1:
             yield spoil(feed, record, n // BAD_EVERY), key, False
         else:
@@ -82,7 +107,8 @@ class FeedDemo:
         self.worker_count = workers
         self.log_dir = Path(tempfile.mkdtemp(prefix=f"telemax-demo-{feed}-"))
         self.settings = config.load(
-            "setup", env={"TELEMAX_FEED": feed, "TELEMAX_SHARDS": str(shards)}
+            "setup",
+            env={"TELEMAX_FEED": feed, "TELEMAX_SHARDS": str(shards), "TELEMAX_INSIGHTS": "on"},
         )
         self._rules = compile_rules(dict(self.feed.alerts), f"feed {feed}")
 
@@ -126,6 +152,8 @@ class FeedDemo:
             "TELEMAX_LOG_LEVEL": "info",
             "TELEMAX_ARCHIVE_BUCKET": BUCKET,
             "TELEMAX_ARCHIVE_MAX_AGE_S": "2",
+            "TELEMAX_INSIGHTS": "on",
+            "TELEMAX_INSIGHTS_LATENESS_S": str(LATENESS_S),
             **({"TELEMAX_ALERT_TOPIC_ARN": topic} if topic else {}),
         }
         workers = [
@@ -152,6 +180,29 @@ class FeedDemo:
         return await self._summarise(
             clients, produced, valid, expected_alerts, rules, alerts, lines, objects, codes
         )
+
+    async def _insights(self, clients: Clients) -> int:
+        """Print the peak hours, write the charts, say where; answer the records counted
+        (in a window or late)."""
+        now = datetime.now(UTC)
+        window = {"start": (now - timedelta(days=8)).isoformat(), "end": now.isoformat()}
+        settings = dataclasses.replace(self.settings, insights=True)
+        found = await insights(
+            clients, settings, **window, by="hour", output="json", plot=None, now=now
+        )
+        rows = [orjson.loads(line) for line in found.splitlines()]
+        counted = int(sum(row["count"] + row["late"] for row in rows))
+        chart = self.log_dir / f"{self.feed.name}-insights.png"
+        text = await insights(
+            clients, settings, **window, by="hour", output="table", plot=str(chart), now=now
+        )
+        lines = text.splitlines()
+        peak = lines[: lines.index("") if "" in lines else 6]
+        say(f"  insights: {len(rows)} windows x groups, {counted:,} records counted")
+        for line in peak[:7]:
+            say(f"    {line}")
+        say(f"    {lines[-1]}")
+        return counted
 
     def _matches(self, record: dict[str, Any]) -> bool:
         """Whether the feed's rules alert on ``record`` (numbers as exact decimals, as the
@@ -230,9 +281,11 @@ class FeedDemo:
             say(f"    {key}")
         if len(objects) > 4:
             say(f"    … and {len(objects) - 4} more")
+        counted = await self._insights(clients)
         say(f"  workers' exit codes               {codes}")
         ok = (
-            stored == len(valid)
+            counted == len(valid)
+            and stored == len(valid)
             and sum(reasons.values()) == len(produced) - len(valid)
             and sorted(alerted) == sorted(expected_alerts)
             and sum(archived.values()) == len(valid)

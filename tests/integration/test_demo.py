@@ -53,4 +53,8 @@ def test_the_orders_demo_shows_every_destination_and_exits_zero() -> None:
     assert "alerts large_order received" in out and "each once: True" in out
     assert "each record once: True" in out
     assert "telemax/records/feed=orders/dt=" in out and "telemax/deadletters/feed=orders/" in out
+    assert "insights: " in out and "780 records counted" in out
+    assert "peak hours (records, busiest first)" in out
+    chart = out.split("charts written to ", 1)[1].split()[0]
+    assert os.path.getsize(chart) > 20_000, "the demo says where its charts are, and they are"
     assert "result: OK" in out
