@@ -39,7 +39,9 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from consumer import config
-from consumer.config import Settings
+from consumer.config import Settings, feed_of
+from consumer.insights.batch import batch_insights_for
+from consumer.insights.store import check_insights
 from consumer.metrics import Metrics
 from consumer.pipeline.archiver import ARRIVAL, check_archive, entries_of
 from consumer.pipeline.batch_archive import batch_archive_for
@@ -157,6 +159,7 @@ class Runtime:
             )
             self._loop.run_until_complete(check_alerting(self._clients, self.settings))
             self._loop.run_until_complete(check_archive(self._clients, self.settings))
+            self._loop.run_until_complete(check_insights(self._clients, self.settings))
         except BaseException as exc:
             if isinstance(exc, ConfigError):
                 self._log.error("configuration_error", error=str(exc))
@@ -174,6 +177,7 @@ class Runtime:
             alerting_for(self.settings, self._clients, self.metrics, self.key_names),
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
+        self._insights = batch_insights_for(self.settings, self._clients.dynamodb)
         self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:
@@ -238,8 +242,8 @@ class Runtime:
         progress = Progress(converted, batch.undecodable + converted.dead)
         await self._stage.write(progress, batch.stream, batch.shard_id, log, deadline=deadline)
         retry_from = lowest(progress.undone())
-        if self._archive is not None:
-            retry_from = await self._archived(batch, progress, retry_from, deadline, log)
+        if self._archive is not None or self._insights is not None:
+            retry_from = await self._segments(batch, progress, retry_from, deadline, log)
         log.info(
             "lambda_batch_processed",
             records=len(batch.records),
@@ -275,7 +279,7 @@ class Runtime:
             return {r["SequenceNumber"] for r in records}
         return undone | busy
 
-    async def _archived(
+    async def _segments(
         self,
         batch: Batch,
         progress: Progress,
@@ -283,22 +287,32 @@ class Runtime:
         deadline: float | None,
         log: FilteringBoundLogger,
     ) -> str | None:
-        """Archive what is done (the records before ``retry_from``); where to retry from."""
-        assert self._archive is not None
-        target = self._archive.target
+        """Archive what is done (the records before ``retry_from``), then count it in the
+        insights; where to retry from."""
+        feed = self._archive.target if self._archive is not None else None
         entries = entries_of(
-            progress, batch.records, target.feed, batch.stream, batch.shard_id, target.raw_json
+            progress,
+            batch.records,
+            feed.feed if feed is not None else feed_of(self.settings).name,
+            batch.stream,
+            batch.shard_id,
+            feed.raw_json if feed is not None else False,
+            lines=self._archive is not None,
+            items=self._insights is not None,
         )
         if retry_from is not None:
             end = int(retry_from)
             entries = [e for e in entries if int(e.position[0]) < end]
         try:
             async with asyncio.timeout_at(deadline):
-                await self._archive.write(batch.shard_id, entries)
+                if self._archive is not None:
+                    await self._archive.write(batch.shard_id, entries)
+                if self._insights is not None:
+                    await self._insights.write(batch.shard_id, entries)
         except ConfigError:
             raise  # the function fails: its Errors alarm, not a quiet loop
-        except (Exception, TimeoutError) as exc:  # the archive is idempotent: all again
-            log.error("archive_failed", error=describe(exc))
+        except (Exception, TimeoutError) as exc:  # both are idempotent: all again
+            log.error("segments_failed", error=describe(exc))
             return lowest(r["SequenceNumber"] for r in batch.records)
         return retry_from
 

@@ -230,6 +230,10 @@ class Worker:
                 metrics_port=port,
                 lease_duration_s=s.lease_duration_s,
                 fast_path=self._get_records is not None,
+                feed=s.feed,
+                alerts=bool(s.alert_topic_arn),
+                archive=s.archive_bucket or None,
+                insights=s.insights_table if s.insights else None,
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.supervisor.run())  # ends after close()

@@ -11,7 +11,9 @@ as many pre-built items) into a fresh table:
   with the same interpreter and settings), interleaved with ours so that drift of the machine
   weighs on both: a change's cost, measured in one run;
 - archive: ours with the S3 archive on (moto's server as S3; objects of at most 1 MiB or 2 s,
-  so that objects are written all through the steady window): the archive's cost.
+  so that objects are written all through the steady window): the archive's cost;
+- insights: ours with the insights on (TELEMAX's 5-minute windows per hardwareID, segments
+  committed every 2 s to an insights table on dynalite): the insights' cost.
 
 Per contender: records per wall-second (overall, and steady between 10 % and 90 % done),
 process CPU-seconds (user+sys) and records per CPU-second, time to the first stored record
@@ -44,9 +46,10 @@ from devkit.local import aws_env, free_port, local_client, moto_process, scrape_
 from tests.conftest import emulator
 from tests.support import readings
 
-CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive")
-# ``python -m consumer run``: of REV, of this tree, of this tree with the archive on
-WORKERS = ("before", "ours", "archive")
+CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights")
+# ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
+WORKERS = ("before", "ours", "archive", "insights")
+ADDED = ("archive", "insights")  # read "X / ours": what each adds
 ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -198,6 +201,21 @@ class Bench:
             bucket = f"bench-archive-{self.shards}-{repeat}"
             local_client("s3", env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
             full_env |= {"TELEMAX_ARCHIVE_BUCKET": bucket, **ARCHIVE_ENV}
+        if contender == "insights":
+            table = f"{tables['TELEMAX_TABLE']}-insights"
+            dynamodb.create_table(
+                TableName=table,
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            full_env |= {"TELEMAX_INSIGHTS": "on", "TELEMAX_INSIGHTS_TABLE": table, **ARCHIVE_ENV}
         if contender in WORKERS:
             full_env |= {
                 "TELEMAX_METRICS_PORT": str(port),
@@ -365,13 +383,10 @@ def table(results: dict[str, list[Result]]) -> str:
     ]
     shown = [c for c in CONTENDERS if results[c]]
     against: list[str] = [c for c in ("baseline", "ceiling", "before") if c in shown]
-    if "archive" in shown:  # read "archive / ours": what the archive adds
-        against.append("archive")
+    against += [c for c in ADDED if c in shown]
     out = [
         "| | "
-        + " | ".join(
-            [*shown, *("archive / ours" if c == "archive" else f"ours / {c}" for c in against)]
-        )
+        + " | ".join([*shown, *(f"{c} / ours" if c in ADDED else f"ours / {c}" for c in against)])
         + " |",
         "|---|" + "---|" * (len(shown) + len(against)),
     ]
@@ -381,7 +396,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ratios = []
         for other in against:
             a, b = values.get("ours"), values[other]
-            if other == "archive":
+            if other in ADDED:
                 a, b = b, a
             ratios.append(f"{a / b:.2f}x" if a is not None and b else "—")
         out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")

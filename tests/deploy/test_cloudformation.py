@@ -43,6 +43,7 @@ TABLES_OF_MODULE = {
     "consumer/pipeline/ledger.py": {"alerts"},  # its DescribeTable at start-up
     "consumer/sources/archive.py": {"alerts"},  # the queue messages' archive claims
     "consumer/insights/store.py": {"insights"},  # segments' commits and cells
+    "consumer/insights/batch.py": {"insights"},  # the Lambda's: commits a retry starts in
     "consumer/sources/sqs.py": {"deadletter"},  # preflight DescribeTable
 }
 # Modules only some configurations run, by the template conditions (all of them) that grant
@@ -83,8 +84,10 @@ LAMBDA_CONDITIONAL = {
     "consumer/pipeline/ledger.py": "HasAlerts",
     "consumer/pipeline/archiver.py": "HasArchive",
     "consumer/pipeline/batch_archive.py": "HasArchive",
+    "consumer/insights/store.py": "HasInsights",
+    "consumer/insights/batch.py": "HasInsights",
 }
-LAMBDA_ONLY = ("consumer/pipeline/batch_archive.py",)
+LAMBDA_ONLY = ("consumer/pipeline/batch_archive.py", "consumer/insights/batch.py")
 # What a Kinesis event source mapping calls with the function's role (Lambda documentation,
 # "Lambda execution role permissions" for Kinesis, without enhanced fan-out).
 EVENT_SOURCE_MAPPING = {
@@ -103,6 +106,7 @@ LOGICAL |= {"DeadLetterTable": "deadletter", "Key": "key"}
 EXPORTS = {"StreamArn": "stream", "TableArn": "records", "DeadLetterTableArn": "deadletter"}
 EXPORTS |= {"KeyArn": "key", "AlertTopicArn": "alerttopic", "AlertLedgerTableArn": "alerts"}
 EXPORTS |= {"ArchiveBucketArn": "archive", "ArchiveObjectsArn": "archiveobjects"}
+EXPORTS |= {"InsightsTableArn": "insights"}
 
 
 # --- templates as data -------------------------------------------------------------------------
@@ -353,16 +357,22 @@ def test_producer_policy_grants_exactly_the_calls_the_producer_makes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alerts", "archive"),
-    [(False, False), (True, False), (False, True), (True, True)],
-    ids=["plain", "alerts", "archive", "both"],
+    ("alerts", "archive", "insights"),
+    [
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, True, True),
+    ],
+    ids=["plain", "alerts", "archive", "insights", "all"],
 )
 def test_lambda_role_grants_the_event_source_mapping_and_the_handler_calls(
-    alerts: bool, archive: bool
+    alerts: bool, archive: bool, insights: bool
 ) -> None:
     lam = load("telemax-lambda.yaml")
     (policy,) = lam["Resources"]["FunctionRole"]["Properties"]["Policies"]
-    conditions = {"HasAlerts": alerts, "HasArchive": archive}
+    conditions = {"HasAlerts": alerts, "HasArchive": archive, "HasInsights": insights}
     granted = grants(policy["PolicyDocument"], conditions)
     on = [m for m, condition in LAMBDA_CONDITIONAL.items() if conditions[condition]]
     handler = expected_grants([ROOT / m for m in (*LAMBDA_MODULES, *on)])
@@ -373,6 +383,7 @@ def test_lambda_role_grants_the_event_source_mapping_and_the_handler_calls(
     } <= handler
     assert (("sns:Publish", "alerttopic") in handler) is alerts
     assert (("s3:ListBucket", "archive") in handler) is archive
+    assert (("dynamodb:Query", "insights") in handler) is insights
     event_source = {(action, "stream") for action in EVENT_SOURCE_MAPPING}
     assert granted - {g for g in granted if g[0].startswith(("sqs:", "logs:"))} == (
         handler | event_source
@@ -385,7 +396,7 @@ def test_lambda_reads_one_batch_per_shard_at_a_time_while_it_archives() -> None:
     lam = load("telemax-lambda.yaml")
     function = lam["Resources"]["Function"]["Properties"]
     for archive in (False, True):
-        props = resolve(function, {"HasArchive": archive})
+        props = resolve(function, derived(lam, {"HasArchive": archive}))
         stream = props["Events"]["Stream"]["Properties"]
         expected = 1 if archive else {"Ref": "ParallelizationFactor"}
         assert stream["ParallelizationFactor"] == expected

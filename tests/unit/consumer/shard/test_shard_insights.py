@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from typing import Any
 
 import orjson
 import pytest
 
 from consumer.feeds import FEEDS
+from consumer.insights.batch import BatchInsights
 from consumer.insights.store import InsightsWire
 from consumer.insights.windows import Partial
 from consumer.ops.insights import read_cells
+from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
@@ -56,8 +59,17 @@ class MemoryTable:
         return {}
 
     async def query(self, **kwargs: Any) -> dict[str, Any]:
-        pk = kwargs["ExpressionAttributeValues"][":pk"]["S"]
-        return {"Items": [v for (p, _), v in sorted(self.items.items()) if p == pk]}
+        """``pk = :pk``, optionally ``AND sk <= :p`` or ``sk > :p``; order and limit."""
+        values = kwargs["ExpressionAttributeValues"]
+        condition = kwargs["KeyConditionExpression"]
+        found = [v for (p, _), v in sorted(self.items.items()) if p == values[":pk"]["S"]]
+        if "sk <= :p" in condition:
+            found = [v for v in found if v["sk"]["S"] <= values[":p"]["S"]]
+        if "sk > :p" in condition:
+            found = [v for v in found if v["sk"]["S"] > values[":p"]["S"]]
+        if kwargs.get("ScanIndexForward") is False:
+            found.reverse()
+        return {"Items": found[: kwargs.get("Limit", len(found))]}
 
     async def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
         keys = kwargs["RequestItems"][TABLE]["Keys"]
@@ -113,3 +125,43 @@ async def test_a_successor_adopts_every_segment_and_each_record_counts_once() ->
     assert sum(c.stats["Data2"].total for c in cells.values()) == sum(
         c.stats["Data2"].total for c in expected.cells.values()
     )
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_lambda_batches_retried_anywhere_count_each_record_once(seed: int) -> None:
+    """Lambda's retries (crashes before answering, bisection, partial failures) over one
+    shard: the insights table counts each record once."""
+    rng = random.Random(seed)
+    db = MemoryTable()
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    table: Any = db
+    insights = BatchInsights(table, InsightsWire(table, TABLE, "telemax", spec, 3600))
+    hours = [f"2026-12-03T{h:02d}:{m:02d}:00Z" for h in range(3) for m in range(0, 60, 7)]
+    entries = []
+    for n in range(1, 201):
+        at = hours[n % len(hours)]
+        item = FEEDS["telemax"].to_item(orjson.dumps(reading(f"HW-{n % 5}", at, Data2=n)))
+        letter = n % 23 == 0  # a dead letter: a position, no item
+        entries.append(Entry((str(n), 0), "", b"", letter, None if letter else item, None))
+    checkpoint, size, invocations = 0, 40, 0
+    while checkpoint < len(entries):
+        invocations += 1
+        batch = entries[checkpoint : checkpoint + size]
+        done = len(batch) if invocations > 500 else rng.randint(0, len(batch))
+        await insights.write("shardId-000000000001", batch[:done])
+        outcome = "ok" if invocations > 500 else rng.choice(["ok", "partial", "crash"])
+        if outcome == "crash":
+            size = max(1, size // 2)
+        elif outcome == "partial" or done < len(batch):
+            checkpoint += done
+        else:
+            checkpoint, size = checkpoint + len(batch), 40
+    cells, _ = await read_cells(table, TABLE, "telemax", ["2026-12-03"])
+    expected = Partial(spec)
+    for entry in entries:
+        if entry.item is not None:
+            expected.add(entry.item, None)
+    assert {k: c.count for k, c in cells.items()} == {k: c.count for k, c in expected.cells.items()}
+    for key, cell in expected.cells.items():
+        assert cells[key].stats["Data2"].total == cell.stats["Data2"].total
