@@ -108,6 +108,26 @@ class Metrics:
             "Times an alert waited for the publish rate limit (it is published after the wait)",
             registry=r,
         )
+        self.insights_records = Counter(
+            "telemax_insights_records",
+            "Records counted in the insights' windows by this worker (segments committed, "
+            "not adopted): kind counted or late (beyond the allowed lateness)",
+            ("feed", "kind"),
+            registry=r,
+        )
+        self.insights_window = Gauge(
+            "telemax_insights_current_window_start_seconds",
+            "Start (epoch seconds) of the newest window this worker has counted records in",
+            ("feed",),
+            registry=r,
+        )
+        self.insights_window_records = Gauge(
+            "telemax_insights_current_window_records",
+            "Records this worker counted in that newest window (sum over the workers: the "
+            "window's count so far)",
+            ("feed",),
+            registry=r,
+        )
         self.sqs_messages = Counter(
             "telemax_sqs_messages",
             "SQS messages by outcome: deleted (done), left (not done: they come back), poison "

@@ -56,7 +56,13 @@ class InsightsWire:
     refusal_reason = "rejected_by_dynamodb"
 
     def __init__(
-        self, dynamodb: DynamoDBClient, table: str, feed: str, spec: InsightSpec, lateness_s: float
+        self,
+        dynamodb: DynamoDBClient,
+        table: str,
+        feed: str,
+        spec: InsightSpec,
+        lateness_s: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = dynamodb
         self.table = table
@@ -64,6 +70,8 @@ class InsightsWire:
         self.spec = spec
         self.lateness_s = lateness_s
         self._outcomes: dict[tuple[str, Position], Position | None] = {}
+        self._metrics = metrics
+        self._newest: tuple[int, int] = (0, 0)  # (window start, records counted in it)
 
     def identity(self, entry: Segment) -> Hashable:
         return entry.shard_id, entry.first
@@ -112,8 +120,31 @@ class InsightsWire:
             )
         )
         if done is not None:
+            self._observe(partial)
             return None
         return await self._committed_end(key)  # a twin committed first: take its end
+
+    def _observe(self, partial: Partial) -> None:
+        """Counters of what this commit counted; gauges of the newest window (current only:
+        one series per feed, whatever the groups)."""
+        if self._metrics is None or not partial.cells:
+            return
+        metrics, feed = self._metrics, self.feed
+        counted = sum(cell.count for cell in partial.cells.values())
+        late = sum(cell.late for cell in partial.cells.values())
+        metrics.insights_records.labels(feed, "counted").inc(counted)
+        if late:
+            metrics.insights_records.labels(feed, "late").inc(late)
+        newest = max(start for start, _ in partial.cells)
+        here = sum(c.count for (start, _), c in partial.cells.items() if start == newest)
+        if newest > self._newest[0]:
+            self._newest = (newest, here)
+        elif newest == self._newest[0]:
+            self._newest = (newest, self._newest[1] + here)
+        else:
+            return
+        metrics.insights_window.labels(feed).set(self._newest[0])
+        metrics.insights_window_records.labels(feed).set(self._newest[1])
 
     async def _committed_end(self, key: dict[str, Any]) -> Position | None:
         answer = await self._db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
@@ -147,6 +178,7 @@ def insights_committer(
         feed.name,
         feed.insights,
         settings.insights_lateness_s,
+        metrics,
     )
     return committer("insights", wire, metrics, slots)
 

@@ -22,16 +22,20 @@ SEGMENT_CONCURRENCY = 8  # segment commits in flight per worker
 def segmented_for(settings: Settings, clients: Clients, metrics: Metrics) -> Segmented | None:
     """None when neither the archive nor the insights are on."""
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
-
-    def committers(shard_id: str) -> Sequence[Committer]:
-        found = (
+    found = [
+        c
+        for c in (
             archive_committer(settings, clients, metrics, slots),
             insights_committer(settings, clients, metrics, slots),
         )
-        return [c for c in found if c is not None]
-
-    if not committers(""):
+        if c is not None
+    ]
+    if not found:
         return None
+
+    def committers(shard_id: str) -> Sequence[Committer]:
+        return found  # one per worker: their outcomes are keyed by shard and position
+
     target = archive_target(settings)
     feed = feed_of(settings).name
     raw_json = target is not None and target.raw_json

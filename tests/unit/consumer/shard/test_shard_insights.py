@@ -86,7 +86,7 @@ def insights_shop(db: MemoryTable, max_bytes: int, count: int = 60) -> Shop:
     spec = FEEDS["telemax"].insights
     assert spec is not None
     slots = asyncio.Semaphore(8)
-    wire = InsightsWire(db, TABLE, "telemax", spec, 3600)  # type: ignore[arg-type]
+    wire = InsightsWire(db, TABLE, "telemax", spec, 3600, shop.metrics)  # type: ignore[arg-type]
     segments = Segmented(
         lambda shard: [committer("insights", wire, shop.metrics, slots)],
         lambda progress, records, name, shard: entries_of(
@@ -112,6 +112,17 @@ async def test_a_successor_adopts_every_segment_and_each_record_counts_once() ->
     again.context = dataclasses.replace(again.context, make_reader=first.context.make_reader)
     assert await again.run() is Reason.SHARD_END
     assert db.commits() == commits, "nothing committed again"
+    counted = {"feed": "telemax", "kind": "counted"}
+    registry = first.metrics.registry
+    assert registry.get_sample_value("telemax_insights_records_total", counted) == 60
+    window = registry.get_sample_value(
+        "telemax_insights_current_window_start_seconds", {"feed": "telemax"}
+    )
+    assert window == 1767225600  # 2026-01-01T00:00Z, the readings' five-minute window
+    again_counted = again.metrics.registry.get_sample_value(
+        "telemax_insights_records_total", counted
+    )
+    assert not again_counted, "adopted segments were counted by their first committer"
     table: Any = db
     cells, merged = await read_cells(table, TABLE, "telemax", ["2026-01-01"])
     assert merged == len(commits)
