@@ -21,7 +21,7 @@ from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
-from consumer.testing import client_error, reading
+from consumer.testing import FakeKinesis, LeaseTable, client_error, lease, reading
 from tests.unit.consumer.shard.test_shard_consumer import Shop, stream
 
 pytestmark = pytest.mark.looptime
@@ -83,6 +83,12 @@ class MemoryTable:
 def insights_shop(db: MemoryTable, max_bytes: int, count: int = 60) -> Shop:
     kinesis, table, _ = stream(closed=True, count=count)
     shop = Shop(kinesis, table)
+    with_insights(shop, db, max_bytes)
+    return shop
+
+
+def with_insights(shop: Shop, db: MemoryTable, max_bytes: int) -> None:
+    """The shop's consumer with the insights on (and no archive), into ``db``."""
     spec = FEEDS["telemax"].insights
     assert spec is not None
     slots = asyncio.Semaphore(8)
@@ -96,7 +102,6 @@ def insights_shop(db: MemoryTable, max_bytes: int, count: int = 60) -> Shop:
         5.0,
     )
     shop.context = dataclasses.replace(shop.context, segments=segments)
-    return shop
 
 
 async def test_a_successor_adopts_every_segment_and_each_record_counts_once() -> None:
@@ -176,3 +181,36 @@ async def test_lambda_batches_retried_anywhere_count_each_record_once(seed: int)
     assert {k: c.count for k, c in cells.items()} == {k: c.count for k, c in expected.cells.items()}
     for key, cell in expected.cells.items():
         assert cells[key].stats["Data2"].total == cell.stats["Data2"].total
+
+
+async def test_a_window_split_across_a_parent_and_its_children_counts_each_record_once() -> None:
+    """The shard splits in the middle of a window: the parent's records and its children's
+    land in the same windows, merged across the three shards."""
+    kinesis = FakeKinesis()
+    kinesis.add_shard("P", closed=True)
+    kinesis.add_shard("C1", "P", closed=True)
+    kinesis.add_shard("C2", "P", closed=True)
+    sent = []
+    for n in range(90):  # 00:00 to 00:08:54: two five-minute windows, split at 00:03
+        shard = "P" if n < 30 else ("C1", "C2")[n % 2]
+        one = reading(f"HW-{n % 3}", f"2026-01-01T00:{n * 6 // 60:02d}:{n * 6 % 60:02d}Z")
+        kinesis.put(shard, one)
+        sent.append(one)
+    table = LeaseTable([lease(s, owner="me", counter=1) for s in ("P", "C1", "C2")])
+    db = MemoryTable()
+    for shard in ("P", "C1", "C2"):
+        shop = Shop(kinesis, table, shard_id=shard)
+        with_insights(shop, db, max_bytes=600)
+        assert await shop.run() is Reason.SHARD_END
+    reader: Any = db
+    cells, merged = await read_cells(reader, TABLE, "telemax", ["2026-01-01"])
+    shards = {key[0].split("#")[2] for key in db.commits()}
+    assert shards == {"P", "C1", "C2"} and merged == len(db.commits())
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    expected = Partial(spec)
+    for one in sent:
+        expected.add(FEEDS["telemax"].to_item(orjson.dumps(one)), None)
+    assert {k: c.count for k, c in cells.items()} == {k: c.count for k, c in expected.cells.items()}
+    for key, cell in expected.cells.items():
+        assert cells[key].stats["Data3"].total == cell.stats["Data3"].total
