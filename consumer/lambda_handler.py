@@ -177,7 +177,7 @@ class Runtime:
             alerting_for(self.settings, self._clients, self.metrics, self.key_names),
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
-        self._insights = batch_insights_for(self.settings, self._clients.dynamodb)
+        self._insights = batch_insights_for(self.settings, self._clients.dynamodb, self.metrics)
         self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:

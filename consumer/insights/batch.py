@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from consumer.config import Settings, feed_of
-from consumer.insights.store import InsightsWire
+from consumer.config import Settings
+from consumer.insights.store import InsightsWire, insights_wire
+from consumer.metrics import Metrics
 from consumer.pipeline.archive import Entry, Position, Segment, order, parse_position, position_name
-from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -80,13 +80,8 @@ def _after(entries: list[Entry], end: Position) -> list[Entry]:
     return [e for e in entries if order(e.position) > last]
 
 
-def batch_insights_for(settings: Settings, dynamodb: DynamoDBClient) -> BatchInsights | None:
-    if not settings.insights:
-        return None
-    feed = feed_of(settings)
-    if feed.insights is None:
-        raise ConfigError(f"TELEMAX_INSIGHTS: feed {feed.name} declares no insights")
-    wire = InsightsWire(
-        dynamodb, settings.insights_table, feed.name, feed.insights, settings.insights_lateness_s
-    )
-    return BatchInsights(dynamodb, wire)
+def batch_insights_for(
+    settings: Settings, dynamodb: DynamoDBClient, metrics: Metrics | None = None
+) -> BatchInsights | None:
+    wire = insights_wire(settings, dynamodb, metrics)
+    return None if wire is None else BatchInsights(dynamodb, wire)

@@ -163,24 +163,32 @@ class InsightsWire:
                 await backoff.sleep()
 
 
-def insights_committer(
-    settings: Settings, clients: Clients, metrics: Metrics, slots: asyncio.Semaphore
-) -> Committer | None:
-    """The insights as a committer of segments, or None when they are off."""
+def insights_wire(
+    settings: Settings, dynamodb: DynamoDBClient, metrics: Metrics | None = None
+) -> InsightsWire | None:
+    """The insights ``settings`` ask for, or None when they are off (one line when the feed
+    declares none)."""
     if not settings.insights:
         return None
     feed = feed_of(settings)
     if feed.insights is None:
         raise ConfigError(f"TELEMAX_INSIGHTS: feed {feed.name} declares no insights")
-    wire = InsightsWire(
-        clients.dynamodb,
+    return InsightsWire(
+        dynamodb,
         settings.insights_table,
         feed.name,
         feed.insights,
         settings.insights_lateness_s,
         metrics,
     )
-    return committer("insights", wire, metrics, slots)
+
+
+def insights_committer(
+    settings: Settings, clients: Clients, metrics: Metrics, slots: asyncio.Semaphore
+) -> Committer | None:
+    """The insights as a committer of segments, or None when they are off."""
+    wire = insights_wire(settings, clients.dynamodb, metrics)
+    return None if wire is None else committer("insights", wire, metrics, slots)
 
 
 async def check_insights(clients: Clients, settings: Settings) -> None:

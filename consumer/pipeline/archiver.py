@@ -62,8 +62,8 @@ class ArchiveTarget:
         return f"{self.prefix}{part}/feed={self.feed}/{hour}/"
 
 
-class ArchiveWire:
-    """Segments to S3, one per chunk; :meth:`outcome` tells what became of each."""
+class S3Wire:
+    """What every archive wire is to the sink engine: one entry per chunk, to S3."""
 
     destination = "archive"
     api = "PutObject"
@@ -74,6 +74,13 @@ class ArchiveWire:
     def __init__(self, s3: S3Client, target: ArchiveTarget) -> None:
         self._s3 = s3
         self.target = target
+
+
+class ArchiveWire(S3Wire):
+    """Segments to S3, one per chunk; :meth:`outcome` tells what became of each."""
+
+    def __init__(self, s3: S3Client, target: ArchiveTarget) -> None:
+        super().__init__(s3, target)
         self._outcomes: dict[str, Position | None] = {}
 
     def identity(self, entry: Segment) -> Hashable:

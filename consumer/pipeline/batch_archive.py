@@ -39,7 +39,13 @@ from consumer.pipeline.archive import (
     position_name,
     span_of,
 )
-from consumer.pipeline.archiver import ArchiveTarget, archive_target, part_name, put_once
+from consumer.pipeline.archiver import (
+    ArchiveTarget,
+    S3Wire,
+    archive_target,
+    part_name,
+    put_once,
+)
 from consumer.pipeline.sink import Sink
 from kernel.aws import Clients
 from kernel.errors import ConfigError
@@ -58,18 +64,11 @@ class Part:
     entries: tuple[Entry, ...]
 
 
-class BatchArchiveWire:
+class BatchArchiveWire(S3Wire):
     """Parts to S3 as span-named objects, skipping what an earlier invocation archived."""
 
-    destination = "archive"
-    api = "PutObject"
-    max_chunk = 1
-    refusal_codes: frozenset[str] = frozenset()
-    refusal_reason = "rejected_by_s3"
-
     def __init__(self, s3: S3Client, target: ArchiveTarget) -> None:
-        self._s3 = s3
-        self.target = target
+        super().__init__(s3, target)
         self._log = get_logger()
 
     def identity(self, entry: Part) -> Hashable:

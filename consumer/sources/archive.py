@@ -35,6 +35,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline.archive import Entry, Segment
 from consumer.pipeline.archiver import (
     ArchiveTarget,
+    S3Wire,
     archive_target,
     entries_of,
     part_name,
@@ -62,12 +63,8 @@ class Attempt:
     entries: tuple[Entry, ...]
 
 
-class MessageArchiveWire:
-    destination = "archive"
-    api = "PutObject"
-    max_chunk = 1
-    refusal_codes: frozenset[str] = frozenset()
-    refusal_reason = "rejected_by_s3"
+class MessageArchiveWire(S3Wire):
+    """Attempts to S3, each message claimed in the ledger first."""
 
     def __init__(
         self,
@@ -81,9 +78,8 @@ class MessageArchiveWire:
         retention_s: float,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._s3 = s3
+        super().__init__(s3, target)
         self._db = dynamodb
-        self.target = target
         self._ledger = ledger_table
         self._queue = queue
         self._stale_ms = int(stale_after_s * 1000)
