@@ -197,8 +197,10 @@ def parser() -> argparse.ArgumentParser:
         if name == "insights":
             command.add_argument("--from", dest="start", help="ISO-8601 (default: a day ago)")
             command.add_argument("--to", dest="end", help="ISO-8601, excluded (default: now)")
-            command.add_argument("--by", choices=("hour", "group"), default="hour")
-            command.add_argument("--format", choices=("table", "json", "csv"), default="table")
+            command.add_argument(
+                "--by", default="hour", help="hour, group, or a grouping field (zone, …)"
+            )
+            command.add_argument("--format", choices=("text", "json", "csv"), default="text")
             command.add_argument("--plot", metavar="FILE.png", help="also render the charts")
         if name == "demo":
             command.add_argument(

@@ -194,7 +194,7 @@ class FeedDemo:
         counted = int(sum(row["count"] + row["late"] for row in rows))
         chart = self.log_dir / f"{self.feed.name}-insights.png"
         text = await insights(
-            clients, settings, **window, by="hour", output="table", plot=str(chart), now=now
+            clients, settings, **window, by="hour", output="text", plot=str(chart), now=now
         )
         lines = text.splitlines()
         peak = lines[: lines.index("") if "" in lines else 6]

@@ -19,6 +19,7 @@ import orjson
 
 from consumer.insights.windows import Cell, CellKey, InsightSpec
 from consumer.ops.render import text_table
+from kernel.errors import ConfigError
 
 QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 STATS = ("count", "sum", "mean", "min", "max", *(name for name, _ in QUANTILES))
@@ -127,21 +128,40 @@ def by_window(spec: InsightSpec, found: Sequence[Mapping[str, Any]]) -> list[dic
     return [windows[w] for w in sorted(windows)]
 
 
+def group_field(spec: InsightSpec, by: str) -> str | None:
+    """The grouping field ``--by`` names: ``group`` (all of them: None), a field's name, or
+    its last word (``zone`` for ``pickupZone``), in any case; ConfigError otherwise."""
+    if by == "group":
+        return None
+    for name in spec.group_fields:
+        if by.lower() in (name.lower(), _last_word(name).lower()):
+            return name
+    choices = ", ".join(["hour", "group", *spec.group_fields])
+    raise ConfigError(f"--by {by}: one of {choices}")
+
+
+def _last_word(name: str) -> str:
+    upper = [i for i, c in enumerate(name) if c.isupper()]
+    return name[upper[-1] :] if upper else name
+
+
 def text_report(spec: InsightSpec, found: Sequence[Mapping[str, Any]], by: str) -> str:
     """What a person reads: the peak hours ranked, then the trend per window (``by`` hour)
-    or the groups ranked by their records (``by`` group)."""
+    or the groups ranked by their records (``by`` group, or one grouping field)."""
+    field = None if by == "hour" else group_field(spec, by)
     if not found:
         return "no insights in that range\n"
     peak = [[f"{hour:02d}:00", str(count)] for hour, count in by_hour_of_day(found)]
     parts = ["peak hours (records, busiest first)", *text_table(["hour", "records"], peak), ""]
-    if by == "group":
+    if by != "hour":
         groups: dict[str, int] = {}
         for row in found:
-            label = ", ".join(f"{k}={v}" for k, v in row["group"].items()) or "(all)"
+            values = row["group"] if field is None else {field: row["group"].get(field)}
+            label = ", ".join(f"{k}={v}" for k, v in values.items()) or "(all)"
             groups[label] = groups.get(label, 0) + int(row["count"])
         ranked = sorted(groups.items(), key=lambda kv: (-kv[1], kv[0]))
         body = [[group, str(count)] for group, count in ranked]
-        parts += ["groups (records)", *text_table(["group", "records"], body)]
+        parts += [f"{field or 'groups'} (records)", *text_table(["group", "records"], body)]
     else:
         header = ["window", "records", "late"]
         for measure in spec.measures:

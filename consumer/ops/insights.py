@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, feed_of
 from consumer.insights.codec import cells_of
-from consumer.insights.report import as_csv, as_json_lines, rows, text_report
+from consumer.insights.report import as_csv, as_json_lines, group_field, rows, text_report
 from consumer.insights.windows import Cell, CellKey, InsightSpec
 from kernel.aws import AWS_ERRORS, Clients, config_error_from, scan_pages
 from kernel.backoff import Backoff
@@ -121,6 +121,8 @@ async def insights(
     spec = feed.insights
     if spec is None:
         raise ConfigError(f"feed {feed.name} declares no insights")
+    if by != "hour":
+        group_field(spec, by)  # a wrong --by is one line, before any call
     begin, stop = span(start, end, now or datetime.now(UTC))
     table = settings.insights_table
     try:

@@ -9,9 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from consumer.insights.plot import DPI, SIZE_IN, render
 from consumer.insights.report import as_csv, as_json_lines, by_hour_of_day, rows, text_report
 from consumer.insights.windows import InsightSpec, Partial, field
+from kernel.errors import ConfigError
 
 SPEC = InsightSpec(
     window_s=3600, time_field="at", group_fields=("zone",), measures=(field("fare"),)
@@ -53,6 +56,11 @@ def test_peak_hours_rank_the_busiest_first_and_the_text_says_so() -> None:
     assert text.splitlines()[2].split() == ["18:00", "30"]
     assert "trend per window" in text
     assert "zone=0" in text_report(SPEC, found, "group")
+    assert text_report(SPEC, found, "zone") == text_report(SPEC, found, "group").replace(
+        "groups (records)", "zone (records)"
+    )
+    with pytest.raises(ConfigError, match="--by colour: one of hour, group, zone"):
+        text_report(SPEC, found, "colour")
     csv_text = as_csv(found)
     assert csv_text.splitlines()[0].startswith("window,zone,window_s,count,late,fare_count")
 
