@@ -289,14 +289,14 @@ class Runtime:
     ) -> str | None:
         """Archive what is done (the records before ``retry_from``), then count it in the
         insights; where to retry from."""
-        feed = self._archive.target if self._archive is not None else None
+        target = self._archive.target if self._archive is not None else None
         entries = entries_of(
             progress,
             batch.records,
-            feed.feed if feed is not None else feed_of(self.settings).name,
+            feed_of(self.settings).name,
             batch.stream,
             batch.shard_id,
-            feed.raw_json if feed is not None else False,
+            target is not None and target.raw_json,
             lines=self._archive is not None,
             items=self._insights is not None,
         )

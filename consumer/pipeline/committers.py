@@ -12,7 +12,7 @@ from consumer.metrics import Metrics
 from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import archive_committer, archive_target, entries_of
 from consumer.pipeline.convert import Record
-from consumer.pipeline.segmented import Committer, Segmented
+from consumer.pipeline.segmented import Segmented
 from consumer.pipeline.stage import Progress
 from kernel.aws import Clients
 
@@ -33,9 +33,6 @@ def segmented_for(settings: Settings, clients: Clients, metrics: Metrics) -> Seg
     if not found:
         return None
 
-    def committers(shard_id: str) -> Sequence[Committer]:
-        return found  # one per worker: their outcomes are keyed by shard and position
-
     target = archive_target(settings)
     feed = feed_of(settings).name
     raw_json = target is not None and target.raw_json
@@ -54,4 +51,4 @@ def segmented_for(settings: Settings, clients: Clients, metrics: Metrics) -> Seg
             items=settings.insights,
         )
 
-    return Segmented(committers, entries, settings.archive_max_bytes, settings.archive_max_age_s)
+    return Segmented(found, entries, settings.archive_max_bytes, settings.archive_max_age_s)

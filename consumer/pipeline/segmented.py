@@ -118,14 +118,14 @@ class ShardSegments:
 class Segmented:
     """What every shard's segmented destinations share; :meth:`for_shard` makes one."""
 
-    committers: Callable[[str], Sequence[Committer]]  # shard id -> its committers
+    committers: Sequence[Committer]  # one each per worker: outcomes keyed by shard, position
     entries_of: EntriesOf
     max_bytes: int
     max_age_s: float
 
     def for_shard(self, shard_id: str, clock: Callable[[], float]) -> ShardSegments:
         buffer = ArchiveBuffer(shard_id, self.max_bytes, self.max_age_s)
-        return ShardSegments(buffer, self.committers(shard_id), self.entries_of, clock)
+        return ShardSegments(buffer, self.committers, self.entries_of, clock)
 
 
 def committer(name: str, wire: CommitWire, metrics: Metrics, slots: asyncio.Semaphore) -> Committer:

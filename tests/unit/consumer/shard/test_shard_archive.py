@@ -56,7 +56,7 @@ def archived_shop(closed: bool, s3: MemoryS3, max_bytes: int = 1 << 20) -> tuple
     shop = Shop(kinesis, table)
     target, slots = ArchiveTarget("bucket", "arch/", "telemax"), asyncio.Semaphore(8)
     segments = Segmented(
-        lambda shard: [committer("archive", ArchiveWire(s3, target), shop.metrics, slots)],  # type: ignore[arg-type]
+        [committer("archive", ArchiveWire(s3, target), shop.metrics, slots)],  # type: ignore[arg-type]
         lambda progress, records, name, shard: entries_of(
             progress, records, "telemax", name, shard
         ),

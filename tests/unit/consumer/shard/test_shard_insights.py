@@ -94,7 +94,7 @@ def with_insights(shop: Shop, db: MemoryTable, max_bytes: int) -> None:
     slots = asyncio.Semaphore(8)
     wire = InsightsWire(db, TABLE, "telemax", spec, 3600, shop.metrics)  # type: ignore[arg-type]
     segments = Segmented(
-        lambda shard: [committer("insights", wire, shop.metrics, slots)],
+        [committer("insights", wire, shop.metrics, slots)],
         lambda progress, records, name, shard: entries_of(
             progress, records, "telemax", name, shard, lines=False, items=True
         ),
