@@ -107,6 +107,26 @@ class Stack:
     def leases(self) -> dict[str, dict[str, Any]]:
         return {item["leaseKey"]["S"]: item for item in self.scan(self.lease_table)}
 
+    def shard_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Every Kinesis record of the stream by shard id, each shard's in order."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for shard in self.kinesis.list_shards(StreamName=self.stream)["Shards"]:
+            iterator = self.kinesis.get_shard_iterator(
+                StreamName=self.stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            records = out.setdefault(shard["ShardId"], [])
+            while True:
+                answer = self.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                records.extend(answer["Records"])
+                if not answer["Records"]:
+                    break
+                iterator = answer["NextShardIterator"]
+        return out
+
+    def stream_records(self) -> list[dict[str, Any]]:
+        """Every record of the stream, in shard order (shards in id order)."""
+        return [r for _, rs in sorted(self.shard_records().items()) for r in rs]
+
     def owners(self) -> dict[str, str | None]:
         return {k: v.get("leaseOwner", {}).get("S") for k, v in self.leases().items()}
 

@@ -35,23 +35,6 @@ def _no_inherited_producer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def read_stream(stack: Stack) -> list[dict[str, Any]]:
-    """Every record of every shard, in shard order (shards in id order)."""
-    out: list[dict[str, Any]] = []
-    shards = stack.kinesis.list_shards(StreamName=stack.stream)["Shards"]
-    for shard in sorted(shards, key=lambda s: s["ShardId"]):
-        iterator = stack.kinesis.get_shard_iterator(
-            StreamName=stack.stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        )["ShardIterator"]
-        while True:
-            answer = stack.kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            out.extend(answer["Records"])
-            if not answer["Records"]:
-                break
-            iterator = answer["NextShardIterator"]
-    return out
-
-
 def summary_line(stdout: str) -> str:
     (line,) = [x for x in stdout.splitlines() if x.startswith("telemax-producer: ")]
     return line
@@ -67,7 +50,7 @@ def test_rate_is_accurate_over_five_seconds(stack: Stack) -> None:
         timeout=40,
     )
     assert done.returncode == 0, done.stderr
-    records = read_stream(stack)
+    records = stack.stream_records()
     expected = RATE * DURATION_S
     assert abs(len(records) - expected) <= 0.1 * expected, summary_line(done.stdout)
     arrivals: list[datetime] = [r["ApproximateArrivalTimestamp"] for r in records]
@@ -95,7 +78,7 @@ def test_aggregated_records_deaggregate_to_every_user_record(stack: Stack, schem
     line = summary_line(done.stdout)
     assert f"{count} of {count} acknowledged, 0 failed" in line
     assert "Kinesis records (KPL-aggregated)" in line
-    kinesis_records = read_stream(stack)
+    kinesis_records = stack.stream_records()
     assert all(is_aggregated(r["Data"]) for r in kinesis_records)
     assert len(kinesis_records) < count / 10
     users = [u for r in kinesis_records for u in deaggregate(r["Data"], r["PartitionKey"])]
@@ -119,7 +102,7 @@ def test_orders_include_large_records(stack: Stack) -> None:
         *("--count", "300", "--schema", "orders", "--concurrency", "1", "--seed", "2", "--quiet"),
     )
     assert done.returncode == 0, done.stderr
-    sizes = [len(r["Data"]) for r in read_stream(stack)]
+    sizes = [len(r["Data"]) for r in stack.stream_records()]
     assert len(sizes) == 300
     assert max(sizes) > 15_000
 
@@ -208,4 +191,4 @@ def test_throttling_is_retried_and_counted(stack: Stack) -> None:
     assert "1000 of 1000 acknowledged, 0 failed" in line
     throttled = int(line.split(" throttled")[0].rsplit(" ", 1)[1])
     assert throttled >= 500, line  # botocore retried some calls itself; we saw the rest
-    assert len(read_stream(stack)) == 1000
+    assert len(stack.stream_records()) == 1000

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from devkit.local import LOCALHOST, free_port, scrape_or_nothing
-from tests.integration.test_producer_generate import read_stream, throttling_proxy
+from tests.integration.test_producer_generate import throttling_proxy
 from tests.support import Stack, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -122,7 +122,7 @@ def lines_read(tail: TailProcess) -> float:
 
 def lines_by_source(stack: Stack) -> dict[str, list[int]]:
     by_source: dict[str, list[int]] = defaultdict(list)
-    for record in read_stream(stack):
+    for record in stack.stream_records():
         line = orjson.loads(record["Data"])
         assert record["PartitionKey"] == line["source"]
         by_source[line["source"]].append(line["seq"])
@@ -240,12 +240,12 @@ def test_bad_lines_go_to_the_reject_file_not_the_stream(stack: Stack, tmp_path: 
             15,
             "six rejected lines",
         )
-        wait_until(lambda: len(read_stream(stack)) >= len(good), 15, "the good lines")
+        wait_until(lambda: len(stack.stream_records()) >= len(good), 15, "the good lines")
         metrics = tail.metrics()
         assert tail.stop() == 0
     finally:
         tail.kill()
-    assert [r["Data"] for r in read_stream(stack)] == good
+    assert [r["Data"] for r in stack.stream_records()] == good
     rejected = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
     assert [r["reason"] for r in rejected] == [*BAD_LINES.values(), "not_json"]
     assert rejected[0]["line"] == "this is not json"

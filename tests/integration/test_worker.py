@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from kernel.kpl.decode import deaggregate, is_aggregated
 from tests.support import Stack, create_orders_table, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -200,6 +201,10 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
         "--count",
         "3000",
         "--aggregate",
+        # Small aggregates: dozens per shard, so each shard surely ends with one (only the
+        # producer's last flush may travel plain, when it holds a single user record).
+        "--aggregate-max-bytes",
+        "4096",
         "--concurrency",
         "1",
         "--quiet",
@@ -214,8 +219,22 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
     received = worker.metrics()["telemax_records_received_total"]
     assert received < 3000 / 10, "far fewer Kinesis records than user records: aggregated"
     assert worker.stop() == 0
-    for lease in stack.leases().values():
-        assert int(lease["checkpointSubSequenceNumber"]["N"]) > 0, "checkpoint inside an aggregate"
+    # Each shard's checkpoint is its last user record: the last Kinesis record's sequence
+    # number and, for an aggregate, the index of its last user record.
+    expected = {}
+    for shard, records in stack.shard_records().items():
+        last = records[-1]
+        users = deaggregate(last["Data"], last["PartitionKey"])
+        expected[shard] = (
+            last["SequenceNumber"],
+            len(users) - 1 if is_aggregated(last["Data"]) else 0,
+        )
+    checkpoints = {
+        key: (lease["checkpoint"]["S"], int(lease["checkpointSubSequenceNumber"]["N"]))
+        for key, lease in stack.leases().items()
+    }
+    assert checkpoints == expected
+    assert any(sub > 0 for _, sub in checkpoints.values()), "a checkpoint inside an aggregate"
 
     # A restart resumes at the aggregated checkpoint record and skips every user record done.
     again = stack.worker("w2")
