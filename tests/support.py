@@ -3,6 +3,7 @@ endpoint, worker and CLI processes, synchronous botocore clients for assertions,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -13,14 +14,15 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from consumer import config
 from consumer.adapters import fastpath
+from consumer.ops.provision import Report, TableSpec, ensure_table, table_specs
 from devkit.local import WorkerProcess, aws_env, local_client, metrics_text, sample
 from kernel.aws import Clients
 
@@ -61,9 +63,8 @@ class Stack:
             check=False,
         )
 
-    def setup(self, shards: int = 2) -> None:
-        done = self.cli("consumer", "setup", TELEMAX_SHARDS=str(shards))
-        assert done.returncode == 0, done.stderr
+    def setup(self, shards: int = 2, **extra_env: str) -> None:
+        provision({**self.env, **extra_env}, shards)
 
     def worker(self, worker_id: str, **extra_env: str) -> WorkerProcess:
         worker = WorkerProcess(worker_id, {**self.env, **extra_env}, self.log_dir)
@@ -342,7 +343,7 @@ def worker_events(*workers: WorkerProcess) -> list[Event]:
 ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, or FastItems
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def lean_path(clients: Clients) -> AsyncIterator[fastpath.FastPath]:
     """The lean path to the endpoints ``clients`` speak to, with their credentials."""
     credentials = await clients.session.get_credentials()
@@ -361,7 +362,45 @@ async def lean_path(clients: Clients) -> AsyncIterator[fastpath.FastPath]:
         fast.close()
 
 
-@asynccontextmanager
+def provision(env: Mapping[str, str], shards: int = 2) -> None:
+    """The stream and the tables ``consumer setup`` would create for ``env``, made from this
+    process (a ``setup`` process costs a test 1.5 s; tests/integration/test_setup.py runs the
+    command itself). TTL is left off: it only expires items."""
+    settings = config.load("setup", env={**env, "TELEMAX_SHARDS": str(shards)})
+    default = env["AWS_ENDPOINT_URL"]
+    kinesis = local_client("kinesis", env.get("AWS_ENDPOINT_URL_KINESIS", default))
+    dynamodb = local_client("dynamodb", env.get("AWS_ENDPOINT_URL_DYNAMODB", default))
+    specs = table_specs(settings)
+    # As the command, what exists already is kept.
+    with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
+        kinesis.create_stream(StreamName=settings.stream, ShardCount=settings.shards)
+    for spec in specs:
+        with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+            dynamodb.create_table(**spec.create_args())
+
+    def active() -> bool:
+        summary = kinesis.describe_stream_summary(StreamName=settings.stream)
+        if summary["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
+            return False
+        return all(
+            dynamodb.describe_table(TableName=spec.name)["Table"]["TableStatus"] == "ACTIVE"
+            for spec in specs
+        )
+
+    wait_until(active, 30, "the stream and tables ACTIVE", every=0.05)
+
+
+async def create_coordination_tables(clients: Clients, stack: Stack) -> None:
+    """The lease and member tables of ``stack``, as ``setup`` creates them (in process: the
+    repository suites need nothing else, and a ``setup`` process costs a second and a half)."""
+    for spec in (
+        TableSpec("leases", stack.lease_table, (("leaseKey", "HASH"),)),
+        TableSpec("members", stack.member_table, (("workerId", "HASH"),)),
+    ):
+        await ensure_table(clients, spec, Report())
+
+
+@contextlib.asynccontextmanager
 async def item_client(clients: Clients, path: str) -> AsyncIterator[Any]:
     """The DynamoDB client the lease and membership repositories get on ``path``."""
     if path == "generic":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from devkit.local import aws_env, local_client, moto_process
+from tests.support import provision
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_VENV = ROOT / os.environ.get("DEPLOY_VENV", ".venv-deploy")  # absolute stays absolute
@@ -51,11 +51,7 @@ class Tables:
     member_table: str
 
     def setup(self, shards: int = 2) -> None:
-        done = run(
-            sys.executable, "-m", "consumer", "setup",
-            env={**os.environ, **self.env, "TELEMAX_SHARDS": str(shards)},
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
+        provision(self.env, shards)
 
 
 @pytest.fixture(scope="session")

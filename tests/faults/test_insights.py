@@ -96,8 +96,7 @@ def test_insights_equal_a_recomputation_across_a_kill_a_split_and_failed_writes(
 ) -> None:
     stack = faulty.stack
     insights_table = f"{stack.table}-insights"
-    done = stack.cli("consumer", "setup", TELEMAX_SHARDS="2", TELEMAX_INSIGHTS="on")
-    assert done.returncode == 0, done.stderr
+    stack.setup(shards=2, TELEMAX_INSIGHTS="on")
     now = datetime.now(UTC)
     before = phase(0, now)
     arrived = time.time()

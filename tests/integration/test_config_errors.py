@@ -7,9 +7,21 @@ import socket
 import pytest
 
 from devkit.local import free_port
-from tests.support import Stack
+from tests.support import Stack, make_stack
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def configured(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """One stack set up for the refusals of this module: none of them writes anything."""
+    stack = make_stack(
+        tmp_path_factory.mktemp("configured"),
+        kinesis_endpoint=moto_endpoint,
+        dynamodb_endpoint=moto_endpoint,
+    )
+    stack.setup()
+    return stack
 
 
 def one_line_error(done: object) -> str:
@@ -49,10 +61,9 @@ def one_line_error(done: object) -> str:
     ],
 )
 def test_run_refuses_bad_configuration(
-    stack: Stack, env: dict[str, str | None], expected: str
+    configured: Stack, env: dict[str, str | None], expected: str
 ) -> None:
-    stack.setup()
-    done = stack.cli("consumer", "run", environment=env)
+    done = configured.cli("consumer", "run", environment=env)
     line = one_line_error(done)
     assert expected in line, line
     assert done.returncode == 2
@@ -66,19 +77,19 @@ def test_unreachable_endpoint(stack: Stack) -> None:
         AWS_ENDPOINT_URL=dead,
         AWS_ENDPOINT_URL_KINESIS=dead,
         AWS_ENDPOINT_URL_DYNAMODB=dead,
+        TELEMAX_AWS_MAX_ATTEMPTS="2",  # the default's retries only make the wait longer
         timeout=60,
     )
     line = one_line_error(done)
     assert "cannot reach" in line and "127.0.0.1" in line, line
 
 
-def test_metrics_port_in_use(stack: Stack) -> None:
-    stack.setup()
+def test_metrics_port_in_use(configured: Stack) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = stack.cli(
+        done = configured.cli(
             "consumer", "run", TELEMAX_METRICS_PORT=str(port), TELEMAX_METRICS_HOST="127.0.0.1"
         )
     line = one_line_error(done)

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from devkit.local import local_client
-from producer.schemas import records
 from tests.insights_check import check_insights_exact
 from tests.support import AlertTopic, Stack, archived, check_alerts_once, wait_until
 
@@ -45,9 +44,8 @@ def test_setup_creates_the_records_table_the_feed_keys(stack: Stack, feed: str, 
 
 
 def test_the_orders_feed_stores_valid_orders_and_dead_letters_each_violation(stack: Stack) -> None:
-    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2")
-    assert done.returncode == 0, done.stderr
-    valid = [order for order, _ in records("orders", 300, seed=13)]
+    stack.setup(shards=2, TELEMAX_FEED="orders")
+    valid = [small_order(n, 10.0 + n % 50) for n in range(300)]  # the validation, not the size
     bad: list[dict[str, Any]] = [
         {**valid[0], "orderID": "BAD-CURRENCY", "currency": "XXX"},
         {**valid[1], "orderID": "BAD-TOTAL", "total": valid[1]["total"] + 0.01},
@@ -82,10 +80,7 @@ def test_every_destination_holds_each_record_once_across_a_sigkill(
     s3 = local_client("s3", moto_endpoint)
     bucket = f"archive-{stack.table.lower()}"
     s3.create_bucket(Bucket=bucket)
-    done = stack.cli(
-        "consumer", "setup", TELEMAX_FEED="orders", TELEMAX_SHARDS="2", TELEMAX_INSIGHTS="on"
-    )
-    assert done.returncode == 0, done.stderr
+    stack.setup(shards=2, TELEMAX_FEED="orders", TELEMAX_INSIGHTS="on")
     now = datetime.now(UTC)
     at = [(now - timedelta(hours=40) + timedelta(minutes=3 * n)).isoformat() for n in range(800)]
     price = [1500.0 if n % 20 == 10 else 10.0 + n % 7 + (n % 5) / 100 for n in range(800)]

@@ -13,7 +13,7 @@ from consumer.lease.repository import LeaseRepository
 from devkit.local import aws_env, local_client
 from kernel.aws import open_clients
 from tests.conftest import Emulator
-from tests.support import ITEM_PATHS, Stack, item_client
+from tests.support import ITEM_PATHS, Stack, create_coordination_tables, item_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,10 +22,10 @@ pytestmark = pytest.mark.timeout(60)
 async def repo(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> AsyncIterator[LeaseRepository]:
-    stack.setup(shards=1)
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     async with open_clients() as clients, item_client(clients, request.param) as db:
+        await create_coordination_tables(clients, stack)
         yield LeaseRepository(db, stack.lease_table)
 
 

@@ -12,7 +12,7 @@ import pytest
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import LEADER_KEY, Beat, Leadership, Member
 from kernel.aws import open_clients
-from tests.support import ITEM_PATHS, Stack, item_client
+from tests.support import ITEM_PATHS, Stack, create_coordination_tables, item_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.timeout(60)
 async def table(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> AsyncIterator[MemberRepository]:
-    stack.setup(shards=1)
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
     async with open_clients() as clients, item_client(clients, request.param) as db:
+        await create_coordination_tables(clients, stack)
         yield MemberRepository(db, stack.member_table)
 
 

@@ -53,8 +53,7 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
     s3 = local_client("s3", moto_endpoint)
     bucket = f"archive-{stack.table.lower()}"
     s3.create_bucket(Bucket=bucket)
-    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders")
-    assert done.returncode == 0, done.stderr
+    stack.setup(TELEMAX_FEED="orders")
     sqs, url = make_queue(stack, moto_endpoint)
     valid = [small_order(n, 1500.0 if n % 15 == 0 else 12.5) for n in range(300)]
     bad = [{**small_order(n, 3.0), "orderID": f"BAD-{n}", "currency": "ZZZ"} for n in range(15)]
@@ -103,8 +102,7 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
 
 
 def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) -> None:
-    done = stack.cli("consumer", "setup", TELEMAX_FEED="orders")
-    assert done.returncode == 0, done.stderr
+    stack.setup(TELEMAX_FEED="orders")
     sqs, url = make_queue(stack, moto_endpoint, fifo=True)
     for group in ("g1", "g2", "g3"):  # each order updated five times, in its group's order
         versions = [

@@ -233,7 +233,7 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
         key: (lease["checkpoint"]["S"], int(lease["checkpointSubSequenceNumber"]["N"]))
         for key, lease in stack.leases().items()
     }
-    assert checkpoints == expected
+    assert checkpoints == expected, (checkpoints, expected, worker.log_lines()[-40:])
     assert any(sub > 0 for _, sub in checkpoints.values()), "a checkpoint inside an aggregate"
 
     # A restart resumes at the aggregated checkpoint record and skips every user record done.
