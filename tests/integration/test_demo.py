@@ -14,7 +14,7 @@ pytestmark = pytest.mark.timeout(120)
 def test_demo_stores_every_record_and_exits_zero() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TELEMAX_"))}
     done = subprocess.run(
-        [sys.executable, "-m", "consumer", "demo", "--count", "4000"],
+        [sys.executable, "-m", "consumer", "demo", "--count", "1500"],
         env=env,
         capture_output=True,
         text=True,
@@ -30,8 +30,8 @@ def test_demo_stores_every_record_and_exits_zero() -> None:
         )
         if label.strip()
     }
-    assert summary["produced (acknowledged by Kinesis)"] == "4,000", done.stdout
-    assert summary["stored in TELEMAX"] == "4,000"
+    assert summary["produced (acknowledged by Kinesis)"] == "1,500", done.stdout
+    assert summary["stored in TELEMAX"] == "1,500"
     assert summary["missing"] == "0"
     assert summary["leases still owned after shutdown"] == "none"
     assert "result: OK, every record stored" in done.stdout
