@@ -185,6 +185,9 @@ class Bench:
         _, dynamodb = self.clients(env)
         for key in ("TELEMAX_TABLE", "TELEMAX_LEASE_TABLE", "TELEMAX_DLQ_TABLE"):
             dynamodb.delete_table(TableName=tables[key])
+        with contextlib.suppress(dynamodb.exceptions.ResourceNotFoundException):
+            # the insights contender's, named alike on every stream of the run
+            dynamodb.delete_table(TableName=f"{tables['TELEMAX_TABLE']}-insights")
 
     def run(self, contender: str, env: dict[str, str], repeat: int) -> Result:
         tables = self.fresh_tables(env, f"bench-{contender}-{repeat}")
