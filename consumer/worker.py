@@ -186,7 +186,12 @@ class Worker:
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
             clock=clock,
-            segments=segmented_for(settings, clients, self.metrics),
+            segments=segmented_for(
+                settings,
+                clients,
+                self.metrics,
+                fast.data_items(clients.dynamodb) if fast else None,
+            ),
         )
         # The supervisor keeps one consumer per lease the coordinator holds (DESIGN §3.9): it
         # reads the holds, and the coordinator tells it of every change.

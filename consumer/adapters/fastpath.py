@@ -237,6 +237,7 @@ ITEM_CALLS = {
     "delete_item": "DeleteItem",
     "query": "Query",
     "scan": "Scan",
+    "batch_write_item": "BatchWriteItem",
 }
 
 
@@ -247,6 +248,8 @@ def _binary_as_bytes(answer: Any) -> Any:
     for key in ("Item", "Attributes"):
         if key in answer:
             items = [*items, answer[key]]
+    for requests in (answer.get("UnprocessedItems") or {}).values():  # a batch write's
+        items = [*items, *(r["PutRequest"]["Item"] for r in requests if "PutRequest" in r)]
     decode = binascii.a2b_base64
     for item in items:
         for value in item.values():
@@ -307,6 +310,8 @@ class FastPath:
     apis: tuple[JsonApi, ...]
     # (the generic DynamoDB client) -> its item calls on the lean path, for the lease tables
     items: Callable[[Any], FastItems]
+    # the same on the records' connections, for the insights' segments
+    data_items: Callable[[Any], FastItems]
 
     def close(self) -> None:
         for api in self.apis:
@@ -353,4 +358,5 @@ def create(
         FastDynamoDB(dynamodb),
         (kinesis, dynamodb, control),
         lambda generic: FastItems(control, generic, attempts),
+        lambda generic: FastItems(dynamodb, generic, attempts),
     )

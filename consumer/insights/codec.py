@@ -37,8 +37,11 @@ def cell_line(key: CellKey, cell: Cell) -> bytes:
 def parts_by_day(cells: Mapping[CellKey, Cell]) -> dict[str, list[bytes]]:
     """Each day's cells (by window start) as gzip parts of at most about ``PART_BYTES``."""
     lines: dict[str, list[bytes]] = {}
+    days: dict[int, str] = {}  # by window start: a segment's cells share a few
     for key in sorted(cells, key=lambda k: (k[0], orjson.dumps(k[1]))):
-        lines.setdefault(day_of(key[0]), []).append(cell_line(key, cells[key]))
+        start = key[0]
+        day = days.get(start) or days.setdefault(start, day_of(start))
+        lines.setdefault(day, []).append(cell_line(key, cells[key]))
     return {day: list(_parts(found)) for day, found in lines.items()}
 
 

@@ -8,44 +8,107 @@ within ``ALPHA`` (1 %) of the true quantile's — relative to the value, for pos
 negative values alike — and merging two sketches gives the sketch of the union (bin counts add
 up), so the bound holds for any split of the records into partials.
 
+Speed: the writer keeps the sketch's bins as counters (bin key → count), the keys from the
+library's logarithmic mapping (with ``log2``: :class:`Log2Mapping`), and adds a cell's values
+in one pass when the cell is read (:meth:`Stat.add_all`): one ``DDSketch.add`` per value cost
+8 µs of the 20 µs a TELEMAX reading cost to aggregate (measured, 60,000 readings). The
+library's sketch answers the quantiles (:meth:`Stat.sketch`), from exactly the bins it would
+have kept itself — a test holds the two equal.
+
 Encoding (for DynamoDB items and JSON): ``{"n", "s", "lo", "hi", "z", "p", "m"}`` — count,
-sum (a decimal string), min, max, the zero count, and the positive and negative stores as
-``[first key, count, count, …]`` (dense bins: what the sketch keeps).
+sum (a decimal string), min, max, the zero count, and the positive and negative bins as
+``[key, count, key, count, …]`` in key order.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Sequence
-from decimal import Decimal
+import math
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ddsketch import DDSketch
+from ddsketch.ddsketch import BaseDDSketch
+from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
 ALPHA = 0.01  # relative accuracy of every quantile
 
 
-def new_sketch() -> DDSketch:
-    return DDSketch(relative_accuracy=ALPHA)
+class Log2Mapping(LogarithmicMapping):
+    """The library's logarithmic mapping with ``math.log2`` (twice as fast as its
+    ``math.log(value, 2)``, and as exact): the same bins but for a last-bit difference at a
+    bin's edge, where either bin is within the bound."""
+
+    def _log_gamma(self, value: float) -> float:
+        return math.log2(value) * self._multiplier
 
 
-@dataclasses.dataclass
+_MAPPING = Log2Mapping(ALPHA)
+_MULTIPLIER, _OFFSET, _TINY = _MAPPING._multiplier, _MAPPING._offset, _MAPPING.min_possible
+
+
+def new_sketch() -> BaseDDSketch:
+    """An empty sketch of the library with this module's mapping."""
+    return BaseDDSketch(
+        mapping=Log2Mapping(ALPHA), store=DenseStore(), negative_store=DenseStore(), zero_count=0.0
+    )
+
+
+def _count_here(into: dict[int, int], keys: Iterable[int]) -> None:
+    for key in keys:
+        into[key] = into.get(key, 0) + 1
+
+
+# Counter's own counting loop (C) on a plain dict, where there is one: a Counter costs 2 µs
+# to make and update, and each cell has a few
+_count: Callable[[dict[int, int], Iterable[int]], None] = getattr(
+    collections, "_count_elements", _count_here
+)
+
+# ``Log2Mapping.key`` is int(ceil(log2(v) * multiplier) + offset): with no offset, the ceiling
+# alone (an int already), inlined in Stat.add_all — the same float operations, the same key
+assert _OFFSET == 0
+
+
+@dataclasses.dataclass(slots=True)
 class Stat:
     count: int = 0
     total: Decimal = Decimal(0)
     low: Decimal | None = None
     high: Decimal | None = None
-    sketch: DDSketch = dataclasses.field(default_factory=new_sketch)
+    positive: dict[int, int] = dataclasses.field(default_factory=dict)  # bin key -> count
+    negative: dict[int, int] = dataclasses.field(default_factory=dict)
+    zeros: int = 0
 
     def add(self, value: Decimal) -> None:
-        self.count += 1
-        self.total += value
-        if self.low is None or value < self.low:
-            self.low = value
-        if self.high is None or value > self.high:
-            self.high = value
-        self.sketch.add(float(value))
+        self.add_all((value,))
+
+    def add_all(self, values: Iterable[Decimal | str]) -> None:
+        """Add decimal values (or their strings; a string that is not a number is skipped,
+        as a missing value is)."""
+        listed = values if isinstance(values, list) else list(values)
+        try:
+            found = [Decimal(value) for value in listed]
+            floats = [float(value) for value in listed]  # (from the text: faster, the same)
+        except (InvalidOperation, ValueError):
+            found = [number for number in map(_decimal, listed) if number is not None]
+            floats = [float(number) for number in found]
+        if not found:
+            return
+        self.count += len(found)
+        self.total += sum(found, Decimal(0))
+        low, high = min(found), max(found)
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+        ceil, log2, multiplier = math.ceil, math.log2, _MULTIPLIER  # the mapping's key, inlined
+        if low > _TINY:  # the common case: every value positive
+            _count(self.positive, [ceil(log2(f) * multiplier) for f in floats])
+            return
+        _count(self.positive, [ceil(log2(f) * multiplier) for f in floats if f > _TINY])
+        _count(self.negative, [ceil(log2(-f) * multiplier) for f in floats if f < -_TINY])
+        self.zeros += sum(1 for f in floats if -_TINY <= f <= _TINY)
 
     def merge(self, other: Stat) -> None:
         if not other.count:
@@ -55,61 +118,68 @@ class Stat:
         assert other.low is not None and other.high is not None
         self.low = other.low if self.low is None else min(self.low, other.low)
         self.high = other.high if self.high is None else max(self.high, other.high)
-        self.sketch.merge(other.sketch)
+        for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
+            for key, weight in theirs.items():
+                mine[key] = mine.get(key, 0) + weight
+        self.zeros += other.zeros
 
     @property
     def mean(self) -> Decimal | None:
         return self.total / self.count if self.count else None
 
+    def sketch(self) -> BaseDDSketch:
+        """The library's sketch of these values (its stores filled from the bins)."""
+        sketch: Any = new_sketch()
+        for key, weight in self.positive.items():
+            sketch._store.add(key, weight)
+        for key, weight in self.negative.items():
+            sketch._negative_store.add(key, weight)
+        sketch._zero_count = float(self.zeros)
+        sketch._count = float(self.count)
+        sketch._sum = float(self.total)
+        if self.count:
+            sketch._min, sketch._max = float(self.low or 0), float(self.high or 0)
+        return sketch  # type: ignore[no-any-return]
+
     def quantile(self, q: float) -> float | None:
-        value: float | None = self.sketch.get_quantile_value(q) if self.count else None
+        value: float | None = self.sketch().get_quantile_value(q) if self.count else None
         return value
 
     def encode(self) -> dict[str, Any]:
-        sketch: Any = self.sketch
         return {
             "n": self.count,
             "s": str(self.total),
             "lo": None if self.low is None else str(self.low),
             "hi": None if self.high is None else str(self.high),
-            "z": sketch._zero_count,  # the library keeps its stores as attributes
-            "p": _bins(sketch._store),
-            "m": _bins(sketch._negative_store),
+            "z": self.zeros,
+            "p": _flat(self.positive),
+            "m": _flat(self.negative),
         }
 
     @classmethod
     def decode(cls, data: dict[str, Any]) -> Stat:
-        sketch: Any = new_sketch()
-        _fill(sketch._store, data["p"])
-        _fill(sketch._negative_store, data["m"])
-        sketch._zero_count = float(data["z"])
-        stat = cls(
+        return cls(
             count=int(data["n"]),
             total=Decimal(data["s"]),
             low=None if data["lo"] is None else Decimal(data["lo"]),
             high=None if data["hi"] is None else Decimal(data["hi"]),
-            sketch=sketch,
+            positive=_bins(data["p"]),
+            negative=_bins(data["m"]),
+            zeros=int(data["z"]),
         )
-        count = sketch._negative_store.count + sketch._zero_count + sketch._store.count
-        sketch._count = count
-        sketch._sum = float(stat.total)
-        if stat.count:
-            sketch._min, sketch._max = float(stat.low or 0), float(stat.high or 0)
-        return stat
 
 
-def _bins(store: DenseStore) -> list[float]:
-    if not store.count:
-        return []
-    first = store.min_key
-    used = store.bins[first - store.offset : store.max_key - store.offset + 1]
-    return [first, *used]
+def _decimal(text: str) -> Decimal | None:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
 
 
-def _fill(store: DenseStore, encoded: Sequence[float]) -> None:
-    if not encoded:
-        return
-    first = int(encoded[0])
-    for index, weight in enumerate(encoded[1:]):
-        if weight:
-            store.add(first + index, weight)
+def _flat(bins: dict[int, int]) -> list[int]:
+    return [number for key in sorted(bins) for number in (key, bins[key])]
+
+
+def _bins(encoded: Sequence[int]) -> dict[int, int]:
+    pairs = iter(encoded)
+    return {int(key): int(weight) for key, weight in zip(pairs, pairs, strict=True)}

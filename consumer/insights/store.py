@@ -12,6 +12,8 @@ DynamoDB commit instead of an S3 object; :mod:`consumer.pipeline.archive`):
   (``pk = C#{feed}#{shard}``, ``sk = {first position}``) holding its end. Before writing, the
   writer reads the commit item: if it is there, the segment is *adopted* — its records are
   counted already, up to the end it records, and the writer's next segment starts after it.
+  (Not when the segment follows one this shard's stream committed itself: no earlier owner's
+  segment starts there; a zombie's, written at the same time, the conditional commit finds.)
 * The segment's cells are written first, as *data items* keyed by the segment's first and
   end (``pk = D#{feed}#{day}``, ``sk = {shard}#{first}#{end}#{part}``). An attempt that died
   before its commit leaves data items whose (first, end) no commit names: the reader ignores
@@ -87,13 +89,14 @@ class InsightsWire:
 
     async def commit(self, segment: Segment) -> Position | None:
         key = commit_key(self.feed, segment.shard_id, segment.first)
-        found = await self._committed_end(key)
-        if found is not None:
-            return found
+        if not segment.follows_ours:  # an earlier owner's commit may be here: adopt it
+            found = await self._committed_end(key)
+            if found is not None:
+                return found
         partial = Partial(self.spec, self.lateness_s)
-        for entry in segment.entries:  # a dead letter's entry has no item: a position only
-            if entry.item is not None:
-                partial.add(entry.item, entry.arrival)
+        partial.add_all(  # a dead letter's entry has no item: a position only
+            (entry.item, entry.arrival) for entry in segment.entries if entry.item is not None
+        )
         end = position_name(segment.last)
         prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#"
         days = parts_by_day(partial.cells)
@@ -184,10 +187,15 @@ def insights_wire(
 
 
 def insights_committer(
-    settings: Settings, clients: Clients, metrics: Metrics, slots: asyncio.Semaphore
+    settings: Settings,
+    clients: Clients,
+    metrics: Metrics,
+    slots: asyncio.Semaphore,
+    dynamodb: Any = None,
 ) -> Committer | None:
-    """The insights as a committer of segments, or None when they are off."""
-    wire = insights_wire(settings, clients.dynamodb, metrics)
+    """The insights as a committer of segments (through ``dynamodb``, else the generic
+    client), or None when they are off."""
+    wire = insights_wire(settings, dynamodb or clients.dynamodb, metrics)
     return None if wire is None else committer("insights", wire, metrics, slots)
 
 

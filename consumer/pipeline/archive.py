@@ -75,6 +75,10 @@ class Entry:
 class Segment:
     shard_id: str
     entries: tuple[Entry, ...]
+    # it starts right after a segment this shard's stream committed itself (not adopted):
+    # no earlier owner's segment starts here, so a destination need not look for one first
+    # (a zombie's, written at the same time, its conditional commit still finds)
+    follows_ours: bool = False
 
     @property
     def first(self) -> Position:

@@ -171,11 +171,12 @@ def entries_of(
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records}
     hours: dict[Any, str] = {}
 
-    def hour(sequence: str) -> tuple[Any, str]:
-        when = arrival.get(sequence)
+    def hour(when: Any) -> str:
+        if not lines:  # the insights alone: no object, no hour to name it by
+            return ""
         if when not in hours:
             hours[when] = hour_of(when)
-        return when, hours[when]
+        return hours[when]
 
     found: list[Entry] = []
     refused = set(progress.refused)
@@ -186,8 +187,9 @@ def entries_of(
             continue
         record, sub = converted.origins[position]
         sequence = record["SequenceNumber"]
-        when, where = hour(sequence)
-        arrived = _epoch(when)
+        when = record.get(ARRIVAL)
+        where = hour(when)
+        arrived = when if type(when) is float else _epoch(when)
         line = b""
         if lines:
             meta = {
@@ -205,10 +207,12 @@ def entries_of(
             found.append(Entry((sequence, sub), where, line, False, item, arrived))
         else:
             found.append(Entry((sequence, sub), where, line))
+    items_found = len(found)
     for letter, stored in zip(progress.letters, progress.stored, strict=True):
         if not stored:
             continue
-        when, where = hour(letter.sequence_number)
+        when = arrival.get(letter.sequence_number)
+        where = hour(when)
         spot = (letter.sequence_number, letter.sub_sequence)
         text = b""
         if lines:
@@ -227,6 +231,8 @@ def entries_of(
                 }
             )
         found.append(Entry(spot, where, text, letter=True))
+    if len(found) == items_found:
+        return found  # the items alone: in the batch's order already, as converted
     # the batch's order: the stream's for Kinesis; a queue's message ids have no other
     rank = {r["SequenceNumber"]: n for n, r in enumerate(records)}
     found.sort(key=lambda e: (rank.get(e.position[0], len(rank)), e.position[1], e.letter))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from consumer.config import Settings, feed_of
 from consumer.insights.store import insights_committer
@@ -19,14 +20,17 @@ from kernel.aws import Clients
 SEGMENT_CONCURRENCY = 8  # segment commits in flight per worker
 
 
-def segmented_for(settings: Settings, clients: Clients, metrics: Metrics) -> Segmented | None:
-    """None when neither the archive nor the insights are on."""
+def segmented_for(
+    settings: Settings, clients: Clients, metrics: Metrics, dynamodb: Any = None
+) -> Segmented | None:
+    """None when neither the archive nor the insights are on. ``dynamodb``: the insights'
+    client, when not ``clients.dynamodb`` (the lean path's)."""
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
     found = [
         c
         for c in (
             archive_committer(settings, clients, metrics, slots),
-            insights_committer(settings, clients, metrics, slots),
+            insights_committer(settings, clients, metrics, slots, dynamodb),
         )
         if c is not None
     ]

@@ -69,6 +69,7 @@ class ShardSegments:
         self._entries_of = entries_of
         self._clock = clock
         self._log = get_logger(shard_id=buffer.shard_id)
+        self._follows_ours = False  # the last segment was committed by us, not adopted
 
     def add(self, entries: Sequence[Entry]) -> None:
         self.buffer.add(entries, self._clock())
@@ -85,7 +86,10 @@ class ShardSegments:
         committed, or None when none was."""
         written: Position | None = None
         while (segment := self.buffer.next_segment(self._clock(), final)) is not None:
-            end = await self._commit(segment)
+            if self._follows_ours:
+                segment = dataclasses.replace(segment, follows_ours=True)
+            end, adopted = await self._commit(segment)
+            self._follows_ours = not adopted
             if order(end) > order(segment.last):  # adopted beyond what we have: read on
                 self.buffer.cover(end)
                 break
@@ -93,7 +97,8 @@ class ShardSegments:
             written = end
         return written
 
-    async def _commit(self, segment: Segment) -> Position:
+    async def _commit(self, segment: Segment) -> tuple[Position, bool]:
+        """The end of the segment committed, and whether a destination adopted it."""
         end, adopted_by = segment.last, ""
         for committer in self._committers:
             part = segment if end == segment.last else segment.until(end)
@@ -109,9 +114,9 @@ class ShardSegments:
                     f"{adopted_by} {segment.first}..{end}"
                 )
             if order(found) > order(segment.last):
-                return found  # the rest comes with the next reads; every destination waits
+                return found, True  # the rest comes with the next reads; all destinations wait
             end, adopted_by = found, committer.name
-        return end
+        return end, bool(adopted_by)
 
 
 @dataclasses.dataclass(frozen=True)

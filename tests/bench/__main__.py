@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -37,14 +38,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
+from producer.readings import readings
 from tests.conftest import emulator
-from tests.support import readings
 
 CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights")
 # ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
@@ -141,7 +143,10 @@ class Bench:
             }
         )
         kinesis, _ = self.clients(env)
-        batch = readings(self.records, prefix="BENCH")
+        # The producer's readings of 500 devices, timed from a few minutes ago: the insights
+        # aggregate them (readings from long ago would only be counted late).
+        start = datetime.now(UTC) - timedelta(minutes=5)
+        batch = list(readings(self.records, devices=500, seed=14, start=start))
         lock = threading.Lock()
         chunks = [batch[i : i + 500] for i in range(0, len(batch), 500)]
 
@@ -228,9 +233,9 @@ class Bench:
             }
             command = [sys.executable, "-m", "consumer", "run"]
             if self.profile:  # py-spy's samples; its own process makes the CPU figures moot
-                out = self.log_dir / f"ours-{repeat}.folded"
+                out = self.log_dir / f"{contender}-{repeat}.folded"
                 command = [
-                    "py-spy",
+                    shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
                     "record",
                     "--format",
                     "raw",
@@ -269,7 +274,7 @@ class Bench:
         reader.start()
         samples: list[tuple[float, int]] = []
         cpu_samples: list[tuple[int, float]] = []  # (records done, process CPU-seconds)
-        sampled = worker_pid(proc.pid) if self.profile and contender == "ours" else proc.pid
+        sampled = worker_pid(proc.pid) if self.profile and contender in WORKERS else proc.pid
         first: float | None = None
         while True:
             time.sleep(0.02 if first is None else 0.2)
@@ -412,7 +417,7 @@ def main() -> int:
     parser.add_argument("--shards", type=int, nargs="+", default=[4, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=CONTENDERS, action="append")
-    parser.add_argument("--profile", action="store_true", help="run ours under py-spy")
+    parser.add_argument("--profile", action="store_true", help="run the workers under py-spy")
     parser.add_argument(
         "--before", metavar="REV", help="also run the worker of git revision REV (interleaved)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.stats import ALPHA, Stat
-from consumer.insights.windows import InsightSpec, Partial, field
+from consumer.insights.windows import InsightSpec, Partial, epoch_second, field
 from producer.schemas import records
 
 SPEC = InsightSpec(window_s=300, time_field="at", group_fields=("link",), measures=(field("v"),))
@@ -109,3 +110,36 @@ def test_every_built_in_feed_aggregates_what_the_producer_generates(feed: str) -
             assert measure.name in cell.stats or feed == "taxi", measure.name
     days = {datetime.fromtimestamp(start_s, UTC).date() for start_s, _ in partial.cells}
     assert days <= {start.date(), (start + timedelta(days=1)).date()}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-03T10:00:00Z",
+        "2026-12-03T10:00:00.999999Z",
+        "2026-12-03T10:00:00.Z",
+        "2026-12-03T10:00:00.1234567890Z",
+        "2026-12-03 10:00:59.5Z",
+        "2026-12-03T10:00:00+02:00",
+        "2026-12-03T10:00:00.5+02:00",
+        "2026-12-03T10:00:00",
+        "1969-12-31T23:59:59.5Z",
+        "2026-12-03T10:00:60Z",
+        "2026-12-03T10:00:00.12xZ",
+        "2026-12-03T10:00:00.\u0661Z",  # an Arabic-Indic digit
+        "2026-02-30T10:00:00Z",
+        "20261203T100000Z",
+        "yesterday",
+        "",
+    ],
+)
+def test_the_event_second_is_what_fromisoformat_reads_memoised_or_not(text: str) -> None:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        expected = None
+    else:
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        expected = math.floor(when.timestamp())
+    assert epoch_second(text) == expected
+    assert epoch_second(text) == expected  # memoised

@@ -36,11 +36,13 @@ class MemoryTable:
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.commit_puts = 0
+        self.reads = 0
 
     def _key(self, item: dict[str, Any]) -> tuple[str, str]:
         return item["pk"]["S"], item["sk"]["S"]
 
     async def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.reads += 1
         found = self.items.get(self._key(kwargs["Key"]))
         return {"Item": found} if found else {}
 
@@ -110,13 +112,17 @@ async def test_a_successor_adopts_every_segment_and_each_record_counts_once() ->
     assert await first.run() is Reason.SHARD_END
     commits = db.commits()
     assert len(commits) > 5
+    # Only its first segment could be an earlier owner's: it looked for a commit there only.
+    assert db.reads == 1
     # The predecessor committed every segment but never checkpointed: its successor reads
     # the whole shard again, cutting larger segments, and must adopt each.
     again = insights_shop(db, max_bytes=5000)
     again.kinesis = first.kinesis
     again.context = dataclasses.replace(again.context, make_reader=first.context.make_reader)
+    db.reads = 0
     assert await again.run() is Reason.SHARD_END
     assert db.commits() == commits, "nothing committed again"
+    assert db.reads == len(commits), "after an adoption, the next segment is looked for"
     counted = {"feed": "telemax", "kind": "counted"}
     registry = first.metrics.registry
     assert registry.get_sample_value("telemax_insights_records_total", counted) == 60
