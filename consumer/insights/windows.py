@@ -131,7 +131,7 @@ def plain(attribute: Mapping[str, Any] | None) -> Any:
     return str(attribute)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Cell:
     count: int = 0
     late: int = 0
