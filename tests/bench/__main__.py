@@ -12,8 +12,15 @@ as many pre-built items) into a fresh table:
   weighs on both: a change's cost, measured in one run;
 - archive: ours with the S3 archive on (moto's server as S3; objects of at most 1 MiB or 2 s,
   so that objects are written all through the steady window): the archive's cost;
-- insights: ours with the insights on (TELEMAX's 5-minute windows per hardwareID, segments
-  committed every 2 s to an insights table on dynalite): the insights' cost.
+- insights: ours with the insights on (TELEMAX's 5-minute windows per hardwareID, into an
+  insights table on dynalite), segments cut as by default (60 s or 16,384 readings a shard:
+  most are committed in the drain, which the "through the drain" figure counts);
+- insights2s: the same with a segment every 2 s a shard (the archive's setting), so that
+  commits run all through the steady window: the cost per commit, at its worst.
+
+A worker's CPU is read when its last record is stored (start-up included), over the steady
+window, and "through the drain": when it has exited after SIGTERM, its last segments and
+checkpoints written.
 
 Per contender: records per wall-second (overall, and steady between 10 % and 90 % done),
 process CPU-seconds (user+sys) and records per CPU-second, time to the first stored record
@@ -48,10 +55,10 @@ from devkit.local import aws_env, free_port, local_client, moto_process, scrape_
 from producer.readings import readings
 from tests.conftest import emulator
 
-CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights")
+CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights", "insights2s")
 # ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
-WORKERS = ("before", "ours", "archive", "insights")
-ADDED = ("archive", "insights")  # read "X / ours": what each adds
+WORKERS = ("before", "ours", "archive", "insights", "insights2s")
+ADDED = ("archive", "insights", "insights2s")  # read "X / ours": what each adds
 ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -68,6 +75,8 @@ class Result:
     peak_rss_mb: float
     # CPU µs per record between 10 % and 90 % of the records: start-up and drain left out
     steady_cpu_us: float = float("nan")
+    # a worker's CPU-seconds until it exited after SIGTERM: its last segments committed too
+    drained_cpu_s: float | None = None
 
     @property
     def overall_rps(self) -> float:
@@ -80,6 +89,10 @@ class Result:
     @property
     def cpu_us_per_record(self) -> float:
         return self.cpu_s / self.records * 1e6
+
+    @property
+    def drained_cpu_us(self) -> float | None:
+        return None if self.drained_cpu_s is None else self.drained_cpu_s / self.records * 1e6
 
 
 @contextlib.contextmanager
@@ -209,7 +222,7 @@ class Bench:
             bucket = f"bench-archive-{self.shards}-{repeat}"
             local_client("s3", env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
             full_env |= {"TELEMAX_ARCHIVE_BUCKET": bucket, **ARCHIVE_ENV}
-        if contender == "insights":
+        if contender.startswith("insights"):
             table = f"{tables['TELEMAX_TABLE']}-insights"
             dynamodb.create_table(
                 TableName=table,
@@ -223,7 +236,9 @@ class Bench:
                 ],
                 BillingMode="PAY_PER_REQUEST",
             )
-            full_env |= {"TELEMAX_INSIGHTS": "on", "TELEMAX_INSIGHTS_TABLE": table, **ARCHIVE_ENV}
+            full_env |= {"TELEMAX_INSIGHTS": "on", "TELEMAX_INSIGHTS_TABLE": table}
+            if contender == "insights2s":
+                full_env |= ARCHIVE_ENV
         if contender in WORKERS:
             full_env |= {
                 "TELEMAX_METRICS_PORT": str(port),
@@ -304,6 +319,9 @@ class Bench:
             if now - launched > 240:
                 proc.kill()
                 raise RuntimeError(f"{contender} did not finish in 240 s; see {log.name}")
+        drained_cpu_s = None
+        if contender in WORKERS and not self.profile:
+            drained_cpu_s = wait_cpu(proc, timeout=60)
         proc.wait(timeout=30)
         log.close()
         self.drop_tables(env, tables)
@@ -318,6 +336,7 @@ class Bench:
             first,
             rss_kb / 1024,
             steady_cpu_us(cpu_samples, self.records),
+            drained_cpu_s,
         )
 
     @staticmethod
@@ -330,6 +349,18 @@ class Bench:
                 state["count"] = int(parts[1])
             elif parts[:1] == ["done"]:
                 state["done"] = (int(parts[1]), float(parts[2]), int(parts[3]))
+
+
+def wait_cpu(proc: subprocess.Popen[str], timeout: float) -> float | None:
+    """The CPU-seconds (user+sys) of a child once it exits (None: it did not in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return float(usage.ru_utime + usage.ru_stime)
+        time.sleep(0.05)
+    return None
 
 
 def proc_cpu(pid: int) -> float:
@@ -386,6 +417,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ("records per CPU-second", "per_cpu_s", "{:,.0f}"),
         ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
         ("CPU µs per record, steady (10-90 %)", "steady_cpu_us", "{:.1f}"),
+        ("CPU µs per record, through the drain", "drained_cpu_us", "{:.1f}"),
         ("first record stored after (s)", "first_s", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
@@ -486,11 +518,16 @@ def run_round(
         result = bench.run(contender, env, repeat)
         by_shards[bench.shards][contender].append(result)
         first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
+        drained = (
+            f", through the drain {result.drained_cpu_us:.1f} µs"
+            if result.drained_cpu_us is not None
+            else ""
+        )
         print(
             f"bench: {bench.shards} shards, run {repeat} {contender:<8} "
             f"{result.overall_rps:>8,.0f} rec/s wall, "
             f"{result.per_cpu_s:>8,.0f} rec/CPU-s ({result.cpu_us_per_record:.1f} µs, "
-            f"steady {result.steady_cpu_us:.1f} µs), first {first}, "
+            f"steady {result.steady_cpu_us:.1f} µs{drained}), first {first}, "
             f"RSS {result.peak_rss_mb:.0f} MB",
             flush=True,
         )
@@ -508,7 +545,13 @@ def shard_scaling(by_shards: dict[int, dict[str, list[Result]]], workers: list[s
         return float(statistics.median(getattr(r, field) for r in by_shards[n][contender]))
 
     for worker in workers:
-        for label, field in (("whole run", "cpu_us_per_record"), ("steady", "steady_cpu_us")):
+        for label, field in (
+            ("whole run", "cpu_us_per_record"),
+            ("steady", "steady_cpu_us"),
+            ("through the drain", "drained_cpu_us"),
+        ):
+            if any(getattr(r, field) is None for n in counts for r in by_shards[n][worker]):
+                continue
             values = [median(n, worker, field) for n in counts]
             first, rest = values[0], values[1:]
             cells = [f"{first:.1f}"] + [f"{v:.1f} ({v / first - 1:+.0%})" for v in rest]
