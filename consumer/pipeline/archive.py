@@ -124,6 +124,11 @@ class ArchiveBuffer:
         self._entries: list[Entry] = []
         self._since: float | None = None  # when the oldest entry came
         self._cover_until: Position | None = None  # an adopted segment's end, not yet reached
+        # Where the first segment ends (an hour change, max_bytes), once the entries reach it,
+        # and how far they were looked at: each entry is looked at once, not once per batch.
+        self._cut: int | None = None
+        self._scanned = 0
+        self._size = 0  # bytes of the entries looked at
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,6 +137,27 @@ class ArchiveBuffer:
         if entries and not self._entries:
             self._since = now
         self._entries.extend(entries)
+        self._scan()
+
+    def _scan(self) -> None:
+        """Look at the entries not yet looked at for the first segment's end."""
+        entries = self._entries
+        if self._cut is not None or not entries:
+            return
+        hour, size, limit = entries[0].hour, self._size, self.max_bytes
+        for index in range(self._scanned, len(entries)):
+            entry = entries[index]
+            if entry.hour != hour:
+                self._cut = index
+                return
+            size += len(entry.line) or NO_LINE_BYTES
+            if size >= limit:
+                stop = index + 1  # never between two entries of one position
+                while stop < len(entries) and entries[stop].position == entry.position:
+                    stop += 1
+                self._cut = stop
+                return
+        self._scanned, self._size = len(entries), size
 
     def due_at(self) -> float | None:
         """When the age flush comes due; None when empty."""
@@ -150,16 +176,8 @@ class ArchiveBuffer:
             if order(entries[-1].position) < end:
                 return None
             return Segment(self.shard_id, tuple(e for e in entries if order(e.position) <= end))
-        hour, size = entries[0].hour, 0
-        for index, entry in enumerate(entries):
-            if entry.hour != hour:
-                return Segment(self.shard_id, tuple(entries[:index]))
-            size += len(entry.line) or NO_LINE_BYTES
-            if size >= self.max_bytes:
-                stop = index + 1  # never between two entries of one position
-                while stop < len(entries) and entries[stop].position == entry.position:
-                    stop += 1
-                return Segment(self.shard_id, tuple(entries[:stop]))
+        if self._cut is not None:
+            return Segment(self.shard_id, tuple(entries[: self._cut]))
         due = self.due_at()
         if final or (due is not None and now >= due):
             return Segment(self.shard_id, tuple(entries))
@@ -171,6 +189,8 @@ class ArchiveBuffer:
         self._entries = [e for e in self._entries if order(e.position) > end]
         self._cover_until = None
         self._since = now if self._entries else None
+        self._cut, self._scanned, self._size = None, 0, 0
+        self._scan()
 
     def cover(self, last: Position) -> None:
         """An existing segment starts where ours does and ends at ``last``, beyond what we

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -120,3 +121,43 @@ def test_span_names_sort_by_their_last_position_and_read_back() -> None:
     assert span_of(name.removeprefix("shard-1-upto-") + ".json.gz") == (("7", 2), ("12", 0))
     later = Segment("shard-1", (entry(3), entry(100)))
     assert later.span_name > name, "sorted by the last position, not the first"
+
+
+def cut_from_scratch(entries: list[Entry], max_bytes: int) -> int | None:
+    """Where the first segment ends, looking at every entry (the rule, plainly)."""
+    size = 0
+    for index, one in enumerate(entries):
+        if one.hour != entries[0].hour:
+            return index
+        size += len(one.line)
+        if size >= max_bytes:
+            stop = index + 1
+            while stop < len(entries) and entries[stop].position == one.position:
+                stop += 1
+            return stop
+    return None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_segments_cut_batch_by_batch_are_those_cut_from_scratch(seed: int) -> None:
+    """The buffer looks at each entry once; its segments are the ones the rule gives."""
+    rng = random.Random(seed)
+    buffer = ArchiveBuffer("shard-1", max_bytes=400, max_age_s=60)
+    held: list[Entry] = []
+    seq = 0
+    for _ in range(200):
+        batch = []
+        for _ in range(rng.randrange(0, 12)):
+            seq += 1
+            hour = H1 if seq < 600 else H2
+            batch.append(entry(seq, hour=hour, size=rng.randrange(5, 80)))
+            if rng.random() < 0.1:  # a dead letter at the same position
+                batch.append(entry(seq, hour=hour, size=30, letter=True))
+        buffer.add(batch, now=0)
+        held += batch
+        while (segment := buffer.next_segment(now=0)) is not None:
+            cut = cut_from_scratch(held, 400)
+            assert cut is not None and positions(segment) == [e.position for e in held[:cut]]
+            buffer.written(segment.last, now=0)
+            held = held[cut:]
+        assert cut_from_scratch(held, 400) is None
