@@ -8,14 +8,14 @@ import pytest
 
 from consumer.insights import codec
 from consumer.insights.stats import Stat
-from consumer.insights.windows import Cell
+from consumer.insights.windows import Cell, CellKey
 
 DAY = 1_796_256_000  # 2026-12-03T00:00Z
 
 
-def cells(n: int, seed: int) -> dict[tuple[int, tuple[tuple[str, str], ...]], Cell]:
+def cells(n: int, seed: int) -> dict[CellKey, Cell]:
     rng = random.Random(seed)
-    found = {}
+    found: dict[CellKey, Cell] = {}
     for i in range(n):
         stat = Stat()
         stat.add_all([f"{rng.uniform(-1e6, 1e6):.6f}" for _ in range(rng.randrange(1, 60))])
