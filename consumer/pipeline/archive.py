@@ -23,6 +23,7 @@ after the previous segment's end, whoever wrote it.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -59,9 +60,10 @@ def hour_of(arrival: Any) -> str:
     return f"dt={when:%Y-%m-%d}/hour={when:%H}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: 1.4 µs a record to make against 0.25
 class Entry:
-    """One user record, processed: stored (``letter`` false) or dead-lettered."""
+    """One user record, processed: stored (``letter`` false) or dead-lettered; never changed
+    once made."""
 
     position: Position
     hour: str
@@ -111,6 +113,10 @@ class Segment:
         """The part of this segment up to ``last`` (included)."""
         end = order(last)
         return Segment(self.shard_id, tuple(e for e in self.entries if order(e.position) <= end))
+
+
+def _entry_order(entry: Entry) -> tuple[int, int]:
+    return order(entry.position)
 
 
 class ArchiveBuffer:
@@ -185,8 +191,9 @@ class ArchiveBuffer:
 
     def written(self, last: Position, now: float) -> None:
         """Entries up to ``last`` are in a written segment: forget them."""
-        end = order(last)
-        self._entries = [e for e in self._entries if order(e.position) > end]
+        # the entries are in stream order: cut after the last one up to ``last``
+        kept = bisect.bisect_right(self._entries, order(last), key=_entry_order)
+        self._entries = self._entries[kept:]
         self._cover_until = None
         self._since = now if self._entries else None
         self._cut, self._scanned, self._size = None, 0, 0

@@ -168,7 +168,6 @@ def entries_of(
     embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
     lines, the insights alone); ``items``: each entry carries its item and arrival time (for
     the insights)."""
-    arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records}
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:
@@ -208,6 +207,8 @@ def entries_of(
         else:
             found.append(Entry((sequence, sub), where, line))
     items_found = len(found)
+    # the dead letters' arrival times, by sequence number (most batches have no letter)
+    arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records} if progress.letters else {}
     for letter, stored in zip(progress.letters, progress.stored, strict=True):
         if not stored:
             continue
