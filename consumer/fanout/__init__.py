@@ -1,0 +1,1 @@
+"""Enhanced fan-out: SubscribeToShard over HTTP/2 (issue 15)."""
