@@ -135,6 +135,26 @@ class Metrics:
             ("queue", "outcome"),
             registry=r,
         )
+        self.fanout_subscriptions = Counter(
+            "telemax_fanout_subscriptions",
+            "SubscribeToShard calls that opened a subscription (enhanced fan-out)",
+            stream_only,
+            registry=r,
+        )
+        self.fanout_resubscriptions = Counter(
+            "telemax_fanout_resubscriptions",
+            "Subscriptions opened again, by cause: ended (AWS ends each after 5 minutes), "
+            "in_use, reset, silent, throttled, failure",
+            ("stream", "cause"),
+            registry=r,
+        )
+        self.fanout_event_latency = Histogram(
+            "telemax_fanout_event_latency_seconds",
+            "From an event's newest record's arrival in Kinesis to the event reaching the worker",
+            stream_only,
+            buckets=WRITE_BUCKETS,
+            registry=r,
+        )
         self.sqs_visibility_extended = Counter(
             "telemax_sqs_visibility_extended",
             "In-flight SQS messages whose visibility was extended",
