@@ -63,13 +63,25 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 read_timeout=settings.aws_read_timeout_s,
                 attempts=settings.aws_max_attempts,
             )
+        subscriber = None
+        if settings.retrieval == "fanout":
+            from consumer.fanout.registration import subscriber_for
+
+            subscriber = await subscriber_for(clients, settings)
         try:
             await Worker(
-                settings, clients, checked.handler, fast=fast, key_names=checked.key_names
+                settings,
+                clients,
+                checked.handler,
+                fast=fast,
+                subscriber=subscriber,
+                key_names=checked.key_names,
             ).run()
         finally:
             if fast is not None:
                 fast.close()
+            if subscriber is not None:
+                await subscriber.aclose()
     return 0
 
 
@@ -153,6 +165,37 @@ async def insights_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def fanout_command(settings: Settings, args: argparse.Namespace) -> int:
+    from consumer.fanout.registration import deregister_consumer, describe_consumer
+
+    name, stream = settings.stream_consumer_name, settings.stream
+    async with open_clients() as clients:
+        try:
+            if args.action == "show":
+                found = await describe_consumer(clients.kinesis, stream, name)
+                print(
+                    f"stream consumer {name!r} of {stream!r}: "
+                    + (
+                        "not registered"
+                        if found is None
+                        else f"{found['ConsumerStatus']}, {found['ConsumerARN']}"
+                    )
+                )
+                return 0
+            gone = await deregister_consumer(clients.kinesis, stream, name)
+        except AWS_ERRORS as exc:
+            raise config_error_from(exc, f"Kinesis stream {stream!r}") or exc from None
+    print(
+        f"stream consumer {name!r} of {stream!r}: "
+        + (
+            "deregistered (workers with TELEMAX_RETRIEVAL=fanout register it again)"
+            if gone
+            else "was not registered"
+        )
+    )
+    return 0
+
+
 async def demo_command(settings: Settings, args: argparse.Namespace) -> int:
     try:  # the development kit: in a checkout and in the package, not in the image
         from devkit.demo import Demo
@@ -176,6 +219,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "status": (status_command, "show the lease table"),
     "dlq": (dlq_command, "list dead letters, or replay them through the current handler"),
     "insights": (insights_command, "the feed's event-time windows, merged across every shard"),
+    "fanout": (fanout_command, "show or deregister the enhanced fan-out stream consumer"),
     "demo": (demo_command, "run everything end to end on an embedded moto server"),
 }
 
@@ -202,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
             )
             command.add_argument("--format", choices=("text", "json", "csv"), default="text")
             command.add_argument("--plot", metavar="FILE.png", help="also render the charts")
+        if name == "fanout":
+            command.add_argument("action", choices=("show", "deregister"), help="what to do")
         if name == "demo":
             command.add_argument(
                 "--count",

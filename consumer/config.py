@@ -47,6 +47,8 @@ class Settings:
     aws_read_timeout_s: float = 20.0
     aws_max_attempts: int = 3
     fast_path: bool = True
+    retrieval: str = "polling"
+    consumer_name: str = ""  # empty: the lease table's name
     alert_topic_arn: str = ""
     alert_rules: str = ""
     alert_ledger_table: str = "TELEMAX-alerts"
@@ -81,6 +83,11 @@ class Settings:
     def member_table_name(self) -> str:
         """The membership table: ``member_table``, or the lease table's name + "-members"."""
         return self.member_table or f"{self.lease_table}-members"
+
+    @property
+    def stream_consumer_name(self) -> str:
+        """Fan-out's stream consumer: ``consumer_name``, or the lease table's name."""
+        return self.consumer_name or self.lease_table
 
     @property
     def beat_interval_s(self) -> float:
@@ -129,6 +136,8 @@ def load(
     settings = Settings(**found)
     if settings.source == "sqs" and not settings.queue_url:
         raise ConfigError("TELEMAX_SOURCE=sqs needs TELEMAX_QUEUE_URL (the queue to drain)")
+    if settings.source == "sqs" and settings.retrieval != "polling":
+        raise ConfigError("TELEMAX_RETRIEVAL=fanout reads Kinesis: not with TELEMAX_SOURCE=sqs")
     if settings.initial_position == "AT_TIMESTAMP" and settings.initial_timestamp is None:
         raise ConfigError(
             "TELEMAX_INITIAL_POSITION=AT_TIMESTAMP needs TELEMAX_INITIAL_TIMESTAMP (ISO-8601)"

@@ -62,8 +62,8 @@ def default_worker_id() -> str:
 
 
 RUN = frozenset({"run"})
-ALL = frozenset({"run", "setup", "status", "demo", "dlq", "insights"})
-TABLES = frozenset({"run", "setup", "status", "dlq", "insights"})
+ALL = frozenset({"run", "setup", "status", "demo", "dlq", "insights", "fanout"})
+TABLES = frozenset({"run", "setup", "status", "dlq", "insights", "fanout"})
 INSIGHTS = frozenset({"run", "setup", "insights"})
 
 OPTIONS: tuple[Option, ...] = (
@@ -235,6 +235,23 @@ OPTIONS: tuple[Option, ...] = (
         positive_int,
         "attempts botocore makes per AWS call before our own retry loops take over",
         RUN,
+    ),
+    Option(
+        "retrieval",
+        "TELEMAX_RETRIEVAL",
+        "polling",
+        choice(("polling", "fanout"), lower=True),
+        "how shards are read: polling (GetRecords) | fanout (SubscribeToShard over HTTP/2, "
+        "a registered stream consumer: 2 MB/s a shard of its own)",
+        RUN,
+    ),
+    Option(
+        "consumer_name",
+        "TELEMAX_CONSUMER_NAME",
+        None,
+        name,
+        "fan-out's stream consumer (default: the lease table's name)",
+        frozenset({"run", "fanout"}),
     ),
     Option(
         "fast_path",

@@ -14,7 +14,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consumer.adapters.fastpath import FastPath
 from consumer.config import Settings
@@ -36,7 +36,7 @@ from consumer.pipeline.store import Store
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Lineage
 from consumer.shard.processing import ShardContext
-from consumer.shard.reader import ShardReader
+from consumer.shard.reader import Reader, ShardReader
 from consumer.shard.supervisor import ShardSupervisor
 from kernel import probes
 from kernel.aws import (
@@ -52,6 +52,9 @@ from kernel.errors import ConfigError
 from kernel.handlers import Handler, load_handler
 from kernel.logs import get as get_logger
 from kernel.signals import stopping_on_signals
+
+if TYPE_CHECKING:
+    from consumer.fanout.reader import Subscriber
 
 RELEASE_RESERVE_S = 2.0  # of the grace period, kept for the final release sweep
 
@@ -121,6 +124,7 @@ class Worker:
         *,
         metrics: Metrics | None = None,
         fast: FastPath | None = None,
+        subscriber: Subscriber | None = None,
         clock: Callable[[], float] = time.monotonic,
         repository: LeaseStore | None = None,
         members: MemberStore | None = None,
@@ -159,6 +163,7 @@ class Worker:
         self.metrics.records_in_flight.set_function(lambda: self.budget.in_use)
         if writer is None:
             writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
+        self._subscriber = subscriber  # fan-out: shards read through SubscribeToShard
         self._get_records = fast.kinesis.get_records if fast else None
         self._get_iterator = fast.kinesis.get_shard_iterator if fast else None
         context = ShardContext(
@@ -235,6 +240,7 @@ class Worker:
                 metrics_port=port,
                 lease_duration_s=s.lease_duration_s,
                 fast_path=self._get_records is not None,
+                retrieval=s.retrieval,
                 feed=s.feed,
                 alerts=bool(s.alert_topic_arn),
                 archive=s.archive_bucket or None,
@@ -284,8 +290,24 @@ class Worker:
     async def _release(self, shard_id: str, why: str) -> None:
         await self.coordinator.release(shard_id, why)
 
-    def _make_reader(self, shard_id: str, checkpoint: str) -> ShardReader:
+    def _make_reader(self, shard_id: str, checkpoint: str) -> Reader:
         s = self.settings
+        if self._subscriber is not None:
+            from consumer.fanout.reader import FanOutReader  # h2: only when fan-out is on
+
+            return FanOutReader(
+                self._subscriber,
+                s.stream,
+                shard_id,
+                checkpoint,
+                metrics=self.metrics,
+                at_timestamp=s.initial_timestamp,
+                budget=self.budget,
+                clock=self._clock,
+                on_error=lambda detail: self._log.warning(
+                    "subscription_reopened", shard_id=shard_id, detail=detail
+                ),
+            )
         return ShardReader(
             self._clients.kinesis,
             s.stream,

@@ -185,13 +185,20 @@ class FanOutReader:
         delay = request.at - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)
+        stream: Http2Stream | None = None
         try:
             stream = await self._subscriber.subscribe(self.shard_id, request.starting_position)
             async with asyncio.timeout(RESPONSE_TIMEOUT_S):
                 status = await stream.response()
+        except asyncio.CancelledError:
+            if stream is not None:  # not ours yet to close: free it for the next owner
+                stream.cancel()
+            raise
         except Http2Error as exc:
             raise FanOutError(f"TELEMAX_RETRIEVAL=fanout: {exc}") from exc
         except (OSError, TimeoutError, ConnectionError) as exc:
+            if stream is not None:
+                stream.cancel()
             self._note(machine.on_reset(self._clock(), f"SubscribeToShard: {exc!r}"))
             return None
         if isinstance(status, Closed):

@@ -30,7 +30,7 @@ from consumer.pipeline.stage import Progress, WriteStage
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Lifecycle, Reason, State
-from consumer.shard.reader import Fetched, ShardReader
+from consumer.shard.reader import Fetched, Reader
 from kernel.aws import describe
 from kernel.backoff import Backoff, sleep_or_stop
 from kernel.handlers import Handler
@@ -52,7 +52,7 @@ class ShardContext:
     metrics: Metrics
     checkpoint_interval_s: float
     parents_done: Callable[[frozenset[str]], Awaitable[bool]]  # reads the parents' leases
-    make_reader: Callable[[str, str], ShardReader]  # (shard id, checkpoint) -> reader
+    make_reader: Callable[[str, str], Reader]  # (shard id, checkpoint) -> reader
     budget: RecordBudget
     # (parent shard id, its children) -> their leases exist (created unless they were)
     create_children: Callable[[str, Sequence[Shard]], Awaitable[None]]
@@ -117,7 +117,10 @@ class ShardConsumer:
         reader = self._ctx.make_reader(self.shard_id, lease.checkpoint)
         self.lifecycle.advance(State.PROCESSING)
         self._log.info("shard_processing", checkpoint=lease.checkpoint)
-        reason = await self._process(reader, stop)
+        try:
+            reason = await self._process(reader, stop)
+        finally:
+            await reader.aclose()  # a fan-out subscription is freed for the next owner
         if reason is Reason.SHARD_END:
             await self._flush_archive(final=True)  # every record archived before SHARD_END
             reason = await self._finish_shard(stop)
@@ -181,7 +184,7 @@ class ShardConsumer:
                 return False
         return True
 
-    async def _process(self, reader: ShardReader, stop: asyncio.Event) -> Reason:
+    async def _process(self, reader: Reader, stop: asyncio.Event) -> Reason:
         # Two helper tasks, both cancelled and awaited before this method returns. Records
         # fetched are charged to the worker's budget until they are stored or abandoned.
         budget = self._ctx.budget

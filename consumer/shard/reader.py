@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from consumer.lease.model import AT_TIMESTAMP, LATEST, SENTINELS, SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
@@ -120,6 +120,15 @@ def iterator_request(
     return {"ShardIteratorType": kind, "StartingSequenceNumber": checkpoint}
 
 
+class Reader(Protocol):
+    """What a shard consumer reads through: polling (:class:`ShardReader`) or fan-out
+    (:class:`consumer.fanout.reader.FanOutReader`)."""
+
+    async def fetch_next(self, due: Callable[[], float | None] = ...) -> Fetched: ...
+
+    async def aclose(self) -> None: ...
+
+
 class ShardReader:
     def __init__(
         self,
@@ -171,6 +180,9 @@ class ShardReader:
             deadline = due()
             if deadline is not None and self._clock() >= deadline:
                 return fetched
+
+    async def aclose(self) -> None:
+        """Nothing to close: each call stands alone."""
 
     async def fetch(self) -> Fetched:
         backoff: Backoff | None = None  # made on the first failure: most calls have none
