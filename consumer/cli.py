@@ -166,7 +166,7 @@ async def insights_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def fanout_command(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer.fanout.registration import deregister_consumer, describe_consumer
+    from consumer.ops.fanout import deregister_consumer, describe_consumer
 
     name, stream = settings.stream_consumer_name, settings.stream
     async with open_clients() as clients:

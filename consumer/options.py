@@ -248,8 +248,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "consumer_name",
         "TELEMAX_CONSUMER_NAME",
-        None,
-        name,
+        "",
+        optional_name,
         "fan-out's stream consumer (default: the lease table's name)",
         frozenset({"run", "fanout"}),
     ),

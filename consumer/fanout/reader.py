@@ -71,7 +71,8 @@ class Subscriber:
         self._connections: list[Http2Connection] = []
         self._opening = asyncio.Lock()
 
-    async def subscribe(self, shard_id: str, position: dict[str, Any]) -> Http2Stream:
+    async def subscribe_to_shard(self, shard_id: str, position: dict[str, Any]) -> Http2Stream:
+        """SubscribeToShard: the HTTP/2 stream its events come on."""
         start = dict(position)
         if isinstance(start.get("Timestamp"), datetime):
             start["Timestamp"] = start["Timestamp"].timestamp()
@@ -187,7 +188,9 @@ class FanOutReader:
             await asyncio.sleep(delay)
         stream: Http2Stream | None = None
         try:
-            stream = await self._subscriber.subscribe(self.shard_id, request.starting_position)
+            stream = await self._subscriber.subscribe_to_shard(
+                self.shard_id, request.starting_position
+            )
             async with asyncio.timeout(RESPONSE_TIMEOUT_S):
                 status = await stream.response()
         except asyncio.CancelledError:

@@ -1,7 +1,7 @@
 """The stream consumer that enhanced fan-out reads through: registered by the first worker
 that needs it, reused by name by every other, waited for until ``ACTIVE``; deregistered only
-by an operator (``telemax-consumer fanout-deregister``), never by a worker stopping — a
-rolling restart must not cut every replica's subscriptions.
+by an operator (``telemax-consumer fanout deregister``: :mod:`consumer.ops.fanout`), never
+by a worker stopping — a rolling restart must not cut every replica's subscriptions.
 
 Registration races between replicas are ordinary: a ``ResourceInUseException`` from
 RegisterStreamConsumer means another replica registered the name first, and its consumer is
@@ -52,7 +52,7 @@ async def ensure_consumer(
     state = "missing"
     while clock() < deadline:
         try:
-            found = await _describe(kinesis, arn, name)
+            found = await describe(kinesis, arn, name)
             state = "missing" if found is None else str(found["ConsumerStatus"])
             if found is not None and state == "ACTIVE":
                 consumer_arn: str = found["ConsumerARN"]
@@ -70,34 +70,13 @@ async def ensure_consumer(
     )
 
 
-async def describe_consumer(
-    kinesis: KinesisClient, stream: str, name: str
-) -> dict[str, Any] | None:
-    """The stream consumer ``name`` as DescribeStreamConsumer tells it; None when missing."""
-    return await _describe(kinesis, await stream_arn(kinesis, stream), name)
-
-
-async def deregister_consumer(kinesis: KinesisClient, stream: str, name: str) -> bool:
-    """Deregister ``name`` (an operator's act); False when there was none."""
-    arn = await stream_arn(kinesis, stream)
-    try:
-        await kinesis.deregister_stream_consumer(StreamARN=arn, ConsumerName=name)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            return False
-        if error_code(exc) in DENIED:
-            raise _denied("DeregisterStreamConsumer", stream, name, exc) from None
-        raise
-    return True
-
-
 async def _register(kinesis: KinesisClient, arn: str, stream: str, name: str) -> None:
     try:
         await kinesis.register_stream_consumer(StreamARN=arn, ConsumerName=name)
     except Exception as exc:
         code = error_code(exc)
         if code in DENIED:
-            raise _denied("RegisterStreamConsumer", stream, name, exc) from None
+            raise denied("RegisterStreamConsumer", stream, name, exc) from None
         if code not in ("ResourceInUseException", "LimitExceededException"):
             raise
         # ResourceInUse: another replica registered it first; LimitExceeded: the control
@@ -105,7 +84,7 @@ async def _register(kinesis: KinesisClient, arn: str, stream: str, name: str) ->
         # deadline, then said in one line
 
 
-async def _describe(kinesis: KinesisClient, arn: str, name: str) -> dict[str, Any] | None:
+async def describe(kinesis: KinesisClient, arn: str, name: str) -> dict[str, Any] | None:
     try:
         answer = await kinesis.describe_stream_consumer(StreamARN=arn, ConsumerName=name)
     except Exception as exc:
@@ -113,13 +92,13 @@ async def _describe(kinesis: KinesisClient, arn: str, name: str) -> dict[str, An
         if code == "ResourceNotFoundException":
             return None
         if code in DENIED:
-            raise _denied("DescribeStreamConsumer", arn, name, exc) from None
+            raise denied("DescribeStreamConsumer", arn, name, exc) from None
         raise
     found: dict[str, Any] = dict(answer["ConsumerDescription"])
     return found
 
 
-def _denied(api: str, stream: str, name: str, exc: BaseException) -> ConfigError:
+def denied(api: str, stream: str, name: str, exc: BaseException) -> ConfigError:
     return ConfigError(
         f"TELEMAX_RETRIEVAL=fanout needs kinesis:{api} on stream {stream!r} (consumer "
         f"{name!r}): {error_code(exc)}"

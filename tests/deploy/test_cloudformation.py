@@ -55,7 +55,11 @@ CONDITIONAL = {
     "consumer/pipeline/archiver.py": ("HasArchive",),
     "consumer/sources/sqs.py": ("HasQueue",),
     "consumer/insights/store.py": ("HasInsights",),
+    "consumer/fanout/registration.py": ("HasFanOut",),
+    "consumer/fanout/reader.py": ("HasFanOut",),
 }
+# Kinesis operations whose resource is the stream consumer, not the stream
+ON_CONSUMER = {"DescribeStreamConsumer", "SubscribeToShard"}
 # SQS operations -> the IAM action that allows them (the batch calls need the single one's)
 SQS_ACTIONS = {
     "ReceiveMessage": "sqs:ReceiveMessage",
@@ -147,6 +151,8 @@ def target(ref: Any) -> str:
         return LOGICAL[ref["Ref"]]  # a topic's Ref is its ARN
     if isinstance(ref, dict) and ref.get("Fn::Sub") == "${ArchiveBucket.Arn}/${ArchivePrefix}*":
         return "archiveobjects"
+    if isinstance(ref, dict) and ref.get("Fn::Sub") == "${Stream.Arn}/consumer/*":
+        return "consumer"
     if isinstance(ref, dict) and "Fn::GetAtt" in ref:
         return LOGICAL.get(ref["Fn::GetAtt"][0], str(ref))
     if isinstance(ref, dict) and "Fn::ImportValue" in ref:
@@ -270,7 +276,7 @@ def expected_grants(modules: list[Path]) -> set[tuple[str, str]]:
         module = str(path.relative_to(ROOT))
         for service, op in calls_in(path):
             if service == "kinesis":
-                expected.add((f"kinesis:{op}", "stream"))
+                expected.add((f"kinesis:{op}", "consumer" if op in ON_CONSUMER else "stream"))
                 continue
             if service == "sns":
                 expected.add((f"sns:{op}", "alerttopic"))
@@ -317,20 +323,21 @@ def test_the_call_finder_sees_the_calls() -> None:
 
 
 @pytest.mark.parametrize(
-    ("alerts", "archive", "queue", "insights"),
+    ("alerts", "archive", "queue", "insights", "fanout"),
     [
-        (False, False, False, False),
-        (True, False, False, False),
-        (False, True, False, False),
-        (False, False, True, False),
-        (False, True, True, False),
-        (False, False, False, True),
-        (True, True, True, True),
+        (False, False, False, False, False),
+        (True, False, False, False, False),
+        (False, True, False, False, False),
+        (False, False, True, False, False),
+        (False, True, True, False, False),
+        (False, False, False, True, False),
+        (False, False, False, False, True),
+        (True, True, True, True, True),
     ],
-    ids=["plain", "alerts", "archive", "queue", "queue-archive", "insights", "all"],
+    ids=["plain", "alerts", "archive", "queue", "queue-archive", "insights", "fanout", "all"],
 )
 def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
-    alerts: bool, archive: bool, queue: bool, insights: bool
+    alerts: bool, archive: bool, queue: bool, insights: bool, fanout: bool
 ) -> None:
     base = load("telemax-base.yaml")
     policy = base["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"]
@@ -339,10 +346,12 @@ def test_worker_policy_grants_exactly_the_calls_the_worker_makes(
         "HasArchive": archive,
         "HasQueue": queue,
         "HasInsights": insights,
+        "HasFanOut": fanout,
     }
     conditions = derived(base, switches)
     expected = expected_grants(worker_modules(conditions))
     assert grants(policy, conditions) == expected
+    assert (("kinesis:SubscribeToShard", "consumer") in expected) is fanout
     assert (("sns:Publish", "alerttopic") in expected) is alerts
     assert (("s3:PutObject", "archiveobjects") in expected) is archive
     assert (("sqs:DeleteMessage", "queue") in expected) is queue

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from consumer.fanout.registration import deregister_consumer, ensure_consumer
+from consumer.fanout.registration import ensure_consumer
+from consumer.ops.fanout import deregister_consumer
 from consumer.testing import FakeClock, client_error
 from kernel.errors import ConfigError
 
