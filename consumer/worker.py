@@ -139,6 +139,7 @@ class Worker:
         self._first_written = False
         self._stop = asyncio.Event()
         self._stop_leading = asyncio.Event()
+        self._fatal: str | None = None  # why the worker stopped of itself (one line)
         self._log = get_logger(worker_id=settings.worker_id)
         self.health = probes.Health(ready=self.ready, clock=clock)
         # The lease and membership tables' item calls take the lean path too, when it is on.
@@ -190,6 +191,7 @@ class Worker:
             stream_exists=self._stream_exists,
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
+            on_fatal=self._on_fatal,
             clock=clock,
             segments=segmented_for(
                 settings,
@@ -224,8 +226,18 @@ class Worker:
         self._stop.set()
 
     async def run(self) -> None:
+        """Until SIGTERM (or :meth:`stop`); raises :class:`ConfigError` when the worker
+        stopped of itself for a configuration error met while consuming."""
         with stopping_on_signals(self._stop, self._log):
             await self._run()
+        if self._fatal is not None:
+            raise ConfigError(self._fatal)
+
+    def _on_fatal(self, message: str) -> None:
+        if self._fatal is None:
+            self._fatal = message
+            self._log.error("worker_stopping_on_config_error", error=message)
+        self.stop()
 
     async def _run(self) -> None:
         s = self.settings

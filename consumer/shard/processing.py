@@ -61,6 +61,9 @@ class ShardContext:
     # A shard's hash range when its lease does not record it (from the last ListShards)
     hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
+    # A configuration error met while consuming (fan-out refused for good: a missing
+    # permission, no consumer): the worker stops with this one line instead of retrying
+    on_fatal: Callable[[str], None] = lambda message: None
     clock: Callable[[], float] = time.monotonic
     # The archive and the insights, when on: the checkpoint then moves only to the end of a
     # segment they both committed

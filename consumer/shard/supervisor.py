@@ -26,6 +26,7 @@ from consumer.lease.held import HeldLease
 from consumer.shard.lifecycle import POLICIES, Reason
 from consumer.shard.processing import ShardConsumer, ShardContext
 from kernel.backoff import Backoff, sleep_or_stop
+from kernel.errors import ConfigError
 from kernel.logs import get as get_logger
 
 Hold = TypeVar("Hold")
@@ -174,6 +175,10 @@ class ShardSupervisor:
         while True:
             try:
                 return await ShardConsumer(held, self._ctx).run(stop)
+            except ConfigError as exc:  # not a passing failure: retrying would loop
+                self._log.error("shard_consumer_refused", shard_id=held.key, error=str(exc))
+                self._ctx.on_fatal(str(exc))
+                return Reason.REQUESTED
             except Exception:
                 self._log.exception("shard_consumer_failed", shard_id=held.key)
                 if await sleep_or_stop(backoff.next_delay(), stop):

@@ -28,6 +28,7 @@ from consumer.testing import (
 from consumer.worker import Worker
 from kernel import backoff
 from kernel.aws import Clients
+from kernel.errors import ConfigError
 
 pytestmark = pytest.mark.looptime
 
@@ -364,3 +365,20 @@ async def test_a_worker_that_joins_gets_its_share_through_graceful_hand_backs() 
         await asyncio.gather(watcher, return_exceptions=True)
     assert overlaps == [], "a shard consumed by two workers at once"
     assert sum(writer.calls) == len(ids | more), "no record read twice"
+
+
+async def test_a_configuration_error_met_while_consuming_stops_the_worker_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fan-out refused for good (a missing permission): the worker lets its leases go and
+    stops with the one line, instead of retrying each shard forever."""
+    from tests.unit.consumer.shard.test_supervisor import RefusedReader
+
+    monkeypatch.setattr(Worker, "_make_reader", lambda self, shard_id, checkpoint: RefusedReader())
+    kinesis, _ = three_shards()
+    table = LeaseTable()
+    h = Harness(kinesis, table)
+    with pytest.raises(ConfigError, match=r"^SubscribeToShard on A: AccessDeniedException"):
+        async with asyncio.timeout(30):
+            await h.worker.run()
+    assert all(table[key].owner is None for key in ("A", "B", "C"))

@@ -8,6 +8,7 @@ checkpoints and releases its lease. Process-level scenarios are in test_worker_c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,8 +16,10 @@ import pytest
 
 from consumer.lease.held import HeldLease
 from consumer.lease.model import SHARD_END
+from consumer.shard.reader import Fetched
 from consumer.shard.supervisor import Changes, Running, ShardSupervisor, reconcile
 from consumer.testing import FakeKinesis, LeaseTable, client_error, lease, reading
+from kernel.errors import ConfigError
 from tests.unit.consumer.shard.test_shard_consumer import Shop, beat_forever
 
 A1, A2, B1 = object(), object(), object()  # holds: A1 and A2 are two holds of lease A
@@ -217,3 +220,36 @@ async def test_a_consumer_asked_back_twice_releases_once() -> None:
         assert s.supervisor.hand_back("A") is True
         await until(lambda: "A" not in s.running(), 30, "A's consumer ended")
     assert s.released == [("A", "requested")]
+
+
+class RefusedReader:
+    """A reader whose service refuses it for good (a missing permission)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def fetch_next(self, due: Callable[[], float | None] = lambda: None) -> Fetched:
+        raise ConfigError("SubscribeToShard on A: AccessDeniedException: not authorized")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.looptime
+async def test_a_fatal_reader_error_is_reported_not_retried_and_the_lease_let_go() -> None:
+    s = Supervised()
+    fatal: list[str] = []
+    readers: list[RefusedReader] = []
+
+    def refused(shard_id: str, checkpoint: str) -> RefusedReader:
+        readers.append(RefusedReader())
+        return readers[-1]
+
+    context = dataclasses.replace(s.shop.context, make_reader=refused, on_fatal=fatal.append)
+    s.supervisor = ShardSupervisor(context, leases=s.consumable, release=s.release)
+    async with s.run():
+        await until(lambda: not s.running() and len(fatal) == 2, 30, "both consumers ended")
+        await asyncio.sleep(60)  # no retry loop: nothing more comes
+    assert fatal == ["SubscribeToShard on A: AccessDeniedException: not authorized"] * 2
+    assert len(readers) == 2 and all(r.closed for r in readers)
+    assert sorted(s.released) == [("A", "requested"), ("B", "requested")]
