@@ -64,10 +64,10 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 attempts=settings.aws_max_attempts,
             )
         subscriber = None
-        if settings.retrieval == "fanout":
-            from consumer.fanout.registration import subscriber_for
+        if settings.retrieval != "polling":
+            from consumer.fanout.registration import retrieval_for
 
-            subscriber = await subscriber_for(clients, settings)
+            subscriber = await retrieval_for(clients, settings)
         try:
             await Worker(
                 settings,

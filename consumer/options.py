@@ -240,9 +240,10 @@ OPTIONS: tuple[Option, ...] = (
         "retrieval",
         "TELEMAX_RETRIEVAL",
         "polling",
-        choice(("polling", "fanout"), lower=True),
+        choice(("polling", "fanout", "auto"), lower=True),
         "how shards are read: polling (GetRecords) | fanout (SubscribeToShard over HTTP/2, "
-        "a registered stream consumer: 2 MB/s a shard of its own)",
+        "a registered stream consumer: 2 MB/s a shard of its own) | auto (fanout, else "
+        "polling when the consumer cannot be registered, said in a warning)",
         RUN,
     ),
     Option(

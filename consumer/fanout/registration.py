@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel.aws import classify, error_code
 from kernel.errors import Action, ConfigError
+from kernel.logs import get as get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -103,6 +104,21 @@ def denied(api: str, stream: str, name: str, exc: BaseException) -> ConfigError:
         f"TELEMAX_RETRIEVAL=fanout needs kinesis:{api} on stream {stream!r} (consumer "
         f"{name!r}): {error_code(exc)}"
     )
+
+
+async def retrieval_for(
+    clients: Clients, settings: Settings, make: Callable[..., Awaitable[Subscriber]] | None = None
+) -> Subscriber | None:
+    """What ``TELEMAX_RETRIEVAL`` asks for: fan-out's Subscriber, or None for polling —
+    ``auto`` falls back to polling, with a warning, when the consumer cannot be registered
+    (``fanout`` stops start-up with the one line instead)."""
+    try:
+        return await (make or subscriber_for)(clients, settings)
+    except ConfigError as exc:
+        if settings.retrieval != "auto":
+            raise
+        get_logger().warning("fanout_unavailable_reading_by_polling", error=str(exc))
+        return None
 
 
 async def subscriber_for(clients: Clients, settings: Settings) -> Subscriber:

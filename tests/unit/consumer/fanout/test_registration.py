@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from consumer.fanout.registration import ensure_consumer
+from consumer.config import Settings
+from consumer.fanout.registration import ensure_consumer, retrieval_for
 from consumer.ops.fanout import deregister_consumer
 from consumer.testing import FakeClock, client_error
 from kernel.errors import ConfigError
@@ -119,3 +121,21 @@ async def test_a_consumer_never_active_stops_start_up_with_one_line() -> None:
 async def test_deregistering_says_whether_there_was_one() -> None:
     assert await deregister_consumer(Kinesis(["ACTIVE"]), "s", "c") is True  # type: ignore[arg-type]
     assert await deregister_consumer(Kinesis([None]), "s", "c") is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("retrieval", "falls_back"), [("auto", True), ("fanout", False)])
+async def test_auto_reads_by_polling_when_fan_out_is_refused_fanout_stops(
+    retrieval: str, falls_back: bool
+) -> None:
+    async def refused(clients: Any, settings: Settings) -> Any:
+        raise ConfigError("TELEMAX_RETRIEVAL=fanout needs kinesis:RegisterStreamConsumer")
+
+    settings = Settings(retrieval=retrieval)
+    with capture_logs() as logs:
+        if falls_back:
+            assert await retrieval_for(None, settings, refused) is None  # type: ignore[arg-type]
+        else:
+            with pytest.raises(ConfigError, match="needs kinesis:RegisterStreamConsumer"):
+                await retrieval_for(None, settings, refused)  # type: ignore[arg-type]
+    warned = [e for e in logs if e["event"] == "fanout_unavailable_reading_by_polling"]
+    assert len(warned) == (1 if falls_back else 0)
