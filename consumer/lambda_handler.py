@@ -178,6 +178,7 @@ class Runtime:
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
         self._insights = batch_insights_for(self.settings, self._clients.dynamodb, self.metrics)
+        self._facts = self._insights.wire.spec.fact_of if self._insights is not None else None
         self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:
@@ -298,7 +299,7 @@ class Runtime:
             batch.shard_id,
             target is not None and target.raw_json,
             lines=self._archive is not None,
-            items=self._insights is not None,
+            facts=self._facts,
         )
         if retry_from is not None:
             end = int(retry_from)

@@ -94,8 +94,8 @@ class InsightsWire:
             if found is not None:
                 return found
         partial = Partial(self.spec, self.lateness_s)
-        partial.add_all(  # a dead letter's entry has no item: a position only
-            (entry.item, entry.arrival) for entry in segment.entries if entry.item is not None
+        partial.add_facts(  # a dead letter's entry has no fact: a position only
+            (entry.fact, entry.arrival) for entry in segment.entries if entry.fact is not None
         )
         end = position_name(segment.last)
         prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#"

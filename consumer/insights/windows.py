@@ -17,6 +17,7 @@ holds for late records too. It is still stored and archived like any other.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ DEFAULT_LATENESS_S = 3_600
 Attributes = Mapping[str, Any]  # a DynamoDB item: attribute name -> {"S": …} | {"N": …} | …
 Group = tuple[tuple[str, Any], ...]  # ((field, value), …) in the spec's order
 CellKey = tuple[int, Group]  # (window start, epoch seconds; group)
+# (event second or None: no usable time; group; each measure's value or None)
+Fact = tuple[int | None, Group, tuple[Decimal | str | None, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,13 @@ class Measure:
     # set when the value is the item's number attribute of that name: then the aggregation
     # keeps the attribute's string and parses it with the cell's other values, in one pass
     attribute: str | None = None
+
+    def raw(self, item: Attributes) -> Decimal | str | None:
+        """The value as the aggregation keeps it until its cell is read."""
+        if self.attribute is None:
+            return self.value(item)
+        number = item.get(self.attribute)
+        return number.get("N") if number else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +75,37 @@ class InsightSpec:
 
     def group_of(self, item: Attributes) -> Group:
         return tuple([(name, plain(item.get(name))) for name in self.group_fields])
+
+    def fact_of(self, item: Attributes) -> Fact:
+        """What the aggregation needs of an item: its event second, its group and each
+        measure's value (a number attribute's string as it is: parsed with its cell's other
+        values). Atomic values in tuples: a segment's facts weigh a fraction of its items,
+        and the garbage collector stops tracking them."""
+        attribute = item.get(self.time_field)
+        text = attribute.get("S") if attribute else None
+        second = None if text is None else epoch_second(text)
+        one_field, measured = self._plan
+        if one_field is not None:
+            group: Group = ((one_field, plain(item.get(one_field))),)
+        else:
+            group = self.group_of(item)
+        values = tuple(
+            [
+                (number.get("N") if (number := item.get(name)) else None)
+                if name is not None
+                else value(item)
+                for name, value in measured
+            ]
+        )
+        return second, group, values
+
+    @functools.cached_property
+    def _plan(
+        self,
+    ) -> tuple[str | None, tuple[tuple[str | None, Callable[[Attributes], Decimal | None]], ...]]:
+        """The single grouping field (None: several) and (attribute, value) per measure."""
+        one = self.group_fields[0] if len(self.group_fields) == 1 else None
+        return one, tuple((m.attribute, m.value) for m in self.measures)
 
 
 _MISSING = object()
@@ -179,26 +220,22 @@ class Partial:
         self.add_all(((item, arrival),))
 
     def add_all(self, records: Iterable[tuple[Attributes, float | None]]) -> None:
-        """Add each (item, arrival time) — in one loop, its lookups hoisted (a segment's
-        records are added at once; this is the insights' cost per record)."""
-        spec, cells, lateness = self.spec, self.cells, self.lateness_s
-        window, time_field = spec.window_s, spec.time_field
-        (one_field,) = spec.group_fields if len(spec.group_fields) == 1 else (None,)
-        by_attribute = [(m.name, m.attribute) for m in spec.measures if m.attribute]
-        computed = [(m.name, m.value) for m in spec.measures if not m.attribute]
-        for item, arrival in records:
-            attribute = item.get(time_field)
-            text = attribute.get("S") if attribute else None
-            second = None if text is None else epoch_second(text)
+        """Add each (item, arrival time)."""
+        fact_of = self.spec.fact_of
+        self.add_facts((fact_of(item), arrival) for item, arrival in records)
+
+    def add_facts(self, facts: Iterable[tuple[Fact, float | None]]) -> None:
+        """Add each (fact, arrival time) — in one loop, its lookups hoisted (a segment's
+        records are added at once; with the extraction, this is the insights' cost a
+        record)."""
+        cells, lateness, window = self.cells, self.lateness_s, self.spec.window_s
+        names = [m.name for m in self.spec.measures]
+        for (second, group, values), arrival in facts:
             if second is None:
                 self.untimed += 1
                 continue
             start = second // window * window
-            key: CellKey
-            if one_field is not None:
-                key = (start, ((one_field, plain(item.get(one_field))),))
-            else:
-                key = (start, spec.group_of(item))
+            key = (start, group)
             cell = cells.get(key)
             if cell is None:
                 cell = cells[key] = Cell()
@@ -207,19 +244,13 @@ class Partial:
                 continue
             cell.count += 1
             pending = cell.pending
-            for name, field_name in by_attribute:
-                number = item.get(field_name)
-                value = number.get("N") if number else None
+            for name, value in zip(names, values, strict=True):
                 if value is not None:
-                    values = pending.get(name)
-                    if values is None:
+                    found = pending.get(name)
+                    if found is None:
                         pending[name] = [value]
                     else:
-                        values.append(value)
-            for name, measured in computed:
-                found = measured(item)
-                if found is not None:
-                    pending.setdefault(name, []).append(found)
+                        found.append(value)
 
     def merge(self, other: Partial) -> None:
         self.untimed += other.untimed

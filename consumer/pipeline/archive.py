@@ -69,7 +69,9 @@ class Entry:
     hour: str
     line: bytes  # one JSON line, newline included (empty when the archive is off)
     letter: bool = False
-    item: Any = None  # the stored item, for the insights (None: a dead letter, or no insights)
+    # what the insights need of the stored item (InsightSpec.fact_of; None: a dead letter,
+    # or no insights) — not the item itself: a segment's facts weigh a fraction of its items
+    fact: Any = None
     arrival: float | None = None  # Kinesis' arrival time, epoch seconds
 
 

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import dataclasses
 import gzip
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -160,14 +160,14 @@ def entries_of(
     raw_json: bool = False,
     *,
     lines: bool = True,
-    items: bool = False,
+    facts: Callable[[Any], Any] | None = None,
 ) -> list[Entry]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
     ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
     embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
-    lines, the insights alone); ``items``: each entry carries its item and arrival time (for
-    the insights)."""
+    lines, the insights alone); ``facts``: what the insights keep of each item (with its
+    arrival time)."""
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:
@@ -202,8 +202,8 @@ def entries_of(
             }
             data = made_of[position] if raw_json and position < len(made_of) else None
             line = _record_line(meta, item, data)
-        if items:
-            found.append(Entry((sequence, sub), where, line, False, item, arrived))
+        if facts is not None:
+            found.append(Entry((sequence, sub), where, line, False, facts(item), arrived))
         else:
             found.append(Entry((sequence, sub), where, line))
     items_found = len(found)

@@ -38,6 +38,8 @@ def segmented_for(
         return None
 
     target = archive_target(settings)
+    spec = feed_of(settings).insights
+    facts = spec.fact_of if settings.insights and spec is not None else None
     feed = feed_of(settings).name
     raw_json = target is not None and target.raw_json
 
@@ -52,7 +54,7 @@ def segmented_for(
             shard_id,
             raw_json,
             lines=target is not None,
-            items=settings.insights,
+            facts=facts,
         )
 
     return Segmented(found, entries, settings.archive_max_bytes, settings.archive_max_age_s)

@@ -98,7 +98,7 @@ def with_insights(shop: Shop, db: MemoryTable, max_bytes: int) -> None:
     segments = Segmented(
         [committer("insights", wire, shop.metrics, slots)],
         lambda progress, records, name, shard: entries_of(
-            progress, records, "telemax", name, shard, lines=False, items=True
+            progress, records, "telemax", name, shard, lines=False, facts=spec.fact_of
         ),
         max_bytes,
         5.0,
@@ -165,7 +165,8 @@ async def test_lambda_batches_retried_anywhere_count_each_record_once(seed: int)
         at = hours[n % len(hours)]
         item = FEEDS["telemax"].to_item(orjson.dumps(reading(f"HW-{n % 5}", at, Data2=n)))
         letter = n % 23 == 0  # a dead letter: a position, no item
-        entries.append(Entry((str(n), 0), "", b"", letter, None if letter else item, None))
+        fact = None if letter else spec.fact_of(item)
+        entries.append(Entry((str(n), 0), "", b"", letter, fact, None))
     checkpoint, size, invocations = 0, 40, 0
     while checkpoint < len(entries):
         invocations += 1
@@ -182,8 +183,8 @@ async def test_lambda_batches_retried_anywhere_count_each_record_once(seed: int)
     cells, _ = await read_cells(table, TABLE, "telemax", ["2026-12-03"])
     expected = Partial(spec)
     for entry in entries:
-        if entry.item is not None:
-            expected.add(entry.item, None)
+        if entry.fact is not None:
+            expected.add_facts([(entry.fact, None)])
     assert {k: c.count for k, c in cells.items()} == {k: c.count for k, c in expected.cells.items()}
     for key, cell in expected.cells.items():
         assert cells[key].stats["Data2"].total == cell.stats["Data2"].total
