@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -160,7 +160,14 @@ def scrape_or_nothing(port: int, timeout: float = 1.0) -> dict[str, float]:
 class WorkerProcess:
     """``python -m consumer run`` as a child process with its own metrics port and log file."""
 
-    def __init__(self, worker_id: str, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        worker_id: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        popen: Callable[..., subprocess.Popen[Any]] = subprocess.Popen,
+    ) -> None:
+        """``popen`` starts it (``PrivateNetwork.popen``: in a private network)."""
         self.worker_id = worker_id
         self.metrics_port = free_port()
         self.log_path = log_dir / f"{worker_id}.log"
@@ -172,7 +179,7 @@ class WorkerProcess:
             "TELEMAX_METRICS_PORT": str(self.metrics_port),
             "TELEMAX_METRICS_HOST": LOCALHOST,
         }
-        self.proc = subprocess.Popen(
+        self.proc = popen(
             [sys.executable, "-m", "consumer", "run"],
             env=full_env,
             stdout=self._log,

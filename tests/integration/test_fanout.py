@@ -1,0 +1,162 @@
+"""Enhanced fan-out end to end on kinesis-local (SubscribeToShard over HTTP/2, h2c on its
+plain port), in a private network namespace with dynalite beside it: a worker registers the
+stream consumer, subscribes to every shard, stores every record; a worker SIGKILLed is
+replaced and nothing is lost; the operator's command shows and deregisters the consumer.
+
+What kinesis-local cannot show (tests/emulators/kinesis-local-fanout.md): a shard's end over a
+subscription (it never sends ChildShards), and the 5-minute expiry short of 5 minutes — both
+are covered against the scripted HTTP/2 server (tests/unit/consumer/fanout)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import orjson
+import pytest
+
+from devkit.local import WorkerProcess, aws_env, free_port, local_client, scrape_or_nothing
+from devkit.netns import (
+    KINESIS_LOCAL,
+    PrivateNetwork,
+    dynalite,
+    kinesis_local,
+    private_network,
+    unavailable,
+)
+from tests.support import readings
+
+pytestmark = pytest.mark.timeout(150)
+STREAM = "fanout-stream"
+
+
+class Fanout:
+    def __init__(self, network: PrivateNetwork, kinesis: str, dynamodb: str, logs: Path):
+        self.network = network
+        self.logs = logs
+        self.env = {
+            **aws_env(kinesis),
+            "AWS_ENDPOINT_URL_KINESIS": kinesis,
+            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb,
+            "TELEMAX_STREAM": STREAM,
+            "TELEMAX_SHARDS": "2",
+            "TELEMAX_RETRIEVAL": "fanout",
+            "TELEMAX_LEASE_DURATION_S": "3",
+            "TELEMAX_CHECKPOINT_INTERVAL_S": "1",
+        }
+        self.kinesis = kinesis
+        self.dynamodb = dynamodb
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        proc = self.network.popen(
+            [sys.executable, "-m", "consumer", *args],
+            env={**os.environ, **self.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        out, _ = proc.communicate(timeout=60)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+    def worker(self, name: str) -> WorkerProcess:
+        return WorkerProcess(name, self.env, self.logs, popen=self.network.popen)
+
+    def put(self, count: int, prefix: str) -> set[str]:
+        batch = readings(count, prefix=prefix)
+
+        def put() -> None:
+            client = local_client("kinesis", self.kinesis)
+            for at in range(0, len(batch), 100):
+                chunk = batch[at : at + 100]
+                client.put_records(
+                    StreamName=STREAM,
+                    Records=[
+                        {"Data": orjson.dumps(r), "PartitionKey": r["hardwareID"]} for r in chunk
+                    ],
+                )
+
+        self.network.run(put, timeout=30)
+        return {r["hardwareID"] for r in batch}
+
+    def stored(self) -> set[str]:
+        def scan() -> set[str]:
+            client = local_client("dynamodb", self.dynamodb)
+            found: set[str] = set()
+            for page in client.get_paginator("scan").paginate(TableName="TELEMAX"):
+                found |= {item["hardwareID"]["S"] for item in page["Items"]}
+            return found
+
+        return self.network.run(scan, timeout=30)
+
+    def metrics(self, worker: WorkerProcess) -> dict[str, float]:
+        return self.network.run(lambda: scrape_or_nothing(worker.metrics_port), timeout=10)
+
+    def until(self, condition: Callable[[], bool], limit: float, what: str) -> None:
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, f"not within {limit} s: {what}"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def fanout(tmp_path: Path) -> Iterator[Fanout]:
+    why = unavailable()
+    if why is not None:
+        pytest.skip(why)
+    if not (KINESIS_LOCAL / "main.js").is_file():
+        pytest.fail("kinesis-local is not installed: run `make emulators` (make test does it)")
+    with ExitStack() as stack:
+        network = stack.enter_context(private_network())
+        kinesis_log = stack.enter_context((tmp_path / "kinesis-local.log").open("wb"))
+        dynamodb_log = stack.enter_context((tmp_path / "dynalite.log").open("wb"))
+        kinesis = stack.enter_context(kinesis_local(network, kinesis_log))
+        dynamodb = stack.enter_context(dynalite(network, free_port(), dynamodb_log))
+        setup = Fanout(network, kinesis, dynamodb, tmp_path)
+        done = setup.command("setup")
+        assert done.returncode == 0, done.stdout
+        yield setup
+
+
+def test_kinesis_local_is_reachable_only_inside_its_network(fanout: Fanout) -> None:
+    assert fanout.network.reachable(4568)
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", 4568), 1):
+        pass  # the machine's own loopback: nothing listens there
+
+
+def test_a_fanout_worker_stores_every_record_and_a_replacement_loses_none(
+    fanout: Fanout,
+) -> None:
+    first = fanout.put(300, "FAN-A-")
+    worker = fanout.worker("w1")
+    try:
+        fanout.until(lambda: fanout.stored() >= first, 60, "the first records stored")
+        shown = fanout.command("fanout", "show")
+        assert shown.returncode == 0 and "ACTIVE" in shown.stdout, shown.stdout
+        metrics = fanout.metrics(worker)
+        assert metrics.get("telemax_fanout_subscriptions_total", 0) >= 2  # one a shard at least
+        assert metrics.get("telemax_records_written_total", 0) >= len(first)
+        worker.signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        worker.stop()
+    second = fanout.put(200, "FAN-B-")
+    replacement = fanout.worker("w2")
+    try:
+        fanout.until(
+            lambda: fanout.stored() >= first | second, 60, "every record stored after the kill"
+        )
+    finally:
+        assert replacement.stop() == 0, "\n".join(replacement.log_lines()[-20:])
+    started = [line for line in replacement.log_lines() if "worker_started" in line]
+    assert started and "fanout" in started[0], started
+    gone = fanout.command("fanout", "deregister")
+    assert gone.returncode == 0 and "deregistered" in gone.stdout, gone.stdout
+    again = fanout.command("fanout", "show")
+    assert "not registered" in again.stdout, again.stdout
