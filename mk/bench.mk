@@ -4,11 +4,18 @@
 # archive on, its own column). Bounded: <= 15 min; with
 # BEFORE=REV (`make bench BEFORE=main~3`) the worker of that git revision runs too,
 # interleaved, in its own column: <= 30 min.
+# Then the latency scenario (tests/bench/latency.py, <= 3 min): put -> stored p50/p99 with a
+# Lambda-style polling reader on the same stream, telemax polling vs fan-out, on kinesis-local
+# in a private network namespace (root; skipped with a line where namespaces are not allowed).
 # make bench-idle: what a quiet shard costs one worker (4 and 128 idle shards; the slope) and
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
-.PHONY: bench bench-idle
+.PHONY: bench bench-idle bench-latency
 bench: $(STAMP) emulators
 	timeout 1800 $(PY) -m tests.bench --records 100000 --shards 4 64 --repeats 3 $(if $(BEFORE),--before $(BEFORE))
+	timeout 180 $(PY) -m tests.bench.latency
+
+bench-latency: $(STAMP) emulators
+	timeout 180 $(PY) -m tests.bench.latency
 
 bench-idle: $(STAMP) emulators
 	timeout 420 $(PY) -m tests.bench.idle --shards 4 128 --window 60 --probes 10
