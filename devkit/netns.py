@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from devkit.local import LOCALHOST, stop_process
+from devkit.local import LOCALHOST, free_port, stop_process
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -142,12 +142,39 @@ def private_network() -> Iterator[PrivateNetwork]:
 
 
 @contextlib.contextmanager
+def serving(
+    network: PrivateNetwork,
+    argv: Sequence[str],
+    port: int,
+    log: IO[bytes],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float,
+) -> Iterator[str]:
+    """A server process in ``network``, once it accepts connections on ``port``; its
+    endpoint. Stopped (SIGKILL after 3 s) and reaped on exit."""
+    proc = network.popen(
+        argv,
+        env={**os.environ, **env},
+        cwd=str(cwd),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        network.wait_for_port(port, timeout, proc)
+        yield f"http://{LOCALHOST}:{port}"
+    finally:
+        stop_process(proc, timeout=3)
+
+
 def kinesis_local(
     network: PrivateNetwork, log: IO[bytes], env: Mapping[str, str] | None = None
-) -> Iterator[str]:
+) -> contextlib.AbstractContextManager[str]:
     """kinesis-local in ``network`` (durations 0 unless ``env`` says otherwise); its plain
-    endpoint, which speaks h2c too. Stopped (SIGKILL after 3 s: it may ignore SIGTERM after
-    many subscriptions, measured) and reaped on exit."""
+    endpoint, which speaks h2c too (it may ignore SIGTERM after many subscriptions: measured,
+    hence the SIGKILL)."""
     settings = {
         "KINESIS_MOCK_CERT_PATH": str(KINESIS_LOCAL / "server.json"),
         "KINESIS_MOCK_PLAIN_PORT": str(KINESIS_LOCAL_PORT),
@@ -158,34 +185,29 @@ def kinesis_local(
         "LOG_LEVEL": "WARN",
         **(env or {}),
     }
-    proc = network.popen(
-        ["node", str(KINESIS_LOCAL / "main.js")],
-        env={**os.environ, **settings},
-        cwd=str(KINESIS_LOCAL),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    argv = ["node", str(KINESIS_LOCAL / "main.js")]
+    return serving(
+        network, argv, KINESIS_LOCAL_PORT, log, env=settings, cwd=KINESIS_LOCAL, timeout=60
     )
-    try:
-        network.wait_for_port(KINESIS_LOCAL_PORT, 60, proc)
-        yield f"http://{LOCALHOST}:{KINESIS_LOCAL_PORT}"
-    finally:
-        stop_process(proc, timeout=3)
+
+
+def dynalite(
+    network: PrivateNetwork, port: int, log: IO[bytes]
+) -> contextlib.AbstractContextManager[str]:
+    """dynalite on 127.0.0.1:``port`` in ``network``; its endpoint."""
+    modules = {"NODE_PATH": str(ROOT / ".emulators" / "node_modules")}
+    argv = ["node", str(SERVE), "dynalite", str(port)]
+    return serving(network, argv, port, log, env=modules, cwd=SERVE.parent, timeout=30)
 
 
 @contextlib.contextmanager
-def dynalite(network: PrivateNetwork, port: int, log: IO[bytes]) -> Iterator[str]:
-    """dynalite on 127.0.0.1:``port`` in ``network``; its endpoint."""
-    proc = network.popen(
-        ["node", str(SERVE), "dynalite", str(port)],
-        cwd=str(SERVE.parent),
-        env={**os.environ, "NODE_PATH": str(ROOT / ".emulators" / "node_modules")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        network.wait_for_port(port, 30, proc)
-        yield f"http://{LOCALHOST}:{port}"
-    finally:
-        stop_process(proc, timeout=3)
+def fanout_backends(logs: Path) -> Iterator[tuple[PrivateNetwork, str, str]]:
+    """A private network with kinesis-local and dynalite in it: (network, Kinesis endpoint,
+    DynamoDB endpoint); their logs in ``logs``."""
+    with contextlib.ExitStack() as stack:
+        network = stack.enter_context(private_network())
+        kinesis_log = stack.enter_context((logs / "kinesis-local.log").open("wb"))
+        dynamodb_log = stack.enter_context((logs / "dynalite.log").open("wb"))
+        kinesis = stack.enter_context(kinesis_local(network, kinesis_log))
+        dynamodb = stack.enter_context(dynalite(network, free_port(), dynamodb_log))
+        yield network, kinesis, dynamodb

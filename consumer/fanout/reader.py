@@ -31,7 +31,7 @@ from consumer.fanout.subscription import (
 )
 from consumer.metrics import Metrics
 from consumer.shard.budget import RecordBudget
-from consumer.shard.reader import Fetched
+from consumer.shard.reader import Fetched, fetch_until
 from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -136,13 +136,7 @@ class FanOutReader:
     async def fetch_next(self, due: Callable[[], float | None] = lambda: None) -> Fetched:
         """The next records, or the shard's end; an empty answer only once the clock has
         passed ``due()`` (as :meth:`ShardReader.fetch_next`)."""
-        while True:
-            fetched = await self.fetch()
-            if fetched.records or fetched.ended:
-                return fetched
-            deadline = due()
-            if deadline is not None and self._clock() >= deadline:
-                return fetched
+        return await fetch_until(self.fetch, due, self._clock)
 
     async def fetch(self) -> Fetched:
         """The records of the events the next DATA completes (an empty answer for an event

@@ -120,6 +120,24 @@ def iterator_request(
     return {"ShardIteratorType": kind, "StartingSequenceNumber": checkpoint}
 
 
+async def fetch_until(
+    fetch: Callable[[], Awaitable[Fetched]],
+    due: Callable[[], float | None],
+    clock: Callable[[], float],
+) -> Fetched:
+    """``fetch()`` again until an answer has records or the shard's end, or the clock has
+    passed ``due()`` (the caller's next obligation, such as a checkpoint: asked after every
+    answer, since it may change while we wait). An idle shard then costs its consumer
+    nothing but the calls themselves."""
+    while True:
+        fetched = await fetch()
+        if fetched.records or fetched.ended:
+            return fetched
+        deadline = due()
+        if deadline is not None and clock() >= deadline:
+            return fetched
+
+
 class Reader(Protocol):
     """What a shard consumer reads through: polling (:class:`ShardReader`) or fan-out
     (:class:`consumer.fanout.reader.FanOutReader`)."""
@@ -173,13 +191,7 @@ class ShardReader:
         """The next answer with records, or the shard's end; an empty one only once the clock
         has passed ``due()`` (the caller's next obligation, such as a checkpoint; asked after
         every answer, since it may change while we wait)."""
-        while True:
-            fetched = await self.fetch()
-            if fetched.records or fetched.ended:
-                return fetched
-            deadline = due()
-            if deadline is not None and self._clock() >= deadline:
-                return fetched
+        return await fetch_until(self.fetch, due, self._clock)
 
     async def aclose(self) -> None:
         """Nothing to close: each call stands alone."""

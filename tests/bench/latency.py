@@ -25,14 +25,13 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from devkit.local import aws_env, free_port, local_client, scrape_or_nothing
-from devkit.netns import dynalite, kinesis_local, private_network, unavailable
+from devkit.netns import fanout_backends, unavailable
 
 MODES = ("polling", "fanout")
 
@@ -208,12 +207,7 @@ def main() -> int:
         print(f"latency: skipped ({why})")
         return 0
     logs = Path(tempfile.mkdtemp(prefix="telemax-latency-"))
-    with ExitStack() as stack:
-        network = stack.enter_context(private_network())
-        kinesis_log = stack.enter_context((logs / "kinesis-local.log").open("wb"))
-        dynamodb_log = stack.enter_context((logs / "dynalite.log").open("wb"))
-        kinesis = stack.enter_context(kinesis_local(network, kinesis_log))
-        dynamodb = stack.enter_context(dynalite(network, free_port(), dynamodb_log))
+    with fanout_backends(logs) as (network, kinesis, dynamodb):
         scenario = Scenario(kinesis, dynamodb, logs, args.rate, args.seconds)
         results = network.run(lambda: [scenario.run(mode) for mode in MODES])
     print(render(results, args.rate, args.seconds))

@@ -16,21 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
 import pytest
 
-from devkit.local import WorkerProcess, aws_env, free_port, local_client, scrape_or_nothing
-from devkit.netns import (
-    KINESIS_LOCAL,
-    PrivateNetwork,
-    dynalite,
-    kinesis_local,
-    private_network,
-    unavailable,
-)
+from devkit.local import WorkerProcess, aws_env, local_client, scrape_or_nothing
+from devkit.netns import KINESIS_LOCAL, PrivateNetwork, fanout_backends, unavailable
 from tests.support import readings
 
 pytestmark = pytest.mark.timeout(150)
@@ -112,12 +104,7 @@ def fanout(tmp_path: Path) -> Iterator[Fanout]:
         pytest.skip(why)
     if not (KINESIS_LOCAL / "main.js").is_file():
         pytest.fail("kinesis-local is not installed: run `make emulators` (make test does it)")
-    with ExitStack() as stack:
-        network = stack.enter_context(private_network())
-        kinesis_log = stack.enter_context((tmp_path / "kinesis-local.log").open("wb"))
-        dynamodb_log = stack.enter_context((tmp_path / "dynalite.log").open("wb"))
-        kinesis = stack.enter_context(kinesis_local(network, kinesis_log))
-        dynamodb = stack.enter_context(dynalite(network, free_port(), dynamodb_log))
+    with fanout_backends(tmp_path) as (network, kinesis, dynamodb):
         setup = Fanout(network, kinesis, dynamodb, tmp_path)
         done = setup.command("setup")
         assert done.returncode == 0, done.stdout
