@@ -34,8 +34,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from consumer.lease.model import AT_TIMESTAMP, LATEST, SHARD_END, TRIM_HORIZON
+from consumer.lease.model import AT_TIMESTAMP, LATEST, TRIM_HORIZON
 from consumer.shard.discovery import Shard, child_from_api
+from consumer.shard.reader import iterator_request
 from kernel.backoff import Backoff
 from kernel.errors import IllegalTransition
 
@@ -130,17 +131,14 @@ def starting_position(
     checkpoint: str, at_timestamp: datetime | None, *, at: bool
 ) -> dict[str, Any]:
     """SubscribeToShard's ``StartingPosition`` that resumes after ``checkpoint`` (or, with
-    ``at``, at it)."""
-    if checkpoint in (TRIM_HORIZON, LATEST):
-        return {"Type": checkpoint}
-    if checkpoint == AT_TIMESTAMP:
-        if at_timestamp is None:
-            raise ValueError("AT_TIMESTAMP checkpoint without a timestamp")
-        return {"Type": AT_TIMESTAMP, "Timestamp": at_timestamp}
-    if checkpoint == SHARD_END:
-        raise ValueError("a shard at SHARD_END has nothing left to read")
-    kind = "AT_SEQUENCE_NUMBER" if at else "AFTER_SEQUENCE_NUMBER"
-    return {"Type": kind, "SequenceNumber": checkpoint}
+    ``at``, at it): GetShardIterator's arguments (polling's rules), under fan-out's names."""
+    request = iterator_request(checkpoint, at_timestamp, at=at)
+    position: dict[str, Any] = {"Type": request["ShardIteratorType"]}
+    if "StartingSequenceNumber" in request:
+        position["SequenceNumber"] = request["StartingSequenceNumber"]
+    if "Timestamp" in request:
+        position["Timestamp"] = request["Timestamp"]
+    return position
 
 
 class Subscription:
