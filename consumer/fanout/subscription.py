@@ -223,7 +223,7 @@ class Subscription:
             return self._reopen(now, Cause.IN_USE, message)
         if code == "LimitExceededException":
             return self._reopen(now, Cause.THROTTLED, message)
-        if code in RETRIED:
+        if code in RETRIED or code.startswith("HTTP5"):  # (a 5xx answer without a __type)
             return self._reopen(now, Cause.FAILURE, f"{code}: {message}")
         if code == "ResourceNotFoundException" and "consumer" not in message.lower():
             self.phase = Phase.ENDED

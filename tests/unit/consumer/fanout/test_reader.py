@@ -284,3 +284,22 @@ async def test_closing_the_reader_cancels_its_subscription() -> None:
     finally:
         await setup.subscriber.aclose()
         await server.__aexit__()
+
+
+async def test_a_server_error_answer_is_retried_not_fatal() -> None:
+    async def script(request: Request, answer: Answer) -> None:
+        if len(server.requests) == 1:
+            answer.respond(503, "application/x-amz-json-1.1")
+            await answer.send(b'{"message":"Service Unavailable"}', end=True)
+            return
+        answer.respond()
+        await answer.send(shard_event(records(1), "1"))
+
+    server, setup = await served(script)
+    try:
+        got = await collect(setup.reader(), 1)
+    finally:
+        await setup.subscriber.aclose()
+        await server.__aexit__()
+    assert [r["SequenceNumber"] for r in got] == ["1"]
+    assert setup.value("telemax_fanout_resubscriptions_total", cause="failure") == 1

@@ -116,6 +116,7 @@ def test_a_replayed_record_is_dropped_and_counted() -> None:
         ("LimitExceededException", Cause.THROTTLED, 1.0),
         ("InternalFailureException", Cause.FAILURE, 0.5),
         ("KMSThrottlingException", Cause.FAILURE, 0.5),
+        ("HTTP503", Cause.FAILURE, 0.5),
     ],
 )
 def test_retried_errors_reopen_after_a_growing_backoff(
