@@ -62,6 +62,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 pool=pool,
                 read_timeout=settings.aws_read_timeout_s,
                 attempts=settings.aws_max_attempts,
+                ca_bundle=clients.ca_bundle(),
             )
         subscriber = None
         if settings.retrieval != "polling":

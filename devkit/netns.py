@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KINESIS_LOCAL = ROOT / ".emulators" / "node_modules" / "kinesis-local"
 SERVE = ROOT / "tests" / "emulators" / "serve.js"
 KINESIS_LOCAL_PORT = 4568  # its plain port: HTTP/1.1 and h2c (HTTP/2 with prior knowledge)
+KINESIS_LOCAL_TLS_PORT = 4567  # HTTPS: ALPN h2 or http/1.1, KINESIS_MOCK_CERT_PATH's pair
 
 
 def unavailable() -> str | None:
@@ -201,13 +202,15 @@ def dynalite(
 
 
 @contextlib.contextmanager
-def fanout_backends(logs: Path) -> Iterator[tuple[PrivateNetwork, str, str]]:
-    """A private network with kinesis-local and dynalite in it: (network, Kinesis endpoint,
-    DynamoDB endpoint); their logs in ``logs``."""
+def fanout_backends(
+    logs: Path, kinesis_env: Mapping[str, str] | None = None
+) -> Iterator[tuple[PrivateNetwork, str, str]]:
+    """A private network with kinesis-local (``kinesis_env`` added to its settings) and
+    dynalite in it: (network, Kinesis plain endpoint, DynamoDB endpoint); logs in ``logs``."""
     with contextlib.ExitStack() as stack:
         network = stack.enter_context(private_network())
         kinesis_log = stack.enter_context((logs / "kinesis-local.log").open("wb"))
         dynamodb_log = stack.enter_context((logs / "dynalite.log").open("wb"))
-        kinesis = stack.enter_context(kinesis_local(network, kinesis_log))
+        kinesis = stack.enter_context(kinesis_local(network, kinesis_log, kinesis_env))
         dynamodb = stack.enter_context(dynalite(network, free_port(), dynamodb_log))
         yield network, kinesis, dynamodb

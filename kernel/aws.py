@@ -196,6 +196,12 @@ class Clients:
     # clients of the services only some configurations use (alerts, archive, SQS source)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    def ca_bundle(self) -> str | None:
+        """The roots the generic clients verify TLS with, when not botocore's default
+        (AWS_CA_BUNDLE, the profile's ``ca_bundle``): the lean paths trust the same."""
+        bundle = self.session.get_config_variable("ca_bundle")
+        return str(bundle) if bundle else None
+
     @property
     def sns(self) -> SNSClient:
         return self._extra("sns")  # type: ignore[no-any-return]
@@ -228,6 +234,14 @@ def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20
     )
 
 
+def check_ca_bundle(session: AioSession) -> None:
+    """A CA bundle named (AWS_CA_BUNDLE, a profile's ``ca_bundle``) must exist: botocore
+    would say only "No such file or directory" at the first call."""
+    bundle = session.get_config_variable("ca_bundle")
+    if bundle and not os.path.exists(bundle):
+        raise ConfigError(f"AWS_CA_BUNDLE {bundle!r} does not exist (the roots to verify TLS)")
+
+
 @asynccontextmanager
 async def open_clients(
     *,
@@ -243,6 +257,7 @@ async def open_clients(
     # botocore reads AWS_DEFAULT_REGION (and profiles); Lambda, ECS and most tools set
     # AWS_REGION, which is what our documentation promises.
     region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
+    check_ca_bundle(session)
     async with AsyncExitStack() as stack:
         try:
             kinesis = await stack.enter_async_context(

@@ -22,6 +22,7 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from consumer.adapters.http1 import Http1Pool
+from consumer.adapters.tls import client_context
 from kernel.aws import classify
 from kernel.backoff import Backoff
 from kernel.errors import Action
@@ -156,10 +158,11 @@ class JsonApi:
         service: tuple[str, str, str],
         pool: int,
         read_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._credentials = credentials
         url = endpoint.rstrip("/") + "/"
-        self._pool = Http1Pool(url, size=pool, read_timeout=read_timeout)
+        self._pool = Http1Pool(url, size=pool, read_timeout=read_timeout, ssl_context=ssl_context)
         self._signing_name, self._target_prefix, self._content_type = service
         self._check_crc = self._signing_name == "dynamodb"  # DynamoDB sends x-amz-crc32
         self._signer = SigV4(url, region, self._signing_name)
@@ -327,32 +330,27 @@ def create(
     pool: int,
     read_timeout: float,
     attempts: int = 3,
+    ca_bundle: str | None = None,
 ) -> FastPath:
-    """Lean clients for the endpoints and region the generic clients resolved."""
-    kinesis = JsonApi(
-        credentials,
-        endpoint=kinesis_endpoint,
-        region=region,
-        service=KINESIS,
-        pool=pool,
-        read_timeout=read_timeout,
-    )
-    dynamodb = JsonApi(
-        credentials,
-        endpoint=dynamodb_endpoint,
-        region=region,
-        service=DYNAMODB,
-        pool=pool,
-        read_timeout=read_timeout,
-    )
-    control = JsonApi(
-        credentials,
-        endpoint=dynamodb_endpoint,
-        region=region,
-        service=DYNAMODB,
-        pool=CONTROL_POOL,
-        read_timeout=read_timeout,
-    )
+    """Lean clients for the endpoints and region the generic clients resolved, trusting
+    the roots they trust (``ca_bundle``: AWS_CA_BUNDLE or the profile's)."""
+    secure = any(url.startswith("https:") for url in (kinesis_endpoint, dynamodb_endpoint))
+    tls = client_context(ca_bundle) if secure else None  # loading the roots costs ~20 ms
+
+    def api(endpoint: str, service: tuple[str, str, str], size: int) -> JsonApi:
+        return JsonApi(
+            credentials,
+            endpoint=endpoint,
+            region=region,
+            service=service,
+            pool=size,
+            read_timeout=read_timeout,
+            ssl_context=tls,
+        )
+
+    kinesis = api(kinesis_endpoint, KINESIS, pool)
+    dynamodb = api(dynamodb_endpoint, DYNAMODB, pool)
+    control = api(dynamodb_endpoint, DYNAMODB, CONTROL_POOL)
     return FastPath(
         FastKinesis(kinesis),
         FastDynamoDB(dynamodb),

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 
+from consumer.adapters.tls import client_context
+
 MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -149,7 +151,13 @@ class Http1Pool:
     """Keep-alive connections to one endpoint, at most ``size`` at a time."""
 
     def __init__(
-        self, url: str, *, size: int, connect_timeout: float = 5.0, read_timeout: float = 20.0
+        self,
+        url: str,
+        *,
+        size: int,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
         self.url = url
@@ -157,7 +165,7 @@ class Http1Pool:
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
         self._path = (parts.path or "/").encode()
-        self._ssl = ssl.create_default_context() if self._https else None
+        self._ssl = (ssl_context or client_context()) if self._https else None
         self._idle: list[_Answer] = []
         self._slots = asyncio.Semaphore(size)
         self._connect_timeout = connect_timeout

@@ -125,6 +125,8 @@ async def subscriber_for(clients: Clients, settings: Settings) -> Subscriber:
     """The worker's Subscriber: its stream consumer registered (or found) and ACTIVE, its
     requests signed with the session's credentials for the Kinesis endpoint in use."""
     from consumer.adapters.fastpath import SigV4
+    from consumer.adapters.tls import client_context
+    from consumer.fanout.http2 import Http2Connection
     from consumer.fanout.reader import Subscriber
 
     kinesis = clients.kinesis
@@ -134,4 +136,10 @@ async def subscriber_for(clients: Clients, settings: Settings) -> Subscriber:
         raise ConfigError("no AWS credentials found")
     endpoint = kinesis.meta.endpoint_url
     signer = SigV4(endpoint.rstrip("/") + "/", kinesis.meta.region_name, "kinesis")
-    return Subscriber(endpoint, signer, credentials, arn)
+    # the roots botocore trusts (ALPN h2 is added on each connection)
+    tls = client_context(clients.ca_bundle()) if endpoint.startswith("https:") else None
+
+    async def connect(url: str) -> Http2Connection:
+        return await Http2Connection.open(url, ssl_context=tls)
+
+    return Subscriber(endpoint, signer, credentials, arn, connect=connect)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import dataclasses
+import ssl
 import struct
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
@@ -171,8 +172,9 @@ class ScriptedHttp2Server:
     """h2c (prior knowledge) on 127.0.0.1; ``script`` answers each request in a task of its
     own. Use as ``async with ScriptedHttp2Server(script) as server: … server.url``."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, *, tls: ssl.SSLContext | None = None) -> None:
         self._script = script
+        self._tls = tls  # HTTPS (the context's ALPN decides what it agrees to) instead of h2c
         self.requests: list[Request] = []
         self.resets: list[int] = []  # streams the client reset (RST_STREAM)
         self._server: asyncio.Server | None = None
@@ -181,9 +183,9 @@ class ScriptedHttp2Server:
         self.url = ""  # once entered
 
     async def __aenter__(self) -> ScriptedHttp2Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -21,8 +21,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devkit.certs import make_certificates
 from devkit.local import WorkerProcess, aws_env, local_client, scrape_or_nothing
-from devkit.netns import KINESIS_LOCAL, PrivateNetwork, fanout_backends, unavailable
+from devkit.netns import (
+    KINESIS_LOCAL,
+    KINESIS_LOCAL_TLS_PORT,
+    PrivateNetwork,
+    fanout_backends,
+    unavailable,
+)
 from tests.support import readings
 
 pytestmark = pytest.mark.timeout(150)
@@ -30,12 +37,20 @@ STREAM = "fanout-stream"
 
 
 class Fanout:
-    def __init__(self, network: PrivateNetwork, kinesis: str, dynamodb: str, logs: Path):
+    def __init__(
+        self,
+        network: PrivateNetwork,
+        kinesis: str,
+        dynamodb: str,
+        logs: Path,
+        *,
+        workers_kinesis: str | None = None,  # where workers reach Kinesis (default: kinesis)
+    ):
         self.network = network
         self.logs = logs
         self.env = {
             **aws_env(kinesis),
-            "AWS_ENDPOINT_URL_KINESIS": kinesis,
+            "AWS_ENDPOINT_URL_KINESIS": workers_kinesis or kinesis,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb,
             "TELEMAX_STREAM": STREAM,
             "TELEMAX_SHARDS": "2",
@@ -97,13 +112,17 @@ class Fanout:
             time.sleep(0.5)
 
 
-@pytest.fixture
-def fanout(tmp_path: Path) -> Iterator[Fanout]:
+def require_kinesis_local() -> None:
     why = unavailable()
     if why is not None:
         pytest.skip(why)
     if not (KINESIS_LOCAL / "main.js").is_file():
         pytest.fail("kinesis-local is not installed: run `make emulators` (make test does it)")
+
+
+@pytest.fixture
+def fanout(tmp_path: Path) -> Iterator[Fanout]:
+    require_kinesis_local()
     with fanout_backends(tmp_path) as (network, kinesis, dynamodb):
         setup = Fanout(network, kinesis, dynamodb, tmp_path)
         done = setup.command("setup")
@@ -147,3 +166,51 @@ def test_a_fanout_worker_stores_every_record_and_a_replacement_loses_none(
     assert gone.returncode == 0 and "deregistered" in gone.stdout, gone.stdout
     again = fanout.command("fanout", "show")
     assert "not registered" in again.stdout, again.stdout
+
+
+@pytest.fixture
+def over_tls(tmp_path: Path) -> Iterator[tuple[Fanout, Path]]:
+    """kinesis-local serving HTTPS with a certificate from a private CA; workers reach it
+    there, and the setup trusts that CA through AWS_CA_BUNDLE."""
+    require_kinesis_local()
+    certs = make_certificates(tmp_path / "certs")
+    config = {"KINESIS_MOCK_CERT_PATH": str(certs.kinesis_local_config(tmp_path))}
+    with fanout_backends(tmp_path, kinesis_env=config) as (network, kinesis, dynamodb):
+        https = f"https://127.0.0.1:{KINESIS_LOCAL_TLS_PORT}"
+        setup = Fanout(network, kinesis, dynamodb, tmp_path, workers_kinesis=https)
+        setup.env["AWS_CA_BUNDLE"] = str(certs.ca)
+        done = setup.command("setup")
+        assert done.returncode == 0, done.stdout
+        yield setup, certs.ca
+
+
+def test_fanout_and_polling_over_tls_trust_the_same_ca_bundle_as_botocore(
+    over_tls: tuple[Fanout, Path],
+) -> None:
+    """HTTP/2 with ALPN over TLS (fan-out) and the lean HTTP/1.1 path (polling) verify the
+    server against AWS_CA_BUNDLE, as the generic clients do, and both store everything (a
+    server outside the bundle is refused: tests/unit/consumer/adapters/test_tls.py). A
+    bundle that does not exist stops start-up with one line naming it."""
+    fanout, bundle = over_tls
+    fanout.env["AWS_CA_BUNDLE"] = "/nonexistent/telemax/ca.pem"
+    refused = fanout.command("run")
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stdout.count("\n") == 1 and "AWS_CA_BUNDLE" in refused.stdout, refused.stdout
+    fanout.env["AWS_CA_BUNDLE"] = str(bundle)
+    first = fanout.put(200, "TLS-A-")
+    worker = fanout.worker("w1")
+    try:
+        fanout.until(lambda: fanout.stored() >= first, 60, "records stored over fan-out TLS")
+        metrics = fanout.metrics(worker)
+        assert metrics.get("telemax_fanout_subscriptions_total", 0) >= 2
+    finally:
+        assert worker.stop() == 0, "\n".join(worker.log_lines()[-20:])
+    fanout.env["TELEMAX_RETRIEVAL"] = "polling"
+    second = fanout.put(200, "TLS-B-")
+    poller = fanout.worker("w2")
+    try:
+        fanout.until(lambda: fanout.stored() >= first | second, 60, "stored polling over TLS")
+    finally:
+        assert poller.stop() == 0, "\n".join(poller.log_lines()[-20:])
+    started = [line for line in poller.log_lines() if "worker_started" in line]
+    assert started and "polling" in started[0], started

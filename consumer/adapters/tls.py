@@ -1,0 +1,28 @@
+"""TLS for the lean paths (records over HTTP/1.1, fan-out over HTTP/2), verified exactly as
+botocore verifies the generic clients: the bundle ``AWS_CA_BUNDLE`` or the profile's
+``ca_bundle`` names, else botocore's own default (certifi's). A worker behind a TLS-inspecting
+proxy, or on a VPC endpoint with a private CA, then trusts the same roots on every path —
+not the control plane on one set and the records on another."""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+from botocore.httpsession import get_cert_path
+
+from kernel.errors import ConfigError
+
+
+def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
+    """A verifying client context (hostname checked) trusting ``ca_bundle`` or botocore's
+    default roots; a bundle that cannot be read stops start-up with one line."""
+    path = ca_bundle or get_cert_path(True)
+    try:
+        if path is None:  # no bundle anywhere: the system's roots
+            return ssl.create_default_context()
+        if os.path.isdir(path):  # a c_rehash'ed directory, as botocore also accepts
+            return ssl.create_default_context(capath=path)
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"AWS_CA_BUNDLE {path!r} cannot be used: {exc}") from None
