@@ -214,3 +214,32 @@ def test_fanout_and_polling_over_tls_trust_the_same_ca_bundle_as_botocore(
         assert poller.stop() == 0, "\n".join(poller.log_lines()[-20:])
     started = [line for line in poller.log_lines() if "worker_started" in line]
     assert started and "polling" in started[0], started
+
+
+def test_a_lease_taken_from_a_frozen_owner_waits_out_its_subscription(fanout: Fanout) -> None:
+    """A worker frozen (SIGSTOP) keeps its subscriptions open while its leases expire: the
+    next owner is answered ResourceInUseException, backs off and subscribes again, and once
+    the frozen one is gone (its connection closed) it reads on and loses nothing."""
+    first = fanout.put(200, "RIU-A-")
+    frozen = fanout.worker("w1")
+    try:
+        fanout.until(lambda: fanout.stored() >= first, 60, "the first records stored")
+        frozen.signal(signal.SIGSTOP)
+        second = fanout.put(200, "RIU-B-")
+        taker = fanout.worker("w2")
+        try:
+
+            def refused_in_use() -> bool:
+                return any("in_use" in line for line in taker.log_lines())
+
+            fanout.until(refused_in_use, 45, "the taker refused with ResourceInUseException")
+            assert not fanout.stored() >= second, "read while the frozen owner subscribed"
+            frozen.signal(signal.SIGKILL)
+            fanout.until(lambda: fanout.stored() >= first | second, 60, "all stored after")
+            metrics = fanout.metrics(taker)
+            assert metrics.get("telemax_fanout_resubscriptions_total", 0) >= 1
+        finally:
+            assert taker.stop() == 0, "\n".join(taker.log_lines()[-20:])
+    finally:
+        frozen.signal(signal.SIGKILL)
+        frozen.stop()
