@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -191,7 +192,7 @@ class Worker:
             stream_exists=self._stream_exists,
             hash_range_of=self._hash_range_of,
             on_written=self._note_written,
-            on_fatal=self._on_fatal,
+            on_config_error=self._on_config_error,
             clock=clock,
             segments=segmented_for(
                 settings,
@@ -233,11 +234,21 @@ class Worker:
         if self._fatal is not None:
             raise ConfigError(self._fatal)
 
-    def _on_fatal(self, message: str) -> None:
+    def _on_config_error(self, error: ConfigError) -> bool:
+        """A configuration error met while consuming. Fan-out refused under
+        ``TELEMAX_RETRIEVAL=auto`` (SubscribeToShard denied though the consumer registered):
+        every reader made from now on polls, and the shard starts again at once (True).
+        Anything else stops the worker with its one line (False)."""
+        if self.settings.retrieval == "auto" and _from_fanout(error):
+            if self._subscriber is not None:  # the first shard to meet it: said once
+                self._subscriber = None
+                self._log.warning("fanout_refused_reading_by_polling", error=str(error))
+            return True
         if self._fatal is None:
-            self._fatal = message
-            self._log.error("worker_stopping_on_config_error", error=message)
+            self._fatal = str(error)
+            self._log.error("worker_stopping_on_config_error", error=str(error))
         self.stop()
+        return False
 
     async def _run(self) -> None:
         s = self.settings
@@ -303,23 +314,9 @@ class Worker:
         await self.coordinator.release(shard_id, why)
 
     def _make_reader(self, shard_id: str, checkpoint: str) -> Reader:
-        s = self.settings
         if self._subscriber is not None:
-            from consumer.fanout.reader import FanOutReader  # h2: only when fan-out is on
-
-            return FanOutReader(
-                self._subscriber,
-                s.stream,
-                shard_id,
-                checkpoint,
-                metrics=self.metrics,
-                at_timestamp=s.initial_timestamp,
-                budget=self.budget,
-                clock=self._clock,
-                on_error=lambda detail: self._log.warning(
-                    "subscription_reopened", shard_id=shard_id, detail=detail
-                ),
-            )
+            return self._fanout_reader(shard_id, checkpoint)
+        s = self.settings
         return ShardReader(
             self._clients.kinesis,
             s.stream,
@@ -364,3 +361,28 @@ class Worker:
                 return False
             raise
         return True
+
+    def _fanout_reader(self, shard_id: str, checkpoint: str) -> Reader:
+        from consumer.fanout.reader import FanOutReader  # h2: only when fan-out is on
+
+        s = self.settings
+        assert self._subscriber is not None
+        return FanOutReader(
+            self._subscriber,
+            s.stream,
+            shard_id,
+            checkpoint,
+            metrics=self.metrics,
+            at_timestamp=s.initial_timestamp,
+            budget=self.budget,
+            clock=self._clock,
+            on_error=lambda detail: self._log.warning(
+                "subscription_reopened", shard_id=shard_id, detail=detail
+            ),
+        )
+
+
+def _from_fanout(error: ConfigError) -> bool:
+    """Raised by fan-out's reader (whose module is loaded only when fan-out is on)."""
+    reader = sys.modules.get("consumer.fanout.reader")
+    return reader is not None and isinstance(error, reader.FanOutError)

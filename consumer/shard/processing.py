@@ -33,6 +33,7 @@ from consumer.shard.lifecycle import Lifecycle, Reason, State
 from consumer.shard.reader import Fetched, Reader
 from kernel.aws import describe
 from kernel.backoff import Backoff, sleep_or_stop
+from kernel.errors import ConfigError
 from kernel.handlers import Handler
 from kernel.logs import get as get_logger
 
@@ -62,8 +63,9 @@ class ShardContext:
     hash_range_of: Callable[[str], tuple[int, int] | None] = lambda shard_id: None
     on_written: Callable[[int], None] = lambda count: None
     # A configuration error met while consuming (fan-out refused for good: a missing
-    # permission, no consumer): the worker stops with this one line instead of retrying
-    on_fatal: Callable[[str], None] = lambda message: None
+    # permission, no consumer): True when the worker adapted and the shard may start again at
+    # once (``auto`` falls back to polling); False when the worker stops with the one line
+    on_config_error: Callable[[ConfigError], bool] = lambda error: False
     clock: Callable[[], float] = time.monotonic
     # The archive and the insights, when on: the checkpoint then moves only to the end of a
     # segment they both committed

@@ -176,8 +176,9 @@ class ShardSupervisor:
             try:
                 return await ShardConsumer(held, self._ctx).run(stop)
             except ConfigError as exc:  # not a passing failure: retrying would loop
+                if self._ctx.on_config_error(exc):
+                    continue  # the worker adapted (fan-out → polling): start again at once
                 self._log.error("shard_consumer_refused", shard_id=held.key, error=str(exc))
-                self._ctx.on_fatal(str(exc))
                 return Reason.REQUESTED
             except Exception:
                 self._log.exception("shard_consumer_failed", shard_id=held.key)

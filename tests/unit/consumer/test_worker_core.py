@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from consumer.config import Settings
 from consumer.feeds import telemax
 from consumer.lease.model import SHARD_END
+from consumer.shard.reader import Fetched
 from consumer.testing import (
     FakeKinesis,
     LeaseTable,
@@ -382,3 +384,42 @@ async def test_a_configuration_error_met_while_consuming_stops_the_worker_with_i
         async with asyncio.timeout(30):
             await h.worker.run()
     assert all(table[key].owner is None for key in ("A", "B", "C"))
+
+
+class SubscribeDenied:
+    """A fan-out reader whose SubscribeToShard is denied for good (registration worked)."""
+
+    async def fetch_next(self, due: Callable[[], float | None] = lambda: None) -> Fetched:
+        from consumer.fanout.reader import FanOutError
+
+        raise FanOutError("SubscribeToShard on A: AccessDeniedException: not authorized")
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("retrieval", ["auto", "fanout"])
+async def test_fanout_refused_while_consuming_falls_back_to_polling_only_under_auto(
+    monkeypatch: pytest.MonkeyPatch, retrieval: str
+) -> None:
+    """A consumer registered but SubscribeToShard denied (an IAM policy naming the stream's
+    ARN, not the consumer's): ``auto`` reads by polling from then on, every shard, with one
+    warning; ``fanout`` stops the worker with the one line."""
+    monkeypatch.setattr(
+        Worker, "_fanout_reader", lambda self, shard_id, checkpoint: SubscribeDenied()
+    )
+    kinesis, ids = three_shards()
+    table = LeaseTable()
+    h = Harness(kinesis, table, retrieval=retrieval)
+    h.worker._subscriber = object()  # type: ignore[assignment]  # fan-out registered
+    if retrieval == "fanout":
+        with pytest.raises(ConfigError, match=r"^SubscribeToShard on A: AccessDenied"):
+            async with asyncio.timeout(30):
+                await h.worker.run()
+        return
+    with capture_logs() as logs:
+        async with running_worker(h):
+            await until(lambda: h.stored() >= ids, 20, "every record stored by polling")
+    fallbacks = [e for e in logs if e["event"] == "fanout_refused_reading_by_polling"]
+    assert len(fallbacks) == 1, fallbacks
+    assert "AccessDeniedException" in fallbacks[0]["error"]

@@ -245,7 +245,11 @@ async def test_a_fatal_reader_error_is_reported_not_retried_and_the_lease_let_go
         readers.append(RefusedReader())
         return readers[-1]
 
-    context = dataclasses.replace(s.shop.context, make_reader=refused, on_fatal=fatal.append)
+    def stopping(error: ConfigError) -> bool:
+        fatal.append(str(error))
+        return False  # the worker stops
+
+    context = dataclasses.replace(s.shop.context, make_reader=refused, on_config_error=stopping)
     s.supervisor = ShardSupervisor(context, leases=s.consumable, release=s.release)
     async with s.run():
         await until(lambda: not s.running() and len(fatal) == 2, 30, "both consumers ended")
