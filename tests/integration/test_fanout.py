@@ -1,11 +1,14 @@
 """Enhanced fan-out end to end on kinesis-local (SubscribeToShard over HTTP/2, h2c on its
 plain port), in a private network namespace with dynalite beside it: a worker registers the
 stream consumer, subscribes to every shard, stores every record; a worker SIGKILLed is
-replaced and nothing is lost; the operator's command shows and deregisters the consumer.
+replaced and nothing is lost; the operator's command shows and deregisters the consumer; a
+lease taken from a frozen owner waits out its subscription (ResourceInUseException); over TLS
+(ALPN h2) with a private CA named by AWS_CA_BUNDLE.
 
 What kinesis-local cannot show (tests/emulators/kinesis-local-fanout.md): a shard's end over a
-subscription (it never sends ChildShards), and the 5-minute expiry short of 5 minutes — both
-are covered against the scripted HTTP/2 server (tests/unit/consumer/fanout)."""
+subscription (it never sends ChildShards) — covered against the scripted HTTP/2 server
+(tests/unit/consumer/fanout). Its 5-minute expiry is shortened by a proxy in
+test_fanout_expiry.py."""
 
 from __future__ import annotations
 
@@ -99,6 +102,16 @@ class Fanout:
             for page in client.get_paginator("scan").paginate(TableName="TELEMAX"):
                 found |= {item["hardwareID"]["S"] for item in page["Items"]}
             return found
+
+        return self.network.run(scan, timeout=30)
+
+    def count(self) -> int:
+        """Items in the records table (each reading has a key of its own)."""
+
+        def scan() -> int:
+            client = local_client("dynamodb", self.dynamodb)
+            pages = client.get_paginator("scan").paginate(TableName="TELEMAX", Select="COUNT")
+            return sum(int(page["Count"]) for page in pages)
 
         return self.network.run(scan, timeout=30)
 
