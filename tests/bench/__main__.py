@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,9 @@ class Result:
     steady_cpu_us: float = float("nan")
     # a worker's CPU-seconds until it exited after SIGTERM: its last segments committed too
     drained_cpu_s: float | None = None
+    # a worker's CPU-seconds from launch until its /readyz first answered 200: the start-up
+    # (imports, clients, the first heartbeat) that the whole-run figure carries
+    startup_cpu_s: float | None = None
 
     @property
     def overall_rps(self) -> float:
@@ -291,9 +295,13 @@ class Bench:
         cpu_samples: list[tuple[int, float]] = []  # (records done, process CPU-seconds)
         sampled = worker_pid(proc.pid) if self.profile and contender in WORKERS else proc.pid
         first: float | None = None
+        startup_cpu_s: float | None = None
         while True:
             time.sleep(0.02 if first is None else 0.2)
             now = time.monotonic()
+            if contender in WORKERS and startup_cpu_s is None and ready(port):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    startup_cpu_s = proc_cpu(sampled)
             if first is None and dynamodb.scan(TableName=tables["TELEMAX_TABLE"], Limit=1)["Count"]:
                 first = now - launched
             if contender in WORKERS:
@@ -337,6 +345,7 @@ class Bench:
             rss_kb / 1024,
             steady_cpu_us(cpu_samples, self.records),
             drained_cpu_s,
+            startup_cpu_s,
         )
 
     @staticmethod
@@ -361,6 +370,15 @@ def wait_cpu(proc: subprocess.Popen[str], timeout: float) -> float | None:
             return float(usage.ru_utime + usage.ru_stime)
         time.sleep(0.05)
     return None
+
+
+def ready(port: int) -> bool:
+    """The worker's /readyz answers 200 (its leases' heartbeat answered)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as answer:
+            return bool(answer.status == 200)
+    except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+        return False
 
 
 def proc_cpu(pid: int) -> float:
@@ -418,6 +436,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
         ("CPU µs per record, steady (10-90 %)", "steady_cpu_us", "{:.1f}"),
         ("CPU µs per record, through the drain", "drained_cpu_us", "{:.1f}"),
+        ("start-up CPU-seconds (launch to ready)", "startup_cpu_s", "{:.2f}"),
         ("first record stored after (s)", "first_s", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
@@ -518,6 +537,8 @@ def run_round(
         result = bench.run(contender, env, repeat)
         by_shards[bench.shards][contender].append(result)
         first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
+        if result.startup_cpu_s is not None:
+            first += f", start-up {result.startup_cpu_s:.2f} CPU-s"
         drained = (
             f", through the drain {result.drained_cpu_us:.1f} µs"
             if result.drained_cpu_us is not None
