@@ -12,50 +12,53 @@ test_fanout_expiry.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from devkit.certs import make_certificates
 from devkit.local import WorkerProcess, aws_env, local_client, scrape_or_nothing
-from devkit.netns import (
-    KINESIS_LOCAL,
-    KINESIS_LOCAL_TLS_PORT,
-    PrivateNetwork,
-    fanout_backends,
-    unavailable,
-)
+from devkit.netns import KINESIS_LOCAL_TLS_PORT
+from kernel.kpl.encode import Entry, aggregate
+from tests.integration.conftest import Backends
 from tests.support import readings
 
 pytestmark = pytest.mark.timeout(150)
-STREAM = "fanout-stream"
+_named = itertools.count()
 
 
 class Fanout:
+    """One test's stream, tables and stream consumer (names of its own) on the backends."""
+
     def __init__(
         self,
-        network: PrivateNetwork,
-        kinesis: str,
-        dynamodb: str,
+        backends: Backends,
         logs: Path,
         *,
-        workers_kinesis: str | None = None,  # where workers reach Kinesis (default: kinesis)
+        workers_kinesis: str | None = None,  # where workers reach Kinesis (default: plain)
     ):
-        self.network = network
+        self.network = backends.network
         self.logs = logs
+        n = next(_named)
+        self.stream, self.table = f"fanout-stream-{n}", f"records-{n}"
+        self.lease_table = f"leases-{n}"
+        kinesis, dynamodb = backends.kinesis, backends.dynamodb
         self.env = {
             **aws_env(kinesis),
             "AWS_ENDPOINT_URL_KINESIS": workers_kinesis or kinesis,
             "AWS_ENDPOINT_URL_DYNAMODB": dynamodb,
-            "TELEMAX_STREAM": STREAM,
+            "TELEMAX_STREAM": self.stream,
+            "TELEMAX_TABLE": self.table,
+            "TELEMAX_LEASE_TABLE": self.lease_table,
+            "TELEMAX_DLQ_TABLE": f"deadletter-{n}",
             "TELEMAX_SHARDS": "2",
             "TELEMAX_RETRIEVAL": "fanout",
             "TELEMAX_LEASE_DURATION_S": "3",
@@ -86,7 +89,7 @@ class Fanout:
             for at in range(0, len(batch), 100):
                 chunk = batch[at : at + 100]
                 client.put_records(
-                    StreamName=STREAM,
+                    StreamName=self.stream,
                     Records=[
                         {"Data": orjson.dumps(r), "PartitionKey": r["hardwareID"]} for r in chunk
                     ],
@@ -99,9 +102,39 @@ class Fanout:
         def scan() -> set[str]:
             client = local_client("dynamodb", self.dynamodb)
             found: set[str] = set()
-            for page in client.get_paginator("scan").paginate(TableName="TELEMAX"):
+            for page in client.get_paginator("scan").paginate(TableName=self.table):
                 found |= {item["hardwareID"]["S"] for item in page["Items"]}
             return found
+
+        return self.network.run(scan, timeout=30)
+
+    def put_aggregated(self, count: int, prefix: str) -> int:
+        """``count`` readings KPL-aggregated (a partition key a device: both shards get some,
+        several user records a Kinesis record); the Kinesis records put."""
+        entries = [Entry(orjson.dumps(r), r["hardwareID"]) for r in readings(count, prefix=prefix)]
+        packed = list(aggregate(entries, max_bytes=2048))
+
+        def put() -> None:
+            client = local_client("kinesis", self.kinesis)
+            for entry in packed:
+                client.put_record(
+                    StreamName=self.stream, Data=entry.data, PartitionKey=entry.partition_key
+                )
+
+        self.network.run(put, timeout=60)
+        return len(packed)
+
+    def checkpoints(self) -> dict[str, tuple[str, int]]:
+        def scan() -> dict[str, tuple[str, int]]:
+            client = local_client("dynamodb", self.dynamodb)
+            items = client.scan(TableName=self.lease_table)["Items"]
+            return {
+                i["leaseKey"]["S"]: (
+                    i["checkpoint"]["S"],
+                    int(i.get("checkpointSubSequenceNumber", {"N": "0"})["N"]),
+                )
+                for i in items
+            }
 
         return self.network.run(scan, timeout=30)
 
@@ -110,7 +143,7 @@ class Fanout:
 
         def scan() -> int:
             client = local_client("dynamodb", self.dynamodb)
-            pages = client.get_paginator("scan").paginate(TableName="TELEMAX", Select="COUNT")
+            pages = client.get_paginator("scan").paginate(TableName=self.table, Select="COUNT")
             return sum(int(page["Count"]) for page in pages)
 
         return self.network.run(scan, timeout=30)
@@ -125,26 +158,16 @@ class Fanout:
             time.sleep(0.5)
 
 
-def require_kinesis_local() -> None:
-    why = unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not (KINESIS_LOCAL / "main.js").is_file():
-        pytest.fail("kinesis-local is not installed: run `make emulators` (make test does it)")
-
-
 @pytest.fixture
-def fanout(tmp_path: Path) -> Iterator[Fanout]:
-    require_kinesis_local()
-    with fanout_backends(tmp_path) as (network, kinesis, dynamodb):
-        setup = Fanout(network, kinesis, dynamodb, tmp_path)
-        done = setup.command("setup")
-        assert done.returncode == 0, done.stdout
-        yield setup
+def fanout(backends: Backends, tmp_path: Path) -> Fanout:
+    setup = Fanout(backends, tmp_path)
+    done = setup.command("setup")
+    assert done.returncode == 0, done.stdout
+    return setup
 
 
-def test_kinesis_local_is_reachable_only_inside_its_network(fanout: Fanout) -> None:
-    assert fanout.network.reachable(4568)
+def test_kinesis_local_is_reachable_only_inside_its_network(backends: Backends) -> None:
+    assert backends.network.reachable(4568)
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", 4568), 1):
         pass  # the machine's own loopback: nothing listens there
 
@@ -182,19 +205,15 @@ def test_a_fanout_worker_stores_every_record_and_a_replacement_loses_none(
 
 
 @pytest.fixture
-def over_tls(tmp_path: Path) -> Iterator[tuple[Fanout, Path]]:
-    """kinesis-local serving HTTPS with a certificate from a private CA; workers reach it
-    there, and the setup trusts that CA through AWS_CA_BUNDLE."""
-    require_kinesis_local()
-    certs = make_certificates(tmp_path / "certs")
-    config = {"KINESIS_MOCK_CERT_PATH": str(certs.kinesis_local_config(tmp_path))}
-    with fanout_backends(tmp_path, kinesis_env=config) as (network, kinesis, dynamodb):
-        https = f"https://127.0.0.1:{KINESIS_LOCAL_TLS_PORT}"
-        setup = Fanout(network, kinesis, dynamodb, tmp_path, workers_kinesis=https)
-        setup.env["AWS_CA_BUNDLE"] = str(certs.ca)
-        done = setup.command("setup")
-        assert done.returncode == 0, done.stdout
-        yield setup, certs.ca
+def over_tls(backends: Backends, tmp_path: Path) -> tuple[Fanout, Path]:
+    """Workers reach kinesis-local over HTTPS (its certificate from a private CA), and the
+    setup trusts that CA through AWS_CA_BUNDLE."""
+    https = f"https://127.0.0.1:{KINESIS_LOCAL_TLS_PORT}"
+    setup = Fanout(backends, tmp_path, workers_kinesis=https)
+    setup.env["AWS_CA_BUNDLE"] = str(backends.ca)
+    done = setup.command("setup")
+    assert done.returncode == 0, done.stdout
+    return setup, backends.ca
 
 
 def test_fanout_and_polling_over_tls_trust_the_same_ca_bundle_as_botocore(
@@ -256,3 +275,29 @@ def test_a_lease_taken_from_a_frozen_owner_waits_out_its_subscription(fanout: Fa
     finally:
         frozen.signal(signal.SIGKILL)
         frozen.stop()
+
+
+def test_kpl_aggregates_over_fanout_resume_inside_an_aggregate(fanout: Fanout) -> None:
+    """KPL-aggregated records read through subscriptions are de-aggregated, and a checkpoint
+    inside an aggregate (its sub-sequence number) resumes there, as with polling: a second
+    worker writes nothing again."""
+    packed = fanout.put_aggregated(400, "KPL-")
+    assert packed < 400 / 4, "several user records a Kinesis record"
+    worker = fanout.worker("w1")
+    try:
+        fanout.until(lambda: fanout.count() == 400, 60, "every user record stored")
+
+        def inside_aggregates() -> bool:
+            found = fanout.checkpoints()
+            return len(found) == 2 and all(sub > 0 for _, sub in found.values())
+
+        fanout.until(inside_aggregates, 30, "each shard checkpointed inside an aggregate")
+    finally:
+        assert worker.stop() == 0, "\n".join(worker.log_lines()[-20:])
+    again = fanout.worker("w2")
+    try:
+        fanout.until(lambda: bool(fanout.metrics(again)), 30, "the second worker up")
+        time.sleep(3)
+        assert fanout.metrics(again).get("telemax_records_written_total", 0) == 0
+    finally:
+        assert again.stop() == 0

@@ -18,8 +18,9 @@ import pytest
 
 from devkit.h2proxy import MessageBoundaries
 from devkit.local import free_port, stop_process
-from devkit.netns import KINESIS_LOCAL_PORT, fanout_backends
-from tests.integration.test_fanout import Fanout, require_kinesis_local
+from devkit.netns import KINESIS_LOCAL_PORT
+from tests.integration.conftest import Backends
+from tests.integration.test_fanout import Fanout
 
 pytestmark = pytest.mark.timeout(150)
 END_AFTER_S = 2.0
@@ -43,36 +44,33 @@ def test_the_proxy_cuts_only_between_messages(cut: int) -> None:
 
 
 @pytest.fixture
-def through_proxy(tmp_path: Path) -> Iterator[tuple[Fanout, Path]]:
-    require_kinesis_local()
-    with fanout_backends(tmp_path) as (network, kinesis, dynamodb):
-        port = free_port()
-        proxy_log = tmp_path / "h2proxy.log"
-        with proxy_log.open("wb") as log:
-            proxy = network.popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "devkit.h2proxy",
-                    "--listen",
-                    str(port),
-                    "--upstream",
-                    f"127.0.0.1:{KINESIS_LOCAL_PORT}",
-                    "--end-after",
-                    str(END_AFTER_S),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                network.wait_for_port(port, 15, proxy)
-                proxied = f"http://127.0.0.1:{port}"
-                setup = Fanout(network, kinesis, dynamodb, tmp_path, workers_kinesis=proxied)
-                done = setup.command("setup")
-                assert done.returncode == 0, done.stdout
-                yield setup, proxy_log
-            finally:
-                stop_process(proxy, timeout=3)
+def through_proxy(backends: Backends, tmp_path: Path) -> Iterator[tuple[Fanout, Path]]:
+    network, port = backends.network, free_port()
+    proxy_log = tmp_path / "h2proxy.log"
+    with proxy_log.open("wb") as log:
+        proxy = network.popen(
+            [
+                sys.executable,
+                "-m",
+                "devkit.h2proxy",
+                "--listen",
+                str(port),
+                "--upstream",
+                f"127.0.0.1:{KINESIS_LOCAL_PORT}",
+                "--end-after",
+                str(END_AFTER_S),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            network.wait_for_port(port, 15, proxy)
+            setup = Fanout(backends, tmp_path, workers_kinesis=f"http://127.0.0.1:{port}")
+            done = setup.command("setup")
+            assert done.returncode == 0, done.stdout
+            yield setup, proxy_log
+        finally:
+            stop_process(proxy, timeout=3)
 
 
 def test_subscriptions_ended_every_2_s_resume_without_a_gap_or_a_duplicate(
