@@ -1,27 +1,32 @@
 """An HTTP/2-aware TCP proxy that ends SubscribeToShard subscriptions early and cleanly, as
 AWS ends each after 5 minutes — which kinesis-local hard-codes (``interruptAfter(5.minutes)``
-in its ``SubscribeToShardRequest.scala``), far too long for a test.
+in kinesis-mock's ``api/SubscribeToShardRequest.scala``), far too long for a test.
 
-``python -m devkit.h2proxy --listen PORT --upstream HOST:PORT --end-after SECONDS``, on
-127.0.0.1. A connection that opens with the HTTP/2 preface (h2c, prior knowledge) is relayed
-stream by stream with ``h2`` on both sides; any other (botocore's HTTP/1.1 control plane) is a
-plain byte pipe. An event-stream answer is ended ``--end-after`` seconds after its headers:
-the upstream stream gets a CANCEL on a message boundary (never half an event relayed), and
-the client's stream, once the emulator freed the subscription, a clean END_STREAM. Upstream
-DATA is acknowledged only once relayed, so a slow client slows the emulator, as with AWS. Each
-end is one line ``ended <stream id>`` on stderr. Nothing here is used by a production worker.
+``python -m devkit.h2proxy --listen PORT --upstream HOST:PORT --end-after SECONDS`` (on
+127.0.0.1). A connection opening with the HTTP/2 preface (h2c, prior knowledge) is relayed
+stream by stream, ``h2`` on both sides; any other (botocore's HTTP/1.1) is a byte pipe. Data is
+acknowledged to its sender only once sent on: a slow client slows the emulator, as with AWS.
+
+An event-stream answer (SubscribeToShard) is ended ``--end-after`` seconds after its headers
+(not before its first event), once the message under way is relayed in full: what follows is
+dropped, the emulator's stream is reset (CANCEL), which frees its subscription lease about a
+second later, and the client's stream ends cleanly (END_STREAM) ``RELEASE_S`` after that, so a
+client subscribing again at once finds the shard free, as on AWS. Each end: a line ``ended N``
+on stderr. Nothing here is used by a production worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import itertools
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeAlias
 
 import h2.config
 import h2.connection
@@ -30,201 +35,234 @@ import h2.events
 import h2.exceptions
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-EVENT_STREAM = "application/vnd.amazon.eventstream"
-RELEASE_S = 1.5  # between cancelling the emulator's subscription and ending the client's
+EVENT_STREAM = (b"content-type", b"application/vnd.amazon.eventstream")
+RELEASE_S = 1.5  # kinesis-local frees a cancelled subscription within about 1 s (measured)
+CANCEL = h2.errors.ErrorCodes.CANCEL
+Conn: TypeAlias = h2.connection.H2Connection
+Pair: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Handler: TypeAlias = Callable[[list[h2.events.Event]], None]
+Side: TypeAlias = tuple[Conn, int]  # a connection and a stream of it
+Pending: TypeAlias = collections.deque[tuple[bytes, int] | None]  # (data, flow); None: end
 
 
 class MessageBoundaries:
-    """Where event-stream messages end in the bytes relayed (each message begins with its
-    total length, 4 bytes big-endian): a stream may be cut only between two."""
+    """Where event-stream messages end in the bytes relayed (each begins with its total length,
+    4 bytes big-endian, as botocore's ``EventStreamBuffer`` reads them): DATA frames split
+    messages anywhere, and a stream may be cut only between two."""
 
     def __init__(self) -> None:
         self._head = b""  # the next message's length bytes seen so far
         self._left = 0  # bytes of the current message still to come
+        self.messages = 0  # relayed in full
 
     def feed(self, data: bytes) -> None:
         at = 0
         while at < len(data):
             if self._left:
                 taken = min(self._left, len(data) - at)
-                self._left -= taken
-                at += taken
+                self._left, at = self._left - taken, at + taken
+                self.messages += not self._left
                 continue
             wanted = 4 - len(self._head)
-            self._head += data[at : at + wanted]
-            at += wanted
+            self._head, at = self._head + data[at : at + wanted], at + wanted
             if len(self._head) == 4:
                 self._left = max(0, int.from_bytes(self._head, "big") - 4)
                 self._head = b""
+                self.messages += not self._left
 
     @property
     def between_messages(self) -> bool:
         return not self._left and not self._head
 
+    def to_boundary(self, data: bytes) -> int | None:
+        """How many of ``data``'s bytes, relayed next, end the message under way (0: none is;
+        None: ``data`` ends before it does)."""
+        if self._left or not self._head:
+            needed = self._left
+        elif len(data) < 4 - len(self._head):
+            return None
+        else:
+            total = int.from_bytes(self._head + data[: 4 - len(self._head)], "big")
+            needed = max(4, total) - len(self._head)
+        return needed if needed <= len(data) else None
 
-class _Relayed:
-    """One client stream and its upstream twin."""
+
+class _Stream:
+    """One client stream and its upstream twin; what each direction has not yet sent on."""
 
     def __init__(self, client_id: int, upstream_id: int) -> None:
         self.client_id, self.upstream_id = client_id, upstream_id
-        self.pending: list[tuple[bytes, int]] = []  # (data, upstream flow) not yet relayed
-        self.upstream_ended = False
+        self.request: Pending = collections.deque()
+        self.response: Pending = collections.deque()
+        self.boundaries = MessageBoundaries()  # of the response
         self.ends_at: float | None = None  # an event stream: when to end it
-        self.boundaries = MessageBoundaries()
-        self.done = False
-        self.closing_at: float | None = None  # upstream cancelled: the client's end is due
+        self.cancelled_at: float | None = None  # upstream reset: the client's end is due
 
 
 class H2Relay:
-    """One client connection relayed to one upstream connection, both HTTP/2."""
+    """One client connection relayed to one upstream connection, both HTTP/2. One task owns
+    both connections' state: its pumps and ticker run on one event loop, never at once."""
 
-    def __init__(
-        self,
-        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        end_after: float,
-    ) -> None:
-        self._client_reader, self._client_writer = client
-        self._up_reader, self._up_writer = upstream
-        self._end_after = end_after
-        self._down = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        )
-        self._up = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        )
-        self._by_client: dict[int, _Relayed] = {}
-        self._by_upstream: dict[int, _Relayed] = {}
+    def __init__(self, client: Pair, upstream: Pair, end_after: float, ends: Iterator[int]) -> None:
+        self._client, self._upstream = client, upstream
+        self._end_after, self._ends = end_after, ends
+        self._down = Conn(h2.config.H2Configuration(client_side=False))
+        self._up = Conn(h2.config.H2Configuration(client_side=True))
+        self._by_client: dict[int, _Stream] = {}
+        self._by_upstream: dict[int, _Stream] = {}
 
     async def run(self, first: bytes) -> None:
         self._down.initiate_connection()
         self._up.initiate_connection()
         self._on_client(self._down.receive_data(first))
-        self._flush()
+        self._advance()
         tasks = [
-            asyncio.create_task(self._pump(self._client_reader, self._down, self._on_client)),
-            asyncio.create_task(self._pump(self._up_reader, self._up, self._on_upstream)),
-            asyncio.create_task(self._cut_when_due()),
+            asyncio.create_task(self._pump(self._client[0], self._down, self._on_client)),
+            asyncio.create_task(self._pump(self._upstream[0], self._up, self._on_upstream)),
+            asyncio.create_task(self._tick()),
         ]
-        try:
+        try:  # either connection closing (or failing) closes both
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    print(f"relay failed: {outcome!r}", file=sys.stderr, flush=True)
 
-    async def _pump(
-        self,
-        reader: asyncio.StreamReader,
-        side: h2.connection.H2Connection,
-        handle: Callable[[Iterable[h2.events.Event]], None],
-    ) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, side: Conn, handle: Handler) -> None:
         while data := await reader.read(65_536):
-            try:
-                handle(side.receive_data(data))
-            except h2.exceptions.ProtocolError:
-                return
-            self._flush()
+            handle(side.receive_data(data))
+            self._advance()
 
-    async def _cut_when_due(self) -> None:
+    async def _tick(self) -> None:
+        """Ends fall due with no frame arriving (kinesis-local sends one event a second)."""
         while True:
             await asyncio.sleep(0.05)
-            for relayed in list(self._by_client.values()):
-                self._relay(relayed)
-            self._flush()
+            self._advance()
 
     def _on_client(self, events: Iterable[h2.events.Event]) -> None:
         for event in events:
+            s = self._by_client.get(getattr(event, "stream_id", 0))
             if isinstance(event, h2.events.RequestReceived):
-                upstream_id = self._up.get_next_available_stream_id()
-                relayed = _Relayed(event.stream_id, upstream_id)
-                self._by_client[event.stream_id] = self._by_upstream[upstream_id] = relayed
-                self._up.send_headers(upstream_id, list(event.headers or ()))
+                s = _Stream(event.stream_id, self._up.get_next_available_stream_id())
+                self._by_client[s.client_id] = self._by_upstream[s.upstream_id] = s
+                self._up.send_headers(s.upstream_id, event.headers)
             elif isinstance(event, h2.events.DataReceived):
-                relayed = self._by_client[event.stream_id]
-                self._up.send_data(relayed.upstream_id, event.data or b"")  # small JSON bodies
-                self._down.acknowledge_received_data(
-                    event.flow_controlled_length or 0, event.stream_id
-                )
-            elif isinstance(event, h2.events.StreamEnded):
-                self._up.end_stream(self._by_client[event.stream_id].upstream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                gone = self._by_client.pop(event.stream_id or 0, None)
-                if gone is not None and not gone.done:
-                    gone.done = True
-                    self._reset_upstream(gone)
-            elif isinstance(event, h2.events.WindowUpdated):
-                for relayed in list(self._by_client.values()):
-                    self._relay(relayed)
+                self._take(s.request if s else None, event, self._down)
+            elif isinstance(event, h2.events.StreamEnded) and s:
+                s.request.append(None)
+            elif isinstance(event, h2.events.StreamReset) and s:
+                self._reset(self._up, s.upstream_id, CANCEL)
+                self._forget(s)
 
     def _on_upstream(self, events: Iterable[h2.events.Event]) -> None:
         for event in events:
-            relayed = self._by_upstream.get(getattr(event, "stream_id", 0) or 0)
-            if relayed is None or relayed.done or relayed.closing_at is not None:
-                continue
-            if isinstance(event, h2.events.ResponseReceived):
-                headers: list[tuple[Any, Any]] = list(event.headers or ())
-                if ("content-type", EVENT_STREAM) in headers:  # (utf-8 decoded headers)
-                    relayed.ends_at = time.monotonic() + self._end_after
-                self._down.send_headers(relayed.client_id, headers)
+            s = self._by_upstream.get(getattr(event, "stream_id", 0))
+            if s and s.cancelled_at is not None:
+                s = None  # being ended: nothing more is relayed
+            if isinstance(event, h2.events.ResponseReceived) and s:
+                if EVENT_STREAM in event.headers:
+                    s.ends_at = time.monotonic() + self._end_after
+                self._down.send_headers(s.client_id, event.headers)
             elif isinstance(event, h2.events.DataReceived):
-                relayed.pending.append((event.data or b"", event.flow_controlled_length or 0))
-                self._relay(relayed)
-            elif isinstance(event, h2.events.StreamEnded):
-                relayed.upstream_ended = True
-                self._relay(relayed)
-            elif isinstance(event, h2.events.StreamReset):
-                relayed.done = True
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self._down.reset_stream(relayed.client_id, h2.errors.ErrorCodes.CANCEL)
+                self._take(s.response if s else None, event, self._up)
+            elif isinstance(event, h2.events.StreamEnded) and s:
+                s.response.append(None)
+            elif isinstance(event, h2.events.StreamReset) and s:
+                self._reset(self._down, s.client_id, event.error_code)
+                self._forget(s)
 
-    def _relay(self, relayed: _Relayed) -> None:
-        """As much of the stream's pending data as the client's window takes; its end."""
-        if relayed.done:
-            return
-        down, sid = self._down, relayed.client_id
-        while relayed.pending:
-            data, flow = relayed.pending[0]
-            room = min(down.local_flow_control_window(sid), down.max_outbound_frame_size)
-            if room <= 0:
-                return
-            if len(data) > room:
-                relayed.pending[0] = (data[room:], flow)
-                down.send_data(sid, data[:room])
-                relayed.boundaries.feed(data[:room])
-                continue
-            relayed.pending.pop(0)
-            down.send_data(sid, data)
-            relayed.boundaries.feed(data)
-            self._up.acknowledge_received_data(flow, relayed.upstream_id)
-        if relayed.upstream_ended:
-            relayed.done = True
-            down.end_stream(sid)
-            return
-        now = time.monotonic()
-        if relayed.closing_at is not None:
-            if now >= relayed.closing_at:
-                relayed.done = True
-                down.end_stream(sid)  # clean, as AWS ends a subscription
-                print(f"ended {sid}", file=sys.stderr, flush=True)
-            return
-        due = relayed.ends_at is not None and now >= relayed.ends_at
-        if due and relayed.boundaries.between_messages:
-            # The emulator first (it frees the subscription within about a second), the
-            # client after: as on AWS, whose subscription is over once its stream ends.
-            self._reset_upstream(relayed)
-            relayed.pending.clear()
-            relayed.closing_at = now + RELEASE_S
+    @staticmethod
+    def _take(pending: Pending | None, event: h2.events.DataReceived, side: Conn) -> None:
+        """Keep received data until sent on; a gone stream's is dropped (and acknowledged)."""
+        if pending is None:
+            side.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        else:
+            pending.append((event.data, event.flow_controlled_length))
 
-    def _reset_upstream(self, relayed: _Relayed) -> None:
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self._up.reset_stream(relayed.upstream_id, h2.errors.ErrorCodes.CANCEL)
-
-    def _flush(self) -> None:
-        for side, writer in ((self._down, self._client_writer), (self._up, self._up_writer)):
-            outgoing = side.data_to_send()
-            if outgoing and not writer.is_closing():
+    def _advance(self) -> None:
+        """Every stream's pending data as far as the windows allow, its end or its cut."""
+        for s in list(self._by_client.values()):
+            try:
+                self._advance_stream(s)
+            except h2.exceptions.StreamClosedError:  # closed under us: both sides go
+                self._reset(self._up, s.upstream_id, CANCEL)
+                self._reset(self._down, s.client_id, CANCEL)
+                self._forget(s)
+        for side, (_, writer) in ((self._down, self._client), (self._up, self._upstream)):
+            if (outgoing := side.data_to_send()) and not writer.is_closing():
                 writer.write(outgoing)
+
+    def _advance_stream(self, s: _Stream) -> None:
+        up, down, now = (self._up, s.upstream_id), (self._down, s.client_id), time.monotonic()
+        # not before its first event: kinesis-local sends that one about 2 s after the
+        # request, and a reader whose every subscription ends before an event never gets on
+        due = s.cancelled_at is None and s.ends_at is not None and now >= s.ends_at
+        due = due and s.boundaries.messages > 0
+        self._move(s.request, down, up)
+        if self._move(s.response, up, down, s.boundaries, to_boundary=due):
+            self._forget(s)  # answered in full
+        elif due and s.boundaries.between_messages:  # no message half-relayed
+            self._reset(self._up, s.upstream_id, CANCEL)
+            self._drop(s.response, up)
+            s.cancelled_at = now
+        elif s.cancelled_at is not None and now >= s.cancelled_at + RELEASE_S:
+            self._down.end_stream(s.client_id)  # clean, as AWS ends a subscription
+            print(f"ended {next(self._ends)} (stream {s.client_id})", file=sys.stderr)
+            self._forget(s)
+
+    @staticmethod
+    def _move(
+        pending: Pending,
+        src: Side,
+        dst: Side,
+        seen: MessageBoundaries | None = None,
+        to_boundary: bool = False,
+    ) -> bool:
+        """As much of ``pending`` as ``dst``'s windows take (``to_boundary``: up to the end of
+        the message under way), each chunk acknowledged to ``src`` once sent in full; True once
+        the end was sent too."""
+        while pending:
+            if (head := pending[0]) is None:
+                pending.popleft()
+                dst[0].end_stream(dst[1])
+                return True
+            data, flow = head
+            room = min(dst[0].local_flow_control_window(dst[1]), dst[0].max_outbound_frame_size)
+            if seen is not None and to_boundary:
+                if seen.between_messages:
+                    return False
+                room = min(room, seen.to_boundary(data) or len(data))
+            if room <= 0 and data:
+                return False
+            dst[0].send_data(dst[1], data[:room])
+            if seen is not None:
+                seen.feed(data[:room])
+            if len(data) > room:
+                pending[0] = (data[room:], flow)
+            else:
+                pending.popleft()
+                src[0].acknowledge_received_data(flow, src[1])
+        return False
+
+    @staticmethod
+    def _drop(pending: Pending, src: Side) -> None:
+        """Drop what ``pending`` holds, acknowledged to ``src`` (the connection's window)."""
+        src[0].acknowledge_received_data(sum(item[1] for item in pending if item), src[1])
+        pending.clear()
+
+    def _forget(self, s: _Stream) -> None:
+        """Stop relaying ``s`` (what it had pending: dropped)."""
+        self._by_client.pop(s.client_id, None)
+        self._by_upstream.pop(s.upstream_id, None)
+        self._drop(s.request, (self._down, s.client_id))
+        self._drop(s.response, (self._up, s.upstream_id))
+
+    @staticmethod
+    def _reset(side: Conn, sid: int, code: int) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):  # already closed
+            side.reset_stream(sid, code)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -236,47 +274,58 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _serve(
-    client_reader: asyncio.StreamReader,
-    client_writer: asyncio.StreamWriter,
-    upstream: tuple[str, int],
-    end_after: float,
+    client: Pair, upstream: tuple[str, int], end_after: float, ends: Iterator[int]
 ) -> None:
+    """Sniff the first bytes (up to the preface's 24), then relay HTTP/2 or pipe bytes."""
+    reader, writer = client
     try:
-        first = await client_reader.read(len(PREFACE))
-        while first and len(first) < len(PREFACE) and PREFACE.startswith(first):
-            more = await client_reader.read(len(PREFACE) - len(first))
-            if not more:
+        first = b""
+        while len(first) < len(PREFACE) and PREFACE.startswith(first):
+            if not (more := await reader.read(len(PREFACE) - len(first))):
                 break
             first += more
-        up_reader, up_writer = await asyncio.open_connection(*upstream)
+        up = await asyncio.open_connection(*upstream)
     except OSError:
-        client_writer.close()
+        writer.close()
         return
     try:
         if first.startswith(PREFACE):
-            relay = H2Relay((client_reader, client_writer), (up_reader, up_writer), end_after)
-            await relay.run(first)
+            await H2Relay(client, up, end_after, ends).run(first)
         else:
-            up_writer.write(first)
-            await asyncio.gather(_pipe(client_reader, up_writer), _pipe(up_reader, client_writer))
+            up[1].write(first)
+            await asyncio.gather(_pipe(reader, up[1]), _pipe(up[0], writer))
     finally:
-        client_writer.close()
-        up_writer.close()
+        writer.close()
+        up[1].close()
 
 
 async def serve(port: int, upstream: tuple[str, int], end_after: float) -> None:
+    """Until SIGTERM or SIGINT; then every connection's work is cancelled (its ``finally``
+    closes both sockets) and awaited. Each runs in a task of its own, not in the handler's:
+    Python 3.11 logs a traceback for a handler task cancelled, and ``async with server``
+    would wait for the connections (``wait_closed``, 3.12+)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    ends, connections = itertools.count(1), set[asyncio.Task[None]]()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _serve(reader, writer, upstream, end_after)
+        work = asyncio.create_task(_serve((reader, writer), upstream, end_after, ends))
+        connections.add(work)
+        try:
+            await asyncio.wait([work])  # (not raising when ``work`` is cancelled on a stop)
+        finally:
+            work.cancel()
+            connections.discard(work)
 
     server = await asyncio.start_server(handle, "127.0.0.1", port)
     print(f"listening on 127.0.0.1:{port}", file=sys.stderr, flush=True)
-    async with server:
-        await stopping.wait()
+    await stopping.wait()
+    server.close()
+    for work in connections:
+        work.cancel()
+    await asyncio.gather(*connections, return_exceptions=True)
 
 
 def main() -> None:

@@ -61,6 +61,7 @@ class Http2Stream:
         self._answered = asyncio.Event()
         self._chunks: asyncio.Queue[Data | Closed] = asyncio.Queue()
         self.closed: Closed | None = None
+        self._owed = 0  # DATA bytes received and not yet given back to the windows
 
     async def response(self) -> int | Closed:
         """The status, once the headers are in; or how the stream closed before them."""
@@ -77,12 +78,19 @@ class Http2Stream:
         return await self._chunks.get()
 
     def acknowledge(self, flow: int) -> None:
-        """The caller took ``flow`` bytes of this stream's DATA: the server may send more."""
-        self._connection.acknowledge(self.stream_id, flow)
+        """The caller took ``flow`` bytes of this stream's DATA: the server may send more —
+        after the stream's end too (the connection's window is still owed them); never more
+        than was received and not yet given back."""
+        taken = min(flow, self._owed)
+        self._owed -= taken
+        self._connection.acknowledge(self.stream_id, taken)
 
     def cancel(self) -> None:
-        """RST_STREAM(CANCEL): the server frees the subscription."""
+        """RST_STREAM(CANCEL): the server frees the subscription; DATA not acknowledged yet
+        (read or still queued) goes back to the connection's window, which every stream of
+        the connection shares."""
         self._connection.cancel(self.stream_id)
+        self.acknowledge(self._owed)
 
     def _answer(self, headers: Sequence[tuple[Any, Any]]) -> None:
         for raw_name, raw_value in headers:  # str: the connection decodes them (utf-8)
@@ -124,6 +132,7 @@ class Http2Connection:
         )
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65_535)
         self._streams: dict[int, Http2Stream] = {}
+        self._unacknowledged = 0
         self._going_away: str | None = None  # GOAWAY or the connection lost: no new stream
         self._flush()
         self._task = asyncio.create_task(self._read_loop(), name=f"http2 {authority}")
@@ -186,8 +195,17 @@ class Http2Connection:
         await self._writer.drain()
         return stream
 
+    @property
+    def unacknowledged(self) -> int:
+        """DATA bytes received on live or ended streams and not yet given back (every byte is
+        given back once: by its reader, or by a cancel)."""
+        return self._unacknowledged
+
     def acknowledge(self, stream_id: int, flow: int) -> None:
-        if flow and stream_id in self._streams:
+        """Give back ``flow`` bytes: to the connection's window always (h2 credits a closed
+        stream's bytes to it alone), to the stream's while it is open."""
+        if flow:
+            self._unacknowledged -= flow
             self._send(lambda: self._h2.acknowledge_received_data(flow, stream_id))
 
     def cancel(self, stream_id: int) -> None:
@@ -233,6 +251,8 @@ class Http2Connection:
                 if flow:
                     self._send(lambda: self._h2.acknowledge_received_data(flow, event.stream_id))
             else:
+                stream._owed += flow
+                self._unacknowledged += flow
                 stream._chunks.put_nowait(Data(event.data or b"", flow))
         elif isinstance(event, h2.events.StreamEnded):
             self._end(event.stream_id, Closed(True))

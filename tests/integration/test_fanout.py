@@ -297,7 +297,7 @@ def test_kpl_aggregates_over_fanout_resume_inside_an_aggregate(fanout: Fanout) -
     again = fanout.worker("w2")
     try:
         fanout.until(lambda: bool(fanout.metrics(again)), 30, "the second worker up")
-        time.sleep(3)
+        time.sleep(2)
         assert fanout.metrics(again).get("telemax_records_written_total", 0) == 0
     finally:
         assert again.stop() == 0

@@ -4,6 +4,7 @@ every way a stream ends, several streams on one connection."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from botocore.eventstream import ChecksumMismatch
@@ -210,3 +211,49 @@ def test_an_error_answer_names_its_code_as_botocore_does() -> None:
         400, b'{"__type":"com.amazon#AccessDeniedException","message":"no"}'
     ) == Failure("AccessDeniedException", "no")
     assert error_answer(503, b"busy") == Failure("HTTP503", "busy")
+
+
+@pytest.mark.parametrize("how", ["acknowledged after the end", "cancelled unread"])
+async def test_every_data_byte_goes_back_to_the_connection_window(how: str) -> None:
+    """The connection's window is shared by every subscription of the connection for hours:
+    DATA acknowledged after its stream ended (a subscription's last event), or never read
+    because the stream was cancelled, must still be given back to it — else each end leaks
+    up to an event's bytes until the connection stalls."""
+
+    async def script(request: Request, answer: Answer) -> None:
+        answer.respond()
+        await answer.send(b"x" * 3_000)
+        await answer.send(b"y" * 2_000, end=(how == "acknowledged after the end"))
+        if how == "cancelled unread":
+            await asyncio.sleep(5)
+
+    async with ScriptedHttp2Server(script) as server:
+        connection = await Http2Connection.open(server.url)
+        given_back: list[int] = []  # what h2 was told (it credits the connection's window)
+        protocol: Any = connection._h2
+        tell = protocol.acknowledge_received_data
+
+        def spied(size: int, stream_id: int) -> None:
+            given_back.append(size)
+            tell(size, stream_id)
+
+        protocol.acknowledge_received_data = spied
+        try:
+            stream = await connection.post("/", [], BODY)
+            assert await stream.response() == 200
+            first = await stream.receive()
+            assert isinstance(first, Data)
+            if how == "acknowledged after the end":
+                rest, closed = await read_all(stream, acknowledge=False)
+                assert (rest, closed) == (b"y" * 2_000, Closed(True))
+                stream.acknowledge(first.flow)
+                stream.acknowledge(2_000)
+            else:
+                while connection.unacknowledged < 5_000:  # both arrived, one read, none taken
+                    await asyncio.sleep(0.01)
+                stream.cancel()
+            assert connection.unacknowledged == 0
+            stream.acknowledge(first.flow)  # again, or after the cancel: never twice
+            assert connection.unacknowledged == 0 and sum(given_back) == 5_000
+        finally:
+            await connection.aclose()
