@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.adapters.fastpath import FastPath
 from consumer.config import Settings
+from consumer.fanout import FanOutError
 from consumer.feeds import telemax
 from consumer.insights.store import check_insights
 from consumer.lease.coordinator import LeaseCoordinator
@@ -239,7 +239,7 @@ class Worker:
         ``TELEMAX_RETRIEVAL=auto`` (SubscribeToShard denied though the consumer registered):
         every reader made from now on polls, and the shard starts again at once (True).
         Anything else stops the worker with its one line (False)."""
-        if self.settings.retrieval == "auto" and _from_fanout(error):
+        if self.settings.retrieval == "auto" and isinstance(error, FanOutError):
             if self._subscriber is not None:  # the first shard to meet it: said once
                 self._subscriber = None
                 self._log.warning("fanout_refused_reading_by_polling", error=str(error))
@@ -380,9 +380,3 @@ class Worker:
                 "subscription_reopened", shard_id=shard_id, detail=detail
             ),
         )
-
-
-def _from_fanout(error: ConfigError) -> bool:
-    """Raised by fan-out's reader (whose module is loaded only when fan-out is on)."""
-    reader = sys.modules.get("consumer.fanout.reader")
-    return reader is not None and isinstance(error, reader.FanOutError)

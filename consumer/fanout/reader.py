@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from consumer.fanout import FanOutError
 from consumer.fanout.events import Decoder, Event, Failure, error_answer
 from consumer.fanout.http2 import Closed, Http2Connection, Http2Error, Http2Stream
 from consumer.fanout.subscription import (
@@ -32,7 +33,6 @@ from consumer.fanout.subscription import (
 from consumer.metrics import Metrics
 from consumer.shard.budget import RecordBudget
 from consumer.shard.reader import Fetched, fetch_until
-from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
@@ -44,10 +44,6 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 RESPONSE_TIMEOUT_S = 10.0  # SubscribeToShard's headers (AWS: in well under a second)
 ERROR_BODY_BYTES = 64 * 1024
 STREAMS_PER_CONNECTION = 64
-
-
-class FanOutError(ConfigError):
-    """Fan-out cannot work here (a missing permission, no consumer, no HTTP/2): one line."""
 
 
 class Subscriber:

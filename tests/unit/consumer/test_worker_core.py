@@ -15,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumer.config import Settings
+from consumer.fanout import FanOutError
 from consumer.feeds import telemax
 from consumer.lease.model import SHARD_END
 from consumer.shard.reader import Fetched
@@ -390,8 +391,6 @@ class SubscribeDenied:
     """A fan-out reader whose SubscribeToShard is denied for good (registration worked)."""
 
     async def fetch_next(self, due: Callable[[], float | None] = lambda: None) -> Fetched:
-        from consumer.fanout.reader import FanOutError
-
         raise FanOutError("SubscribeToShard on A: AccessDeniedException: not authorized")
 
     async def aclose(self) -> None:

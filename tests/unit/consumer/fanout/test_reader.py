@@ -11,9 +11,9 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 
 from consumer.adapters.fastpath import SigV4
-from consumer.fanout import subscription
+from consumer.fanout import FanOutError, subscription
 from consumer.fanout.http2 import Http2Connection
-from consumer.fanout.reader import FanOutError, FanOutReader, Subscriber
+from consumer.fanout.reader import FanOutReader, Subscriber
 from consumer.metrics import Metrics
 from consumer.shard.budget import RecordBudget
 from consumer.shard.reader import Fetched
