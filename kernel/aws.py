@@ -197,10 +197,8 @@ class Clients:
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def ca_bundle(self) -> str | None:
-        """The roots the generic clients verify TLS with, when not botocore's default
-        (AWS_CA_BUNDLE, the profile's ``ca_bundle``): the lean paths trust the same."""
-        bundle = self.session.get_config_variable("ca_bundle")
-        return str(bundle) if bundle else None
+        """The roots the generic clients verify TLS with: the lean paths trust the same."""
+        return ca_bundle_of(self.session)
 
     @property
     def sns(self) -> SNSClient:
@@ -234,10 +232,17 @@ def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20
     )
 
 
-def check_ca_bundle(session: AioSession) -> None:
-    """A CA bundle named (AWS_CA_BUNDLE, a profile's ``ca_bundle``) must exist: botocore
-    would say only "No such file or directory" at the first call."""
+def ca_bundle_of(session: AioSession) -> str | None:
+    """The CA bundle botocore verifies TLS with when not its default (AWS_CA_BUNDLE, the
+    profile's ``ca_bundle``); None: its default."""
     bundle = session.get_config_variable("ca_bundle")
+    return str(bundle) if bundle else None
+
+
+def check_ca_bundle(session: AioSession) -> None:
+    """A CA bundle named must exist: botocore would say only "No such file or directory" at
+    the first call."""
+    bundle = ca_bundle_of(session)
     if bundle and not os.path.exists(bundle):
         raise ConfigError(f"AWS_CA_BUNDLE {bundle!r} does not exist (the roots to verify TLS)")
 
