@@ -178,7 +178,7 @@ class Runtime:
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
         self._insights = batch_insights_for(self.settings, self._clients.dynamodb, self.metrics)
-        self._facts = self._insights.wire.spec.fact_of if self._insights is not None else None
+        self._facts = self._insights.wire.spec.facts_of if self._insights is not None else None
         self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -81,23 +82,49 @@ class InsightSpec:
         measure's value (a number attribute's string as it is: parsed with its cell's other
         values). Atomic values in tuples: a segment's facts weigh a fraction of its items,
         and the garbage collector stops tracking them."""
-        attribute = item.get(self.time_field)
-        text = attribute.get("S") if attribute else None
-        second = None if text is None else epoch_second(text)
-        one_field, measured = self._plan
-        if one_field is not None:
-            group: Group = ((one_field, plain(item.get(one_field))),)
-        else:
-            group = self.group_of(item)
-        values = tuple(
-            [
-                (number.get("N") if (number := item.get(name)) else None)
-                if name is not None
-                else value(item)
-                for name, value in measured
-            ]
-        )
-        return second, group, values
+        return self.facts_of((item,))[0]
+
+    def facts_of(self, items: Sequence[Attributes]) -> list[Fact]:
+        """:meth:`fact_of` of each item, a batch at once: a few passes over the batch instead
+        of a call per item (3.6 µs a TELEMAX reading one by one, measured in the worker), the
+        usual times and group values read from memos, and one group tuple per group value,
+        shared by its records' facts."""
+        name = self.time_field
+        seconds = _seconds([a.get("S") if (a := item.get(name)) else None for item in items])
+        groups = self._groups(items)
+        columns = [
+            [(n.get("N") if (n := item.get(field)) else None) for item in items]
+            if field is not None
+            else [value(item) for item in items]
+            for field, value in self._plan[1]
+        ]
+        values = list(zip(*columns, strict=True)) if columns else [()] * len(items)
+        return list(zip(seconds, groups, values, strict=True))
+
+    def _groups(self, items: Sequence[Attributes]) -> list[Group]:
+        one = self._plan[0]
+        if one is None:
+            return [self.group_of(item) for item in items]
+        known = self._group_memo
+        found: list[Any] = [
+            known.get(a.get("S"), _MISSING) if (a := item.get(one)) else _MISSING for item in items
+        ]
+        if _MISSING in found:
+            for index, group in enumerate(found):
+                if group is _MISSING:
+                    attribute = items[index].get(one)
+                    found[index] = group = ((one, plain(attribute)),)
+                    text = attribute.get("S") if attribute else None
+                    if text is not None:
+                        if len(known) >= _MEMO_SIZE:
+                            known.clear()
+                        known[text] = group
+        return found
+
+    @functools.cached_property
+    def _group_memo(self) -> dict[str, Group]:
+        """The single grouping field's string value -> its group (bounded)."""
+        return {}
 
     @functools.cached_property
     def _plan(
@@ -108,8 +135,11 @@ class InsightSpec:
         return one, tuple((m.attribute, m.value) for m in self.measures)
 
 
-_MISSING = object()
+_MISSING: Any = object()
+_MEMO_SIZE = 65_536  # each memo's bound: a stream moves on through time and groups
 _SECONDS: dict[str, Any] = {}  # "YYYY-MM-DDTHH:MM:SS" -> its epoch second (None: not a time)
+# what follows those 19 characters in a usual time: "Z", ".Z", ".123Z", … (as epoch_second says)
+_USUAL_TAIL = re.compile(r"(?:\.[0-9]*)?Z\Z").match
 
 
 def epoch_second(text: str) -> int | None:
@@ -128,10 +158,29 @@ def epoch_second(text: str) -> int | None:
     head = text[:19]
     found = _SECONDS.get(head, _MISSING)
     if found is _MISSING:
-        if len(_SECONDS) >= 65_536:  # bounded: a stream moves on through time
+        if len(_SECONDS) >= _MEMO_SIZE:
             _SECONDS.clear()
         found = _SECONDS[head] = _parse_second(head + "Z")
     return found  # type: ignore[no-any-return]
+
+
+def _seconds(texts: list[str | None]) -> list[int | None]:
+    """:func:`epoch_second` of each text (None stays None): a usual time whose head was seen
+    before is a match of its tail and a memo lookup; the rest goes through
+    :func:`epoch_second`, which fills the memo. (A head is in ``_SECONDS`` only if its
+    separators were checked.)"""
+    heads, usual = _SECONDS, _USUAL_TAIL
+    found: list[Any] = [
+        (heads.get(text[:19], _MISSING) if usual(text, 19) else _MISSING)
+        if text is not None
+        else None
+        for text in texts
+    ]
+    if _MISSING in found:
+        for index, second in enumerate(found):
+            if second is _MISSING:
+                found[index] = epoch_second(texts[index])  # type: ignore[arg-type]
+    return found
 
 
 def _parse_second(text: str) -> int | None:
@@ -177,28 +226,33 @@ class Cell:
     count: int = 0
     late: int = 0
     settled: dict[str, Stat] = dataclasses.field(default_factory=dict)
-    # values added since the stats were last read, by measure: they join the stats in one
-    # pass (Stat.add_all), far cheaper than one by one
-    pending: dict[str, list[Decimal | str]] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
+    # the measures' values of each record added since the stats were last read, a tuple a
+    # record in the order of ``names``: they join the stats a column at a time (one append a
+    # record here; Stat.add_all a column, far cheaper than value by value)
+    rows: list[tuple[Decimal | str | None, ...]] = dataclasses.field(
+        default_factory=list, compare=False, repr=False
     )
+    names: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def stats(self) -> dict[str, Stat]:
-        if self.pending:
-            for name, values in self.pending.items():
-                stat = self.settled.get(name)
-                if stat is None:
-                    stat = self.settled[name] = Stat()
-                stat.add_all(values)
-            self.pending = {}
+        if self.rows:
+            rows, settled = self.rows, self.settled
+            for index, name in enumerate(self.names):
+                column = [value for row in rows if (value := row[index]) is not None]
+                if column:
+                    stat = settled.get(name)
+                    if stat is None:
+                        stat = settled[name] = Stat()
+                    stat.add_all(column)
+            self.rows = []
             # a measure whose values were all unreadable has no statistics, as when missing
-            self.settled = {name: stat for name, stat in self.settled.items() if stat.count}
+            self.settled = {name: stat for name, stat in settled.items() if stat.count}
         return self.settled
 
     @stats.setter
     def stats(self, stats: dict[str, Stat]) -> None:
-        self.settled, self.pending = stats, {}
+        self.settled, self.rows = stats, []
 
     def merge(self, other: Cell) -> None:
         self.count += other.count
@@ -228,29 +282,23 @@ class Partial:
         """Add each (fact, arrival time) — in one loop, its lookups hoisted (a segment's
         records are added at once; with the extraction, this is the insights' cost a
         record)."""
-        cells, lateness, window = self.cells, self.lateness_s, self.spec.window_s
-        names = [m.name for m in self.spec.measures]
+        cells, window = self.cells, self.spec.window_s
+        limit = window + self.lateness_s  # late: arrived after its window's start + this
+        names = tuple(m.name for m in self.spec.measures)
         for (second, group, values), arrival in facts:
             if second is None:
                 self.untimed += 1
                 continue
-            start = second // window * window
+            start = second - second % window
             key = (start, group)
             cell = cells.get(key)
             if cell is None:
-                cell = cells[key] = Cell()
-            if arrival is not None and arrival > start + window + lateness:
+                cell = cells[key] = Cell(names=names)
+            if arrival is not None and arrival > start + limit:
                 cell.late += 1
                 continue
             cell.count += 1
-            pending = cell.pending
-            for name, value in zip(names, values, strict=True):
-                if value is not None:
-                    found = pending.get(name)
-                    if found is None:
-                        pending[name] = [value]
-                    else:
-                        found.append(value)
+            cell.rows.append(values)
 
     def merge(self, other: Partial) -> None:
         self.untimed += other.untimed

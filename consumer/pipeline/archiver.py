@@ -160,14 +160,14 @@ def entries_of(
     raw_json: bool = False,
     *,
     lines: bool = True,
-    facts: Callable[[Any], Any] | None = None,
+    facts: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
 ) -> list[Entry]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
     ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
     embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
-    lines, the insights alone); ``facts``: what the insights keep of each item (with its
-    arrival time)."""
+    lines, the insights alone); ``facts``: what the insights keep of each of a batch's items
+    (``InsightSpec.facts_of``; kept with its arrival time)."""
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:
@@ -181,6 +181,8 @@ def entries_of(
     refused = set(progress.refused)
     converted = progress.converted
     made_of = converted.data
+    # the whole batch at once (a refused item's fact is made and dropped: they are rare)
+    item_facts = facts(converted.items) if facts is not None else None
     for position, item in enumerate(converted.items):
         if position in refused or not progress.durable[position]:
             continue
@@ -202,8 +204,8 @@ def entries_of(
             }
             data = made_of[position] if raw_json and position < len(made_of) else None
             line = _record_line(meta, item, data)
-        if facts is not None:
-            found.append(Entry((sequence, sub), where, line, False, facts(item), arrived))
+        if item_facts is not None:
+            found.append(Entry((sequence, sub), where, line, False, item_facts[position], arrived))
         else:
             found.append(Entry((sequence, sub), where, line))
     items_found = len(found)

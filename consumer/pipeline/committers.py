@@ -39,7 +39,7 @@ def segmented_for(
 
     target = archive_target(settings)
     spec = feed_of(settings).insights
-    facts = spec.fact_of if settings.insights and spec is not None else None
+    facts = spec.facts_of if settings.insights and spec is not None else None
     feed = feed_of(settings).name
     raw_json = target is not None and target.raw_json
 

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.stats import ALPHA, Stat
-from consumer.insights.windows import InsightSpec, Partial, epoch_second, field
+from consumer.insights.windows import InsightSpec, Measure, Partial, epoch_second, field
 from producer.schemas import records
 
 SPEC = InsightSpec(window_s=300, time_field="at", group_fields=("link",), measures=(field("v"),))
@@ -143,3 +143,63 @@ def test_the_event_second_is_what_fromisoformat_reads_memoised_or_not(text: str)
         expected = math.floor(when.timestamp())
     assert epoch_second(text) == expected
     assert epoch_second(text) == expected  # memoised
+
+
+ODD_TIMES = [
+    "2026-12-03T10:00:00Z",
+    "2026-12-03T10:00:00.250Z",
+    "2026-12-03T10:00:00.Z",
+    "2026-12-03T10:00:00+02:00",
+    "2026-12-03T10:00:00",
+    "2026-12-03 10:00:59.5Z",
+    "2026-02-30T10:00:00Z",
+    "2026-12-03T10:00:00.12xZ",
+    "yesterday",
+    "",
+]
+ODD_ATTRIBUTES: list[Any] = [{"S": "L1"}, {"S": "7"}, {"N": "7"}, {"N": "7.50"}, {"S": ""}, None]
+ODD_NUMBERS: list[Any] = [{"N": "1.5"}, {"N": "-2"}, {"N": "x"}, {"S": "3"}, None]
+
+
+def odd_item(rng: random.Random) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, choices in (("at", ODD_TIMES), ("link", ODD_ATTRIBUTES), ("zone", ODD_ATTRIBUTES)):
+        choice = rng.choice(choices)
+        if choice is not None:
+            found[name] = {"S": choice} if name == "at" else choice
+    for name in ("v", "w"):
+        number = rng.choice(ODD_NUMBERS)
+        if number is not None:
+            found[name] = number
+    if rng.random() < 0.05:
+        found.pop("at", None)
+    return found
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,
+        InsightSpec(300, "at", ("link", "zone"), (field("v"), field("w"))),
+        InsightSpec(3600, "at", ("zone",), (field("v"), Measure("double", lambda i: Decimal(2)))),
+        InsightSpec(60, "at", ("link",), ()),
+    ],
+    ids=["one-group", "two-groups", "computed-measure", "no-measure"],
+)
+def test_a_batchs_facts_are_each_items_read_one_by_one(spec: InsightSpec) -> None:
+    """facts_of (memos, a pass per column) equals the plain reading of each item — its event
+    second, its group, each measure's raw value — on odd items, cold and with warm memos."""
+    rng = random.Random(5)
+    for _ in range(3):  # the first batch fills the memos, the next read from them
+        batch = [odd_item(rng) for _ in range(400)]
+        expected = [
+            (
+                spec.event_second(one),
+                spec.group_of(one),
+                tuple(measure.raw(one) for measure in spec.measures),
+            )
+            for one in batch
+        ]
+        assert spec.facts_of(batch) == expected
+        assert [spec.fact_of(one) for one in batch] == expected
+    assert spec.facts_of([]) == []

@@ -98,7 +98,7 @@ def with_insights(shop: Shop, db: MemoryTable, max_bytes: int) -> None:
     segments = Segmented(
         [committer("insights", wire, shop.metrics, slots)],
         lambda progress, records, name, shard: entries_of(
-            progress, records, "telemax", name, shard, lines=False, facts=spec.fact_of
+            progress, records, "telemax", name, shard, lines=False, facts=spec.facts_of
         ),
         max_bytes,
         5.0,
