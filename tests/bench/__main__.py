@@ -13,8 +13,9 @@ as many pre-built items) into a fresh table:
 - archive: ours with the S3 archive on (moto's server as S3; objects of at most 1 MiB or 2 s,
   so that objects are written all through the steady window): the archive's cost;
 - insights: ours with the insights on (TELEMAX's 5-minute windows per hardwareID, into an
-  insights table on dynalite), segments cut as by default (60 s or 16,384 readings a shard:
-  most are committed in the drain, which the "through the drain" figure counts);
+  insights table on dynalite), segments cut as by default (60 s or 131,072 readings a shard:
+  8 MiB at 64 bytes an entry without a line; most are committed in the drain, which the
+  "through the drain" figure counts);
 - insights2s: the same with a segment every 2 s a shard (the archive's setting), so that
   commits run all through the steady window: the cost per commit, at its worst.
 
@@ -54,6 +55,7 @@ import orjson
 
 from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
 from producer.readings import readings
+from tests.bench.steady_profile import SteadyProfile, report
 from tests.conftest import emulator
 
 CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights", "insights2s")
@@ -211,7 +213,13 @@ class Bench:
             # the insights contender's, named alike on every stream of the run
             dynamodb.delete_table(TableName=f"{tables['TELEMAX_TABLE']}-insights")
 
-    def run(self, contender: str, env: dict[str, str], repeat: int) -> Result:
+    def run(
+        self,
+        contender: str,
+        env: dict[str, str],
+        repeat: int,
+        steady_profile: SteadyProfile | None = None,
+    ) -> Result:
         tables = self.fresh_tables(env, f"bench-{contender}-{repeat}")
         _, dynamodb = self.clients(env)
         full_env = {**os.environ, **env, **tables}
@@ -309,6 +317,11 @@ class Bench:
             else:
                 count = state["count"]
             samples.append((now, count))
+            if steady_profile is not None and contender in WORKERS:
+                if not steady_profile.started and count >= self.records * 0.1:
+                    steady_profile.start(proc.pid)
+                elif not steady_profile.stopped and count >= self.records * 0.9:
+                    steady_profile.stop()
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 # (it may have just exited: its own report has the totals)
                 cpu_samples.append((count, proc_cpu(sampled)))
@@ -470,6 +483,14 @@ def main() -> int:
     parser.add_argument("--only", choices=CONTENDERS, action="append")
     parser.add_argument("--profile", action="store_true", help="run the workers under py-spy")
     parser.add_argument(
+        "--steady-profile",
+        nargs="?",
+        const="ours",
+        choices=WORKERS,
+        metavar="WORKER",
+        help="then run WORKER (ours) once more, py-spy attached over its steady window only",
+    )
+    parser.add_argument(
         "--before", metavar="REV", help="also run the worker of git revision REV (interleaved)"
     )
     args = parser.parse_args()
@@ -489,6 +510,10 @@ def main() -> int:
         for repeat in range(1, args.repeats + 1):
             for bench in benches:
                 run_round(bench, env, repeat, contenders, by_shards)
+        profiles = [
+            steady_profile(bench, env, args.repeats + 1, args.steady_profile)
+            for bench in (benches if args.steady_profile else [])
+        ]
     for results in by_shards.values():
         for contender in contenders:
             if not results[contender]:
@@ -518,8 +543,27 @@ def main() -> int:
             indent=2,
         )
     )
+    for found in profiles:
+        if found is not None:
+            print()
+            print(report(found))
     print(f"\nevery run: {out}; logs: {log_dir}")
     return 0
+
+
+def steady_profile(bench: Bench, env: dict[str, str], repeat: int, worker: str) -> Path | None:
+    """One more run of ``worker``, py-spy attached over its steady window (not among the
+    measured runs: a sampler beside it takes CPU from the emulators); the samples' file."""
+    out = ROOT / ".bench" / f"steady-{worker}-{bench.shards}-shards.folded"
+    out.parent.mkdir(exist_ok=True)
+    out.unlink(missing_ok=True)
+    profile = SteadyProfile(out)
+    try:
+        bench.run(worker, env, repeat, steady_profile=profile)
+    finally:
+        if profile.started and not profile.stopped:
+            profile.stop()
+    return out if out.exists() else None
 
 
 def empty_results() -> dict[str, list[Result]]:
