@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from devkit.local import WorkerProcess
+from devkit.local import WorkerProcess, wait_for_http
 from tests.fleet.conftest import LEASE_DURATION_S, RENEW_INTERVAL_S
 from tests.support import BackgroundProducer, Stack, keys_of, wait_until, worker_events
 
@@ -49,7 +49,13 @@ def lease_moves(worker: WorkerProcess) -> tuple[float, float, float]:
 
 
 def start_fleet(fleet: Stack, n: int = 3) -> list[WorkerProcess]:
-    return [fleet.worker(f"w{i}") for i in range(1, n + 1)]
+    """``n`` workers, returned once each one's probes server listens: the lease periods the
+    tests count then measure the lease protocol, not an interpreter starting on a busy machine
+    (`make test` runs three pytest processes on two cores; a start-up took seconds there)."""
+    workers = [fleet.worker(f"w{i}") for i in range(1, n + 1)]
+    for worker in workers:
+        wait_for_http(worker.metrics_url, 30, worker.proc)
+    return workers
 
 
 def assert_everything_stored(fleet: Stack, produced: set[tuple[str, str]]) -> None:
@@ -158,6 +164,8 @@ def test_scale_one_to_three_to_one_loses_nothing(fleet: Stack) -> None:
         first = fleet.worker("w1")
         wait_until(lambda: counts(fleet) == {"w1": SHARDS}, 20, "w1 owns every shard")
         extra = [fleet.worker("w2"), fleet.worker("w3")]
+        for worker in extra:
+            wait_for_http(worker.metrics_url, 30, worker.proc)
         everyone = [first, *extra]
         wait_until(lambda: balanced(fleet, everyone), 3 * LEASE_DURATION_S, "three-way split")
         for worker in extra:
