@@ -31,6 +31,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -41,6 +42,7 @@ from structlog.typing import FilteringBoundLogger
 from consumer import config
 from consumer.config import Settings, feed_of
 from consumer.insights.batch import batch_insights_for
+from consumer.insights.kept import batch_facts
 from consumer.insights.store import check_insights
 from consumer.metrics import Metrics
 from consumer.pipeline.archiver import ARRIVAL, check_archive, entries_of
@@ -178,7 +180,11 @@ class Runtime:
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
         self._insights = batch_insights_for(self.settings, self._clients.dynamodb, self.metrics)
-        self._facts = self._insights.wire.spec.facts_of if self._insights is not None else None
+        self._facts = (
+            functools.partial(batch_facts, self._insights.wire.spec)
+            if self._insights is not None
+            else None
+        )
         self._message_archives: dict[str, MessageArchive] = {}
 
     def close(self) -> None:

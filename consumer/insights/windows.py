@@ -89,17 +89,23 @@ class InsightSpec:
         of a call per item (3.6 µs a TELEMAX reading one by one, measured in the worker), the
         usual times and group values read from memos, and one group tuple per group value,
         shared by its records' facts."""
+        seconds, groups, columns = self.columns_of(items)
+        values = list(zip(*columns, strict=True)) if columns else [()] * len(items)
+        return list(zip(seconds, groups, values, strict=True))
+
+    def columns_of(
+        self, items: Sequence[Attributes]
+    ) -> tuple[list[int | None], list[Group], list[list[Decimal | str | None]]]:
+        """The facts of a batch as columns: event seconds, groups, each measure's values."""
         name = self.time_field
         seconds = _seconds([a.get("S") if (a := item.get(name)) else None for item in items])
-        groups = self._groups(items)
-        columns = [
+        columns: list[list[Decimal | str | None]] = [
             [(n.get("N") if (n := item.get(field)) else None) for item in items]
             if field is not None
             else [value(item) for item in items]
             for field, value in self._plan[1]
         ]
-        values = list(zip(*columns, strict=True)) if columns else [()] * len(items)
-        return list(zip(seconds, groups, values, strict=True))
+        return seconds, self._groups(items), columns
 
     def _groups(self, items: Sequence[Attributes]) -> list[Group]:
         one = self._plan[0]

@@ -160,14 +160,15 @@ def entries_of(
     raw_json: bool = False,
     *,
     lines: bool = True,
-    facts: Callable[[Sequence[Any]], Sequence[Any]] | None = None,
+    facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None = None,
 ) -> list[Entry]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
     ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
     embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
-    lines, the insights alone); ``facts``: what the insights keep of each of a batch's items
-    (``InsightSpec.facts_of``; kept with its arrival time)."""
+    lines, the insights alone); ``facts``: what the insights keep of the batch's stored items,
+    given them, their positions and arrival times (``consumer.insights.kept.batch_facts``):
+    each item's entry points at it."""
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:
@@ -181,8 +182,9 @@ def entries_of(
     refused = set(progress.refused)
     converted = progress.converted
     made_of = converted.data
-    # the whole batch at once (a refused item's fact is made and dropped: they are rare)
-    item_facts = facts(converted.items) if facts is not None else None
+    kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
+    kept_at: list[Position] = []
+    kept_arrivals: list[float | None] = []
     for position, item in enumerate(converted.items):
         if position in refused or not progress.durable[position]:
             continue
@@ -204,11 +206,17 @@ def entries_of(
             }
             data = made_of[position] if raw_json and position < len(made_of) else None
             line = _record_line(meta, item, data)
-        if item_facts is not None:
-            found.append(Entry((sequence, sub), where, line, False, item_facts[position], arrived))
-        else:
-            found.append(Entry((sequence, sub), where, line))
+        entry = Entry((sequence, sub), where, line)
+        found.append(entry)
+        if facts is not None:
+            kept.append(item)
+            kept_at.append(entry.position)
+            kept_arrivals.append(arrived)
     items_found = len(found)
+    if facts is not None and kept:
+        batch = facts(kept, kept_at, kept_arrivals)
+        for entry in found:
+            entry.fact = batch
     # the dead letters' arrival times, by sequence number (most batches have no letter)
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records} if progress.letters else {}
     for letter, stored in zip(progress.letters, progress.stored, strict=True):

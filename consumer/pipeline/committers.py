@@ -4,10 +4,12 @@ segment stream per shard (:mod:`consumer.pipeline.segmented`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from consumer.config import Settings, feed_of
+from consumer.insights.kept import batch_facts
 from consumer.insights.store import insights_committer
 from consumer.metrics import Metrics
 from consumer.pipeline.archive import Entry
@@ -39,7 +41,7 @@ def segmented_for(
 
     target = archive_target(settings)
     spec = feed_of(settings).insights
-    facts = spec.facts_of if settings.insights and spec is not None else None
+    facts = functools.partial(batch_facts, spec) if settings.insights and spec is not None else None
     feed = feed_of(settings).name
     raw_json = target is not None and target.raw_json
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.batch import BatchInsights
+from consumer.insights.kept import batch_facts
 from consumer.insights.store import InsightsWire
 from consumer.insights.windows import Partial
 from consumer.ops.insights import read_cells
@@ -94,11 +96,18 @@ def with_insights(shop: Shop, db: MemoryTable, max_bytes: int) -> None:
     spec = FEEDS["telemax"].insights
     assert spec is not None
     slots = asyncio.Semaphore(8)
+    kept = functools.partial(batch_facts, spec)
     wire = InsightsWire(db, TABLE, "telemax", spec, 3600, shop.metrics)  # type: ignore[arg-type]
     segments = Segmented(
         [committer("insights", wire, shop.metrics, slots)],
         lambda progress, records, name, shard: entries_of(
-            progress, records, "telemax", name, shard, lines=False, facts=spec.facts_of
+            progress,
+            records,
+            "telemax",
+            name,
+            shard,
+            lines=False,
+            facts=kept,
         ),
         max_bytes,
         5.0,

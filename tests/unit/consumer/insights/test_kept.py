@@ -1,0 +1,107 @@
+"""A batch's facts kept in columns read back as each item's own facts, for any segment cut."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from consumer.insights.kept import BatchFacts, batch_facts, segment_facts
+from consumer.insights.windows import InsightSpec, Measure, Partial, field
+from consumer.pipeline.archive import Entry
+
+SPEC = InsightSpec(
+    300,
+    "at",
+    ("link",),
+    (field("v"), Measure("doubled", lambda i: Decimal(2) if "v" in i else None), field("w")),
+)
+TIMES = ["2026-12-03T10:00:00.250Z", "2026-12-03T10:07:00Z", "2026-12-03T10:00:00+02:00", "x"]
+NUMBERS: list[Any] = [{"N": "1.5"}, {"N": "0"}, {"N": "-2.25"}, {"N": "x"}, None]
+
+
+def odd_item(rng: random.Random) -> dict[str, Any]:
+    found: dict[str, Any] = {"link": {"S": rng.choice(["L1", "L2", "L3"])}}
+    if rng.random() < 0.9:
+        found["at"] = {"S": rng.choice(TIMES)}
+    for name in ("v", "w"):
+        number = rng.choice(NUMBERS)
+        if number is not None:
+            found[name] = number
+    return found
+
+
+def stream_of(rng: random.Random) -> tuple[list[Entry], list[tuple[Any, float | None]]]:
+    """Entries of several batches in stream order, dead letters among them; and each stored
+    item's (fact, arrival) read one by one, by entry."""
+    entries: list[Entry] = []
+    expected: list[tuple[Any, float | None]] = []
+    sequence = 100
+    for _ in range(6):
+        items, positions, arrivals, batch_entries = [], [], [], []
+        for _ in range(rng.randint(1, 40)):
+            sequence += rng.randint(1, 3)
+            position = (str(sequence), 0)
+            if rng.random() < 0.1:
+                batch_entries.append(Entry(position, "", b"", letter=True))
+                continue
+            item = odd_item(rng)
+            arrival = None if rng.random() < 0.2 else 1_796_000_000.0 + sequence
+            entry = Entry(position, "", b"")
+            items.append(item)
+            positions.append(entry.position)
+            arrivals.append(arrival)
+            batch_entries.append(entry)
+            second, group, values = SPEC.fact_of(item)
+            # a computed measure's Decimal is kept as its text: Stat reads either alike
+            texts = tuple(None if v is None else str(v) for v in values)
+            expected.append(((second, group, texts), arrival))
+        if items:
+            kept = batch_facts(SPEC, items, positions, arrivals)
+            for entry in batch_entries:
+                if not entry.letter:
+                    entry.fact = kept
+        entries.extend(batch_entries)
+    return entries, expected
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_cut_of_the_stream_reads_each_items_fact_once(seed: int) -> None:
+    rng = random.Random(seed)
+    entries, expected = stream_of(rng)
+    stored = [n for n, entry in enumerate(entries) if entry.fact is not None]
+    for _ in range(30):
+        first, last = sorted(rng.sample(range(len(entries) + 1), 2))
+        inside = [stored.index(n) for n in stored if first <= n < last]
+        assert list(segment_facts(entries[first:last])) == [expected[i] for i in inside]
+
+
+def test_a_segments_partial_equals_the_one_of_its_items_read_one_by_one() -> None:
+    entries, expected = stream_of(random.Random(9))
+    ours, theirs = Partial(SPEC), Partial(SPEC)
+    ours.add_facts(segment_facts(entries))
+    theirs.add_facts(expected)
+    assert ours.untimed == theirs.untimed
+    assert ours.cells.keys() == theirs.cells.keys()
+    for key, cell in ours.cells.items():
+        other = theirs.cells[key]
+        assert (cell.count, cell.late) == (other.count, other.late)
+        assert {n: s.encode() for n, s in cell.stats.items()} == {
+            n: s.encode() for n, s in other.stats.items()
+        }
+
+
+def test_a_value_holding_the_separator_is_kept_as_it_is() -> None:
+    spec = InsightSpec(60, "at", ("link",), (Measure("odd", lambda i: i["odd"]),))
+    items: list[Any] = [{"at": {"S": "2026-12-03T10:00:00Z"}, "odd": "1\x1f2"}, {"odd": None}]
+    kept: BatchFacts = batch_facts(spec, items, [("1", 0), ("2", 0)], [None, 5.0])
+    rows = [(spec.fact_of(item), a) for item, a in zip(items, [None, 5.0], strict=True)]
+    assert list(kept.rows(0, 2)) == rows
+
+
+def test_an_entry_not_in_its_batchs_facts_is_an_error() -> None:
+    kept = batch_facts(SPEC, [odd_item(random.Random(1))], [("5", 0)], [None])
+    with pytest.raises(ValueError, match="not in its batch"):
+        list(segment_facts([Entry(("6", 0), "", b"", fact=kept)]))
