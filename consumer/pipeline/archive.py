@@ -69,10 +69,11 @@ class Entry:
     hour: str
     line: bytes  # one JSON line, newline included (empty when the archive is off)
     letter: bool = False
-    # what the insights need of the stored item (InsightSpec.fact_of; None: a dead letter,
-    # or no insights) — not the item itself: a segment's facts weigh a fraction of its items
+    # what the insights need of the stored item: its batch's facts in columns (one object a
+    # batch, consumer.insights.kept.BatchFacts) or a fact of its own (InsightSpec.fact_of);
+    # None: a dead letter, or no insights
     fact: Any = None
-    arrival: float | None = None  # Kinesis' arrival time, epoch seconds
+    arrival: float | None = None  # with a fact of its own: Kinesis' arrival time, epoch s
 
 
 @dataclasses.dataclass(frozen=True)
