@@ -27,13 +27,9 @@ from decimal import Decimal
 from typing import Any
 
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec
+from consumer.pipeline.archive import Position, order
 
 SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attribute
-Position = tuple[str, int]
-
-
-def _order(position: Position) -> tuple[int, int]:
-    return int(position[0]), position[1]
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -105,7 +101,7 @@ def segment_facts(entries: Sequence[Any]) -> Iterator[tuple[Fact, float | None]]
         else:
             run[2] += 1
     for batch, first, count in runs.values():
-        start = bisect.bisect_left(batch.positions, _order(first.position), key=_order)
+        start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:
             raise ValueError(f"entry {first.position} is not in its batch's facts")
         yield from batch.rows(start, start + count)
