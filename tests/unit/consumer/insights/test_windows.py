@@ -187,7 +187,7 @@ def odd_item(rng: random.Random) -> dict[str, Any]:
     ids=["one-group", "two-groups", "computed-measure", "no-measure"],
 )
 def test_a_batchs_facts_are_each_items_read_one_by_one(spec: InsightSpec) -> None:
-    """facts_of (memos, a pass per column) equals the plain reading of each item — its event
+    """columns_of (memos, a pass per column) equals the plain reading of each item — its event
     second, its group, each measure's raw value — on odd items, cold and with warm memos."""
     rng = random.Random(5)
     for _ in range(3):  # the first batch fills the memos, the next read from them
@@ -200,6 +200,8 @@ def test_a_batchs_facts_are_each_items_read_one_by_one(spec: InsightSpec) -> Non
             )
             for one in batch
         ]
-        assert spec.facts_of(batch) == expected
+        seconds, groups, columns = spec.columns_of(batch)
+        values = list(zip(*columns, strict=True)) if columns else [()] * len(batch)
+        assert list(zip(seconds, groups, values, strict=True)) == expected
         assert [spec.fact_of(one) for one in batch] == expected
-    assert spec.facts_of([]) == []
+    assert spec.columns_of([]) == ([], [], [[] for _ in spec.measures])
