@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -55,12 +54,13 @@ import orjson
 
 from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
 from producer.readings import readings
-from tests.bench.steady_profile import SteadyProfile, report
+from tests.bench.steady_profile import SteadyProfile, py_spy, report
 from tests.conftest import emulator
 
 CONTENDERS = ("ceiling", "baseline", "before", "ours", "archive", "insights", "insights2s")
 # ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
 WORKERS = ("before", "ours", "archive", "insights", "insights2s")
+STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
 ADDED = ("archive", "insights", "insights2s")  # read "X / ours": what each adds
 ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,7 +262,7 @@ class Bench:
             if self.profile:  # py-spy's samples; its own process makes the CPU figures moot
                 out = self.log_dir / f"{contender}-{repeat}.folded"
                 command = [
-                    shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
+                    py_spy() or "py-spy",
                     "record",
                     "--format",
                     "raw",
@@ -318,9 +318,9 @@ class Bench:
                 count = state["count"]
             samples.append((now, count))
             if steady_profile is not None and contender in WORKERS:
-                if not steady_profile.started and count >= self.records * 0.1:
+                if not steady_profile.started and count >= self.records * STEADY_FROM:
                     steady_profile.start(proc.pid)
-                elif not steady_profile.stopped and count >= self.records * 0.9:
+                elif not steady_profile.stopped and count >= self.records * STEADY_TO:
                     steady_profile.stop()
             with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                 # (it may have just exited: its own report has the totals)
@@ -419,17 +419,17 @@ def worker_pid(wrapper: int) -> int:
 
 def steady(samples: list[tuple[float, int]], total: int) -> float:
     """Records per second between 10 % and 90 % of ``total``."""
-    low = next((t for t, n in samples if n >= total * 0.1), None)
-    high = next((t for t, n in samples if n >= total * 0.9), None)
+    low = next((t for t, n in samples if n >= total * STEADY_FROM), None)
+    high = next((t for t, n in samples if n >= total * STEADY_TO), None)
     if low is None or high is None or high <= low:
         return float("nan")
-    return total * 0.8 / (high - low)
+    return total * (STEADY_TO - STEADY_FROM) / (high - low)
 
 
 def steady_cpu_us(samples: list[tuple[int, float]], total: int) -> float:
     """CPU µs per record between the first samples at or past 10 % and 90 % of ``total``."""
-    low = next(((n, cpu) for n, cpu in samples if n >= total * 0.1), None)
-    high = next(((n, cpu) for n, cpu in samples if n >= total * 0.9), None)
+    low = next(((n, cpu) for n, cpu in samples if n >= total * STEADY_FROM), None)
+    high = next(((n, cpu) for n, cpu in samples if n >= total * STEADY_TO), None)
     if low is None or high is None or high[0] <= low[0]:
         return float("nan")
     return (high[1] - low[1]) / (high[0] - low[0]) * 1e6
