@@ -52,7 +52,11 @@ def start_fleet(fleet: Stack, n: int = 3) -> list[WorkerProcess]:
     """``n`` workers, returned once each one's probes server listens: the lease periods the
     tests count then measure the lease protocol, not an interpreter starting on a busy machine
     (`make test` runs three pytest processes on two cores; a start-up took seconds there)."""
-    workers = [fleet.worker(f"w{i}") for i in range(1, n + 1)]
+    return listening([fleet.worker(f"w{i}") for i in range(1, n + 1)])
+
+
+def listening(workers: list[WorkerProcess]) -> list[WorkerProcess]:
+    """``workers``, once each one's probes server listens."""
     for worker in workers:
         wait_for_http(worker.metrics_url, 30, worker.proc)
     return workers
@@ -163,9 +167,7 @@ def test_scale_one_to_three_to_one_loses_nothing(fleet: Stack) -> None:
     with BackgroundProducer(fleet) as producer:
         first = fleet.worker("w1")
         wait_until(lambda: counts(fleet) == {"w1": SHARDS}, 20, "w1 owns every shard")
-        extra = [fleet.worker("w2"), fleet.worker("w3")]
-        for worker in extra:
-            wait_for_http(worker.metrics_url, 30, worker.proc)
+        extra = listening([fleet.worker("w2"), fleet.worker("w3")])
         everyone = [first, *extra]
         wait_until(lambda: balanced(fleet, everyone), 3 * LEASE_DURATION_S, "three-way split")
         for worker in extra:
