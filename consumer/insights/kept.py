@@ -12,8 +12,8 @@ into one string, and the arrival times in an array.
 
 Each stored item's :class:`~consumer.pipeline.archive.Entry` points at its batch's
 :class:`BatchFacts`; a segment's entries of one batch are consecutive items of it (a segment
-is a run of consecutive positions), so :func:`segment_facts` finds where they start by their
-first position and reads that many rows.
+is a run of consecutive positions), so :func:`add_segment` finds where they start by their
+first position and aggregates that many rows as columns.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import bisect
 import dataclasses
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from consumer.insights.windows import Attributes, Fact, Group, InsightSpec
+from consumer.insights.windows import Attributes, Fact, Group, InsightSpec, Partial
 from consumer.pipeline.archive import Position, order
 
 SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attribute
@@ -47,23 +47,19 @@ class BatchFacts:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def rows(self, start: int, stop: int) -> Iterator[tuple[Fact, float | None]]:
-        """(fact, arrival) of rows ``start`` to ``stop``: as InsightSpec.fact_of reads them."""
-        values: list[list[Any]] = [
-            [v or None for v in column.split(SEPARATOR)[start:stop]]
-            if isinstance(column, str)
-            else column[start:stop]
-            for column in self.columns
-        ]
-        tuples = zip(*values, strict=True) if values else iter([()] * (stop - start))
-        for second, group, measured, arrival in zip(
+    def add_to(self, partial: Partial, start: int, stop: int) -> None:
+        """Add rows ``start`` to ``stop`` to ``partial``, as InsightSpec.fact_of reads them."""
+        partial.add_columns(
             self.seconds[start:stop],
             self.groups[start:stop],
-            tuples,
+            [
+                [v or None for v in column.split(SEPARATOR)[start:stop]]
+                if isinstance(column, str)
+                else column[start:stop]
+                for column in self.columns
+            ],
             self.arrivals[start:stop],
-            strict=True,
-        ):
-            yield (second, group, measured), (None if math.isnan(arrival) else arrival)
+        )
 
 
 def batch_facts(
@@ -83,17 +79,19 @@ def batch_facts(
     return BatchFacts(positions, seconds, groups, kept, times)
 
 
-def segment_facts(entries: Sequence[Any]) -> Iterator[tuple[Fact, float | None]]:
-    """(fact, arrival) of every stored item of a segment's entries (a dead letter's entry
-    has no fact). An entry's ``fact`` is its batch's :class:`BatchFacts`, or a fact of its
-    own (``InsightSpec.fact_of``, with the entry's ``arrival``)."""
+def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
+    """Add every stored item of a segment's entries to ``partial`` (a dead letter's entry
+    has no fact). An entry's ``fact`` is its batch's :class:`BatchFacts` — the entries of
+    one batch are read as columns, from where the first of them is —, or a fact of its own
+    (``InsightSpec.fact_of``, with the entry's ``arrival``)."""
     runs: dict[int, list[Any]] = {}  # id(batch) -> [batch, its first entry here, entries here]
+    own: list[tuple[Fact, float | None]] = []
     for entry in entries:
         fact = entry.fact
         if fact is None:
             continue
         if not isinstance(fact, BatchFacts):
-            yield fact, entry.arrival
+            own.append((fact, entry.arrival))
             continue
         run = runs.get(id(fact))
         if run is None:
@@ -104,4 +102,6 @@ def segment_facts(entries: Sequence[Any]) -> Iterator[tuple[Fact, float | None]]
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:
             raise ValueError(f"entry {first.position} is not in its batch's facts")
-        yield from batch.rows(start, start + count)
+        batch.add_to(partial, start, start + count)
+    if own:
+        partial.add_facts(own)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, feed_of
 from consumer.insights.codec import parts_by_day
-from consumer.insights.kept import segment_facts
+from consumer.insights.kept import add_segment
 from consumer.insights.windows import InsightSpec, Partial
 from consumer.metrics import Metrics
 from consumer.pipeline.archive import Position, Segment, parse_position, position_name
@@ -95,7 +95,7 @@ class InsightsWire:
             if found is not None:
                 return found
         partial = Partial(self.spec, self.lateness_s)
-        partial.add_facts(segment_facts(segment.entries))
+        add_segment(partial, segment.entries)
         end = position_name(segment.last)
         prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#"
         days = parts_by_day(partial.cells)

@@ -226,33 +226,31 @@ class Cell:
     count: int = 0
     late: int = 0
     settled: dict[str, Stat] = dataclasses.field(default_factory=dict)
-    # the measures' values of each record added since the stats were last read, a tuple a
-    # record in the order of ``names``: they join the stats a column at a time (one append a
-    # record here; Stat.add_all a column, far cheaper than value by value)
-    rows: list[tuple[Decimal | str | None, ...]] = dataclasses.field(
-        default_factory=list, compare=False, repr=False
+    # each measure's values added since the stats were last read: they join the stats a
+    # column at a time (Stat.add_all, far cheaper than value by value)
+    pending: dict[str, list[Decimal | str | None]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
     )
-    names: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def stats(self) -> dict[str, Stat]:
-        if self.rows:
-            rows, settled = self.rows, self.settled
-            for index, name in enumerate(self.names):
-                column = [value for row in rows if (value := row[index]) is not None]
+        if self.pending:
+            settled = self.settled
+            for name, values in self.pending.items():
+                column = [value for value in values if value is not None]
                 if column:
                     stat = settled.get(name)
                     if stat is None:
                         stat = settled[name] = Stat()
                     stat.add_all(column)
-            self.rows = []
+            self.pending = {}
             # a measure whose values were all unreadable has no statistics, as when missing
             self.settled = {name: stat for name, stat in settled.items() if stat.count}
         return self.settled
 
     @stats.setter
     def stats(self, stats: dict[str, Stat]) -> None:
-        self.settled, self.rows = stats, []
+        self.settled, self.pending = stats, {}
 
     def merge(self, other: Cell) -> None:
         self.count += other.count
@@ -275,30 +273,68 @@ class Partial:
 
     def add_all(self, records: Iterable[tuple[Attributes, float | None]]) -> None:
         """Add each (item, arrival time)."""
-        fact_of = self.spec.fact_of
-        self.add_facts((fact_of(item), arrival) for item, arrival in records)
+        listed = list(records)
+        seconds, groups, columns = self.spec.columns_of([item for item, _ in listed])
+        self.add_columns(seconds, groups, columns, [arrival for _, arrival in listed])
 
     def add_facts(self, facts: Iterable[tuple[Fact, float | None]]) -> None:
-        """Add each (fact, arrival time) — in one loop, its lookups hoisted (a segment's
-        records are added at once; with the extraction, this is the insights' cost a
-        record)."""
+        """Add each (fact, arrival time): a fact a record (InsightSpec.fact_of)."""
+        listed = list(facts)
+        measures = len(self.spec.measures)
+        self.add_columns(
+            [second for (second, _, _), _ in listed],
+            [group for (_, group, _), _ in listed],
+            [[values[n] for (_, _, values), _ in listed] for n in range(measures)],
+            [arrival for _, arrival in listed],
+        )
+
+    def add_columns(
+        self,
+        seconds: Sequence[int | None],
+        groups: Sequence[Group],
+        columns: Sequence[Sequence[Decimal | str | None]],
+        arrivals: Sequence[float | None],
+    ) -> None:
+        """Add records given as columns — record ``i`` is ``seconds[i]``, ``groups[i]``, the
+        ``i``-th value of each measure's column (in the spec's order) and ``arrivals[i]``
+        (None or NaN: unknown, never late). The aggregation's one loop a record: a cell's
+        records are picked by index and their values join the cell a column at a time."""
         cells, window = self.cells, self.spec.window_s
         limit = window + self.lateness_s  # late: arrived after its window's start + this
-        names = tuple(m.name for m in self.spec.measures)
-        for (second, group, values), arrival in facts:
+        picked: dict[CellKey, list[int]] = {}
+        for index, (second, group, arrival) in enumerate(
+            zip(seconds, groups, arrivals, strict=True)
+        ):
             if second is None:
                 self.untimed += 1
                 continue
             start = second - second % window
             key = (start, group)
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = Cell(names=names)
-            if arrival is not None and arrival > start + limit:
+            if arrival is not None and arrival > start + limit:  # (NaN compares false)
+                cell = cells.get(key)
+                if cell is None:
+                    cell = cells[key] = Cell()
                 cell.late += 1
                 continue
-            cell.count += 1
-            cell.rows.append(values)
+            indices = picked.get(key)
+            if indices is None:
+                picked[key] = [index]
+            else:
+                indices.append(index)
+        names = [measure.name for measure in self.spec.measures]
+        for key, indices in picked.items():
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = Cell()
+            cell.count += len(indices)
+            pending = cell.pending
+            for name, column in zip(names, columns, strict=True):
+                values = [column[index] for index in indices]
+                known = pending.get(name)
+                if known is None:
+                    pending[name] = values
+                else:
+                    known.extend(values)
 
     def merge(self, other: Partial) -> None:
         self.untimed += other.untimed

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consumer.insights.kept import BatchFacts, batch_facts, segment_facts
+from consumer.insights.kept import BatchFacts, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, Partial, field
 from consumer.pipeline.archive import Entry
 
@@ -48,7 +48,8 @@ def stream_of(rng: random.Random) -> tuple[list[Entry], list[tuple[Any, float | 
                 batch_entries.append(Entry(position, "", b"", letter=True))
                 continue
             item = odd_item(rng)
-            arrival = None if rng.random() < 0.2 else 1_796_000_000.0 + sequence
+            # unknown, on time, or (for 10:00's window, late after 11:05) late
+            arrival = rng.choice([None, 1_796_292_000.0 + sequence, 1_796_300_000.0 + sequence])
             entry = Entry(position, "", b"")
             items.append(item)
             positions.append(entry.position)
@@ -67,41 +68,69 @@ def stream_of(rng: random.Random) -> tuple[list[Entry], list[tuple[Any, float | 
     return entries, expected
 
 
+def summary(partial: Partial) -> tuple[Any, ...]:
+    """All a partial says: untimed, and each cell's count, late and statistics' encoding."""
+    cells = {
+        key: (cell.count, cell.late, {n: s.encode() for n, s in cell.stats.items()})
+        for key, cell in partial.cells.items()
+    }
+    return partial.untimed, cells
+
+
+def of_segment(entries: list[Entry]) -> Partial:
+    partial = Partial(SPEC)
+    add_segment(partial, entries)
+    return partial
+
+
+def of_facts(facts: list[tuple[Any, float | None]]) -> Partial:
+    partial = Partial(SPEC)
+    partial.add_facts(facts)
+    return partial
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_any_cut_of_the_stream_reads_each_items_fact_once(seed: int) -> None:
+def test_any_cut_of_the_stream_counts_each_items_fact_once(seed: int) -> None:
     rng = random.Random(seed)
     entries, expected = stream_of(rng)
     stored = [n for n, entry in enumerate(entries) if entry.fact is not None]
     for _ in range(30):
         first, last = sorted(rng.sample(range(len(entries) + 1), 2))
         inside = [stored.index(n) for n in stored if first <= n < last]
-        assert list(segment_facts(entries[first:last])) == [expected[i] for i in inside]
+        assert summary(of_segment(entries[first:last])) == summary(
+            of_facts([expected[i] for i in inside])
+        )
 
 
 def test_a_segments_partial_equals_the_one_of_its_items_read_one_by_one() -> None:
     entries, expected = stream_of(random.Random(9))
-    ours, theirs = Partial(SPEC), Partial(SPEC)
-    ours.add_facts(segment_facts(entries))
-    theirs.add_facts(expected)
-    assert ours.untimed == theirs.untimed
-    assert ours.cells.keys() == theirs.cells.keys()
-    for key, cell in ours.cells.items():
-        other = theirs.cells[key]
-        assert (cell.count, cell.late) == (other.count, other.late)
-        assert {n: s.encode() for n, s in cell.stats.items()} == {
-            n: s.encode() for n, s in other.stats.items()
-        }
+    partial = of_segment(entries)
+    assert partial.cells and partial.untimed
+    assert any(cell.late for cell in partial.cells.values())
+    assert summary(partial) == summary(of_facts(expected))
+
+
+def test_entries_with_facts_of_their_own_count_beside_a_batchs() -> None:
+    entries, expected = stream_of(random.Random(4))
+    for entry, (fact, arrival) in zip(
+        [e for e in entries if e.fact is not None][:5], expected[:5], strict=True
+    ):
+        entry.fact, entry.arrival = fact, arrival
+    assert summary(of_segment(entries)) == summary(of_facts(expected))
 
 
 def test_a_value_holding_the_separator_is_kept_as_it_is() -> None:
     spec = InsightSpec(60, "at", ("link",), (Measure("odd", lambda i: i["odd"]),))
     items: list[Any] = [{"at": {"S": "2026-12-03T10:00:00Z"}, "odd": "1\x1f2"}, {"odd": None}]
     kept: BatchFacts = batch_facts(spec, items, [("1", 0), ("2", 0)], [None, 5.0])
-    rows = [(spec.fact_of(item), a) for item, a in zip(items, [None, 5.0], strict=True)]
-    assert list(kept.rows(0, 2)) == rows
+    assert kept.columns == [["1\x1f2", None]]
+    ours, theirs = Partial(spec), Partial(spec)
+    kept.add_to(ours, 0, 2)
+    theirs.add_all(zip(items, [None, 5.0], strict=True))
+    assert summary(ours) == summary(theirs) and ours.untimed == 1
 
 
 def test_an_entry_not_in_its_batchs_facts_is_an_error() -> None:
     kept = batch_facts(SPEC, [odd_item(random.Random(1))], [("5", 0)], [None])
     with pytest.raises(ValueError, match="not in its batch"):
-        list(segment_facts([Entry(("6", 0), "", b"", fact=kept)]))
+        add_segment(Partial(SPEC), [Entry(("6", 0), "", b"", fact=kept)])
