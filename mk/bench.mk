@@ -1,5 +1,5 @@
 # make bench: the worker beside a Lambda-style baseline and the backend's ceiling, same run
-# (kinesalite + dynalite, 100,000 readings on 4 and on 64 shards, 3 repeats, medians; CPU per
+# (kinesalite + dynalite, 200,000 readings on 4 and on 64 shards, 3 repeats, medians; CPU per
 # record over the whole run and over the steady window; and the worker again with the S3
 # archive on, its own column), then ours once more with py-spy attached over its steady window
 # only (.bench/steady-ours-N-shards.folded, and its top functions printed). Bounded: <= 17 min; with
@@ -12,7 +12,7 @@
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
 .PHONY: bench bench-idle bench-latency
 bench: $(STAMP) emulators
-	timeout 1800 $(PY) -m tests.bench --records 100000 --shards 4 64 --repeats 3 --steady-profile $(if $(BEFORE),--before $(BEFORE))
+	timeout 2700 $(PY) -m tests.bench --records 200000 --shards 4 64 --repeats 3 --steady-profile $(if $(BEFORE),--before $(BEFORE))
 	timeout 180 $(PY) -m tests.bench.latency
 
 bench-latency: $(STAMP) emulators

@@ -477,7 +477,7 @@ def table(results: dict[str, list[Result]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--shards", type=int, nargs="+", default=[4, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=CONTENDERS, action="append")
