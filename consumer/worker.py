@@ -20,14 +20,12 @@ from consumer.adapters.fastpath import FastPath
 from consumer.config import Settings
 from consumer.fanout import FanOutError
 from consumer.feeds import telemax
-from consumer.insights.store import check_insights
 from consumer.lease.coordinator import LeaseCoordinator
 from consumer.lease.member_table import MemberRepository
 from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
-from consumer.pipeline.archiver import check_archive
 from consumer.pipeline.committers import segmented_for
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.publish import alerting_for, check_alerting
@@ -95,8 +93,15 @@ async def preflight(clients: Clients, settings: Settings) -> Checked:
     key_names = await table_key_names(db, settings.table, handler, settings.handler)
     await refuse_multi_stream_table(LeaseRepository(db, settings.lease_table))
     await check_alerting(clients, settings)
-    await check_archive(clients, settings)
-    await check_insights(clients, settings)
+    # the archive's and the insights' modules only when on: a plain worker starts sooner
+    if settings.archive_bucket:
+        from consumer.pipeline.archiver import check_archive
+
+        await check_archive(clients, settings)
+    if settings.insights:
+        from consumer.insights.store import check_insights
+
+        await check_insights(clients, settings)
     return Checked(handler, key_names)
 
 

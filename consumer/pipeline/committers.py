@@ -9,11 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from consumer.config import Settings, feed_of
-from consumer.insights.kept import batch_facts
-from consumer.insights.store import insights_committer
 from consumer.metrics import Metrics
 from consumer.pipeline.archive import Entry
-from consumer.pipeline.archiver import archive_committer, archive_target, entries_of
 from consumer.pipeline.convert import Record
 from consumer.pipeline.segmented import Segmented
 from consumer.pipeline.stage import Progress
@@ -26,7 +23,14 @@ def segmented_for(
     settings: Settings, clients: Clients, metrics: Metrics, dynamodb: Any = None
 ) -> Segmented | None:
     """None when neither the archive nor the insights are on. ``dynamodb``: the insights'
-    client, when not ``clients.dynamodb`` (the lean path's)."""
+    client, when not ``clients.dynamodb`` (the lean path's). Their modules are imported only
+    when one is on: a plain worker starts sooner."""
+    if not settings.archive_bucket and not settings.insights:
+        return None
+    from consumer.insights.kept import batch_facts
+    from consumer.insights.store import insights_committer
+    from consumer.pipeline.archiver import archive_committer, archive_target, entries_of
+
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
     found = [
         c

@@ -19,6 +19,9 @@ as many pre-built items) into a fresh table:
 - insights2s: the same with a segment every 2 s a shard (the archive's setting), so that
   commits run all through the steady window: the cost per commit, at its worst.
 
+Each run starts once the machine is quiet (tests/bench/machine.py: the emulators done with
+the previous run), and each round runs the contenders in another order.
+
 A worker's CPU is read when its last record is stored (start-up included), over the steady
 window, and "through the drain": when it has exited after SIGTERM, its last segments and
 checkpoints written.
@@ -54,6 +57,7 @@ import orjson
 
 from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
 from producer.readings import readings
+from tests.bench.machine import LIMIT_S, wait_quiet
 from tests.bench.steady_profile import SteadyProfile, py_spy, report
 from tests.conftest import emulator
 
@@ -577,7 +581,10 @@ def run_round(
     contenders: list[str],
     by_shards: dict[int, dict[str, list[Result]]],
 ) -> None:
-    for contender in contenders:
+    turn = (repeat - 1) % len(contenders)  # each round in another order: no fixed neighbour
+    for contender in contenders[turn:] + contenders[:turn]:
+        if wait_quiet() is None:
+            print(f"bench: the machine is still busy after {LIMIT_S:.0f} s; running {contender}")
         result = bench.run(contender, env, repeat)
         by_shards[bench.shards][contender].append(result)
         first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
