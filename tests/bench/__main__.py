@@ -20,7 +20,7 @@ as many pre-built items) into a fresh table:
   commits run all through the steady window: the cost per commit, at its worst.
 
 Each run starts once the machine is quiet (tests/bench/machine.py: the emulators done with
-the previous run), and each round runs the contenders in another order.
+the previous run); the baseline runs last in each round, the others in a turned order.
 
 A worker's CPU is read when its last record is stored (start-up included), over the steady
 window, and "through the drain": when it has exited after SIGTERM, its last segments and
@@ -581,8 +581,12 @@ def run_round(
     contenders: list[str],
     by_shards: dict[int, dict[str, list[Result]]],
 ) -> None:
-    turn = (repeat - 1) % len(contenders)  # each round in another order: no fixed neighbour
-    for contender in contenders[turn:] + contenders[:turn]:
+    # The baseline last (the next run seems to pay for its writes: tests/bench/machine.py),
+    # the others turned each round, so that a different one runs first after it
+    others = [c for c in contenders if c != "baseline"]
+    turn = (repeat - 1) % max(len(others), 1)
+    order = others[turn:] + others[:turn] + (["baseline"] if "baseline" in contenders else [])
+    for contender in order:
         if wait_quiet() is None:
             print(f"bench: the machine is still busy after {LIMIT_S:.0f} s; running {contender}")
         result = bench.run(contender, env, repeat)

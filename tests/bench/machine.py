@@ -2,10 +2,13 @@
 
 Why: in `make bench` of 2026-12-04 (200,000 readings) ours, always run right after the
 Lambda-style baseline, cost 33 to 35 µs a record on 64 shards in two of three rounds against
-28 to 30 for the insights worker run two places later, which does more — a contender that
-starts while the emulators still work off the previous run (dynalite after the baseline's
-writes, 64 threads of them) shares the 2 cores with them. Each run now starts once the whole
-machine has been nearly idle for a moment, and the order of the contenders turns each round.
+28 to 30 for the insights worker run two places later, which does more: a contender that
+starts while the emulators still work off the previous run shares the 2 cores with them.
+Waiting for a quiet machine was not enough on its own (the next run: ours right after the
+baseline, 33.1 µs on 64 shards after a quiet start), so each round also runs the baseline last
+and turns the others' order (tests/bench/__main__.py); the baseline's 200,000 writes seem to leave
+dynalite slower to answer for the next run, not only busy — a fresh dynalite a run is the
+next step.
 """
 
 from __future__ import annotations
