@@ -19,8 +19,8 @@ as many pre-built items) into a fresh table:
 - insights2s: the same with a segment every 2 s a shard (the archive's setting), so that
   commits run all through the steady window: the cost per commit, at its worst.
 
-Each run starts once the machine is quiet (tests/bench/machine.py: the emulators done with
-the previous run); the baseline runs last in each round, the others in a turned order.
+Each run has a dynalite of its own, started for it, and starts once the machine is quiet
+(tests/bench/machine.py); the baseline runs last in each round, the others in a turned order.
 
 A worker's CPU is read when its last record is stored (start-up included), over the steady
 window, and "through the drain": when it has exited after SIGTERM, its last segments and
@@ -223,6 +223,23 @@ class Bench:
         env: dict[str, str],
         repeat: int,
         steady_profile: SteadyProfile | None = None,
+    ) -> Result:
+        """One run of ``contender`` on a DynamoDB emulator of its own, started for it (no
+        run pays for what an earlier one left in dynalite), once the machine is quiet."""
+        logs = self.log_dir / f"dynalite-{self.shards}-{contender}-{repeat}"
+        logs.mkdir(exist_ok=True)
+        with emulator("dynalite", logs) as dynamodb:
+            if wait_quiet() is None:
+                print(f"bench: the machine is still busy after {LIMIT_S:.0f} s; running anyway")
+            here = {**env, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint}
+            return self._run(contender, here, repeat, steady_profile)
+
+    def _run(
+        self,
+        contender: str,
+        env: dict[str, str],
+        repeat: int,
+        steady_profile: SteadyProfile | None,
     ) -> Result:
         tables = self.fresh_tables(env, f"bench-{contender}-{repeat}")
         _, dynamodb = self.clients(env)
@@ -587,8 +604,6 @@ def run_round(
     turn = (repeat - 1) % max(len(others), 1)
     order = others[turn:] + others[:turn] + (["baseline"] if "baseline" in contenders else [])
     for contender in order:
-        if wait_quiet() is None:
-            print(f"bench: the machine is still busy after {LIMIT_S:.0f} s; running {contender}")
         result = bench.run(contender, env, repeat)
         by_shards[bench.shards][contender].append(result)
         first = "—" if result.first_s is None else f"{result.first_s:.2f} s"
