@@ -28,10 +28,11 @@ retention (Kinesis keeps records up to a year).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, alert_rules_of, feed_of
@@ -92,6 +93,14 @@ class _Claims:
     seen: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass
+class _Sending:
+    """An alert this worker is sending: its lock, and how many sends hold or want it."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class AlertWire:
     destination = "alerts"
     api = "Publish"
@@ -126,6 +135,7 @@ class AlertWire:
         self._clock = clock
         self._wall = wall_clock
         self._claims = _Claims()
+        self._sending: dict[str, _Sending] = {}
         self._outcomes = metrics.alerts
         self._held_back = metrics.alerts_held_back
 
@@ -157,13 +167,35 @@ class AlertWire:
 
     async def _send_one(self, alert: Alert) -> None:
         """Publish (unless done before a failure), then mark at once: the gap in which a
-        crash means a second message is one DynamoDB write long."""
-        if alert.id not in self._claims.published:
-            await self._publish(alert)
-        await self._db.put_item(TableName=self.ledger_table, Item=self._ledger_item(alert, SENT))
-        self._claims.mine.discard(alert.id)
-        self._claims.published.pop(alert.id, None)
-        self._claims.marked.add(alert.id)
+        crash means a second message is one DynamoDB write long. One send of an alert at a
+        time in this worker: two of its batches may carry the same alert at once (a resent
+        record), and the claim is the worker's, not the batch's — the later one waits, and
+        finds the alert no longer its own to send once the first has marked it."""
+        async with self._one_at_a_time(alert.id):
+            if alert.id not in self._claims.mine:
+                return
+            if alert.id not in self._claims.published:
+                await self._publish(alert)
+            await self._db.put_item(
+                TableName=self.ledger_table, Item=self._ledger_item(alert, SENT)
+            )
+            self._claims.mine.discard(alert.id)
+            self._claims.published.pop(alert.id, None)
+            self._claims.marked.add(alert.id)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, alert_id: str) -> AsyncIterator[None]:
+        held = self._sending.get(alert_id)
+        if held is None:
+            held = self._sending[alert_id] = _Sending()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._sending[alert_id]
 
     def _ledger_item(self, alert: Alert, state: str) -> dict[str, Any]:
         now = self._wall()

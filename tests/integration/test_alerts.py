@@ -96,6 +96,22 @@ async def test_each_alert_is_published_once_with_its_attributes(
     assert int(ledger["expiresAt"]["N"]) > 0 and ledger["messageId"]["S"]
 
 
+async def test_one_workers_concurrent_writes_of_an_alert_publish_it_once(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    """Two batches of one worker carry the same alert at once (a resent record, an SQS
+    message delivered twice): the second finds the claim its own worker holds and must wait
+    for that send, not publish beside it."""
+    topic = Topic(stack, moto_endpoint)
+    sink, metrics = wire_for(clients, topic, "w1")
+    batch = alerts(6)
+    answers = await asyncio.gather(*(sink.write(list(batch)) for _ in range(3)))
+    assert answers == [[], [], []]
+    keys = [m["MessageAttributes"]["key"]["Value"] for m in topic.received()]
+    assert sorted(keys) == sorted(a.key for a in batch), "each alert published once"
+    assert outcome(metrics, "published") == 6
+
+
 async def test_a_dead_claimants_alert_is_taken_over_once_its_claim_stands_still(
     stack: Stack, moto_endpoint: str, clients: Clients
 ) -> None:
