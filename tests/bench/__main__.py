@@ -598,8 +598,8 @@ def run_round(
     contenders: list[str],
     by_shards: dict[int, dict[str, list[Result]]],
 ) -> None:
-    # The baseline last (the next run seems to pay for its writes: tests/bench/machine.py),
-    # the others turned each round, so that a different one runs first after it
+    # The baseline last (suspected, not confirmed, to burden the run after it:
+    # tests/bench/machine.py), the others turned each round
     others = [c for c in contenders if c != "baseline"]
     turn = (repeat - 1) % max(len(others), 1)
     order = others[turn:] + others[:turn] + (["baseline"] if "baseline" in contenders else [])

@@ -2,13 +2,12 @@
 
 Why: in `make bench` of 2026-12-04 (200,000 readings) ours, always run right after the
 Lambda-style baseline, cost 33 to 35 µs a record on 64 shards in two of three rounds against
-28 to 30 for the insights worker run two places later, which does more: a contender that
-starts while the emulators still work off the previous run shares the 2 cores with them.
-Waiting for a quiet machine was not enough on its own (the next run: ours right after the
-baseline, 33.1 µs on 64 shards after a quiet start), so each round also runs the baseline last
-and turns the others' order (tests/bench/__main__.py); the baseline's 200,000 writes seem to leave
-dynalite slower to answer for the next run, not only busy — a fresh dynalite a run is the
-next step.
+28 to 30 for the insights worker, which does more. So each run now starts on a quiet machine
+(this module), with a dynalite of its own, the baseline last in each round. That did not
+change the picture: the next `make bench` gave ours 30.7, 38.4 and 35.0 µs on 64 shards and
+the insights 38.3, 35.2 and 33.8 — this machine's run-to-run noise (start-up CPU, the same
+work in every run, moved by up to a quarter between neighbouring runs). The runs start equal
+now; compare medians, and ratios within one run.
 """
 
 from __future__ import annotations
