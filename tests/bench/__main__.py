@@ -35,6 +35,7 @@ the ratios, and every run is written to .bench/results.json.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import dataclasses
 import json
@@ -517,6 +518,9 @@ def main() -> int:
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
     before_dir = export(args.before, log_dir / "before") if args.before else None
+    for tree in (ROOT, before_dir):
+        if tree is not None:
+            compiled(tree)
     contenders = args.only or [c for c in CONTENDERS if c != "before" or before_dir]
     with emulators(log_dir) as env:
         benches = [
@@ -648,6 +652,21 @@ def shard_scaling(by_shards: dict[int, dict[str, list[Result]]], workers: list[s
             cells = [f"{first:.1f}"] + [f"{v:.1f} ({v / first - 1:+.0%})" for v in rest]
             out.append(f"| {worker}, {label} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+# the worker's packages (what `pip install .` compiles in the image)
+PACKAGES = ("consumer", "kernel", "producer", "devkit")
+
+
+def compiled(tree: Path) -> None:
+    """The bytecode of ``tree``'s packages, written beside them: as installed (pip compiles
+    at install), a worker starts from bytecode. Where PYTHONDONTWRITEBYTECODE is set (this
+    machine) and the tree is an editable install, each start compiled ~70 modules from
+    source: ~0.08 CPU-s of the start-up figure (measured, interleaved ×6: importing the
+    worker took 0.49–0.52 CPU-s from bytecode, 0.58–0.61 from source)."""
+    for package in PACKAGES:
+        if (tree / package).is_dir():
+            compileall.compile_dir(tree / package, quiet=1)
 
 
 def export(revision: str, into: Path) -> Path:
