@@ -662,8 +662,8 @@ def compiled(tree: Path) -> None:
     """The bytecode of ``tree``'s packages, written beside them: as installed (pip compiles
     at install), a worker starts from bytecode. Where PYTHONDONTWRITEBYTECODE is set (this
     machine) and the tree is an editable install, each start compiled ~70 modules from
-    source: ~0.08 CPU-s of the start-up figure (measured, interleaved ×6: importing the
-    worker took 0.49–0.52 CPU-s from bytecode, 0.58–0.61 from source)."""
+    source: ~0.08 CPU-s of the start-up figure (measured, interleaved, six times: importing the
+    worker took 0.49 to 0.52 CPU-s from bytecode, 0.58 to 0.61 from source)."""
     for package in PACKAGES:
         if (tree / package).is_dir():
             compileall.compile_dir(tree / package, quiet=1)
