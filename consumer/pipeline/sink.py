@@ -107,9 +107,14 @@ def ignore(positions: Sequence[int]) -> None:
     """``on_durable`` for a caller that only waits for the write."""
 
 
+KEYLESS: Any = object()  # the identity of an entry without one
+
+
 def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
-    """The key an item is stored under (raises KeyError without one)."""
-    return tuple(next(iter(item[name].values())) for name in key_names)
+    """The key an item is stored under (raises KeyError without one). A list, not a
+    generator: an attribute of no type stops ``next`` with StopIteration, which a generator
+    turns into RuntimeError (PEP 479) — the sink's write crashed instead of refusing it."""
+    return tuple([next(iter(item[name].values())) for name in key_names])
 
 
 def table_identity(item: Item, key_names: Sequence[str]) -> Hashable:
@@ -118,6 +123,32 @@ def table_identity(item: Item, key_names: Sequence[str]) -> Hashable:
         return item_key(item, key_names)
     except (StopIteration, AttributeError):
         raise KeyError(tuple(key_names)) from None
+
+
+def table_identities(items: Sequence[Item], key_names: Sequence[str]) -> list[Hashable]:
+    """Each item's :func:`table_identity` (``KEYLESS`` for an item without its key): a
+    comprehension for a batch instead of four calls an item: versions_by_identity took 1.25
+    µs an item, 0.64 with it (10,000 TELEMAX items, in process; the sink's bookkeeping was
+    ~9 % of the worker's steady CPU)."""
+    try:
+        if len(key_names) == 2:
+            first, second = key_names
+            return [
+                (next(iter(item[first].values())), next(iter(item[second].values())))
+                for item in items
+            ]
+        if len(key_names) == 1:
+            (only,) = key_names
+            return [(next(iter(item[only].values())),) for item in items]
+    except (KeyError, StopIteration, AttributeError, TypeError):
+        pass  # one of them has no key: item by item
+    found: list[Hashable] = []
+    for item in items:
+        try:
+            found.append(table_identity(item, key_names))
+        except KeyError:
+            found.append(KEYLESS)
+    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,22 +167,35 @@ class TableWire:
     def identity(self, entry: Item) -> Hashable:
         return table_identity(entry, self.key_names)
 
+    def identities(self, entries: Sequence[Item]) -> list[Hashable]:
+        return table_identities(entries, self.key_names)
+
     async def send(self, chunk: Sequence[Item]) -> Sequence[Item]:
         return await self.writer(self.table, chunk)
 
 
 def versions_by_identity(
-    entries: Sequence[T], identity: Callable[[T], Hashable], wants: str
+    entries: Sequence[T],
+    identity: Callable[[T], Hashable],
+    wants: str,
+    identities: Callable[[Sequence[T]], list[Hashable]] | None = None,
 ) -> tuple[dict[Hashable, list[int]], list[Refused[T]]]:
     """The positions of each identity's entries in the order given (the last is the newest),
     identities in order of first appearance. Entries without one can never be sent: they come
-    back refused (``missing_key``; ``wants`` says what they lack)."""
+    back refused (``missing_key``; ``wants`` says what they lack). ``identities``: the
+    entries' identities at once (``KEYLESS`` for one without), where a wire has it."""
     by_identity: dict[Hashable, list[int]] = {}
     keyless: list[Refused[T]] = []
+    keys = identities(entries) if identities is not None else None
     for position, entry in enumerate(entries):
-        try:
-            key = identity(entry)
-        except KeyError:
+        if keys is not None:
+            key = keys[position]
+        else:
+            try:
+                key = identity(entry)
+            except KeyError:
+                key = KEYLESS
+        if key is KEYLESS:
             keyless.append(Refused(position, entry, "missing_key", f"needs {wants}"))
             continue
         versions = by_identity.get(key)
@@ -169,7 +213,10 @@ def dedupe(
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
     by_key, keyless = versions_by_identity(
-        items, lambda item: table_identity(item, key_names), _key_attributes(key_names)
+        items,
+        lambda item: table_identity(item, key_names),
+        _key_attributes(key_names),
+        lambda batch: table_identities(batch, key_names),
     )
     return [items[versions[-1]] for versions in by_key.values()], keyless
 
@@ -218,7 +265,9 @@ class Sink(Generic[T]):
         the entry that replaced them, when that one is sent.
         """
         identity = self.wire.identity
-        versions, refused = versions_by_identity(entries, identity, self._wants)
+        # a wire may name a batch's identities at once (the table's: its hot path)
+        identities = getattr(self.wire, "identities", None)
+        versions, refused = versions_by_identity(entries, identity, self._wants, identities)
         survivors = [newest[-1] for newest in versions.values()]
         while survivors:
             # A survivor stands for the older versions of its identity still behind it: when

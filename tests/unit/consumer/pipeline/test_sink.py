@@ -11,7 +11,16 @@ import pytest
 from botocore.exceptions import ClientError
 
 from consumer.metrics import Metrics
-from consumer.pipeline.sink import MAX_BATCH_ITEMS, BatchSink, Refused, chunks, dedupe
+from consumer.pipeline.sink import (
+    KEYLESS,
+    MAX_BATCH_ITEMS,
+    BatchSink,
+    Refused,
+    chunks,
+    dedupe,
+    table_identities,
+    table_identity,
+)
 from consumer.testing import ScriptedWriter, client_error
 from kernel.backoff import Backoff
 from kernel.handlers import Item
@@ -87,6 +96,46 @@ def test_dedupe_uses_every_key_attribute() -> None:
     b = item(1, ts="2026-01-01T00:00:01Z")
     assert dedupe([a, b], KEYS)[0] == [a, b]
     assert dedupe([a, b], ("hardwareID",))[0] == [b]
+
+
+ODD_ITEMS: list[Any] = [
+    {"hardwareID": {"S": "a"}, "Timestamp": {"S": "t"}},
+    {"hardwareID": {"N": "1"}, "Timestamp": {"S": "t"}, "x": {"S": "y"}},
+    {"hardwareID": {"B": b"\x00"}, "Timestamp": {"S": "t"}},
+    {"hardwareID": {"S": "a"}},  # no range key
+    {"hardwareID": {}, "Timestamp": {"S": "t"}},  # an attribute of no type
+    {"hardwareID": "a", "Timestamp": {"S": "t"}},  # not an attribute value
+    {},
+]
+
+
+@pytest.mark.parametrize("names", [("hardwareID", "Timestamp"), ("hardwareID",), ("a", "b", "c")])
+@pytest.mark.parametrize("cut", [1, 3, len(ODD_ITEMS)])
+def test_a_batchs_identities_are_its_items_one_by_one(names: tuple[str, ...], cut: int) -> None:
+    """The batch path (one comprehension) and the item path agree, the keyless included:
+    all well-keyed, or some not (then the batch path falls back item by item)."""
+    items = ODD_ITEMS[:cut]
+    expected: list[Any] = []
+    for one in items:
+        try:
+            expected.append(table_identity(one, names))
+        except KeyError:
+            expected.append(KEYLESS)
+    assert table_identities(items, names) == expected
+    assert any(found is not KEYLESS for found in table_identities(ODD_ITEMS, names)) or (
+        names == ("a", "b", "c")
+    )
+
+
+def test_dedupe_refuses_the_keyless_and_keeps_the_rest() -> None:
+    batch = [ODD_ITEMS[0], ODD_ITEMS[3], ODD_ITEMS[0], ODD_ITEMS[4], ODD_ITEMS[5]]
+    kept, refused = dedupe(batch, KEYS)  # (an attribute of no type once raised RuntimeError)
+    assert kept == [ODD_ITEMS[0]]
+    assert [(r.position, r.reason) for r in refused] == [
+        (1, "missing_key"),
+        (3, "missing_key"),
+        (4, "missing_key"),
+    ]
 
 
 def test_dedupe_empty() -> None:
