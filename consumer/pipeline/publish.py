@@ -48,6 +48,7 @@ from kernel.aws import (
     unless_fenced,
 )
 from kernel.errors import ConfigError
+from kernel.logs import get as get_logger
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 
 CLAIMED, SENT = "claimed", "sent"
 DEFAULT_RETENTION_S = 8 * 24 * 3600  # Kinesis' default retention is one day, SQS' at most 14
+# a claim older than this share of stale_after_s (on the claimant's clock) is renewed before
+# publishing: the rest is the margin for the Publish call itself
+CLAIM_SAFE_SHARE = 0.5
 SNS_REFUSALS = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
 
 
@@ -85,7 +89,8 @@ class TokenBucket:
 class _Claims:
     """What this worker knows of alerts it is sending (forgotten once marked)."""
 
-    mine: set[str] = dataclasses.field(default_factory=set)
+    # ours: id -> (our claim's claimedAt, when we sent that claim, monotonic)
+    mine: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
     published: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> message id
     # marked sent while a call of the same chunk failed: done, whatever the retry finds
     marked: set[str] = dataclasses.field(default_factory=set)
@@ -136,6 +141,7 @@ class AlertWire:
         self._wall = wall_clock
         self._claims = _Claims()
         self._sending: dict[str, _Sending] = {}
+        self._log = get_logger()
         self._outcomes = metrics.alerts
         self._held_back = metrics.alerts_held_back
 
@@ -159,29 +165,33 @@ class AlertWire:
         todo = [a for a in chunk if a.id in claims.mine]
         sent = await asyncio.gather(*(self._send_one(a) for a in todo), return_exceptions=True)
         failures += [s for s in sent if isinstance(s, BaseException)]
+        busy += [a for a, done in zip(todo, sent, strict=True) if done is False]  # claim lost
         if failures:
             raise failures[0]
         for alert in chunk:
             claims.marked.discard(alert.id)
         return busy
 
-    async def _send_one(self, alert: Alert) -> None:
+    async def _send_one(self, alert: Alert) -> bool:
         """Publish (unless done before a failure), then mark at once: the gap in which a
         crash means a second message is one DynamoDB write long. One send of an alert at a
         time in this worker: two of its batches may carry the same alert at once (a resent
         record), and the claim is the worker's, not the batch's — the later one waits, and
-        finds the alert no longer its own to send once the first has marked it."""
+        finds the alert no longer its own to send once the first has marked it. False: the
+        claim was taken over while this worker stood still (see :meth:`_still_mine`), so
+        the alert is not published here: its new claimant sends it."""
         async with self._one_at_a_time(alert.id):
             if alert.id not in self._claims.mine:
-                return
-            if alert.id not in self._claims.published:
-                await self._publish(alert)
+                return True
+            if alert.id not in self._claims.published and not await self._publish(alert):
+                return False
             await self._db.put_item(
                 TableName=self.ledger_table, Item=self._ledger_item(alert, SENT)
             )
-            self._claims.mine.discard(alert.id)
+            self._claims.mine.pop(alert.id, None)
             self._claims.published.pop(alert.id, None)
             self._claims.marked.add(alert.id)
+            return True
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, alert_id: str) -> AsyncIterator[None]:
@@ -216,27 +226,28 @@ class AlertWire:
 
     async def _claim(self, alert: Alert) -> str | None:
         """CLAIMED (ours now), SENT (someone sent it), or None (wait: claimed by a peer)."""
+        item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
         claimed = await unless_fenced(
             self._db.put_item(
                 TableName=self.ledger_table,
-                Item=self._ledger_item(alert, CLAIMED),
+                Item=item,
                 ConditionExpression="attribute_not_exists(alertId)",
             )
         )
         if claimed is not None:
-            self._claims.mine.add(alert.id)
+            self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
             return CLAIMED
         found = await self._db.get_item(
             TableName=self.ledger_table, Key={"alertId": {"S": alert.id}}, ConsistentRead=True
         )
-        item = found.get("Item")
-        if item is None:  # expired between the two calls: claim again on the next send
+        ledger = found.get("Item")
+        if ledger is None:  # expired between the two calls: claim again on the next send
             return None
-        if item["state"]["S"] == SENT:
+        if ledger["state"]["S"] == SENT:
             self._claims.seen.pop(alert.id, None)  # a claim we waited for: done, forget it
             self._outcomes.labels(alert.feed, alert.rule, "duplicate").inc()
             return SENT
-        return await self._take_over_if_stale(alert, item["claimedAt"]["N"])
+        return await self._take_over_if_stale(alert, ledger["claimedAt"]["N"])
 
     async def _take_over_if_stale(self, alert: Alert, claimed_at: str) -> str | None:
         seen = self._claims.seen.get(alert.id)
@@ -246,10 +257,11 @@ class AlertWire:
             return None
         if now - seen[1] < self._stale_after_s:
             return None
+        item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
         taken = await unless_fenced(
             self._db.put_item(
                 TableName=self.ledger_table,
-                Item=self._ledger_item(alert, CLAIMED),
+                Item=item,
                 ConditionExpression="#s = :claimed AND claimedAt = :seen",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={":claimed": {"S": CLAIMED}, ":seen": {"N": claimed_at}},
@@ -258,14 +270,49 @@ class AlertWire:
         del self._claims.seen[alert.id]
         if taken is None:
             return None
-        self._claims.mine.add(alert.id)
+        self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
         self._outcomes.labels(alert.feed, alert.rule, "taken_over").inc()
         return CLAIMED
 
-    async def _publish(self, alert: Alert) -> None:
+    async def _still_mine(self, alert: Alert) -> bool:
+        """Whether this worker may publish on its claim now. A peer takes a claim over once
+        it has stood still for ``stale_after_s`` on the peer's clock, counted from after the
+        claim was written; so a claim younger than ``CLAIM_SAFE_SHARE`` of that on this
+        worker's clock, counted from before it was written, is safe — as a lease its owner
+        renews in time (DESIGN §3.2). An older one (this worker stood still: a stalled
+        loop, a throttled table, the rate limit) is renewed first by a write conditional on
+        it being unchanged; if it changed, a peer took it over and sends the alert."""
+        claimed_at, since = self._claims.mine[alert.id]
+        if self._clock() - since < self._stale_after_s * CLAIM_SAFE_SHARE:
+            return True
+        item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
+        renewed = await unless_fenced(
+            self._db.put_item(
+                TableName=self.ledger_table,
+                Item=item,
+                ConditionExpression="#s = :claimed AND #o = :me AND claimedAt = :mine",
+                ExpressionAttributeNames={"#s": "state", "#o": "owner"},
+                ExpressionAttributeValues={
+                    ":claimed": {"S": CLAIMED},
+                    ":me": {"S": self._owner},
+                    ":mine": {"N": claimed_at},
+                },
+            )
+        )
+        if renewed is None:
+            self._claims.mine.pop(alert.id, None)
+            self._log.warning("alert_claim_lost", alert=alert.id, held_s=round(sent_at - since, 3))
+            return False
+        self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
+        return True
+
+    async def _publish(self, alert: Alert) -> bool:
+        """Publish on our claim, its turn come (False: the claim was lost meanwhile)."""
         while (delay := self._bucket.wait_s()) > 0:
             self._held_back.inc()
             await asyncio.sleep(delay)
+        if not await self._still_mine(alert):
+            return False
         attributes = {
             name: {"DataType": "String", "StringValue": value}
             for name, value in (("feed", alert.feed), ("rule", alert.rule), ("key", alert.key))
@@ -283,6 +330,7 @@ class AlertWire:
         )
         self._claims.published[alert.id] = answer.get("MessageId", "")
         self._outcomes.labels(alert.feed, alert.rule, "published").inc()
+        return True
 
 
 ALERT_CONCURRENCY = 4  # chunks of alerts in flight per worker: alerts are rare

@@ -162,6 +162,47 @@ async def test_a_claim_that_moves_is_a_live_peer_and_is_not_taken(
     assert topic.received() == []
 
 
+async def test_a_claimant_that_stood_still_past_its_peers_patience_does_not_publish(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    """w1 claims, then stands still (a stalled loop); w2 sees the claim stand still for
+    stale_after_s and takes it over and publishes. w1, back, must find its claim gone
+    before publishing — not send a second message — and then find the alert sent."""
+    topic = Topic(stack, moto_endpoint)
+    (stuck,) = alerts(1)
+    mine, theirs = FakeClock(), FakeClock()
+    first: Any = wire_for(clients, topic, "w1", mine)[0].wire
+    second: Any = wire_for(clients, topic, "w2", theirs)[0].wire
+    assert await first._claim(stuck) == "claimed"  # ... and stands still here
+    assert await second.send([stuck]) == [stuck]  # first sight of w1's claim
+    theirs.advance(4.1)
+    assert await second.send([stuck]) == []  # taken over, published, marked
+    mine.advance(2.1)  # past the share of stale_after_s in which a claim is safe
+    assert await first.send([stuck]) == [stuck]  # its claim is gone: not published here
+    assert await first.send([stuck]) == []  # then found sent: done
+    assert [m["MessageAttributes"]["key"]["Value"] for m in topic.received()] == ["ORD-0"]
+
+
+async def test_a_slow_claimant_renews_its_claim_and_publishes_once(
+    stack: Stack, moto_endpoint: str, clients: Clients
+) -> None:
+    topic = Topic(stack, moto_endpoint)
+    (slow,) = alerts(1)
+    clock = FakeClock()
+    wire: Any = wire_for(clients, topic, "w1", clock)[0].wire
+    assert await wire._claim(slow) == "claimed"
+    before = wire._claims.mine[slow.id][0]
+    clock.advance(2.1)
+    await asyncio.sleep(0.002)  # (claimedAt is in wall milliseconds)
+    assert await wire._still_mine(slow)  # the claim, renewed: it moves, so no peer takes it
+    key = {"alertId": {"S": slow.id}}
+    claim = topic.dynamodb.get_item(TableName=topic.ledger, Key=key)["Item"]
+    assert claim["state"] == {"S": "claimed"} and claim["owner"] == {"S": "w1"}
+    assert int(claim["claimedAt"]["N"]) > int(before)
+    assert await wire.send([slow]) == []
+    assert len(topic.received()) == 1
+
+
 async def test_publishing_is_rate_limited_and_what_waits_is_counted(
     stack: Stack, moto_endpoint: str, clients: Clients
 ) -> None:
