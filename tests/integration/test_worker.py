@@ -99,9 +99,16 @@ def test_two_workers_split_the_shards_and_store_everything(stack: Stack) -> None
     stack.put(produced)
     wait_until(lambda: stack.count() >= 2000, 60, "2000 items")
     assert keys_of(stack.scan()) == {(r["hardwareID"], r["Timestamp"]) for r in produced}
-    got_a = a.metrics().get("telemax_records_written_total", 0)
-    got_b = b.metrics().get("telemax_records_written_total", 0)
-    assert got_a > 0 and got_b > 0 and got_a + got_b >= 2000
+
+    # a batch is in the table a moment before its worker has its answer and counts it
+    # (CI once scraped 979 + 950 with every item stored): the counters catch up, then hold
+    def written() -> tuple[float, float]:
+        name = "telemax_records_written_total"
+        return a.metrics().get(name, 0), b.metrics().get(name, 0)
+
+    wait_until(lambda: sum(written()) >= 2000, 10, "every write counted")
+    got_a, got_b = written()
+    assert got_a > 0 and got_b > 0
     assert a.stop() == 0 and b.stop() == 0
 
 
