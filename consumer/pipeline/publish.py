@@ -226,16 +226,7 @@ class AlertWire:
 
     async def _claim(self, alert: Alert) -> str | None:
         """CLAIMED (ours now), SENT (someone sent it), or None (wait: claimed by a peer)."""
-        item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
-        claimed = await unless_fenced(
-            self._db.put_item(
-                TableName=self.ledger_table,
-                Item=item,
-                ConditionExpression="attribute_not_exists(alertId)",
-            )
-        )
-        if claimed is not None:
-            self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
+        if await self._write_claim(alert, "attribute_not_exists(alertId)"):
             return CLAIMED
         found = await self._db.get_item(
             TableName=self.ledger_table, Key={"alertId": {"S": alert.id}}, ConsistentRead=True
@@ -257,20 +248,15 @@ class AlertWire:
             return None
         if now - seen[1] < self._stale_after_s:
             return None
-        item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
-        taken = await unless_fenced(
-            self._db.put_item(
-                TableName=self.ledger_table,
-                Item=item,
-                ConditionExpression="#s = :claimed AND claimedAt = :seen",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":claimed": {"S": CLAIMED}, ":seen": {"N": claimed_at}},
-            )
+        taken = await self._write_claim(
+            alert,
+            "#s = :claimed AND claimedAt = :seen",
+            {"#s": "state"},
+            {":claimed": {"S": CLAIMED}, ":seen": {"N": claimed_at}},
         )
         del self._claims.seen[alert.id]
-        if taken is None:
+        if not taken:
             return None
-        self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
         self._outcomes.labels(alert.feed, alert.rule, "taken_over").inc()
         return CLAIMED
 
@@ -285,23 +271,39 @@ class AlertWire:
         claimed_at, since = self._claims.mine[alert.id]
         if self._clock() - since < self._stale_after_s * CLAIM_SAFE_SHARE:
             return True
+        renewed = await self._write_claim(
+            alert,
+            "#s = :claimed AND #o = :me AND claimedAt = :mine",
+            {"#s": "state", "#o": "owner"},
+            {":claimed": {"S": CLAIMED}, ":me": {"S": self._owner}, ":mine": {"N": claimed_at}},
+        )
+        if not renewed:
+            self._claims.mine.pop(alert.id, None)
+            self._log.warning("alert_claim_lost", alert=alert.id, held_s=self._clock() - since)
+        return renewed
+
+    async def _write_claim(
+        self,
+        alert: Alert,
+        condition: str,
+        names: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """A claim written on ``condition`` (claim, take over, renew): on success the alert
+        is ours, with the claim's claimedAt and when it was sent (before the write: the
+        conservative end for its age)."""
         item, sent_at = self._ledger_item(alert, CLAIMED), self._clock()
-        renewed = await unless_fenced(
+        extra: dict[str, Any] = {}
+        if names:
+            extra["ExpressionAttributeNames"] = names
+        if values:
+            extra["ExpressionAttributeValues"] = values
+        written = await unless_fenced(
             self._db.put_item(
-                TableName=self.ledger_table,
-                Item=item,
-                ConditionExpression="#s = :claimed AND #o = :me AND claimedAt = :mine",
-                ExpressionAttributeNames={"#s": "state", "#o": "owner"},
-                ExpressionAttributeValues={
-                    ":claimed": {"S": CLAIMED},
-                    ":me": {"S": self._owner},
-                    ":mine": {"N": claimed_at},
-                },
+                TableName=self.ledger_table, Item=item, ConditionExpression=condition, **extra
             )
         )
-        if renewed is None:
-            self._claims.mine.pop(alert.id, None)
-            self._log.warning("alert_claim_lost", alert=alert.id, held_s=round(sent_at - since, 3))
+        if written is None:
             return False
         self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
         return True
