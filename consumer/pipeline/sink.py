@@ -140,15 +140,28 @@ def table_identities(items: Sequence[Item], key_names: Sequence[str]) -> list[Ha
         if len(key_names) == 1:
             (only,) = key_names
             return [(next(iter(item[only].values())),) for item in items]
-    except (KeyError, StopIteration, AttributeError, TypeError):
+    except (KeyError, StopIteration, AttributeError):
         pass  # one of them has no key: item by item
-    found: list[Hashable] = []
-    for item in items:
-        try:
-            found.append(table_identity(item, key_names))
-        except KeyError:
-            found.append(KEYLESS)
-    return found
+
+    def identity(item: Item) -> Hashable:
+        return table_identity(item, key_names)
+
+    return one_by_one(identity)(items)
+
+
+def one_by_one(identity: Callable[[T], Hashable]) -> Callable[[Sequence[T]], list[Hashable]]:
+    """Entries' identities from ``identity`` of each (``KEYLESS`` where it raises KeyError)."""
+
+    def identities(entries: Sequence[T]) -> list[Hashable]:
+        found: list[Hashable] = []
+        for entry in entries:
+            try:
+                found.append(identity(entry))
+            except KeyError:
+                found.append(KEYLESS)
+        return found
+
+    return identities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,26 +188,16 @@ class TableWire:
 
 
 def versions_by_identity(
-    entries: Sequence[T],
-    identity: Callable[[T], Hashable],
-    wants: str,
-    identities: Callable[[Sequence[T]], list[Hashable]] | None = None,
+    entries: Sequence[T], identities: Callable[[Sequence[T]], list[Hashable]], wants: str
 ) -> tuple[dict[Hashable, list[int]], list[Refused[T]]]:
     """The positions of each identity's entries in the order given (the last is the newest),
-    identities in order of first appearance. Entries without one can never be sent: they come
-    back refused (``missing_key``; ``wants`` says what they lack). ``identities``: the
-    entries' identities at once (``KEYLESS`` for one without), where a wire has it."""
+    identities in order of first appearance; ``identities`` names the entries' at once
+    (``KEYLESS`` for one without: :func:`one_by_one` makes it of a per-entry function).
+    Entries without one can never be sent: they come back refused (``missing_key``;
+    ``wants`` says what they lack)."""
     by_identity: dict[Hashable, list[int]] = {}
     keyless: list[Refused[T]] = []
-    keys = identities(entries) if identities is not None else None
-    for position, entry in enumerate(entries):
-        if keys is not None:
-            key = keys[position]
-        else:
-            try:
-                key = identity(entry)
-            except KeyError:
-                key = KEYLESS
+    for position, (entry, key) in enumerate(zip(entries, identities(entries), strict=True)):
         if key is KEYLESS:
             keyless.append(Refused(position, entry, "missing_key", f"needs {wants}"))
             continue
@@ -213,10 +216,7 @@ def dedupe(
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
     by_key, keyless = versions_by_identity(
-        items,
-        lambda item: table_identity(item, key_names),
-        _key_attributes(key_names),
-        lambda batch: table_identities(batch, key_names),
+        items, lambda batch: table_identities(batch, key_names), _key_attributes(key_names)
     )
     return [items[versions[-1]] for versions in by_key.values()], keyless
 
@@ -266,8 +266,8 @@ class Sink(Generic[T]):
         """
         identity = self.wire.identity
         # a wire may name a batch's identities at once (the table's: its hot path)
-        identities = getattr(self.wire, "identities", None)
-        versions, refused = versions_by_identity(entries, identity, self._wants, identities)
+        identities = getattr(self.wire, "identities", None) or one_by_one(identity)
+        versions, refused = versions_by_identity(entries, identities, self._wants)
         survivors = [newest[-1] for newest in versions.values()]
         while survivors:
             # A survivor stands for the older versions of its identity still behind it: when
