@@ -19,6 +19,7 @@ every worker runs one, which mostly watches.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -88,6 +89,8 @@ class LeaseCoordinator:
         self._handing_back: set[str] = set()
         self._ends = 0
         self._pokes = 0
+        self._expects = 0
+        self._expecting = (math.inf, -math.inf)  # grants expected in between: beat often
         self._leaving = False
         self._beat_now = asyncio.Event()
         self._log = get_logger(worker_id=settings.worker_id)
@@ -139,6 +142,9 @@ class LeaseCoordinator:
         if member.pokes != self._pokes:
             self._pokes = member.pokes
             self.leader.wake.set()
+        if member.expects != self._expects:
+            self._expects = member.expects
+            self._expect_grants(member.expect_s)
         if not self._leaving:
             self.leader.name_successor(member.successor)
             await self._follow(member)
@@ -156,6 +162,22 @@ class LeaseCoordinator:
             await asyncio.gather(*(self._take_granted(key) for key in granted))
         else:
             await asyncio.gather(*(self._decline(key) for key in granted if key not in self.held))
+
+    def _expect_grants(self, seconds: float) -> None:
+        """The leader expects to grant us leases ``seconds`` after it wrote so, which was
+        before this beat and after the one before it: at most a beat interval ago."""
+        now, beat = self._clock(), self._settings.beat_interval_s
+        self._expecting = (now + seconds - beat, now + seconds + beat)
+
+    def _pause(self, interval: float) -> float:
+        """Until the next beat: ``interval``, or a quarter beat interval while grants are
+        expected (and no later than when that starts)."""
+        now, (start, end) = self._clock(), self._expecting
+        if now < start:
+            return min(interval, start - now)
+        if now <= end:
+            return min(interval, self._settings.beat_interval_s / 4)
+        return interval
 
     async def _decline(self, key: str) -> None:
         """Stopping, we take nothing more: a lease granted meanwhile is released at once, so
@@ -344,7 +366,7 @@ class LeaseCoordinator:
                 except Exception as exc:  # the grants stay: the next beat answers them again
                     self._log.warning("beat_answer_not_followed", error=describe(exc))
             self.fence()
-            if await sleep_or_stop(interval, self._beat_now):
+            if await sleep_or_stop(self._pause(interval), self._beat_now):
                 self._beat_now.clear()
 
     async def run_fencing(self) -> None:

@@ -55,6 +55,9 @@ MAX_MOVES_PER_ROUND = 500
 # leadership to lapse (a lease duration after the last renewal seen) and for this look.
 SUCCESSOR_WATCH_S = 1.0
 WATCH_S = 30.0  # how often a worker that is not the successor looks at the leader item
+# A round or a watch timed for a moment comes this long after it: a sum of floats a hair
+# short of the moment would find nothing due, and sleep a hair, and again.
+PAST_DUE_S = 0.001
 
 # (lease keys that exist) -> leases created for new shards
 SyncShards = Callable[[frozenset[str]], Awaitable[int]]
@@ -95,6 +98,7 @@ class Leader:
         self.leadership: Leadership | None = None
         self._led_since = 0.0  # when the last renewal (or claim) that was answered was sent
         self._watched: Seen | None = None
+        self._warned_of: Seen | None = None  # the leader item's stillness we warned of
         self._next_watch = 0.0
         self._deposed: str | None = None  # the leader we took over from, its leases free
         self._renewing = asyncio.Lock()
@@ -146,6 +150,7 @@ class Leader:
             renewals = group.create_task(self._renew_forever())
             try:
                 while not stop.is_set():
+                    started = self._clock()
                     try:
                         async with asyncio.timeout(max(5.0, self._duration)):
                             await self.step()
@@ -153,11 +158,25 @@ class Leader:
                         self._log.warning("leader_round_timed_out")
                     except Exception as exc:
                         self._log.warning("leader_round_failed", error=describe(exc))
-                    closely = self.busy or (self.successor and self.leadership is None)
-                    await sleep_or_stop(BUSY_ROUND_S if closely else CALM_ROUND_S, self.wake)
+                    await sleep_or_stop(
+                        max(0.0, self._next_round(started) - self._clock()), self.wake
+                    )
                     self.wake.clear()
             finally:
                 renewals.cancel()
+
+    def _next_round(self, started: float) -> float:
+        """When the next round starts: a round period after this one started (its own length
+        does not stretch the period), or sooner, when a member's beat will have stood still
+        for a lease duration: the round that finds it gone reassigns its leases then, not up
+        to a period later (fail-over within the lease duration + 2 s, DESIGN §3)."""
+        closely = self.busy or (self.successor and self.leadership is None)
+        due = started + (BUSY_ROUND_S if closely else CALM_ROUND_S)
+        if self.leadership is not None:
+            return min(due, self._roster.next_expiry(self._clock()) + PAST_DUE_S)
+        if self._next_watch > started:  # not when a failed watch left it behind: no spin
+            due = min(due, self._next_watch + PAST_DUE_S)
+        return due
 
     async def step(self) -> None:
         now = self._clock()
@@ -197,8 +216,11 @@ class Leader:
         now = self._clock()
         if seen is not None and seen.owner is not None:
             self._note_leader_counter(seen.counter, now)
-        self._next_watch = now + self._watch_interval()
         watched = self._watched
+        self._next_watch = now + self._watch_interval()
+        if watched is not None and self._watch_interval() == SUCCESSOR_WATCH_S:
+            # The claim comes when the leadership lapses, not up to a watch interval later.
+            self._next_watch = min(self._next_watch, watched.since + self._duration)
         owner = seen.owner if seen is not None else None
         alive = watched is not None and not is_expired(watched, now, self._duration)
         if owner not in (None, self.me) and alive:
@@ -207,7 +229,8 @@ class Leader:
                 # The leader may be dying: read the members as a round would, so that the
                 # first round after a claim knows who beats and assigns at once (a fresh
                 # leader must otherwise see every beat change first, a round or two later).
-                await self._read_members()
+                members, _ = await self._read_members()
+                await self._warn_of_succession(members, owner, watched)
             return
         sent_at = self._clock()
         claimed = await self._members.claim_leadership(self.me, seen)
@@ -220,6 +243,23 @@ class Leader:
         self._deposed = seen.owner if seen is not None else None
         self._log.info("leadership_taken", previous=self._deposed)
         self._metrics.leader.labels(self._settings.stream).set(1)
+
+    async def _warn_of_succession(
+        self, members: Mapping[str, Member], leader: str | None, watched: Seen
+    ) -> None:
+        """Once per stillness of the leader item: whoever gets the leader's leases after our
+        claim is not known before it, so every other member is told when the claim may come
+        (Member.expects): they beat often around then and take their grants at once."""
+        if self._warned_of == watched:
+            return
+        self._warned_of = watched
+        due = watched.since + self._duration - self._clock()
+        others = [
+            member
+            for worker, member in sorted(members.items())
+            if worker not in (self.me, leader) and not (member.leaving or member.draining)
+        ]
+        await asyncio.gather(*(self._members.expect(member, due) for member in others))
 
     def _note_leader_counter(self, counter: int, now: float) -> None:
         if self._watched is None or self._watched.counter != counter:
@@ -300,23 +340,53 @@ class Leader:
         if self._deposed is not None:  # it fenced itself: what names it is free
             roster.free(self._deposed, self.table)
             self._deposed = None
-        moves = plan_moves(
-            list(self.table.values()),
-            live=seen.live,
-            gone=seen.gone,
-            draining=seen.draining,
-            returned=roster.returned,
-            revoking=roster.revoking,
-            expired=lambda lease: is_expired(self._counters.get(lease.key), now, self._duration),
-        )
+        moves = self._plan(seen.live, seen.gone, seen.draining, now)
         moved = await self._perform(paced(moves, MAX_MOVES_PER_ROUND))
         pending = roster.revoking or roster.returned
         self.busy = bool(moved or pending or seen.gone or seen.changed or seen.draining)
+        await self._warn_grantees(seen, now)
         if self._elected:
             await self._regrant(seen.live)
         await self._name_successor(seen.live)
         await self._forget(members, seen.gone)
         self._metrics.leader_round.labels(self._settings.stream).set(time.time())
+
+    def _plan(
+        self,
+        live: AbstractSet[str],
+        gone: AbstractSet[str],
+        draining: AbstractSet[str],
+        now: float,
+    ) -> Moves:
+        return plan_moves(
+            list(self.table.values()),
+            live=live,
+            gone=gone,
+            draining=draining,
+            returned=self._roster.returned,
+            revoking=self._roster.revoking,
+            expired=lambda lease: is_expired(self._counters.get(lease.key), now, self._duration),
+        )
+
+    async def _warn_grantees(self, seen: Observed, now: float) -> None:
+        """A member whose beat stands still may be dead: the members its leases would go to
+        are told when (Member.expects), so that they beat often around then and take them
+        within a fraction of a beat interval of the round that assigns them, not up to a
+        whole one later. One write per grantee per stillness; nothing moves before it is due."""
+        late = self._roster.newly_late(self.members, now)
+        if not late:
+            return
+        moves = self._plan(seen.live, seen.gone | late.keys(), seen.draining - late.keys(), now)
+        grantees = {
+            move.to
+            for move in moves.assign
+            if move.key in self.table and self.table[move.key].owner in late
+        }
+        due = min(late.values())
+        grantees.discard(self.me)  # a grant to ourselves wakes our own beat
+        await asyncio.gather(
+            *(self._members.expect(self.members[w], due - now) for w in sorted(grantees))
+        )
 
     async def _scan(self, members: Mapping[str, Member]) -> None:
         scanned = await self._leases.list()

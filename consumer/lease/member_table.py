@@ -37,6 +37,8 @@ def member_from_item(item: StoredItem) -> Member:
         ends=int(item.get("ends", {}).get("N", "0")),
         successor=bool(item.get("successor", {}).get("BOOL", False)),
         pokes=int(item.get("pokes", {}).get("N", "0")),
+        expects=int(item.get("expects", {}).get("N", "0")),
+        expect_s=float(item.get("expectS", {}).get("N", "0")),
     )
 
 
@@ -139,6 +141,19 @@ class MemberRepository:
 
     async def poke(self, worker_id: str) -> bool:
         written = await self._update(worker_id, "ADD pokes :one", EXISTS, {":one": _number(1)})
+        return written is not None
+
+    async def expect(self, member: Member, seconds: float) -> bool:
+        written = await self._update(
+            member.worker_id,
+            "ADD expects :one SET expectS = :seconds",
+            "incarnation = :incarnation",
+            {
+                ":one": _number(1),
+                ":seconds": {"N": f"{seconds:.3f}"},
+                ":incarnation": {"S": member.incarnation},
+            },
+        )
         return written is not None
 
     async def forget(self, member: Member) -> bool:

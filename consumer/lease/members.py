@@ -33,6 +33,11 @@ class Member:
     ends: int = 0  # shard ends this worker has written (the leader reads the table again)
     successor: bool = False  # named by the leader: watch the leader item closely
     pokes: int = 0  # a leaving worker asked the leader (this member) for a round now
+    # The leader expects to grant this member leases of a member whose beat stands still,
+    # ``expect_s`` seconds after it wrote so (``expects`` counts the warnings): the member
+    # beats more often around then, so it learns of the grant sooner than a beat on.
+    expects: int = 0
+    expect_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +85,10 @@ class MemberStore(Protocol):
 
     async def poke(self, worker_id: str) -> bool:
         """Ask the leader for a round now (it learns of it from its next beat's answer)."""
+        ...
+
+    async def expect(self, member: Member, seconds: float) -> bool:
+        """Warn a worker of grants ``seconds`` from now, conditional as :meth:`grant` is."""
         ...
 
     async def forget(self, member: Member) -> bool:

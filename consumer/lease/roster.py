@@ -10,6 +10,7 @@ back (``revoking``) and leases given back or freed (``returned``), which the pla
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 from consumer.lease.members import Member
@@ -38,6 +39,7 @@ class Roster:
         self.ends: dict[str, int] = {}
         self.revoking: dict[str, str] = {}  # lease key -> member asked to hand it back
         self.returned: dict[str, str] = {}  # lease key -> member that handed it back
+        self.warned: dict[str, float] = {}  # member -> the stillness its grantees were warned of
 
     def observe(
         self,
@@ -68,6 +70,30 @@ class Roster:
         return Observed(
             frozenset(gone), frozenset(draining), frozenset(live), changed, restarted, ended
         )
+
+    def next_expiry(self, now: float) -> float:
+        """The first moment after ``now`` at which a member's beat, unchanged since, will
+        have stood still for a lease duration (infinity when none will)."""
+        ahead = (seen.since + self._duration for seen in self.beats.values())
+        return min((at for at in ahead if at > now), default=math.inf)
+
+    def newly_late(self, members: Mapping[str, Member], now: float) -> dict[str, float]:
+        """Members whose beat has stood still for more than two beat intervals, not yet a
+        lease duration, and whose grantees were not yet warned of this stillness: when each
+        will be gone. Each stillness is answered once (it is taken as warned)."""
+        found = {}
+        for worker, member in members.items():
+            seen = self.beats.get(worker)
+            if seen is None or member.leaving or worker == self._me:
+                continue
+            still = now - seen.since
+            if (
+                2 * self._beat_interval < still < self._duration
+                and self.warned.get(worker) != seen.since
+            ):
+                self.warned[worker] = seen.since
+                found[worker] = seen.since + self._duration
+        return found
 
     def _count_my_beat(
         self, members: Mapping[str, Member], now: float, my_incarnation: str | None
@@ -139,3 +165,4 @@ class Roster:
         """A gone member's item was deleted."""
         self.beats.pop(worker, None)
         self.incarnations.pop(worker, None)
+        self.warned.pop(worker, None)

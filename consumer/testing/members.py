@@ -95,6 +95,16 @@ class MemberTable:
         self.items[worker_id] = dataclasses.replace(current, pokes=current.pokes + 1)
         return True
 
+    async def expect(self, member: Member, seconds: float) -> bool:
+        await self._enter("expect", member.worker_id)
+        current = self.items.get(member.worker_id)
+        if current is None or current.incarnation != member.incarnation:
+            return False
+        self.items[member.worker_id] = dataclasses.replace(
+            current, expects=current.expects + 1, expect_s=seconds
+        )
+        return True
+
     async def forget(self, member: Member) -> bool:
         await self._enter("forget", member.worker_id)
         current = self.items.get(member.worker_id)

@@ -33,6 +33,8 @@ def member_size(member: Member) -> int:
     size += len("incarnation") + len(member.incarnation)
     size += len("ends") + number_size(member.ends) + len("leaving") + 1 + len("draining") + 1
     size += len("updatedAt") + TIMESTAMP_CHARS + len("successor") + 1
+    if member.expects:
+        size += len("expects") + number_size(member.expects) + len("expectS") + 6
     if member.grants:
         size += len("grants") + sum(len(key) for key in member.grants)
     if member.revokes:

@@ -488,6 +488,9 @@ async def test_a_successor_that_takes_over_assigns_the_dead_leaders_leases_at_on
     moved_at = loop.time() - 0.25
     assert moved_at - claimed_at <= 0.01, "assigned in the round that followed the claim"
     assert moved_at - died_at <= DURATION + 1.0 + 0.5  # the watch, one round
+    warned = [(key, at) for at, op, key in members.calls if op == "expect"]
+    assert [key for key, _ in warned] == ["w3"], "the others, once: not itself, not the leader"
+    assert members["w3"].expect_s == pytest.approx(died_at + DURATION - warned[0][1], abs=1.0)
 
 
 async def test_what_a_successor_saw_before_the_leader_recovered_is_forgotten() -> None:
@@ -519,3 +522,41 @@ async def test_what_a_successor_saw_before_the_leader_recovered_is_forgotten() -
     assert heir.leading()
     assert leases["b"].owner != "w3" or loop.time() - dead_at >= DURATION
     assert leases["a"].owner == "w2", "the dead leader's lease goes to the live member only"
+
+
+async def test_a_round_comes_when_a_still_members_lease_duration_ends_not_a_period_later() -> None:
+    """The leader reads the members when w2's beat will have stood still for a lease duration,
+    wherever that falls between its rounds: its leases move one read after that moment."""
+    loop = asyncio.get_running_loop()
+    leases = LeaseTable([lease("a", "w2"), lease("b", "w1"), lease("c", "w1"), lease("d", "w3")])
+    members = MemberTable()
+    read_s = 0.13
+    members.latency["members"] = read_s
+    boss, stop = leader(leases, members), asyncio.Event()
+
+    async def w2_beats() -> None:
+        await asyncio.sleep(0.37)
+        for _ in range(4):
+            await beat(members, "w2")
+            await asyncio.sleep(1.0)
+
+    runs = (beating(members, "w1", "w3"), w2_beats(), boss.run(stop))
+    tasks = [asyncio.create_task(c) for c in runs]
+    try:
+        while leases["a"].owner == "w2":
+            assert loop.time() < 5 * DURATION, "never reassigned"
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        boss.wake.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    last_beat = max(at for at, op, key in members.calls if (op, key) == ("beat", "w2"))
+    reads = [at + read_s for at, op, _ in members.calls if op == "members"]
+    since = min(done for done in reads if done > last_beat)
+    (assigned_at,) = [w.at for w in leases.writes if w.op == "assign" and w.key == "a"]
+    assert since + DURATION <= assigned_at <= since + DURATION + read_s + 0.01
+    assert leases["a"].owner == "w3", "the member with the fewest leases"
+    ((warned_at, _, _),) = [call for call in members.calls if call[1:] == ("expect", "w3")]
+    assert warned_at + members["w3"].expect_s == pytest.approx(since + DURATION)

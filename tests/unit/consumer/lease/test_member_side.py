@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -505,3 +506,25 @@ async def test_a_new_leader_does_not_take_every_free_lease_for_itself_first() ->
     assert len(w1.consumable()) == len(w2.consumable()) == 2
     assigned = [w for w in leases.writes if w.op == "assign"]
     assert len(assigned) == 4, "each lease assigned once: nothing handed back to rebalance"
+
+
+async def test_a_member_warned_of_grants_beats_four_times_as_often_around_then_only() -> None:
+    loop = asyncio.get_running_loop()
+    leases, members = LeaseTable([lease("a", "w3")]), MemberTable()
+    c = on_loop(leases, members, me="w2")
+    beat = Settings(lease_duration_s=DURATION).beat_interval_s
+    beats = asyncio.create_task(c.run_beats())
+    try:
+        await asyncio.sleep(2.3)
+        warned_at = loop.time()
+        assert await members.expect(members["w2"], 5.0)
+        await asyncio.sleep(5.0 + 4 * beat)
+    finally:
+        await stopped(beats)
+    sent = [at for at, op, key in members.calls if (op, key) == ("beat", "w2")]
+    due = warned_at + 5.0
+    around = [at for at in sent if due - beat / 2 <= at <= due + beat / 2]
+    assert max(b - a for a, b in itertools.pairwise(around)) <= beat / 4 + 0.01
+    calm = [at for at in sent if not due - 2 * beat <= at <= due + 2 * beat]
+    gaps = [b - a for a, b in itertools.pairwise(calm) if b - a < 3 * beat]
+    assert min(gaps) >= beat - 0.01, "a beat interval apart before and after"

@@ -101,3 +101,23 @@ def test_our_own_beat_counts_once_our_incarnation_landed_and_no_peer_is_pending(
     both = {"me": member("me", 1), "b": member("b", 1)}
     seen = roster.observe(both, {}, 0.0, my_incarnation="i1")
     assert "me" not in seen.live, "a peer first seen just now may yet beat"
+
+
+def test_a_member_late_by_two_beats_is_reported_once_per_stillness_with_its_expiry() -> None:
+    roster = Roster("me", DURATION, BEAT)
+
+    def late_at(now: float, beat: int, leaving: bool = False) -> dict[str, float]:
+        members = {"a": member("a", beat, leaving=leaving), "me": member("me", 1)}
+        roster.observe(members, {}, now)
+        return roster.newly_late(members, now)
+
+    assert late_at(0.0, 1) == {}
+    assert late_at(2.0, 1) == {}, "two beat intervals still is not late yet"
+    assert late_at(2.5, 1) == {"a": DURATION}, "gone a lease duration after first seen"
+    assert late_at(3.5, 1) == {}, "this stillness was reported"
+    assert late_at(4.5, 2) == {}, "it beats again"
+    assert late_at(7.0, 2) == {"a": 4.5 + DURATION}, "a new stillness"
+    assert late_at(20.0, 3) == {}
+    assert late_at(20.0 + DURATION, 3) == {}, "gone already: nothing to warn of"
+    assert late_at(40.0, 4) == {}
+    assert late_at(43.0, 4, leaving=True) == {}, "a leaving member handed its leases back"
