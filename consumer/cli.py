@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from consumer import config
 from consumer.config import Settings
 from kernel import logs
-from kernel.aws import AWS_ERRORS, config_error_from, open_clients
+from kernel.aws import AWS_ERRORS, Clients, config_error_from, open_clients
 from kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from consumer.adapters.lean import Environment
 
 PROG = "telemax-consumer"
 
@@ -36,12 +42,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 
     # Connections: every write slot, one reader per shard, and the lease traffic.
     pool = settings.write_concurrency + 32
-    async with open_clients(
-        pool=pool,
-        attempts=settings.aws_max_attempts,
-        read_timeout=settings.aws_read_timeout_s,
-        services=settings.services,
-    ) as clients:
+    async with worker_clients(settings, pool) as clients:
         if settings.source == "sqs":
             from consumer.sources.sqs import SqsWorker, preflight_sqs
 
@@ -84,6 +85,35 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
             if subscriber is not None:
                 await subscriber.aclose()
     return 0
+
+
+@asynccontextmanager
+async def worker_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
+    """The lean clients when the whole AWS configuration is in the environment and the run
+    needs nothing but Kinesis polling and DynamoDB on the lean path; else aiobotocore's.
+    Which, and why, is logged once they are open (a configuration error stays one line)."""
+    from consumer.adapters.lean import environment_of, open_lean_clients
+
+    found: Environment | str = "TELEMAX_FAST_PATH is false"
+    if settings.fast_path:
+        found = environment_of(os.environ, Path.home())
+    if not isinstance(found, str) and (settings.services or settings.retrieval != "polling"):
+        found = "the run uses more than Kinesis polling and DynamoDB"
+    if isinstance(found, str):
+        opened = open_clients(
+            pool=pool,
+            attempts=settings.aws_max_attempts,
+            read_timeout=settings.aws_read_timeout_s,
+            services=settings.services,
+        )
+    else:
+        opened = open_lean_clients(
+            found, read_timeout=settings.aws_read_timeout_s, attempts=settings.aws_max_attempts
+        )
+    async with opened as clients:
+        why = {"why": found} if isinstance(found, str) else {}
+        logs.get().info("aws_clients", lean=not why, **why)
+        yield clients
 
 
 async def setup_command(settings: Settings, _: argparse.Namespace) -> int:

@@ -10,10 +10,8 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -31,6 +29,10 @@ from kernel.backoff import Backoff
 from kernel.errors import Action, ConfigError
 
 if TYPE_CHECKING:
+    # aiobotocore (and aiohttp under it) is imported when generic clients are opened: a
+    # worker on the lean start path never pays for it (kernel.lean)
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
     from types_aiobotocore_dynamodb import DynamoDBClient
     from types_aiobotocore_kinesis import KinesisClient
     from types_aiobotocore_s3 import S3Client
@@ -222,6 +224,8 @@ class Clients:
 
 
 def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20) -> AioConfig:
+    from aiobotocore.config import AioConfig
+
     return AioConfig(
         max_pool_connections=pool,
         connect_timeout=5,
@@ -232,14 +236,20 @@ def client_config(*, pool: int = 64, attempts: int = 3, read_timeout: float = 20
     )
 
 
-def ca_bundle_of(session: AioSession) -> str | None:
+class ConfigVariables(Protocol):
+    """botocore's session as far as configuration goes (or consumer.adapters.lean's)."""
+
+    def get_config_variable(self, logical_name: str) -> Any: ...
+
+
+def ca_bundle_of(session: ConfigVariables) -> str | None:
     """The CA bundle botocore verifies TLS with when not its default (AWS_CA_BUNDLE, the
     profile's ``ca_bundle``); None: its default."""
     bundle = session.get_config_variable("ca_bundle")
     return str(bundle) if bundle else None
 
 
-def check_ca_bundle(session: AioSession) -> None:
+def check_ca_bundle(session: ConfigVariables) -> None:
     """A CA bundle named must exist: botocore would say only "No such file or directory" at
     the first call."""
     bundle = ca_bundle_of(session)
@@ -257,6 +267,8 @@ async def open_clients(
 ) -> AsyncIterator[Clients]:
     """Kinesis and DynamoDB clients (and those of ``services``: ``sns``, ``s3``, ``sqs``)
     sharing one configuration; closed on exit."""
+    from aiobotocore.session import get_session
+
     session = get_session()
     config = client_config(pool=pool, attempts=attempts, read_timeout=read_timeout)
     # botocore reads AWS_DEFAULT_REGION (and profiles); Lambda, ECS and most tools set

@@ -27,11 +27,10 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
-from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from consumer.adapters.http1 import Http1Pool
@@ -42,17 +41,27 @@ from kernel.errors import Action
 from kernel.handlers import Item
 
 if TYPE_CHECKING:
-    from aiobotocore.credentials import AioCredentials
+    from botocore.credentials import ReadOnlyCredentials
+
+
+class Credentials(Protocol):
+    """aiobotocore's refreshable credentials, or consumer.adapters.lean's static ones."""
+
+    async def get_frozen_credentials(self) -> ReadOnlyCredentials: ...
+
 
 CONTROL_POOL = 16  # connections for the lease and membership tables' item calls
 KINESIS = ("kinesis", "Kinesis_20131202", "application/x-amz-json-1.1")
 DYNAMODB = ("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
 
 
-def _bytes_as_base64(value: Any) -> str:
-    """orjson hook: binary attribute values travel base64-encoded, as the API wants."""
+def json_default(value: Any) -> str | float:
+    """orjson hook: binary values travel base64-encoded and timestamps as epoch seconds, as
+    the JSON protocol wants."""
     if isinstance(value, bytes | bytearray | memoryview):
         return binascii.b2a_base64(value, newline=False).decode()
+    if isinstance(value, datetime):
+        return value.timestamp()
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
@@ -151,7 +160,7 @@ class JsonApi:
 
     def __init__(
         self,
-        credentials: AioCredentials,
+        credentials: Credentials,
         *,
         endpoint: str,
         region: str,
@@ -163,9 +172,9 @@ class JsonApi:
         self._credentials = credentials
         url = endpoint.rstrip("/") + "/"
         self._pool = Http1Pool(url, size=pool, read_timeout=read_timeout, ssl_context=ssl_context)
-        self._signing_name, self._target_prefix, self._content_type = service
-        self._check_crc = self._signing_name == "dynamodb"  # DynamoDB sends x-amz-crc32
-        self._signer = SigV4(url, region, self._signing_name)
+        self.signing_name, self._target_prefix, self._content_type = service
+        self._check_crc = self.signing_name == "dynamodb"  # DynamoDB sends x-amz-crc32
+        self._signer = SigV4(url, region, self.signing_name)
 
     async def call(self, operation: str, body: bytes) -> Any:
         headers = {
@@ -225,7 +234,7 @@ class FastDynamoDB:
         """BatchWriteItem of ``items``; returns the ones DynamoDB left unprocessed."""
         body = orjson.dumps(
             {"RequestItems": {table: [{"PutRequest": {"Item": item}} for item in items]}},
-            default=_bytes_as_base64,
+            default=json_default,
         )
         answer = await self._api.call("BatchWriteItem", body)
         left = answer.get("UnprocessedItems", {}).get(table, ())
@@ -244,7 +253,7 @@ ITEM_CALLS = {
 }
 
 
-def _binary_as_bytes(answer: Any) -> Any:
+def binary_as_bytes(answer: Any) -> Any:
     """Binary attribute values of the items in an answer as bytes, as botocore gives them
     (the KCL's ``pendingCheckpointState`` is one)."""
     items = answer.get("Items") or []
@@ -289,21 +298,28 @@ class FastItems:
             return getattr(self._generic, name)
 
         async def call(**kwargs: Any) -> Any:
-            body = orjson.dumps(kwargs, default=_bytes_as_base64)
-            return _binary_as_bytes(await self._call(operation, body))
+            body = orjson.dumps(kwargs, default=json_default)
+            return binary_as_bytes(await self._call(operation, body))
 
         return call
 
     async def _call(self, operation: str, body: bytes) -> Any:
-        backoff = Backoff(base=1.0, cap=20.0)
-        for attempt in range(1, self._attempts + 1):
-            try:
-                return await self._api.call(operation, body)
-            except Exception as exc:
-                if attempt == self._attempts or classify(exc) is not Action.RETRY:
-                    raise
-            await backoff.sleep()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retried(self._api, operation, body, self._attempts)
+
+
+async def retried(api: JsonApi, operation: str, body: bytes, attempts: int) -> Any:
+    """``operation`` tried up to ``attempts`` times as botocore's "standard" retry mode does:
+    throttling, 5xx and dropped connections again after a full-jitter backoff from 1 s."""
+    backoff = Backoff(base=1.0, cap=20.0)
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return await api.call(operation, body)
+        except Exception as exc:
+            if attempt == attempts or classify(exc) is not Action.RETRY:
+                raise
+        await backoff.sleep()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -322,7 +338,7 @@ class FastPath:
 
 
 def create(
-    credentials: AioCredentials,
+    credentials: Credentials,
     *,
     kinesis_endpoint: str,
     dynamodb_endpoint: str,

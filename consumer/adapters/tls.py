@@ -9,18 +9,26 @@ from __future__ import annotations
 import os
 import ssl
 
-from botocore.httpsession import get_cert_path
-
 from kernel.errors import ConfigError
+
+
+def default_bundle() -> str:
+    """botocore's default roots (``botocore.httpsession.get_cert_path(True)``: certifi's
+    bundle, else the one botocore ships), without importing its HTTP stack (urllib3)."""
+    try:
+        from certifi import where
+    except ImportError:  # as botocore: its own copy
+        import botocore
+
+        return os.path.join(os.path.dirname(botocore.__file__), "cacert.pem")
+    return str(where())
 
 
 def client_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """A verifying client context (hostname checked) trusting ``ca_bundle`` or botocore's
     default roots; a bundle that cannot be read stops start-up with one line."""
-    path = ca_bundle or get_cert_path(True)
+    path = ca_bundle or default_bundle()
     try:
-        if path is None:  # no bundle anywhere: the system's roots
-            return ssl.create_default_context()
         if os.path.isdir(path):  # a c_rehash'ed directory, as botocore also accepts
             return ssl.create_default_context(capath=path)
         return ssl.create_default_context(cafile=path)

@@ -41,6 +41,19 @@ def test_every_record_is_stored_with_the_right_types(stack: Stack) -> None:
     assert worker.stop() == 0
     metrics_free = events(worker.log_lines(), "worker_stopped")
     assert metrics_free, "the worker logs its stop"
+    (clients,) = events(worker.log_lines(), "aws_clients")
+    assert clients["lean"] is True, "the AWS configuration is all in the environment"
+
+
+def test_the_generic_clients_still_carry_a_worker(stack: Stack) -> None:
+    """TELEMAX_FAST_PATH=false: aiobotocore for every call, start-up checks included."""
+    stack.setup(shards=2)
+    stack.put(readings(300))
+    worker = stack.worker("w1", TELEMAX_FAST_PATH="false")
+    wait_until(lambda: stack.count() >= 300, 45, "300 items in TELEMAX")
+    assert worker.stop() == 0
+    (clients,) = events(worker.log_lines(), "aws_clients")
+    assert clients == {**clients, "lean": False, "why": "TELEMAX_FAST_PATH is false"}
 
 
 def test_sigterm_checkpoints_and_releases_every_lease(stack: Stack) -> None:

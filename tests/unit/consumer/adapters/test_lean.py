@@ -1,0 +1,120 @@
+"""The lean start (consumer.adapters.lean): when botocore's resolution is ours, and the client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.adapters.lean import Environment, LeanClient, environment_of, operation_of
+
+BASE = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}
+
+
+def resolved(tmp_path: Path, **env: str) -> Environment | str:
+    return environment_of({**BASE, **env}, tmp_path)
+
+
+def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_path: Path) -> None:
+    found = resolved(tmp_path, AWS_SESSION_TOKEN="tok")
+    assert isinstance(found, Environment)
+    assert found.kinesis_endpoint == "https://kinesis.eu-west-1.amazonaws.com"
+    assert found.dynamodb_endpoint == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert found.credentials.frozen == ("AKID", "secret", "tok")
+    assert found.ca_bundle is None
+    china = resolved(tmp_path, AWS_REGION="cn-north-1")
+    assert isinstance(china, Environment)
+    assert china.dynamodb_endpoint == "https://dynamodb.cn-north-1.amazonaws.com.cn"
+    first = resolved(tmp_path, AWS_DEFAULT_REGION="us-east-2")  # botocore's variable first
+    assert isinstance(first, Environment) and first.region == "us-east-2"
+    local = resolved(
+        tmp_path,
+        AWS_ENDPOINT_URL="http://127.0.0.1:1",
+        AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:2",
+        AWS_CA_BUNDLE="/roots.pem",
+    )
+    assert isinstance(local, Environment)
+    assert (local.kinesis_endpoint, local.dynamodb_endpoint) == (
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+    )
+    assert local.ca_bundle == "/roots.pem"
+    ignored = resolved(
+        tmp_path, AWS_ENDPOINT_URL="http://x:1", AWS_IGNORE_CONFIGURED_ENDPOINT_URLS="true"
+    )
+    assert isinstance(ignored, Environment)
+    assert ignored.kinesis_endpoint == "https://kinesis.eu-west-1.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"AWS_PROFILE": "prod"}, "AWS_PROFILE is set"),
+        ({"AWS_ACCOUNT_ID": "123456789012"}, "AWS_ACCOUNT_ID is set"),
+        ({"AWS_USE_FIPS_ENDPOINT": "true"}, "AWS_USE_FIPS_ENDPOINT is true"),
+        ({"AWS_USE_DUALSTACK_ENDPOINT": "TRUE"}, "AWS_USE_DUALSTACK_ENDPOINT is true"),
+        ({"AWS_SECRET_ACCESS_KEY": ""}, "the credentials are not in the environment"),
+        ({"AWS_REGION": ""}, "no region in the environment"),
+        ({"AWS_REGION": "us-isob-east-1"}, "region 'us-isob-east-1' is for botocore to resolve"),
+        ({"AWS_REGION": "Not A Region"}, "region 'Not A Region' is for botocore to resolve"),
+    ],
+)
+def test_anything_botocore_resolves_otherwise_takes_the_generic_clients(
+    tmp_path: Path, env: dict[str, str], why: str
+) -> None:
+    assert resolved(tmp_path, **env) == why
+
+
+def test_a_config_or_credentials_file_takes_the_generic_clients(tmp_path: Path) -> None:
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\n")
+    assert resolved(tmp_path) == f"{tmp_path / '.aws' / 'credentials'} exists"
+    named = tmp_path / "elsewhere.ini"
+    named.write_text("[default]\n")
+    assert resolved(tmp_path / "nohome", AWS_CONFIG_FILE=str(named)) == f"{named} exists"
+    assert isinstance(resolved(tmp_path / "nohome", AWS_CONFIG_FILE="/nonexistent"), Environment)
+
+
+@pytest.mark.parametrize(
+    ("method", "operation"),
+    [
+        ("describe_table", "DescribeTable"),
+        ("describe_stream_summary", "DescribeStreamSummary"),
+        ("list_shards", "ListShards"),
+        ("batch_write_item", "BatchWriteItem"),
+        ("describe_time_to_live", "DescribeTimeToLive"),
+    ],
+)
+def test_operation_names(method: str, operation: str) -> None:
+    assert operation_of(method) == operation
+
+
+class RecordingApi:
+    def __init__(self, signing_name: str, answer: Any) -> None:
+        self.signing_name = signing_name
+        self.answer = answer
+        self.sent: list[tuple[str, Any]] = []
+
+    async def call(self, operation: str, body: bytes) -> Any:
+        self.sent.append((operation, orjson.loads(body)))
+        return self.answer
+
+
+async def test_a_call_sends_its_arguments_as_json_and_answers_botocores_shapes() -> None:
+    from datetime import UTC, datetime
+
+    api = RecordingApi("dynamodb", {"Item": {"k": {"S": "a"}, "state": {"B": "AAE="}}})
+    client = LeanClient(api, endpoint="http://x", region="r", attempts=1)  # type: ignore[arg-type]
+    answer = await client.get_item(TableName="t", Key={"k": {"S": "a"}})
+    assert answer["Item"]["state"] == {"B": b"\x00\x01"}, "binary attributes as bytes"
+    assert api.sent == [("GetItem", {"TableName": "t", "Key": {"k": {"S": "a"}}})]
+    assert client.meta.endpoint_url == "http://x" and client.meta.region_name == "r"
+    kinesis = RecordingApi("kinesis", {"Shards": []})
+    lean = LeanClient(kinesis, endpoint="http://y", region="r", attempts=1)  # type: ignore[arg-type]
+    when = datetime(2026, 12, 4, tzinfo=UTC)
+    await lean.list_shards(StreamName="s", ShardFilter={"Type": "AT_TIMESTAMP", "Timestamp": when})
+    assert kinesis.sent[0][1]["ShardFilter"]["Timestamp"] == when.timestamp()
+    with pytest.raises(AttributeError):
+        _ = client._private
