@@ -336,7 +336,8 @@ class Leader:
             self._next_sync = min(self._next_sync, now + LEASE_RESCAN_S)
         if now >= self._next_scan:
             await self._scan(members)
-        await self._sync_if_due(now)
+        if await self._sync_if_due(now):  # new leases: read and assign them now, not a round on
+            await self._scan(members)
         if self._deposed is not None:  # it fenced itself: what names it is free
             roster.free(self._deposed, self.table)
             self._deposed = None
@@ -407,16 +408,15 @@ class Leader:
         if finishing and now - self._ended_at < FINISHED_WINDOW_S:
             self._next_scan = min(self._next_scan, now + FINISHED_SCAN_S)
 
-    async def _sync_if_due(self, now: float) -> None:
-        """List the shards and create leases for new ones (only the leader does)."""
+    async def _sync_if_due(self, now: float) -> int:
+        """List the shards and create leases for new ones (only the leader does); how many."""
         if self._sync_shards is None or now < self._next_sync:
-            return
+            return 0
         # A failed sync is tried again soon: without leases there is nothing to consume.
         self._next_sync = now + LEASE_RESCAN_S
         created = await self._sync_shards(frozenset(self.table))
         self._next_sync = now + self._settings.shard_sync_interval_s
-        if created:
-            self._next_scan = now  # read the new leases in the next round
+        return created
 
     async def _perform(self, moves: Moves) -> int:
         """Write the plan; the number of leases assigned or asked back."""

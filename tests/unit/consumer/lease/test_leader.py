@@ -560,3 +560,22 @@ async def test_a_round_comes_when_a_still_members_lease_duration_ends_not_a_peri
     assert leases["a"].owner == "w3", "the member with the fewest leases"
     ((warned_at, _, _),) = [call for call in members.calls if call[1:] == ("expect", "w3")]
     assert warned_at + members["w3"].expect_s == pytest.approx(since + DURATION)
+
+
+async def test_leases_created_by_a_shard_sync_are_assigned_in_the_same_round() -> None:
+    """A fresh stream: the leader's first round lists the shards and creates their leases;
+    it reads them and assigns them then, not a round (0.5 s) later (first record sooner)."""
+    leases, members = LeaseTable(), MemberTable()
+
+    async def sync(existing: frozenset[str]) -> int:
+        fresh = {f"s{n}" for n in range(4)} - existing
+        for key in sorted(fresh):
+            await leases.create(key, "TRIM_HORIZON", frozenset())
+        return len(fresh)
+
+    # a lone worker counts its own beat at once (its item carries its incarnation)
+    boss = leader(leases, members, sync_shards=sync, incarnation=lambda: "i1")
+    await beat(members, "w1")
+    await boss.step()
+    assert sorted(w.key for w in leases.writes if w.op == "assign") == ["s0", "s1", "s2", "s3"]
+    assert members["w1"].grants == frozenset({"s0", "s1", "s2", "s3"})
