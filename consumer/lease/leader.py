@@ -336,7 +336,10 @@ class Leader:
             self._next_sync = min(self._next_sync, now + LEASE_RESCAN_S)
         if now >= self._next_scan:
             await self._scan(members)
-        if await self._sync_if_due(now):  # new leases: read and assign them now, not a round on
+        if await self._sync_if_due(now):
+            # New leases: read and assign them now, not a round on; a read that fails here
+            # leaves the scan due, so the next round reads them (not LEASE_SCAN_S later).
+            self._next_scan = now
             await self._scan(members)
         if self._deposed is not None:  # it fenced itself: what names it is free
             roster.free(self._deposed, self.table)

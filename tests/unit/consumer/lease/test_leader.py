@@ -579,3 +579,35 @@ async def test_leases_created_by_a_shard_sync_are_assigned_in_the_same_round() -
     await boss.step()
     assert sorted(w.key for w in leases.writes if w.op == "assign") == ["s0", "s1", "s2", "s3"]
     assert members["w1"].grants == frozenset({"s0", "s1", "s2", "s3"})
+
+
+async def test_new_leases_whose_first_read_failed_are_read_in_the_next_round() -> None:
+    """The read right after a sync is throttled: the scan stays due, so the next round reads
+    and assigns them (not LEASE_SCAN_S later: CI's throttled-lease-table run waited 90 s)."""
+    from consumer.testing import client_error
+
+    leases, members = LeaseTable(), MemberTable()
+    lists = 0
+
+    def throttle_second_list(op: str, key: str) -> BaseException | None:
+        nonlocal lists
+        if op != "list":
+            return None
+        lists += 1
+        return client_error("ProvisionedThroughputExceededException") if lists == 2 else None
+
+    leases.fault = throttle_second_list
+
+    async def sync(existing: frozenset[str]) -> int:
+        fresh = {"s0", "s1"} - existing
+        for key in sorted(fresh):
+            await leases.create(key, "TRIM_HORIZON", frozenset())
+        return len(fresh)
+
+    boss = leader(leases, members, sync_shards=sync, incarnation=lambda: "i1")
+    await beat(members, "w1")
+    with pytest.raises(Exception, match="ProvisionedThroughputExceeded"):
+        await boss.step()
+    await asyncio.sleep(0.5)
+    await boss.step()
+    assert members["w1"].grants == frozenset({"s0", "s1"})
