@@ -218,7 +218,7 @@ class Leader:
             self._note_leader_counter(seen.counter, now)
         watched = self._watched
         self._next_watch = now + self._watch_interval()
-        if watched is not None and self._watch_interval() == SUCCESSOR_WATCH_S:
+        if watched is not None and self._watching_closely():
             # The claim comes when the leadership lapses, not up to a watch interval later.
             self._next_watch = min(self._next_watch, watched.since + self._duration)
         owner = seen.owner if seen is not None else None
@@ -268,8 +268,11 @@ class Leader:
             self._watched = Seen(counter, now)
             self._reset()  # the leader lives: what we saw of the members gets old
 
+    def _watching_closely(self) -> bool:
+        return self.successor or self._newcomer
+
     def _watch_interval(self) -> float:
-        return SUCCESSOR_WATCH_S if self.successor or self._newcomer else WATCH_S
+        return SUCCESSOR_WATCH_S if self._watching_closely() else WATCH_S
 
     async def _read_members(self) -> tuple[dict[str, Member], Observed]:
         """Read every member's item and take it into the roster: each round does, and a
