@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 import math
+import operator
 from array import array
 from collections.abc import Sequence
 from decimal import Decimal
@@ -29,6 +31,7 @@ from typing import Any
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec, Partial
 from consumer.pipeline.archive import Position, order
 
+_fact_of = operator.attrgetter("fact")
 SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attribute
 
 
@@ -71,7 +74,8 @@ def batch_facts(
     seconds, groups, columns = spec.columns_of(items)
     kept: list[str | list[Decimal | str | None]] = []
     for column in columns:
-        texts = ["" if v is None else str(v) for v in column]
+        # (a number attribute's value is its string already: most columns need no str())
+        texts = ["" if v is None else v if type(v) is str else str(v) for v in column]
         joined = SEPARATOR.join(texts)
         kept.append(joined if joined.count(SEPARATOR) == max(len(texts) - 1, 0) else column)
     nan = math.nan
@@ -86,18 +90,19 @@ def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
     (``InsightSpec.fact_of``, with the entry's ``arrival``)."""
     runs: dict[int, list[Any]] = {}  # id(batch) -> [batch, its first entry here, entries here]
     own: list[tuple[Fact, float | None]] = []
-    for entry in entries:
-        fact = entry.fact
+    # entries of one batch come in runs (a dead letter may split one): a run at a time
+    for fact, run_entries in itertools.groupby(entries, key=_fact_of):
         if fact is None:
             continue
         if not isinstance(fact, BatchFacts):
-            own.append((fact, entry.arrival))
+            own.extend((entry.fact, entry.arrival) for entry in run_entries)
             continue
+        listed = list(run_entries)
         run = runs.get(id(fact))
         if run is None:
-            runs[id(fact)] = [fact, entry, 1]
+            runs[id(fact)] = [fact, listed[0], len(listed)]
         else:
-            run[2] += 1
+            run[2] += len(listed)
     for batch, first, count in runs.values():
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:

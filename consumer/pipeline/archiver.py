@@ -178,45 +178,11 @@ def entries_of(
             hours[when] = hour_of(when)
         return hours[when]
 
-    found: list[Entry] = []
-    refused = set(progress.refused)
-    converted = progress.converted
-    made_of = converted.data
-    kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
-    kept_at: list[Position] = []
-    kept_arrivals: list[float | None] = []
-    for position, item in enumerate(converted.items):
-        if position in refused or not progress.durable[position]:
-            continue
-        record, sub = converted.origins[position]
-        sequence = record["SequenceNumber"]
-        when = record.get(ARRIVAL)
-        where = hour(when)
-        arrived = when if type(when) is float else _epoch(when)
-        line = b""
-        if lines:
-            meta = {
-                "feed": feed,
-                "stream": stream,
-                "shard": shard_id,
-                "sequenceNumber": sequence,
-                "subSequenceNumber": sub,
-                "partitionKey": record.get("PartitionKey", ""),
-                "arrival": arrived,
-            }
-            data = made_of[position] if raw_json and position < len(made_of) else None
-            line = _record_line(meta, item, data)
-        entry = Entry((sequence, sub), where, line)
-        found.append(entry)
-        if facts is not None:
-            kept.append(item)
-            kept_at.append(entry.position)
-            kept_arrivals.append(arrived)
+    if not lines:
+        found = _bare_entries(progress, facts)
+    else:
+        found = _lined_entries(progress, feed, stream, shard_id, raw_json, facts)
     items_found = len(found)
-    if facts is not None and kept:
-        batch = facts(kept, kept_at, kept_arrivals)
-        for entry in found:
-            entry.fact = batch
     # the dead letters' arrival times, by sequence number (most batches have no letter)
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records} if progress.letters else {}
     for letter, stored in zip(progress.letters, progress.stored, strict=True):
@@ -248,6 +214,85 @@ def entries_of(
     rank = {r["SequenceNumber"]: n for n, r in enumerate(records)}
     found.sort(key=lambda e: (rank.get(e.position[0], len(rank)), e.position[1], e.letter))
     return found
+
+
+def _lined_entries(
+    progress: Progress,
+    feed: str,
+    stream: str,
+    shard_id: str,
+    raw_json: bool,
+    facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None,
+) -> list[Entry]:
+    """The stored items' entries with their archive lines."""
+    found: list[Entry] = []
+    hours: dict[Any, str] = {}
+    refused = set(progress.refused)
+    converted = progress.converted
+    made_of = converted.data
+    kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
+    kept_at: list[Position] = []
+    kept_arrivals: list[float | None] = []
+    for position, item in enumerate(converted.items):
+        if position in refused or not progress.durable[position]:
+            continue
+        record, sub = converted.origins[position]
+        sequence = record["SequenceNumber"]
+        when = record.get(ARRIVAL)
+        where = hours.get(when) or hours.setdefault(when, hour_of(when))
+        arrived = when if type(when) is float else _epoch(when)
+        meta = {
+            "feed": feed,
+            "stream": stream,
+            "shard": shard_id,
+            "sequenceNumber": sequence,
+            "subSequenceNumber": sub,
+            "partitionKey": record.get("PartitionKey", ""),
+            "arrival": arrived,
+        }
+        data = made_of[position] if raw_json and position < len(made_of) else None
+        entry = Entry((sequence, sub), where, _record_line(meta, item, data))
+        found.append(entry)
+        if facts is not None:
+            kept.append(item)
+            kept_at.append(entry.position)
+            kept_arrivals.append(arrived)
+    if facts is not None and kept:
+        batch = facts(kept, kept_at, kept_arrivals)
+        for entry in found:
+            entry.fact = batch
+    return found
+
+
+def _bare_entries(
+    progress: Progress,
+    facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None,
+) -> list[Entry]:
+    """The stored items' entries without lines (the insights alone: no object, no hour to
+    name it by), made in a few passes over the batch rather than one loop with a branch per
+    record: 1.1 against 1.9 µs a TELEMAX reading (/tmp/mb/insights_mb.py, 2026-12-04)."""
+    converted = progress.converted
+    durable, items = progress.durable, converted.items
+    refused = set(progress.refused)
+    picked: Sequence[int]
+    if all(durable) and not refused:
+        picked = range(len(items))
+        kept, origins = items, converted.origins
+    else:
+        picked = [p for p, ok in enumerate(durable) if ok and p not in refused]
+        kept = [items[p] for p in picked]
+        origins = [converted.origins[p] for p in picked]
+    if not picked:
+        return []
+    at: list[Position] = [(record["SequenceNumber"], sub) for record, sub in origins]
+    if facts is None:
+        return [Entry(position, "", b"") for position in at]
+    arrivals = [
+        when if type(when := record.get(ARRIVAL)) is float else _epoch(when)
+        for record, _ in origins
+    ]
+    batch = facts(kept, at, arrivals)
+    return [Entry(position, "", b"", False, batch) for position in at]
 
 
 def _epoch(when: Any) -> float | None:

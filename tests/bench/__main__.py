@@ -457,6 +457,42 @@ def steady_cpu_us(samples: list[tuple[int, float]], total: int) -> float:
     return (high[1] - low[1]) / (high[0] - low[0]) * 1e6
 
 
+PAIRED = (
+    ("whole", "cpu_us_per_record"),
+    ("steady", "steady_cpu_us"),
+    ("through the drain", "drained_cpu_us"),
+)
+
+
+def paired(results: dict[str, list[Result]]) -> str:
+    """Each added contender against ours round by round: the two ran minutes apart in one
+    round, so a slow phase of the machine weighs on both; the median of the rounds' ratios
+    (and their range) says more than the ratio of the medians when rounds differ."""
+    lines = []
+    for contender in [c for c in (*ADDED, "before") if results[c] and results["ours"]]:
+        rounds = list(zip(results[contender], results["ours"], strict=False))
+        if contender not in ADDED:  # read "ours / before"
+            rounds = [(o, r) for r, o in rounds]
+        parts = []
+        for label, field in PAIRED:
+            ratios = sorted(
+                a / b
+                for r, o in rounds
+                if (a := getattr(r, field)) is not None
+                and (b := getattr(o, field))
+                and a == a
+                and b == b
+            )
+            if ratios:
+                parts.append(
+                    f"{label} {statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+                )
+        if parts:
+            name = f"{contender} / ours" if contender in ADDED else f"ours / {contender}"
+            lines.append(f"{name}, CPU µs per record, paired by round: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def table(results: dict[str, list[Result]]) -> str:
     def med(contender: str, field: str) -> float | None:
         values = [getattr(r, field) for r in results[contender]]
@@ -551,6 +587,9 @@ def main() -> int:
         print()
         print(f"medians of {args.repeats} runs, {args.records:,} records, {shards} shards:")
         print(table(results))
+        pairs = paired(results)
+        if pairs:
+            print(pairs)
     if len(by_shards) > 1:
         print()
         print(shard_scaling(by_shards, [c for c in WORKERS if c in contenders]))

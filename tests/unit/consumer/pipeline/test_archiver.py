@@ -1,0 +1,95 @@
+"""The entries of a finished batch: with the archive's lines, or bare (the insights alone) —
+the same positions, letters and order either way, and the insights' facts of exactly the
+stored items."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import orjson
+import pytest
+
+from consumer.feeds import FEEDS
+from consumer.insights.kept import BatchFacts, batch_facts
+from consumer.pipeline.archiver import entries_of
+from consumer.pipeline.convert import convert
+from consumer.pipeline.stage import Progress
+from consumer.testing import reading
+
+SPEC = FEEDS["telemax"].insights
+assert SPEC is not None
+FACTS = functools.partial(batch_facts, SPEC)
+
+
+def records(count: int, bad: set[int]) -> list[dict[str, Any]]:
+    found = []
+    for n in range(count):
+        data = b"not json" if n in bad else orjson.dumps(reading(f"HW-{n:06d}"))
+        found.append(
+            {
+                "SequenceNumber": str(1000 + n),
+                "Data": data,
+                "PartitionKey": f"HW-{n:06d}",
+                "ApproximateArrivalTimestamp": 1_767_225_600.0 + n,
+            }
+        )
+    return found
+
+
+def finished(batch: list[dict[str, Any]], durable: set[int] | None, refused: list[int]) -> Progress:
+    feed = FEEDS["telemax"]
+    converted = convert(batch, feed.to_item, "s", "shardId-0", feed.key_names)
+    progress = Progress(converted, list(converted.dead), refused=list(refused))
+    count = len(converted.items)
+    progress.items_durable([p for p in range(count) if durable is None or p in durable])
+    progress.stored = [True] * len(progress.letters)
+    return progress
+
+
+@pytest.mark.parametrize(
+    ("bad", "durable", "refused"),
+    [
+        (set(), None, []),  # every item stored
+        ({2, 5}, None, []),  # dead letters between items
+        ({0}, {0, 1, 3, 4, 5}, [2]),  # one refused, one not durable
+        (set(), set(), []),  # nothing durable
+    ],
+)
+def test_bare_entries_are_the_lined_entries_without_lines(
+    bad: set[int], durable: set[int] | None, refused: list[int]
+) -> None:
+    batch = records(8, bad)
+    progress = finished(batch, durable, refused)
+    lined = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True, facts=FACTS)
+    bare = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=False, facts=FACTS)
+
+    assert [(e.position, e.letter) for e in bare] == [(e.position, e.letter) for e in lined]
+    assert all(e.line == b"" and e.hour == "" for e in bare)
+    stored = [e for e in bare if not e.letter]
+    assert all(e.fact is None for e in bare if e.letter)
+    if stored:
+        facts = stored[0].fact
+        assert isinstance(facts, BatchFacts)
+        assert all(e.fact is facts for e in stored)
+        assert facts.positions == [e.position for e in stored]
+        theirs = next(e.fact for e in lined if not e.letter)
+        assert (facts.seconds, facts.groups, facts.columns) == (
+            theirs.seconds,
+            theirs.groups,
+            theirs.columns,
+        )
+        arrivals = {r["SequenceNumber"]: r["ApproximateArrivalTimestamp"] for r in batch}
+        assert list(facts.arrivals) == [arrivals[e.position[0]] for e in stored]
+
+
+def test_bare_entries_without_facts_still_mark_the_positions() -> None:
+    batch = records(4, {1})
+    progress = finished(batch, None, [])
+    bare = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=False)
+    assert [(e.position[0], e.letter, e.fact) for e in bare] == [
+        ("1000", False, None),
+        ("1001", True, None),
+        ("1002", False, None),
+        ("1003", False, None),
+    ]
