@@ -30,7 +30,7 @@ from kernel.errors import Action, ConfigError
 
 if TYPE_CHECKING:
     # aiobotocore (and aiohttp under it) is imported when generic clients are opened: a
-    # worker on the lean start path never pays for it (kernel.lean)
+    # worker on the lean start path never pays for it (consumer.adapters.lean)
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -340,7 +340,7 @@ def worker_events(*workers: WorkerProcess) -> list[Event]:
     return sorted(found, key=lambda e: e.at)
 
 
-ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, or FastItems
+ITEM_PATHS = ("generic", "lean")  # the lease tables' item calls: aiobotocore, or JsonClient
 
 
 @contextlib.asynccontextmanager

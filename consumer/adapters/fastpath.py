@@ -241,16 +241,17 @@ class FastDynamoDB:
         return [request["PutRequest"]["Item"] for request in left]
 
 
-# The item calls of the lease and membership tables (snake_case, as on the botocore client)
-ITEM_CALLS = {
-    "get_item": "GetItem",
-    "put_item": "PutItem",
-    "update_item": "UpdateItem",
-    "delete_item": "DeleteItem",
-    "query": "Query",
-    "scan": "Scan",
-    "batch_write_item": "BatchWriteItem",
-}
+# The item calls of the lease and membership tables (as named on the botocore client)
+ITEM_CALLS = frozenset(
+    {"get_item", "put_item", "update_item", "delete_item", "query", "scan", "batch_write_item"}
+)
+# orjson would write a datetime as ISO text: the JSON protocol wants epoch seconds
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def operation_of(method: str) -> str:
+    """botocore's method name -> the API's operation name (describe_table -> DescribeTable)."""
+    return "".join(part[:1].upper() + part[1:] for part in method.split("_"))
 
 
 def binary_as_bytes(answer: Any) -> Any:
@@ -272,39 +273,50 @@ def binary_as_bytes(answer: Any) -> Any:
     return answer
 
 
-class FastItems:
-    """A DynamoDB client whose item calls take the lean path: the lease and membership tables'
-    reads and conditional writes, a few per shard taken and one beat a second, at about a
-    tenth of botocore's CPU (measured: tests/bench/idle.py, "CPU to take one more shard").
+class JsonClient:
+    """Operations of a JSON-protocol service called as on botocore's client: keyword
+    arguments in, the answer as a dict out — DynamoDB's binary attributes as bytes, as
+    botocore gives them (top-level attributes: the lease tables hold no maps or lists);
+    timestamps stay epoch seconds. Throttling, 5xx and dropped connections are tried again
+    as botocore's "standard" retry mode does (``attempts`` in all, full-jitter backoff from
+    1 s, doubling), so a write whose answer was lost comes back as its retry's failed
+    condition, as it does with botocore.
 
-    Requests and answers are DynamoDB's JSON as botocore's client takes and gives them:
-    binary attributes go base64-encoded and come back as bytes (top-level attributes: the
-    lease tables hold no maps or lists). Throttling, 5xx and dropped
-    connections are tried again as botocore's "standard" retry mode does (``attempts`` in
-    all, full-jitter backoff from 1 s, doubling), so a write whose answer was lost comes back
-    as its retry's failed condition, as it does with botocore. Every other call goes to the
-    generic client. Its connection pool is its own (closed with the FastPath's): a beat never
-    waits behind record writes.
+    ``calls``: the method names it takes (None: all); any other goes to ``generic``. The
+    lease and membership tables' reads and conditional writes take it (a few per shard taken
+    and one beat a second) at about a tenth of botocore's CPU (measured: tests/bench/idle.py,
+    "CPU to take one more shard"), on a connection pool of their own: a beat never waits
+    behind record writes.
     """
 
-    def __init__(self, api: JsonApi, generic: Any, attempts: int) -> None:
+    def __init__(
+        self,
+        api: JsonApi,
+        attempts: int,
+        *,
+        calls: frozenset[str] | None = None,
+        generic: Any = None,
+    ) -> None:
         self._api = api
-        self._generic = generic
         self._attempts = max(1, attempts)
+        self._calls = calls
+        self._generic = generic
+        self._items = api.signing_name == "dynamodb"
 
     def __getattr__(self, name: str) -> Any:
-        operation = ITEM_CALLS.get(name)
-        if operation is None:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._calls is not None and name not in self._calls:
             return getattr(self._generic, name)
+        operation = operation_of(name)
 
         async def call(**kwargs: Any) -> Any:
-            body = orjson.dumps(kwargs, default=json_default)
-            return binary_as_bytes(await self._call(operation, body))
+            body = orjson.dumps(kwargs, default=json_default, option=_PASSTHROUGH)
+            answer = await retried(self._api, operation, body, self._attempts)
+            return binary_as_bytes(answer) if self._items else answer
 
+        setattr(self, name, call)  # made once per operation
         return call
-
-    async def _call(self, operation: str, body: bytes) -> Any:
-        return await retried(self._api, operation, body, self._attempts)
 
 
 async def retried(api: JsonApi, operation: str, body: bytes, attempts: int) -> Any:
@@ -328,9 +340,9 @@ class FastPath:
     dynamodb: FastDynamoDB
     apis: tuple[JsonApi, ...]
     # (the generic DynamoDB client) -> its item calls on the lean path, for the lease tables
-    items: Callable[[Any], FastItems]
+    items: Callable[[Any], JsonClient]
     # the same on the records' connections, for the insights' segments
-    data_items: Callable[[Any], FastItems]
+    data_items: Callable[[Any], JsonClient]
 
     def close(self) -> None:
         for api in self.apis:
@@ -371,6 +383,6 @@ def create(
         FastKinesis(kinesis),
         FastDynamoDB(dynamodb),
         (kinesis, dynamodb, control),
-        lambda generic: FastItems(control, generic, attempts),
-        lambda generic: FastItems(dynamodb, generic, attempts),
+        lambda generic: JsonClient(control, attempts, calls=ITEM_CALLS, generic=generic),
+        lambda generic: JsonClient(dynamodb, attempts, calls=ITEM_CALLS, generic=generic),
     )

@@ -1,4 +1,5 @@
-"""A small HTTP/1.1 client for the lean path: POST, keep-alive, a bounded connection pool.
+"""A small HTTP/1.1 client for the lean path: POST (and GET), keep-alive, a bounded connection
+pool.
 
 The parser (:class:`AnswerParser`) is pure and fed bytes, as h11's is; the asyncio protocol
 around it only moves bytes and completes one future per exchange.
@@ -164,7 +165,9 @@ class Http1Pool:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
-        self._path = (parts.path or "/").encode()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._path = target.encode()
+        self._host_header = parts.netloc.rpartition("@")[2]
         self._ssl = (ssl_context or client_context()) if self._https else None
         self._idle: list[_Answer] = []
         self._slots = asyncio.Semaphore(size)
@@ -176,7 +179,15 @@ class Http1Pool:
         head = [b"POST " + self._path + b" HTTP/1.1"]
         head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
         head.append(b"Content-Length: %d" % len(body))
-        request = b"\r\n".join(head) + b"\r\n\r\n" + body
+        return await self._exchange(b"\r\n".join(head) + b"\r\n\r\n" + body)
+
+    async def get(self, headers: Mapping[str, str]) -> Answer:
+        """GET the URL (its path and query), with a ``Host`` header of its own."""
+        head = [b"GET " + self._path + b" HTTP/1.1", f"Host: {self._host_header}".encode()]
+        head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+        return await self._exchange(b"\r\n".join(head) + b"\r\n\r\n")
+
+    async def _exchange(self, request: bytes) -> Answer:
         async with self._slots:
             connection = await self._connection()
             try:

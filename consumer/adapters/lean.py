@@ -9,11 +9,13 @@ start-up checks, ListShards, DescribeStreamSummary) are the same signed POST as 
 :class:`LeanClient` answers any operation by its botocore name, with botocore's errors and its
 standard retries (consumer.adapters.fastpath).
 
-Only when botocore would resolve exactly what we resolve here: static credentials, a region
-and (optionally) endpoints and a CA bundle all in environment variables, no profile and no
-config or credentials file. Anything else — a profile, a web-identity token, a container
-credentials endpoint, FIPS or dual-stack endpoints — takes the generic clients, and
-:func:`environment_of` says why (logged at start-up).
+Only when botocore would resolve exactly what we resolve here: a region and (optionally)
+endpoints and a CA bundle in environment variables, credentials either static in the
+environment or from a container's credentials endpoint (an ECS task role, EKS Pod Identity:
+:mod:`consumer.adapters.credentials`), no profile and no config or credentials file.
+Anything else — a profile, a web-identity token (IRSA), the instance metadata service, FIPS
+or dual-stack endpoints — takes the generic clients, and :func:`environment_of` says why
+(logged at start-up).
 """
 
 from __future__ import annotations
@@ -24,44 +26,28 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import Any, cast
 
-import orjson
-
+from consumer.adapters.credentials import (
+    ContainerCredentials,
+    ContainerSource,
+    Frozen,
+    StaticCredentials,
+    container_source,
+)
 from consumer.adapters.fastpath import (
     DYNAMODB,
     KINESIS,
+    Credentials,
     JsonApi,
-    binary_as_bytes,
-    json_default,
-    retried,
+    JsonClient,
 )
 from consumer.adapters.tls import client_context
 from kernel.aws import Clients, check_ca_bundle
 
-if TYPE_CHECKING:
-    from botocore.credentials import ReadOnlyCredentials
-
-_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME
 LEAN_POOL = 4  # connections for the control calls: a few at start-up, ListShards now and then
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
 _UNSET_IF_TRUE = ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT")
-
-
-class Frozen(NamedTuple):
-    """As botocore's ReadOnlyCredentials (importing botocore.credentials costs ~0.1 s)."""
-
-    access_key: str
-    secret_key: str
-    token: str | None
-
-
-@dataclasses.dataclass(frozen=True)
-class StaticCredentials:
-    frozen: Frozen
-
-    async def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        return cast("ReadOnlyCredentials", self.frozen)  # the same fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +55,7 @@ class Environment:
     region: str
     kinesis_endpoint: str
     dynamodb_endpoint: str
-    credentials: StaticCredentials
+    credentials: StaticCredentials | ContainerSource
     ca_bundle: str | None
 
 
@@ -89,9 +75,9 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
     for name in _UNSET_IF_TRUE:
         if env.get(name, "").lower() == "true":
             return f"{name} is true"
-    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if not key or not secret:
-        return "the credentials are not in the environment"
+    credentials = credentials_of(env, home)
+    if isinstance(credentials, str):
+        return credentials
     # botocore's own variable first; AWS_REGION is what kernel.aws.open_clients adds
     region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
     if not region:
@@ -109,50 +95,52 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
         region=region,
         kinesis_endpoint=endpoint("kinesis"),
         dynamodb_endpoint=endpoint("dynamodb"),
-        credentials=StaticCredentials(Frozen(key, secret, env.get("AWS_SESSION_TOKEN") or None)),
+        credentials=credentials,
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
     )
 
 
-def operation_of(method: str) -> str:
-    """botocore's method name -> the API's operation name (describe_table -> DescribeTable)."""
-    return "".join(part[:1].upper() + part[1:] for part in method.split("_"))
+def credentials_of(env: Mapping[str, str], home: Path) -> StaticCredentials | ContainerSource | str:
+    """The credentials botocore's chain would take from ``env`` (static ones, else a
+    container's endpoint), or why it must look for them itself."""
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        return StaticCredentials(Frozen(key, secret, env.get("AWS_SESSION_TOKEN") or None))
+    if key or secret:
+        return "the credentials in the environment are partial"
+    # the providers botocore asks before the container's (the profile ones are ruled out)
+    if env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE) is for botocore to exchange"
+    for name in ("AWS_CREDENTIAL_FILE", "BOTO_CONFIG"):
+        if env.get(name):
+            return f"{name} is set"
+    for path in (home / ".boto", Path("/etc/boto.cfg")):
+        if path.exists():
+            return f"{path} exists"
+    source = container_source(env)
+    if source is None:
+        return "the credentials are not in the environment"
+    return source
 
 
-class LeanClient:
-    """Any operation of a JSON-protocol service, called as on botocore's client: keyword
-    arguments in, the answer as a dict out (DynamoDB's binary attributes as bytes; timestamps
-    stay epoch seconds, which nothing on this path reads)."""
+class LeanClient(JsonClient):
+    """Any operation of Kinesis or DynamoDB (:class:`JsonClient`), with the ``meta`` the
+    worker reads of botocore's clients."""
 
     def __init__(self, api: JsonApi, *, endpoint: str, region: str, attempts: int) -> None:
-        self._api = api
-        self._attempts = attempts
-        self._items = api.signing_name == "dynamodb"
+        super().__init__(api, attempts)
         self.meta = SimpleNamespace(endpoint_url=endpoint, region_name=region)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        operation = operation_of(name)
-
-        async def call(**kwargs: Any) -> Any:
-            # orjson would write a datetime as ISO text: the protocol wants epoch seconds
-            body = orjson.dumps(kwargs, default=json_default, option=_PASSTHROUGH)
-            answer = await retried(self._api, operation, body, self._attempts)
-            return binary_as_bytes(answer) if self._items else answer
-
-        setattr(self, name, call)  # made once per operation
-        return call
 
 
 class LeanSession:
     """What the worker asks of botocore's session: credentials and the CA bundle."""
 
-    def __init__(self, environment: Environment) -> None:
+    def __init__(self, environment: Environment, credentials: Credentials) -> None:
         self._environment = environment
+        self._credentials = credentials
 
-    async def get_credentials(self) -> StaticCredentials:
-        return self._environment.credentials
+    async def get_credentials(self) -> Credentials:
+        return self._credentials
 
     def get_config_variable(self, name: str) -> str | None:
         return {"ca_bundle": self._environment.ca_bundle, "region": self._environment.region}.get(
@@ -165,7 +153,12 @@ async def open_lean_clients(
     environment: Environment, *, read_timeout: float, attempts: int
 ) -> AsyncIterator[Clients]:
     """:class:`Clients` of two :class:`LeanClient`, closed on exit."""
-    check_ca_bundle(LeanSession(environment))  # the generic clients' one line, the same
+    source = environment.credentials
+    credentials: StaticCredentials | ContainerCredentials = (
+        source if isinstance(source, StaticCredentials) else ContainerCredentials(source)
+    )
+    session = LeanSession(environment, credentials)
+    check_ca_bundle(session)  # the generic clients' one line, the same
     secure = any(
         url.startswith("https:")
         for url in (environment.kinesis_endpoint, environment.dynamodb_endpoint)
@@ -173,7 +166,7 @@ async def open_lean_clients(
     tls = client_context(environment.ca_bundle) if secure else None
     apis = [
         JsonApi(
-            environment.credentials,
+            credentials,
             endpoint=endpoint,
             region=environment.region,
             service=service,
@@ -194,10 +187,10 @@ async def open_lean_clients(
     )
     try:
         yield Clients(
-            kinesis=cast(Any, kinesis),
-            dynamodb=cast(Any, dynamodb),
-            session=cast(Any, LeanSession(environment)),
+            kinesis=cast(Any, kinesis), dynamodb=cast(Any, dynamodb), session=cast(Any, session)
         )
     finally:
         for api in apis:
             api.close()
+        if isinstance(credentials, ContainerCredentials):
+            credentials.close()

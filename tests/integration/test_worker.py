@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -54,6 +58,55 @@ def test_the_generic_clients_still_carry_a_worker(stack: Stack) -> None:
     assert worker.stop() == 0
     (clients,) = events(worker.log_lines(), "aws_clients")
     assert clients == {**clients, "lean": False, "why": "TELEMAX_FAST_PATH is false"}
+
+
+class CredentialsEndpoint(http.server.BaseHTTPRequestHandler):
+    """A container's credentials endpoint (ECS, EKS Pod Identity) on 127.0.0.1: the stack's
+    keys, valid for an hour; records each request's Authorization header."""
+
+    tokens: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        self.tokens.append(self.headers.get("Authorization"))
+        expiry = datetime.now(UTC) + timedelta(hours=1)
+        body = json.dumps(
+            {
+                "AccessKeyId": "container-key",
+                "SecretAccessKey": "container-secret",
+                "Token": "container-token",
+                "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_task_role_from_the_container_endpoint_takes_the_lean_start(stack: Stack) -> None:
+    stack.setup(shards=2)
+    stack.put(readings(300))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CredentialsEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        worker = stack.worker(
+            "w1",
+            AWS_ACCESS_KEY_ID="",
+            AWS_SECRET_ACCESS_KEY="",
+            AWS_CONTAINER_CREDENTIALS_FULL_URI=f"http://127.0.0.1:{server.server_port}/creds",
+            AWS_CONTAINER_AUTHORIZATION_TOKEN="pod-identity-token",
+        )
+        wait_until(lambda: stack.count() >= 300, 45, "300 items in TELEMAX")
+        assert worker.stop() == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    (clients,) = events(worker.log_lines(), "aws_clients")
+    assert clients["lean"] is True, clients
+    assert CredentialsEndpoint.tokens == ["pod-identity-token"], "fetched once, with the token"
 
 
 def test_sigterm_checkpoints_and_releases_every_lease(stack: Stack) -> None:

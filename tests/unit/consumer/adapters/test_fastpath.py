@@ -12,7 +12,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from consumer.adapters.fastpath import FastItems, SigV4, error_from
+from consumer.adapters.fastpath import ITEM_CALLS, JsonClient, SigV4, error_from
 from kernel.aws import classify, error_code
 from kernel.errors import Action
 
@@ -124,11 +124,13 @@ def test_error_answers_map_as_botocore_maps_them(
     assert error.operation_name == "BatchWriteItem"
 
 
-# -- FastItems: botocore's "standard" retries, on our own adapter -----------------------------
+# -- JsonClient (the lease tables' item calls): botocore's "standard" retries -------------------
 
 
 class ScriptedApi:
     """Answers (or raises) from a script, recording each operation and its loop time."""
+
+    signing_name = "dynamodb"
 
     def __init__(self, *script: object) -> None:
         self.script = list(script)
@@ -171,7 +173,7 @@ async def test_item_calls_retry_as_botocore_standard_mode(
         "denied": error_from(400, {}, b'{"__type":"x#AccessDeniedException"}', "UpdateItem"),
     }
     api = ScriptedApi(*(steps.get(s, s) if isinstance(s, str) else s for s in script))
-    items = FastItems(api, generic=None, attempts=attempts)  # type: ignore[arg-type]
+    items = JsonClient(api, attempts, calls=ITEM_CALLS)  # type: ignore[arg-type]
     if outcome == "answer":
         assert await items.update_item(TableName="t") == {"Attributes": {}}
     else:

@@ -8,7 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.adapters.lean import Environment, LeanClient, environment_of, operation_of
+from consumer.adapters.credentials import ContainerSource, StaticCredentials
+from consumer.adapters.fastpath import operation_of
+from consumer.adapters.lean import Environment, LeanClient, environment_of
 
 BASE = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}
 
@@ -22,6 +24,7 @@ def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_pa
     assert isinstance(found, Environment)
     assert found.kinesis_endpoint == "https://kinesis.eu-west-1.amazonaws.com"
     assert found.dynamodb_endpoint == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert isinstance(found.credentials, StaticCredentials)
     assert found.credentials.frozen == ("AKID", "secret", "tok")
     assert found.ca_bundle is None
     china = resolved(tmp_path, AWS_REGION="cn-north-1")
@@ -55,7 +58,23 @@ def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_pa
         ({"AWS_ACCOUNT_ID": "123456789012"}, "AWS_ACCOUNT_ID is set"),
         ({"AWS_USE_FIPS_ENDPOINT": "true"}, "AWS_USE_FIPS_ENDPOINT is true"),
         ({"AWS_USE_DUALSTACK_ENDPOINT": "TRUE"}, "AWS_USE_DUALSTACK_ENDPOINT is true"),
-        ({"AWS_SECRET_ACCESS_KEY": ""}, "the credentials are not in the environment"),
+        ({"AWS_SECRET_ACCESS_KEY": ""}, "the credentials in the environment are partial"),
+        (
+            {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": ""},
+            "the credentials are not in the environment",
+        ),
+        (
+            {
+                "AWS_SECRET_ACCESS_KEY": "",
+                "AWS_ACCESS_KEY_ID": "",
+                "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
+            },
+            "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE) is for botocore to exchange",
+        ),
+        (
+            {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": "", "BOTO_CONFIG": "/b.cfg"},
+            "BOTO_CONFIG is set",
+        ),
         ({"AWS_REGION": ""}, "no region in the environment"),
         ({"AWS_REGION": "us-isob-east-1"}, "region 'us-isob-east-1' is for botocore to resolve"),
         ({"AWS_REGION": "Not A Region"}, "region 'Not A Region' is for botocore to resolve"),
@@ -75,6 +94,21 @@ def test_a_config_or_credentials_file_takes_the_generic_clients(tmp_path: Path) 
     named.write_text("[default]\n")
     assert resolved(tmp_path / "nohome", AWS_CONFIG_FILE=str(named)) == f"{named} exists"
     assert isinstance(resolved(tmp_path / "nohome", AWS_CONFIG_FILE="/nonexistent"), Environment)
+
+
+NO_KEYS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+RELATIVE = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc"}
+
+
+def test_a_container_endpoint_takes_the_lean_path_when_no_keys_are_set(tmp_path: Path) -> None:
+    found = resolved(tmp_path, **NO_KEYS, **RELATIVE)
+    assert isinstance(found, Environment)
+    assert found.credentials == ContainerSource("http://169.254.170.2/v2/credentials/abc")
+    keys_first = resolved(tmp_path, **RELATIVE)  # botocore asks the environment's keys first
+    assert isinstance(keys_first, Environment)
+    assert isinstance(keys_first.credentials, StaticCredentials)
+    (tmp_path / ".boto").write_text("[Credentials]\n")  # boto's file comes before the container
+    assert resolved(tmp_path, **NO_KEYS, **RELATIVE) == f"{tmp_path / '.boto'} exists"
 
 
 @pytest.mark.parametrize(
