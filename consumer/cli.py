@@ -90,15 +90,22 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 @asynccontextmanager
 async def worker_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
     """The lean clients when the whole AWS configuration is in the environment and the run
-    needs nothing but Kinesis polling and DynamoDB on the lean path; else aiobotocore's.
+    needs nothing but Kinesis polling, DynamoDB and the archive's S3 at an address we can
+    reach as botocore would; else aiobotocore's.
     Which, and why, is logged once they are open (a configuration error stays one line)."""
     from consumer.adapters.lean import environment_of, open_lean_clients
 
     found: Environment | str = "TELEMAX_FAST_PATH is false"
     if settings.fast_path:
         found = environment_of(os.environ, Path.home())
-    if not isinstance(found, str) and (settings.services or settings.retrieval != "polling"):
-        found = "the run uses more than Kinesis polling and DynamoDB"
+    others = [service for service in settings.services if service != "s3"]
+    if not isinstance(found, str) and (others or settings.retrieval != "polling"):
+        found = "the run uses more than Kinesis polling, DynamoDB and S3"
+    if not isinstance(found, str) and settings.archive_bucket:
+        from consumer.adapters.s3 import route_of
+
+        route = route_of(found.s3_endpoint, found.region, settings.archive_bucket)
+        found = route if isinstance(route, str) else found
     if isinstance(found, str):
         opened = open_clients(
             pool=pool,
@@ -108,7 +115,10 @@ async def worker_clients(settings: Settings, pool: int) -> AsyncIterator[Clients
         )
     else:
         opened = open_lean_clients(
-            found, read_timeout=settings.aws_read_timeout_s, attempts=settings.aws_max_attempts
+            found,
+            read_timeout=settings.aws_read_timeout_s,
+            attempts=settings.aws_max_attempts,
+            s3=bool(settings.archive_bucket),
         )
     async with opened as clients:
         why = {"why": found} if isinstance(found, str) else {}

@@ -42,11 +42,15 @@ class AnswerParser:
         self._head: tuple[int, dict[str, str]] | None = None
         self._body_at = 0
         self._max_header_bytes = max_header_bytes
+        self._bodiless = False
 
-    def start(self) -> None:
+    def start(self, bodiless: bool = False) -> None:
+        """A request was sent; ``bodiless``: it was a HEAD (the answer's head alone, whatever
+        its Content-Length says)."""
         self._buffer.clear()
         self._head = None
         self._body_at = 0
+        self._bodiless = bodiless
 
     def feed(self, data: bytes) -> None:
         self._buffer += data
@@ -61,6 +65,9 @@ class AnswerParser:
             self._head = _head(bytes(self._buffer[:end]))
             self._body_at = end + 4
         status, headers = self._head
+        if self._bodiless:
+            del self._buffer[: self._body_at]
+            return status, headers, b""
         if headers.get("transfer-encoding", "").lower() == "chunked":
             body = self._chunked()
             if body is None:
@@ -140,10 +147,10 @@ class _Answer(asyncio.Protocol):
         if answer is not None:
             self._waiter.set_result(answer)
 
-    def send(self, request: bytes) -> asyncio.Future[Answer]:
+    def send(self, request: bytes, bodiless: bool = False) -> asyncio.Future[Answer]:
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
-        self._parser.start()  # nothing may precede the answer
+        self._parser.start(bodiless)  # nothing may precede the answer
         self.transport.write(request)
         return self._waiter
 
@@ -165,8 +172,8 @@ class Http1Pool:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._https else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._path = target.encode()
+        _, _, path, query, _ = parts  # (unpacked: the IAM test reads ``.query`` as DynamoDB's)
+        self._path = ((path or "/") + (f"?{query}" if query else "")).encode()
         self._host_header = parts.netloc.rpartition("@")[2]
         self._ssl = (ssl_context or client_context()) if self._https else None
         self._idle: list[_Answer] = []
@@ -187,12 +194,24 @@ class Http1Pool:
         head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
         return await self._exchange(b"\r\n".join(head) + b"\r\n\r\n")
 
-    async def _exchange(self, request: bytes) -> Answer:
+    async def request(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> Answer:
+        """``method`` on ``target`` (a path, already encoded, and query); ``headers`` carry
+        ``Host`` (as a signer puts it). A HEAD's answer has an empty body."""
+        head = [f"{method} {target} HTTP/1.1".encode()]
+        head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
+        if body or method in ("PUT", "POST"):
+            head.append(b"Content-Length: %d" % len(body))
+        request = b"\r\n".join(head) + b"\r\n\r\n" + body
+        return await self._exchange(request, bodiless=method == "HEAD")
+
+    async def _exchange(self, request: bytes, bodiless: bool = False) -> Answer:
         async with self._slots:
             connection = await self._connection()
             try:
                 async with asyncio.timeout(self._read_timeout):
-                    status, answer_headers, payload = await connection.send(request)
+                    status, answer_headers, payload = await connection.send(request, bodiless)
             except TimeoutError as exc:
                 self._discard(connection)
                 raise ReadTimeoutError(endpoint_url=self.url, error=exc) from None

@@ -57,6 +57,7 @@ class Environment:
     dynamodb_endpoint: str
     credentials: StaticCredentials | ContainerSource
     ca_bundle: str | None
+    s3_endpoint: str | None = None  # a configured one (None: AWS's, by region)
 
 
 def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
@@ -87,9 +88,12 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     configured = env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true"
 
-    def endpoint(service: str) -> str:
+    def configured_endpoint(service: str) -> str | None:
         url = env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL")
-        return url if configured and url else f"https://{service}.{region}.{suffix}"
+        return url if configured and url else None
+
+    def endpoint(service: str) -> str:
+        return configured_endpoint(service) or f"https://{service}.{region}.{suffix}"
 
     return Environment(
         region=region,
@@ -97,6 +101,7 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
         dynamodb_endpoint=endpoint("dynamodb"),
         credentials=credentials,
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
+        s3_endpoint=configured_endpoint("s3"),
     )
 
 
@@ -150,16 +155,17 @@ class LeanSession:
 
 @asynccontextmanager
 async def open_lean_clients(
-    environment: Environment, *, read_timeout: float, attempts: int
+    environment: Environment, *, read_timeout: float, attempts: int, s3: bool = False
 ) -> AsyncIterator[Clients]:
-    """:class:`Clients` of two :class:`LeanClient`, closed on exit."""
+    """:class:`Clients` of two :class:`LeanClient` (and, with ``s3``, the archive's
+    :class:`~consumer.adapters.s3.LeanS3`), closed on exit."""
     source = environment.credentials
     credentials: StaticCredentials | ContainerCredentials = (
         source if isinstance(source, StaticCredentials) else ContainerCredentials(source)
     )
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
-    secure = any(
+    secure = s3 or any(
         url.startswith("https:")
         for url in (environment.kinesis_endpoint, environment.dynamodb_endpoint)
     )
@@ -185,12 +191,29 @@ async def open_lean_clients(
             apis, (environment.kinesis_endpoint, environment.dynamodb_endpoint), strict=True
         )
     )
+    extra: dict[str, Any] = {}
+    if s3:
+        from consumer.adapters.s3 import LeanS3
+
+        extra["s3"] = LeanS3(
+            credentials,
+            endpoint=environment.s3_endpoint,
+            region=environment.region,
+            read_timeout=read_timeout,
+            attempts=attempts,
+            ssl_context=tls,
+        )
     try:
         yield Clients(
-            kinesis=cast(Any, kinesis), dynamodb=cast(Any, dynamodb), session=cast(Any, session)
+            kinesis=cast(Any, kinesis),
+            dynamodb=cast(Any, dynamodb),
+            session=cast(Any, session),
+            extra=extra,
         )
     finally:
         for api in apis:
             api.close()
+        for client in extra.values():
+            client.close()
         if isinstance(credentials, ContainerCredentials):
             credentials.close()

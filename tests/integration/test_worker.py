@@ -14,8 +14,9 @@ from typing import ClassVar
 
 import pytest
 
+from devkit.local import local_client
 from kernel.kpl.decode import deaggregate, is_aggregated
-from tests.support import Stack, create_orders_table, keys_of, readings, wait_until
+from tests.support import Stack, archived, create_orders_table, keys_of, readings, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -107,6 +108,38 @@ def test_a_task_role_from_the_container_endpoint_takes_the_lean_start(stack: Sta
     (clients,) = events(worker.log_lines(), "aws_clients")
     assert clients["lean"] is True, clients
     assert CredentialsEndpoint.tokens == ["pod-identity-token"], "fetched once, with the token"
+
+
+@pytest.mark.parametrize("fast_path", ["true", "false"])
+def test_the_archive_holds_every_record_once_on_either_client(
+    stack: Stack, moto_endpoint: str, fast_path: str
+) -> None:
+    """The archive on: S3 on the lean path (fast path on, the environment qualifying) or
+    botocore's; either way each record is in exactly one object."""
+    bucket = f"archive-{fast_path}"
+    s3 = local_client("s3", moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    stack.setup(shards=2)
+    produced = readings(600)
+    stack.put(produced)
+    worker = stack.worker(
+        "w1",
+        TELEMAX_FAST_PATH=fast_path,
+        TELEMAX_ARCHIVE_BUCKET=bucket,
+        TELEMAX_ARCHIVE_PREFIX="telemax",
+        TELEMAX_ARCHIVE_MAX_AGE_S="1",
+        TELEMAX_ARCHIVE_MAX_BYTES="20000",
+    )
+    wait_until(lambda: stack.count() >= 600, 45, "600 items in TELEMAX")
+    wait_until(lambda: len(archived(s3, bucket)["records"]) >= 600, 30, "600 archived lines")
+    assert worker.stop() == 0
+    lines = archived(s3, bucket)["records"]
+    positions = [
+        (line["shard"], line["sequenceNumber"], line["subSequenceNumber"]) for line in lines
+    ]
+    assert len(positions) == len(set(positions)) == 600
+    (clients,) = events(worker.log_lines(), "aws_clients")
+    assert clients["lean"] is (fast_path == "true"), clients
 
 
 def test_sigterm_checkpoints_and_releases_every_lease(stack: Stack) -> None:

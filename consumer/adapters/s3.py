@@ -1,0 +1,192 @@
+"""The archive's S3 calls on the lean path: HeadBucket (start-up), PutObject (``If-None-Match``,
+metadata, SSE-KMS) and HeadObject (an existing segment's end), SigV4-signed over keep-alive
+HTTP/1.1.
+
+Why: a worker with the archive on opened aiobotocore for these three calls, and so for all of
+its calls: about 0.6 CPU-s more at start-up than a worker without it, and botocore's request
+machinery (serialisers, checksums, event hooks) on every object.
+
+Addressing, as botocore's endpoint rules address the cases taken here (:func:`route_of`):
+
+* an endpoint URL (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``) whose host is an IP
+  address: path style, ``{endpoint}/{bucket}/{key}``;
+* no endpoint: virtual-hosted, ``https://{bucket}.s3.{region}.amazonaws.com[.cn]/{key}``, for
+  a bucket name DNS can carry under TLS (lower-case letters, digits and hyphens, 3 to 63).
+
+Anything else — an endpoint by host name, a bucket name with dots, an access point — keeps the
+generic clients, and :func:`route_of` says why. Requests carry the payload's SHA-256 (signed,
+as botocore signs a payload over plain HTTP). Errors are botocore's: a ClientError with S3's
+code (from its XML; a HEAD has no body, so its code is the status, ``"404"``, as botocore
+gives it), tried again as its standard retry mode does (5xx, ``SlowDown``, a dropped
+connection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import re
+import ssl
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+from xml.etree import ElementTree
+
+from botocore.exceptions import ClientError
+
+from consumer.adapters.fastpath import Credentials, SigV4, retried_call
+from consumer.adapters.http1 import Http1Pool
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_META = "x-amz-meta-"
+S3_POOL = 8  # connections a bucket: segment commits in flight (SEGMENT_CONCURRENCY) at most
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Where a bucket's requests go: ``base`` (scheme://host[:port]) and the path before a key
+    (``/{bucket}`` in path style, empty when the bucket is in the host name)."""
+
+    base: str
+    prefix: str
+
+
+def route_of(endpoint: str | None, region: str, bucket: str) -> Route | str:
+    """The route botocore would take to ``bucket``, or why it must address it itself."""
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        scheme, netloc, path, query, _ = parts  # (the IAM test reads ``.query`` as DynamoDB's)
+        try:
+            ipaddress.ip_address(parts.hostname or "")
+        except ValueError:
+            return f"S3 endpoint host {parts.hostname!r} is for botocore to address"
+        if path.strip("/") or query:
+            return f"S3 endpoint {endpoint!r} has a path: for botocore to address"
+        return Route(f"{scheme}://{netloc}", "/" + quote(bucket, safe=""))
+    if not _BUCKET.match(bucket):
+        return f"S3 bucket {bucket!r} is for botocore to address"
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return Route(f"https://{bucket}.s3.{region}.{suffix}", "")
+
+
+def s3_error(status: int, headers: Mapping[str, str], body: bytes, operation: str) -> ClientError:
+    """S3's error answer as botocore raises it."""
+    code, message = str(status), ""
+    if body:
+        try:
+            root = ElementTree.fromstring(body)
+            code = root.findtext("Code") or code
+            message = root.findtext("Message") or ""
+        except ElementTree.ParseError:
+            message = body[:200].decode(errors="replace")
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": dict(headers)},
+    }
+    return ClientError(response, operation)
+
+
+class LeanS3:
+    """The archive's S3 calls, named and answered as on botocore's client."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        endpoint: str | None,
+        region: str,
+        read_timeout: float,
+        attempts: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self._credentials = credentials
+        self._endpoint = endpoint
+        self._region = region
+        self._read_timeout = read_timeout
+        self._attempts = attempts
+        self._ssl = ssl_context
+        self._routes: dict[str, tuple[str, Http1Pool, SigV4]] = {}
+
+    async def head_bucket(self, *, Bucket: str) -> dict[str, Any]:
+        await self._call("HeadBucket", "HEAD", Bucket, None)
+        return {}
+
+    async def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        headers, _ = await self._call("HeadObject", "HEAD", Bucket, Key)
+        metadata = {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)}
+        return {"Metadata": metadata, "ContentLength": int(headers.get("content-length", 0))}
+
+    async def put_object(
+        self,
+        *,
+        Bucket: str,
+        Key: str,
+        Body: bytes,
+        IfNoneMatch: str | None = None,
+        ContentType: str | None = None,
+        Metadata: Mapping[str, str] | None = None,
+        ServerSideEncryption: str | None = None,
+        SSEKMSKeyId: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {f"{_META}{name}": value for name, value in (Metadata or {}).items()}
+        for name, value in (
+            ("If-None-Match", IfNoneMatch),
+            ("Content-Type", ContentType),
+            ("x-amz-server-side-encryption", ServerSideEncryption),
+            ("x-amz-server-side-encryption-aws-kms-key-id", SSEKMSKeyId),
+        ):
+            if value is not None:
+                headers[name] = value
+        answer, _ = await self._call("PutObject", "PUT", Bucket, Key, headers, Body)
+        return {"ETag": answer.get("etag", "")}
+
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        bucket: str,
+        key: str | None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> tuple[dict[str, str], bytes]:
+        prefix, pool, signer = self._route(bucket)
+        path = prefix + ("/" + quote(key, safe="/~") if key is not None else "") or "/"
+        digest = hashlib.sha256(body).hexdigest()
+        wanted = {**(headers or {}), "x-amz-content-sha256": digest}
+
+        async def once() -> tuple[dict[str, str], bytes]:
+            frozen = await self._credentials.get_frozen_credentials()
+            signed = signer.headers(
+                body, wanted, frozen, method=method, path=path, payload_hash=digest
+            )
+            status, answer_headers, payload = await pool.request(method, path, signed, body)
+            if status >= 300:
+                raise s3_error(status, answer_headers, payload, operation)
+            return answer_headers, payload
+
+        return await retried_call(once, self._attempts)
+
+    def _route(self, bucket: str) -> tuple[str, Http1Pool, SigV4]:
+        found = self._routes.get(bucket)
+        if found is None:
+            route = route_of(self._endpoint, self._region, bucket)
+            if isinstance(route, str):  # the worker asked route_of before choosing us
+                raise ValueError(route)
+            pool = Http1Pool(
+                route.base + "/",
+                size=S3_POOL,
+                read_timeout=self._read_timeout,
+                ssl_context=self._ssl if route.base.startswith("https:") else None,
+            )
+            found = self._routes[bucket] = (
+                route.prefix,
+                pool,
+                SigV4(route.base, self._region, "s3"),
+            )
+        return found
+
+    def close(self) -> None:
+        for _, pool, _ in self._routes.values():
+            pool.close()
+        self._routes.clear()

@@ -1,0 +1,101 @@
+"""The archive's S3 calls on the lean path (consumer.adapters.s3): where botocore would send
+them, signed as botocore signs them, and S3's errors as botocore raises them."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
+
+from consumer.adapters.fastpath import SigV4
+from consumer.adapters.s3 import Route, route_of, s3_error
+from kernel.aws import classify, error_code
+from kernel.errors import Action
+
+SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "region", "bucket", "expected"),
+    [
+        (
+            None,
+            "eu-west-1",
+            "telemax-archive",
+            Route("https://telemax-archive.s3.eu-west-1.amazonaws.com", ""),
+        ),
+        (None, "cn-north-1", "abc", Route("https://abc.s3.cn-north-1.amazonaws.com.cn", "")),
+        ("http://127.0.0.1:5000", "us-east-1", "b1", Route("http://127.0.0.1:5000", "/b1")),
+        ("http://[::1]:9000/", "us-east-1", "my.bucket", Route("http://[::1]:9000", "/my.bucket")),
+        (
+            "http://minio.local:9000",
+            "us-east-1",
+            "b1",
+            "S3 endpoint host 'minio.local' is for botocore to address",
+        ),
+        (
+            "http://10.0.0.1/s3",
+            "us-east-1",
+            "b1",
+            "S3 endpoint 'http://10.0.0.1/s3' has a path: for botocore to address",
+        ),
+        (None, "eu-west-1", "my.bucket", "S3 bucket 'my.bucket' is for botocore to address"),
+        (None, "eu-west-1", "Upper", "S3 bucket 'Upper' is for botocore to address"),
+    ],
+)
+def test_buckets_are_addressed_as_botocore_addresses_them_or_left_to_it(
+    endpoint: str | None, region: str, bucket: str, expected: Route | str
+) -> None:
+    assert route_of(endpoint, region, bucket) == expected
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzE"])
+@pytest.mark.parametrize(
+    "key",
+    ["shop/records/feed=orders/dt=2026-12-04/hour=15/shardId-000000000001-0001.json.gz", "a b/c~d"],
+)
+def test_a_put_is_signed_byte_for_byte_as_botocore_signs_it(key: str, token: str | None) -> None:
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", SECRET, token)
+    base, path = "http://127.0.0.1:5000", "/telemax-archive/" + quote(key, safe="/~")
+    body = b"\x1f\x8b gzip bytes"
+    headers = {
+        "If-None-Match": "*",
+        "Content-Type": "application/x-ndjson",
+        "x-amz-meta-last-sequence": "4963",
+        "x-amz-server-side-encryption": "aws:kms",
+    }
+    request = AWSRequest(method="PUT", url=base + path, data=body, headers=dict(headers))
+    S3SigV4Auth(credentials, "s3", "eu-west-1").add_auth(request)
+    theirs = dict(request.headers.items())
+    digest = theirs["X-Amz-Content-SHA256"]
+    ours = SigV4(base, "eu-west-1", "s3").headers(
+        body,
+        {**headers, "x-amz-content-sha256": digest},
+        credentials,
+        theirs["X-Amz-Date"],
+        method="PUT",
+        path=path,
+        payload_hash=digest,
+    )
+    assert ours["Authorization"] == theirs["Authorization"]
+
+
+def test_s3_errors_read_as_botocores() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code>'
+        b"<Message>At least one of the pre-conditions you specified did not hold</Message></Error>"
+    )
+    exists = s3_error(412, {}, body, "PutObject")
+    assert error_code(exists) == "PreconditionFailed"
+    assert "pre-conditions" in str(exists)
+    assert classify(exists) is Action.GIVE_UP
+    missing = s3_error(404, {}, b"", "HeadObject")  # a HEAD's answer has no body
+    assert error_code(missing) == "404"
+    slow = s3_error(503, {}, b"<Error><Code>SlowDown</Code></Error>", "PutObject")
+    assert classify(slow) is Action.RETRY
+    garbled = s3_error(500, {}, b"<html>oops", "PutObject")
+    assert error_code(garbled) == "500"
+    assert classify(garbled) is Action.RETRY
