@@ -1,5 +1,6 @@
-"""Credentials for the lean start: static ones from the environment, or a container's
-credentials endpoint (an ECS task role, EKS Pod Identity), refreshed before they expire.
+"""Credentials for the lean start: static ones from the environment, a container's
+credentials endpoint (an ECS task role, EKS Pod Identity) or a web identity token exchanged
+with STS (IRSA on EKS), the last two refreshed before they expire.
 
 The container endpoint is read as botocore reads it (``ContainerProvider``): the URL is
 ``http://169.254.170.2`` + ``AWS_CONTAINER_CREDENTIALS_RELATIVE_URI``, else
@@ -8,6 +9,13 @@ hosts); the ``Authorization`` header is the content of ``AWS_CONTAINER_AUTHORIZA
 (read at every fetch: the agent rotates it), else ``AWS_CONTAINER_AUTHORIZATION_TOKEN``; the
 answer is JSON with ``AccessKeyId``, ``SecretAccessKey``, ``Token`` and ``Expiration``; each
 fetch is tried three times, a second apart, two seconds each.
+
+A web identity is read as botocore reads it from the environment
+(``AssumeRoleWithWebIdentityProvider``): ``AWS_WEB_IDENTITY_TOKEN_FILE`` and ``AWS_ROLE_ARN``
+(``AWS_ROLE_SESSION_NAME``, else ``botocore-session-{epoch seconds}``), the token read at each
+exchange, an unsigned ``AssumeRoleWithWebIdentity`` to STS' regional endpoint (or
+``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL``), tried again on 5xx, throttling,
+``IDPCommunicationError`` and dropped connections.
 
 Refreshing follows botocore's windows: from 15 minutes before the expiry one caller fetches
 new credentials while the others sign with the current ones, and a failed fetch leaves them
@@ -109,7 +117,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-Fetch = Callable[[ContainerSource], Awaitable[tuple[Frozen, float]]]
+Fetch = Callable[[], Awaitable[tuple[Frozen, float]]]  # credentials and their expiry (epoch s)
 
 
 async def fetch_container(source: ContainerSource) -> tuple[Frozen, float]:
@@ -149,16 +157,12 @@ def parse_answer(body: bytes) -> tuple[Frozen, float]:
     return frozen, expiry
 
 
-class ContainerCredentials:
-    """A container's credentials, fetched when first asked for and refreshed before expiry."""
+class RefreshingCredentials:
+    """Credentials ``fetch`` gives, fetched when first asked for and refreshed before they
+    expire; ``provider`` names them in errors and logs (botocore's name)."""
 
-    def __init__(
-        self,
-        source: ContainerSource,
-        fetch: Fetch = fetch_container,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.source = source
+    def __init__(self, fetch: Fetch, provider: str, clock: Callable[[], float] = time.time) -> None:
+        self.provider = provider
         self._fetch = fetch
         self._clock = clock
         self._frozen: Frozen | None = None
@@ -184,12 +188,12 @@ class ContainerCredentials:
         await asyncio.shield(task)  # a cancelled caller leaves the fetch to the others
         if self._frozen is None or self._clock() >= self._expiry:
             raise CredentialRetrievalError(
-                provider=PROVIDER, error_msg="the endpoint gave expired credentials"
+                provider=self.provider, error_msg="the source gave expired credentials"
             )
 
     async def _fetch_now(self) -> None:
         try:
-            self._frozen, self._expiry = await self._fetch(self.source)
+            self._frozen, self._expiry = await self._fetch()
         finally:
             self._refreshing = None
 
@@ -199,7 +203,7 @@ class ContainerCredentials:
         except Exception as exc:  # still valid for a while: keep them, say so, try later
             self._not_before = self._clock() + RETRY_AFTER_S
             get_logger().warning(
-                "credentials_refresh_failed", provider=PROVIDER, error=str(exc)[:300]
+                "credentials_refresh_failed", provider=self.provider, error=str(exc)[:300]
             )
 
     def close(self) -> None:

@@ -10,17 +10,18 @@ start-up checks, ListShards, DescribeStreamSummary) are the same signed POST as 
 standard retries (consumer.adapters.fastpath).
 
 Only when botocore would resolve exactly what we resolve here: a region and (optionally)
-endpoints and a CA bundle in environment variables, credentials either static in the
-environment or from a container's credentials endpoint (an ECS task role, EKS Pod Identity:
+endpoints and a CA bundle in environment variables, credentials static in the environment, a
+web identity exchanged with STS (IRSA: :mod:`consumer.adapters.web_identity`) or a
+container's credentials endpoint (an ECS task role, EKS Pod Identity:
 :mod:`consumer.adapters.credentials`), no profile and no config or credentials file.
-Anything else — a profile, a web-identity token (IRSA), the instance metadata service, FIPS
-or dual-stack endpoints — takes the generic clients, and :func:`environment_of` says why
-(logged at start-up).
+Anything else — a profile, the instance metadata service, FIPS or dual-stack endpoints —
+takes the generic clients, and :func:`environment_of` says why (logged at start-up).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -28,12 +29,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+from consumer.adapters.credentials import PROVIDER as CONTAINER
 from consumer.adapters.credentials import (
-    ContainerCredentials,
     ContainerSource,
     Frozen,
+    RefreshingCredentials,
     StaticCredentials,
     container_source,
+    fetch_container,
 )
 from consumer.adapters.fastpath import (
     DYNAMODB,
@@ -43,6 +46,12 @@ from consumer.adapters.fastpath import (
     JsonClient,
 )
 from consumer.adapters.tls import client_context
+from consumer.adapters.web_identity import PROVIDER as WEB_IDENTITY
+from consumer.adapters.web_identity import (
+    WebIdentitySource,
+    fetch_web_identity,
+    web_identity_source,
+)
 from kernel.aws import Clients, check_ca_bundle
 
 LEAN_POOL = 4  # connections for the control calls: a few at start-up, ListShards now and then
@@ -55,7 +64,7 @@ class Environment:
     region: str
     kinesis_endpoint: str
     dynamodb_endpoint: str
-    credentials: StaticCredentials | ContainerSource
+    credentials: StaticCredentials | ContainerSource | WebIdentitySource
     ca_bundle: str | None
     s3_endpoint: str | None = None  # a configured one (None: AWS's, by region)
 
@@ -76,9 +85,6 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
     for name in _UNSET_IF_TRUE:
         if env.get(name, "").lower() == "true":
             return f"{name} is true"
-    credentials = credentials_of(env, home)
-    if isinstance(credentials, str):
-        return credentials
     # botocore's own variable first; AWS_REGION is what kernel.aws.open_clients adds
     region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
     if not region:
@@ -95,6 +101,10 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
     def endpoint(service: str) -> str:
         return configured_endpoint(service) or f"https://{service}.{region}.{suffix}"
 
+    credentials = credentials_of(env, home, region, configured_endpoint("sts"))
+    if isinstance(credentials, str):
+        return credentials
+
     return Environment(
         region=region,
         kinesis_endpoint=endpoint("kinesis"),
@@ -105,17 +115,23 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
     )
 
 
-def credentials_of(env: Mapping[str, str], home: Path) -> StaticCredentials | ContainerSource | str:
-    """The credentials botocore's chain would take from ``env`` (static ones, else a
-    container's endpoint), or why it must look for them itself."""
+Source = StaticCredentials | ContainerSource | WebIdentitySource
+
+
+def credentials_of(
+    env: Mapping[str, str], home: Path, region: str, sts_endpoint: str | None
+) -> Source | str:
+    """The credentials botocore's chain would take from ``env`` (static ones, else a web
+    identity, else a container's endpoint), or why it must look for them itself."""
     key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         return StaticCredentials(Frozen(key, secret, env.get("AWS_SESSION_TOKEN") or None))
     if key or secret:
         return "the credentials in the environment are partial"
+    identity = web_identity_source(env, region, sts_endpoint)
+    if identity is not None:
+        return identity
     # the providers botocore asks before the container's (the profile ones are ruled out)
-    if env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
-        return "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE) is for botocore to exchange"
     for name in ("AWS_CREDENTIAL_FILE", "BOTO_CONFIG"):
         if env.get(name):
             return f"{name} is set"
@@ -135,6 +151,15 @@ class LeanClient(JsonClient):
     def __init__(self, api: JsonApi, *, endpoint: str, region: str, attempts: int) -> None:
         super().__init__(api, attempts)
         self.meta = SimpleNamespace(endpoint_url=endpoint, region_name=region)
+
+
+def refreshing(source: Source) -> StaticCredentials | RefreshingCredentials:
+    """The credentials of ``source``: static, or fetched and refreshed."""
+    if isinstance(source, StaticCredentials):
+        return source
+    if isinstance(source, ContainerSource):
+        return RefreshingCredentials(functools.partial(fetch_container, source), CONTAINER)
+    return RefreshingCredentials(functools.partial(fetch_web_identity, source), WEB_IDENTITY)
 
 
 class LeanSession:
@@ -159,10 +184,7 @@ async def open_lean_clients(
 ) -> AsyncIterator[Clients]:
     """:class:`Clients` of two :class:`LeanClient` (and, with ``s3``, the archive's
     :class:`~consumer.adapters.s3.LeanS3`), closed on exit."""
-    source = environment.credentials
-    credentials: StaticCredentials | ContainerCredentials = (
-        source if isinstance(source, StaticCredentials) else ContainerCredentials(source)
-    )
+    credentials = refreshing(environment.credentials)
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
     secure = s3 or any(
@@ -215,5 +237,5 @@ async def open_lean_clients(
             api.close()
         for client in extra.values():
             client.close()
-        if isinstance(credentials, ContainerCredentials):
+        if isinstance(credentials, RefreshingCredentials):
             credentials.close()

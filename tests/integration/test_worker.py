@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -108,6 +109,28 @@ def test_a_task_role_from_the_container_endpoint_takes_the_lean_start(stack: Sta
     (clients,) = events(worker.log_lines(), "aws_clients")
     assert clients["lean"] is True, clients
     assert CredentialsEndpoint.tokens == ["pod-identity-token"], "fetched once, with the token"
+
+
+def test_a_web_identity_exchanged_with_sts_takes_the_lean_start(
+    stack: Stack, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """IRSA: a projected token and a role, exchanged with STS (moto's) by the lean start."""
+    stack.setup(shards=2)
+    stack.put(readings(300))
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+    worker = stack.worker(
+        "w1",
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+        AWS_WEB_IDENTITY_TOKEN_FILE=str(token),
+        AWS_ROLE_ARN="arn:aws:iam::123456789012:role/telemax-worker",
+        AWS_ENDPOINT_URL_STS=moto_endpoint,
+    )
+    wait_until(lambda: stack.count() >= 300, 45, "300 items in TELEMAX")
+    assert worker.stop() == 0
+    (clients,) = events(worker.log_lines(), "aws_clients")
+    assert clients["lean"] is True, clients
 
 
 @pytest.mark.parametrize("fast_path", ["true", "false"])

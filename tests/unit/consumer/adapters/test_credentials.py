@@ -20,9 +20,9 @@ from consumer.adapters.credentials import (
     ADVISORY_S,
     MANDATORY_S,
     RETRY_AFTER_S,
-    ContainerCredentials,
     ContainerSource,
     Frozen,
+    RefreshingCredentials,
     container_source,
     fetch_container,
 )
@@ -53,7 +53,7 @@ class Endpoint:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def __call__(self, source: ContainerSource) -> tuple[Frozen, float]:
+    async def __call__(self) -> tuple[Frozen, float]:
         self.calls += 1
         await self.gate.wait()
         failure = self.answers.pop(0) if self.answers else None
@@ -69,7 +69,7 @@ def refused() -> CredentialRetrievalError:
 async def test_credentials_are_fetched_once_and_used_until_the_advisory_window() -> None:
     clock = Clock()
     endpoint = Endpoint(clock)
-    credentials = ContainerCredentials(SOURCE, endpoint, clock)
+    credentials = RefreshingCredentials(endpoint, "container-role", clock)
     first = await credentials.get_frozen_credentials()
     clock.now += HOUR - ADVISORY_S - 1
     assert await credentials.get_frozen_credentials() == first
@@ -80,7 +80,7 @@ async def test_credentials_are_fetched_once_and_used_until_the_advisory_window()
 async def test_in_the_advisory_window_one_caller_refreshes_and_none_waits() -> None:
     clock = Clock()
     endpoint = Endpoint(clock)
-    credentials = ContainerCredentials(SOURCE, endpoint, clock)
+    credentials = RefreshingCredentials(endpoint, "container-role", clock)
     await credentials.get_frozen_credentials()
     clock.now += HOUR - ADVISORY_S + 1
     endpoint.gate.clear()  # the refresh hangs: callers still sign with what they have
@@ -96,7 +96,7 @@ async def test_in_the_advisory_window_one_caller_refreshes_and_none_waits() -> N
 async def test_a_failed_advisory_refresh_keeps_the_credentials_and_is_tried_again_later() -> None:
     clock = Clock()
     endpoint = Endpoint(clock)
-    credentials = ContainerCredentials(SOURCE, endpoint, clock)
+    credentials = RefreshingCredentials(endpoint, "container-role", clock)
     await credentials.get_frozen_credentials()
     clock.now += HOUR - ADVISORY_S + 1
     endpoint.answers = [refused()]
@@ -117,7 +117,7 @@ async def test_a_failed_advisory_refresh_keeps_the_credentials_and_is_tried_agai
 async def test_in_the_mandatory_window_callers_wait_and_a_failure_raises() -> None:
     clock = Clock()
     endpoint = Endpoint(clock)
-    credentials = ContainerCredentials(SOURCE, endpoint, clock)
+    credentials = RefreshingCredentials(endpoint, "container-role", clock)
     await credentials.get_frozen_credentials()
     clock.now += HOUR - MANDATORY_S + 1
     endpoint.answers = [refused()]
@@ -131,7 +131,7 @@ async def test_in_the_mandatory_window_callers_wait_and_a_failure_raises() -> No
 
 async def test_expired_credentials_from_the_endpoint_raise() -> None:
     clock = Clock()
-    credentials = ContainerCredentials(SOURCE, Endpoint(clock, lifetime=-1), clock)
+    credentials = RefreshingCredentials(Endpoint(clock, lifetime=-1), "container-role", clock)
     with pytest.raises(CredentialRetrievalError, match="expired"):
         await credentials.get_frozen_credentials()
 

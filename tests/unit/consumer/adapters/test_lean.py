@@ -11,6 +11,7 @@ import pytest
 from consumer.adapters.credentials import ContainerSource, StaticCredentials
 from consumer.adapters.fastpath import operation_of
 from consumer.adapters.lean import Environment, LeanClient, environment_of
+from consumer.adapters.web_identity import WebIdentitySource
 
 BASE = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}
 
@@ -69,7 +70,7 @@ def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_pa
                 "AWS_ACCESS_KEY_ID": "",
                 "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
             },
-            "a web identity token (AWS_WEB_IDENTITY_TOKEN_FILE) is for botocore to exchange",
+            "AWS_WEB_IDENTITY_TOKEN_FILE without AWS_ROLE_ARN is for botocore to refuse",
         ),
         (
             {"AWS_SECRET_ACCESS_KEY": "", "AWS_ACCESS_KEY_ID": "", "BOTO_CONFIG": "/b.cfg"},
@@ -98,6 +99,19 @@ def test_a_config_or_credentials_file_takes_the_generic_clients(tmp_path: Path) 
 
 NO_KEYS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
 RELATIVE = {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc"}
+
+
+def test_a_web_identity_comes_before_the_container_endpoint(tmp_path: Path) -> None:
+    identity = {"AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token", "AWS_ROLE_ARN": "arn:role"}
+    found = resolved(tmp_path, **NO_KEYS, **RELATIVE, **identity)
+    assert isinstance(found, Environment)
+    assert found.credentials == WebIdentitySource(
+        "arn:role", "/var/run/token", None, "https://sts.eu-west-1.amazonaws.com"
+    )
+    local = resolved(tmp_path, **NO_KEYS, **identity, AWS_ENDPOINT_URL="http://127.0.0.1:1")
+    assert isinstance(local, Environment)
+    assert isinstance(local.credentials, WebIdentitySource)
+    assert local.credentials.sts_endpoint == "http://127.0.0.1:1"
 
 
 def test_a_container_endpoint_takes_the_lean_path_when_no_keys_are_set(tmp_path: Path) -> None:
