@@ -12,8 +12,8 @@ incarnation, which tells the leader it holds nothing.
 Every change to what it holds is reported through ``on_change``, so that the shard supervisor
 brings its consumers in line (DESIGN §3.9); this module never touches Kinesis. ``held`` is
 what this worker holds, including leases whose release is still under way: a lease stays held
-until its release has ended. The elected leader's work is in :mod:`consumer.lease.leader`;
-every worker runs one, which mostly watches.
+until its release has ended. The elected leader's work is in :mod:`consumer.lease.leader` (the
+election) and :mod:`consumer.lease.rounds`; every worker runs one, which mostly watches.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from collections.abc import Callable
 
 from consumer.config import Settings
 from consumer.lease.held import HeldLease, Liveness
-from consumer.lease.leader import Leader, SyncShards
+from consumer.lease.leader import Leader
 from consumer.lease.members import Beat, Member, MemberStore
 from consumer.lease.model import LeaseStore
+from consumer.lease.rounds import SyncShards
 from consumer.metrics import Metrics
 from kernel.aws import describe
 from kernel.backoff import Backoff, sleep_or_stop

@@ -11,9 +11,10 @@ import contextlib
 import pytest
 
 from consumer.config import Settings
-from consumer.lease.leader import LEASE_SCAN_S, WATCH_S, Leader
+from consumer.lease.leader import WATCH_S, Leader
 from consumer.lease.members import Beat
 from consumer.lease.model import SHARD_END
+from consumer.lease.rounds import LEASE_SCAN_S
 from consumer.metrics import Metrics
 from consumer.testing import LeaseTable, MemberTable, lease
 

@@ -12,8 +12,9 @@ import structlog
 
 from consumer.config import Settings
 from consumer.lease.coordinator import RELEASE_ATTEMPTS, LeaseCoordinator
-from consumer.lease.leader import LEASE_SCAN_S, Leader
+from consumer.lease.leader import Leader
 from consumer.lease.members import Beat
+from consumer.lease.rounds import LEASE_SCAN_S
 from consumer.metrics import Metrics
 from consumer.testing import ANSWER_LOST, FakeClock, LeaseTable, MemberTable, client_error, lease
 
