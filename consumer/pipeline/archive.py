@@ -53,8 +53,8 @@ def hour_of(arrival: Any) -> str:
     (the lean path, Lambda events) or nothing."""
     if isinstance(arrival, datetime):
         when = arrival.astimezone(UTC)
-    elif isinstance(arrival, int | float):
-        when = datetime.fromtimestamp(float(arrival), UTC)
+    elif isinstance(arrival, int | float):  # the hour it is in (no rounding up to the next)
+        when = datetime.fromtimestamp(int(arrival // 3600) * 3600, UTC)
     else:
         return "dt=unknown/hour=unknown"
     return f"dt={when:%Y-%m-%d}/hour={when:%H}"

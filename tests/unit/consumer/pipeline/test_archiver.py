@@ -12,6 +12,7 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.kept import BatchFacts, batch_facts
+from consumer.pipeline.archive import hour_of
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.convert import convert
 from consumer.pipeline.stage import Progress
@@ -93,3 +94,22 @@ def test_bare_entries_without_facts_still_mark_the_positions() -> None:
         ("1002", False, None),
         ("1003", False, None),
     ]
+
+
+def test_each_record_is_named_by_the_hour_its_arrival_is_in() -> None:
+    batch = records(6, set())
+    hour = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    arrivals = [hour - 0.0000003, hour - 0.001, hour, hour + 0.5, hour + 3599.999, hour + 3600]
+    for record, arrival in zip(batch, arrivals, strict=True):
+        record["ApproximateArrivalTimestamp"] = arrival
+    progress = finished(batch, None, [])
+    lined = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True)
+    assert [e.hour for e in lined] == [
+        "dt=2025-12-31/hour=23",
+        "dt=2025-12-31/hour=23",
+        "dt=2026-01-01/hour=00",
+        "dt=2026-01-01/hour=00",
+        "dt=2026-01-01/hour=00",
+        "dt=2026-01-01/hour=01",
+    ]
+    assert [e.hour for e in lined] == [hour_of(a) for a in arrivals]
