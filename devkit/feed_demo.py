@@ -179,10 +179,11 @@ class FeedDemo:
         shipper = Shipper(clients.kinesis, self.settings.stream, concurrency=1)
         await shipper.ship(Entry(orjson.dumps(r), k) for r, k, _ in produced)
         stored = dead = 0
+        invalid = len(produced) - len(valid)
         while time.monotonic() - started < WAIT_S:
             stored = await count(clients, self.settings.table)
             dead = await count(clients, self.settings.dlq_table)
-            if stored >= len(valid) and dead >= len(produced) - len(valid):
+            if stored >= len(valid) and dead >= invalid and await self._archived(clients, produced):
                 break
             await asyncio.sleep(0.5)
         codes = [await asyncio.to_thread(worker.stop) for worker in workers]  # last flushes
@@ -235,6 +236,14 @@ class FeedDemo:
                 await clients.sqs.delete_message(
                     QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+    async def _archived(self, clients: Clients, produced: list[Any]) -> bool:
+        """Whether the archive holds a line for every record. The tables can be complete
+        before it is: a worker whose lease lapsed (a slow backend) stored records whose
+        segment it never committed, and their next owner reads them again from the
+        checkpoint; stopping the workers before that would leave them out."""
+        lines, _ = await self._archive(clients)
+        return len(lines["records"]) + len(lines["deadletters"]) >= len(produced)
 
     async def _archive(self, clients: Clients) -> tuple[dict[str, list[Any]], list[str]]:
         lines: dict[str, list[Any]] = {"records": [], "deadletters": []}
