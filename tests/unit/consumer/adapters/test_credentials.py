@@ -26,6 +26,7 @@ from consumer.adapters.credentials import (
     container_source,
     fetch_container,
 )
+from tests.unit.consumer.adapters.local_http import answer, serving
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -62,14 +63,21 @@ class Endpoint:
         return Frozen(f"AKID{self.calls}", "secret", "token"), self.clock.now + self.lifetime
 
 
+async def fetched(lifetime: float = HOUR) -> tuple[Clock, Endpoint, RefreshingCredentials]:
+    """Credentials fetched once, on a fake clock, from a scripted endpoint."""
+    clock = Clock()
+    endpoint = Endpoint(clock, lifetime)
+    credentials = RefreshingCredentials(endpoint, "container-role", clock)
+    await credentials.get_frozen_credentials()
+    return clock, endpoint, credentials
+
+
 def refused() -> CredentialRetrievalError:
     return CredentialRetrievalError(provider="container-role", error_msg="refused")
 
 
 async def test_credentials_are_fetched_once_and_used_until_the_advisory_window() -> None:
-    clock = Clock()
-    endpoint = Endpoint(clock)
-    credentials = RefreshingCredentials(endpoint, "container-role", clock)
+    clock, endpoint, credentials = await fetched()
     first = await credentials.get_frozen_credentials()
     clock.now += HOUR - ADVISORY_S - 1
     assert await credentials.get_frozen_credentials() == first
@@ -78,10 +86,7 @@ async def test_credentials_are_fetched_once_and_used_until_the_advisory_window()
 
 
 async def test_in_the_advisory_window_one_caller_refreshes_and_none_waits() -> None:
-    clock = Clock()
-    endpoint = Endpoint(clock)
-    credentials = RefreshingCredentials(endpoint, "container-role", clock)
-    await credentials.get_frozen_credentials()
+    clock, endpoint, credentials = await fetched()
     clock.now += HOUR - ADVISORY_S + 1
     endpoint.gate.clear()  # the refresh hangs: callers still sign with what they have
     found = [await credentials.get_frozen_credentials() for _ in range(5)]
@@ -94,10 +99,7 @@ async def test_in_the_advisory_window_one_caller_refreshes_and_none_waits() -> N
 
 
 async def test_a_failed_advisory_refresh_keeps_the_credentials_and_is_tried_again_later() -> None:
-    clock = Clock()
-    endpoint = Endpoint(clock)
-    credentials = RefreshingCredentials(endpoint, "container-role", clock)
-    await credentials.get_frozen_credentials()
+    clock, endpoint, credentials = await fetched()
     clock.now += HOUR - ADVISORY_S + 1
     endpoint.answers = [refused()]
     with capture_logs() as logs:
@@ -115,10 +117,7 @@ async def test_a_failed_advisory_refresh_keeps_the_credentials_and_is_tried_agai
 
 
 async def test_in_the_mandatory_window_callers_wait_and_a_failure_raises() -> None:
-    clock = Clock()
-    endpoint = Endpoint(clock)
-    credentials = RefreshingCredentials(endpoint, "container-role", clock)
-    await credentials.get_frozen_credentials()
+    clock, endpoint, credentials = await fetched()
     clock.now += HOUR - MANDATORY_S + 1
     endpoint.answers = [refused()]
     with pytest.raises(CredentialRetrievalError):
@@ -195,21 +194,13 @@ class Server:
         head = await reader.readuntil(b"\r\n\r\n")
         self.heads.append(head.decode())
         status = self.statuses.pop(0) if self.statuses else 200
-        body = self.body if status == 200 else b"no"
-        writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
-        await writer.drain()
-        writer.close()
+        await answer(writer, status, self.body if status == 200 else b"no")
 
 
 @asynccontextmanager
-async def serving(server: Server) -> AsyncIterator[str]:
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1/credentials?id=1"
-    finally:
-        listener.close()
-        await listener.wait_closed()
+async def endpoint_of(server: Server) -> AsyncIterator[str]:
+    async with serving(server.handle) as base:
+        yield f"{base}/v1/credentials?id=1"
 
 
 @pytest.fixture
@@ -228,7 +219,7 @@ def header(head: str, name: str) -> str | None:
 async def test_a_fetch_sends_the_token_from_its_file_each_time(tmp_path: Path) -> None:
     server = Server([])
     token = tmp_path / "token"
-    async with serving(server) as url:
+    async with endpoint_of(server) as url:
         source = ContainerSource(url, None, str(token))
         token.write_text("first")
         frozen, expiry = await fetch_container(source)
@@ -242,10 +233,10 @@ async def test_a_fetch_sends_the_token_from_its_file_each_time(tmp_path: Path) -
 
 async def test_a_fetch_is_tried_three_times(no_pause: None) -> None:
     server = Server([500, 503])
-    async with serving(server) as url:
+    async with endpoint_of(server) as url:
         assert (await fetch_container(ContainerSource(url)))[0].access_key == "AK"
     failing = Server([500, 500, 500])
-    async with serving(failing) as url:
+    async with endpoint_of(failing) as url:
         with pytest.raises(CredentialRetrievalError, match="HTTP 500"):
             await fetch_container(ContainerSource(url))
     assert len(failing.heads) == 3
@@ -258,13 +249,13 @@ async def test_a_fetch_is_tried_three_times(no_pause: None) -> None:
 async def test_what_is_not_credentials_raises_one_error(
     body: bytes | None, token: str | None
 ) -> None:
-    async with serving(Server([], body)) as url:
+    async with endpoint_of(Server([], body)) as url:
         with pytest.raises(CredentialRetrievalError):
             await fetch_container(ContainerSource(url, token))
 
 
 async def test_an_unreachable_endpoint_raises_a_credentials_error(no_pause: None) -> None:
-    async with serving(Server([])) as url:
+    async with endpoint_of(Server([])) as url:
         pass  # closed: nothing listens there any more
     with pytest.raises(CredentialRetrievalError, match=r"127\.0\.0\.1"):
         await fetch_container(ContainerSource(url))

@@ -4,8 +4,6 @@ would send, its answers and errors, against a real HTTP endpoint on 127.0.0.1.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -18,6 +16,7 @@ from consumer.adapters.web_identity import (
     fetch_web_identity,
     web_identity_source,
 )
+from tests.unit.consumer.adapters.local_http import answer, serving
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -58,19 +57,7 @@ class Sts:
         )
         self.forms.append(parse_qs((await reader.readexactly(length)).decode()))
         status, body = self.script.pop(0) if self.script else (200, ANSWER)
-        writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
-        await writer.drain()
-        writer.close()
-
-
-@asynccontextmanager
-async def serving(sts: Sts) -> AsyncIterator[str]:
-    listener = await asyncio.start_server(sts.handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-    finally:
-        listener.close()
-        await listener.wait_closed()
+        await answer(writer, status, body)
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +72,7 @@ def source(url: str, token: Path, session: str | None = None) -> WebIdentitySour
 async def test_the_token_is_exchanged_as_botocore_exchanges_it(tmp_path: Path) -> None:
     token = tmp_path / "token"
     sts = Sts([])
-    async with serving(sts) as url:
+    async with serving(sts.handle) as url:
         token.write_text("jwt-1")
         frozen, expiry = await fetch_web_identity(source(url, token))
         token.write_text("jwt-2")  # the kubelet rotated it
@@ -118,7 +105,7 @@ async def test_failures_are_tried_again_as_botocore_tries_them(
     token = tmp_path / "token"
     token.write_text("jwt")
     sts = Sts(list(script))
-    async with serving(sts) as url:
+    async with serving(sts.handle) as url:
         if outcome == "ASIA1":
             frozen, _ = await fetch_web_identity(source(url, token))
             assert frozen.access_key == "ASIA1"
