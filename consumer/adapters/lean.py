@@ -187,10 +187,10 @@ async def open_lean_clients(
     credentials = refreshing(environment.credentials)
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
-    secure = s3 or any(
-        url.startswith("https:")
-        for url in (environment.kinesis_endpoint, environment.dynamodb_endpoint)
-    )
+    urls = [environment.kinesis_endpoint, environment.dynamodb_endpoint]
+    if s3:
+        urls.append(environment.s3_endpoint or "https:")  # None: AWS's, over TLS
+    secure = any(url.startswith("https:") for url in urls)
     tls = client_context(environment.ca_bundle) if secure else None
     apis = [
         JsonApi(

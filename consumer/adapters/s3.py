@@ -14,7 +14,9 @@ Addressing, as botocore's endpoint rules address the cases taken here (:func:`ro
   a bucket name DNS can carry under TLS (lower-case letters, digits and hyphens, 3 to 63).
 
 Anything else — an endpoint by host name, a bucket name with dots, an access point — keeps the
-generic clients, and :func:`route_of` says why. Requests carry the payload's SHA-256 (signed,
+generic clients, and :func:`route_of` says why. A bucket in another region than the worker's
+is followed where S3 says it is (``x-amz-bucket-region`` on a 301, 307 or 400), once, as
+botocore's S3 redirector follows it. Requests carry the payload's SHA-256 (signed,
 as botocore signs a payload over plain HTTP). Errors are botocore's: a ClientError with S3's
 code (from its XML; a HEAD has no body, so its code is the status, ``"404"``, as botocore
 gives it), tried again as its standard retry mode does (5xx, ``SlowDown``, a dropped
@@ -106,7 +108,8 @@ class LeanS3:
         self._read_timeout = read_timeout
         self._attempts = attempts
         self._ssl = ssl_context
-        self._routes: dict[str, tuple[str, Http1Pool, SigV4]] = {}
+        self._routes: dict[str, tuple[str, Http1Pool, SigV4, str]] = {}
+        self._regions: dict[str, str] = {}  # buckets S3 said are in another region
 
     async def head_bucket(self, *, Bucket: str) -> dict[str, Any]:
         await self._call("HeadBucket", "HEAD", Bucket, None)
@@ -150,15 +153,34 @@ class LeanS3:
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
     ) -> tuple[dict[str, str], bytes]:
-        prefix, pool, signer = self._route(bucket)
-        path = prefix + ("/" + quote(key, safe="/~") if key is not None else "") or "/"
         digest = hashlib.sha256(body).hexdigest()
         wanted = {**(headers or {}), "x-amz-content-sha256": digest}
+        try:
+            return await self._send(operation, method, bucket, key, wanted, body, digest)
+        except ClientError as exc:
+            moved = _elsewhere(exc, self._route(bucket)[3])
+            if moved is None:
+                raise
+        self._relocate(bucket, moved)  # once more, in the bucket's own region
+        return await self._send(operation, method, bucket, key, wanted, body, digest)
+
+    async def _send(
+        self,
+        operation: str,
+        method: str,
+        bucket: str,
+        key: str | None,
+        headers: dict[str, str],
+        body: bytes,
+        digest: str,
+    ) -> tuple[dict[str, str], bytes]:
+        prefix, pool, signer, _ = self._route(bucket)
+        path = prefix + ("/" + quote(key, safe="/~") if key is not None else "") or "/"
 
         async def once() -> tuple[dict[str, str], bytes]:
             frozen = await self._credentials.get_frozen_credentials()
             signed = signer.headers(
-                body, wanted, frozen, method=method, path=path, payload_hash=digest
+                body, headers, frozen, method=method, path=path, payload_hash=digest
             )
             status, answer_headers, payload = await pool.request(method, path, signed, body)
             if status >= 300:
@@ -167,10 +189,11 @@ class LeanS3:
 
         return await retried_call(once, self._attempts)
 
-    def _route(self, bucket: str) -> tuple[str, Http1Pool, SigV4]:
+    def _route(self, bucket: str) -> tuple[str, Http1Pool, SigV4, str]:
         found = self._routes.get(bucket)
         if found is None:
-            route = route_of(self._endpoint, self._region, bucket)
+            region = self._regions.get(bucket, self._region)
+            route = route_of(self._endpoint, region, bucket)
             if isinstance(route, str):  # the worker asked route_of before choosing us
                 raise ValueError(route)
             pool = Http1Pool(
@@ -179,14 +202,27 @@ class LeanS3:
                 read_timeout=self._read_timeout,
                 ssl_context=self._ssl if route.base.startswith("https:") else None,
             )
-            found = self._routes[bucket] = (
-                route.prefix,
-                pool,
-                SigV4(route.base, self._region, "s3"),
-            )
+            signer = SigV4(route.base, region, "s3")
+            found = self._routes[bucket] = (route.prefix, pool, signer, region)
         return found
 
+    def _relocate(self, bucket: str, region: str) -> None:
+        """The bucket is in ``region``: its requests go there from now on (as botocore's S3
+        redirector sends them, for a bucket outside the client's region)."""
+        self._regions[bucket] = region
+        _, pool, _, _ = self._routes.pop(bucket)
+        pool.close()
+
     def close(self) -> None:
-        for _, pool, _ in self._routes.values():
+        for _, pool, _, _ in self._routes.values():
             pool.close()
         self._routes.clear()
+
+
+def _elsewhere(exc: ClientError, region: str) -> str | None:
+    """The region S3 says a bucket is in, when it is not ``region`` (a 301, 307 or 400 with
+    ``x-amz-bucket-region``), else None."""
+    meta: Any = exc.response.get("ResponseMetadata", {})
+    found = meta.get("HTTPHeaders", {}).get("x-amz-bucket-region")
+    moved = meta.get("HTTPStatusCode") in (301, 307, 400)
+    return found if moved and found and found != region else None

@@ -3,6 +3,7 @@ them, signed as botocore signs them, and S3's errors as botocore raises them."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 import pytest
@@ -10,10 +11,12 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from consumer.adapters.credentials import Frozen, StaticCredentials
 from consumer.adapters.fastpath import SigV4
-from consumer.adapters.s3 import Route, route_of, s3_error
+from consumer.adapters.s3 import LeanS3, Route, route_of, s3_error
 from kernel.aws import classify, error_code
 from kernel.errors import Action
+from tests.unit.consumer.adapters.local_http import answer, serving
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -99,3 +102,51 @@ def test_s3_errors_read_as_botocores() -> None:
     garbled = s3_error(500, {}, b"<html>oops", "PutObject")
     assert error_code(garbled) == "500"
     assert classify(garbled) is Action.RETRY
+
+
+class RegionalS3:
+    """An S3 whose bucket is in ``home``: a request signed for another region gets 301 and
+    ``x-amz-bucket-region`` (as S3 answers), one signed for ``home`` gets 200."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.scopes: list[str] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        lines = head.split("\r\n")
+        auth = next(line for line in lines if line.lower().startswith("authorization:"))
+        scope = auth.split("Credential=")[1].split("/")[2]  # AKID/day/REGION/s3/aws4_request
+        self.scopes.append(scope)
+        sizes = [int(line.split(":")[1]) for line in lines if line.lower().startswith("content-le")]
+        await reader.readexactly(sizes[0] if sizes else 0)
+        if scope == self.home:
+            await answer(writer, 200, b"")
+            return
+        error = b"<Error><Code>PermanentRedirect</Code><Message>elsewhere</Message></Error>"
+        body = b"" if lines[0].startswith("HEAD") else error  # a HEAD's answer has no body
+        writer.write(
+            b"HTTP/1.1 301 X\r\nx-amz-bucket-region: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (self.home.encode(), len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_bucket_in_another_region_is_followed_there_as_botocore_follows_it() -> None:
+    s3 = RegionalS3("eu-central-1")
+    async with serving(s3.handle) as base:
+        client = LeanS3(
+            StaticCredentials(Frozen("AKID", SECRET, None)),
+            endpoint=base,
+            region="us-east-1",
+            read_timeout=5,
+            attempts=3,
+            ssl_context=None,
+        )
+        try:
+            await client.head_bucket(Bucket="archive")
+            await client.put_object(Bucket="archive", Key="k", Body=b"x", IfNoneMatch="*")
+        finally:
+            client.close()
+    assert s3.scopes == ["us-east-1", "eu-central-1", "eu-central-1"], "moved once, then stays"
