@@ -190,9 +190,9 @@ class Http1Pool:
 
     async def get(self, headers: Mapping[str, str]) -> Answer:
         """GET the URL (its path and query), with a ``Host`` header of its own."""
-        head = [b"GET " + self._path + b" HTTP/1.1", f"Host: {self._host_header}".encode()]
-        head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
-        return await self._exchange(b"\r\n".join(head) + b"\r\n\r\n")
+        return await self.request(
+            "GET", self._path.decode(), {"Host": self._host_header, **headers}
+        )
 
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""

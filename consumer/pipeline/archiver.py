@@ -227,15 +227,13 @@ def _lined_entries(
     """The stored items' entries with their archive lines."""
     found: list[Entry] = []
     hours: dict[int | None, str] = {}  # by hour since the epoch
-    refused = set(progress.refused)
     converted = progress.converted
     made_of = converted.data
     kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
     kept_at: list[Position] = []
     kept_arrivals: list[float | None] = []
-    for position, item in enumerate(converted.items):
-        if position in refused or not progress.durable[position]:
-            continue
+    for position in progress.stored_items():
+        item = converted.items[position]
         record, sub = converted.origins[position]
         sequence = record["SequenceNumber"]
         when = record.get(ARRIVAL)
@@ -274,16 +272,13 @@ def _bare_entries(
 ) -> list[Entry]:
     """The stored items' entries without lines (the insights alone: no object, no hour to
     name it by), made in a few passes over the batch rather than one loop with a branch per
-    record: 1.1 against 1.9 µs a TELEMAX reading (/tmp/mb/insights_mb.py, 2026-12-04)."""
+    record (measured in one process on the benchmark's TELEMAX readings, 2026-12-04)."""
     converted = progress.converted
-    durable, items = progress.durable, converted.items
-    refused = set(progress.refused)
-    picked: Sequence[int]
-    if all(durable) and not refused:
-        picked = range(len(items))
+    items = converted.items
+    picked = progress.stored_items()
+    if len(picked) == len(items):  # the usual batch: every item stored
         kept, origins = items, converted.origins
     else:
-        picked = [p for p, ok in enumerate(durable) if ok and p not in refused]
         kept = [items[p] for p in picked]
         origins = [converted.origins[p] for p in picked]
     if not picked:
