@@ -1,0 +1,102 @@
+"""The insights' own CPU per reading, in one process: what a stored batch costs (its entries
+and facts, `entries_of` with the insights alone) and what a segment's commit costs
+(aggregating the facts into cells, encoding them), on the producer's TELEMAX readings with
+as many devices a shard as `make bench` has (500 devices: 8 a shard at 64 shards, 125 at 4).
+
+    python -m tests.bench.insights_cost [--devices 8] [--readings 60000]
+
+Minimum of seven rounds, the worker's GC thresholds; no I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from consumer.cli import GC_THRESHOLDS
+from consumer.feeds import FEEDS
+from consumer.insights.codec import parts_by_day
+from consumer.insights.kept import add_segment, batch_facts
+from consumer.insights.windows import Partial
+from consumer.pipeline.archive import ArchiveBuffer
+from consumer.pipeline.archiver import entries_of
+from consumer.pipeline.convert import convert
+from consumer.pipeline.stage import Progress
+from producer.readings import readings
+
+BATCH = 500  # readings a GetRecords answer
+SEGMENT = 3_000  # readings a segment: a 64-shard bench's shard holds about 3,125
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=8, help="devices a shard")
+    parser.add_argument("--readings", type=int, default=60_000)
+    args = parser.parse_args()
+    feed = FEEDS["telemax"]
+    spec = feed.insights
+    assert spec is not None
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    records: list[dict[str, Any]] = [
+        {
+            "SequenceNumber": str(10**20 + n),
+            "Data": orjson.dumps(reading),
+            "PartitionKey": reading["hardwareID"],
+            "ApproximateArrivalTimestamp": time.time(),
+        }
+        for n, reading in enumerate(
+            readings(args.readings, devices=args.devices, seed=1, start=start)
+        )
+    ]
+    batches = [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
+    progresses = []
+    for batch in batches:
+        converted = convert(batch, feed.to_item, "s", "shardId-0", feed.key_names)
+        progress = Progress(converted, list(converted.dead))
+        progress.items_durable(range(len(converted.items)))
+        progresses.append(progress)
+    facts = functools.partial(batch_facts, spec)
+
+    def store() -> ArchiveBuffer:
+        buffer = ArchiveBuffer("shardId-0", 1 << 40, 1e9)
+        for progress, batch in zip(progresses, batches, strict=True):
+            entries = entries_of(
+                progress, batch, "telemax", "s", "shardId-0", lines=False, facts=facts
+            )
+            buffer.add(entries, 0.0)
+        return buffer
+
+    def commit(buffer: ArchiveBuffer) -> None:
+        segment = buffer.next_segment(0.0, final=True)
+        assert segment is not None
+        for i in range(0, len(segment.entries), SEGMENT):
+            partial = Partial(spec, 3600)
+            add_segment(partial, segment.entries[i : i + SEGMENT])
+            parts_by_day(partial.cells)
+
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    stored, committed = [], []
+    for _ in range(7):
+        began = time.process_time()
+        buffer = store()
+        middle = time.process_time()
+        commit(buffer)
+        stored.append(middle - began)
+        committed.append(time.process_time() - middle)
+    per = 1e6 / len(records)
+    print(
+        f"{len(records):,} readings, {args.devices} devices a shard: a stored batch "
+        f"{min(stored) * per:.2f} µs a reading, a segment's commit {min(committed) * per:.2f} µs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
