@@ -345,8 +345,12 @@ def test_kpl_aggregated_records_are_de_aggregated_and_all_stored(stack: Stack) -
     worker = stack.worker("w1")
     wait_until(lambda: stack.count() >= 3000, 45, "3000 user records stored")
     assert stack.count() == 3000 and stack.count(stack.dlq_table) == 0
-    received = worker.metrics()["telemax_records_received_total"]
-    assert received < 3000 / 10, "far fewer Kinesis records than user records: aggregated"
+    # Aggregation is counted on the stream (distinct Kinesis records), not on the worker's
+    # received counter: a slow backend that lets a lease lapse makes a successor read some
+    # records again, which is right and must not fail this test.
+    kinesis_records = sum(len(records) for records in stack.shard_records().values())
+    assert kinesis_records < 3000 / 10, "far fewer Kinesis records than user records"
+    assert worker.metrics()["telemax_records_received_total"] >= kinesis_records
     # Each shard's checkpoint is its last user record: the last Kinesis record's sequence
     # number and, for an aggregate, the index of its last user record.
     expected = {}
