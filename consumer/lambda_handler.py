@@ -45,6 +45,7 @@ from consumer.insights.batch import batch_insights_for
 from consumer.insights.kept import batch_facts
 from consumer.insights.store import check_insights
 from consumer.metrics import Metrics
+from consumer.pipeline.archive import one_each
 from consumer.pipeline.archiver import ARRIVAL, check_archive, entries_of
 from consumer.pipeline.batch_archive import batch_archive_for
 from consumer.pipeline.convert import Converter, Record, dead_letter
@@ -297,15 +298,17 @@ class Runtime:
         """Archive what is done (the records before ``retry_from``), then count it in the
         insights; where to retry from."""
         target = self._archive.target if self._archive is not None else None
-        entries = entries_of(
-            progress,
-            batch.records,
-            feed_of(self.settings).name,
-            batch.stream,
-            batch.shard_id,
-            target is not None and target.raw_json,
-            lines=self._archive is not None,
-            facts=self._facts,
+        entries = one_each(  # a batch's records one by one (a batch is small)
+            entries_of(
+                progress,
+                batch.records,
+                feed_of(self.settings).name,
+                batch.stream,
+                batch.shard_id,
+                target is not None and target.raw_json,
+                lines=self._archive is not None,
+                facts=self._facts,
+            )
         )
         if retry_from is not None:
             end = int(retry_from)

@@ -11,9 +11,10 @@ column (event seconds and groups are shared objects already), each measure's val
 into one string, and the arrival times in an array.
 
 Each stored item's :class:`~consumer.pipeline.archive.Entry` points at its batch's
-:class:`BatchFacts`; a segment's entries of one batch are consecutive items of it (a segment
-is a run of consecutive positions), so :func:`add_segment` finds where they start by their
-first position and aggregates that many rows as columns.
+:class:`BatchFacts` (without the archive's lines, one :class:`~consumer.pipeline.archive.Run`
+stands for the batch's items); a segment's entries of one batch are consecutive items of it (a
+segment is a run of consecutive positions), so :func:`add_segment` finds where they start by
+their first position and aggregates that many rows as columns.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
             own.extend((entry.fact, entry.arrival) for entry in run_entries)
             continue
         listed = list(run_entries)
+        count = sum(entry.count for entry in listed)  # an Entry is one, a Run its items
         run = runs.get(id(fact))
         if run is None:
-            runs[id(fact)] = [fact, listed[0], len(listed)]
+            runs[id(fact)] = [fact, listed[0], count]
         else:
-            run[2] += len(listed)
+            run[2] += count
     for batch, first, count in runs.values():
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:

@@ -111,7 +111,7 @@ class InsightsWire:
         item = {
             **key,
             "end": {"S": end},
-            "records": {"N": str(len(segment.entries))},
+            "records": {"N": str(segment.records)},
             "untimed": {"N": str(partial.untimed)},
         }
         if days:

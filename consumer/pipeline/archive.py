@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,11 +75,106 @@ class Entry:
     fact: Any = None
     arrival: float | None = None  # with a fact of its own: Kinesis' arrival time, epoch s
 
+    # what a segment asks of each of its pieces (an Entry or a Run)
+    @property
+    def last(self) -> Position:
+        return self.position
+
+    @property
+    def count(self) -> int:
+        return 1
+
+    @property
+    def weight(self) -> int:
+        return len(self.line) or NO_LINE_BYTES
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Run:
+    """Consecutive stored items of one batch without lines (the insights alone, a batch with
+    no dead letter): ``positions[start:stop]``, one object for the lot instead of an Entry
+    each. Why: a segment holds its records until it commits (up to 131,072 a shard), and an
+    object a record kept alive that long is what the collector walks again and again.
+
+    Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
+    many; a segment or buffer that ends inside it splits it (:meth:`split`)."""
+
+    positions: list[Position]  # the batch's stored items' positions, in stream order
+    start: int
+    stop: int
+    fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]
+    hour: str = ""
+    line: bytes = b""
+    letter: bool = False
+
+    @property
+    def position(self) -> Position:
+        return self.positions[self.start]
+
+    @property
+    def last(self) -> Position:
+        return self.positions[self.stop - 1]
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def weight(self) -> int:
+        return NO_LINE_BYTES * (self.stop - self.start)
+
+    def split(self, end: tuple[int, int]) -> tuple[Run, Run | None]:
+        """The items up to the position ordered ``end`` (included; at least the first) and
+        the rest (None when there is none)."""
+        cut = bisect.bisect_right(self.positions, end, self.start + 1, self.stop, key=order)
+        return self.cut(cut - self.start)
+
+    def cut(self, count: int) -> tuple[Run, Run | None]:
+        """The first ``count`` items (1 ≤ count) and the rest (None when there is none)."""
+        middle = self.start + count
+        if middle >= self.stop:
+            return self, None
+        return (
+            Run(self.positions, self.start, middle, self.fact),
+            Run(self.positions, middle, self.stop, self.fact),
+        )
+
+
+Piece = Entry | Run  # what a segment is made of
+
+
+def split_pieces(pieces: Sequence[Piece], last: Position) -> tuple[list[Piece], list[Piece]]:
+    """Pieces in stream order: those up to ``last`` (included) and those after, a run that
+    ``last`` falls inside cut in two."""
+    end = order(last)
+    cut = bisect.bisect_right(pieces, end, key=_piece_order)
+    head, tail = list(pieces[:cut]), list(pieces[cut:])
+    if head and type(straddling := head[-1]) is Run and order(straddling.last) > end:
+        head[-1], rest = straddling.split(end)
+        if rest is not None:
+            tail.insert(0, rest)
+    return head, tail
+
+
+def one_each(pieces: Iterable[Piece]) -> list[Entry]:
+    """Pieces as an Entry each (a run's items one by one), for code that looks at records
+    one at a time (the Lambda handler's batches, which are small)."""
+    found: list[Entry] = []
+    for piece in pieces:
+        if type(piece) is Run:
+            found.extend(
+                Entry(piece.positions[i], "", b"", False, piece.fact)
+                for i in range(piece.start, piece.stop)
+            )
+        else:
+            found.append(piece)  # type: ignore[arg-type]
+    return found
+
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
     shard_id: str
-    entries: tuple[Entry, ...]
+    entries: tuple[Piece, ...]
     # it starts right after a segment this shard's stream committed itself (not adopted):
     # no earlier owner's segment starts here, so a destination need not look for one first
     # (a zombie's, written at the same time, its conditional commit still finds)
@@ -91,7 +186,7 @@ class Segment:
 
     @property
     def last(self) -> Position:
-        return self.entries[-1].position
+        return self.entries[-1].last
 
     @property
     def hour(self) -> str:
@@ -110,27 +205,31 @@ class Segment:
         return b"".join(e.line for e in self.entries if e.letter is letters)
 
     def count(self, letters: bool) -> int:
-        return sum(1 for e in self.entries if e.letter is letters)
+        return sum(e.count for e in self.entries if e.letter is letters)
+
+    @property
+    def records(self) -> int:
+        """How many positions: stored items and dead letters."""
+        return sum(e.count for e in self.entries)
 
     def until(self, last: Position) -> Segment:
         """The part of this segment up to ``last`` (included)."""
-        end = order(last)
-        return Segment(self.shard_id, tuple(e for e in self.entries if order(e.position) <= end))
+        return Segment(self.shard_id, tuple(split_pieces(self.entries, last)[0]))
 
 
-def _entry_order(entry: Entry) -> tuple[int, int]:
-    return order(entry.position)
+def _piece_order(piece: Piece) -> tuple[int, int]:
+    return order(piece.position)
 
 
 class ArchiveBuffer:
-    """A shard's entries not yet in a written segment, in stream order; ``clock`` readings are
-    passed in (time is a parameter)."""
+    """A shard's entries not yet in a written segment, in stream order (Entries and Runs,
+    :data:`Piece`); ``clock`` readings are passed in (time is a parameter)."""
 
     def __init__(self, shard_id: str, max_bytes: int, max_age_s: float) -> None:
         self.shard_id = shard_id
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
-        self._entries: list[Entry] = []
+        self._entries: list[Piece] = []
         self._since: float | None = None  # when the oldest entry came
         self._cover_until: Position | None = None  # an adopted segment's end, not yet reached
         # Where the first segment ends (an hour change, max_bytes), once the entries reach it,
@@ -140,9 +239,10 @@ class ArchiveBuffer:
         self._size = 0  # bytes of the entries looked at
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """How many records (stored items and dead letters) it holds."""
+        return sum(e.count for e in self._entries)
 
-    def add(self, entries: Sequence[Entry], now: float) -> None:
+    def add(self, entries: Sequence[Piece], now: float) -> None:
         if entries and not self._entries:
             self._since = now
         self._entries.extend(entries)
@@ -159,13 +259,20 @@ class ArchiveBuffer:
             if entry.hour != hour:
                 self._cut = index
                 return
-            size += len(entry.line) or NO_LINE_BYTES
-            if size >= limit:
+            weight = entry.weight
+            if size + weight >= limit:
+                if type(entry) is Run:  # cut where an entry a record would have reached it
+                    wanted = -(-(limit - size) // NO_LINE_BYTES)
+                    head, rest = entry.cut(max(wanted, 1))
+                    if rest is not None:
+                        entries[index : index + 1] = [head, rest]
+                        entry = head
                 stop = index + 1  # never between two entries of one position
-                while stop < len(entries) and entries[stop].position == entry.position:
+                while stop < len(entries) and entries[stop].position == entry.last:
                     stop += 1
                 self._cut = stop
                 return
+            size += weight
         self._scanned, self._size = len(entries), size
 
     def due_at(self) -> float | None:
@@ -181,10 +288,9 @@ class ArchiveBuffer:
         if not entries:
             return None
         if self._cover_until is not None:  # exactly the adopted segment, once all is here
-            end = order(self._cover_until)
-            if order(entries[-1].position) < end:
+            if order(entries[-1].last) < order(self._cover_until):
                 return None
-            return Segment(self.shard_id, tuple(e for e in entries if order(e.position) <= end))
+            return Segment(self.shard_id, tuple(split_pieces(entries, self._cover_until)[0]))
         if self._cut is not None:
             return Segment(self.shard_id, tuple(entries[: self._cut]))
         due = self.due_at()
@@ -194,9 +300,7 @@ class ArchiveBuffer:
 
     def written(self, last: Position, now: float) -> None:
         """Entries up to ``last`` are in a written segment: forget them."""
-        # the entries are in stream order: cut after the last one up to ``last``
-        kept = bisect.bisect_right(self._entries, order(last), key=_entry_order)
-        self._entries = self._entries[kept:]
+        self._entries = split_pieces(self._entries, last)[1]
         self._cover_until = None
         self._since = now if self._entries else None
         self._cut, self._scanned, self._size = None, 0, 0

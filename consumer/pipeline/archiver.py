@@ -27,7 +27,9 @@ from consumer.metrics import Metrics
 from consumer.pipeline.alerts import json_number, record_of
 from consumer.pipeline.archive import (
     Entry,
+    Piece,
     Position,
+    Run,
     Segment,
     hour_of,
     order,
@@ -161,14 +163,15 @@ def entries_of(
     *,
     lines: bool = True,
     facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None = None,
-) -> list[Entry]:
+) -> list[Piece]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
     ``raw_json``: the records are JSON objects (the built-in feeds refuse anything else),
     embedded as they came instead of re-encoded. ``lines``: the archive's JSON lines (off: empty
     lines, the insights alone); ``facts``: what the insights keep of the batch's stored items,
     given them, their positions and arrival times (``consumer.insights.kept.batch_facts``):
-    each item's entry points at it."""
+    each item's entry points at it. Without lines and without a dead letter, the items are one
+    :class:`~consumer.pipeline.archive.Run`."""
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:
@@ -179,9 +182,10 @@ def entries_of(
         return hours[when]
 
     if not lines:
-        found = _bare_entries(progress, facts)
+        # a batch with a dead letter to place among them: an entry each, in the batch's order
+        found = _bare_entries(progress, facts, as_run=not any(progress.stored))
     else:
-        found = _lined_entries(progress, feed, stream, shard_id, raw_json, facts)
+        found = list[Piece](_lined_entries(progress, feed, stream, shard_id, raw_json, facts))
     items_found = len(found)
     # the dead letters' arrival times, by sequence number (most batches have no letter)
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records} if progress.letters else {}
@@ -269,10 +273,12 @@ def _lined_entries(
 def _bare_entries(
     progress: Progress,
     facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None,
-) -> list[Entry]:
+    as_run: bool,
+) -> list[Piece]:
     """The stored items' entries without lines (the insights alone: no object, no hour to
     name it by), made in a few passes over the batch rather than one loop with a branch per
-    record (measured in one process on the benchmark's TELEMAX readings, 2026-12-04)."""
+    record (measured in one process on the benchmark's TELEMAX readings, 2026-12-04); with
+    ``as_run``, one Run of them all."""
     converted = progress.converted
     items = converted.items
     picked = progress.stored_items()
@@ -284,13 +290,15 @@ def _bare_entries(
     if not picked:
         return []
     at: list[Position] = [(record["SequenceNumber"], sub) for record, sub in origins]
-    if facts is None:
-        return [Entry(position, "", b"") for position in at]
-    arrivals = [
-        when if type(when := record.get(ARRIVAL)) is float else _epoch(when)
-        for record, _ in origins
-    ]
-    batch = facts(kept, at, arrivals)
+    batch = None
+    if facts is not None:
+        arrivals = [
+            when if type(when := record.get(ARRIVAL)) is float else _epoch(when)
+            for record, _ in origins
+        ]
+        batch = facts(kept, at, arrivals)
+    if as_run:
+        return [Run(at, 0, len(at), batch)]
     return [Entry(position, "", b"", False, batch) for position in at]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from consumer.config import Settings, feed_of
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry
+from consumer.pipeline.archive import Piece
 from consumer.pipeline.convert import Record
 from consumer.pipeline.segmented import Segmented
 from consumer.pipeline.stage import Progress
@@ -51,7 +51,7 @@ def segmented_for(
 
     def entries(
         progress: Progress, records: Sequence[Record], stream: str, shard_id: str
-    ) -> list[Entry]:
+    ) -> list[Piece]:
         return entries_of(
             progress,
             records,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import ArchiveBuffer, Entry, Position, Segment, order
+from consumer.pipeline.archive import ArchiveBuffer, Piece, Position, Segment, order
 from consumer.pipeline.convert import Record
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Progress
@@ -50,7 +50,7 @@ class Committer:
 
 
 # (progress, records, stream, shard) -> the batch's entries, in stream order
-EntriesOf = Callable[[Progress, Sequence[Record], str, str], list[Entry]]
+EntriesOf = Callable[[Progress, Sequence[Record], str, str], list[Piece]]
 
 
 class ShardSegments:
@@ -71,7 +71,7 @@ class ShardSegments:
         self._log = get_logger(shard_id=buffer.shard_id)
         self._follows_ours = False  # the last segment was committed by us, not adopted
 
-    def add(self, entries: Sequence[Entry]) -> None:
+    def add(self, entries: Sequence[Piece]) -> None:
         self.buffer.add(entries, self._clock())
 
     def add_batch(self, progress: Progress, records: Sequence[Record], stream: str) -> None:

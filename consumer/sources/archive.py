@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry, Segment
+from consumer.pipeline.archive import Entry, Segment, one_each
 from consumer.pipeline.archiver import (
     ArchiveTarget,
     S3Wire,
@@ -228,5 +228,6 @@ async def archive_done(
     """Archive the entries of the messages that are done; answer those that must wait."""
     target = archive.target
     shard = f"sqs:{queue}"
-    entries = entries_of(progress, records, target.feed, queue, shard, target.raw_json)
+    # (with lines: an Entry each)
+    entries = one_each(entries_of(progress, records, target.feed, queue, shard, target.raw_json))
     return await archive.write([e for e in entries if e.position[0] not in undone])

@@ -24,7 +24,7 @@ from consumer.feeds import FEEDS
 from consumer.insights.codec import parts_by_day
 from consumer.insights.kept import add_segment, batch_facts
 from consumer.insights.windows import Partial
-from consumer.pipeline.archive import ArchiveBuffer
+from consumer.pipeline.archive import NO_LINE_BYTES, ArchiveBuffer
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.convert import convert
 from consumer.pipeline.stage import Progress
@@ -64,7 +64,8 @@ def main() -> int:
     facts = functools.partial(batch_facts, spec)
 
     def store() -> ArchiveBuffer:
-        buffer = ArchiveBuffer("shardId-0", 1 << 40, 1e9)
+        # cut as a worker's is, by size: segments of SEGMENT readings
+        buffer = ArchiveBuffer("shardId-0", NO_LINE_BYTES * SEGMENT, 1e9)
         for progress, batch in zip(progresses, batches, strict=True):
             entries = entries_of(
                 progress, batch, "telemax", "s", "shardId-0", lines=False, facts=facts
@@ -73,12 +74,11 @@ def main() -> int:
         return buffer
 
     def commit(buffer: ArchiveBuffer) -> None:
-        segment = buffer.next_segment(0.0, final=True)
-        assert segment is not None
-        for i in range(0, len(segment.entries), SEGMENT):
+        while (segment := buffer.next_segment(0.0, final=True)) is not None:
             partial = Partial(spec, 3600)
-            add_segment(partial, segment.entries[i : i + SEGMENT])
+            add_segment(partial, segment.entries)
             parts_by_day(partial.cells)
+            buffer.written(segment.last, 0.0)
 
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from consumer.insights.kept import BatchFacts, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, Partial, field
-from consumer.pipeline.archive import Entry
+from consumer.pipeline.archive import Entry, Piece, Run, split_pieces
 
 SPEC = InsightSpec(
     300,
@@ -77,7 +79,7 @@ def summary(partial: Partial) -> tuple[Any, ...]:
     return partial.untimed, cells
 
 
-def of_segment(entries: list[Entry]) -> Partial:
+def of_segment(entries: Sequence[Piece]) -> Partial:
     partial = Partial(SPEC)
     add_segment(partial, entries)
     return partial
@@ -134,3 +136,30 @@ def test_an_entry_not_in_its_batchs_facts_is_an_error() -> None:
     kept = batch_facts(SPEC, [odd_item(random.Random(1))], [("5", 0)], [None])
     with pytest.raises(ValueError, match="not in its batch"):
         add_segment(Partial(SPEC), [Entry(("6", 0), "", b"", fact=kept)])
+
+
+def as_runs(entries: list[Entry]) -> list[Piece]:
+    """The same stream with each stretch of one batch's stored items as a Run (the letters
+    between stay entries): what a worker without the archive's lines holds."""
+    pieces: list[Piece] = []
+    for fact, stretch in itertools.groupby(entries, key=lambda e: e.fact):
+        listed = list(stretch)
+        if fact is None:
+            pieces.extend(listed)
+            continue
+        start = fact.positions.index(listed[0].position)
+        pieces.append(Run(fact.positions, start, start + len(listed), fact))
+    return pieces
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_cut_anywhere_count_their_items_as_their_entries_do(seed: int) -> None:
+    rng = random.Random(seed)
+    entries, _ = stream_of(rng)
+    pieces = as_runs(entries)
+    assert any(type(p) is Run and p.count > 1 for p in pieces)
+    for _ in range(30):
+        first, last = sorted(rng.sample(range(len(entries)), 2))
+        after = split_pieces(pieces, entries[first - 1].position)[1] if first else pieces
+        inside = split_pieces(after, entries[last].position)[0]
+        assert summary(of_segment(inside)) == summary(of_segment(entries[first : last + 1]))

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.pipeline.archive import (
+    NO_LINE_BYTES,
     ArchiveBuffer,
     Entry,
+    Run,
     Segment,
     hour_of,
     next_run,
+    one_each,
     position_name,
     span_of,
 )
@@ -161,3 +164,45 @@ def test_segments_cut_batch_by_batch_are_those_cut_from_scratch(seed: int) -> No
             buffer.written(segment.last, now=0)
             held = held[cut:]
         assert cut_from_scratch(held, 400) is None
+
+
+def flat(segment: Segment | None) -> list[tuple[str, int]]:
+    """A segment's positions, a run's items one by one (none: no segment)."""
+    return [] if segment is None else [e.position for e in one_each(segment.entries)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int) -> None:
+    """A batch held as one Run is cut, written and adopted exactly as its items would be
+    an Entry each: at max_bytes inside a run, at an adopted end inside one, at a commit
+    that ends short of the segment (a destination adopted less)."""
+    rng = random.Random(seed)
+    runs = ArchiveBuffer("shard-1", max_bytes=NO_LINE_BYTES * 50, max_age_s=60)
+    each = ArchiveBuffer("shard-1", max_bytes=NO_LINE_BYTES * 50, max_age_s=60)
+    seq, now = 0, 0.0
+    for _ in range(150):
+        now += rng.random()
+        at = [(str(seq + n), rng.randrange(3)) for n in range(1, rng.randrange(2, 90))]
+        seq += len(at)
+        runs.add([Run(at, 0, len(at), "facts")], now)
+        each.add([Entry(p, "", b"", False, "facts") for p in at], now)
+        assert len(runs) == len(each)
+        if rng.random() < 0.1:  # an earlier owner's segment ends somewhere ahead
+            end = (str(seq + rng.randrange(-20, 40)), 0)
+            held = runs.next_segment(now, final=True)
+            if held is not None and int(end[0]) > int(held.first[0]):
+                runs.cover(end)
+                each.cover(end)
+        final = rng.random() < 0.05
+        while (segment := runs.next_segment(now, final)) is not None:
+            assert flat(segment) == flat(each.next_segment(now, final))
+            assert segment.records == len(flat(segment)) and segment.last == flat(segment)[-1]
+            assert all(e.fact == "facts" for e in segment.entries)
+            items = flat(segment)
+            end = items[rng.randrange(len(items))] if rng.random() < 0.2 else segment.last
+            assert flat(segment.until(end)) == items[: items.index(end) + 1]
+            runs.written(end, now)
+            each.written(end, now)
+            assert len(runs) == len(each)
+        assert runs.due_at() == each.due_at()
+    assert flat(runs.next_segment(now, final=True)) == flat(each.next_segment(now, final=True))
