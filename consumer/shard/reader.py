@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 
 MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
 # The first call asks for few records so that the first ones are stored quickly even behind a
-# large backlog; each busy call doubles the limit up to the configured maximum.
-FIRST_LIMIT = 250
+# large backlog; each busy call doubles the limit up to the configured maximum. Few, because a
+# worker starts all its shards at once and the first write waits for the whole first round to
+# be fetched and parsed: at 64 shards 250 a call (16,000 records) put the first record 1.4-1.6 s
+# after launch, 50 a call 0.6-1.1 s; at 4 shards 0.5-0.7 s against 0.4-0.5, steady CPU alike
+# (python -m tests.bench --records 50000 --shards 64 --only ours, 2026-12-04).
+FIRST_LIMIT = 50
 # The longest pause between calls to a caught-up shard, unless configured otherwise: a
 # record put after a quiet spell waits at most this long for the call that reads it, so
 # that it is stored within a second (the call and the write take the rest).

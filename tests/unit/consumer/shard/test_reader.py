@@ -228,16 +228,16 @@ async def test_never_more_than_five_calls_a_second(idle_poll_s: float, busy: boo
     [
         pytest.param(
             10_000,
-            [True] * 9,
-            [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000],
+            [True] * 10,
+            [50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000],
             id="doubles-to-the-max",
         ),
-        pytest.param(1200, [True] * 5, [250, 500, 1000, 1200, 1200], id="capped-between"),
-        pytest.param(100, [True] * 3, [100, 100, 100], id="max-below-first-limit"),
+        pytest.param(1200, [True] * 7, [50, 100, 200, 400, 800, 1200, 1200], id="capped-between"),
+        pytest.param(30, [True] * 3, [30, 30, 30], id="max-below-first-limit"),
         pytest.param(
             10_000,
             [False, False, True, False, True, True],
-            [250, 250, 250, 500, 500, 1000],
+            [50, 50, 50, 100, 100, 200],
             id="only-busy-calls-double",
         ),
     ],
@@ -568,11 +568,11 @@ async def test_records_stay_charged_until_released() -> None:
 
 
 async def test_the_limit_asked_is_what_the_budget_grants() -> None:
-    budget = RecordBudget(100)
+    budget = RecordBudget(FIRST_LIMIT + 20)
     assert await budget.acquire(40) == 40
     kinesis = kinesis_holding([rec(1)])
     await fetch_n(make_reader(kinesis, budget=budget, limit=1000), 1)
-    assert kinesis.calls_of(GET_RECORDS)[0].args["Limit"] == 60
+    assert kinesis.calls_of(GET_RECORDS)[0].args["Limit"] == FIRST_LIMIT - 20
 
 
 async def test_a_reader_waits_while_the_budget_is_spent() -> None:
