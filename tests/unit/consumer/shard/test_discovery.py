@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from consumer.lease.model import AT_TIMESTAMP, LATEST, TRIM_HORIZON
-from consumer.shard.discovery import NewLease, Shard, list_shards, new_leases, shard_from_api
+from consumer.metrics import Metrics
+from consumer.shard.discovery import (
+    CREATE_IN_FLIGHT,
+    Lineage,
+    NewLease,
+    Shard,
+    list_shards,
+    new_leases,
+    shard_from_api,
+    waves,
+)
 
 
 def shard(shard_id: str, *parents: str, closed: bool = False) -> Shard:
@@ -252,3 +263,66 @@ def test_adopted_kcl_table_with_a_long_reshard_history() -> None:
                 children.append(child)
         generation = children
     assert plan(shards, set(generation), TRIM_HORIZON) == {}
+
+
+def test_waves_create_a_childs_lease_after_its_parents() -> None:
+    history = [
+        shard("A", closed=True),
+        shard("B", closed=True),
+        shard("A1", "A", closed=True),
+        shard("A2", "A"),
+        shard("M", "A1", "B"),  # a merge of a child and a root: after the deeper parent
+        shard("R"),
+    ]
+    created = new_leases(history, {"X"}, TRIM_HORIZON)
+    assert [[n.shard_id for n in wave] for wave in waves(created)] == [
+        ["A", "B", "R"],
+        ["A1", "A2"],
+        ["M"],
+    ]
+    # a parent leased already (not created now) does not hold its child back
+    again = new_leases([shard("P", closed=True), shard("C", "P")], {"P"}, TRIM_HORIZON)
+    assert [[n.shard_id for n in wave] for wave in waves(again)] == [["C"]]
+
+
+class SlowStore:
+    """A lease table whose creates take a while: records what was in flight and what existed
+    when each create began."""
+
+    def __init__(self) -> None:
+        self.existing: set[str] = set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.seen_at_create: dict[str, set[str]] = {}
+
+    async def create(self, shard_id: str, *_: Any) -> bool:
+        self.seen_at_create[shard_id] = set(self.existing)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        self.existing.add(shard_id)
+        return True
+
+
+async def test_a_sync_creates_many_leases_at_once_parents_first() -> None:
+    roots = [
+        {"ShardId": f"r{n:03d}", "SequenceNumberRange": {"EndingSequenceNumber": "9"}}
+        for n in range(40)
+    ]
+    children = [{"ShardId": f"c{n:03d}", "ParentShardId": f"r{n:03d}"} for n in range(40)]
+    store = SlowStore()
+    lineage = Lineage(
+        store,  # type: ignore[arg-type]
+        # children listed first: parents first interleaves them (r000, c000, r001, …), so
+        # creating in one go would start a child beside its parent
+        FakeKinesis([{"Shards": children + roots}]),  # type: ignore[arg-type]
+        "stream",
+        TRIM_HORIZON,
+        Metrics("stream"),
+        "w1",
+    )
+    assert await lineage.sync(frozenset()) == 80
+    assert store.most_in_flight == CREATE_IN_FLIGHT
+    for n in range(40):
+        assert f"r{n:03d}" in store.seen_at_create[f"c{n:03d}"], "a child before its parent"
