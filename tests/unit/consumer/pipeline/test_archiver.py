@@ -118,3 +118,32 @@ def test_each_record_is_named_by_the_hour_its_arrival_is_in() -> None:
         "dt=2026-01-01/hour=01",
     ]
     assert [e.hour for e in lined] == [hour_of(a) for a in arrivals]
+
+
+def test_a_line_carries_the_records_metadata_and_its_own_json() -> None:
+    """Lines made from bytes (the record's own JSON embedded) read as the re-encoded ones do:
+    the same metadata, JSON-escaped keys, an unknown arrival as null."""
+    batch = records(4, set())
+    batch[1]["PartitionKey"] = 'a "quoted" \\ key é'
+    batch[2]["ApproximateArrivalTimestamp"] = None
+    progress = finished(batch, None, [])
+    raw = entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=True, lines=True)
+    plain = entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=False, lines=True)
+    for ours, theirs, record in zip(raw, plain, batch, strict=True):
+        line, expected = orjson.loads(ours.line), orjson.loads(theirs.line)
+        assert ours.line.endswith(b"}\n") and ours.line.count(b"\n") == 1
+        assert line.pop("record") == orjson.loads(record["Data"])
+        expected.pop("record")
+        assert (
+            line
+            == expected
+            == {
+                "feed": "telemax",
+                "stream": "s",
+                "shard": 'shard-"1"',
+                "sequenceNumber": record["SequenceNumber"],
+                "subSequenceNumber": 0,
+                "partitionKey": record["PartitionKey"],
+                "arrival": record["ApproximateArrivalTimestamp"],
+            }
+        )
