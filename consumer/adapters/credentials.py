@@ -122,27 +122,54 @@ Fetch = Callable[[], Awaitable[tuple[Frozen, float]]]  # credentials and their e
 
 async def fetch_container(source: ContainerSource) -> tuple[Frozen, float]:
     """One fetch (its attempts included): the credentials and their expiry (epoch s)."""
-    last: Exception | None = None
-    for attempt in range(ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(ATTEMPT_PAUSE_S)
+
+    async def attempt() -> tuple[int, bytes]:
         pool = Http1Pool(
             source.url, size=1, connect_timeout=ATTEMPT_TIMEOUT_S, read_timeout=ATTEMPT_TIMEOUT_S
         )
         try:
             status, _, body = await pool.get(source.headers())
-        except CredentialRetrievalError:
-            raise
-        except Exception as exc:  # unreachable, reset, timed out: tried again
-            last = exc
-            continue
         finally:
             pool.close()
-        if status != 200:
-            last = ValueError(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+        return status, body
+
+    def refused(status: int, body: bytes) -> tuple[str, bool]:
+        return f"HTTP {status}: {body[:200].decode(errors='replace')}", True
+
+    body = await with_attempts(attempt, refused, PROVIDER, f"{source.url}: ")
+    return parse_answer(body)
+
+
+# (status, body) of an answer that is not 200 -> (what went wrong, whether to try again)
+Verdict = Callable[[int, bytes], tuple[str, bool]]
+
+
+async def with_attempts(
+    attempt: Callable[[], Awaitable[tuple[int, bytes]]],
+    verdict: Verdict,
+    provider: str,
+    where: str = "",
+) -> bytes:
+    """The body of the first 200 among ``ATTEMPTS`` attempts ``ATTEMPT_PAUSE_S`` apart: a
+    failed request (unreachable, reset, timed out) is tried again, another answer as
+    ``verdict`` says; else CredentialRetrievalError, which an attempt may raise itself."""
+    last = ""
+    for tried in range(ATTEMPTS):
+        if tried:
+            await asyncio.sleep(ATTEMPT_PAUSE_S)
+        try:
+            status, body = await attempt()
+        except CredentialRetrievalError:
+            raise
+        except Exception as exc:
+            last = f"{type(exc).__name__}: {exc}"
             continue
-        return parse_answer(body)
-    raise CredentialRetrievalError(provider=PROVIDER, error_msg=f"{source.url}: {last}")
+        if status == 200:
+            return body
+        last, again = verdict(status, body)
+        if not again:
+            break
+    raise CredentialRetrievalError(provider=provider, error_msg=f"{where}{last}")
 
 
 def parse_answer(body: bytes) -> tuple[Frozen, float]:

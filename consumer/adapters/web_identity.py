@@ -9,7 +9,6 @@ the token file is read at each exchange (the kubelet rotates it).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from xml.etree import ElementTree
 
 from botocore.exceptions import CredentialRetrievalError
 
-from consumer.adapters.credentials import ATTEMPT_PAUSE_S, ATTEMPTS, Frozen
+from consumer.adapters.credentials import Frozen, with_attempts
 from consumer.adapters.http1 import Http1Pool
 from consumer.adapters.tls import client_context
 
@@ -62,17 +61,14 @@ def web_identity_source(
 
 async def fetch_web_identity(source: WebIdentitySource) -> tuple[Frozen, float]:
     """One exchange (its attempts included): the credentials and their expiry (epoch s)."""
-    last = ""
-    for attempt in range(ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(ATTEMPT_PAUSE_S)
-        token = read_token(source.token_file)
+
+    async def attempt() -> tuple[int, bytes]:
         form = {
             "Action": "AssumeRoleWithWebIdentity",
             "Version": "2011-06-15",
             "RoleArn": source.role_arn,
             "RoleSessionName": source.session_name or f"botocore-session-{int(time.time())}",
-            "WebIdentityToken": token,
+            "WebIdentityToken": read_token(source.token_file),  # rotated: read each time
         }
         secure = source.sts_endpoint.startswith("https:")
         pool = Http1Pool(
@@ -87,18 +83,15 @@ async def fetch_web_identity(source: WebIdentitySource) -> tuple[Frozen, float]:
         }
         try:
             status, _, body = await pool.post(urlencode(form).encode(), headers)
-        except Exception as exc:  # unreachable, reset, timed out: tried again
-            last = f"{type(exc).__name__}: {exc}"
-            continue
         finally:
             pool.close()
-        if status == 200:
-            return parse_answer(body)
+        return status, body
+
+    def refused(status: int, body: bytes) -> tuple[str, bool]:
         code, message = _error_of(body)
-        last = f"{code or status}: {message}"
-        if status < 500 and code not in _RETRIED:
-            break
-    raise CredentialRetrievalError(provider=PROVIDER, error_msg=last)
+        return f"{code or status}: {message}", status >= 500 or code in _RETRIED
+
+    return parse_answer(await with_attempts(attempt, refused, PROVIDER))
 
 
 def read_token(path: str) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import pytest
 from botocore.exceptions import CredentialRetrievalError
 
-from consumer.adapters import web_identity as module
+from consumer.adapters import credentials
 from consumer.adapters.web_identity import (
     WebIdentitySource,
     fetch_web_identity,
@@ -62,7 +62,7 @@ class Sts:
 
 @pytest.fixture(autouse=True)
 def no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(module, "ATTEMPT_PAUSE_S", 0.0)
+    monkeypatch.setattr(credentials, "ATTEMPT_PAUSE_S", 0.0)  # the attempts' loop is there
 
 
 def source(url: str, token: Path, session: str | None = None) -> WebIdentitySource:
