@@ -193,7 +193,13 @@ class Lineage:
                 )
 
         for wave in waves(new_leases(shards, existing, self._initial)):
-            created += sum(await asyncio.gather(*(create(new) for new in wave)))
+            # every create of a wave ends before the sync goes on or fails (none left running
+            # unowned); a failure fails the sync, which the next round repeats
+            results = await asyncio.gather(*(create(new) for new in wave), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            created += sum(results)  # type: ignore[arg-type]
         if created:
             self._created.inc(created)
             self._log.info(

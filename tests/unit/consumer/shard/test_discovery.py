@@ -326,3 +326,26 @@ async def test_a_sync_creates_many_leases_at_once_parents_first() -> None:
     assert store.most_in_flight == CREATE_IN_FLIGHT
     for n in range(40):
         assert f"r{n:03d}" in store.seen_at_create[f"c{n:03d}"], "a child before its parent"
+
+
+class FailingStore(SlowStore):
+    async def create(self, shard_id: str, *_: Any) -> bool:
+        if shard_id == "r003":
+            raise RuntimeError("throttled")
+        return await super().create(shard_id)
+
+
+async def test_a_failed_create_fails_the_sync_with_no_create_left_running() -> None:
+    roots = [{"ShardId": f"r{n:03d}"} for n in range(10)]
+    store = FailingStore()
+    lineage = Lineage(
+        store,  # type: ignore[arg-type]
+        FakeKinesis([{"Shards": roots}]),  # type: ignore[arg-type]
+        "stream",
+        TRIM_HORIZON,
+        Metrics("stream"),
+        "w1",
+    )
+    with pytest.raises(RuntimeError, match="throttled"):
+        await lineage.sync(frozenset())
+    assert store.in_flight == 0 and len(store.existing) == 9
