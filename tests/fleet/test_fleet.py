@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,36 @@ SHARDS = 4
 
 def counts(fleet: Stack) -> Counter[str | None]:
     return Counter(fleet.owners().values())
+
+
+LEASE_WORDS = ("lease", "leader", "beat", "member", "shard_processing", "shard_stopped")
+
+
+def wait_balanced(
+    fleet: Stack, workers: list[WorkerProcess], timeout: float, what: str = "a balanced fleet"
+) -> None:
+    """:func:`balanced` within ``timeout``; else the failure says what the table and each
+    worker held, and the workers' last lease events and warnings (an intermittent stall at
+    start-up under a loaded CI left nothing else to read)."""
+    try:
+        wait_until(lambda: balanced(fleet, workers), timeout, what)
+    except AssertionError as exc:
+        said: dict[str, Any] = {}
+        for worker in workers:
+            try:
+                said[worker.worker_id] = worker.metrics().get("telemax_leases_held")
+            except Exception as why:  # a worker that died says so
+                said[worker.worker_id] = repr(why)
+        events = [
+            f"{e.at:.3f} {e.worker} {e.name} {e.fields}"
+            for e in worker_events(*workers)
+            if any(word in e.name for word in LEASE_WORDS)
+            or e.fields.get("level") in ("warning", "error")
+        ]
+        raise AssertionError(
+            f"{exc}\ntable: {counts(fleet)}; workers say they hold: {said}\n"
+            + "\n".join(events[-60:])
+        ) from None
 
 
 def balanced(fleet: Stack, workers: list[WorkerProcess]) -> bool:
@@ -90,7 +121,7 @@ def test_fleet_balances_within_three_lease_periods_then_stays_still(fleet: Stack
     with BackgroundProducer(fleet) as producer:
         workers = start_fleet(fleet)
         started = time.monotonic()
-        wait_until(lambda: balanced(fleet, workers), 3 * LEASE_DURATION_S, "a balanced fleet")
+        wait_balanced(fleet, workers, 3 * LEASE_DURATION_S)
         print(f"balanced after {time.monotonic() - started:.1f} s")
 
         owners = fleet.owners()
@@ -119,7 +150,7 @@ def test_sigkill_fails_over_within_lease_duration_and_loses_nothing(
     fleet.setup(shards=SHARDS)
     with BackgroundProducer(fleet) as producer:
         workers = start_fleet(fleet)
-        wait_until(lambda: balanced(fleet, workers), 3 * LEASE_DURATION_S, "a balanced fleet")
+        wait_balanced(fleet, workers, 3 * LEASE_DURATION_S)
         if victim_is == "leader":
             victim = leader_of(workers)
         else:
@@ -145,7 +176,7 @@ def test_sigterm_hands_over_within_two_seconds_and_loses_nothing(fleet: Stack) -
     fleet.setup(shards=SHARDS)
     with BackgroundProducer(fleet) as producer:
         workers = start_fleet(fleet)
-        wait_until(lambda: balanced(fleet, workers), 3 * LEASE_DURATION_S, "a balanced fleet")
+        wait_balanced(fleet, workers, 3 * LEASE_DURATION_S)
         leaver = max(workers, key=lambda w: counts(fleet)[w.worker_id])
         survivors = [w for w in workers if w is not leaver]
         handed = {shard for shard, owner in fleet.owners().items() if owner == leaver.worker_id}
@@ -169,7 +200,7 @@ def test_scale_one_to_three_to_one_loses_nothing(fleet: Stack) -> None:
         wait_until(lambda: counts(fleet) == {"w1": SHARDS}, 20, "w1 owns every shard")
         extra = listening([fleet.worker("w2"), fleet.worker("w3")])
         everyone = [first, *extra]
-        wait_until(lambda: balanced(fleet, everyone), 3 * LEASE_DURATION_S, "three-way split")
+        wait_balanced(fleet, everyone, 3 * LEASE_DURATION_S, "three-way split")
         for worker in extra:
             worker.signal(signal.SIGTERM)
         assert all(worker.wait(15) == 0 for worker in extra)
