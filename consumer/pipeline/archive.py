@@ -261,7 +261,7 @@ class ArchiveBuffer:
                 return
             weight = entry.weight
             if size + weight >= limit:
-                if type(entry) is Run:  # cut where an entry a record would have reached it
+                if type(entry) is Run:  # cut where its items one by one would reach it
                     wanted = -(-(limit - size) // NO_LINE_BYTES)
                     head, rest = entry.cut(max(wanted, 1))
                     if rest is not None:

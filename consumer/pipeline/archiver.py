@@ -273,16 +273,18 @@ def _lined_entries(
                 )
             )
         else:
-            meta = {
-                "feed": feed,
-                "stream": stream,
-                "shard": shard_id,
-                "sequenceNumber": sequence,
-                "subSequenceNumber": sub,
-                "partitionKey": key,
-                "arrival": arrived,
-            }
-            line = _line({**meta, "record": record_of(item)})
+            line = _line(
+                {
+                    "feed": feed,
+                    "stream": stream,
+                    "shard": shard_id,
+                    "sequenceNumber": sequence,
+                    "subSequenceNumber": sub,
+                    "partitionKey": key,
+                    "arrival": arrived,
+                    "record": record_of(item),
+                }
+            )
         entry = Entry((sequence, sub), where, line)
         found.append(entry)
         if facts is not None:
