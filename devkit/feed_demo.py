@@ -297,10 +297,17 @@ class FeedDemo:
             f"  archived records (s3://{BUCKET})  {sum(archived.values()):>8,}   "
             f"in {len(objects)} objects, each record once: {max(archived.values(), default=1) == 1}"
         )
-        for key in sorted(objects)[:4]:
+        # a few of each part: a lapsed lease (a slow backend) cuts more segments, and sorted
+        # names alone would show dead letters only
+        shown = [
+            key
+            for part in ("/records/", "/deadletters/")
+            for key in sorted(k for k in objects if part in k)[:2]
+        ]
+        for key in shown:
             say(f"    {key}")
-        if len(objects) > 4:
-            say(f"    … and {len(objects) - 4} more")
+        if len(objects) > len(shown):
+            say(f"    … and {len(objects) - len(shown)} more")
         counted = await self._insights(clients)
         say(f"  workers' exit codes               {codes}")
         ok = (
