@@ -10,7 +10,7 @@ commands' one-line error handling needs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -31,3 +31,14 @@ async def running(coro: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
+
+
+async def all_of(*aws: Awaitable[T]) -> list[T]:
+    """Every awaitable run at once, their results in order. Unlike a plain ``gather``, none is
+    left running unowned when one fails: all end first, then the first failure is raised as it
+    is (not wrapped in an ``ExceptionGroup``)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

@@ -28,6 +28,7 @@ from consumer.metrics import Metrics
 from kernel.aws import describe
 from kernel.backoff import sleep_or_stop
 from kernel.logs import get as get_logger
+from kernel.tasks import all_of
 
 BUSY_ROUND_S = 0.5  # a round of the leader (read the members, plan, write) while busy
 CALM_ROUND_S = 1.0  # ... and when nothing moved and every member beat on time
@@ -225,7 +226,7 @@ class Leader:
             for worker, member in sorted(members.items())
             if worker not in (self.me, leader) and not (member.leaving or member.draining)
         ]
-        await asyncio.gather(*(self._members.expect(member, due) for member in others))
+        await all_of(*(self._members.expect(member, due) for member in others))
 
     def _note_leader_counter(self, counter: int, now: float) -> None:
         if self._watched is None or self._watched.counter != counter:

@@ -15,7 +15,6 @@ conditional write fail, never a second owner.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +29,7 @@ from consumer.lease.roster import Observed, Roster
 from consumer.metrics import Metrics
 from kernel.aws import describe
 from kernel.logs import get as get_logger
+from kernel.tasks import all_of
 
 LEASE_SCAN_S = 120.0  # the lease table is read at least this often by the leader
 LEASE_RESCAN_S = 1.0  # ... and this soon after a shard ended or while an owner is unknown
@@ -172,9 +172,7 @@ class Rounds:
         }
         due = min(late.values())
         grantees.discard(self.me)  # a grant to ourselves wakes our own beat
-        await asyncio.gather(
-            *(self._members.expect(self.members[w], due - now) for w in sorted(grantees))
-        )
+        await all_of(*(self._members.expect(self.members[w], due - now) for w in sorted(grantees)))
 
     async def _scan(self, members: Mapping[str, Member]) -> None:
         scanned = await self._leases.list()
@@ -209,18 +207,18 @@ class Rounds:
         """Write the plan; the number of leases assigned or asked back."""
         if not self._leading():
             return 0  # lost meanwhile (a slow round): the next leader plans afresh
-        results = await asyncio.gather(*(self._assign(move) for move in moves.assign))
+        results = await all_of(*(self._assign(move) for move in moves.assign))
         grants: dict[str, set[str]] = {}
         for move, done in zip(moves.assign, results, strict=True):
             if done:
                 grants.setdefault(move.to, set()).add(move.key)
         members = self.members
-        granted = await asyncio.gather(
+        granted = await all_of(
             *(self._members.grant(members[w], frozenset(keys)) for w, keys in grants.items()),
         )
         if any(done and w == self.me for w, done in zip(grants, granted, strict=True)):
             self._on_self_grant()  # our next beat fetches them now, not a beat interval on
-        asked = await asyncio.gather(
+        asked = await all_of(
             *(self._members.revoke(members[w], frozenset(keys)) for w, keys in moves.revoke.items())
         )
         for (worker, keys), done in zip(moves.revoke.items(), asked, strict=True):
@@ -268,7 +266,7 @@ class Rounds:
             owner, free = lease.owner, not lease.finished and lease.key not in revoking
             if owner is not None and owner in live and free:
                 held.setdefault(owner, set()).add(lease.key)
-        await asyncio.gather(
+        await all_of(
             *(self._members.grant(self.members[w], frozenset(keys)) for w, keys in held.items())
         )
         self._elected = False

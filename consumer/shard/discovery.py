@@ -15,6 +15,7 @@ from consumer.lease.model import LATEST, TRIM_HORIZON, LeaseStore
 from consumer.lease.planner import parents_done
 from consumer.metrics import Metrics
 from kernel.logs import get as get_logger
+from kernel.tasks import all_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -193,13 +194,9 @@ class Lineage:
                 )
 
         for wave in waves(new_leases(shards, existing, self._initial)):
-            # every create of a wave ends before the sync goes on or fails (none left running
-            # unowned); a failure fails the sync, which the next round repeats
-            results = await asyncio.gather(*(create(new) for new in wave), return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-            created += sum(results)  # type: ignore[arg-type]
+            # a failure fails the sync (once the wave's other creates ended): the next round
+            # repeats it
+            created += sum(await all_of(*(create(new) for new in wave)))
         if created:
             self._created.inc(created)
             self._log.info(

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kernel.tasks import running
+from kernel.tasks import all_of, running
 
 pytestmark = pytest.mark.looptime
 
@@ -75,3 +75,20 @@ async def test_cancelling_the_owner_is_not_swallowed() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert ended == ["ended"]
+
+
+async def test_all_of_ends_every_call_before_raising_the_first_failure() -> None:
+    ended: list[str] = []
+
+    async def call(name: str, delay: float, fail: bool = False) -> str:
+        await asyncio.sleep(delay)
+        ended.append(name)
+        if fail:
+            raise ValueError(name)
+        return name
+
+    assert await all_of(call("a", 0.02), call("b", 0.01)) == ["a", "b"]
+    ended.clear()
+    with pytest.raises(ValueError, match="early"):
+        await all_of(call("early", 0.0, fail=True), call("slow", 0.05), call("late", 0.01, True))
+    assert sorted(ended) == ["early", "late", "slow"], "none left running"
