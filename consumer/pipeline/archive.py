@@ -161,13 +161,13 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     one at a time (the Lambda handler's batches, which are small)."""
     found: list[Entry] = []
     for piece in pieces:
-        if type(piece) is Run:
+        if isinstance(piece, Run):
             found.extend(
                 Entry(piece.positions[i], "", b"", False, piece.fact)
                 for i in range(piece.start, piece.stop)
             )
         else:
-            found.append(piece)  # type: ignore[arg-type]
+            found.append(piece)
     return found
 
 
