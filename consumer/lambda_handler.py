@@ -177,7 +177,14 @@ class Runtime:
                 write_slots=self._write_slots,
                 metrics=self.metrics,
             ),
-            alerting_for(self.settings, self._clients, self.metrics, self.key_names),
+            # a publish under way ends inside the reserve kept before the function's deadline
+            alerting_for(
+                self.settings,
+                self._clients,
+                self.metrics,
+                self.key_names,
+                finish_grace_s=RESERVE_MIN_S / 2,
+            ),
         )
         self._archive = batch_archive_for(self.settings, self._clients, self.metrics)
         self._insights = batch_insights_for(self.settings, self._clients.dynamodb, self.metrics)

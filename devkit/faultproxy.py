@@ -1,8 +1,9 @@
-"""A fault-injecting HTTP proxy for AWS JSON APIs (Kinesis, DynamoDB), for tests and soaks.
+"""A fault-injecting HTTP proxy for AWS APIs (Kinesis, DynamoDB, SNS, …), for tests and soaks.
 
 Emulators never throttle, never return ``UnprocessedItems`` and never drop connections, so
 tests put this proxy between a worker and an emulator. It binds 127.0.0.1, forwards every
-request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` header):
+request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` header of the
+JSON APIs, the ``Action`` field of the query APIs such as SNS):
 
 - ``error``: answer ``status`` with the AWS error ``code`` instead of forwarding;
 - ``unprocessed`` (BatchWriteItem): forward only some items, return the rest as
@@ -10,6 +11,8 @@ request, and applies *rules* chosen per API operation (the ``X-Amz-Target`` head
 - ``delay``: wait ``delay_s`` and then forward (longer than the client's read timeout makes a
   read timeout);
 - ``reset``: close the connection without answering;
+- ``slow_answer``: forward at once, then wait ``delay_s`` before passing the answer on (the
+  request is applied while the client still waits: a cancelled caller never learns it was);
 - ``lose_answer``: forward, then close the connection instead of passing the answer on (the
   request was applied; the client sees a dropped connection and, botocore, sends it again);
 - ``blackhole``: never answer, never forward (a network partition: the request hangs until
@@ -35,8 +38,9 @@ import gzip
 import random
 import threading
 import time
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -45,7 +49,7 @@ from aiohttp import web
 
 from devkit.local import LOCALHOST, free_port
 
-KINDS = ("error", "unprocessed", "delay", "reset", "lose_answer", "blackhole")
+KINDS = ("error", "unprocessed", "delay", "slow_answer", "reset", "lose_answer", "blackhole")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 PAGED_READS = frozenset({"Scan", "Query"})
@@ -255,7 +259,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        operation = request.headers.get("X-Amz-Target", "").rpartition(".")[2] or "?"
+        operation = operation_of(request.headers, body)
         rule = self._pick(operation, body)
         if rule is None:
             return await self._forward(request, body, operation)
@@ -270,6 +274,10 @@ class FaultProxy:
         if rule.kind == "delay":
             await asyncio.sleep(rule.delay_s)
             return await self._forward(request, body, operation)
+        if rule.kind == "slow_answer":
+            answer = await self._forward(request, body, operation)
+            await asyncio.sleep(rule.delay_s)
+            return answer
         if rule.kind == "unprocessed" and operation == "BatchWriteItem":
             return await self._unprocessed(request, body, rule)
         return error_response(request, rule.code, rule.status)
@@ -321,6 +329,19 @@ class FaultProxy:
         answer = {"UnprocessedItems": left}
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
         return web.Response(status=200, body=orjson.dumps(answer), headers=headers)
+
+
+def operation_of(headers: Mapping[str, str], body: bytes) -> str:
+    """The API operation a request calls: ``X-Amz-Target``'s last part (JSON APIs), else the
+    form's ``Action`` (query APIs: SNS, SQS's query protocol); ``?`` when neither says."""
+    target = headers.get("X-Amz-Target", "")
+    if target:
+        return target.rpartition(".")[2] or "?"
+    if body.startswith(b"Action=") or b"&Action=" in body:
+        actions = urllib.parse.parse_qs(body.decode("utf-8", "replace")).get("Action")
+        if actions:
+            return actions[0]
+    return "?"
 
 
 def is_dynamodb(request: web.Request) -> bool:

@@ -15,9 +15,15 @@ Exactly once, per alert identity (``feed|rule|key``):
 3. **Mark** ``state = sent`` (PutItem) right after its own publish, before the sink calls the
    alert durable.
 
-The one gap: a claimant that dies after SNS accepted a message and before its mark is written
-(one DynamoDB write) leaves a claim that is taken over and published again. A FIFO topic
-(``….fifo``) closes that gap too: every message carries the alert identity's digest as its
+A send stopped from outside (a lost lease, a shutdown cancels the shard's writes) lets a
+Publish already under way and its mark end first, within a bounded grace (half the claim's
+patience; the Lambda handler's is shorter, inside its deadline reserve).
+
+The gaps that remain, each between SNS taking a message and the mark: a claimant that dies
+there (or outlives its grace) leaves a claim that is taken over and published again; and a
+Publish whose answer is lost (a dropped connection, a read timeout) is sent again by the
+client's retries, as SNS may have taken it or not (nothing is dropped on a doubt). A FIFO
+topic (``….fifo``) closes both: every message carries the alert identity's digest as its
 ``MessageDeduplicationId``, and SNS drops a repeat within five minutes.
 
 Ledger items expire through the table's TTL attribute ``expiresAt`` after ``retention_s``
@@ -49,6 +55,7 @@ from kernel.aws import (
 )
 from kernel.errors import ConfigError
 from kernel.logs import get as get_logger
+from kernel.tasks import to_the_end
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -125,6 +132,7 @@ class AlertWire:
         rate: float,
         stale_after_s: float,
         retention_s: float = DEFAULT_RETENTION_S,
+        finish_grace_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -136,6 +144,11 @@ class AlertWire:
         self._fifo = topic_arn.endswith(".fifo")
         self._bucket = TokenBucket(rate, max(1.0, rate), clock)
         self._stale_after_s = stale_after_s
+        # Within this share a claim checked just before the publish is safe from take-over
+        # (see _still_mine): finishing later would race a peer anyway.
+        self._finish_grace_s = (
+            stale_after_s * CLAIM_SAFE_SHARE if finish_grace_s is None else finish_grace_s
+        )
         self._retention_s = retention_s
         self._clock = clock
         self._wall = wall_clock
@@ -179,19 +192,26 @@ class AlertWire:
         record), and the claim is the worker's, not the batch's — the later one waits, and
         finds the alert no longer its own to send once the first has marked it. False: the
         claim was taken over while this worker stood still (see :meth:`_still_mine`), so
-        the alert is not published here: its new claimant sends it."""
+        the alert is not published here: its new claimant sends it.
+
+        From the Publish call on, a cancellation (a lost lease, a shutdown) waits for the
+        publish and its mark to end, up to ``finish_grace_s``: cut between them, the claim
+        would stand still and a peer would publish the alert a second time."""
         async with self._one_at_a_time(alert.id):
             if alert.id not in self._claims.mine:
                 return True
-            if alert.id not in self._claims.published and not await self._publish(alert):
+            if alert.id not in self._claims.published and not await self._my_turn(alert):
                 return False
-            await self._db.put_item(
-                TableName=self.ledger_table, Item=self._ledger_item(alert, SENT)
-            )
-            self._claims.mine.pop(alert.id, None)
-            self._claims.published.pop(alert.id, None)
-            self._claims.marked.add(alert.id)
+            await to_the_end(self._publish_and_mark(alert), self._finish_grace_s)
             return True
+
+    async def _publish_and_mark(self, alert: Alert) -> None:
+        if alert.id not in self._claims.published:
+            await self._publish(alert)
+        await self._db.put_item(TableName=self.ledger_table, Item=self._ledger_item(alert, SENT))
+        self._claims.mine.pop(alert.id, None)
+        self._claims.published.pop(alert.id, None)
+        self._claims.marked.add(alert.id)
 
     @contextlib.asynccontextmanager
     async def _one_at_a_time(self, alert_id: str) -> AsyncIterator[None]:
@@ -308,13 +328,15 @@ class AlertWire:
         self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
         return True
 
-    async def _publish(self, alert: Alert) -> bool:
-        """Publish on our claim, its turn come (False: the claim was lost meanwhile)."""
+    async def _my_turn(self, alert: Alert) -> bool:
+        """Wait for the rate's turn, then answer whether the claim is still ours to publish
+        on (False: lost meanwhile). Nothing is sent yet: a cancellation here costs nothing."""
         while (delay := self._bucket.wait_s()) > 0:
             self._held_back.inc()
             await asyncio.sleep(delay)
-        if not await self._still_mine(alert):
-            return False
+        return await self._still_mine(alert)
+
+    async def _publish(self, alert: Alert) -> None:
         attributes = {
             name: {"DataType": "String", "StringValue": value}
             for name, value in (("feed", alert.feed), ("rule", alert.rule), ("key", alert.key))
@@ -332,7 +354,6 @@ class AlertWire:
         )
         self._claims.published[alert.id] = answer.get("MessageId", "")
         self._outcomes.labels(alert.feed, alert.rule, "published").inc()
-        return True
 
 
 ALERT_CONCURRENCY = 4  # chunks of alerts in flight per worker: alerts are rare
@@ -344,6 +365,7 @@ def alerting_for(
     metrics: Metrics,
     key_names: Sequence[str],
     *,
+    finish_grace_s: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Alerting | None:
     """The alert destination ``settings`` ask for, or None when alerts are off; a rule that
@@ -361,6 +383,7 @@ def alerting_for(
         rate=settings.alert_rate,
         stale_after_s=settings.lease_duration_s,
         retention_s=settings.alert_ledger_retention_s,
+        finish_grace_s=finish_grace_s,
         clock=clock,
     )
     sink = Sink(

@@ -17,6 +17,7 @@ from consumer.pipeline.alerts import Alert, alert
 from consumer.pipeline.publish import AlertWire, check_alerting
 from consumer.pipeline.sink import Sink
 from consumer.testing import FakeClock
+from devkit.faultproxy import FaultProxy, Rule
 from kernel.aws import Clients, open_clients
 from kernel.errors import ConfigError
 from tests.support import AlertTopic as Topic
@@ -201,6 +202,38 @@ async def test_a_slow_claimant_renews_its_claim_and_publishes_once(
     assert int(claim["claimedAt"]["N"]) > int(before)
     assert await wire.send([slow]) == []
     assert len(topic.received()) == 1
+
+
+async def test_a_send_cancelled_after_sns_took_the_alert_still_marks_it_sent(
+    stack: Stack, moto_endpoint: str, clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost lease (or a shutdown) cancels a shard's writes. Cancelled between SNS taking an
+    alert and the ledger's mark, the claim would stay ``claimed`` and a peer would take it
+    over and publish it again: the orders demo once saw 12 of 25 alerts twice. The publish
+    and its mark run to their end; the cancellation then goes on."""
+    topic = Topic(stack, moto_endpoint)
+    batch = alerts(3)
+    slow = [Rule("Publish", "slow_answer", delay_s=1.0)]  # SNS takes it, answers a second later
+    with FaultProxy(moto_endpoint, slow) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", proxy.endpoint)
+        async with open_clients(services=("sns",)) as through_proxy:
+            sink, _ = wire_for(through_proxy, topic, "w1")
+            writing = asyncio.create_task(sink.write(batch))
+            while proxy.forwarded["Publish"] < len(batch):  # every alert is SNS's now
+                await asyncio.sleep(0.02)
+            writing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await writing
+    clock = FakeClock()
+    peer, metrics = wire_for(clients, topic, "w2", clock)
+    wire: Any = peer.wire
+    assert await wire.send(batch) == [], "found sent, not claimed by a worker that stopped"
+    clock.advance(4.1)  # past the claim's patience: nothing is left to take over either
+    assert await wire.send(batch) == []
+    assert outcome(metrics, "duplicate") == 6 and outcome(metrics, "taken_over") == 0
+    assert sorted(m["MessageAttributes"]["key"]["Value"] for m in topic.received()) == sorted(
+        a.key for a in batch
+    )
 
 
 async def test_publishing_is_rate_limited_and_what_waits_is_counted(

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from devkit.faultproxy import items_by_table
+from devkit.faultproxy import items_by_table, operation_of
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,20 @@ def test_items_by_table(
     expected: dict[str, int],
 ) -> None:
     assert items_by_table(operation, request_body, status, orjson.dumps(answer)) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"X-Amz-Target": "DynamoDB_20120810.PutItem"}, b"{}", "PutItem"),
+        ({"X-Amz-Target": "Kinesis_20131202.GetRecords"}, b"{}", "GetRecords"),
+        ({}, b"Action=Publish&Version=2010-03-31&TopicArn=arn", "Publish"),
+        ({}, b"Version=2012-11-05&Action=SendMessage&MessageBody=x", "SendMessage"),
+        ({}, b"MessageBody=Action%3DPublish", "?"),  # a field's value names no operation
+        ({}, b"", "?"),
+    ],
+)
+def test_operation_of_json_and_query_requests(
+    headers: dict[str, str], body: bytes, expected: str
+) -> None:
+    assert operation_of(headers, body) == expected

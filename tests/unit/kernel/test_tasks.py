@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kernel.tasks import all_of, running
+from kernel.tasks import all_of, running, to_the_end
 
 pytestmark = pytest.mark.looptime
 
@@ -92,3 +92,67 @@ async def test_all_of_ends_every_call_before_raising_the_first_failure() -> None
     with pytest.raises(ValueError, match="early"):
         await all_of(call("early", 0.0, fail=True), call("slow", 0.05), call("late", 0.01, True))
     assert sorted(ended) == ["early", "late", "slow"], "none left running"
+
+
+async def step(log: list[str], seconds: float, result: str = "done") -> str:
+    await asyncio.sleep(seconds)
+    log.append(result)
+    return result
+
+
+async def test_to_the_end_gives_the_result_when_nobody_cancels() -> None:
+    log: list[str] = []
+    assert await to_the_end(step(log, 1), grace_s=5) == "done"
+
+    async def broken() -> None:
+        raise KeyError("as it is")
+
+    with pytest.raises(KeyError, match="as it is"):
+        await to_the_end(broken(), grace_s=5)
+
+
+async def test_a_cancelled_caller_lets_the_work_end_then_is_cancelled() -> None:
+    """The work (a publish and its mark) ends although its caller was cancelled in between;
+    the caller then stops as asked, after the work, not before."""
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    caller = asyncio.create_task(to_the_end(step(log, 2), grace_s=5))
+    await asyncio.sleep(1)
+    started = loop.time()
+    caller.cancel()
+    await asyncio.sleep(0.5)
+    caller.cancel()  # asked twice (a shutdown on top of a lost lease): still within the grace
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert log == ["done"]
+    assert loop.time() - started == pytest.approx(1)
+
+
+async def test_the_work_is_cancelled_once_the_grace_is_spent() -> None:
+    log: list[str] = []
+    loop = asyncio.get_running_loop()
+    caller = asyncio.create_task(to_the_end(step(log, 60), grace_s=3))
+    await asyncio.sleep(1)
+    started = loop.time()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert loop.time() - started == pytest.approx(3), "bounded: the grace, not the work"
+    await asyncio.sleep(120)
+    assert log == [], "the work was cancelled, not left running"
+
+
+async def test_a_failure_of_the_work_after_the_cancel_is_not_lost_silently() -> None:
+    """The caller was cancelled: the cancellation goes on; the work's failure is retrieved
+    (no 'exception never retrieved' from the garbage collector), not swallowed unseen."""
+
+    async def fails_late() -> None:
+        await asyncio.sleep(2)
+        raise KeyError("late")
+
+    caller = asyncio.create_task(to_the_end(fails_late(), grace_s=5))
+    await asyncio.sleep(1)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError) as cancelled:
+        await caller
+    assert isinstance(cancelled.value.__cause__, KeyError)
