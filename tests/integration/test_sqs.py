@@ -102,6 +102,10 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
 
 
 def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) -> None:
+    """One receive loop: moto hands a FIFO group (even one message) to two concurrent
+    receives now and then on a loaded machine (tests/emulators/moto_sqs_fifo_race.py: 6-7
+    in 150-300 trials beside a CPU hog) — SQS never does, and a CI run once stored an
+    order's first version last that way. Order across batches is what this test checks."""
     stack.setup(TELEMAX_FEED="orders")
     sqs, url = make_queue(stack, moto_endpoint, fifo=True)
     for group in ("g1", "g2", "g3"):  # each order updated five times, in its group's order
@@ -117,6 +121,7 @@ def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) 
         TELEMAX_SOURCE="sqs",
         TELEMAX_QUEUE_URL=url,
         TELEMAX_SQS_WAIT_S="1",
+        TELEMAX_SQS_RECEIVERS="1",
     )
     wait_until(lambda: queue_empty(sqs, url), 60, "every message deleted")
     items = stack.scan()
