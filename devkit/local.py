@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -125,8 +126,11 @@ def sample(text: str, name: str, **labels: str) -> float:
     )
 
 
-def scrape(url: str, timeout: float = 2.0) -> dict[str, float]:
-    """Prometheus text at ``url`` -> {sample name: value summed over labels}."""
+def scrape(url: str, timeout: float = 2.0, names: Sequence[str] = ()) -> dict[str, float]:
+    """Prometheus text at ``url`` -> {sample name: value summed over labels}; ``names``:
+    only those samples (``name[]``: the worker answers with them alone, cheaply)."""
+    if names:
+        url += "?" + urllib.parse.urlencode([("name[]", name) for name in names])
     with urllib.request.urlopen(url, timeout=timeout) as answer:
         text = answer.read().decode()
     totals: dict[str, float] = {}
@@ -149,10 +153,12 @@ def local_client(service: str, endpoint: str) -> Any:
     )
 
 
-def scrape_or_nothing(port: int, timeout: float = 1.0) -> dict[str, float]:
+def scrape_or_nothing(
+    port: int, timeout: float = 1.0, names: Sequence[str] = ()
+) -> dict[str, float]:
     """A local process's metrics, or {} while its server is not up (or the process is gone)."""
     try:
-        return scrape(f"http://{LOCALHOST}:{port}/metrics", timeout=timeout)
+        return scrape(f"http://{LOCALHOST}:{port}/metrics", timeout=timeout, names=names)
     except OSError:
         return {}
 

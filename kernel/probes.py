@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -47,34 +48,41 @@ MAX_REQUEST_BYTES = 16 * 1024  # a request line and headers; a probe sends a few
 READ_TIMEOUT_S = 10.0  # a client that sends nothing is let go
 
 
-def routes(registry: CollectorRegistry, health: Health) -> dict[str, Callable[[], Answer]]:
-    def metrics() -> Answer:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+def routes(registry: CollectorRegistry, health: Health) -> dict[str, Callable[[str], Answer]]:
+    """Each path's answer, given the request's query string."""
 
-    def healthz() -> Answer:
+    def metrics(query: str) -> Answer:
+        # ``name[]=…`` narrows the answer to those samples, as prometheus_client's own
+        # handler allows: a poller of one counter does not pay the whole exposition.
+        names = urllib.parse.parse_qs(query).get("name[]")
+        source = registry.restricted_registry(names) if names else registry
+        return 200, CONTENT_TYPE_LATEST, generate_latest(source)
+
+    def healthz(query: str) -> Answer:
         ok = health.alive()
         return (200, TEXT, b"ok\n") if ok else (503, TEXT, b"event loop stalled\n")
 
-    def readyz() -> Answer:
+    def readyz(query: str) -> Answer:
         ok = health.ready()
         return (200, TEXT, b"ready\n") if ok else (503, TEXT, b"not ready\n")
 
     return {"/metrics": metrics, "/healthz": healthz, "/readyz": readyz}
 
 
-def answer_to(head: bytes, table: dict[str, Callable[[], Answer]]) -> tuple[Answer, bool]:
+def answer_to(head: bytes, table: dict[str, Callable[[str], Answer]]) -> tuple[Answer, bool]:
     """The answer to a request's head (its request line and headers), and whether to send its
     body (not for HEAD). Pure: the server below only reads and writes."""
     try:
         method, target, _version = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
     except ValueError:
         return (400, TEXT, b"bad request\n"), True
-    route = table.get(target.split("?", 1)[0])
+    path, _, query = target.partition("?")
+    route = table.get(path)
     if route is None:
         return (404, TEXT, b"not found\n"), method != "HEAD"
     if method not in ("GET", "HEAD"):
         return (405, TEXT, b"GET only\n"), True
-    return route(), method == "GET"
+    return route(query), method == "GET"
 
 
 def encode(answer: Answer, with_body: bool) -> bytes:

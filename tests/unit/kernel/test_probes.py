@@ -14,9 +14,10 @@ from kernel.probes import Answer, Health, answer_to, routes, serve
 pytestmark = pytest.mark.timeout(20)
 
 
-def table(ready: bool = True, alive: bool = True) -> dict[str, Callable[[], Answer]]:
+def table(ready: bool = True, alive: bool = True) -> dict[str, Callable[[str], Answer]]:
     registry = CollectorRegistry()
     Counter("telemax_things", "things", registry=registry).inc(3)
+    Counter("telemax_others", "others", ["shard"], registry=registry).labels("s-1").inc(5)
     health = Health(ready=lambda: ready)
     if not alive:
         health.beat_at = -1e9
@@ -46,6 +47,21 @@ def test_readiness_and_liveness_say_503_when_not() -> None:
         "text/plain; charset=utf-8",
     )
     assert answer_to(b"GET /healthz HTTP/1.1\r\n\r\n", table(alive=False))[0][0] == 503
+
+
+def test_metrics_can_be_asked_for_by_name_as_prometheus_clients_handler_allows() -> None:
+    """``name[]`` narrows the answer to those samples: a test or bench that polls one counter
+    several times a second must not pay the whole exposition each time (at 64 shards it was
+    ~7 % of a bench worker's steady CPU at 5 polls a second)."""
+    everything = answer_to(b"GET /metrics HTTP/1.1\r\n\r\n", table())[0][2]
+    assert b"telemax_things_total 3.0" in everything and b"telemax_others_total" in everything
+    head = b"GET /metrics?name[]=telemax_things_total HTTP/1.1\r\n\r\n"
+    (status, _, body), _ = answer_to(head, table())
+    assert status == 200
+    assert b"telemax_things_total 3.0" in body and b"telemax_others" not in body
+    escaped = b"GET /metrics?name%5B%5D=telemax_others_total&name%5B%5D=x HTTP/1.1\r\n\r\n"
+    body = answer_to(escaped, table())[0][2]
+    assert b'telemax_others_total{shard="s-1"} 5.0' in body and b"telemax_things" not in body
 
 
 async def exchange(port: int, request: bytes) -> bytes:
