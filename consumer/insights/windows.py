@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -91,6 +92,9 @@ class InsightSpec:
         values —, a few passes over the batch instead of a call per item (3.6 µs a TELEMAX
         reading one by one, measured in the worker), the usual times and group values read
         from memos, and one group tuple per group value, shared by its records."""
+        at_once = self._columns_at_once(items)
+        if at_once is not None:
+            return at_once
         name = self.time_field
         seconds = _seconds([a.get("S") if (a := item.get(name)) else None for item in items])
         columns: list[list[Decimal | str | None]] = [
@@ -101,6 +105,37 @@ class InsightSpec:
         ]
         return seconds, self._groups(items), columns
 
+    def _columns_at_once(
+        self, items: Sequence[Attributes]
+    ) -> tuple[list[int | None], list[Group], list[list[Decimal | str | None]]] | None:
+        """:meth:`columns_of` for a batch whose every item has the usual shape — its time and
+        its one group field strings, each measure a number attribute —, each item touched
+        once (the attributes picked in C, then the columns turned); None when one has not,
+        and the batch is read column by column. (A pass per column over a GetRecords batch
+        of 10,000 items, each pass missing the cache, cost 13 % of the insights worker's
+        steady window at 4 shards.)"""
+        picks = self._picks
+        if picks is None or not items:
+            return None
+        try:
+            rows = list(map(picks, items))
+            times, group_values, *measured = zip(*rows, strict=True)
+            texts: list[str | None] = list(map(_S, times))
+            group_texts: list[Any] = list(map(_S, group_values))
+            columns: list[list[Decimal | str | None]] = [list(map(_N, c)) for c in measured]
+        except (KeyError, TypeError):  # an attribute missing, of another type, or None
+            return None
+        return _seconds(texts), self._groups_of(group_texts, items), columns
+
+    @functools.cached_property
+    def _picks(self) -> Callable[[Attributes], tuple[Any, ...]] | None:
+        """The usual shape's attributes of an item in one call (None: no usual shape here)."""
+        one, plan = self._plan
+        fields = [attribute for attribute, _ in plan]
+        if one is None or None in fields:
+            return None
+        return operator.itemgetter(self.time_field, one, *fields)
+
     def _groups(self, items: Sequence[Attributes]) -> list[Group]:
         one = self._plan[0]
         if one is None:
@@ -109,6 +144,18 @@ class InsightSpec:
         found: list[Any] = [
             known.get(a.get("S"), _MISSING) if (a := item.get(one)) else _MISSING for item in items
         ]
+        return self._filled(found, items)
+
+    def _groups_of(self, texts: list[Any], items: Sequence[Attributes]) -> list[Group]:
+        """The groups of items whose one group field is the string ``texts[i]``."""
+        known = self._group_memo
+        return self._filled([known.get(text, _MISSING) for text in texts], items)
+
+    def _filled(self, found: list[Any], items: Sequence[Attributes]) -> list[Group]:
+        """``found`` with each group the memo did not know made (and memoised)."""
+        one = self._plan[0]
+        assert one is not None
+        known = self._group_memo
         if _MISSING in found:
             for index, group in enumerate(found):
                 if group is _MISSING:
@@ -136,10 +183,13 @@ class InsightSpec:
 
 
 _MISSING: Any = object()
+_S, _N = operator.itemgetter("S"), operator.itemgetter("N")
 _MEMO_SIZE = 65_536  # each memo's bound: a stream moves on through time and groups
 _SECONDS: dict[str, Any] = {}  # "YYYY-MM-DDTHH:MM:SS" -> its epoch second (None: not a time)
 # what follows those 19 characters in a usual time: "Z", ".Z", ".123Z", … (as epoch_second says)
 _USUAL_TAIL = re.compile(r"(?:\.[0-9]*)?Z\Z").match
+# the same, for lines of texts joined by newlines: each line's first 19 characters
+_USUAL_LINES = re.compile(r"^(.{19})(?:\.[0-9]*)?Z$", re.MULTILINE).findall
 
 
 def epoch_second(text: str) -> int | None:
@@ -169,18 +219,37 @@ def _seconds(texts: list[str | None]) -> list[int | None]:
     before is a match of its tail and a memo lookup; the rest goes through
     :func:`epoch_second`, which fills the memo. (A head is in ``_SECONDS`` only if its
     separators were checked.)"""
-    heads, usual = _SECONDS, _USUAL_TAIL
-    found: list[Any] = [
-        (heads.get(text[:19], _MISSING) if usual(text, 19) else _MISSING)
-        if text is not None
-        else None
-        for text in texts
-    ]
+    known, usual = _SECONDS, _USUAL_TAIL
+    heads = _usual_heads(texts)
+    found: list[Any]
+    if heads is not None:
+        found = [known.get(head, _MISSING) for head in heads]
+    else:
+        found = [
+            (known.get(text[:19], _MISSING) if usual(text, 19) else _MISSING)
+            if text is not None
+            else None
+            for text in texts
+        ]
     if _MISSING in found:
         for index, second in enumerate(found):
             if second is _MISSING:
                 found[index] = epoch_second(texts[index])  # type: ignore[arg-type]
     return found
+
+
+def _usual_heads(texts: list[str | None]) -> list[str] | None:
+    """Each text's first 19 characters when every text is a usual time by its tail (as
+    ``_USUAL_TAIL`` says), else None: one regex pass over the texts joined by newlines —
+    none holds one, so line ``i`` is text ``i`` — instead of a match call a text (0.44 →
+    0.2 µs a TELEMAX reading)."""
+    if not texts or None in texts:
+        return None
+    joined = "\n".join(texts)  # type: ignore[arg-type]
+    if joined.count("\n") != len(texts) - 1:
+        return None
+    heads = _USUAL_LINES(joined)
+    return heads if len(heads) == len(texts) else None
 
 
 def _parse_second(text: str) -> int | None:

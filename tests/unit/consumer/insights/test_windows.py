@@ -205,3 +205,68 @@ def test_a_batchs_facts_are_each_items_read_one_by_one(spec: InsightSpec) -> Non
         assert list(zip(seconds, groups, values, strict=True)) == expected
         assert [spec.fact_of(one) for one in batch] == expected
     assert spec.columns_of([]) == ([], [], [[] for _ in spec.measures])
+
+
+USUAL_FORMS = [  # a usual time's tail; the last two are not times, but end as one does
+    "2026-12-03T10:{:02d}:{:02d}Z",
+    "2026-12-03T10:{:02d}:{:02d}.5Z",
+    "2026-12-03T10:{:02d}:{:02d}.Z",
+    "2026-12-03T10:{:02d}:{:02d}.123456Z",
+    "2026-12-03 10:{:02d}:{:02d}.5Z",
+    "2026-02-30T10:{:02d}:{:02d}Z",
+]
+
+
+def usual_item(rng: random.Random) -> dict[str, Any]:
+    """An item of the usual shape: time and group strings, number measures."""
+    return {
+        "at": {"S": rng.choice(USUAL_FORMS).format(rng.randrange(60), rng.randrange(60))},
+        "link": {"S": rng.choice(["L1", "L2", "7", ""])},
+        "v": {"N": rng.choice(["1.5", "-2", "x", "0"])},
+        "w": {"N": "3"},
+        "extra": {"BOOL": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        InsightSpec(300, "at", ("link",), (field("v"), field("w"))),
+        InsightSpec(60, "at", ("link",), ()),
+        InsightSpec(300, "at", ("link", "zone"), (field("v"),)),  # never the usual shape
+    ],
+    ids=["one-group", "no-measure", "two-groups"],
+)
+def test_a_usual_batch_read_at_once_is_its_items_read_one_by_one(spec: InsightSpec) -> None:
+    """A batch of usual items is read in one pass (columns_of's fast path); with one odd
+    item anywhere in it — an attribute missing, of another type, an empty one — the batch
+    is read column by column: the facts are the same either way."""
+    rng = random.Random(7)
+    for trial in range(40):
+        batch = [usual_item(rng) for _ in range(rng.randrange(1, 60))]
+        if trial % 2:
+            odd = odd_item(rng)
+            odd["link"] = rng.choice([{"N": "7"}, {}, {"S": "L9"}])
+            batch[rng.randrange(len(batch))] = odd
+        expected = [
+            (
+                spec.event_second(one),
+                spec.group_of(one),
+                tuple(measure.raw(one) for measure in spec.measures),
+            )
+            for one in batch
+        ]
+        seconds, groups, columns = spec.columns_of(batch)
+        values = list(zip(*columns, strict=True)) if columns else [()] * len(batch)
+        assert list(zip(seconds, groups, values, strict=True)) == expected
+
+
+def test_times_read_at_once_stay_each_items_own() -> None:
+    """The usual times are matched in one pass over the texts joined by newlines: a text
+    holding a newline (two times in one, then a text that is none) must not shift them."""
+    spec = InsightSpec(60, "at", ("link",), ())
+    texts = ["2026-12-03T10:00:00Z\n2026-12-03T10:00:01Z", "garbage", "2026-12-03T10:00:02Z"]
+    batch = [{"at": {"S": text}, "link": {"S": "L1"}} for text in texts]
+    seconds, _, _ = spec.columns_of(batch)
+    assert seconds == [None, None, spec.event_second(batch[2])]
+    assert seconds[2] is not None
