@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kernel.aws import classify, error_code, is_throttle
@@ -19,6 +19,7 @@ from kernel.backoff import Backoff
 from kernel.errors import Action
 from kernel.kpl import MAX_RECORD_BYTES
 from kernel.kpl.encode import Entry, aggregate
+from kernel.rate import TokenBucket
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -65,26 +66,6 @@ def batches(
         size += entry.size
     if batch:
         yield batch
-
-
-class TokenBucket:
-    """``rate`` tokens per second, bursts up to one second's worth; ``initial`` tokens at first."""
-
-    def __init__(
-        self, rate: float, clock: Callable[[], float] = time.monotonic, initial: float = 0.0
-    ) -> None:
-        self.rate = rate
-        self._clock = clock
-        self._tokens = min(rate, initial)
-        self._at = clock()
-
-    def delay_for(self, tokens: int) -> float:
-        """Take ``tokens``; return how long to wait before using them."""
-        now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        self._tokens -= tokens
-        return max(0.0, -self._tokens / self.rate)
 
 
 async def put_records(

@@ -55,6 +55,7 @@ from kernel.aws import (
 )
 from kernel.errors import ConfigError
 from kernel.logs import get as get_logger
+from kernel.rate import TokenBucket
 from kernel.tasks import to_the_end
 
 if TYPE_CHECKING:
@@ -69,29 +70,6 @@ CLAIM_SAFE_SHARE = 0.5
 SNS_REFUSALS = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
 
 
-class TokenBucket:
-    """``rate`` per second, bursts up to ``burst``; time is a parameter (tests)."""
-
-    def __init__(
-        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._at = clock()
-
-    def wait_s(self) -> float:
-        """Take a token now and answer 0, or answer how long until one is there."""
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-
 @dataclasses.dataclass
 class _Claims:
     """What this worker knows of alerts it is sending (forgotten once marked)."""
@@ -103,6 +81,10 @@ class _Claims:
     marked: set[str] = dataclasses.field(default_factory=set)
     # claims of others: id -> (their claimedAt, when we first saw that claim, monotonic)
     seen: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)
+    # claim writes of ours that failed: id -> {claimedAt: when we sent it}. A write applied
+    # whose answer was lost fails its condition when the client sends it again; the ledger
+    # then shows our own claim, which we know by its claimedAt
+    tried: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -142,7 +124,8 @@ class AlertWire:
         self.ledger_table = ledger_table
         self._owner = owner
         self._fifo = topic_arn.endswith(".fifo")
-        self._bucket = TokenBucket(rate, max(1.0, rate), clock)
+        burst = max(1.0, rate)  # a rate under one a second still lets one alert through
+        self._bucket = TokenBucket(rate, burst=burst, initial=burst, clock=clock)
         self._stale_after_s = stale_after_s
         # Within this share a claim checked just before the publish is safe from take-over
         # (see _still_mine): finishing later would race a peer anyway.
@@ -254,11 +237,19 @@ class AlertWire:
         ledger = found.get("Item")
         if ledger is None:  # expired between the two calls: claim again on the next send
             return None
+        tried = self._claims.tried.pop(alert.id, {})
         if ledger["state"]["S"] == SENT:
             self._claims.seen.pop(alert.id, None)  # a claim we waited for: done, forget it
             self._outcomes.labels(alert.feed, alert.rule, "duplicate").inc()
             return SENT
-        return await self._take_over_if_stale(alert, ledger["claimedAt"]["N"])
+        claimed_at = ledger["claimedAt"]["N"]
+        if ledger["owner"]["S"] == self._owner and claimed_at in tried:
+            # our own write, applied though its answer was lost: ours, not a peer's to wait
+            # a lease duration for (its age counted from when we sent it, as any claim's)
+            self._claims.mine[alert.id] = (claimed_at, tried[claimed_at])
+            self._claims.seen.pop(alert.id, None)
+            return CLAIMED
+        return await self._take_over_if_stale(alert, claimed_at)
 
     async def _take_over_if_stale(self, alert: Alert, claimed_at: str) -> str | None:
         seen = self._claims.seen.get(alert.id)
@@ -318,6 +309,8 @@ class AlertWire:
             extra["ExpressionAttributeNames"] = names
         if values:
             extra["ExpressionAttributeValues"] = values
+        claimed_at = item["claimedAt"]["N"]
+        self._claims.tried.setdefault(alert.id, {})[claimed_at] = sent_at
         written = await unless_fenced(
             self._db.put_item(
                 TableName=self.ledger_table, Item=item, ConditionExpression=condition, **extra
@@ -325,13 +318,15 @@ class AlertWire:
         )
         if written is None:
             return False
-        self._claims.mine[alert.id] = (item["claimedAt"]["N"], sent_at)
+        self._claims.tried.pop(alert.id, None)
+        self._claims.mine[alert.id] = (claimed_at, sent_at)
         return True
 
     async def _my_turn(self, alert: Alert) -> bool:
         """Wait for the rate's turn, then answer whether the claim is still ours to publish
         on (False: lost meanwhile). Nothing is sent yet: a cancellation here costs nothing."""
-        while (delay := self._bucket.wait_s()) > 0:
+        delay = self._bucket.delay_for(1)
+        if delay > 0:
             self._held_back.inc()
             await asyncio.sleep(delay)
         return await self._still_mine(alert)

@@ -236,6 +236,30 @@ async def test_a_send_cancelled_after_sns_took_the_alert_still_marks_it_sent(
     )
 
 
+async def test_a_claim_whose_answer_was_lost_is_known_as_ours_and_sent_at_once(
+    stack: Stack, moto_endpoint: str, clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's PutItem is applied but its answer lost: the client sends it again, and its
+    condition fails on this worker's own claim. The worker knows its claim by the claimedAt
+    it wrote and publishes now, not after a lease duration as for a dead peer's."""
+    topic = Topic(stack, moto_endpoint)
+    (one,) = alerts(1)
+
+    def first_claim(body: bytes) -> bool:
+        return b"attribute_not_exists" in body
+
+    lost = [Rule("PutItem", "lose_answer", limit=1, body=first_claim)]
+    with FaultProxy(moto_endpoint, lost) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.endpoint)
+        async with open_clients(services=("sns",)) as through_proxy:
+            sink, metrics = wire_for(through_proxy, topic, "w1", FakeClock())
+            wire: Any = sink.wire
+            assert await wire.send([one]) == [], "claimed, published and marked at once"
+            assert proxy.injected[("PutItem", "lose_answer")] == 1
+    assert outcome(metrics, "published") == 1 and outcome(metrics, "taken_over") == 0
+    assert [m["MessageAttributes"]["key"]["Value"] for m in topic.received()] == ["ORD-0"]
+
+
 async def test_publishing_is_rate_limited_and_what_waits_is_counted(
     stack: Stack, moto_endpoint: str, clients: Clients
 ) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.testing import FakeClock
 from kernel.kpl import MAX_RECORD_BYTES
 from kernel.kpl.encode import Entry
-from producer.shipper import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, TokenBucket, batches
+from producer.shipper import MAX_BATCH_BYTES, MAX_BATCH_RECORDS, batches
 
 MIB = 1024 * 1024
 
@@ -71,39 +70,3 @@ def test_record_of_exactly_1_mib_is_allowed() -> None:
 def test_oversized_record_raises(entry: Entry) -> None:
     with pytest.raises(ValueError, match="exceeds the 1 MiB Kinesis limit"):
         list(batches([Entry(b"ok", "k"), entry]))
-
-
-def test_token_bucket_starts_empty_and_paces() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(10.0, clock=clock)
-    assert bucket.delay_for(10) == pytest.approx(1.0)
-    assert bucket.delay_for(5) == pytest.approx(1.5)  # queued behind the first 10
-    clock.advance(1.5)
-    assert bucket.delay_for(1) == pytest.approx(0.1)
-
-
-def test_token_bucket_sustained_rate() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(100.0, clock=clock)
-    sent = 0
-    for _ in range(50):
-        clock.advance(bucket.delay_for(20))
-        sent += 20
-    elapsed = clock() - 1000.0
-    assert sent / elapsed == pytest.approx(100.0, rel=0.03)
-
-
-def test_token_bucket_burst_is_at_most_one_second() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(10.0, clock=clock)
-    clock.advance(3600)  # long idle: only one second's worth accumulates
-    assert bucket.delay_for(10) == 0.0
-    assert bucket.delay_for(10) == pytest.approx(1.0)
-
-
-def test_token_bucket_partial_refill() -> None:
-    clock = FakeClock()
-    bucket = TokenBucket(10.0, clock=clock)
-    clock.advance(0.5)  # 5 tokens
-    assert bucket.delay_for(3) == 0.0
-    assert bucket.delay_for(4) == pytest.approx(0.2)
