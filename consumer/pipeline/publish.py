@@ -17,7 +17,7 @@ Exactly once, per alert identity (``feed|rule|key``):
 
 A send stopped from outside (a lost lease, a shutdown cancels the shard's writes) lets a
 Publish already under way and its mark end first, within a bounded grace (half the claim's
-patience; the Lambda handler's is shorter, inside its deadline reserve).
+patience, 5 s at most; the Lambda handler's is shorter, inside its deadline reserve).
 
 The gaps that remain, each between SNS taking a message and the mark: a claimant that dies
 there (or outlives its grace) leaves a claim that is taken over and published again; and a
@@ -67,6 +67,7 @@ DEFAULT_RETENTION_S = 8 * 24 * 3600  # Kinesis' default retention is one day, SQ
 # a claim older than this share of stale_after_s (on the claimant's clock) is renewed before
 # publishing: the rest is the margin for the Publish call itself
 CLAIM_SAFE_SHARE = 0.5
+MAX_FINISH_GRACE_S = 5.0  # a Publish under way and its mark: a cancellation waits this long
 SNS_REFUSALS = frozenset({"InvalidParameter", "InvalidParameterValue", "ParameterValueInvalid"})
 
 
@@ -128,9 +129,12 @@ class AlertWire:
         self._bucket = TokenBucket(rate, burst=burst, initial=burst, clock=clock)
         self._stale_after_s = stale_after_s
         # Within this share a claim checked just before the publish is safe from take-over
-        # (see _still_mine): finishing later would race a peer anyway.
+        # (see _still_mine): finishing later would race a peer anyway. Capped: a shutdown's
+        # SIGKILL comes 10 s after its own drain budget (k8s/, deploy/).
         self._finish_grace_s = (
-            stale_after_s * CLAIM_SAFE_SHARE if finish_grace_s is None else finish_grace_s
+            min(stale_after_s * CLAIM_SAFE_SHARE, MAX_FINISH_GRACE_S)
+            if finish_grace_s is None
+            else finish_grace_s
         )
         self._retention_s = retention_s
         self._clock = clock
