@@ -245,10 +245,31 @@ class Leader:
         assert self.leadership is not None
         sent_at = self._clock()
         renewed = await self._members.renew_leadership(self.leadership, self.rounds.successor)
+        if renewed is None and await self._an_abandoned_renewal_landed():
+            sent_at = self._clock()
+            renewed = await self._members.renew_leadership(self.leadership, self.rounds.successor)
         if renewed is None:
             self._abdicate("leadership_taken_over")
             return
         self._led(renewed, sent_at)
+
+    async def _an_abandoned_renewal_landed(self) -> bool:
+        """A failed condition is not always a lost leadership (DESIGN §3.1, as for a held
+        lease): a renewal abandoned by its timeout, or sent again by botocore after its
+        answer was lost, may have been applied. If the item names us one past the counter we
+        know, nobody else wrote it: adopt that counter and renew again. ``leading_since``
+        stays at the last renewal answered (when the one that landed was sent is not known:
+        the earlier time is the safe one)."""
+        assert self.leadership is not None
+        current = await self._members.leader()
+        known = self.leadership
+        if current is None or current.owner != self.me or current.counter != known.counter + 1:
+            return False
+        self.leadership = current
+        self._log.info("leadership_renewal_recovered", counter=current.counter)
+        stream = self._settings.stream
+        self._metrics.lease_writes_recovered.labels(stream, "leadership_renewal").inc()
+        return True
 
     def _led(self, leadership: Leadership, sent_at: float) -> None:
         self.leadership, self._led_since = leadership, max(self._led_since, sent_at)

@@ -12,7 +12,7 @@ import pytest
 
 from consumer.config import Settings
 from consumer.lease.leader import WATCH_S, Leader
-from consumer.lease.members import Beat
+from consumer.lease.members import Beat, Leadership
 from consumer.lease.model import SHARD_END
 from consumer.lease.rounds import LEASE_SCAN_S
 from consumer.metrics import Metrics
@@ -237,6 +237,51 @@ async def test_a_leader_whose_renewals_go_unanswered_stops_leading_in_time() -> 
         await asyncio.sleep(0.25)
     assert failures >= 8
     assert loop.time() - since <= DURATION - 1.0 + 0.5  # before any successor may take over
+
+
+async def test_a_renewal_applied_whose_answer_was_lost_keeps_the_leadership() -> None:
+    """A renewal abandoned by its timeout may have been applied: the next one then fails its
+    condition on the leader's own counter. Reading the item again, the leader finds itself
+    one past what it knew and leads on — it must not abdicate and fence every lease it holds
+    (seen in `make demo` under load: a leader lost its leadership to itself, then its
+    leases)."""
+    leases, members = LeaseTable([lease("a")]), MemberTable()
+    await beat(members, "w1")
+    boss = leader(leases, members)
+    await boss.step()
+    assert boss.leading()
+    renew = members.renew_leadership
+    lost: list[object] = []
+
+    async def applied_then_lost(current: Leadership, successor: str | None) -> object:
+        result = await renew(current, successor)
+        if not lost:
+            lost.append(result)
+            raise TimeoutError("the answer was lost")
+        return result
+
+    members.renew_leadership = applied_then_lost  # type: ignore[method-assign,assignment]
+    abdications: list[str] = []
+    abdicate = boss._abdicate
+
+    def noted(why: str) -> None:
+        abdications.append(why)
+        abdicate(why)
+
+    boss._abdicate = noted  # type: ignore[method-assign]
+    for _ in range(8):
+        with contextlib.suppress(TimeoutError):
+            await boss.step()
+        await asyncio.sleep(1.0)
+    assert lost, "a renewal was applied and its answer lost"
+    assert abdications == [] and boss.leading()
+    assert members.leadership is not None and members.leadership.owner == "w1"
+    assert members.leadership.counter >= 4, "renewed on since"
+    recovered = boss._metrics.registry.get_sample_value(
+        "telemax_lease_writes_recovered_total",
+        {"stream": boss._settings.stream, "operation": "leadership_renewal"},
+    )
+    assert recovered == 1
 
 
 async def test_the_lease_table_is_read_rarely_in_steady_state() -> None:
