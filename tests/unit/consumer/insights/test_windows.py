@@ -176,6 +176,25 @@ def odd_item(rng: random.Random) -> dict[str, Any]:
     return found
 
 
+def read_one_by_one(spec: InsightSpec, batch: list[dict[str, Any]]) -> list[Any]:
+    """Each item's event second, group and measures' raw values, read on its own."""
+    return [
+        (
+            spec.event_second(one),
+            spec.group_of(one),
+            tuple(measure.raw(one) for measure in spec.measures),
+        )
+        for one in batch
+    ]
+
+
+def read_at_once(spec: InsightSpec, batch: list[dict[str, Any]]) -> list[Any]:
+    """The same, from columns_of's columns."""
+    seconds, groups, columns = spec.columns_of(batch)
+    values = list(zip(*columns, strict=True)) if columns else [()] * len(batch)
+    return list(zip(seconds, groups, values, strict=True))
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -192,17 +211,8 @@ def test_a_batchs_facts_are_each_items_read_one_by_one(spec: InsightSpec) -> Non
     rng = random.Random(5)
     for _ in range(3):  # the first batch fills the memos, the next read from them
         batch = [odd_item(rng) for _ in range(400)]
-        expected = [
-            (
-                spec.event_second(one),
-                spec.group_of(one),
-                tuple(measure.raw(one) for measure in spec.measures),
-            )
-            for one in batch
-        ]
-        seconds, groups, columns = spec.columns_of(batch)
-        values = list(zip(*columns, strict=True)) if columns else [()] * len(batch)
-        assert list(zip(seconds, groups, values, strict=True)) == expected
+        expected = read_one_by_one(spec, batch)
+        assert read_at_once(spec, batch) == expected
         assert [spec.fact_of(one) for one in batch] == expected
     assert spec.columns_of([]) == ([], [], [[] for _ in spec.measures])
 
@@ -248,17 +258,8 @@ def test_a_usual_batch_read_at_once_is_its_items_read_one_by_one(spec: InsightSp
             odd = odd_item(rng)
             odd["link"] = rng.choice([{"N": "7"}, {}, {"S": "L9"}])
             batch[rng.randrange(len(batch))] = odd
-        expected = [
-            (
-                spec.event_second(one),
-                spec.group_of(one),
-                tuple(measure.raw(one) for measure in spec.measures),
-            )
-            for one in batch
-        ]
-        seconds, groups, columns = spec.columns_of(batch)
-        values = list(zip(*columns, strict=True)) if columns else [()] * len(batch)
-        assert list(zip(seconds, groups, values, strict=True)) == expected
+        expected = read_one_by_one(spec, batch)
+        assert read_at_once(spec, batch) == expected
 
 
 def test_times_read_at_once_stay_each_items_own() -> None:

@@ -29,6 +29,19 @@ def leader(leases: LeaseTable, members: MemberTable, me: str = "w1", **kwargs: o
     return Leader(leases, members, settings, Metrics("s"), clock=loop.time, **kwargs)  # type: ignore[arg-type]
 
 
+def noted_abdications(boss: Leader) -> list[str]:
+    """Why ``boss`` abdicates, each time, from now on (it still does)."""
+    abdications: list[str] = []
+    abdicate = boss._abdicate
+
+    def noted(why: str) -> None:
+        abdications.append(why)
+        abdicate(why)
+
+    boss._abdicate = noted  # type: ignore[method-assign]
+    return abdications
+
+
 async def beat(members: MemberTable, *workers: str, incarnation: str = "i1") -> None:
     for worker in workers:
         await members.beat(worker, Beat(incarnation))
@@ -261,14 +274,7 @@ async def test_a_renewal_applied_whose_answer_was_lost_keeps_the_leadership() ->
         return result
 
     members.renew_leadership = applied_then_lost  # type: ignore[method-assign,assignment]
-    abdications: list[str] = []
-    abdicate = boss._abdicate
-
-    def noted(why: str) -> None:
-        abdications.append(why)
-        abdicate(why)
-
-    boss._abdicate = noted  # type: ignore[method-assign]
+    abdications = noted_abdications(boss)
     for _ in range(8):
         with contextlib.suppress(TimeoutError):
             await boss.step()
@@ -438,14 +444,7 @@ async def test_leadership_holds_while_rounds_take_longer_than_a_lease_duration()
     lease Scan took 4 s each let leadership lapse (and every lease of the leader with it)."""
     leases, members = LeaseTable([lease(f"s{n}") for n in range(4)]), MemberTable()
     boss = leader(leases, members)
-    abdications: list[str] = []
-    abdicate = boss._abdicate
-
-    def noted(why: str) -> None:
-        abdications.append(why)
-        abdicate(why)
-
-    boss._abdicate = noted  # type: ignore[method-assign]
+    abdications = noted_abdications(boss)
     keep = asyncio.create_task(beating(members, "w1", "w2"))
     stop = asyncio.Event()
     running = asyncio.create_task(boss.run(stop))
