@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
 import pytest
 
-from consumer.feeds.telemax import KEY_NAMES, to_item
+from consumer.feeds import telemax
+from consumer.feeds.fields import decode_object
+from consumer.feeds.telemax import KEY_NAMES, _usual_item, to_item
 from consumer.pipeline.records import MAX_ITEM_BYTES, item_size
 from consumer.testing import reading
 from kernel.errors import InvalidRecord
@@ -234,3 +237,57 @@ def test_values_dynamodb_refuses_are_invalid(fields: bytes, reason: str) -> None
 
 def test_zero_is_in_range() -> None:
     assert to_item(b"{" + BASE + b', "Data2": 0.0}')["Data2"] == {"N": "0.0"}
+
+
+# What each field of a reading may hold, the usual and every edge the usual path must leave to
+# the general rules (or take with the same answer)
+SHAPES: dict[str, list[Any]] = {
+    "hardwareID": ["HW-1", "", 42, None, "HW-€", "x" * 300],
+    "Timestamp": ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5+02:00", "soon", "", 7],
+    "Data1": ["LNK-1", "", 3, 2.5, True, None, {"a": 1}],
+    "Data2": [12.5, -0.25, 0.0, -0.0, 1e200, 1e-200, 5, "fast", None, [1], 1e125, 9.99e-131],
+    "Data3": [26.4, 1e-129, -1e-200, 0.0, 123456789.123, True, 0, None],
+}
+MISSING = object()
+
+
+def outcome(data: bytes, make: Any) -> Any:
+    try:
+        return ("item", make(data))
+    except InvalidRecord as exc:
+        return ("refused", exc.reason, exc.detail)
+
+
+def test_the_usual_path_gives_what_the_general_rules_give() -> None:
+    """``to_item`` takes the usual reading by a shorter path (``_usual_item``): on records
+    of every shape — each field missing, of another type, empty, at DynamoDB's number limits,
+    an extra field — it gives the same item or the same refusal as the general rules."""
+    from consumer.feeds.fields import fits
+    from consumer.feeds.telemax import _item_of
+
+    def general(data: bytes) -> Any:
+        return fits(_item_of(decode_object(data)), data)
+
+    rng = random.Random(16)
+    usual = 0
+    for _ in range(3_000):
+        record = {
+            name: rng.choice([*values, MISSING] if rng.random() < 0.3 else values[:1])
+            for name, values in SHAPES.items()
+        }
+        record = {name: value for name, value in record.items() if value is not MISSING}
+        if rng.random() < 0.1:
+            record["extra"] = rng.choice(["x", 1.5, None])
+        if rng.random() < 0.1:
+            record = dict(reversed(list(record.items())))
+        data = encode(record)
+        assert outcome(data, to_item) == outcome(data, general), record
+        usual += _usual_item(decode_object(data)) is not None
+    assert 300 < usual < 2_700  # both paths were taken, many times each
+
+
+def test_shared_attribute_values_stay_bounded() -> None:
+    for n in range(3 * telemax._SHARED_LIMIT):
+        item = to_item(encode(reading(hardware_id=f"HW-{n}")))
+        assert item["hardwareID"] == {"S": f"HW-{n}"}
+    assert len(telemax._shared) <= telemax._SHARED_LIMIT
