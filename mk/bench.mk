@@ -4,7 +4,7 @@
 # archive on and with the insights on, their own columns; each run on a quiet machine, the
 # baseline last in each round), then ours once more with py-spy attached over its steady
 # window only (.bench/steady-ours-N-shards.folded, and its top functions printed). Bounded:
-# <= 45 min (measured 24 min on 2026-12-04, before archive60s: about 28 now); with BEFORE=REV (`make bench BEFORE=main~3`) the
+# <= 45 min (measured 24 min on 2026-12-04, before archive60s and floor: about 30 now); with BEFORE=REV (`make bench BEFORE=main~3`) the
 # worker of that git revision runs too, in its own column: about 30 min.
 # Then the latency scenario (tests/bench/latency.py, <= 3 min): put -> stored p50/p99 with a
 # Lambda-style polling reader on the same stream, telemax polling vs fan-out, on kinesis-local

@@ -5,6 +5,8 @@ kinesalite + dynalite on 127.0.0.1; a 4-shard stream pre-filled with RECORDS rea
 as many pre-built items) into a fresh table:
 
 - ceiling: pre-built items, aiobotocore BatchWriteItem, 32 in flight, no Kinesis;
+- floor: the same items through the worker's own write path (``FastDynamoDB``, 16 in flight,
+  uvloop): what writing alone costs the worker a record — its steady figure's floor;
 - baseline: Lambda-style, a thread per shard, GetRecords + boto3 ``batch_writer``;
 - ours: ``python -m consumer run``;
 - before (with ``--before REV``): the same worker as of git revision REV (exported beside, run
@@ -67,6 +69,7 @@ from tests.conftest import emulator
 
 CONTENDERS = (
     "ceiling",
+    "floor",
     "baseline",
     "before",
     "ours",
@@ -325,6 +328,7 @@ class Bench:
                 "tests.bench.ceiling",
                 tables["TELEMAX_TABLE"],
                 str(self.records),
+                *(["--lean"] if contender == "floor" else []),
             ]
         launched = time.monotonic()
         # The worker logs to stdout (kept in the log); the others speak the progress protocol.
@@ -385,7 +389,7 @@ class Bench:
         proc.wait(timeout=30)
         log.close()
         self.drop_tables(env, tables)
-        if contender == "ceiling":
+        if contender in ("ceiling", "floor"):
             first = None  # it writes pre-built items: no "first record" in the same sense
         return Result(
             contender,
@@ -532,7 +536,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
     shown = [c for c in CONTENDERS if results[c]]
-    against: list[str] = [c for c in ("baseline", "ceiling", "before") if c in shown]
+    against: list[str] = [c for c in ("baseline", "ceiling", "floor", "before") if c in shown]
     against += [c for c in ADDED if c in shown]
     out = [
         "| | "

@@ -3,18 +3,29 @@
 Pre-built items (wire format) written with aiobotocore ``batch_write_item``, 32 requests in
 flight, parameter validation off. Same stdout protocol as the baseline; ``done`` reports the
 CPU of the write phase only (item building excluded).
+
+``--lean`` (the bench's ``floor``): the same items through the worker's own write path —
+``FastDynamoDB.batch_write`` (orjson body, our SigV4, our HTTP/1.1 pool) on uvloop, as the
+worker runs it —: what writing alone costs the worker a record, with reading, converting and
+the bookkeeping free. The worker's steady figure cannot go below it with this client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from consumer.adapters.credentials import Frozen, StaticCredentials
+from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
+from consumer.cli import GC_THRESHOLDS
 from tests.support import readings
 
 
@@ -23,8 +34,8 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def write(table: str, total: int) -> None:
-    items: list[dict[str, Any]] = [
+def items_of(total: int) -> list[dict[str, Any]]:
+    return [
         {
             "hardwareID": {"S": r["hardwareID"]},
             "Timestamp": {"S": r["Timestamp"]},
@@ -34,40 +45,86 @@ async def write(table: str, total: int) -> None:
         }
         for r in readings(total, prefix="CEIL")
     ]
+
+
+Write = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+async def write_all(items: list[dict[str, Any]], write: Write, in_flight: int) -> None:
+    """Every item written, 25 a request, ``in_flight`` requests at once; prints the protocol."""
+    slots = asyncio.Semaphore(in_flight)
+    done = [0]
+
+    async def one(chunk: list[dict[str, Any]]) -> None:
+        async with slots:
+            pending = chunk
+            while pending:
+                pending = await write(pending)
+            done[0] += len(chunk)
+
+    async def report() -> None:
+        while True:
+            print(f"progress {done[0]}", flush=True)
+            await asyncio.sleep(0.25)
+
+    started = cpu()
+    reporter = asyncio.ensure_future(report())
+    await asyncio.gather(*(one(items[i : i + 25]) for i in range(0, len(items), 25)))
+    reporter.cancel()
+    used = cpu() - started
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"done {len(items)} {used:.3f} {rss}", flush=True)
+
+
+async def write(table: str, total: int) -> None:
+    items = items_of(total)
     config = AioConfig(max_pool_connections=64, parameter_validation=False)
     async with get_session().create_client("dynamodb", config=config) as db:
-        slots = asyncio.Semaphore(32)
-        done = [0]
 
-        async def one(chunk: list[dict[str, Any]]) -> None:
-            async with slots:
-                pending = chunk
-                while pending:
-                    answer = await db.batch_write_item(
-                        RequestItems={table: [{"PutRequest": {"Item": i}} for i in pending]}
-                    )
-                    pending = [
-                        r["PutRequest"]["Item"]
-                        for r in answer.get("UnprocessedItems", {}).get(table, [])
-                    ]
-                done[0] += len(chunk)
+        async def batch(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            answer = await db.batch_write_item(
+                RequestItems={table: [{"PutRequest": {"Item": i}} for i in pending]}
+            )
+            return [
+                r["PutRequest"]["Item"] for r in answer.get("UnprocessedItems", {}).get(table, [])
+            ]
 
-        async def report() -> None:
-            while True:
-                print(f"progress {done[0]}", flush=True)
-                await asyncio.sleep(0.25)
+        await write_all(items, batch, 32)
 
-        started = cpu()
-        reporter = asyncio.ensure_future(report())
-        await asyncio.gather(*(one(items[i : i + 25]) for i in range(0, total, 25)))
-        reporter.cancel()
-        used = cpu() - started
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"done {total} {used:.3f} {rss}", flush=True)
+
+async def write_lean(table: str, total: int) -> None:
+    items = items_of(total)
+    gc.freeze()  # as the worker does (consumer.cli): the items are its start-up objects here
+    gc.set_threshold(*GC_THRESHOLDS)
+    frozen = Frozen(
+        os.environ["AWS_ACCESS_KEY_ID"],
+        os.environ["AWS_SECRET_ACCESS_KEY"],
+        os.environ.get("AWS_SESSION_TOKEN"),
+    )
+    api = JsonApi(
+        StaticCredentials(frozen),
+        endpoint=os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or os.environ["AWS_ENDPOINT_URL"],
+        region=os.environ["AWS_REGION"],
+        service=DYNAMODB,
+        pool=64,
+        read_timeout=30.0,
+    )
+    client = FastDynamoDB(api)
+    try:
+        # in flight: the worker's default TELEMAX_WRITE_CONCURRENCY
+        await write_all(items, lambda pending: client.batch_write(table, pending), 16)
+    finally:
+        api.close()
 
 
 def main() -> int:
-    asyncio.run(write(sys.argv[1], int(sys.argv[2])))
+    table, total = sys.argv[1], int(sys.argv[2])
+    if sys.argv[3:] == ["--lean"]:
+        import uvloop
+
+        uvloop.run(write_lean(table, total))
+    else:
+        asyncio.run(write(table, total))
     return 0
 
 
