@@ -7,6 +7,7 @@ fields are kept as they are.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -33,26 +34,96 @@ _TYPED = {  # optional fields with a type, and the complaint when it is wrong
 
 @declare_keys(*KEY_NAMES)
 def to_item(data: bytes) -> Item:
+    item = _canonical_item(data)
+    if item is not None:
+        return fits(item, data)
     record = decode_object(data)
     item = _usual_item(record)
     return fits(_item_of(record) if item is None else item, data)
 
 
+# Three ways, each giving the item the next would give (a test holds them equal on records of
+# every shape, each written compact, spaced and reordered): the canonical reading matched on
+# its bytes; the usual reading once parsed; any record by the general rules. In process
+# (10,000 of the producer's readings, best of 7): to_item cost 5.4-5.9 µs a reading by the
+# general rules alone, 4.0-4.1 with the usual reading, 3.2 with the canonical one.
+
+_WS = rb"[ \t\r\n]*+"  # JSON's whitespace
+_TEXT = rb'"([^"\\\x00-\x1f]*+)"'  # a string without escapes (control characters: not JSON)
+# a number without exponent, kept as written: the general rules' number is the same one
+# (a float's shortest repr of up to 14 digits; the literal itself from 15 on: has_long_number)
+_NUMBER = rb"(-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+)"
+
+
+def _field(name: bytes, value: bytes) -> bytes:
+    return rb'"' + name + rb'"' + _WS + rb":" + _WS + value + _WS
+
+
+_CANONICAL = re.compile(
+    rb"\{"
+    + _WS
+    + (rb"," + _WS).join(
+        _field(name, value)
+        for name, value in (
+            (b"hardwareID", _TEXT),
+            (b"Timestamp", _TEXT),
+            (b"Data1", _TEXT),
+            (b"Data2", _NUMBER),
+            (b"Data3", _NUMBER),
+        )
+    )
+    + rb"\}"
+).fullmatch
+
+
+def _canonical_item(data: bytes) -> Item | None:
+    """A reading written as most writers write it — the five fields in the schema's order,
+    strings without escapes, numbers without exponent — read from its bytes without a parse
+    (the numbers as written: DynamoDB keeps a number, not its text). None for anything else."""
+    found = _CANONICAL(data)
+    if found is None:
+        return None
+    hardware, stamp, link, two, three = found.groups()
+    if not hardware or b"-0" in (two, three):
+        return None  # (the general rules write "-0" as 0: DynamoDB is not asked to read it)
+    try:
+        timestamp = stamp.decode()
+        datetime.fromisoformat(timestamp)
+        return _reading(hardware.decode(), timestamp, link.decode(), two.decode(), three.decode())
+    except ValueError:  # not UTF-8 (UnicodeDecodeError), not a time: the general rules say
+        return None
+
+
 # The strings a reading repeats (its device, its link) as shared attribute values: two fewer
-# dicts an item (0.55 µs of to_item's 4.9 in process). Items are never changed once made — the
-# pipeline sends, archives and reads them as they are — so sharing a value is safe. Cleared
-# when full: a fleet with more devices than this pays a dict insert instead of an allocation.
+# dicts an item (0.55 µs in process). Items are never changed once made — the pipeline sends,
+# archives and reads them as they are — so sharing a value is safe. Cleared when full: a
+# fleet with more devices than this pays a dict insert instead of an allocation.
 _SHARED_LIMIT = 4096
 _shared: dict[str, dict[str, str]] = {}
 
 
+def _reading(hardware: str, stamp: str, link: str, two: str, three: str) -> Item:
+    shared = _shared
+    device, line = shared.get(hardware), shared.get(link)
+    if device is None or line is None:
+        if len(shared) >= _SHARED_LIMIT:
+            shared.clear()
+        device = shared.setdefault(hardware, {"S": hardware})
+        line = shared.setdefault(link, {"S": link})
+    return {
+        "hardwareID": device,
+        "Timestamp": {"S": stamp},
+        "Data1": line,
+        "Data2": {"N": two},
+        "Data3": {"N": three},
+    }
+
+
 def _usual_item(record: dict[str, Any]) -> Item | None:
     """The usual reading — exactly the five fields, the three strings (the device's not
-    empty), the two measures floats within DynamoDB's range, a valid time — as one dict
-    display; None for anything else, which :func:`_item_of` reads by the full rules (and
-    explains when it refuses). The same item either way (a test holds the two equal on
-    records of every shape): ``to_item`` cost 5.8 µs a reading in process with the general
-    loop alone, 4.3 with this (10,000 readings, best of 7)."""
+    empty), the two measures floats within DynamoDB's range, a valid time —; None for
+    anything else, which :func:`_item_of` reads by the full rules (and explains when it
+    refuses)."""
     if len(record) != 5:
         return None
     try:
@@ -75,20 +146,7 @@ def _usual_item(record: dict[str, Any]) -> Item | None:
         datetime.fromisoformat(stamp)
     except ValueError:
         return None
-    shared = _shared
-    device, line = shared.get(hardware), shared.get(link)
-    if device is None or line is None:
-        if len(shared) >= _SHARED_LIMIT:
-            shared.clear()
-        device = shared.setdefault(hardware, {"S": hardware})
-        line = shared.setdefault(link, {"S": link})
-    return {
-        "hardwareID": device,
-        "Timestamp": {"S": stamp},
-        "Data1": line,
-        "Data2": {"N": repr(two)},
-        "Data3": {"N": repr(three)},
-    }
+    return _reading(hardware, stamp, link, repr(two), repr(three))
 
 
 def _item_of(record: dict[str, Any]) -> Item:

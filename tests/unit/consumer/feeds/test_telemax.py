@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -134,6 +135,11 @@ BAD: list[Any] = [
     pytest.param(
         encode(reading(blob="x" * (MAX_ITEM_BYTES + 1024))), "item_too_large", id="too-large"
     ),
+    pytest.param(
+        encode(reading(Data1="x" * (MAX_ITEM_BYTES + 1024))),
+        "item_too_large",
+        id="too-large-canonical",  # the five fields as the producer writes them
+    ),
 ]
 
 
@@ -239,51 +245,77 @@ def test_zero_is_in_range() -> None:
     assert to_item(b"{" + BASE + b', "Data2": 0.0}')["Data2"] == {"N": "0.0"}
 
 
-# What each field of a reading may hold, the usual and every edge the usual path must leave to
-# the general rules (or take with the same answer)
-SHAPES: dict[str, list[Any]] = {
-    "hardwareID": ["HW-1", "", 42, None, "HW-€", "x" * 300],
-    "Timestamp": ["2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5+02:00", "soon", "", 7],
-    "Data1": ["LNK-1", "", 3, 2.5, True, None, {"a": 1}],
-    "Data2": [12.5, -0.25, 0.0, -0.0, 1e200, 1e-200, 5, "fast", None, [1], 1e125, 9.99e-131],
-    "Data3": [26.4, 1e-129, -1e-200, 0.0, 123456789.123, True, 0, None],
+# What each field of a reading may hold, as JSON text: the usual value first, then every edge
+# the shorter ways must leave to the general rules (or take with the same answer)
+TEXTS = ['"HW-1"', '""', '"HW-€"', '"HW-\\u20ac"', '"a\\"b"', '"' + "x" * 300 + '"', "42", "null"]
+SHAPES: dict[str, list[str]] = {
+    "hardwareID": TEXTS,
+    "Timestamp": ['"2026-01-01T00:00:00Z"', '"2026-01-01T00:00:00.5+02:00"', '"soon"', *TEXTS],
+    "Data1": ['"LNK-1"', *TEXTS, "3", "2.5", "true", '{"a": 1}'],
+    "Data2": [
+        *("12.5", "-0.25", "0.0", "-0.0", "0", "-0", "1.50", "0.00001", "5", "100", "1e5"),
+        *("1E-200", "1e200", "1e125", "9.99e-131", "12345678901234", "123456789012345"),
+        *("0.12345678901234567890", "99999999999999999999", '"fast"', "null", "[1]", "true"),
+        *("007", "-", "01.5", "-5", "1.", ".5", "0." + "1" * 40, "1" * 40),
+        *("0." + "0" * 140 + "1", "1" + "0" * 130),  # beyond DynamoDB's range, written out
+    ],
+    "Data3": ["26.4", "1e-129", "-1e-200", "0.0", "123456789.123", "true", "0", "null"],
 }
-MISSING = object()
 
 
-def outcome(data: bytes, make: Any) -> Any:
+def as_numbers(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Number attributes as numbers (``1.50`` and ``1.5`` are one number to DynamoDB)."""
+    if outcome[0] != "item":
+        return outcome
+    item = {
+        name: {"N": Decimal(value["N"])} if "N" in value else value
+        for name, value in outcome[1].items()
+    }
+    return ("item", item)
+
+
+def outcome(data: bytes, make: Any) -> tuple[Any, ...]:
     try:
-        return ("item", make(data))
+        return as_numbers(("item", make(data)))
     except InvalidRecord as exc:
         return ("refused", exc.reason, exc.detail)
 
 
-def test_the_usual_path_gives_what_the_general_rules_give() -> None:
-    """``to_item`` takes the usual reading by a shorter path (``_usual_item``): on records
-    of every shape — each field missing, of another type, empty, at DynamoDB's number limits,
-    an extra field — it gives the same item or the same refusal as the general rules."""
+def test_the_shorter_ways_give_what_the_general_rules_give() -> None:
+    """``to_item`` reads the canonical reading from its bytes (``_canonical_item``) and the
+    usual one once parsed (``_usual_item``): on records of every shape — each field missing,
+    of another type, empty, escaped, at DynamoDB's number limits, an extra field —, written
+    compact, with spaces or in another order, it gives the same item (numbers as numbers) or
+    the same refusal as the general rules."""
     from consumer.feeds.fields import fits
-    from consumer.feeds.telemax import _item_of
+    from consumer.feeds.telemax import _canonical_item, _item_of
 
     def general(data: bytes) -> Any:
         return fits(_item_of(decode_object(data)), data)
 
     rng = random.Random(16)
-    usual = 0
-    for _ in range(3_000):
-        record = {
-            name: rng.choice([*values, MISSING] if rng.random() < 0.3 else values[:1])
+    taken = {"canonical": 0, "usual": 0, "general": 0}
+    for _ in range(5_000):
+        fields = [
+            (name, rng.choice(values) if rng.random() < 0.3 else values[0])
             for name, values in SHAPES.items()
-        }
-        record = {name: value for name, value in record.items() if value is not MISSING}
-        if rng.random() < 0.1:
-            record["extra"] = rng.choice(["x", 1.5, None])
-        if rng.random() < 0.1:
-            record = dict(reversed(list(record.items())))
-        data = encode(record)
-        assert outcome(data, to_item) == outcome(data, general), record
-        usual += _usual_item(decode_object(data)) is not None
-    assert 300 < usual < 2_700  # both paths were taken, many times each
+            if rng.random() > 0.05
+        ]
+        if rng.random() < 0.05:
+            fields.append(("extra", rng.choice(['"x"', "1.5", "null"])))
+        if rng.random() < 0.25:
+            rng.shuffle(fields)
+        comma, colon = rng.choice([(",", ":"), (", ", ": "), (" ,\n ", " :\t")])
+        text = "{" + comma.join(f'"{name}"{colon}{value}' for name, value in fields) + "}"
+        data = text.encode()
+        assert outcome(data, to_item) == outcome(data, general), text
+        if _canonical_item(data) is not None:
+            taken["canonical"] += 1
+        elif outcome(data, general)[0] == "item" and _usual_item(decode_object(data)):
+            taken["usual"] += 1
+        else:
+            taken["general"] += 1
+    assert min(taken.values()) > 400, taken  # each way taken, many times
 
 
 def test_shared_attribute_values_stay_bounded() -> None:
