@@ -91,20 +91,26 @@ class Entry:
 
 @dataclasses.dataclass(slots=True, eq=False)
 class Run:
-    """Consecutive stored items of one batch without lines (the insights alone, a batch with
-    no dead letter): ``positions[start:stop]``, one object for the lot instead of an Entry
-    each. Why: a segment holds its records until it commits (up to 131,072 a shard), and an
-    object a record kept alive that long is what the collector walks again and again.
+    """Consecutive stored items of one batch (no dead letter among them): ``positions[start:
+    stop]``, one object for the lot instead of an Entry each. Why: a segment holds its records
+    until it is written or committed (up to 131,072 a shard), and an object a record kept
+    alive that long is what the collector walks again and again.
+
+    Without the archive (the insights alone) it has no lines; with it, ``lines[i]`` is the
+    JSON line of ``positions[i]`` (bytes: nothing the collector walks), ``ends[i]`` the bytes
+    of the batch's lines up to and including it, and the run is of one hour.
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
-    many; a segment or buffer that ends inside it splits it (:meth:`split`)."""
+    many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
+    (:meth:`split`, :meth:`cut`)."""
 
     positions: list[Position]  # the batch's stored items' positions, in stream order
     start: int
     stop: int
     fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]
     hour: str = ""
-    line: bytes = b""
+    lines: list[bytes] | None = None  # row i: positions[i]'s line
+    ends: list[int] | None = None  # row i: bytes of lines[0..i]
     letter: bool = False
 
     @property
@@ -120,8 +126,28 @@ class Run:
         return self.stop - self.start
 
     @property
+    def line(self) -> bytes:
+        return b"" if self.lines is None else b"".join(self.lines[self.start : self.stop])
+
+    @property
     def weight(self) -> int:
-        return NO_LINE_BYTES * (self.stop - self.start)
+        if self.ends is None:
+            return NO_LINE_BYTES * (self.stop - self.start)
+        return self.ends[self.stop - 1] - self._before()
+
+    def _before(self) -> int:
+        assert self.ends is not None
+        return self.ends[self.start - 1] if self.start else 0
+
+    def reaching(self, weight: int) -> int:
+        """How many of its first items weigh ``weight`` or more together (at least one, at
+        most all): where entries one by one would reach it."""
+        if self.ends is None:
+            wanted = -(-weight // NO_LINE_BYTES)
+        else:
+            at = bisect.bisect_left(self.ends, self._before() + weight, self.start, self.stop)
+            wanted = at - self.start + 1
+        return min(max(wanted, 1), self.stop - self.start)
 
     def split(self, end: tuple[int, int]) -> tuple[Run, Run | None]:
         """The items up to the position ordered ``end`` (included; at least the first) and
@@ -135,8 +161,8 @@ class Run:
         if middle >= self.stop:
             return self, None
         return (
-            Run(self.positions, self.start, middle, self.fact),
-            Run(self.positions, middle, self.stop, self.fact),
+            Run(self.positions, self.start, middle, self.fact, self.hour, self.lines, self.ends),
+            Run(self.positions, middle, self.stop, self.fact, self.hour, self.lines, self.ends),
         )
 
 
@@ -162,8 +188,15 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     found: list[Entry] = []
     for piece in pieces:
         if isinstance(piece, Run):
+            lines = piece.lines
             found.extend(
-                Entry(piece.positions[i], "", b"", False, piece.fact)
+                Entry(
+                    piece.positions[i],
+                    piece.hour,
+                    b"" if lines is None else lines[i],
+                    False,
+                    piece.fact,
+                )
                 for i in range(piece.start, piece.stop)
             )
         else:
@@ -262,8 +295,7 @@ class ArchiveBuffer:
             weight = entry.weight
             if size + weight >= limit:
                 if type(entry) is Run:  # cut where its items one by one would reach it
-                    wanted = -(-(limit - size) // NO_LINE_BYTES)
-                    head, rest = entry.cut(max(wanted, 1))
+                    head, rest = entry.cut(entry.reaching(limit - size))
                     if rest is not None:
                         entries[index : index + 1] = [head, rest]
                         entry = head

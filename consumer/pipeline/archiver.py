@@ -16,6 +16,7 @@ import asyncio
 import base64
 import dataclasses
 import gzip
+import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -185,7 +186,9 @@ def entries_of(
         # a batch with a dead letter to place among them: an entry each, in the batch's order
         found = _bare_entries(progress, facts, as_run=not any(progress.stored))
     else:
-        found = list[Piece](_lined_entries(progress, feed, stream, shard_id, raw_json, facts))
+        # a batch with a dead letter to place among them: an entry each, in the batch's order
+        as_runs = not any(progress.stored)
+        found = _lined_entries(progress, feed, stream, shard_id, raw_json, facts, as_runs)
     items_found = len(found)
     # the dead letters' arrival times, by sequence number (most batches have no letter)
     arrival = {r["SequenceNumber"]: r.get(ARRIVAL) for r in records} if progress.letters else {}
@@ -227,14 +230,21 @@ def _lined_entries(
     shard_id: str,
     raw_json: bool,
     facts: Callable[[list[Any], list[Position], list[float | None]], Any] | None,
-) -> list[Entry]:
-    """The stored items' entries with their archive lines."""
-    found: list[Entry] = []
+    as_runs: bool,
+) -> list[Piece]:
+    """The stored items' entries with their archive lines: with ``as_runs``, a Run for each
+    hour of the batch (usually one) instead of an Entry a record — the objects a segment
+    holds until it is written, which the collector walks. In process (60,000 readings in
+    batches of 500, 1 MiB segments, best of 5): the entries 2.9-3.0 -> 2.6-2.7 µs a record,
+    the buffer's cutting 0.35 -> 0.01."""
     hours: dict[int | None, str] = {}  # by hour since the epoch
     converted = progress.converted
     made_of = converted.data
-    kept: list[Any] = []  # with the insights: the stored items, their positions and arrivals
-    kept_at: list[Position] = []
+    at: list[Position] = []
+    lines: list[bytes] = []
+    wheres: list[str] = []  # each line's hour
+    changes: list[int] = []  # where the hour changes
+    kept: list[Any] = []  # with the insights: the stored items and their arrivals
     kept_arrivals: list[float | None] = []
     dumps = orjson.dumps
     # every line's start: {"feed":…,"stream":…,"shard":…,"sequenceNumber":
@@ -285,17 +295,26 @@ def _lined_entries(
                     "record": record_of(item),
                 }
             )
-        entry = Entry((sequence, sub), where, line)
-        found.append(entry)
+        if wheres and where != wheres[-1]:
+            changes.append(len(wheres))
+        at.append((sequence, sub))
+        lines.append(line)
+        wheres.append(where)
         if facts is not None:
             kept.append(item)
-            kept_at.append(entry.position)
             kept_arrivals.append(arrived)
-    if facts is not None and kept:
-        batch = facts(kept, kept_at, kept_arrivals)
-        for entry in found:
-            entry.fact = batch
-    return found
+    batch = facts(kept, at, kept_arrivals) if facts is not None and kept else None
+    if not as_runs:
+        return [
+            Entry(p, w, line, False, batch) for p, w, line in zip(at, wheres, lines, strict=True)
+        ]
+    ends = list(itertools.accumulate(map(len, lines)))
+    bounds = [0, *changes, len(at)]
+    return [
+        Run(at, start, stop, batch, wheres[start], lines, ends)
+        for start, stop in itertools.pairwise(bounds)
+        if start < stop
+    ]
 
 
 def _bare_entries(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime
 
@@ -171,21 +172,46 @@ def flat(segment: Segment | None) -> list[tuple[str, int]]:
     return [] if segment is None else [e.position for e in one_each(segment.entries)]
 
 
+def lined_runs(
+    at: list[tuple[str, int]], rng: random.Random, hour: int
+) -> tuple[list[Run], list[Entry], int]:
+    """A batch's items with lines of random sizes, the hour changing inside it now and then:
+    as the archiver makes them (a Run an hour) and an Entry each; and the last hour."""
+    lines = [b"x" * rng.randrange(1, 300) + b"\n" for _ in at]
+    hours = []
+    for _ in at:
+        hour += rng.random() < 0.02
+        hours.append(f"hour={hour}")
+    ends = list(itertools.accumulate(map(len, lines)))
+    bounds = [0, *(i for i in range(1, len(at)) if hours[i] != hours[i - 1]), len(at)]
+    runs = [Run(at, a, b, "facts", hours[a], lines, ends) for a, b in itertools.pairwise(bounds)]
+    each = [Entry(p, h, line, False, "facts") for p, h, line in zip(at, hours, lines, strict=True)]
+    return runs, each, hour
+
+
+@pytest.mark.parametrize("lined", [False, True], ids=["bare", "lined"])
 @pytest.mark.parametrize("seed", range(12))
-def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int) -> None:
-    """A batch held as one Run is cut, written and adopted exactly as its items would be
-    an Entry each: at max_bytes inside a run, at an adopted end inside one, at a commit
-    that ends short of the segment (a destination adopted less)."""
+def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int, lined: bool) -> None:
+    """A batch held as Runs is cut, written and adopted exactly as its items would be an
+    Entry each: at max_bytes inside a run (bare: a fixed weight an item; lined: its line's
+    bytes), at an hour change, at an adopted end inside one, at a commit that ends short of
+    the segment (a destination adopted less) — the same positions, lines and hours."""
     rng = random.Random(seed)
-    runs = ArchiveBuffer("shard-1", max_bytes=NO_LINE_BYTES * 50, max_age_s=60)
-    each = ArchiveBuffer("shard-1", max_bytes=NO_LINE_BYTES * 50, max_age_s=60)
-    seq, now = 0, 0.0
+    limit = 6_000 if lined else NO_LINE_BYTES * 50
+    runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
+    each = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
+    seq, now, hour = 0, 0.0, 0
     for _ in range(150):
         now += rng.random()
         at = [(str(seq + n), rng.randrange(3)) for n in range(1, rng.randrange(2, 90))]
         seq += len(at)
-        runs.add([Run(at, 0, len(at), "facts")], now)
-        each.add([Entry(p, "", b"", False, "facts") for p in at], now)
+        if lined:
+            as_runs, as_entries, hour = lined_runs(at, rng, hour)
+            runs.add(as_runs, now)
+            each.add(as_entries, now)
+        else:
+            runs.add([Run(at, 0, len(at), "facts")], now)
+            each.add([Entry(p, "", b"", False, "facts") for p in at], now)
         assert len(runs) == len(each)
         if rng.random() < 0.1:  # an earlier owner's segment ends somewhere ahead
             end = (str(seq + rng.randrange(-20, 40)), 0)
@@ -195,12 +221,16 @@ def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int) -> None:
                 each.cover(end)
         final = rng.random() < 0.05
         while (segment := runs.next_segment(now, final)) is not None:
-            assert flat(segment) == flat(each.next_segment(now, final))
+            theirs = each.next_segment(now, final)
+            assert theirs is not None and flat(segment) == flat(theirs)
+            assert (segment.lines(False), segment.hour) == (theirs.lines(False), theirs.hour)
+            assert [e.line for e in one_each(segment.entries)] == [e.line for e in theirs.entries]
             assert segment.records == len(flat(segment)) and segment.last == flat(segment)[-1]
             assert all(e.fact == "facts" for e in segment.entries)
             items = flat(segment)
             end = items[rng.randrange(len(items))] if rng.random() < 0.2 else segment.last
             assert flat(segment.until(end)) == items[: items.index(end) + 1]
+            assert segment.until(end).lines(False) == theirs.until(end).lines(False)
             runs.written(end, now)
             each.written(end, now)
             assert len(runs) == len(each)

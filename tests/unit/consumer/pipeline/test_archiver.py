@@ -62,13 +62,13 @@ def test_bare_entries_are_the_lined_entries_without_lines(
 ) -> None:
     batch = records(8, bad)
     progress = finished(batch, durable, refused)
-    lined = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True, facts=FACTS)
+    lined_pieces = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True, facts=FACTS)
     pieces = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=False, facts=FACTS)
-    bare = one_each(pieces)
+    bare, lined = one_each(pieces), one_each(lined_pieces)
     if bare and not any(e.letter for e in bare):  # no letter to place: one Run for the lot
-        assert [type(p) for p in pieces] == [Run]
+        assert [type(p) for p in pieces] == [type(p) for p in lined_pieces] == [Run]
     else:
-        assert all(type(p) is Entry for p in pieces)
+        assert all(type(p) is Entry for p in [*pieces, *lined_pieces])
 
     assert [(e.position, e.letter) for e in bare] == [(e.position, e.letter) for e in lined]
     assert all(e.line == b"" and e.hour == "" for e in bare)
@@ -108,7 +108,13 @@ def test_each_record_is_named_by_the_hour_its_arrival_is_in() -> None:
     for record, arrival in zip(batch, arrivals, strict=True):
         record["ApproximateArrivalTimestamp"] = arrival
     progress = finished(batch, None, [])
-    lined = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True)
+    pieces = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=True)
+    assert [p.hour for p in pieces] == [  # a Run an hour
+        "dt=2025-12-31/hour=23",
+        "dt=2026-01-01/hour=00",
+        "dt=2026-01-01/hour=01",
+    ]
+    lined = one_each(pieces)
     assert [e.hour for e in lined] == [
         "dt=2025-12-31/hour=23",
         "dt=2025-12-31/hour=23",
@@ -127,8 +133,12 @@ def test_a_line_carries_the_records_metadata_and_its_own_json() -> None:
     batch[1]["PartitionKey"] = 'a "quoted" \\ key é'
     batch[2]["ApproximateArrivalTimestamp"] = None
     progress = finished(batch, None, [])
-    raw = entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=True, lines=True)
-    plain = entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=False, lines=True)
+    raw = one_each(
+        entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=True, lines=True)
+    )
+    plain = one_each(
+        entries_of(progress, batch, "telemax", "s", 'shard-"1"', raw_json=False, lines=True)
+    )
     for ours, theirs, record in zip(raw, plain, batch, strict=True):
         line, expected = orjson.loads(ours.line), orjson.loads(theirs.line)
         assert ours.line.endswith(b"}\n") and ours.line.count(b"\n") == 1
