@@ -18,7 +18,7 @@ import dataclasses
 import gzip
 import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -237,18 +237,29 @@ def _lined_entries(
     holds until it is written, which the collector walks. In process (60,000 readings in
     batches of 500, 1 MiB segments, best of 5): the entries 2.9-3.0 -> 2.6-2.7 µs a record,
     the buffer's cutting 0.35 -> 0.01."""
-    hours: dict[int | None, str] = {}  # by hour since the epoch
     converted = progress.converted
     made_of = converted.data
+    dumps = orjson.dumps
+    # every line's start: {"feed":…,"stream":…,"shard":…,"sequenceNumber":
+    head = dumps({"feed": feed, "stream": stream, "shard": shard_id})[:-1] + b',"sequenceNumber":'
+    usual = _usual_lines(progress, head) if raw_json else None
+    if usual is not None:
+        positions, texts, hour, arrivals = usual
+        items = converted.items
+        batch = facts(items, positions, list(arrivals)) if facts is not None else None
+        if not as_runs:
+            return [
+                Entry(p, hour, text, False, batch) for p, text in zip(positions, texts, strict=True)
+            ]
+        ends = list(itertools.accumulate(map(len, texts)))
+        return [Run(positions, 0, len(positions), batch, hour, texts, ends)]
+    hours: dict[int | None, str] = {}  # by hour since the epoch
     at: list[Position] = []
     lines: list[bytes] = []
     wheres: list[str] = []  # each line's hour
     changes: list[int] = []  # where the hour changes
     kept: list[Any] = []  # with the insights: the stored items and their arrivals
     kept_arrivals: list[float | None] = []
-    dumps = orjson.dumps
-    # every line's start: {"feed":…,"stream":…,"shard":…,"sequenceNumber":
-    head = dumps({"feed": feed, "stream": stream, "shard": shard_id})[:-1] + b',"sequenceNumber":'
     keys: dict[str, bytes] = {}  # a partition key's JSON (a batch's keys repeat: devices)
     for position in progress.stored_items():
         item = converted.items[position]
@@ -315,6 +326,49 @@ def _lined_entries(
         for start, stop in itertools.pairwise(bounds)
         if start < stop
     ]
+
+
+def _usual_lines(
+    progress: Progress, head: bytes
+) -> tuple[list[Position], list[bytes], str, list[float]] | None:
+    """The usual batch's lines a column at a time — every item stored, each made of its own
+    JSON without a line break, sequence numbers of digits, arrival times as epoch floats all
+    in one hour —: (positions, lines, the hour, arrival times); None for any other batch,
+    which :func:`_lined_entries` reads a record at a time. The same lines either way (a test
+    holds them equal): in process (60,000 readings in batches of 500, best of 5) a batch's
+    entries cost 1.26-1.33 µs a record a column at a time against 2.54-2.70 in the loop."""
+    converted = progress.converted
+    origins, made_of = converted.origins, converted.data
+    count = len(origins)
+    if not count or len(made_of) != count or len(progress.stored_items()) != count:
+        return None
+    joined = b"".join(made_of)
+    if b"\n" in joined or b"\r" in joined:
+        return None
+    found = [record.get(ARRIVAL) for record, _ in origins]
+    if set(map(type, found)) != {float}:
+        return None
+    arrivals = cast("list[float]", found)
+    sequences: list[str] = [record["SequenceNumber"] for record, _ in origins]
+    digits = "".join(sequences)
+    if not (digits.isascii() and digits.isdigit()):  # (isdigit alone: any script's digits)
+        return None
+    first, last = min(arrivals), max(arrivals)
+    if first // 3600 != last // 3600:
+        return None
+    subs = [sub for _, sub in origins]
+    keys = [record.get("PartitionKey", "") for record, _ in origins]
+    dumps = orjson.dumps
+    named = {key: dumps(key) for key in set(keys)}
+    line = head + b'"%b","subSequenceNumber":%d,"partitionKey":%b,"arrival":%b,"record":%b}\n'
+    lines = [
+        line % (sequence.encode(), sub, named[key], dumps(arrival), data.strip())
+        for sequence, sub, key, arrival, data in zip(
+            sequences, subs, keys, arrivals, made_of, strict=True
+        )
+    ]
+    at: list[Position] = list(zip(sequences, subs, strict=True))
+    return at, lines, hour_of(first), arrivals
 
 
 def _bare_entries(

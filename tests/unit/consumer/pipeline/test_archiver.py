@@ -5,6 +5,8 @@ stored items."""
 from __future__ import annotations
 
 import functools
+import random
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -12,6 +14,7 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.kept import BatchFacts, batch_facts
+from consumer.pipeline import archiver
 from consumer.pipeline.archive import Entry, Run, hour_of, one_each
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.convert import convert
@@ -157,3 +160,57 @@ def test_a_line_carries_the_records_metadata_and_its_own_json() -> None:
                 "arrival": record["ApproximateArrivalTimestamp"],
             }
         )
+
+
+@pytest.mark.parametrize("seed", range(27))
+def test_the_usual_batch_lines_a_column_at_a_time_as_one_by_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual batch's lines are made a column at a time; any batch gives the same
+    entries, lines, hours and facts as a record at a time would — the usual one and each
+    way of not being usual: an arrival in another hour, unknown or a datetime, a line break
+    or spaces around a record's JSON, a sequence number of other digits, a refused item,
+    partition keys that need escaping."""
+    rng = random.Random(seed)
+    batch = records(rng.randrange(1, 40), set())
+    kinds = ["usual", "keys", "spaces", "hour", "unknown", "datetime", "break", "digits"]
+    kind = [*kinds, "refused"][seed % 9]
+    for n in rng.sample(range(len(batch)), min(len(batch), rng.randrange(1, 4))):
+        record = batch[n]
+        if kind == "keys":  # still usual: keys that need escaping
+            record["PartitionKey"] = rng.choice(['a "quoted" \\ key', "é", ""])
+        elif kind == "hour":
+            record["ApproximateArrivalTimestamp"] += 3600 * rng.choice([-1, 1])
+        elif kind == "unknown":
+            record["ApproximateArrivalTimestamp"] = None
+        elif kind == "datetime":
+            record["ApproximateArrivalTimestamp"] = datetime.fromtimestamp(1_767_225_600, UTC)
+        elif kind == "spaces":  # still usual: the record's JSON is embedded stripped
+            record["Data"] = b" " + record["Data"] + b"  "
+        elif kind == "break":
+            data, brk = record["Data"], [b"\n", b"\r"][seed // 9 % 2]
+            record["Data"] = data[:1] + brk + data[1:]  # JSON whitespace, a line break
+        elif kind == "digits":  # Arabic-Indic digits; a quote that JSON must escape
+            record["SequenceNumber"] = rng.choice(["١٠٠" + str(n), f'{n}"'])
+    refused = [rng.randrange(len(batch))] if kind == "refused" else []
+    progress = finished(batch, None, refused)
+
+    def pieces() -> Any:
+        return entries_of(progress, batch, "telemax", "s", "shardId-0", True, facts=FACTS)
+
+    usual = one_each(pieces())
+    monkeypatch.setattr(archiver, "_usual_lines", lambda progress, head: None)
+    each = one_each(pieces())
+    assert [(e.position, e.hour, e.line, e.letter) for e in usual] == [
+        (e.position, e.hour, e.line, e.letter) for e in each
+    ]
+    stored = [e for e in usual if not e.letter]
+    theirs = [e for e in each if not e.letter]
+    if stored:
+        ours_facts, their_facts = stored[0].fact, theirs[0].fact
+        assert (ours_facts.positions, ours_facts.seconds, ours_facts.columns) == (
+            their_facts.positions,
+            their_facts.seconds,
+            their_facts.columns,
+        )
+        assert [repr(a) for a in ours_facts.arrivals] == [repr(a) for a in their_facts.arrivals]
