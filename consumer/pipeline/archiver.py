@@ -182,12 +182,11 @@ def entries_of(
             hours[when] = hour_of(when)
         return hours[when]
 
+    # a batch with a dead letter to place among them: an entry each, in the batch's order
+    as_runs = not any(progress.stored)
     if not lines:
-        # a batch with a dead letter to place among them: an entry each, in the batch's order
-        found = _bare_entries(progress, facts, as_run=not any(progress.stored))
+        found = _bare_entries(progress, facts, as_run=as_runs)
     else:
-        # a batch with a dead letter to place among them: an entry each, in the batch's order
-        as_runs = not any(progress.stored)
         found = _lined_entries(progress, feed, stream, shard_id, raw_json, facts, as_runs)
     items_found = len(found)
     # the dead letters' arrival times, by sequence number (most batches have no letter)
@@ -245,14 +244,8 @@ def _lined_entries(
     usual = _usual_lines(progress, head) if raw_json else None
     if usual is not None:
         positions, texts, hour, arrivals = usual
-        items = converted.items
-        batch = facts(items, positions, list(arrivals)) if facts is not None else None
-        if not as_runs:
-            return [
-                Entry(p, hour, text, False, batch) for p, text in zip(positions, texts, strict=True)
-            ]
-        ends = list(itertools.accumulate(map(len, texts)))
-        return [Run(positions, 0, len(positions), batch, hour, texts, ends)]
+        batch = facts(converted.items, positions, arrivals) if facts is not None else None
+        return _pieces(positions, texts, [hour] * len(positions), [], batch, as_runs)
     hours: dict[int | None, str] = {}  # by hour since the epoch
     at: list[Position] = []
     lines: list[bytes] = []
@@ -315,14 +308,28 @@ def _lined_entries(
             kept.append(item)
             kept_arrivals.append(arrived)
     batch = facts(kept, at, kept_arrivals) if facts is not None and kept else None
+    return _pieces(at, lines, wheres, changes, batch, as_runs)
+
+
+def _pieces(
+    at: list[Position],
+    lines: list[bytes],
+    hours: list[str],
+    changes: list[int],
+    batch: Any,
+    as_runs: bool,
+) -> list[Piece]:
+    """An Entry a line, or (``as_runs``) a Run for each hour: ``changes`` are the indices
+    where ``hours`` changes."""
     if not as_runs:
         return [
-            Entry(p, w, line, False, batch) for p, w, line in zip(at, wheres, lines, strict=True)
+            Entry(p, hour, line, False, batch)
+            for p, hour, line in zip(at, hours, lines, strict=True)
         ]
     ends = list(itertools.accumulate(map(len, lines)))
     bounds = [0, *changes, len(at)]
     return [
-        Run(at, start, stop, batch, wheres[start], lines, ends)
+        Run(at, start, stop, batch, hours[start], lines, ends)
         for start, stop in itertools.pairwise(bounds)
         if start < stop
     ]
@@ -330,7 +337,7 @@ def _lined_entries(
 
 def _usual_lines(
     progress: Progress, head: bytes
-) -> tuple[list[Position], list[bytes], str, list[float]] | None:
+) -> tuple[list[Position], list[bytes], str, list[float | None]] | None:
     """The usual batch's lines a column at a time — every item stored, each made of its own
     JSON without a line break, sequence numbers of digits, arrival times as epoch floats all
     in one hour —: (positions, lines, the hour, arrival times); None for any other batch,
@@ -368,7 +375,7 @@ def _usual_lines(
         )
     ]
     at: list[Position] = list(zip(sequences, subs, strict=True))
-    return at, lines, hour_of(first), arrivals
+    return at, lines, hour_of(first), found
 
 
 def _bare_entries(
