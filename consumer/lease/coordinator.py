@@ -28,7 +28,7 @@ from consumer.config import Settings
 from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.leader import Leader
 from consumer.lease.members import Beat, Member, MemberStore
-from consumer.lease.model import LeaseStore
+from consumer.lease.model import Lease, LeaseStore
 from consumer.lease.rounds import SyncShards
 from consumer.metrics import Metrics
 from kernel.aws import describe
@@ -183,10 +183,12 @@ class LeaseCoordinator:
     async def _decline(self, key: str) -> None:
         """Stopping, we take nothing more: a lease granted meanwhile is released at once, so
         that no lease is left naming a worker that has gone."""
-        lease = await self._repository.get(key)
+        await self._let_go(await self._repository.get(key))
+        self._acked_grants.add(key)
+
+    async def _let_go(self, lease: Lease | None) -> None:
         if lease is not None and lease.owner == self.me and not lease.finished:
             await self._repository.release(lease)
-        self._acked_grants.add(key)
 
     async def _take_granted(self, key: str) -> None:
         """The leader named us the owner: read the lease once and start, or find that it is
@@ -198,6 +200,13 @@ class LeaseCoordinator:
             lease = await self._repository.get(key)
         except Exception as exc:  # the grant stays; the next beat tries again
             self._log.warning("lease_read_failed", shard_id=key, error=describe(exc))
+            return
+        if not self.taking:
+            # The stop began while we read: its sweep has released what was held by now, so
+            # a lease taken after it would be left naming a worker that has gone. (A release
+            # that fails leaves the grant unacknowledged: the next beat declines it.)
+            await self._let_go(lease)
+            self._acked_grants.add(key)
             return
         self._acked_grants.add(key)
         if lease is None or lease.owner != self.me or lease.finished:

@@ -125,8 +125,8 @@ class MemberRepository:
         ]
 
     async def grant(self, member: Member, keys: frozenset[str]) -> bool:
-        """Add to a worker's grants, conditional on its incarnation being ``member``'s; False
-        when it is not (or the worker has no item)."""
+        """Add to a worker's grants, conditional on its incarnation being ``member``'s and on
+        its not having left; False when not (or the worker has no item)."""
         return await self._add(member, "grants", keys)
 
     async def revoke(self, member: Member, keys: frozenset[str]) -> bool:
@@ -174,8 +174,14 @@ class MemberRepository:
         written = await self._update(
             member.worker_id,
             f"ADD {attribute} :keys",
-            "incarnation = :incarnation",  # false on an absent item too
-            {":keys": _strings(keys), ":incarnation": {"S": member.incarnation}},
+            # False on an absent item too; and once the worker beat its last (leaving): it
+            # never looks again, so what we wrote would be left naming a worker that has gone.
+            "incarnation = :incarnation AND (attribute_not_exists(leaving) OR leaving = :no)",
+            {
+                ":keys": _strings(keys),
+                ":incarnation": {"S": member.incarnation},
+                ":no": {"BOOL": False},
+            },
         )
         return written is not None
 

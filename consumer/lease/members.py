@@ -76,7 +76,8 @@ class MemberStore(Protocol):
     async def grant(self, member: Member, keys: frozenset[str]) -> bool:
         """Add to a worker's grants, conditional on its incarnation being ``member``'s: a
         worker that restarted (or fenced itself) since never sees a grant meant for the one
-        before. False when the condition failed."""
+        before, and a worker that left (beat its last) sees none at all. False when the
+        condition failed."""
         ...
 
     async def revoke(self, member: Member, keys: frozenset[str]) -> bool: ...

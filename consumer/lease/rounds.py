@@ -218,6 +218,10 @@ class Rounds:
         )
         if any(done and w == self.me for w, done in zip(grants, granted, strict=True)):
             self._on_self_grant()  # our next beat fetches them now, not a beat interval on
+        refused = [
+            key for w, done in zip(grants, granted, strict=True) if not done for key in grants[w]
+        ]
+        await all_of(*(self._unassign(key) for key in sorted(refused)))
         asked = await all_of(
             *(self._members.revoke(members[w], frozenset(keys)) for w, keys in moves.revoke.items())
         )
@@ -255,6 +259,20 @@ class Rounds:
         self.roster.returned.pop(move.key, None)
         self._metrics.leases_assigned.labels(self._settings.stream).inc()
         return True
+
+    async def _unassign(self, key: str) -> None:
+        """A grant refused: the member left (or restarted) after this round read it, and
+        takes nothing. The lease we just named it in goes back to free (conditional on that
+        write), not left naming a worker that has gone: the next round gives it to a live
+        member, and a fleet that stops altogether leaves nothing owned."""
+        try:
+            released = await self._leases.release(self.table[key])
+        except Exception as exc:  # a later round reassigns it: the member is gone
+            self._log.warning("lease_unassign_failed", shard_id=key, error=describe(exc))
+            return
+        if released is not None:
+            self.table[key] = released
+            self._log.info("lease_unassigned", shard_id=key, why="grant_refused")
 
     async def _regrant(self, live: AbstractSet[str]) -> None:
         """Newly elected: grant every live member the leases that name it. A member restarted

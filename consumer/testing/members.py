@@ -61,7 +61,7 @@ class MemberTable:
             return True
         await self._enter(op, member.worker_id)
         current = self.items.get(member.worker_id)
-        if current is None or current.incarnation != member.incarnation:
+        if current is None or current.incarnation != member.incarnation or current.leaving:
             return False
         if op == "grant":
             self.items[member.worker_id] = dataclasses.replace(

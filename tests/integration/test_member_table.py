@@ -204,3 +204,17 @@ async def test_release_then_claim_by_another(table: MemberRepository) -> None:
     successor = await table.claim_leadership("w2", released)
     assert successor == Leadership("w2", mine.counter + 2, None)
     assert await table.members() == [], "the leader item is not a member"
+
+
+async def test_a_member_that_left_is_granted_and_asked_nothing_more(
+    table: MemberRepository,
+) -> None:
+    """Its leaving beat was its last look at its item: a grant written after it would name a
+    worker that has gone, so the write is refused and the leader releases the lease."""
+    live = await table.beat("w1", Beat(incarnation="i1"))
+    assert await table.grant(live, frozenset({"a"}))
+    await table.beat("w1", Beat(incarnation="i1", acked_grants=frozenset({"a"}), leaving=True))
+    assert not await table.grant(live, frozenset({"b"}))
+    assert not await table.revoke(live, frozenset({"a"}))
+    item = await raw(table, "w1")
+    assert item is not None and not {"grants", "revokes"} & item.keys()

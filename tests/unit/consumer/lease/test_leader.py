@@ -656,3 +656,27 @@ async def test_new_leases_whose_first_read_failed_are_read_in_the_next_round() -
     await asyncio.sleep(0.5)
     await boss.step()
     assert members["w1"].grants == frozenset({"s0", "s1"})
+
+
+async def test_a_lease_assigned_to_a_member_that_left_meanwhile_is_not_left_naming_it() -> None:
+    """The round read w2 as live, then w2 beat its last (leaving) before the grant: nobody
+    will take the lease. The grant is refused and the lease released, not left naming a
+    worker that has gone — a fleet that stops altogether leaves nothing owned (CI: the demo's
+    "leases still owned after shutdown"); a live member gets it next round."""
+    leases, members = LeaseTable([lease("a"), lease("b", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    await boss.step()
+    await beat(members, "w1", "w2")
+    leases.latency["assign"] = 1.0
+    round_under_way = asyncio.create_task(boss.step())
+    await asyncio.sleep(0.5)
+    await members.beat("w2", Beat("i1", leaving=True))
+    await round_under_way
+    assert "a" not in members["w2"].grants
+    assert leases["a"].owner is None, "left naming a worker that has gone"
+    leases.latency["assign"] = 0.0
+    await asyncio.sleep(1.0)
+    await boss.step()
+    reassigned = leases["a"]
+    assert reassigned.owner == "w1" and "a" in members["w1"].grants

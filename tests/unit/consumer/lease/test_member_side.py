@@ -529,3 +529,21 @@ async def test_a_member_warned_of_grants_beats_four_times_as_often_around_then_o
     calm = [at for at in sent if not due - 2 * beat <= at <= due + 2 * beat]
     gaps = [b - a for a, b in itertools.pairwise(calm) if b - a < 3 * beat]
     assert min(gaps) >= beat - 0.01, "a beat interval apart before and after"
+
+
+async def test_a_grant_whose_read_outlasts_the_start_of_a_stop_is_declined_not_taken() -> None:
+    """SIGTERM came while a grant's lease read was in flight: the stop's sweep has released
+    what was held by then, so a lease taken after it would be left naming a worker that has
+    gone (CI: the demo's "leases still owned after shutdown"). It is released instead."""
+    leases, members = LeaseTable([lease("a", "w1")]), MemberTable()
+    c = on_loop(leases, members)
+    await members.grant(await c.beat(), frozenset({"a"}))
+    leases.latency["get"] = 1.0
+    beat = asyncio.create_task(c.beat())
+    await asyncio.sleep(0.5)  # the read is under way
+    c.taking = False  # the worker's _shutdown begins
+    await beat
+    assert c.held == {}
+    assert leases["a"].owner is None, "left naming a worker that stops"
+    await c.beat()
+    assert members["w1"].grants == frozenset()  # acknowledged all the same
