@@ -125,6 +125,9 @@ class _Answer(asyncio.Protocol):
         self.closed = False
         self._parser = AnswerParser()
         self._waiter: asyncio.Future[Answer] | None = None
+        # The read timeout as a timer of the loop's (2.2 µs an exchange) rather than
+        # asyncio.timeout around the await (5.5 µs): measured in one process with uvloop.
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they have its methods.
@@ -132,8 +135,7 @@ class _Answer(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(ConnectionResetError("connection closed before the answer"))
+        self._settle(ConnectionResetError("connection closed before the answer"))
 
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
@@ -142,17 +144,35 @@ class _Answer(asyncio.Protocol):
         try:
             answer = self._parser.answer()
         except ValueError as exc:
-            self._waiter.set_exception(exc)
+            self._settle(exc)
             return
         if answer is not None:
-            self._waiter.set_result(answer)
+            self._settle(answer)
 
-    def send(self, request: bytes, bodiless: bool = False) -> asyncio.Future[Answer]:
+    def send(
+        self, request: bytes, timeout: float, bodiless: bool = False
+    ) -> asyncio.Future[Answer]:
+        """Send ``request``; the answer, or TimeoutError when none came within ``timeout``."""
         assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
         self._parser.start(bodiless)  # nothing may precede the answer
         self.transport.write(request)
+        self._timer = loop.call_later(timeout, self._settle, TimeoutError())
         return self._waiter
+
+    def _settle(self, outcome: Answer | BaseException) -> None:
+        """The exchange's end: its answer, or what ended it (once; the timer goes)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if isinstance(outcome, BaseException):
+            waiter.set_exception(outcome)
+        else:
+            waiter.set_result(outcome)
 
 
 class Http1Pool:
@@ -210,8 +230,8 @@ class Http1Pool:
         async with self._slots:
             connection = await self._connection()
             try:
-                async with asyncio.timeout(self._read_timeout):
-                    status, answer_headers, payload = await connection.send(request, bodiless)
+                answering = connection.send(request, self._read_timeout, bodiless)
+                status, answer_headers, payload = await answering
             except TimeoutError as exc:
                 self._discard(connection)
                 raise ReadTimeoutError(endpoint_url=self.url, error=exc) from None

@@ -4,7 +4,9 @@ the lease tables' item calls retried as botocore's standard mode retries them.""
 from __future__ import annotations
 
 import asyncio
+import calendar
 import itertools
+import time
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -56,6 +58,38 @@ def test_signature_is_byte_identical_to_botocores(
     assert ours["Authorization"] == theirs["Authorization"]
     assert ours.get("X-Amz-Security-Token") == theirs.get("X-Amz-Security-Token")
     assert ours["X-Amz-Date"] == theirs["X-Amz-Date"]
+
+
+def test_one_signer_stays_byte_identical_across_headers_tokens_and_times() -> None:
+    """The signer keeps each set of headers' canonical form: a request with other headers,
+    another token (a rotation) or another second must not be signed with a form of before."""
+    url, region = "https://kinesis.us-east-1.amazonaws.com", "us-east-1"
+    signer = SigV4(url, region, "kinesis")
+    targets = ["Kinesis_20131202.GetRecords", "Kinesis_20131202.GetShardIterator"]
+    for n in range(12):
+        token = (None, "FwoGZXIvYXdzE", "tok/en=")[n % 3]
+        credentials = ReadOnlyCredentials("AKIDEXAMPLE", SECRET, token)
+        headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": targets[n % 2]}
+        if n % 4 == 3:
+            headers["X-Amz-Meta"] = f" value {n} "
+        body = b'{"Limit": %d}' % n
+        theirs = botocore_headers(url, region, "kinesis", body, headers, credentials)
+        ours = signer.headers(body, headers, credentials, theirs["X-Amz-Date"])
+        assert ours["Authorization"] == theirs["Authorization"], n
+        assert ours.get("X-Amz-Security-Token") == theirs.get("X-Amz-Security-Token")
+    assert len(signer._forms) == 6 + 3  # (target, token) pairs, and the extra header's
+
+
+def test_the_time_signed_is_now() -> None:
+    signer = SigV4("https://kinesis.us-east-1.amazonaws.com", "us-east-1", "kinesis")
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", SECRET, None)
+    signed = signer.headers(b"{}", {}, credentials)["X-Amz-Date"]
+    at = calendar.timegm(time.strptime(signed, "%Y%m%dT%H%M%SZ"))
+    # (within a second or two: this machine's coarse clock, which gmtime() reads, and its
+    # precise one, which time() reads, were seen a second apart)
+    assert abs(at - time.time()) < 2.5
+    later = signer.headers(b"{}", {}, credentials)["X-Amz-Date"]
+    assert later >= signed
 
 
 def test_the_signing_key_follows_the_day_and_the_secret() -> None:
