@@ -11,7 +11,9 @@
 # in a private network namespace (root; skipped with a line where namespaces are not allowed).
 # make bench-idle: what a quiet shard costs one worker (4 and 128 idle shards; the slope) and
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
-.PHONY: bench bench-idle bench-latency
+# make bench-request: what one BatchWriteItem costs our client against a null server (the
+# server's own work left out). Bounded: <= 2 min.
+.PHONY: bench bench-idle bench-latency bench-request
 bench: $(STAMP) emulators
 	timeout 2700 $(PY) -m tests.bench --records 200000 --shards 4 64 --repeats 3 --steady-profile $(if $(BEFORE),--before $(BEFORE))
 	timeout 180 $(PY) -m tests.bench.latency
@@ -21,3 +23,6 @@ bench-latency: $(STAMP) emulators
 
 bench-idle: $(STAMP) emulators
 	timeout 420 $(PY) -m tests.bench.idle --shards 4 128 --window 60 --probes 10
+
+bench-request: $(STAMP)
+	timeout 120 $(PY) -m tests.bench.request_cost

@@ -1,0 +1,112 @@
+"""What one ``BatchWriteItem`` costs our client, with the server's cost taken away.
+
+``python -m tests.bench.request_cost [--calls N] [--rounds R]``: a null HTTP server in another
+process (uvloop; it answers every request at once with ``{"UnprocessedItems":{}}``) and, in
+this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX items, 16 in flight as the
+worker writes: CPU (user + system, ``getrusage``) per request and per item, each round. The
+emulators' own work and their wake-ups stay out of the figure (the ``floor`` contender of
+``python -m tests.bench`` keeps them in): it is our signing, framing, parsing and event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+
+import uvloop
+
+from consumer.adapters.credentials import Frozen, StaticCredentials
+from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
+from devkit.local import free_port
+from tests.bench.ceiling import cpu, items_of
+
+IN_FLIGHT = 16  # the worker's default TELEMAX_WRITE_CONCURRENCY
+ITEMS = 25  # a BatchWriteItem's most
+
+NULL_SERVER = r"""
+import asyncio, sys, uvloop
+
+REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+         b"Content-Length: 23\r\n\r\n" + b'{"UnprocessedItems":{}}')
+
+class Null(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, bytearray()
+
+    def data_received(self, data):
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buffer[:end]).lower()
+            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+            if len(self.buffer) < end + 4 + length:
+                return
+            del self.buffer[: end + 4 + length]
+            self.transport.write(REPLY)
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Null, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+uvloop.run(main())
+"""
+
+
+async def measure(port: int, calls: int, rounds: int) -> None:
+    api = JsonApi(
+        StaticCredentials(Frozen("AKIDEXAMPLE", "secret", None)),
+        endpoint=f"http://127.0.0.1:{port}",
+        region="us-east-1",
+        service=DYNAMODB,
+        pool=2 * IN_FLIGHT,
+        read_timeout=30.0,
+    )
+    client = FastDynamoDB(api)
+    items = items_of(calls * ITEMS)
+    batches = [items[i : i + ITEMS] for i in range(0, len(items), ITEMS)]
+
+    async def write_all() -> None:
+        todo = iter(batches)
+
+        async def writer() -> None:
+            for batch in todo:
+                await client.batch_write("TELEMAX", batch)
+
+        await asyncio.gather(*(writer() for _ in range(IN_FLIGHT)))
+
+    try:
+        await write_all()  # connections made, code warm: not counted
+        for round_ in range(1, rounds + 1):
+            started, wall = cpu(), time.perf_counter()
+            await write_all()
+            per_call = (cpu() - started) / len(batches) * 1e6
+            print(
+                f"round {round_}: {per_call:6.1f} µs of CPU a request, "
+                f"{per_call / ITEMS:5.2f} µs an item "
+                f"({len(batches):,} requests in {time.perf_counter() - wall:.2f} s)",
+                flush=True,
+            )
+    finally:
+        api.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=2400)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
+    try:
+        time.sleep(1.0)  # (it listens well within this)
+        uvloop.run(measure(port, args.calls, args.rounds))
+    finally:
+        server.kill()
+        server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
