@@ -15,6 +15,7 @@ conditional write fail, never a second owner.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -91,6 +92,11 @@ class Rounds:
         self.members: dict[str, Member] = {}
         self.busy = True  # something is moving or late: the next round comes sooner
         self._elected = True  # until the first round: tell every member what it holds
+        # Leases named (or perhaps named: the write's answer was lost) for a member whose
+        # grant was not written: key -> that member. Sent again each round until written:
+        # otherwise the lease names a live member that never hears of it, and no plan moves
+        # a lease a live member holds — the shard would go unconsumed until a new leader.
+        self.ungranted: dict[str, str] = {}
 
     @property
     def me(self) -> str:
@@ -209,19 +215,15 @@ class Rounds:
             return 0  # lost meanwhile (a slow round): the next leader plans afresh
         results = await all_of(*(self._assign(move) for move in moves.assign))
         grants: dict[str, set[str]] = {}
+        for key, worker in self.ungranted.items():  # (what our view of it says is moot: a
+            lease = self.table.get(key)  # member reads a lease before it takes it)
+            if lease is not None and not lease.finished:
+                grants.setdefault(worker, set()).add(key)
         for move, done in zip(moves.assign, results, strict=True):
             if done:
                 grants.setdefault(move.to, set()).add(move.key)
+        await self._grant(grants)
         members = self.members
-        granted = await all_of(
-            *(self._members.grant(members[w], frozenset(keys)) for w, keys in grants.items()),
-        )
-        if any(done and w == self.me for w, done in zip(grants, granted, strict=True)):
-            self._on_self_grant()  # our next beat fetches them now, not a beat interval on
-        refused = [
-            key for w, done in zip(grants, granted, strict=True) if not done for key in grants[w]
-        ]
-        await all_of(*(self._unassign(key) for key in sorted(refused)))
         asked = await all_of(
             *(self._members.revoke(members[w], frozenset(keys)) for w, keys in moves.revoke.items())
         )
@@ -254,19 +256,49 @@ class Rounds:
                 lease = fresh
         except Exception as exc:
             self._log.warning("lease_assign_failed", shard_id=move.key, error=describe(exc))
+            # It may have landed (its answer lost): grant it all the same, next round.
+            self.ungranted[move.key] = move.to
             return False
         self.table[move.key] = lease
         self.roster.returned.pop(move.key, None)
         self._metrics.leases_assigned.labels(self._settings.stream).inc()
         return True
 
-    async def _unassign(self, key: str) -> None:
+    async def _grant(self, grants: dict[str, set[str]]) -> None:
+        """Tell each member what was assigned to it. A grant refused (the member left or
+        restarted after this round read it) gives its leases back; one that failed is sent
+        again next round (a grant the lease does not back is read and ignored: it is safe)."""
+        members = self.members
+        grants = {w: keys for w, keys in grants.items() if w in members}
+        self.ungranted = {}
+        outcomes = await asyncio.gather(
+            *(self._members.grant(members[w], frozenset(keys)) for w, keys in grants.items()),
+            return_exceptions=True,
+        )
+        refused: list[tuple[str, str]] = []
+        for (worker, keys), outcome in zip(grants.items(), outcomes, strict=True):
+            if outcome is True:
+                if worker == self.me:
+                    self._on_self_grant()  # our next beat fetches them now, not a beat on
+            elif outcome is False:
+                refused += [(key, worker) for key in sorted(keys)]
+            elif isinstance(outcome, Exception):
+                self._log.warning("grant_failed", member=worker, error=describe(outcome))
+                self.ungranted.update(dict.fromkeys(keys, worker))
+            else:
+                raise outcome  # cancelled: never swallowed
+        await all_of(*(self._unassign(key, worker) for key, worker in refused))
+
+    async def _unassign(self, key: str, worker: str) -> None:
         """A grant refused: the member left (or restarted) after this round read it, and
-        takes nothing. The lease we just named it in goes back to free (conditional on that
+        takes nothing. The lease we named it in goes back to free (conditional on that
         write), not left naming a worker that has gone: the next round gives it to a live
         member, and a fleet that stops altogether leaves nothing owned."""
+        lease = self.table.get(key)
+        if lease is None or lease.owner != worker:
+            return  # not known to name it: nothing of the member's to give back
         try:
-            released = await self._leases.release(self.table[key])
+            released = await self._leases.release(lease)
         except Exception as exc:  # a later round reassigns it: the member is gone
             self._log.warning("lease_unassign_failed", shard_id=key, error=describe(exc))
             return

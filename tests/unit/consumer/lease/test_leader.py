@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from consumer.config import Settings
 from consumer.lease.leader import WATCH_S, Leader
 from consumer.lease.members import Beat, Leadership
-from consumer.lease.model import SHARD_END
+from consumer.lease.model import SHARD_END, Lease
 from consumer.lease.rounds import LEASE_SCAN_S
 from consumer.metrics import Metrics
-from consumer.testing import LeaseTable, MemberTable, lease
+from consumer.testing import LeaseTable, MemberTable, client_error, lease
 
 pytestmark = pytest.mark.looptime
 
@@ -680,3 +682,50 @@ async def test_a_lease_assigned_to_a_member_that_left_meanwhile_is_not_left_nami
     await boss.step()
     reassigned = leases["a"]
     assert reassigned.owner == "w1" and "a" in members["w1"].grants
+
+
+async def test_a_grant_whose_write_failed_is_granted_in_a_later_round() -> None:
+    """The lease write named w2, then the grant's write failed (throttled past botocore's
+    retries): w2 never hears of it, and the lease names a live member, so no plan moves it.
+    Unless a later round grants it, nobody consumes the shard."""
+    leases, members = LeaseTable([lease("a"), lease("b", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    await boss.step()
+    await beat(members, "w1", "w2")
+    members.fault = lambda op, key: client_error("ThrottlingException") if op == "grant" else None
+    with contextlib.suppress(ClientError):  # (run() logs it: leader_round_failed)
+        await boss.step()
+    assert leases["a"].owner == "w2" and "a" not in members["w2"].grants
+    members.fault = lambda op, key: None
+    for _ in range(10):
+        await asyncio.sleep(1.0)
+        await beat(members, "w1", "w2")
+        await boss.step()
+    assert "a" in members["w2"].grants or leases["a"].owner != "w2", "stranded"
+
+
+async def test_an_assignment_that_landed_but_raised_is_granted_all_the_same() -> None:
+    """The lease write landed and its answer never came (a read timeout past botocore's
+    retries): the leader does not know it names w2, and a later plan sees a lease a live
+    member holds. The grant goes out anyway: w2 reads the lease before it takes it."""
+    leases, members = LeaseTable([lease("a"), lease("b", "w1")]), MemberTable()
+    await beat(members, "w1", "w2")
+    boss = leader(leases, members)
+    await boss.step()
+    await beat(members, "w1", "w2")
+    assign = leases.assign
+
+    async def landed_then_timed_out(*args: Any, **kwargs: Any) -> Lease | None:
+        await assign(*args, **kwargs)
+        raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+    leases.assign = landed_then_timed_out  # type: ignore[method-assign]
+    await boss.step()
+    leases.assign = assign  # type: ignore[method-assign]
+    for _ in range(3):
+        await asyncio.sleep(1.0)
+        await beat(members, "w1", "w2")
+        await boss.step()
+    assert leases["a"].owner == "w2"
+    assert "a" in members["w2"].grants, "stranded"
