@@ -256,7 +256,7 @@ class Rounds:
                 lease = fresh
         except Exception as exc:
             self._log.warning("lease_assign_failed", shard_id=move.key, error=describe(exc))
-            # It may have landed (its answer lost): grant it all the same, next round.
+            # It may have landed (its answer lost): grant it all the same (in _perform).
             self.ungranted[move.key] = move.to
             return False
         self.table[move.key] = lease
