@@ -90,6 +90,9 @@ def error_from(status: int, headers: Any, body: bytes, operation: str) -> Client
 
 
 MAX_FORMS = 64  # the canonical header forms a signer keeps
+# (the headers given, the session token) -> (canonical headers before x-amz-date, after it,
+# the signed names)
+Forms = dict[tuple[tuple[tuple[str, str], ...], str | None], tuple[str, str, str]]
 
 
 class SigV4:
@@ -107,8 +110,7 @@ class SigV4:
         self._region = region
         self._service = service
         self._keys: dict[tuple[str, str], bytes] = {}
-        self._forms: dict[tuple[tuple[tuple[str, str], ...], str | None], tuple[str, str, str]]
-        self._forms = {}
+        self._forms: Forms = {}
         self._second = -1
         self._date = ""
 
@@ -161,7 +163,8 @@ class SigV4:
     def _form(self, headers: dict[str, str], token: str | None) -> tuple[str, str, str]:
         """The canonical headers before and after ``x-amz-date`` (the one that changes with
         every request) and the signed names, made once for each set of headers: a JSON
-        call's are the same every time (a signature cost 14 µs, 8.5 with this)."""
+        call's are the same every time (a signature of a 4 KB body cost 12.2 µs in process, 8.6
+        with this and the date made once a second)."""
         key = (tuple(headers.items()), token)
         form = self._forms.get(key)
         if form is None:
