@@ -262,7 +262,7 @@ class Runtime:
         log.info(
             "lambda_batch_processed",
             records=len(batch.records),
-            items=len(converted.items),
+            items=len(converted.entries),
             dead_letters=len(progress.letters),
             retry_from=retry_from,
             seconds=round(time.perf_counter() - started, 3),

@@ -7,14 +7,65 @@ same handler before it sends them, so a line the consumer would refuse is refuse
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import orjson
 
 from kernel.errors import ConfigError
 
 # A DynamoDB item in wire format: {"name": {"S": "..."}, "n": {"N": "1.5"}, ...}
 Item = dict[str, dict[str, Any]]
 Handler = Callable[[bytes], Item]
+
+# An item already written as DynamoDB's JSON, with its key: (key values in the table's key
+# order, the item's JSON bytes). A handler may offer an *encoder* beside itself — ``bytes ->
+# Encoded | None`` — for the records it can write straight into a request: no item dicts to
+# build, keep and encode again (in process, 10,000 TELEMAX readings: 3.7 µs a reading
+# converted and kept as items, 2.4 encoded). Its promise, held by a test for the built-in
+# one: for a record it encodes, ``as_item(encoded) == handler(data)`` and the key is that
+# item's; for any other it answers None and the handler decides (and explains a refusal).
+Encoded = tuple[tuple[Any, ...], bytes]
+Entry = Item | Encoded  # what a table's sink writes: an item, or one already encoded
+Encoder = Callable[[bytes], Encoded | None]
+ENCODER_ATTRIBUTE = "encode"
+
+H = TypeVar("H", bound=Callable[[bytes], Item])
+
+
+def with_encoder(encoder: Encoder) -> Callable[[H], H]:
+    """Decorator: ``encoder`` encodes what the handler would make, for the records it can."""
+
+    def declare(handler: H) -> H:
+        setattr(handler, ENCODER_ATTRIBUTE, encoder)
+        return handler
+
+    return declare
+
+
+def encoder_of(handler: object) -> Encoder | None:
+    encoder: Encoder | None = getattr(handler, ENCODER_ATTRIBUTE, None)
+    return encoder
+
+
+def as_item(entry: Entry) -> Item:
+    """The item an entry stands for."""
+    if type(entry) is tuple:
+        item: Item = orjson.loads(entry[1])
+        return item
+    return entry  # type: ignore[return-value]
+
+
+def as_items(entries: Sequence[Entry]) -> list[Item]:
+    """:func:`as_item` of each, the encoded ones parsed in one call (one JSON array)."""
+    encoded = [entry[1] for entry in entries if type(entry) is tuple]
+    if not encoded:
+        return list(entries)  # type: ignore[arg-type]
+    parsed: list[Item] = orjson.loads(b"[" + b",".join(encoded) + b"]")
+    if len(parsed) == len(entries):
+        return parsed
+    found = iter(parsed)
+    return [next(found) if type(entry) is tuple else entry for entry in entries]  # type: ignore[misc]
 
 
 def load_handler(spec: str, source: str = "TELEMAX_HANDLER") -> Handler:

@@ -38,7 +38,7 @@ from consumer.adapters.tls import client_context
 from kernel.aws import classify
 from kernel.backoff import Backoff
 from kernel.errors import Action
-from kernel.handlers import Item
+from kernel.handlers import Entry, Item
 
 T = TypeVar("T")
 
@@ -267,10 +267,19 @@ class FastDynamoDB:
     def __init__(self, api: JsonApi) -> None:
         self._api = api
 
-    async def batch_write(self, table: str, items: Sequence[Item]) -> list[Item]:
-        """BatchWriteItem of ``items``; returns the ones DynamoDB left unprocessed."""
+    async def batch_write(self, table: str, items: Sequence[Entry]) -> list[Item]:
+        """BatchWriteItem of ``items`` (an encoded one's JSON goes in as it is); returns the
+        ones DynamoDB left unprocessed."""
+        fragment = orjson.Fragment
         body = orjson.dumps(
-            {"RequestItems": {table: [{"PutRequest": {"Item": item}} for item in items]}},
+            {
+                "RequestItems": {
+                    table: [
+                        {"PutRequest": {"Item": fragment(e[1]) if type(e) is tuple else e}}
+                        for e in items
+                    ]
+                }
+            },
             default=json_default,
         )
         answer = await self._api.call("BatchWriteItem", body)

@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from consumer.feeds.fields import decode_object, fits, required_string
+from consumer.feeds.fields import SIZE_CHECK_FROM, decode_object, fits, required_string
 from consumer.pipeline.keys import declare_keys
 from consumer.pipeline.records import (
     MAX_NUMBER,
@@ -21,7 +21,7 @@ from consumer.pipeline.records import (
     is_number,
 )
 from kernel.errors import InvalidRecord
-from kernel.handlers import Item
+from kernel.handlers import Encoded, Item, with_encoder
 
 KEY_NAMES = ("hardwareID", "Timestamp")  # what to_item declares: checked against the table
 _NUMBERS = frozenset({"Data2", "Data3"})  # must be numbers
@@ -30,16 +30,6 @@ _TYPED = {  # optional fields with a type, and the complaint when it is wrong
     "Data2": "Data2 must be a number",
     "Data3": "Data3 must be a number",
 }
-
-
-@declare_keys(*KEY_NAMES)
-def to_item(data: bytes) -> Item:
-    item = _canonical_item(data)
-    if item is not None:
-        return fits(item, data)
-    record = decode_object(data)
-    item = _usual_item(record)
-    return fits(_item_of(record) if item is None else item, data)
 
 
 # Three ways, each giving the item the next would give (a test holds them equal on records of
@@ -76,22 +66,67 @@ _CANONICAL = re.compile(
 ).fullmatch
 
 
-def _canonical_item(data: bytes) -> Item | None:
+def _canonical_parts(data: bytes) -> tuple[bytes, ...] | None:
     """A reading written as most writers write it — the five fields in the schema's order,
-    strings without escapes, numbers without exponent — read from its bytes without a parse
-    (the numbers as written: DynamoDB keeps a number, not its text). None for anything else."""
+    strings without escapes, numbers without exponent —: its five values as written, read
+    from its bytes without a parse. None for anything else."""
     found = _CANONICAL(data)
     if found is None:
         return None
-    hardware, stamp, link, two, three = found.groups()
-    if not hardware or b"-0" in (two, three):
+    parts = found.groups()
+    if not parts[0] or b"-0" in parts[3:]:
         return None  # (the general rules write "-0" as 0: DynamoDB is not asked to read it)
+    return parts
+
+
+def _canonical_item(data: bytes) -> Item | None:
+    """The canonical reading's item (the numbers as written: DynamoDB keeps a number, not its
+    text). None for anything else."""
+    parts = _canonical_parts(data)
+    if parts is None:
+        return None
+    hardware, stamp, link, two, three = parts
     try:
         timestamp = stamp.decode()
         datetime.fromisoformat(timestamp)
         return _reading(hardware.decode(), timestamp, link.decode(), two.decode(), three.decode())
     except ValueError:  # not UTF-8 (UnicodeDecodeError), not a time: the general rules say
         return None
+
+
+_ENCODED = (
+    b'{"hardwareID":{"S":"%s"},"Timestamp":{"S":"%s"},"Data1":{"S":"%s"},'
+    b'"Data2":{"N":"%s"},"Data3":{"N":"%s"}}'
+)
+
+
+def encode(data: bytes) -> Encoded | None:
+    """The canonical reading in ASCII (valid UTF-8 without a decode) as the JSON of the item
+    :func:`to_item` makes of it — its values go in as written: a string without escapes or
+    control characters is the same string in JSON —, keyed by (hardwareID, Timestamp). None
+    for anything else (non-ASCII text too: to_item decodes and judges it)."""
+    if len(data) >= SIZE_CHECK_FROM or not data.isascii():
+        return None  # (fits: a large record's size is to_item's to check)
+    parts = _canonical_parts(data)
+    if parts is None:
+        return None
+    timestamp = parts[1].decode()
+    try:
+        datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    return (parts[0].decode(), timestamp), _ENCODED % parts
+
+
+@with_encoder(encode)
+@declare_keys(*KEY_NAMES)
+def to_item(data: bytes) -> Item:
+    item = _canonical_item(data)
+    if item is not None:
+        return fits(item, data)
+    record = decode_object(data)
+    item = _usual_item(record)
+    return fits(_item_of(record) if item is None else item, data)
 
 
 # The strings a reading repeats (its device, its link) as shared attribute values: two fewer

@@ -30,7 +30,7 @@ from structlog.typing import FilteringBoundLogger
 from consumer.pipeline.deadletter import DeadLetter
 from kernel.aws import describe
 from kernel.errors import InvalidRecord
-from kernel.handlers import Handler, Item
+from kernel.handlers import Entry, Handler, Item, as_items, encoder_of
 from kernel.kpl import MAGIC
 from kernel.kpl.decode import deaggregate, in_hash_range
 
@@ -43,7 +43,9 @@ HANDLER_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
 
 @dataclasses.dataclass(slots=True)
 class Converted:
-    items: list[Item]
+    # what the batch gave to store, in order: items, or items the handler's encoder wrote as
+    # DynamoDB's JSON (kernel.handlers.Encoded: the records table takes them as they are)
+    entries: Sequence[Entry]
     dead: list[DeadLetter]
     origins: list[tuple[Record, int]]  # the record and sub-sequence number behind each item
     last_sub: int  # sub-sequence number of the last user record of the last record
@@ -51,6 +53,15 @@ class Converted:
     outside_range: int = 0
     # the bytes each item was made of (the user record's, inside a KPL aggregate): the archive
     data: list[bytes] = dataclasses.field(default_factory=list)
+    _items: list[Item] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def items(self) -> list[Item]:
+        """The entries as items (the encoded ones parsed once, when first asked: the insights
+        and the alerts read items; the records table does not need them)."""
+        if self._items is None:
+            self._items = as_items(self.entries)
+        return self._items
 
 
 def convert(
@@ -63,15 +74,26 @@ def convert(
     hash_range: tuple[int, int] | None = None,
 ) -> Converted:
     """``hash_range``: the shard's (starting, ending) hash key, both inclusive; None (unknown)
-    keeps every user record."""
-    items: list[Item] = []
+    keeps every user record. The handler's encoder (if it has one, and its key is
+    ``key_names``) writes the records it can as they will be stored."""
+    items: list[Entry] = []
     origins: list[tuple[Record, int]] = []
     made_of: list[bytes] = []
     dead: list[DeadLetter] = []
     last_sub = 0
     outside = 0
+    encode = encoder_of(handler)
+    if encode is not None and tuple(key_names) != getattr(handler, "key_names", None):
+        encode = None  # its keys are not the table's: every record through the handler
 
     def one(record: Record, data: bytes, sub: int) -> None:
+        if encode is not None:
+            encoded = encode(data)
+            if encoded is not None:
+                items.append(encoded)
+                origins.append((record, sub))
+                made_of.append(data)
+                return
         try:
             item = handler(data)
             for name in key_names:  # a custom handler may forget a key attribute

@@ -34,7 +34,7 @@ from consumer.metrics import Metrics
 from kernel.aws import classify, describe, error_code, is_throttle
 from kernel.backoff import Backoff
 from kernel.errors import Action
-from kernel.handlers import Item
+from kernel.handlers import Entry, Item, as_item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -44,8 +44,8 @@ TABLE_REFUSALS = frozenset({"ValidationException"})
 
 T = TypeVar("T")
 
-# (table, items) -> the items DynamoDB left unprocessed
-BatchWriter = Callable[[str, Sequence[Item]], Awaitable[list[Item]]]
+# (table, entries) -> those DynamoDB left unprocessed (as items, or as the entries sent)
+BatchWriter = Callable[[str, Sequence[Entry]], Awaitable[Sequence[Entry]]]
 
 
 class Wire(Protocol[T]):
@@ -78,9 +78,9 @@ class Wire(Protocol[T]):
 
 
 def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
-    async def write(table: str, items: Sequence[Item]) -> list[Item]:
+    async def write(table: str, entries: Sequence[Entry]) -> list[Item]:
         answer = await dynamodb.batch_write_item(
-            RequestItems={table: [{"PutRequest": {"Item": item}} for item in items]}
+            RequestItems={table: [{"PutRequest": {"Item": as_item(entry)}} for entry in entries]}
         )
         left: Any = answer.get("UnprocessedItems", {}).get(table, [])
         return [request["PutRequest"]["Item"] for request in left]
@@ -117,35 +117,44 @@ def item_key(item: Item, key_names: Sequence[str]) -> tuple[Any, ...]:
     return tuple([next(iter(item[name].values())) for name in key_names])
 
 
-def table_identity(item: Item, key_names: Sequence[str]) -> Hashable:
-    """An item's key, or KeyError when it lacks one of the key attributes."""
+def table_identity(item: Entry, key_names: Sequence[str]) -> Hashable:
+    """An item's key (an encoded one's, as its encoder gave it), or KeyError when it lacks one
+    of the key attributes."""
+    if type(item) is tuple:
+        return item[0]
     try:
-        return item_key(item, key_names)
+        return item_key(item, key_names)  # type: ignore[arg-type]
     except (StopIteration, AttributeError):
         raise KeyError(tuple(key_names)) from None
 
 
-def table_identities(items: Sequence[Item], key_names: Sequence[str]) -> list[Hashable]:
+def table_identities(items: Sequence[Entry], key_names: Sequence[str]) -> list[Hashable]:
     """Each item's :func:`table_identity` (``KEYLESS`` for an item without its key): a
     comprehension for a batch instead of four calls an item: versions_by_identity took 1.25
     µs an item, 0.64 with it (10,000 TELEMAX items, in process; the sink's bookkeeping was
-    ~9 % of the worker's steady CPU)."""
+    ~9 % of the worker's steady CPU). Encoded entries carry theirs."""
+
+    def identity(item: Entry) -> Hashable:
+        return table_identity(item, key_names)
+
+    batch: Sequence[Any] = items  # items, or encoded entries (a test holds each kind)
+    if batch and type(batch[0]) is tuple:
+        try:
+            return [entry[0] for entry in batch]
+        except KeyError:  # an item among them (its names are strings: item[0] raises)
+            return one_by_one(identity)(items)
     try:
         if len(key_names) == 2:
             first, second = key_names
             return [
                 (next(iter(item[first].values())), next(iter(item[second].values())))
-                for item in items
+                for item in batch
             ]
         if len(key_names) == 1:
             (only,) = key_names
-            return [(next(iter(item[only].values())),) for item in items]
-    except (KeyError, StopIteration, AttributeError):
-        pass  # one of them has no key: item by item
-
-    def identity(item: Item) -> Hashable:
-        return table_identity(item, key_names)
-
+            return [(next(iter(item[only].values())),) for item in batch]
+    except (KeyError, StopIteration, AttributeError, TypeError):
+        pass  # one of them has no key, or is encoded: entry by entry
     return one_by_one(identity)(items)
 
 
@@ -177,13 +186,13 @@ class TableWire:
     refusal_codes: frozenset[str] = TABLE_REFUSALS
     refusal_reason: str = "rejected_by_dynamodb"
 
-    def identity(self, entry: Item) -> Hashable:
+    def identity(self, entry: Entry) -> Hashable:
         return table_identity(entry, self.key_names)
 
-    def identities(self, entries: Sequence[Item]) -> list[Hashable]:
+    def identities(self, entries: Sequence[Entry]) -> list[Hashable]:
         return table_identities(entries, self.key_names)
 
-    async def send(self, chunk: Sequence[Item]) -> Sequence[Item]:
+    async def send(self, chunk: Sequence[Entry]) -> Sequence[Entry]:
         return await self.writer(self.table, chunk)
 
 
@@ -301,7 +310,7 @@ class Sink(Generic[T]):
         self._on_error(exc)
 
 
-class BatchSink(Sink[Item]):
+class BatchSink(Sink[Entry]):
     """A DynamoDB table's sink; also counts the table-labelled metrics of DESIGN §6."""
 
     def __init__(

@@ -48,7 +48,7 @@ class Progress:
     errors: list[BaseException] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.durable = [False] * len(self.converted.items)
+        self.durable = [False] * len(self.converted.entries)
         self.stored = [False] * len(self.letters)
 
     def items_durable(self, positions: Sequence[int]) -> None:

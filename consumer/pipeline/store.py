@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.sink import BatchSink, BatchWriter, OnDurable, Refused, ignore
-from kernel.handlers import Item
+from kernel.handlers import Entry
 
 DEAD_LETTER_CONCURRENCY = 4  # dead-letter requests in flight: rare, and never the bottleneck
 
@@ -73,13 +74,13 @@ class Store:
             written.inc(len(positions))
             on_durable(positions)
 
-        refused = await self.records.write(converted.items, durable)
+        refused = await self.records.write(converted.entries, durable)
         letters = letters_for(refused, converted, stream, shard_id)
         return letters, [r.position for r in refused]
 
     async def letters(
         self, letters: Sequence[DeadLetter], on_stored: OnDurable = ignore
-    ) -> list[Refused[Item]]:
+    ) -> list[Refused[Entry]]:
         """Store dead letters, each counted by its reason once stored; answer those the
         dead-letter table refused (a misconfiguration: nothing else refuses our items)."""
         counter = self._lettered
@@ -94,7 +95,7 @@ class Store:
 
 
 def letters_for(
-    refused: Sequence[Refused[Item]], converted: Converted, stream: str, shard_id: str
+    refused: Sequence[Refused[Any]], converted: Converted, stream: str, shard_id: str
 ) -> list[DeadLetter]:
     """A dead letter for each refused item, for the record (and user record) it came from."""
     letters = []

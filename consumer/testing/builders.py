@@ -11,7 +11,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from consumer.lease.model import Lease
-from kernel.handlers import Item
+from kernel.handlers import Entry, Item, as_items
 
 
 class FakeClock:
@@ -52,14 +52,15 @@ class ScriptedWriter:
     calls: list[int] = dataclasses.field(default_factory=list)
     key_names: tuple[str, ...] = ("hardwareID", "Timestamp")
 
-    async def __call__(self, table: str, items: Sequence[Item]) -> list[Item]:
+    async def __call__(self, table: str, entries: Sequence[Entry]) -> list[Entry]:
+        items = as_items(entries)  # what DynamoDB would store of encoded entries
         self.calls.append(len(items))
         step = self.script.pop(0) if self.script else None
         if isinstance(step, BaseException):
             raise step
         if any(self.refuse(item) for item in items):
             raise client_error("ValidationException", "refused by the fake", op="BatchWriteItem")
-        left = list(items[len(items) - step :]) if step else []
+        left: list[Entry] = list(items[len(items) - step :]) if step else []
         for item in items[: len(items) - len(left)]:
             key = tuple(next(iter(item[name].values())) for name in self.key_names)
             self.stored[(table, key)] = item

@@ -8,15 +8,19 @@ import calendar
 import itertools
 import time
 
+import orjson
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from consumer.adapters.fastpath import ITEM_CALLS, JsonClient, SigV4, error_from
+from consumer.adapters.fastpath import ITEM_CALLS, FastDynamoDB, JsonClient, SigV4, error_from
+from consumer.feeds import telemax
+from consumer.testing import reading
 from kernel.aws import classify, error_code
 from kernel.errors import Action
+from kernel.handlers import Entry
 
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
@@ -217,3 +221,36 @@ async def test_item_calls_retry_as_botocore_standard_mode(
     assert [op for _, op in api.calls] == ["UpdateItem"] * calls
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(api.calls)]
     assert all(0 <= gap <= 2**n for n, gap in enumerate(gaps)), "full jitter from 1 s"
+
+
+class BodyApi:
+    """Keeps each request's body; answers one item unprocessed (as DynamoDB writes it)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def call(self, operation: str, body: bytes) -> object:
+        self.bodies.append(body)
+        (request,) = orjson.loads(body)["RequestItems"].values()
+        return {"UnprocessedItems": {"T": request[-1:]}}
+
+
+async def test_encoded_entries_make_the_body_their_items_make() -> None:
+    """Entries an encoder wrote go into BatchWriteItem's body as they are: byte for byte the
+    body of the items they stand for, in any mix; what is left unprocessed comes back as
+    items."""
+    readings = [
+        orjson.dumps(reading(f"HW-{n}", timestamp=f"2026-01-01T00:00:0{n}Z", Data1=f"L\x7f{n}"))
+        for n in range(6)
+    ]
+    items = [telemax.to_item(data) for data in readings]
+    entries: list[Entry] = [
+        found if n % 3 and (found := telemax.encode(data)) else items[n]
+        for n, data in enumerate(readings)
+    ]
+    assert sum(type(e) is tuple for e in entries) == 4
+    api = BodyApi()
+    dynamodb = FastDynamoDB(api)  # type: ignore[arg-type]
+    assert await dynamodb.batch_write("T", items) == items[-1:]
+    assert await dynamodb.batch_write("T", entries) == items[-1:]
+    assert api.bodies[0] == api.bodies[1]

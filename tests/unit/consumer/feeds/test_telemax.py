@@ -318,6 +318,88 @@ def test_the_shorter_ways_give_what_the_general_rules_give() -> None:
     assert min(taken.values()) > 400, taken  # each way taken, many times
 
 
+def test_the_encoder_writes_exactly_the_item_to_item_makes() -> None:
+    """``to_item``'s encoder (what the worker writes straight into a request) on records of
+    every shape: None, or the JSON of the very item to_item makes — the same strings, the
+    numbers as written (not merely as numbers), byte for byte as the item would be encoded —
+    keyed by that item's key. It takes the canonical ASCII reading, and leaves the rest to
+    to_item (which decides and explains)."""
+    from consumer.feeds.telemax import _canonical_item
+
+    rng = random.Random(17)
+    encoded = canonical = with_del = 0
+    for _ in range(5_000):
+        fields = [
+            (name, rng.choice(values) if rng.random() < 0.3 else values[0])
+            for name, values in SHAPES.items()
+            if rng.random() > 0.05
+        ]
+        if rng.random() < 0.2:
+            rng.shuffle(fields)
+        comma, colon = rng.choice([(",", ":"), (",", ":"), (", ", ": ")])
+        text = "{" + comma.join(f'"{name}"{colon}{value}' for name, value in fields) + "}"
+        if rng.random() < 0.1:  # an odd character in a string: DEL, a control, non-ASCII
+            text = text.replace(
+                "LNK-", rng.choice(["LNK\x7f-", "LNK\t-", "LNK-é", "LNK-\udcff"]), 1
+            )
+        data = text.encode(errors="surrogateescape")  # (\udcff: the byte 0xff, not UTF-8)
+        found = telemax.encode(data)
+        canonical += _canonical_item(data) is not None and data.isascii()
+        if found is None:
+            assert _canonical_item(data) is None or not data.isascii(), text
+            continue
+        encoded += 1
+        with_del += b"\x7f" in data
+        key, written = found
+        item = to_item(data)
+        assert orjson.loads(written) == item, text
+        assert written == orjson.dumps(item), text
+        assert key == (item["hardwareID"]["S"], item["Timestamp"]["S"]), text
+    assert encoded == canonical > 500  # every canonical ASCII reading taken, many times
+    assert with_del > 10  # DEL is ASCII, and JSON takes it raw
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (
+            b'{"hardwareID":"HW-\xc3\xa9","Timestamp":"2026-01-01T00:00:00Z","Data1":"L","Data2":1,"Data3":2}',
+            "non-ASCII",
+        ),
+        (
+            b'{"hardwareID":"HW-\xff","Timestamp":"2026-01-01T00:00:00Z","Data1":"L","Data2":1,"Data3":2}',
+            "not UTF-8",
+        ),
+        (
+            b'{"hardwareID":"HW-1","Timestamp":"2026-13-01T00:00:00Z","Data1":"L","Data2":1,"Data3":2}',
+            "not a time",
+        ),
+        (
+            b'{"hardwareID":"","Timestamp":"2026-01-01T00:00:00Z","Data1":"L","Data2":1,"Data3":2}',
+            "no device",
+        ),
+        (
+            b'{"hardwareID":"HW-1","Timestamp":"2026-01-01T00:00:00Z","Data1":"L","Data2":-0,"Data3":2}',
+            "-0",
+        ),
+        (
+            b'{"hardwareID":"HW-1","Timestamp":"2026-01-01T00:00:00Z","Data1":"L","Data2":1e5,"Data3":2}',
+            "exponent",
+        ),
+    ],
+)
+def test_the_encoder_leaves_to_to_item_what_it_must_judge(data: bytes, why: str) -> None:
+    assert telemax.encode(data) is None, why
+
+
+def test_the_encoder_leaves_a_large_reading_to_to_item_which_checks_its_size() -> None:
+    data = encode(reading(hardware_id="HW-" + "x" * MAX_ITEM_BYTES))
+    assert telemax.encode(data) is None
+    with pytest.raises(InvalidRecord) as refused:
+        to_item(data)
+    assert refused.value.reason == "item_too_large"
+
+
 def test_shared_attribute_values_stay_bounded() -> None:
     for n in range(3 * telemax._SHARED_LIMIT):
         item = to_item(encode(reading(hardware_id=f"HW-{n}")))

@@ -345,3 +345,43 @@ async def test_a_raising_handler_gets_the_batch_again_then_dead_letters(
     assert [e["event"] for e in logged if e["log_level"] == "error"] == (
         ["handler_failed"] if dead else []
     )
+
+
+def test_records_the_handler_encodes_are_entries_that_stand_for_its_items() -> None:
+    """With the table's key, ``to_item``'s encoder writes the canonical readings as they
+    will be stored; a batch of every kind — canonical (spaced too), reordered, a KPL
+    aggregate, refused — gives the same items, dead letters, origins and bytes as the
+    handler alone."""
+    reordered = orjson.dumps(dict(reversed(reading("HW-2").items())))
+    records = [
+        kinesis_record(orjson.dumps(reading("HW-1")).replace(b",", b" ,\n "), 1),
+        kinesis_record(reordered, 2),
+        kinesis_record(b"{not json", 3),
+        kinesis_record(aggregated(*(reading(f"HW-A{n}") for n in range(3))), 4),
+        kinesis_record(reading("HW-5", timestamp="later"), 5),
+        kinesis_record(reading("HW-6"), 6),
+    ]
+    keys = ("hardwareID", "Timestamp")
+    encoded = convert(records, to_item, STREAM, SHARD, keys)
+    alone = convert(records, lambda data: to_item(data), STREAM, SHARD, keys)  # no encoder
+
+    assert [type(e) is tuple for e in encoded.entries] == [True, False, True, True, True, True]
+    assert all(type(e) is dict for e in alone.entries)
+    assert encoded.items == alone.items == alone.entries
+    assert encoded.dead == alone.dead
+    assert encoded.origins == alone.origins
+    assert encoded.data == alone.data
+    assert [e[0] for e in encoded.entries if type(e) is tuple] == [
+        (item["hardwareID"]["S"], item["Timestamp"]["S"])
+        for item, e in zip(alone.items, encoded.entries, strict=True)
+        if type(e) is tuple
+    ]
+
+
+def test_a_handler_keyed_otherwise_than_the_table_is_not_encoded() -> None:
+    """The encoder's key is the handler's: for a table keyed otherwise (or not told) every
+    record goes through the handler."""
+    records = [kinesis_record(reading("HW-1"), 1)]
+    for keys in ((), ("hardwareID",), ("Timestamp", "hardwareID")):
+        converted = convert(records, to_item, STREAM, SHARD, keys)
+        assert all(type(e) is dict for e in converted.entries), keys

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import random
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import pytest
 from botocore.exceptions import ClientError
 
@@ -23,7 +25,7 @@ from consumer.pipeline.sink import (
 )
 from consumer.testing import ScriptedWriter, client_error
 from kernel.backoff import Backoff
-from kernel.handlers import Item
+from kernel.handlers import Encoded, Entry, Item, as_item
 
 TABLE = "TELEMAX"
 KEYS = ("hardwareID", "Timestamp")
@@ -257,7 +259,7 @@ async def test_validation_exception_isolates_exactly_the_refused_items() -> None
     sink, _ = make_sink(writer)
     durable = Durable()
     refused = await sink.write(items(25), durable)
-    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert sorted(as_item(r.entry)["hardwareID"]["S"] for r in refused) == sorted(bad)
     assert all(r.reason == "rejected_by_dynamodb" for r in refused)
     assert all(r.detail == "ValidationException: refused by the fake" for r in refused)
     assert stored_ids(writer) == {f"HW-{n:04d}" for n in range(25)} - bad
@@ -272,7 +274,7 @@ async def test_refused_items_across_several_chunks() -> None:
     batch = items(60)
     refused = await sink.write(batch, durable)
     assert isinstance(refused[0], Refused)
-    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == sorted(bad)
+    assert sorted(as_item(r.entry)["hardwareID"]["S"] for r in refused) == sorted(bad)
     assert all(batch[r.position] is r.entry for r in refused)  # the caller's own objects
     # every position durable or refused, never both
     assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
@@ -309,7 +311,7 @@ async def test_validation_after_partial_progress_bisects_only_the_rest() -> None
     sink, metrics = make_sink(writer)
     durable = Durable()
     refused = await sink.write(items(10), durable)
-    assert [r.entry["hardwareID"]["S"] for r in refused] == ["HW-0008"]
+    assert [as_item(r.entry)["hardwareID"]["S"] for r in refused] == ["HW-0008"]
     assert refused[0].detail == "ValidationException: bad item"
     assert requests[1] == ["HW-0006", "HW-0007", "HW-0008", "HW-0009"]
     assert all(len(r) <= 4 for r in requests[1:])  # the stored six are never sent again
@@ -376,7 +378,7 @@ async def test_semaphore_is_shared_between_sinks() -> None:
     in_flight = 0
     peak = 0
 
-    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
@@ -437,7 +439,7 @@ async def test_versions_of_one_key_are_written_merged_or_refused(
     batch = [version(v) for v in versions] + others
     refused = await sink.write(batch, durable)
 
-    assert sorted(r.entry["Data1"]["S"] for r in refused) == expect_refused
+    assert sorted(as_item(r.entry)["Data1"]["S"] for r in refused) == expect_refused
     assert all(batch[r.position] is r.entry for r in refused)  # the caller's own objects
     # every position durable or refused, never both
     assert durable.positions | {r.position for r in refused} == set(range(len(batch)))
@@ -462,10 +464,10 @@ async def test_earlier_versions_follow_refused_ones_across_chunks() -> None:
     durable = Durable()
     batch = old + new
     refused = await sink.write(batch, durable)
-    assert sorted(r.entry["hardwareID"]["S"] for r in refused) == [
+    assert sorted(as_item(r.entry)["hardwareID"]["S"] for r in refused) == [
         f"HW-{n:04d}" for n in range(0, 60, 3)
     ]
-    assert all(r.entry["Data1"] == {"S": "bad"} for r in refused)
+    assert all(as_item(r.entry)["Data1"] == {"S": "bad"} for r in refused)
     assert {key[1][0]: i["Data1"]["S"] for key, i in writer.stored.items()} == {
         f"HW-{n:04d}": ("old" if n % 3 == 0 else "new") for n in range(60)
     }
@@ -532,3 +534,39 @@ async def test_durable_per_item_not_per_key(
     refused = await sink.write(batch, durable)
     assert [n in durable.positions for n in range(len(keys))] == expected
     assert {r.position for r in refused} == set(range(len(keys))) - durable.positions
+
+
+# --- encoded entries ------------------------------------------------------------------------
+
+
+def encoded(entry: Item) -> Encoded:
+    """The entry an encoder would make of ``entry``: its key and its JSON."""
+    return tuple(next(iter(entry[name].values())) for name in KEYS), orjson.dumps(entry)
+
+
+@pytest.mark.parametrize("seed", range(25))
+async def test_encoded_entries_are_written_as_the_items_they_stand_for(seed: int) -> None:
+    """A batch given as items, and the same batch with most of them encoded (mixed in any
+    order): the same items stored, the same positions durable, the same refused — through
+    duplicate keys (newest wins, across kinds), throttles, unprocessed items and bisection."""
+    rng = random.Random(seed)
+    batch = [item(rng.randrange(40), rng.choice("abcX")) for _ in range(rng.randrange(1, 160))]
+    mixed: list[Entry] = [encoded(i) if rng.random() < 0.7 else i for i in batch]
+    throttle = client_error("ProvisionedThroughputExceededException", op="BatchWriteItem")
+    script = [rng.choice([None, None, 1, 7, throttle]) for _ in range(12)]
+    outcomes = []
+    for entries in (batch, mixed):
+        writer = ScriptedWriter(script=list(script), refuse=lambda i: i["Data1"]["S"] == "X")
+        sink, _ = make_sink(writer, concurrency=1)
+        durable = Durable()
+        refused = await sink.write(entries, durable)
+        assert all(entries[r.position] is r.entry for r in refused)
+        outcomes.append(
+            (
+                writer.stored,
+                durable.positions,
+                [(r.position, as_item(r.entry), r.reason) for r in refused],
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert table_identities(mixed, KEYS) == table_identities(batch, KEYS)
