@@ -98,6 +98,7 @@ _ENCODED = (
     b'{"hardwareID":{"S":"%s"},"Timestamp":{"S":"%s"},"Data1":{"S":"%s"},'
     b'"Data2":{"N":"%s"},"Data3":{"N":"%s"}}'
 )
+_FIELDS = (("hardwareID", "S"), ("Timestamp", "S"), ("Data1", "S"), ("Data2", "N"), ("Data3", "N"))
 
 
 def encode(data: bytes) -> Encoded | None:
@@ -115,7 +116,7 @@ def encode(data: bytes) -> Encoded | None:
         datetime.fromisoformat(timestamp)
     except ValueError:
         return None
-    return (parts[0].decode(), timestamp), _ENCODED % parts
+    return (parts[0].decode(), timestamp), _ENCODED % parts, parts, _FIELDS
 
 
 @with_encoder(encode)

@@ -31,6 +31,7 @@ from typing import Any
 
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec, Partial
 from consumer.pipeline.archive import Position, order
+from kernel.handlers import Encoded
 
 _fact_of = operator.attrgetter("fact")
 SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attribute
@@ -68,7 +69,7 @@ class BatchFacts:
 
 def batch_facts(
     spec: InsightSpec,
-    items: Sequence[Attributes],
+    items: Sequence[Attributes | Encoded],
     positions: list[Position],
     arrivals: Sequence[float | None],
 ) -> BatchFacts:

@@ -244,7 +244,8 @@ def _lined_entries(
     usual = _usual_lines(progress, head) if raw_json else None
     if usual is not None:
         positions, texts, hour, arrivals = usual
-        batch = facts(converted.items, positions, arrivals) if facts is not None else None
+        # (the entries as they are: the insights read an encoded one's values)
+        batch = facts(list(converted.entries), positions, arrivals) if facts is not None else None
         return _pieces(positions, texts, [hour] * len(positions), [], batch, as_runs)
     hours: dict[int | None, str] = {}  # by hour since the epoch
     at: list[Position] = []
@@ -388,7 +389,7 @@ def _bare_entries(
     record (measured in one process on the benchmark's TELEMAX readings, 2026-12-04); with
     ``as_run``, one Run of them all."""
     converted = progress.converted
-    items = converted.items
+    items = list(converted.entries)  # (the insights read an encoded entry's values)
     picked = progress.stored_items()
     if len(picked) == len(items):  # the usual batch: every item stored
         kept, origins = items, converted.origins

@@ -34,7 +34,7 @@ from consumer.metrics import Metrics
 from kernel.aws import classify, describe, error_code, is_throttle
 from kernel.backoff import Backoff
 from kernel.errors import Action
-from kernel.handlers import Entry, Item, as_item
+from kernel.handlers import Entry, Item, as_items
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -80,7 +80,7 @@ class Wire(Protocol[T]):
 def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
     async def write(table: str, entries: Sequence[Entry]) -> list[Item]:
         answer = await dynamodb.batch_write_item(
-            RequestItems={table: [{"PutRequest": {"Item": as_item(entry)}} for entry in entries]}
+            RequestItems={table: [{"PutRequest": {"Item": item}} for item in as_items(entries)]}
         )
         left: Any = answer.get("UnprocessedItems", {}).get(table, [])
         return [request["PutRequest"]["Item"] for request in left]

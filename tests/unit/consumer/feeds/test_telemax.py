@@ -15,6 +15,7 @@ from consumer.feeds.telemax import KEY_NAMES, _usual_item, to_item
 from consumer.pipeline.records import MAX_ITEM_BYTES, item_size
 from consumer.testing import reading
 from kernel.errors import InvalidRecord
+from kernel.handlers import as_item
 
 
 def encode(value: Any) -> bytes:
@@ -322,8 +323,8 @@ def test_the_encoder_writes_exactly_the_item_to_item_makes() -> None:
     """``to_item``'s encoder (what the worker writes straight into a request) on records of
     every shape: None, or the JSON of the very item to_item makes — the same strings, the
     numbers as written (not merely as numbers), byte for byte as the item would be encoded —
-    keyed by that item's key. It takes the canonical ASCII reading, and leaves the rest to
-    to_item (which decides and explains)."""
+    with that item's attribute values, keyed by its key. It takes the canonical ASCII
+    reading, and leaves the rest to to_item (which decides and explains)."""
     from consumer.feeds.telemax import _canonical_item
 
     rng = random.Random(17)
@@ -350,10 +351,11 @@ def test_the_encoder_writes_exactly_the_item_to_item_makes() -> None:
             continue
         encoded += 1
         with_del += b"\x7f" in data
-        key, written = found
+        key, written, _, _ = found
         item = to_item(data)
         assert orjson.loads(written) == item, text
         assert written == orjson.dumps(item), text
+        assert as_item(found) == item, text  # its values and fields
         assert key == (item["hardwareID"]["S"], item["Timestamp"]["S"]), text
     assert encoded == canonical > 500  # every canonical ASCII reading taken, many times
     assert with_del > 10  # DEL is ASCII, and JSON takes it raw

@@ -262,6 +262,62 @@ def test_a_usual_batch_read_at_once_is_its_items_read_one_by_one(spec: InsightSp
         assert read_at_once(spec, batch) == expected
 
 
+def as_encoded(one: dict[str, Any], fields: dict[Any, Any]) -> Any:
+    """The entry an encoder would make of an item of S and N attributes (the item itself
+    otherwise); ``fields`` keeps one fields tuple per shape, as an encoder shares its own."""
+    if not one or not all(len(v) == 1 and next(iter(v)) in ("S", "N") for v in one.values()):
+        return one
+    shape = tuple((name, kind) for name, value in one.items() for kind in value)
+    values = tuple(v.encode() for value in one.values() for v in value.values())
+    return (), orjson.dumps(one), values, fields.setdefault(shape, shape)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        InsightSpec(300, "at", ("link",), (field("v"), field("w"))),
+        InsightSpec(300, "at", ("link", "zone"), (field("v"), field("w"))),
+        InsightSpec(3600, "at", ("link",), (field("v"), Measure("double", lambda i: Decimal(2)))),
+        InsightSpec(60, "at", ("link",), ()),
+    ],
+    ids=["one-group", "two-groups", "computed-measure", "no-measure"],
+)
+def test_encoded_entries_are_read_as_the_items_they_stand_for(spec: InsightSpec) -> None:
+    """A batch of entries an encoder wrote (``kernel.handlers.Encoded``) is read from their
+    values: the facts of the items they stand for — every entry encoded, or some of them, of
+    one shape or several, usual or odd."""
+    rng = random.Random(11)
+    shapes: dict[Any, Any] = {}
+    for trial in range(60):
+        batch = [usual_item(rng) for _ in range(rng.randrange(1, 40))]
+        for one in batch:
+            one.pop("extra")
+        if trial % 3 == 1:  # another shape of items among them
+            batch[rng.randrange(len(batch))].pop("w")
+        if trial % 3 == 2:  # odd items, some of them not encoded at all
+            batch += [odd_item(rng) for _ in range(3)]
+        if trial % 4 == 3:  # one shape, not the usual one: a group or a measure's type
+            for one in batch:
+                one["link" if trial % 8 == 3 else "v"] = (
+                    {"N": "7"} if trial % 8 == 3 else {"S": "3"}
+                )
+        entries = [as_encoded(one, shapes) if rng.random() < 0.8 else one for one in batch]
+        assert read_at_once(spec, entries) == read_one_by_one(spec, batch)
+
+
+def test_the_telemax_feeds_encoded_readings_give_its_readings_facts() -> None:
+    from consumer.feeds import telemax as handler
+
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    readings = [orjson.dumps(r) for r, _ in records("telemax", 300, seed=3)]
+    entries = [handler.encode(data) for data in readings]
+    assert None not in entries
+    items = [handler.to_item(data) for data in readings]
+    assert read_at_once(spec, entries) == read_one_by_one(spec, items)  # type: ignore[arg-type]
+    assert spec._encoded_plans  # read from their values, not made into items
+
+
 def test_times_read_at_once_stay_each_items_own() -> None:
     """The usual times are matched in one pass over the texts joined by newlines: a text
     holding a newline (two times in one, then a text that is none) must not shift them."""

@@ -540,8 +540,11 @@ async def test_durable_per_item_not_per_key(
 
 
 def encoded(entry: Item) -> Encoded:
-    """The entry an encoder would make of ``entry``: its key and its JSON."""
-    return tuple(next(iter(entry[name].values())) for name in KEYS), orjson.dumps(entry)
+    """The entry an encoder would make of ``entry``: its key, JSON, values and fields."""
+    fields = tuple((name, kind) for name, value in entry.items() for kind in value)
+    values = tuple(v.encode() for value in entry.values() for v in value.values())
+    key = tuple(next(iter(entry[name].values())) for name in KEYS)
+    return key, orjson.dumps(entry), values, fields
 
 
 @pytest.mark.parametrize("seed", range(25))
