@@ -264,6 +264,24 @@ SHAPES: dict[str, list[str]] = {
 }
 
 
+def reading_text(
+    rng: random.Random, shuffled: float, separators: list[tuple[str, str]], extra: bool = False
+) -> str:
+    """A reading of random SHAPES (each field sometimes missing), sometimes with an extra
+    field, in another order (``shuffled``: how often), written with one of ``separators``."""
+    fields = [
+        (name, rng.choice(values) if rng.random() < 0.3 else values[0])
+        for name, values in SHAPES.items()
+        if rng.random() > 0.05
+    ]
+    if extra and rng.random() < 0.05:
+        fields.append(("extra", rng.choice(['"x"', "1.5", "null"])))
+    if rng.random() < shuffled:
+        rng.shuffle(fields)
+    comma, colon = rng.choice(separators)
+    return "{" + comma.join(f'"{name}"{colon}{value}' for name, value in fields) + "}"
+
+
 def as_numbers(outcome: tuple[Any, ...]) -> tuple[Any, ...]:
     """Number attributes as numbers (``1.50`` and ``1.5`` are one number to DynamoDB)."""
     if outcome[0] != "item":
@@ -297,17 +315,7 @@ def test_the_shorter_ways_give_what_the_general_rules_give() -> None:
     rng = random.Random(16)
     taken = {"canonical": 0, "usual": 0, "general": 0}
     for _ in range(5_000):
-        fields = [
-            (name, rng.choice(values) if rng.random() < 0.3 else values[0])
-            for name, values in SHAPES.items()
-            if rng.random() > 0.05
-        ]
-        if rng.random() < 0.05:
-            fields.append(("extra", rng.choice(['"x"', "1.5", "null"])))
-        if rng.random() < 0.25:
-            rng.shuffle(fields)
-        comma, colon = rng.choice([(",", ":"), (", ", ": "), (" ,\n ", " :\t")])
-        text = "{" + comma.join(f'"{name}"{colon}{value}' for name, value in fields) + "}"
+        text = reading_text(rng, 0.25, [(",", ":"), (", ", ": "), (" ,\n ", " :\t")], extra=True)
         data = text.encode()
         assert outcome(data, to_item) == outcome(data, general), text
         if _canonical_item(data) is not None:
@@ -330,15 +338,7 @@ def test_the_encoder_writes_exactly_the_item_to_item_makes() -> None:
     rng = random.Random(17)
     encoded = canonical = with_del = 0
     for _ in range(5_000):
-        fields = [
-            (name, rng.choice(values) if rng.random() < 0.3 else values[0])
-            for name, values in SHAPES.items()
-            if rng.random() > 0.05
-        ]
-        if rng.random() < 0.2:
-            rng.shuffle(fields)
-        comma, colon = rng.choice([(",", ":"), (",", ":"), (", ", ": ")])
-        text = "{" + comma.join(f'"{name}"{colon}{value}' for name, value in fields) + "}"
+        text = reading_text(rng, 0.2, [(",", ":"), (",", ":"), (", ", ": ")])
         if rng.random() < 0.1:  # an odd character in a string: DEL, a control, non-ASCII
             text = text.replace(
                 "LNK-", rng.choice(["LNK\x7f-", "LNK\t-", "LNK-é", "LNK-\udcff"]), 1
