@@ -57,8 +57,9 @@ class Converted:
 
     @property
     def items(self) -> list[Item]:
-        """The entries as items (the encoded ones parsed once, when first asked: the insights
-        and the alerts read items; the records table does not need them)."""
+        """The entries as items (the encoded ones made from their values once, when first
+        asked: the alerts and the archive's odd lines read items; the records table and the
+        insights do not need them)."""
         if self._items is None:
             self._items = as_items(self.entries)
         return self._items
