@@ -13,7 +13,10 @@
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
 # make bench-request: what one BatchWriteItem costs our client against a null server (the
 # server's own work left out). Bounded: <= 2 min.
-.PHONY: bench bench-idle bench-latency bench-request
+# make bench-batch: what a 10,000-reading GetRecords answer costs our own stages in process
+# (read, convert, write; no I/O, no signing), with BEFORE=REV beside that revision's, rounds
+# interleaved. Stable to a few per cent. Bounded: <= 2 min.
+.PHONY: bench bench-idle bench-latency bench-request bench-batch
 bench: $(STAMP) emulators
 	timeout 2700 $(PY) -m tests.bench --records 200000 --shards 4 64 --repeats 3 --steady-profile $(if $(BEFORE),--before $(BEFORE))
 	timeout 180 $(PY) -m tests.bench.latency
@@ -26,3 +29,6 @@ bench-idle: $(STAMP) emulators
 
 bench-request: $(STAMP)
 	timeout 120 $(PY) -m tests.bench.request_cost
+
+bench-batch: $(STAMP)
+	timeout 120 $(PY) -m tests.bench.batch_cost $(if $(BEFORE),--before $(BEFORE))

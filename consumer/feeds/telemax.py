@@ -40,9 +40,11 @@ _TYPED = {  # optional fields with a type, and the complaint when it is wrong
 
 _WS = rb"[ \t\r\n]*+"  # JSON's whitespace
 _TEXT = rb'"([^"\\\x00-\x1f]*+)"'  # a string without escapes (control characters: not JSON)
+_DEVICE = rb'"([^"\\\x00-\x1f]++)"'  # the same, not empty (an empty hardwareID is refused)
 # a number without exponent, kept as written: the general rules' number is the same one
 # (a float's shortest repr of up to 14 digits; the literal itself from 15 on: has_long_number)
-_NUMBER = rb"(-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+)"
+# — but not "-0", which the general rules write as 0 (DynamoDB is not asked to read it)
+_NUMBER = rb"(?!-0(?!\.))(-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+)"
 
 
 def _field(name: bytes, value: bytes) -> bytes:
@@ -55,7 +57,7 @@ _CANONICAL = re.compile(
     + (rb"," + _WS).join(
         _field(name, value)
         for name, value in (
-            (b"hardwareID", _TEXT),
+            (b"hardwareID", _DEVICE),
             (b"Timestamp", _TEXT),
             (b"Data1", _TEXT),
             (b"Data2", _NUMBER),
@@ -71,12 +73,7 @@ def _canonical_parts(data: bytes) -> tuple[bytes, ...] | None:
     strings without escapes, numbers without exponent —: its five values as written, read
     from its bytes without a parse. None for anything else."""
     found = _CANONICAL(data)
-    if found is None:
-        return None
-    parts = found.groups()
-    if not parts[0] or b"-0" in parts[3:]:
-        return None  # (the general rules write "-0" as 0: DynamoDB is not asked to read it)
-    return parts
+    return None if found is None else found.groups()
 
 
 def _canonical_item(data: bytes) -> Item | None:
@@ -108,9 +105,10 @@ def encode(data: bytes) -> Encoded | None:
     for anything else (non-ASCII text too: to_item decodes and judges it)."""
     if len(data) >= SIZE_CHECK_FROM or not data.isascii():
         return None  # (fits: a large record's size is to_item's to check)
-    parts = _canonical_parts(data)
-    if parts is None:
+    found = _CANONICAL(data)
+    if found is None:
         return None
+    parts = found.groups()
     timestamp = parts[1].decode()
     try:
         datetime.fromisoformat(timestamp)

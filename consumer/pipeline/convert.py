@@ -30,7 +30,7 @@ from structlog.typing import FilteringBoundLogger
 from consumer.pipeline.deadletter import DeadLetter
 from kernel.aws import describe
 from kernel.errors import InvalidRecord
-from kernel.handlers import Entry, Handler, Item, as_items, encoder_of
+from kernel.handlers import Encoded, Entry, Handler, Item, as_items, encoder_of
 from kernel.kpl import MAGIC
 from kernel.kpl.decode import deaggregate, in_hash_range
 
@@ -87,9 +87,10 @@ def convert(
     if encode is not None and tuple(key_names) != getattr(handler, "key_names", None):
         encode = None  # its keys are not the table's: every record through the handler
 
-    def one(record: Record, data: bytes, sub: int) -> None:
+    def one(record: Record, data: bytes, sub: int, encoded: Encoded | None = None) -> None:
         if encode is not None:
-            encoded = encode(data)
+            if encoded is None:
+                encoded = encode(data)
             if encoded is not None:
                 items.append(encoded)
                 origins.append((record, sub))
@@ -117,11 +118,22 @@ def convert(
         if records[0]["Data"][:4] != MAGIC:
             todo = records[1:]  # a plain record has one user record, sub-sequence 0: done
 
-    for record in todo:
+    # The common batch: plain records, each one the encoder writes. Taken whole, without the
+    # loop below (a closure call and three appends a record: 2.2 -> 1.7 µs a reading in process,
+    # python -m tests.bench.batch_cost); otherwise the loop uses what the encoder wrote.
+    encoded: list[Encoded | None] = []
+    if encode is not None:
+        datas = [record["Data"] for record in todo]
+        encoded = list(map(encode, datas))
+        if None not in encoded:  # (a KPL aggregate is never canonical JSON)
+            entries: list[Entry] = encoded  # type: ignore[assignment]
+            return Converted(entries, dead, [(record, 0) for record in todo], 0, 0, datas)
+
+    for index, record in enumerate(todo):
         data: bytes = record["Data"]
         if data[:4] != MAGIC:  # the common case: one user record, sub-sequence 0
             last_sub = 0
-            one(record, data, 0)
+            one(record, data, 0, encoded[index] if encoded else None)
             continue
         try:
             users = deaggregate(data, record.get("PartitionKey", ""))

@@ -197,16 +197,16 @@ class TableWire:
 
 
 def versions_by_identity(
-    entries: Sequence[T], identities: Callable[[Sequence[T]], list[Hashable]], wants: str
+    entries: Sequence[T], identities: Sequence[Hashable], wants: str
 ) -> tuple[dict[Hashable, list[int]], list[Refused[T]]]:
     """The positions of each identity's entries in the order given (the last is the newest),
-    identities in order of first appearance; ``identities`` names the entries' at once
-    (``KEYLESS`` for one without: :func:`one_by_one` makes it of a per-entry function).
-    Entries without one can never be sent: they come back refused (``missing_key``;
-    ``wants`` says what they lack)."""
+    identities in order of first appearance; ``identities`` are the entries' (``KEYLESS`` for
+    one without: :func:`one_by_one` names them with a per-entry function). Entries without
+    one can never be sent: they come back refused (``missing_key``; ``wants`` says what they
+    lack)."""
     by_identity: dict[Hashable, list[int]] = {}
     keyless: list[Refused[T]] = []
-    for position, (entry, key) in enumerate(zip(entries, identities(entries), strict=True)):
+    for position, (entry, key) in enumerate(zip(entries, identities, strict=True)):
         if key is KEYLESS:
             keyless.append(Refused(position, entry, "missing_key", f"needs {wants}"))
             continue
@@ -225,7 +225,7 @@ def dedupe(
     spreading them over concurrent requests would let an older value win. Items without
     every key attribute can never be written: they come back refused."""
     by_key, keyless = versions_by_identity(
-        items, lambda batch: table_identities(batch, key_names), _key_attributes(key_names)
+        items, table_identities(items, key_names), _key_attributes(key_names)
     )
     return [items[versions[-1]] for versions in by_key.values()], keyless
 
@@ -275,8 +275,16 @@ class Sink(Generic[T]):
         """
         identity = self.wire.identity
         # a wire may name a batch's identities at once (the table's: its hot path)
-        identities = getattr(self.wire, "identities", None) or one_by_one(identity)
-        versions, refused = versions_by_identity(entries, identities, self._wants)
+        keys = (getattr(self.wire, "identities", None) or one_by_one(identity))(entries)
+        if len(dict.fromkeys(keys)) == len(keys) and KEYLESS not in keys:
+            # Every entry its own identity, as in most batches: one round, nothing merged,
+            # no versions to keep (0.5 µs an entry in process: python -m
+            # tests.bench.batch_cost)
+            refused = await _Round(self, entries, {}, on_durable).write(list(range(len(keys))))
+            if refused:
+                self._refused.inc(len(refused))
+            return refused
+        versions, refused = versions_by_identity(entries, keys, self._wants)
         survivors = [newest[-1] for newest in versions.values()]
         while survivors:
             # A survivor stands for the older versions of its identity still behind it: when

@@ -254,3 +254,24 @@ async def test_encoded_entries_make_the_body_their_items_make() -> None:
     assert await dynamodb.batch_write("T", items) == items[-1:]
     assert await dynamodb.batch_write("T", entries) == items[-1:]
     assert api.bodies[0] == api.bodies[1]
+
+
+@pytest.mark.parametrize("count", [1, 2, 25])
+@pytest.mark.parametrize("table", ["T", "telemax.prod-readings_2"])
+async def test_a_request_of_encoded_entries_alone_is_the_body_their_items_make(
+    count: int, table: str
+) -> None:
+    """A request whose entries were all written by an encoder is joined around their JSON:
+    byte for byte the body orjson writes of their items."""
+    readings = [
+        orjson.dumps(reading(f"HW-{n}", timestamp=f"2026-01-01T00:00:{n:02d}Z"))
+        for n in range(count)
+    ]
+    items = [telemax.to_item(data) for data in readings]
+    entries: list[Entry] = [found for data in readings if (found := telemax.encode(data))]
+    assert len(entries) == count
+    api = BodyApi()
+    dynamodb = FastDynamoDB(api)  # type: ignore[arg-type]
+    await dynamodb.batch_write(table, items)
+    await dynamodb.batch_write(table, entries)
+    assert api.bodies[0] == api.bodies[1]

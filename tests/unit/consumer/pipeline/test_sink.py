@@ -269,11 +269,13 @@ async def test_validation_exception_isolates_exactly_the_refused_items() -> None
 async def test_refused_items_across_several_chunks() -> None:
     bad = {"HW-0000", "HW-0030", "HW-0059"}
     writer = ScriptedWriter(refuse=lambda i: i["hardwareID"]["S"] in bad)
-    sink, _ = make_sink(writer)
+    sink, metrics = make_sink(writer)
     durable = Durable()
     batch = items(60)
     refused = await sink.write(batch, durable)
     assert isinstance(refused[0], Refused)
+    refusals = sample(metrics, "telemax_destination_refused_total", {"destination": "table"})
+    assert refusals == len(bad)
     assert sorted(as_item(r.entry)["hardwareID"]["S"] for r in refused) == sorted(bad)
     assert all(batch[r.position] is r.entry for r in refused)  # the caller's own objects
     # every position durable or refused, never both
@@ -343,13 +345,25 @@ async def test_access_denied_surfaces_from_many_chunks() -> None:
     assert error in leaves
 
 
-async def test_item_missing_a_key_attribute_is_refused_not_raised() -> None:
+@pytest.mark.parametrize("duplicates", [False, True])
+async def test_item_missing_a_key_attribute_is_refused_not_raised(duplicates: bool) -> None:
+    """Never sent: refused as ``missing_key`` whether the other keys are distinct or not."""
     keyless = {"hardwareID": {"S": "HW-X"}, "Data1": {"S": "no timestamp"}}
-    writer = ScriptedWriter(refuse=lambda i: "Timestamp" not in i)  # as DynamoDB would
-    sink, _ = make_sink(writer)
-    refused = await sink.write([*items(3), keyless])
+    sent: list[Item] = []
+
+    def refuse(sent_item: Item) -> bool:  # as DynamoDB would
+        sent.append(sent_item)
+        return "Timestamp" not in sent_item
+
+    writer = ScriptedWriter(refuse=refuse)
+    sink, metrics = make_sink(writer)
+    refused = await sink.write([*items(3), *items(duplicates), keyless])
     assert [r.entry for r in refused] == [keyless]
+    assert [r.reason for r in refused] == ["missing_key"]
+    assert keyless not in sent
     assert len(writer.stored) == 3
+    refusals = sample(metrics, "telemax_destination_refused_total", {"destination": "table"})
+    assert refusals == 1
 
 
 @pytest.mark.parametrize("slots", [1, 3])
