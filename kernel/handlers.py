@@ -30,16 +30,23 @@ Fields = tuple[tuple[str, str], ...]
 Encoded = tuple[tuple[Any, ...], bytes, tuple[bytes, ...], Fields]
 Entry = Item | Encoded  # what a table's sink writes: an item, or one already encoded
 Encoder = Callable[[bytes], Encoded | None]
+# The encoder of a batch of records at once (its answers in order): an encoder may offer one
+# that is cheaper than a call a record; its promise is the encoder's, record by record.
+BatchEncoder = Callable[[Sequence[bytes]], list[Encoded | None]]
 ENCODER_ATTRIBUTE = "encode"
+BATCH_ENCODER_ATTRIBUTE = "encode_batch"
 
 H = TypeVar("H", bound=Callable[[bytes], Item])
 
 
-def with_encoder(encoder: Encoder) -> Callable[[H], H]:
-    """Decorator: ``encoder`` encodes what the handler would make, for the records it can."""
+def with_encoder(encoder: Encoder, batch: BatchEncoder | None = None) -> Callable[[H], H]:
+    """Decorator: ``encoder`` encodes what the handler would make, for the records it can;
+    ``batch``, when given, encodes a batch as ``encoder`` encodes each of its records."""
 
     def declare(handler: H) -> H:
         setattr(handler, ENCODER_ATTRIBUTE, encoder)
+        if batch is not None:
+            setattr(handler, BATCH_ENCODER_ATTRIBUTE, batch)
         return handler
 
     return declare
@@ -48,6 +55,19 @@ def with_encoder(encoder: Encoder) -> Callable[[H], H]:
 def encoder_of(handler: object) -> Encoder | None:
     encoder: Encoder | None = getattr(handler, ENCODER_ATTRIBUTE, None)
     return encoder
+
+
+def batch_encoder_of(handler: object) -> BatchEncoder | None:
+    """The handler's batch encoder, or its encoder's over each record; None without one."""
+    batch: BatchEncoder | None = getattr(handler, BATCH_ENCODER_ATTRIBUTE, None)
+    encoder = encoder_of(handler)
+    if batch is None and encoder is not None:
+        one = encoder
+
+        def batch(datas: Sequence[bytes]) -> list[Encoded | None]:
+            return list(map(one, datas))
+
+    return batch
 
 
 def as_item(entry: Entry) -> Item:

@@ -394,6 +394,37 @@ def test_the_encoder_leaves_to_to_item_what_it_must_judge(data: bytes, why: str)
     assert telemax.encode(data) is None, why
 
 
+def test_the_batch_encoder_answers_what_the_encoder_answers_record_by_record() -> None:
+    """``encode_batch`` (one match over the batch joined) on batches of records of every
+    shape, canonical or not, some empty, odd (a NUL, non-ASCII, large): in each batch each
+    answer is ``encode``'s of that record, in order."""
+    rng = random.Random(18)
+    odd = [
+        b"",
+        b"{}",
+        b"\x00",
+        encode(reading()) + b"\x00",
+        b"\x00" + encode(reading()),
+        encode(reading()) + b" x",
+        encode(reading(hardware_id="HW-\u00e9")),
+        encode(reading(hardware_id="HW-" + "x" * MAX_ITEM_BYTES)),
+    ]
+    taken = 0
+    for size in [*range(8), *rng.choices(range(8, 300), k=60)]:
+        batch = []
+        for _ in range(size):
+            text = reading_text(rng, 0.1, [(",", ":"), (",", ":"), (", ", ": ")])
+            batch.append(text.encode() if rng.random() > 0.02 else rng.choice(odd))
+        expected = [telemax.encode(data) for data in batch]
+        assert telemax.encode_batch(batch) == expected, batch
+        taken += sum(found is not None for found in expected)
+    for data in odd:  # alone, and between canonical readings
+        batch = [encode(reading()), data, encode(reading(hardware_id="HW-2"))]
+        assert telemax.encode_batch(batch) == [telemax.encode(d) for d in batch], data
+        assert telemax.encode_batch([data]) == [telemax.encode(data)], data
+    assert taken > 1_000
+
+
 def test_the_encoder_leaves_a_large_reading_to_to_item_which_checks_its_size() -> None:
     data = encode(reading(hardware_id="HW-" + "x" * MAX_ITEM_BYTES))
     assert telemax.encode(data) is None

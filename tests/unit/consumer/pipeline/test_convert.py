@@ -9,12 +9,14 @@ import orjson
 import pytest
 import structlog
 
+from consumer.feeds import telemax
 from consumer.feeds.telemax import to_item
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Converted, Converter, convert, dead_letter
+from consumer.pipeline.keys import declare_keys
 from consumer.testing import kinesis_record, reading
 from kernel.errors import InvalidRecord
-from kernel.handlers import Item
+from kernel.handlers import Handler, Item, with_encoder
 from kernel.kpl.decode import MAX_HASH_KEY
 from kernel.kpl.encode import Entry, aggregate
 from kernel.logs import get as get_logger
@@ -347,7 +349,43 @@ async def test_a_raising_handler_gets_the_batch_again_then_dead_letters(
     )
 
 
-def test_records_the_handler_encodes_are_entries_that_stand_for_its_items() -> None:
+def encoding_one_by_one() -> Handler:
+    """``to_item`` with its encoder and no batch encoder: convert encodes record by record."""
+
+    @with_encoder(telemax.encode)
+    @declare_keys(*telemax.KEY_NAMES)
+    def handler(data: bytes) -> Item:
+        return to_item(data)
+
+    return handler
+
+
+ENCODING = [pytest.param(to_item, id="batch"), pytest.param(encoding_one_by_one(), id="single")]
+
+
+@pytest.mark.parametrize("handler", ENCODING)
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_batch_the_encoder_takes_whole_stands_for_the_handlers_items(
+    handler: Handler, resume: bool
+) -> None:
+    """Every record canonical (the common batch, taken whole): the same items, origins and
+    bytes as the handler alone, the resumed record skipped as there."""
+    records = [kinesis_record(reading(f"HW-{n}"), n) for n in range(1, 40)]
+    keys = ("hardwareID", "Timestamp")
+    resume_after = (records[0]["SequenceNumber"], 0) if resume else None
+    encoded = convert(records, handler, STREAM, SHARD, keys, resume_after)
+    alone = convert(records, lambda data: to_item(data), STREAM, SHARD, keys, resume_after)
+    assert all(type(e) is tuple for e in encoded.entries)
+    assert len(encoded.entries) == 39 - resume
+    assert encoded.items == alone.items
+    assert (encoded.dead, encoded.origins, encoded.data) == (alone.dead, alone.origins, alone.data)
+    assert (encoded.last_sub, encoded.outside_range) == (alone.last_sub, alone.outside_range)
+
+
+@pytest.mark.parametrize("handler", ENCODING)
+def test_records_the_handler_encodes_are_entries_that_stand_for_its_items(
+    handler: Handler,
+) -> None:
     """With the table's key, ``to_item``'s encoder writes the canonical readings as they
     will be stored; a batch of every kind — canonical (spaced too), reordered, a KPL
     aggregate, refused — gives the same items, dead letters, origins and bytes as the
@@ -362,7 +400,7 @@ def test_records_the_handler_encodes_are_entries_that_stand_for_its_items() -> N
         kinesis_record(reading("HW-6"), 6),
     ]
     keys = ("hardwareID", "Timestamp")
-    encoded = convert(records, to_item, STREAM, SHARD, keys)
+    encoded = convert(records, handler, STREAM, SHARD, keys)
     alone = convert(records, lambda data: to_item(data), STREAM, SHARD, keys)  # no encoder
 
     assert [type(e) is tuple for e in encoded.entries] == [True, False, True, True, True, True]
