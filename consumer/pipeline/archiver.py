@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import gzip
 import itertools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+from zlib_ng import zlib_ng
 
 from consumer.config import Settings, feed_of
 from consumer.feeds import FEEDS
@@ -47,7 +47,11 @@ if TYPE_CHECKING:
 
 ARRIVAL = "ApproximateArrivalTimestamp"
 EXISTS = "PreconditionFailed"  # S3's answer to If-None-Match: * on an existing key
-COMPRESS_LEVEL = 1  # gzip level 1: a third of level 6's CPU, 10-20 % larger objects
+# zlib-ng's gzip at level 2 (standard gzip: any gunzip reads it): on the archive's TELEMAX
+# lines, 0.45 µs a line and 10.7 % of their size, against the stdlib's level 1 at 0.82 µs and
+# 11.8 % (zlib-ng 1.1.0, 20,000 lines of 278 bytes, in process, 2026-12-05)
+COMPRESS_LEVEL = 2
+GZIP_WBITS = 31  # deflate in a gzip wrapper (its header's time 0: the same lines, the same bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,7 @@ async def put_once(
         await s3.put_object(
             Bucket=target.bucket,
             Key=key,
-            Body=gzip.compress(segment.lines(letters), COMPRESS_LEVEL, mtime=0),
+            Body=zlib_ng.compress(segment.lines(letters), COMPRESS_LEVEL, wbits=GZIP_WBITS),
             IfNoneMatch="*",
             ContentType="application/x-ndjson",
             Metadata={
