@@ -111,9 +111,11 @@ def encode(data: bytes) -> Encoded | None:
     if len(data) >= SIZE_CHECK_FROM or not data.isascii():
         return None  # (fits: a large record's size is to_item's to check)
     found = _CANONICAL(data)
-    if found is None:
-        return None
-    parts = found.groups()
+    return None if found is None else _encoded(found.groups())
+
+
+def _encoded(parts: tuple[bytes, ...]) -> Encoded | None:
+    """The entry of a canonical reading's values (None when its time is not one)."""
     timestamp = parts[1].decode()
     try:
         datetime.fromisoformat(timestamp)
@@ -133,20 +135,8 @@ def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
         or joined.count(b"\x00") != len(datas)
     ):
         return [encode(data) for data in datas]
-    encoded: list[Encoded | None] = []
-    keep = encoded.append
-    for parts in _EACH_OF_JOINED(joined):
-        if not parts[0]:
-            keep(None)  # not canonical: to_item decides
-            continue
-        timestamp = parts[1].decode()
-        try:
-            datetime.fromisoformat(timestamp)
-        except ValueError:
-            keep(None)
-            continue
-        keep(((parts[0].decode(), timestamp), _ENCODED % parts, parts, _FIELDS))
-    return encoded
+    # (empty groups: not canonical, to_item decides)
+    return [_encoded(parts) if parts[0] else None for parts in _EACH_OF_JOINED(joined)]
 
 
 @with_encoder(encode, encode_batch)
