@@ -126,7 +126,8 @@ def _encoded(parts: tuple[bytes, ...]) -> Encoded | None:
 
 def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
     """:func:`encode` of each record, with one match over the batch joined instead of a call,
-    a match and its groups a record (10,000 readings in process: 1.78 -> 1.45 µs a reading).
+    a match and its groups a record (10,000 readings in process, the encoding alone: 1.78 ->
+    1.45 µs a reading).
     A batch that is not all ASCII, holds a large record or a NUL goes one by one."""
     joined = b"\x00".join(datas) + b"\x00"
     if (

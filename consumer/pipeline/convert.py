@@ -87,15 +87,13 @@ def convert(
     if encode is not None and tuple(key_names) != getattr(handler, "key_names", None):
         encode = encode_batch = None  # its keys are not the table's: all through the handler
 
-    def one(record: Record, data: bytes, sub: int, encoded: Encoded | None = None) -> None:
-        if encode is not None:
-            if encoded is None:
-                encoded = encode(data)
-            if encoded is not None:
-                items.append(encoded)
-                origins.append((record, sub))
-                made_of.append(data)
-                return
+    def one(record: Record, data: bytes, sub: int, encoded: Encoded | None) -> None:
+        """``encoded``: the encoder's answer for ``data`` (None: the handler decides)."""
+        if encoded is not None:
+            items.append(encoded)
+            origins.append((record, sub))
+            made_of.append(data)
+            return
         try:
             item = handler(data)
             for name in key_names:  # a custom handler may forget a key attribute
@@ -133,6 +131,7 @@ def convert(
         data: bytes = record["Data"]
         if data[:4] != MAGIC:  # the common case: one user record, sub-sequence 0
             last_sub = 0
+            # (asked once: a record the batch encoder left to the handler is not asked again)
             one(record, data, 0, encoded[index] if encoded else None)
             continue
         try:
@@ -149,7 +148,8 @@ def convert(
             if hash_range is not None and not in_hash_range(user, hash_range):
                 outside += 1  # a copy the KPL sent again to the right shard
                 continue
-            one(record, user.data, user.sub_sequence)
+            found = encode(user.data) if encode is not None else None
+            one(record, user.data, user.sub_sequence, found)
     return Converted(items, dead, origins, last_sub, outside, made_of)
 
 
