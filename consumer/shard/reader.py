@@ -34,11 +34,17 @@ if TYPE_CHECKING:
 
 MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
 # The first call asks for few records so that the first ones are stored quickly even behind a
-# large backlog; each busy call doubles the limit up to the configured maximum. Few, because a
-# worker starts all its shards at once and the first write waits for the whole first round to
-# be fetched and parsed: at 64 shards 250 a call (16,000 records) put the first record 1.4-1.6 s
-# after launch, 50 a call 0.6-1.1 s; at 4 shards 0.5-0.7 s against 0.4-0.5, steady CPU alike
-# (python -m tests.bench --records 50000 --shards 64 --only ours, 2026-12-04).
+# large backlog. Few, because a worker starts all its shards at once and the first write waits
+# for the whole first round to be fetched and parsed: at 64 shards 250 a call (16,000 records)
+# put the first record 1.4-1.6 s after launch, 50 a call 0.6-1.1 s; at 4 shards 0.5-0.7 s
+# against 0.4-0.5, steady CPU alike (python -m tests.bench --records 50000 --shards 64 --only
+# ours, 2026-12-04). Then an answer as large as its call shows a backlog, and the next call
+# asks for the configured maximum (the worker's record budget still bounds what it gets); a
+# smaller answer with records doubles the limit. Doubling from 50 after full answers too took
+# six calls to reach 1,600: on 64 shards of 3,125 records each, calls of 340 records on
+# average and 0.87x the steady CPU a record once the full answer jumped (paired, 3 rounds,
+# `python -m tests.bench --records 200000 --shards 64 4 --only ours --only before`,
+# 2026-12-05; 4 shards 0.97x).
 FIRST_LIMIT = 50
 # The longest pause between calls to a caught-up shard, unless configured otherwise: a
 # record put after a quiet spell waits at most this long for the call that reads it, so
@@ -248,7 +254,9 @@ class ShardReader:
         behind = answer.get("MillisBehindLatest")
         self._iterator = answer.get("NextShardIterator")
         busy = bool(records) or bool(behind)
-        if records:
+        if len(records) >= limit:  # (``limit``: what this call was granted and asked)
+            self._limit = self._max_limit
+        elif records:
             self._limit = min(self._max_limit, self._limit * 2)
         self._empty_answers = 0 if busy else self._empty_answers + 1
         self._next_call_at = next_call_at(

@@ -224,31 +224,52 @@ async def test_never_more_than_five_calls_a_second(idle_poll_s: float, busy: boo
 
 
 @pytest.mark.parametrize(
-    ("max_limit", "has_records", "limits"),
+    ("max_limit", "sizes", "limits"),
     [
         pytest.param(
             10_000,
-            [True] * 10,
+            [1] * 10,
             [50, 100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000],
-            id="doubles-to-the-max",
+            id="answers-with-records-double-to-the-max",
         ),
-        pytest.param(1200, [True] * 7, [50, 100, 200, 400, 800, 1200, 1200], id="capped-between"),
-        pytest.param(30, [True] * 3, [30, 30, 30], id="max-below-first-limit"),
+        pytest.param(1200, [1] * 7, [50, 100, 200, 400, 800, 1200, 1200], id="capped-between"),
+        pytest.param(30, [30, 30, 30], [30, 30, 30], id="max-below-first-limit"),
         pytest.param(
             10_000,
-            [False, False, True, False, True, True],
+            [0, 0, 1, 0, 1, 1],
             [50, 50, 50, 100, 100, 200],
-            id="only-busy-calls-double",
+            id="only-busy-calls-grow",
         ),
+        pytest.param(10_000, [50, 10_000, 7], [50, 10_000, 10_000], id="a-full-answer-jumps"),
+        pytest.param(
+            10_000, [1, 100, 3, 0], [50, 100, 10_000, 10_000], id="full-after-partial-jumps"
+        ),
+        pytest.param(10_000, [49, 98, 1], [50, 100, 200], id="one-short-of-full-only-doubles"),
     ],
 )
-async def test_first_limit_ramp(max_limit: int, has_records: list[bool], limits: list[int]) -> None:
+async def test_limit_ramp(max_limit: int, sizes: list[int], limits: list[int]) -> None:
+    """The first call asks for few; an answer as large as its call (a backlog) sends the next
+    to the maximum; a smaller one with records doubles the limit; an empty one keeps it."""
     kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
-    kinesis.answer_next(GET_RECORDS, *(answer([rec(1)] if r else []) for r in has_records))
+    kinesis.answer_next(GET_RECORDS, *(answer([rec(n) for n in range(size)]) for size in sizes))
     reader = make_reader(kinesis, limit=max_limit, budget=RecordBudget(10**9))
-    await fetch_n(reader, len(has_records))
+    await fetch_n(reader, len(sizes))
     assert [call.args["Limit"] for call in kinesis.calls_of(GET_RECORDS)] == limits
     assert limits[0] == min(FIRST_LIMIT, max_limit)
+
+
+async def test_a_full_answer_to_a_call_the_budget_cut_short_jumps_too() -> None:
+    """Full means as many as the call asked for, which the budget may have cut below the
+    limit: the backlog is there all the same."""
+    budget = RecordBudget(10_000)
+    assert await budget.acquire(9_980) == 9_980  # 20 left for the first call
+    kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
+    kinesis.answer_next(GET_RECORDS, answer([rec(n) for n in range(20)]), answer([rec(99)]))
+    reader = make_reader(kinesis, limit=5_000, budget=budget)
+    await fetch_n(reader, 1)
+    budget.release(10_000)  # the 9,980 and the 20 records fetched
+    await fetch_n(reader, 1)
+    assert [call.args["Limit"] for call in kinesis.calls_of(GET_RECORDS)] == [20, 5_000]
 
 
 # -- throttling and errors ------------------------------------------------------------------
