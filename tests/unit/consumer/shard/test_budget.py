@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -50,3 +51,119 @@ def test_release_never_exceeds_capacity_and_capacity_is_positive() -> None:
     assert budget.in_use == 0
     with pytest.raises(ValueError, match="capacity"):
         RecordBudget(0)
+
+
+async def test_waiters_are_served_in_the_order_they_came() -> None:
+    budget = RecordBudget(10)
+    await budget.acquire(10)
+    order: list[str] = []
+
+    async def reader(name: str, wanted: int) -> int:
+        granted = await budget.acquire(wanted)
+        order.append(name)
+        return granted
+
+    tasks = [asyncio.ensure_future(reader(name, 8)) for name in "abc"]
+    await asyncio.sleep(0)
+    assert budget.waiting == 3
+    budget.release(5)  # part of what the first wants: it takes it, the others wait on
+    await asyncio.sleep(0)
+    assert order == ["a"] and tasks[0].result() == 5 and budget.waiting == 2
+    budget.release(10)  # 8 to the second, the 2 left to the third
+    await asyncio.sleep(0)
+    assert order == ["a", "b", "c"]
+    assert [t.result() for t in tasks] == [5, 8, 2]
+    assert budget.in_use == 10 and budget.waiting == 0
+
+
+async def test_a_newcomer_queues_behind_the_waiters() -> None:
+    budget = RecordBudget(10)
+    await budget.acquire(10)
+    first = asyncio.ensure_future(budget.acquire(10))
+    await asyncio.sleep(0)
+    budget.release(4)  # all of it to the first waiter
+    late = asyncio.ensure_future(budget.acquire(1))
+    second = asyncio.ensure_future(budget.acquire(3))
+    await asyncio.sleep(0)
+    assert first.result() == 4 and not late.done() and not second.done()
+    budget.release(2)
+    await asyncio.sleep(0)
+    assert late.result() == 1 and second.result() == 1
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_blocks_nobody() -> None:
+    budget = RecordBudget(10)
+    await budget.acquire(10)
+    gone = asyncio.ensure_future(budget.acquire(5))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    assert budget.waiting == 0
+    budget.release(10)
+    assert budget.in_use == 0
+    assert await asyncio.wait_for(budget.acquire(5), 1) == 5, "nothing queued before it"
+
+
+async def test_a_grant_to_a_waiter_cancelled_before_it_ran_is_handed_back() -> None:
+    budget = RecordBudget(10)
+    await budget.acquire(10)
+    granted_then_cancelled = asyncio.ensure_future(budget.acquire(6))
+    behind = asyncio.ensure_future(budget.acquire(6))
+    await asyncio.sleep(0)
+    budget.release(6)  # granted to the first, which is cancelled before it can run
+    granted_then_cancelled.cancel()
+    await asyncio.gather(granted_then_cancelled, return_exceptions=True)
+    assert granted_then_cancelled.cancelled()
+    await asyncio.sleep(0)
+    assert behind.result() == 6, "the grant handed back went to the next in line"
+    assert budget.in_use == 10
+
+
+async def test_a_waiter_cancelled_while_queued_is_passed_over_by_a_release() -> None:
+    budget = RecordBudget(10)
+    await budget.acquire(10)
+    cancelled = asyncio.ensure_future(budget.acquire(4))
+    served = asyncio.ensure_future(budget.acquire(4))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # its future is cancelled; its task has not run yet
+    budget.release(4)
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert served.result() == 4 and budget.in_use == 10 and budget.waiting == 0
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_grants_and_releases_in_any_order_keep_the_invariants(seed: int) -> None:
+    """Random readers that take, wait, are cancelled and hand back: what is free plus every
+    grant held is the capacity; nobody waits while something is free; grants come in the
+    order the waiters came."""
+    rng = random.Random(seed)
+    budget = RecordBudget(rng.randrange(1, 50))
+    held: list[int] = []
+    came: list[int] = []
+    served: list[int] = []
+    tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def reader(n: int, wanted: int) -> None:
+        came.append(n)
+        held.append(await budget.acquire(wanted))
+        served.append(n)
+
+    for n in range(300):
+        step = rng.random()
+        if step < 0.45:
+            tasks[n] = asyncio.ensure_future(reader(n, rng.randrange(1, 40)))
+        elif step < 0.85 and held:
+            budget.release(held.pop(rng.randrange(len(held))))
+        elif tasks:
+            victim = tasks.pop(rng.choice(list(tasks)))
+            victim.cancel()
+        for _ in range(rng.randrange(3)):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert budget.in_use == sum(held), "a grant is held or free, never lost"
+        assert budget.waiting == 0 or budget.in_use == budget.capacity, "none waits while free"
+    assert served == [n for n in came if n in set(served)], "first come, first served"
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
