@@ -42,9 +42,9 @@ MIN_CALL_INTERVAL_S = 0.2  # GetRecords: 5 calls per second per shard
 # asks for the configured maximum (the worker's record budget still bounds what it gets); a
 # smaller answer with records doubles the limit. Doubling from 50 after full answers too took
 # six calls to reach 1,600: on 64 shards of 3,125 records each, calls of 340 records on
-# average and 0.87x the steady CPU a record once the full answer jumped (paired, 3 rounds,
-# `python -m tests.bench --records 200000 --shards 64 4 --only ours --only before`,
-# 2026-12-05; 4 shards 0.97x).
+# average. With the jump: steady CPU a record 0.83-0.89x on 64 shards, 0.94-1.00x on 4 (paired,
+# 3 rounds, `python -m tests.bench --records 200000 --shards 64 4 --only ours --only before`),
+# 0.92x (0.79-1.03) on 64 in `make bench` (2026-12-05).
 FIRST_LIMIT = 50
 # The longest pause between calls to a caught-up shard, unless configured otherwise: a
 # record put after a quiet spell waits at most this long for the call that reads it, so
