@@ -104,31 +104,30 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_blocks_nobody() -> None:
     assert await asyncio.wait_for(budget.acquire(5), 1) == 5, "nothing queued before it"
 
 
-async def test_a_grant_to_a_waiter_cancelled_before_it_ran_is_handed_back() -> None:
+@pytest.mark.parametrize(
+    "cancelled_first",
+    [
+        pytest.param(False, id="granted-then-cancelled-before-it-ran: the grant is handed back"),
+        pytest.param(True, id="cancelled-while-queued: a release passes over it"),
+    ],
+)
+async def test_a_cancelled_waiter_never_keeps_budget_from_the_next(cancelled_first: bool) -> None:
     budget = RecordBudget(10)
     await budget.acquire(10)
-    granted_then_cancelled = asyncio.ensure_future(budget.acquire(6))
+    cancelled = asyncio.ensure_future(budget.acquire(6))
     behind = asyncio.ensure_future(budget.acquire(6))
     await asyncio.sleep(0)
-    budget.release(6)  # granted to the first, which is cancelled before it can run
-    granted_then_cancelled.cancel()
-    await asyncio.gather(granted_then_cancelled, return_exceptions=True)
-    assert granted_then_cancelled.cancelled()
-    await asyncio.sleep(0)
-    assert behind.result() == 6, "the grant handed back went to the next in line"
-    assert budget.in_use == 10
-
-
-async def test_a_waiter_cancelled_while_queued_is_passed_over_by_a_release() -> None:
-    budget = RecordBudget(10)
-    await budget.acquire(10)
-    cancelled = asyncio.ensure_future(budget.acquire(4))
-    served = asyncio.ensure_future(budget.acquire(4))
-    await asyncio.sleep(0)
-    cancelled.cancel()  # its future is cancelled; its task has not run yet
-    budget.release(4)
+    if cancelled_first:
+        cancelled.cancel()  # its future is cancelled; its task has not run yet
+        budget.release(6)
+    else:
+        budget.release(6)  # granted to the first, which is cancelled before it can run
+        cancelled.cancel()
     await asyncio.gather(cancelled, return_exceptions=True)
-    assert served.result() == 4 and budget.in_use == 10 and budget.waiting == 0
+    assert cancelled.cancelled()
+    await asyncio.sleep(0)
+    assert behind.result() == 6, "what was free went to the next in line"
+    assert budget.in_use == 10 and budget.waiting == 0
 
 
 @pytest.mark.parametrize("seed", range(30))
