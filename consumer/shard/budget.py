@@ -9,7 +9,7 @@ durable, or straight away for the part the fetch did not use.
 Readers that wait are served in the order they came, each woken only with its grant: a
 release wakes as many waiters as it can serve, not all of them to find the budget spent
 again (with one event for all, 64 shards waited 5,704 times on 1,692 releases in a
-200,000-record run, `python -m tests.bench --shards 64`, 2026-12-05). A reader that comes
+200,000-record run under cProfile, `tests.bench --shards 64`, 2026-12-05). A reader that comes
 while others wait queues behind them, so none is passed over for ever. (CPU: 0.98x a record
 in the steady window, 0.86-1.04 over 4 paired rounds on 64 shards — within this machine's
 noise; the order is the point.)
