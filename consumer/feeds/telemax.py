@@ -110,8 +110,8 @@ def encode(data: bytes) -> Encoded | None:
     for anything else (non-ASCII text too: to_item decodes and judges it)."""
     if len(data) >= SIZE_CHECK_FROM or not data.isascii():
         return None  # (fits: a large record's size is to_item's to check)
-    found = _CANONICAL(data)
-    return None if found is None else _encoded(found.groups())
+    parts = _canonical_parts(data)
+    return None if parts is None else _encoded(parts)
 
 
 def _encoded(parts: tuple[bytes, ...]) -> Encoded | None:
