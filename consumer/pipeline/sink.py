@@ -259,6 +259,9 @@ class Sink(Generic[T]):
         self._on_error = on_error
         self._wants = wants
         destination = wire.destination
+        # The most requests one write can have in flight: the slots there are. (Read before
+        # any is taken; a semaphore shared by several sinks has its whole width here.)
+        self._width = max(1, concurrency._value)
         self._seconds = metrics.destination_seconds.labels(destination)
         self._written = metrics.destination_written.labels(destination)
         self._retried = metrics.destination_retried.labels(destination)
@@ -356,6 +359,10 @@ class BatchSink(Sink[Entry]):
         self._unprocessed.inc(count)
 
 
+def _position(refusal: Refused[Any]) -> int:
+    return refusal.position
+
+
 class _Round(Generic[T]):
     """One round of a write: entries of distinct identities (named by position), in chunks,
     several chunks in flight."""
@@ -374,19 +381,33 @@ class _Round(Generic[T]):
 
     async def write(self, positions: list[int]) -> list[Refused[T]]:
         size = self._sink.wire.max_chunk
-        parts = [positions[i : i + size] for i in range(0, len(positions), size)]
-        if len(parts) == 1:
-            return await self._write_chunk(parts[0])
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._write_chunk(part)) for part in parts]
-        except ExceptionGroup as failed:  # the same error as a one-chunk write raises
-            raise failed.exceptions[0] from None
-        return [refusal for task in tasks for refusal in task.result()]
+        parts = iter([positions[i : i + size] for i in range(0, len(positions), size)])
+        chunks = -(-len(positions) // size)
+        refused: list[Refused[T]] = []
+
+        async def take_chunks() -> None:
+            for part in parts:  # (shared: each chunk is taken by one of them)
+                refused.extend(await self._write_chunk(part))
+
+        # As many writers as chunks can be in flight, each taking the next chunk when its last
+        # is done, rather than a task a chunk waiting for a slot: a 10,000-record batch is 400
+        # chunks, its tasks' creation and wake-ups most of the write stage's cost a chunk.
+        writers = min(chunks, self._sink._width)
+        if writers <= 1:
+            await take_chunks()
+        else:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(writers):
+                        group.create_task(take_chunks())
+            except ExceptionGroup as failed:  # the same error as a one-chunk write raises
+                raise failed.exceptions[0] from None
+        refused.sort(key=_position)
+        return refused
 
     async def _write_chunk(self, positions: list[int]) -> list[Refused[T]]:
         sink, entries, wire = self._sink, self._entries, self._sink.wire
-        backoff = sink._backoff()
+        backoff: Backoff | None = None  # made at the first retry: most chunks never retry
         pending = positions
         while pending:
             try:
@@ -398,6 +419,7 @@ class _Round(Generic[T]):
                 action = classify(exc)
                 if action is Action.RETRY:
                     sink._count_error(exc)
+                    backoff = backoff or sink._backoff()
                     await backoff.sleep()
                     continue
                 if error_code(exc) in wire.refusal_codes:
@@ -412,8 +434,9 @@ class _Round(Generic[T]):
                 self._on_durable(durable)
             if still:
                 sink._count_retried(len(still))
+                backoff = backoff or sink._backoff()
                 await backoff.sleep()
-            else:
+            elif backoff is not None:
                 backoff.reset()
             pending = still
         return []

@@ -409,6 +409,91 @@ async def test_semaphore_is_shared_between_sinks() -> None:
     assert peak == 2
 
 
+@pytest.mark.parametrize("slots", [1, 4])
+async def test_a_write_of_many_chunks_runs_no_more_tasks_than_slots(slots: int) -> None:
+    # 400 chunks (a 10,000-record batch): a task a chunk, each waiting for a slot, was most
+    # of the write stage's cost a chunk; the write's own tasks are at most its slots
+    tasks_seen = 0
+    calls = 0
+
+    async def writer(table: str, batch: Sequence[Item]) -> list[Item]:
+        nonlocal tasks_seen, calls
+        calls += 1
+        tasks_seen = max(tasks_seen, len(asyncio.all_tasks()))
+        await asyncio.sleep(0)
+        return []
+
+    sink, _ = make_sink(writer, concurrency=slots)
+    durable = Durable()
+    assert await sink.write(items(10_000), durable) == []
+    assert calls == 400
+    assert durable.total == 10_000
+    assert tasks_seen <= slots + 1  # (the test's own task, which waits for the write)
+
+
+async def test_refusals_come_back_in_position_order_whichever_chunk_ends_first() -> None:
+    bad = {"HW-0003", "HW-0030", "HW-0055", "HW-0070"}
+    chunk_sizes: list[int] = []
+
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
+        first = int(as_item(batch[0])["hardwareID"]["S"][3:])
+        chunk_sizes.append(len(batch))
+        await asyncio.sleep(0.001 * (4 - first // 25))  # the last chunk answers first
+        if any(as_item(e)["hardwareID"]["S"] in bad for e in batch):
+            raise client_error("ValidationException", "refused", op="BatchWriteItem")
+        return []
+
+    sink, _ = make_sink(writer, concurrency=4)
+    batch = items(100)
+    refused = await sink.write(batch)
+    assert [r.position for r in refused] == [3, 30, 55, 70]
+    assert all(batch[r.position] is r.entry for r in refused)
+
+
+THROTTLE = client_error("ProvisionedThroughputExceededException")
+
+
+@pytest.mark.parametrize(
+    "retries",
+    [
+        pytest.param([THROTTLE, THROTTLE], id="throttled-twice"),
+        pytest.param([5, 5], id="unprocessed-twice"),
+        pytest.param([THROTTLE, 5], id="throttled-then-unprocessed"),
+    ],
+)
+async def test_a_chunk_that_retries_keeps_one_backoff_and_others_make_none(
+    retries: list[int | BaseException],
+) -> None:
+    made: list[Counting] = []
+
+    class Counting(Backoff):
+        def __init__(self) -> None:
+            super().__init__(base=0.0001, cap=0.01)
+            self.attempts: list[int] = []  # the attempt each delay was for
+
+        def next_delay(self) -> float:
+            self.attempts.append(self.attempt)
+            return super().next_delay()
+
+    def backoff() -> Backoff:
+        made.append(Counting())
+        return made[-1]
+
+    writer = ScriptedWriter(script=[None, *retries, None])  # the second chunk retries twice
+    metrics = Metrics("s")
+    sink = BatchSink(
+        writer, TABLE, KEYS, concurrency=asyncio.Semaphore(1), metrics=metrics, backoff=backoff
+    )
+    durable = Durable()
+    assert await sink.write(items(50), durable) == []
+    assert writer.calls[:2] == [25, 25] and len(writer.calls) == 4
+    assert durable.total == 50
+    # one backoff, for the chunk that retried, growing over its two retries
+    assert len(made) == 1
+    assert made[0].attempts == [0, 1]
+    assert made[0].attempt == 0  # reset once the chunk was whole
+
+
 # --- versions of one key: nothing merged away is lost (issue 10, case 5) ---------------------
 # The sink sends only the last item of a key (BatchWriteItem refuses duplicate keys in one
 # request). If DynamoDB refuses that item, the one before it must be written instead, and so
