@@ -386,12 +386,20 @@ class _Round(Generic[T]):
         refused: list[Refused[T]] = []
 
         async def take_chunks() -> None:
-            for part in parts:  # (shared: each chunk is taken by one of them)
-                refused.extend(await self._write_chunk(part))
+            slot = _Slot(self._sink._slots)
+            try:
+                for part in parts:  # (shared: each chunk is taken by one of them)
+                    refused.extend(await self._write_chunk(part, slot))
+            finally:
+                slot.give_back()
 
         # As many writers as chunks can be in flight, each taking the next chunk when its last
         # is done, rather than a task a chunk waiting for a slot: a 10,000-record batch is 400
-        # chunks, its tasks' creation and wake-ups most of the write stage's cost a chunk.
+        # chunks, its tasks' creation and wake-ups most of the write stage's cost a chunk. A
+        # writer keeps its slot from chunk to chunk (not while it waits to retry), so a batch
+        # is written as soon as slots let it, before the batches that asked after it, as
+        # when its chunks queued for slots together: handed back after each chunk, slots went
+        # round every batch in flight, each batch (and the records it holds) finishing later.
         writers = min(chunks, self._sink._width)
         if writers <= 1:
             await take_chunks()
@@ -405,26 +413,27 @@ class _Round(Generic[T]):
         refused.sort(key=_position)
         return refused
 
-    async def _write_chunk(self, positions: list[int]) -> list[Refused[T]]:
+    async def _write_chunk(self, positions: list[int], slot: _Slot) -> list[Refused[T]]:
         sink, entries, wire = self._sink, self._entries, self._sink.wire
         backoff: Backoff | None = None  # made at the first retry: most chunks never retry
         pending = positions
         while pending:
             try:
-                async with sink._slots:
-                    started = time.perf_counter()
-                    left = await wire.send([entries[p] for p in pending])
-                    sink._observe(time.perf_counter() - started)
+                await slot.take()
+                started = time.perf_counter()
+                left = await wire.send([entries[p] for p in pending])
+                sink._observe(time.perf_counter() - started)
             except Exception as exc:
                 action = classify(exc)
                 if action is Action.RETRY:
                     sink._count_error(exc)
+                    slot.give_back()  # (no slot held while it waits)
                     backoff = backoff or sink._backoff()
                     await backoff.sleep()
                     continue
                 if error_code(exc) in wire.refusal_codes:
                     # The destination refuses the request for what some entry holds: find which.
-                    return await self._bisect(pending, exc)
+                    return await self._bisect(pending, exc, slot)
                 raise  # access denied, a missing table, a bug: not the entries' fault
             # What was left unprocessed (the wire's copies), as positions, found by identity.
             still = self._positions_of(pending, left) if left else []
@@ -434,6 +443,7 @@ class _Round(Generic[T]):
                 self._on_durable(durable)
             if still:
                 sink._count_retried(len(still))
+                slot.give_back()
                 backoff = backoff or sink._backoff()
                 await backoff.sleep()
             elif backoff is not None:
@@ -458,11 +468,30 @@ class _Round(Generic[T]):
         merged = self._merged
         return stored + [older for p in stored for older in merged.get(p, ())]
 
-    async def _bisect(self, positions: list[int], exc: Exception) -> list[Refused[T]]:
+    async def _bisect(self, positions: list[int], exc: Exception, slot: _Slot) -> list[Refused[T]]:
         if len(positions) == 1:
             (position,) = positions
             entry = self._entries[position]
             return [Refused(position, entry, self._sink.wire.refusal_reason, describe(exc))]
         middle = len(positions) // 2
-        first = await self._write_chunk(positions[:middle])
-        return first + await self._write_chunk(positions[middle:])
+        first = await self._write_chunk(positions[:middle], slot)
+        return first + await self._write_chunk(positions[middle:], slot)
+
+
+class _Slot:
+    """One writer's hold on a slot of the sink's semaphore: taken for a request, kept for the
+    next, handed back to wait (a retry's backoff) and at the end."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._slots.acquire()
+            self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()

@@ -431,6 +431,79 @@ async def test_a_write_of_many_chunks_runs_no_more_tasks_than_slots(slots: int) 
     assert tasks_seen <= slots + 1  # (the test's own task, which waits for the write)
 
 
+async def test_a_batch_that_asked_first_is_written_first() -> None:
+    # Its writers keep their slots from chunk to chunk: the slots do not go round every
+    # batch in flight, which kept each batch (and the records it holds) in flight longer
+    order: list[str] = []
+
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
+        order.append(table)
+        await asyncio.sleep(0)
+        return []
+
+    slots = asyncio.Semaphore(2)
+    metrics = Metrics("s")
+    first, second = (
+        BatchSink(writer, name, KEYS, concurrency=slots, metrics=metrics) for name in "AB"
+    )
+    await asyncio.gather(first.write(items(250)), second.write(items(250)))
+    assert order == ["A"] * 10 + ["B"] * 10
+
+
+@pytest.mark.parametrize("unprocessed", [False, True], ids=["throttled", "unprocessed"])
+async def test_a_chunk_waiting_to_retry_holds_no_slot(unprocessed: bool) -> None:
+    order: list[str] = []
+    retried = False
+
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
+        nonlocal retried
+        order.append(table)
+        await asyncio.sleep(0)
+        if table == "A" and not retried:
+            retried = True
+            if unprocessed:
+                return list(batch[-2:])
+            raise client_error("ThrottlingException")
+        return []
+
+    slots = asyncio.Semaphore(1)
+    metrics = Metrics("s")
+    first, second = (
+        BatchSink(
+            writer,
+            name,
+            KEYS,
+            concurrency=slots,
+            metrics=metrics,
+            backoff=lambda: Backoff(base=0.001, cap=0.001),
+        )
+        for name in "AB"
+    )
+    await asyncio.gather(first.write(items(5)), second.write(items(5)))
+    assert order == ["A", "B", "A"]
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+async def test_a_cancelled_write_gives_every_slot_back(slots: int) -> None:
+    sending = asyncio.Event()
+
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
+        sending.set()
+        await asyncio.Event().wait()  # never answers
+        return []
+
+    semaphore = asyncio.Semaphore(slots)
+    sink = BatchSink(writer, TABLE, KEYS, concurrency=semaphore, metrics=Metrics("s"))
+    write = asyncio.create_task(sink.write(items(200)))
+    await sending.wait()
+    assert semaphore.locked()  # every slot taken by the write
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    for _ in range(slots):  # every slot free again, at once
+        assert await asyncio.wait_for(semaphore.acquire(), 0.5)
+
+
 async def test_refusals_come_back_in_position_order_whichever_chunk_ends_first() -> None:
     bad = {"HW-0003", "HW-0030", "HW-0055", "HW-0070"}
     chunk_sizes: list[int] = []
