@@ -97,8 +97,10 @@ class Run:
     alive that long is what the collector walks again and again.
 
     Without the archive (the insights alone) it has no lines; with it, ``lines[i]`` is the
-    JSON line of ``positions[i]`` (bytes: nothing the collector walks), ``ends[i]`` the bytes
-    of the batch's lines up to and including it, and the run is of one hour.
+    JSON line of ``positions[i]``: ``text[ends[i - 1]:ends[i]]`` — the batch's lines joined
+    into one bytes object (not one object a line, each kept for as long as its segment, among
+    the worker's short-lived objects) —, ``ends[i]`` the bytes of the batch's lines up to and
+    including it, and the run is of one hour.
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
@@ -109,8 +111,8 @@ class Run:
     stop: int
     fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]
     hour: str = ""
-    lines: list[bytes] | None = None  # row i: positions[i]'s line
-    ends: list[int] | None = None  # row i: bytes of lines[0..i]
+    text: bytes | None = None  # the batch's lines, joined
+    ends: list[int] | None = None  # row i: bytes of lines[0..i], where line i ends in text
     letter: bool = False
 
     @property
@@ -127,7 +129,9 @@ class Run:
 
     @property
     def line(self) -> bytes:
-        return b"" if self.lines is None else b"".join(self.lines[self.start : self.stop])
+        if self.text is None or self.ends is None:
+            return b""
+        return self.text[self._before() : self.ends[self.stop - 1]]
 
     @property
     def weight(self) -> int:
@@ -161,8 +165,8 @@ class Run:
         if middle >= self.stop:
             return self, None
         return (
-            Run(self.positions, self.start, middle, self.fact, self.hour, self.lines, self.ends),
-            Run(self.positions, middle, self.stop, self.fact, self.hour, self.lines, self.ends),
+            Run(self.positions, self.start, middle, self.fact, self.hour, self.text, self.ends),
+            Run(self.positions, middle, self.stop, self.fact, self.hour, self.text, self.ends),
         )
 
 
@@ -188,12 +192,14 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     found: list[Entry] = []
     for piece in pieces:
         if isinstance(piece, Run):
-            lines = piece.lines
+            text, ends = piece.text, piece.ends
             found.extend(
                 Entry(
                     piece.positions[i],
                     piece.hour,
-                    b"" if lines is None else lines[i],
+                    b""
+                    if text is None or ends is None
+                    else text[ends[i - 1] if i else 0 : ends[i]],
                     False,
                     piece.fact,
                 )

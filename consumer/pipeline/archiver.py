@@ -333,8 +333,9 @@ def _pieces(
         ]
     ends = list(itertools.accumulate(map(len, lines)))
     bounds = [0, *changes, len(at)]
+    text = b"".join(lines)
     return [
-        Run(at, start, stop, batch, hours[start], lines, ends)
+        Run(at, start, stop, batch, hours[start], text, ends)
         for start, stop in itertools.pairwise(bounds)
         if start < stop
     ]

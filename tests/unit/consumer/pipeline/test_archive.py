@@ -184,7 +184,8 @@ def lined_runs(
         hours.append(f"hour={hour}")
     ends = list(itertools.accumulate(map(len, lines)))
     bounds = [0, *(i for i in range(1, len(at)) if hours[i] != hours[i - 1]), len(at)]
-    runs = [Run(at, a, b, "facts", hours[a], lines, ends) for a, b in itertools.pairwise(bounds)]
+    text = b"".join(lines)
+    runs = [Run(at, a, b, "facts", hours[a], text, ends) for a, b in itertools.pairwise(bounds)]
     each = [Entry(p, h, line, False, "facts") for p, h, line in zip(at, hours, lines, strict=True)]
     return runs, each, hour
 
