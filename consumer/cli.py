@@ -29,8 +29,11 @@ Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 # The worker allocates about ten containers per record while tens of thousands of records
 # are in flight. Those are acyclic (reference counting frees them), but each allocation burst
 # triggers a cyclic-GC pass over the whole young heap: measured at a fifth of the worker's CPU.
-# Start-up objects are frozen out of collection and collections run far less often.
-GC_THRESHOLDS = (100_000, 50, 100)
+# Start-up objects are frozen out of collection and collections run far less often: at
+# 100,000 the few collections of a 200,000-record run still cost the archive and insights
+# workers 0.07-0.15 CPU-s (what their segments hold is young until collected once: gc
+# callbacks, `make bench` runs of 2026-12-05), at 500,000 none ran after start-up.
+GC_THRESHOLDS = (500_000, 50, 100)
 
 
 async def run_command(settings: Settings, _: argparse.Namespace) -> int:
