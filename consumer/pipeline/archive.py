@@ -96,11 +96,11 @@ class Run:
     until it is written or committed (up to 131,072 a shard), and an object a record kept
     alive that long is what the collector walks again and again.
 
-    Without the archive (the insights alone) it has no lines; with it, ``lines[i]`` is the
-    JSON line of ``positions[i]``: ``text[ends[i - 1]:ends[i]]`` — the batch's lines joined
-    into one bytes object (not one object a line, each kept for as long as its segment, among
-    the worker's short-lived objects) —, ``ends[i]`` the bytes of the batch's lines up to and
-    including it, and the run is of one hour.
+    Without the archive (the insights alone) it has no lines; with it, the JSON line of
+    ``positions[i]`` is ``text[ends[i - 1]:ends[i]]`` — ``text`` the batch's lines joined into
+    one bytes object (not an object a line, each kept as long as its segment among the
+    worker's short-lived objects), ``ends[i]`` the bytes of the batch's lines up to and
+    including line ``i`` —, and the run is of one hour.
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it

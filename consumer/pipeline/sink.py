@@ -381,14 +381,14 @@ class _Round(Generic[T]):
 
     async def write(self, positions: list[int]) -> list[Refused[T]]:
         size = self._sink.wire.max_chunk
-        parts = iter([positions[i : i + size] for i in range(0, len(positions), size)])
-        chunks = -(-len(positions) // size)
+        parts = [positions[i : i + size] for i in range(0, len(positions), size)]
+        todo = iter(parts)  # (shared: each chunk is taken by one writer)
         refused: list[Refused[T]] = []
 
         async def take_chunks() -> None:
             slot = _Slot(self._sink._slots)
             try:
-                for part in parts:  # (shared: each chunk is taken by one of them)
+                for part in todo:
                     refused.extend(await self._write_chunk(part, slot))
             finally:
                 slot.give_back()
@@ -400,7 +400,7 @@ class _Round(Generic[T]):
         # is written as soon as slots let it, before the batches that asked after it, as
         # when its chunks queued for slots together: handed back after each chunk, slots went
         # round every batch in flight, each batch (and the records it holds) finishing later.
-        writers = min(chunks, self._sink._width)
+        writers = min(len(parts), self._sink._width)
         if writers <= 1:
             await take_chunks()
         else:
