@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -91,26 +93,22 @@ class Stat:
         float's range is skipped, as a missing value is: DynamoDB's numbers stay within
         1E+126, and an infinity or a NaN has no bin — it stopped the commit with an error)."""
         listed = values if isinstance(values, list) else list(values)
-        try:
-            found = list(map(Decimal, listed))
-            total = sum(found, Decimal(0))  # a NaN or an infinity leaves it not finite
-            floats = _floats(listed)
-            usable = total.is_finite() and -math.inf < min(floats) and max(floats) < math.inf
-        except (InvalidOperation, ValueError):  # (ValueError: none at all, too)
-            usable = False
-        if not usable:
-            found = [number for number in map(_decimal, listed) if number is not None]
-            total = sum(found, Decimal(0))
-            floats = [float(number) for number in found]
-        if not found:
-            return
-        self.count += len(found)
+        plain = _plain(listed)
+        if plain is not None:
+            floats, total, low, high = plain
+        else:
+            found, floats = _readable(listed)
+            if not found:
+                return
+            total, low, high = sum(found, Decimal(0)), min(found), max(found)
+        self.count += len(floats)
         self.total += total
-        low, high = min(found), max(found)
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
         ceil, log2, multiplier = math.ceil, math.log2, _MULTIPLIER  # the mapping's key, inlined
-        if low > _TINY:  # the common case: every value positive
+        # (the least float, not the Decimal: a Decimal compared with _TINY reads the float
+        # exactly, 750 digits, 3.3 µs a call)
+        if min(floats) > _TINY:  # the common case: every value positive
             _count(self.positive, [ceil(log2(f) * multiplier) for f in floats])
             return
         _count(self.positive, [ceil(log2(f) * multiplier) for f in floats if f > _TINY])
@@ -174,6 +172,70 @@ class Stat:
             negative=_bins(data["m"]),
             zeros=int(data["z"]),
         )
+
+
+def _plain(values: list[Decimal | str]) -> tuple[list[float], Decimal, Decimal, Decimal] | None:
+    """(floats, sum, min, max) of values that are all plain decimal strings (JSON's syntax,
+    no exponent: ``-12.5``, ``700``) on a grid fine and narrow enough for a float — every
+    value ``m`` * 10^-k, k <= 22, with ``n`` * max|value| * 10^k < 2^49 —, without a Decimal
+    a value; None otherwise. (A cell's values cost 0.35 µs each to add as Decimals.)
+
+    The same figures as Decimal arithmetic, to the last digit and exponent: on such a grid
+    distinct values are floats many ulps apart, in the same order (min and max are the first
+    least and greatest strings, as ``min`` of the Decimals finds); ``fsum`` of the floats is
+    within n * max|value| * 2^-52 of the exact sum, so the sum times 10^k (exact up to 22) is
+    within 1/8 + 1/16 of the sum's integer on the grid, and rounding it gives that integer,
+    scaled back with the exponent Decimal addition gives (the least of the values' and 0)."""
+    try:
+        joined = ",".join(values)  # type: ignore[arg-type]
+    except TypeError:  # a Decimal among them
+        return None
+    if joined.count(",") != len(values) - 1 or not _PLAIN_CHARACTERS(joined):
+        return None
+    try:  # (JSON's syntax: no "01", "1.", ".5", "-"; with a comma a value, one number each)
+        floats: list[float] = orjson.loads("[" + joined + "]")
+    except orjson.JSONDecodeError:
+        return None
+    least, most = min(floats), max(floats)
+    places = _places(joined)
+    if places > 22 or len(floats) * max(-least, most) * 10.0**places >= 2.0**49:
+        return None
+    # (round() gives an int: a zero sum is 0 as Decimal's, never -0)
+    total = Decimal(round(math.fsum(floats) * 10.0**places)).scaleb(-places)
+    low, high = floats.index(least), floats.index(most)
+    return floats, total, Decimal(values[low]), Decimal(values[high])
+
+
+# digits, points, minus signs and the commas between: no exponent, no "Infinity" (a regex of
+# the numbers' syntax cost 0.09 µs a value, this 0.01; JSON's parse checks the syntax)
+_PLAIN_CHARACTERS = re.compile(r"[-.,0-9]*").fullmatch
+
+
+def _places(joined: str) -> int:
+    """The most digits after the point of any number in ``joined`` (a few regex scans)."""
+    places = 0
+    while _with_places(places + 1)(joined):
+        places += 1
+    return places
+
+
+@functools.cache
+def _with_places(places: int) -> Callable[[str], re.Match[str] | None]:
+    return re.compile(rf"\.[0-9]{{{places}}}").search
+
+
+def _readable(values: list[Decimal | str]) -> tuple[list[Decimal], list[float]]:
+    """The values (as Decimals, and floats) that are finite numbers a float holds."""
+    try:
+        found = list(map(Decimal, values))
+        total = sum(found, Decimal(0))  # a NaN or an infinity leaves it not finite
+        floats = _floats(values)
+        if total.is_finite() and -math.inf < min(floats) and max(floats) < math.inf:
+            return found, floats
+    except (InvalidOperation, ValueError):  # (ValueError: none at all, too)
+        pass
+    found = [number for number in map(_decimal, values) if number is not None]
+    return found, [float(number) for number in found]
 
 
 def _decimal(text: Decimal | str) -> Decimal | None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.insights import stats
 from consumer.insights.stats import Stat, new_sketch
 
 
@@ -106,3 +107,64 @@ def test_infinities_nans_and_numbers_beyond_a_float_are_skipped_not_fatal() -> N
     assert (stat.count, stat.total, stat.low, stat.high) == (
         2, Decimal("4.0"), Decimal("1.5"), Decimal("2.5")
     )  # fmt: skip
+
+
+def plain_literals(rng: random.Random) -> list[str]:
+    """Plain decimal strings (no exponent) of a cell: up to six places, trailing zeros,
+    negative values, zeros of either sign, magnitudes up to a trillion (within the float
+    grid: 35 values * 10^(digits before and after the point) < 2^49)."""
+    places = rng.randrange(0, 7)
+    scale = 10 ** rng.randrange(0, 13 - places)
+    found = [f"{rng.uniform(-scale, scale):.{rng.randrange(0, places + 1)}f}" for _ in range(30)]
+    found += rng.choices(["0", "-0", "0.00", "-0.0", "1.50", "1.5", f"{scale}.000"], k=5)
+    rng.shuffle(found)
+    return found[: rng.randrange(1, len(found) + 1)]
+
+
+def figures(stat: Stat) -> tuple[int, str, str, str]:
+    return stat.count, str(stat.total), str(stat.low), str(stat.high)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_plain_values_read_as_floats_give_decimal_arithmetics_figures(seed: int) -> None:
+    """Plain decimal strings are summed and ordered as floats (no Decimal a value): the
+    count, the sum, the least and the greatest are Decimal arithmetic's to the exponent (a
+    sum's string keeps the most places: "4.00"), and the first least / greatest string is
+    the one kept, as ``min`` of Decimals keeps it."""
+    values = plain_literals(random.Random(seed))
+    assert stats._plain(values) is not None  # (the float path is the one under test)
+    stat = Stat()
+    stat.add_all(values)
+    decimals = [Decimal(v) for v in values]
+    exact = (len(values), str(sum(decimals, Decimal(0))), str(min(decimals)), str(max(decimals)))
+    assert figures(stat) == exact
+    positive, negative, zeros = library_bins([float(v) for v in values])
+    assert (dict(stat.positive), dict(stat.negative), stat.zeros) == (positive, negative, zeros)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["0.1", "123456789012345.5"],  # a grid too wide for a float's sum
+        ["0." + "0" * 400 + "1", "1"],  # more places than a float power of ten holds
+        ["1e3", "2"],  # an exponent
+        ["01.5", "2"],  # not JSON's syntax
+        ["1,5", "2"],  # a separator inside a value
+    ],
+)
+def test_values_off_the_float_grid_are_added_as_decimals(values: list[str]) -> None:
+    assert stats._plain(values) is None
+    stat = Stat()
+    stat.add_all(values)
+    decimals = [Decimal(v) for v in values if v != "1,5"]
+    assert figures(stat)[:2] == (len(decimals), str(sum(decimals, Decimal(0))))
+
+
+def test_equal_values_keep_the_first_ones_string_and_zeros_sum_to_a_positive_zero() -> None:
+    a, b, zeros = Stat(), Stat(), Stat()
+    a.add_all(["2", "1.50", "1.5", "2.0"])
+    b.add_all(["1.5", "1.50", "2.0", "2"])
+    zeros.add_all(["-0", "-0.0"])
+    assert figures(a) == (4, "7.00", "1.50", "2")
+    assert figures(b) == (4, "7.00", "1.5", "2.0")
+    assert figures(zeros) == (2, "0.0", "-0", "-0")
