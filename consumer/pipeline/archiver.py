@@ -359,8 +359,13 @@ def _usual_lines(
     if b"\n" in joined or b"\r" in joined:
         return None
     found = [record.get(ARRIVAL) for record, _ in origins]
-    if set(map(type, found)) != {float}:
-        return None
+    kinds = set(map(type, found))
+    if kinds != {float}:
+        if not kinds <= {float, int}:
+            return None
+        # a whole second comes as a JSON integer (kinesalite writes milliseconds / 1000):
+        # a float, as the loop makes it, rather than the loop for the batch
+        found = [float(when) for when in found]  # type: ignore[arg-type]
     arrivals = cast("list[float]", found)
     sequences: list[str] = [record["SequenceNumber"] for record, _ in origins]
     digits = "".join(sequences)
