@@ -3,7 +3,9 @@ DDSketch (the ``ddsketch`` library, DataDog's reference implementation).
 
 Exactness: counts are integers and sums are :class:`~decimal.Decimal` (the values are the
 records' own decimal numbers), so merging partial results in any order gives exactly the sum
-a recomputation gives. Quantiles: a DDSketch with relative accuracy ``ALPHA`` answers a value
+a recomputation gives. (A cell's plain values — ``12.5``, no exponent, on a grid a float
+holds — are summed and ordered as floats, which there gives Decimal's figures exactly: see
+:func:`_plain`.) Quantiles: a DDSketch with relative accuracy ``ALPHA`` answers a value
 within ``ALPHA`` (1 %) of the true quantile's — relative to the value, for positive and
 negative values alike — and merging two sketches gives the sketch of the union (bin counts add
 up), so the bound holds for any split of the records into partials.
