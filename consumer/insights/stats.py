@@ -176,7 +176,9 @@ class Stat:
         )
 
 
-def _plain(values: list[Decimal | str]) -> tuple[list[float], Decimal, Decimal, Decimal] | None:
+def _plain(
+    values: Sequence[Decimal | str],
+) -> tuple[list[float], Decimal, Decimal, Decimal] | None:
     """(floats, sum, min, max) of values that are all plain decimal strings (JSON's syntax,
     no exponent: ``-12.5``, ``700``) on a grid fine and narrow enough for a float — every
     value ``m`` * 10^-k, k <= 22, with ``n`` * max|value| * 10^k < 2^49 —, without a Decimal
