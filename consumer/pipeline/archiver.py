@@ -123,6 +123,16 @@ class ArchiveWire(S3Wire):
         return meta["last-sequence"], int(meta["last-sub"])
 
 
+def gzipped(segment: Segment, letters: bool) -> bytes:
+    """The part's lines gzip-compressed, fed to the compressor a piece (a batch's lines) at
+    a time: the same bytes as compressing them joined, without the joined copy — a segment's
+    8 MiB allocated and touched again for each object, and held while it is compressed."""
+    packer = zlib_ng.compressobj(COMPRESS_LEVEL, zlib_ng.DEFLATED, GZIP_WBITS)
+    packed = [packer.compress(piece.line) for piece in segment.entries if piece.letter is letters]
+    packed.append(packer.flush())
+    return b"".join(packed)
+
+
 def part_name(letters: bool) -> str:
     return "deadletters" if letters else "records"
 
@@ -140,7 +150,7 @@ async def put_once(
         await s3.put_object(
             Bucket=target.bucket,
             Key=key,
-            Body=zlib_ng.compress(segment.lines(letters), COMPRESS_LEVEL, wbits=GZIP_WBITS),
+            Body=gzipped(segment, letters),
             IfNoneMatch="*",
             ContentType="application/x-ndjson",
             Metadata={

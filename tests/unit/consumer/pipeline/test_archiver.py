@@ -5,17 +5,19 @@ stored items."""
 from __future__ import annotations
 
 import functools
+import gzip
 import random
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from zlib_ng import zlib_ng
 
 from consumer.feeds import FEEDS
 from consumer.insights.kept import BatchFacts, batch_facts
 from consumer.pipeline import archiver
-from consumer.pipeline.archive import Entry, Run, hour_of, one_each
+from consumer.pipeline.archive import Entry, Run, Segment, hour_of, one_each
 from consumer.pipeline.archiver import entries_of
 from consumer.pipeline.convert import convert
 from consumer.pipeline.stage import Progress
@@ -221,3 +223,25 @@ def test_the_usual_batch_lines_a_column_at_a_time_as_one_by_one(
             their_facts.columns,
         )
         assert [repr(a) for a in ours_facts.arrivals] == [repr(a) for a in their_facts.arrivals]
+
+
+@pytest.mark.parametrize("bad", [set(), {3, 17}])
+def test_a_part_is_compressed_a_piece_at_a_time_to_the_bytes_of_its_lines_joined(
+    bad: set[int],
+) -> None:
+    """Each part of a segment (records, dead letters) is gzip of its lines in order, fed to
+    the compressor a batch's lines at a time: byte for byte what compressing the joined lines
+    gives (an object's bytes do not depend on how its batches came)."""
+    pieces: list[Any] = []
+    for start in range(0, 120, 40):
+        batch = records(40, bad)
+        for n, record in enumerate(batch):
+            record["SequenceNumber"] = str(10**20 + start + n)
+        pieces += entries_of(finished(batch, None, []), batch, "telemax", "s", "shardId-0", True)
+    segment = Segment("shardId-0", tuple(pieces))
+    for letters in (False, True):
+        lines = segment.lines(letters)
+        joined = zlib_ng.compress(lines, archiver.COMPRESS_LEVEL, wbits=archiver.GZIP_WBITS)
+        assert archiver.gzipped(segment, letters) == joined
+        assert gzip.decompress(archiver.gzipped(segment, letters)) == lines
+        assert lines.count(b"\n") == (len(bad) * 3 if letters else 120 - len(bad) * 3)
