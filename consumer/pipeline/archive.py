@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -241,7 +241,12 @@ class Segment:
         return f"{self.shard_id}{UPTO}{position_name(self.last)}{FROM}{position_name(self.first)}"
 
     def lines(self, letters: bool) -> bytes:
-        return b"".join(e.line for e in self.entries if e.letter is letters)
+        return b"".join(self.line_pieces(letters))
+
+    def line_pieces(self, letters: bool) -> Iterator[bytes]:
+        """One part's lines (records, or dead letters) a piece at a time: an Entry's line, a
+        Run's lines joined."""
+        return (e.line for e in self.entries if e.letter is letters)
 
     def count(self, letters: bool) -> int:
         return sum(e.count for e in self.entries if e.letter is letters)

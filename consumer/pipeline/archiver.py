@@ -125,10 +125,11 @@ class ArchiveWire(S3Wire):
 
 def gzipped(segment: Segment, letters: bool) -> bytes:
     """The part's lines gzip-compressed, fed to the compressor a piece (a batch's lines) at
-    a time: the same bytes as compressing them joined, without the joined copy — a segment's
-    8 MiB allocated and touched again for each object, and held while it is compressed."""
+    a time: the same bytes as compressing ``segment.lines(letters)``, without that joined
+    copy — a segment's 8 MiB allocated and touched for each object, and held while it is
+    compressed."""
     packer = zlib_ng.compressobj(COMPRESS_LEVEL, zlib_ng.DEFLATED, GZIP_WBITS)
-    packed = [packer.compress(piece.line) for piece in segment.entries if piece.letter is letters]
+    packed = [packer.compress(lines) for lines in segment.line_pieces(letters)]
     packed.append(packer.flush())
     return b"".join(packed)
 
