@@ -97,11 +97,12 @@ class Stat:
         listed = values if isinstance(values, list) else list(values)
         plain = _plain(listed)
         if plain is not None:
-            floats, total, low, high = plain
+            floats, least, total, low, high = plain
         else:
             found, floats = _readable(listed)
             if not found:
                 return
+            least = min(floats)
             total, low, high = sum(found, Decimal(0)), min(found), max(found)
         self.count += len(floats)
         self.total += total
@@ -110,7 +111,7 @@ class Stat:
         ceil, log2, multiplier = math.ceil, math.log2, _MULTIPLIER  # the mapping's key, inlined
         # (the least float, not the Decimal: a Decimal compared with _TINY reads the float
         # exactly, 750 digits, 3.3 µs a call)
-        if min(floats) > _TINY:  # the common case: every value positive
+        if least > _TINY:  # the common case: every value positive
             _count(self.positive, [ceil(log2(f) * multiplier) for f in floats])
             return
         _count(self.positive, [ceil(log2(f) * multiplier) for f in floats if f > _TINY])
@@ -178,11 +179,12 @@ class Stat:
 
 def _plain(
     values: Sequence[Decimal | str],
-) -> tuple[list[float], Decimal, Decimal, Decimal] | None:
-    """(floats, sum, min, max) of values that are all plain decimal strings (JSON's syntax,
-    no exponent: ``-12.5``, ``700``) on a grid fine and narrow enough for a float — every
-    value ``m`` * 10^-k, k <= 22, with ``n`` * max|value| * 10^k < 2^49 —, without a Decimal
-    a value; None otherwise. (A cell's values cost 0.35 µs each to add as Decimals.)
+) -> tuple[list[float], float, Decimal, Decimal, Decimal] | None:
+    """(floats, the least float, sum, min, max) of values that are all plain decimal strings
+    (JSON's syntax, no exponent: ``-12.5``, ``700``) on a grid fine and narrow enough for a
+    float — every value ``m`` * 10^-k, k <= 22, with ``n`` * max|value| * 10^k < 2^49 —,
+    without a Decimal a value; None otherwise. (A cell's values cost 0.35 µs each to add as
+    Decimals.)
 
     The same figures as Decimal arithmetic, to the last digit and exponent: on such a grid
     distinct values are floats many ulps apart, in the same order (min and max are the first
@@ -207,7 +209,7 @@ def _plain(
     # (round() gives an int: a zero sum is 0 as Decimal's, never -0)
     total = Decimal(round(math.fsum(floats) * 10.0**places)).scaleb(-places)
     low, high = floats.index(least), floats.index(most)
-    return floats, total, Decimal(values[low]), Decimal(values[high])
+    return floats, least, total, Decimal(values[low]), Decimal(values[high])
 
 
 # digits, points, minus signs and the commas between: no exponent, no "Infinity" (a regex of
