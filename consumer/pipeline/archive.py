@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -100,7 +101,11 @@ class Run:
     ``positions[i]`` is ``text[ends[i - 1]:ends[i]]`` — ``text`` the batch's lines joined into
     one bytes object (not an object a line, each kept as long as its segment among the
     worker's short-lived objects), ``ends[i]`` the bytes of the batch's lines up to and
-    including line ``i`` —, and the run is of one hour.
+    including line ``i`` —, and the run is of one hour. A line ends at its one line break
+    (JSON escapes any other), so ``ends`` need not be given: it is found in ``text`` when a
+    part of the batch's lines is first asked for. Most runs never are — a run of the whole
+    batch weighs ``len(text)`` and its lines are ``text`` —, only those a segment ends inside
+    (a list of an int a line, held as long as the run, for a cut once a segment).
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
@@ -112,7 +117,7 @@ class Run:
     fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]
     hour: str = ""
     text: bytes | None = None  # the batch's lines, joined
-    ends: list[int] | None = None  # row i: bytes of lines[0..i], where line i ends in text
+    ends: list[int] | None = None  # row i: bytes of lines[0..i]; None: not yet found in text
     letter: bool = False
 
     @property
@@ -129,27 +134,43 @@ class Run:
 
     @property
     def line(self) -> bytes:
-        if self.text is None or self.ends is None:
+        if self.text is None:
             return b""
-        return self.text[self._before() : self.ends[self.stop - 1]]
+        if self._whole():
+            return self.text
+        ends = self.line_ends()
+        return self.text[self._before(ends) : ends[self.stop - 1]]
 
     @property
     def weight(self) -> int:
-        if self.ends is None:
+        if self.text is None:
             return NO_LINE_BYTES * (self.stop - self.start)
-        return self.ends[self.stop - 1] - self._before()
+        if self._whole():
+            return len(self.text)
+        ends = self.line_ends()
+        return ends[self.stop - 1] - self._before(ends)
 
-    def _before(self) -> int:
-        assert self.ends is not None
-        return self.ends[self.start - 1] if self.start else 0
+    def line_ends(self) -> list[int]:
+        """``ends``, found in ``text`` the first time it is asked for (it has lines)."""
+        if self.ends is None:
+            assert self.text is not None
+            self.ends = line_ends(self.text)
+        return self.ends
+
+    def _whole(self) -> bool:
+        return self.start == 0 and self.stop == len(self.positions)
+
+    def _before(self, ends: list[int]) -> int:
+        return ends[self.start - 1] if self.start else 0
 
     def reaching(self, weight: int) -> int:
         """How many of its first items weigh ``weight`` or more together (at least one, at
         most all): where entries one by one would reach it."""
-        if self.ends is None:
+        if self.text is None:
             wanted = -(-weight // NO_LINE_BYTES)
         else:
-            at = bisect.bisect_left(self.ends, self._before() + weight, self.start, self.stop)
+            ends = self.line_ends()
+            at = bisect.bisect_left(ends, self._before(ends) + weight, self.start, self.stop)
             wanted = at - self.start + 1
         return min(max(wanted, 1), self.stop - self.start)
 
@@ -164,13 +185,21 @@ class Run:
         middle = self.start + count
         if middle >= self.stop:
             return self, None
+        # the halves are parts of the batch's lines: their ends found once, for both
+        ends = None if self.text is None else self.line_ends()
         return (
-            Run(self.positions, self.start, middle, self.fact, self.hour, self.text, self.ends),
-            Run(self.positions, middle, self.stop, self.fact, self.hour, self.text, self.ends),
+            Run(self.positions, self.start, middle, self.fact, self.hour, self.text, ends),
+            Run(self.positions, middle, self.stop, self.fact, self.hour, self.text, ends),
         )
 
 
 Piece = Entry | Run  # what a segment is made of
+
+
+def line_ends(text: bytes) -> list[int]:
+    """Where each line of ``text`` ends (after its line break): JSON lines, joined."""
+    lines = text.split(b"\n")[:-1]  # (what follows the last line break: b"")
+    return list(itertools.accumulate(len(line) + 1 for line in lines))
 
 
 def split_pieces(pieces: Sequence[Piece], last: Position) -> tuple[list[Piece], list[Piece]]:
@@ -192,14 +221,13 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     found: list[Entry] = []
     for piece in pieces:
         if isinstance(piece, Run):
-            text, ends = piece.text, piece.ends
+            text = piece.text
+            ends = [] if text is None else piece.line_ends()
             found.extend(
                 Entry(
                     piece.positions[i],
                     piece.hour,
-                    b""
-                    if text is None or ends is None
-                    else text[ends[i - 1] if i else 0 : ends[i]],
+                    b"" if text is None else text[ends[i - 1] if i else 0 : ends[i]],
                     False,
                     piece.fact,
                 )

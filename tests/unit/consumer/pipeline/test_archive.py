@@ -173,10 +173,11 @@ def flat(segment: Segment | None) -> list[tuple[str, int]]:
 
 
 def lined_runs(
-    at: list[tuple[str, int]], rng: random.Random, hour: int
+    at: list[tuple[str, int]], rng: random.Random, hour: int, found: bool
 ) -> tuple[list[Run], list[Entry], int]:
     """A batch's items with lines of random sizes, the hour changing inside it now and then:
-    as the archiver makes them (a Run an hour) and an Entry each; and the last hour."""
+    as the archiver makes them (a Run an hour) and an Entry each; and the last hour.
+    ``found``: the runs are given no line ends (they find them in their text)."""
     lines = [b"x" * rng.randrange(1, 300) + b"\n" for _ in at]
     hours = []
     for _ in at:
@@ -185,18 +186,26 @@ def lined_runs(
     ends = list(itertools.accumulate(map(len, lines)))
     bounds = [0, *(i for i in range(1, len(at)) if hours[i] != hours[i - 1]), len(at)]
     text = b"".join(lines)
-    runs = [Run(at, a, b, "facts", hours[a], text, ends) for a, b in itertools.pairwise(bounds)]
+    given = None if found else ends
+    runs = [Run(at, a, b, "facts", hours[a], text, given) for a, b in itertools.pairwise(bounds)]
     each = [Entry(p, h, line, False, "facts") for p, h, line in zip(at, hours, lines, strict=True)]
     return runs, each, hour
 
 
-@pytest.mark.parametrize("lined", [False, True], ids=["bare", "lined"])
+@pytest.mark.parametrize(
+    ("lined", "found"),
+    [(False, False), (True, False), (True, True)],
+    ids=["bare", "lined", "found"],
+)
 @pytest.mark.parametrize("seed", range(12))
-def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int, lined: bool) -> None:
+def test_runs_cut_the_segments_their_items_cut_one_by_one(
+    seed: int, lined: bool, found: bool
+) -> None:
     """A batch held as Runs is cut, written and adopted exactly as its items would be an
     Entry each: at max_bytes inside a run (bare: a fixed weight an item; lined: its line's
-    bytes), at an hour change, at an adopted end inside one, at a commit that ends short of
-    the segment (a destination adopted less) — the same positions, lines and hours."""
+    bytes, the lines' ends given, or found in the run's text), at an hour change, at an
+    adopted end inside one, at a commit that ends short of the segment (a destination
+    adopted less) — the same positions, lines and hours."""
     rng = random.Random(seed)
     limit = 6_000 if lined else NO_LINE_BYTES * 50
     runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
@@ -207,7 +216,7 @@ def test_runs_cut_the_segments_their_items_cut_one_by_one(seed: int, lined: bool
         at = [(str(seq + n), rng.randrange(3)) for n in range(1, rng.randrange(2, 90))]
         seq += len(at)
         if lined:
-            as_runs, as_entries, hour = lined_runs(at, rng, hour)
+            as_runs, as_entries, hour = lined_runs(at, rng, hour, found)
             runs.add(as_runs, now)
             each.add(as_entries, now)
         else:

@@ -175,8 +175,10 @@ def test_the_usual_batch_lines_a_column_at_a_time_as_one_by_one(
     batches that are usual all the same take the column path: spaces around a record's
     JSON, partition keys that need escaping, arrivals in whole seconds (a JSON integer:
     kinesalite writes milliseconds / 1000, and a tenth of its 10,000-record answers held
-    one, each sending its whole batch down the loop)."""
+    one, each sending its whole batch down the loop). The column path makes a batch's lines a
+    slice at a time: slices of one line, of a few, or the whole batch in one."""
     rng = random.Random(seed)
+    monkeypatch.setattr(archiver, "LINES_AT_ONCE", rng.choice([1, 4, 1024]))
     batch = records(rng.randrange(1, 40), set())
     kinds = ["usual", "keys", "spaces", "whole", "hour", "unknown", "datetime", "break"]
     kind = [*kinds, "digits", "refused"][seed % 10]
