@@ -384,30 +384,44 @@ class _Round(Generic[T]):
         parts = [positions[i : i + size] for i in range(0, len(positions), size)]
         todo = iter(parts)  # (shared: each chunk is taken by one writer)
         refused: list[Refused[T]] = []
+        slots = self._sink._slots
+        most = min(len(parts), self._sink._width)  # writers
+        writers = 1
 
-        async def take_chunks() -> None:
-            slot = _Slot(self._sink._slots)
+        async def take_chunks(group: asyncio.TaskGroup | None, slot: _Slot) -> None:
+            nonlocal writers
             try:
                 for part in todo:
+                    await slot.take()
+                    # more writers while slots are free (and nobody waits for one): each
+                    # one's slot taken here, before another batch can take it
+                    while group is not None and writers < most and not slots.locked():
+                        writers += 1
+                        theirs = _Slot(slots)
+                        await theirs.take()  # (free: taken without waiting)
+                        group.create_task(take_chunks(group, theirs))
                     refused.extend(await self._write_chunk(part, slot))
             finally:
                 slot.give_back()
 
-        # As many writers as chunks can be in flight, each taking the next chunk when its last
-        # is done, rather than a task a chunk waiting for a slot: a 10,000-record batch is 400
-        # chunks, its tasks' creation and wake-ups most of the write stage's cost a chunk. A
-        # writer keeps its slot from chunk to chunk (not while it waits to retry), so a batch
-        # is written as soon as slots let it, before the batches that asked after it, as
-        # when its chunks queued for slots together: handed back after each chunk, slots went
-        # round every batch in flight, each batch (and the records it holds) finishing later.
-        writers = min(len(parts), self._sink._width)
-        if writers <= 1:
-            await take_chunks()
+        # Writers take the chunks in turn, each the next when its last is done, rather than
+        # a task a chunk waiting for a slot: a 10,000-record batch is 400 chunks, its tasks'
+        # creation and wake-ups most of the write stage's cost a chunk. A writer keeps its
+        # slot from chunk to chunk (not while it waits to retry), so a batch is written as
+        # soon as slots let it, before the batches that asked after it, as when its chunks
+        # queued for slots together: handed back after each chunk, slots went round every
+        # batch in flight, each batch (and the records it holds) finishing later. The caller
+        # is the first writer, and a writer that has its slot starts another only while a
+        # slot is free (up to one a slot): a batch has as many writers as the slots it can
+        # have, not one a slot each whatever the others hold — 64 shards' batches of a few
+        # hundred records, each making 16 writers to wait for 16 slots, made a task a chunk
+        # again.
+        if len(parts) <= 1:
+            await take_chunks(None, _Slot(slots))
         else:
             try:
                 async with asyncio.TaskGroup() as group:
-                    for _ in range(writers):
-                        group.create_task(take_chunks())
+                    await take_chunks(group, _Slot(slots))
             except ExceptionGroup as failed:  # the same error as a one-chunk write raises
                 raise failed.exceptions[0] from None
         refused.sort(key=_position)
