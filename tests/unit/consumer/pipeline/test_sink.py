@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import random
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -782,3 +784,28 @@ async def test_encoded_entries_are_written_as_the_items_they_stand_for(seed: int
         )
     assert outcomes[0] == outcomes[1]
     assert table_identities(mixed, KEYS) == table_identities(batch, KEYS)
+
+
+class _Entries(list[Item]):
+    """A batch's entries that a weak reference can watch."""
+
+
+@pytest.mark.parametrize("count", [10, 250])
+async def test_a_write_leaves_no_cycle_holding_its_entries(count: int) -> None:
+    # The worker collects its young objects rarely (consumer.cli.GC_THRESHOLDS): a reference
+    # cycle through a write (a writer that names itself) kept each batch alive until then,
+    # and the worker's memory doubled.
+    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
+        await asyncio.sleep(0)
+        return []
+
+    sink = BatchSink(writer, "T", KEYS, concurrency=asyncio.Semaphore(4), metrics=Metrics("s"))
+    entries = _Entries(items(count))
+    watched = weakref.ref(entries)
+    gc.disable()
+    try:
+        assert await sink.write(entries) == []
+        del entries
+        assert watched() is None
+    finally:
+        gc.enable()
