@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from consumer.metrics import Metrics
@@ -378,58 +378,40 @@ class _Round(Generic[T]):
         self._entries = entries
         self._merged = merged
         self._on_durable = on_durable
-        self._refused: list[Refused[T]] = []
-        self._todo: Iterator[list[int]] = iter(())
-        self._most = self._writers = 1
 
     async def write(self, positions: list[int]) -> list[Refused[T]]:
         size = self._sink.wire.max_chunk
         parts = [positions[i : i + size] for i in range(0, len(positions), size)]
-        self._todo = iter(parts)  # (shared: each chunk is taken by one writer)
-        self._most = min(len(parts), self._sink._width)  # writers
-        self._writers = 1
-        # Writers take the chunks in turn, each the next when its last is done, rather than
-        # a task a chunk waiting for a slot: a 10,000-record batch is 400 chunks, its tasks'
-        # creation and wake-ups most of the write stage's cost a chunk. A writer keeps its
-        # slot from chunk to chunk (not while it waits to retry), so a batch is written as
-        # soon as slots let it, before the batches that asked after it, as when its chunks
-        # queued for slots together: handed back after each chunk, slots went round every
-        # batch in flight, each batch (and the records it holds) finishing later. The caller
-        # is the first writer, and a writer that has its slot starts another only while a
-        # slot is free (up to one a slot): a batch has as many writers as the slots it can
-        # have, not one a slot each whatever the others hold — 64 shards' batches of a few
-        # hundred records, each making 16 writers to wait for 16 slots, made a task a chunk
-        # again.
-        # (writers are a method, not a closure: a closure that starts itself is a cycle that
-        # kept each batch alive until the collector ran, rarely in the worker — its memory
-        # doubled)
-        if len(parts) <= 1:
-            await self._take_chunks(None, _Slot(self._sink._slots))
+        todo = iter(parts)  # (shared: each chunk is taken by one writer)
+        refused: list[Refused[T]] = []
+
+        async def take_chunks() -> None:
+            slot = _Slot(self._sink._slots)
+            try:
+                for part in todo:
+                    refused.extend(await self._write_chunk(part, slot))
+            finally:
+                slot.give_back()
+
+        # As many writers as chunks can be in flight, each taking the next chunk when its last
+        # is done, rather than a task a chunk waiting for a slot: a 10,000-record batch is 400
+        # chunks, its tasks' creation and wake-ups most of the write stage's cost a chunk. A
+        # writer keeps its slot from chunk to chunk (not while it waits to retry), so a batch
+        # is written as soon as slots let it, before the batches that asked after it, as
+        # when its chunks queued for slots together: handed back after each chunk, slots went
+        # round every batch in flight, each batch (and the records it holds) finishing later.
+        writers = min(len(parts), self._sink._width)
+        if writers <= 1:
+            await take_chunks()
         else:
             try:
                 async with asyncio.TaskGroup() as group:
-                    await self._take_chunks(group, _Slot(self._sink._slots))
+                    for _ in range(writers):
+                        group.create_task(take_chunks())
             except ExceptionGroup as failed:  # the same error as a one-chunk write raises
                 raise failed.exceptions[0] from None
-        self._refused.sort(key=_position)
-        return self._refused
-
-    async def _take_chunks(self, group: asyncio.TaskGroup | None, slot: _Slot) -> None:
-        """One writer: the round's next chunk until none is left."""
-        slots = self._sink._slots
-        try:
-            for part in self._todo:
-                await slot.take()
-                # more writers while slots are free (and nobody waits for one): each one's
-                # slot taken here, before another batch can take it
-                while group is not None and self._writers < self._most and not slots.locked():
-                    self._writers += 1
-                    theirs = _Slot(slots)
-                    await theirs.take()  # (free: taken without waiting)
-                    group.create_task(self._take_chunks(group, theirs))
-                self._refused.extend(await self._write_chunk(part, slot))
-        finally:
-            slot.give_back()
+        refused.sort(key=_position)
+        return refused
 
     async def _write_chunk(self, positions: list[int], slot: _Slot) -> list[Refused[T]]:
         sink, entries, wire = self._sink, self._entries, self._sink.wire

@@ -452,43 +452,6 @@ async def test_a_batch_that_asked_first_is_written_first() -> None:
     assert order == ["A"] * 10 + ["B"] * 10
 
 
-async def test_a_batch_makes_writers_only_for_the_slots_it_can_have() -> None:
-    # While every slot is held, a batch waits in its caller's task, not in a writer task a
-    # slot (64 shards' batches each made 16 tasks to wait for 16 slots); once slots are
-    # free, it has as many writers as there are.
-    release = asyncio.Event()
-    in_flight: dict[str, int] = {"A": 0, "B": 0}
-    most: dict[str, int] = {"A": 0, "B": 0}
-
-    async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
-        in_flight[table] += 1
-        most[table] = max(most[table], in_flight[table])
-        if table == "A":
-            await release.wait()
-        else:
-            await asyncio.sleep(0)
-        in_flight[table] -= 1
-        return []
-
-    slots = asyncio.Semaphore(4)
-    metrics = Metrics("s")
-    first, second = (
-        BatchSink(writer, name, KEYS, concurrency=slots, metrics=metrics) for name in "AB"
-    )
-    a = asyncio.ensure_future(first.write(items(250)))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert in_flight["A"] == 4 and slots.locked()
-    before = len(asyncio.all_tasks())
-    b = asyncio.ensure_future(second.write(items(250)))
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert len(asyncio.all_tasks()) == before + 1  # its own, waiting for a slot
-    release.set()
-    await asyncio.gather(a, b)
-    assert most == {"A": 4, "B": 4}
-
-
 @pytest.mark.parametrize("unprocessed", [False, True], ids=["throttled", "unprocessed"])
 async def test_a_chunk_waiting_to_retry_holds_no_slot(unprocessed: bool) -> None:
     order: list[str] = []
@@ -793,8 +756,8 @@ class _Entries(list[Item]):
 @pytest.mark.parametrize("count", [10, 250])
 async def test_a_write_leaves_no_cycle_holding_its_entries(count: int) -> None:
     # The worker collects its young objects rarely (consumer.cli.GC_THRESHOLDS): a reference
-    # cycle through a write (a writer that names itself) kept each batch alive until then,
-    # and the worker's memory doubled.
+    # cycle through a write keeps its batch alive until then — a version whose writer was a
+    # closure that started itself doubled the worker's memory (2026-12-05, reverted).
     async def writer(table: str, batch: Sequence[Entry]) -> list[Entry]:
         await asyncio.sleep(0)
         return []
