@@ -330,7 +330,8 @@ def _lined_entries(
             kept.append(item)
             kept_arrivals.append(arrived)
     batch = facts(kept, at, kept_arrivals) if facts is not None and kept else None
-    return _pieces(at, b"".join(lines), wheres, changes, batch, as_runs, lines)
+    text = b"".join(lines) if as_runs else b""  # (an Entry a line: its own)
+    return _pieces(at, text, wheres, changes, batch, as_runs, lines)
 
 
 def _pieces(
