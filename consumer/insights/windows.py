@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from consumer.insights.stats import Stat
 from kernel.handlers import Encoded, Fields, as_item, as_items
@@ -360,7 +360,12 @@ class Cell:
         if self.pending:
             settled = self.settled
             for name, values in self.pending.items():
-                column = [value for value in values if value is not None]
+                # (most columns miss no value: kept.BatchFacts gives them as they are)
+                column: list[Decimal | str] = (
+                    [v for v in values if v is not None]
+                    if None in values
+                    else cast("list[Decimal | str]", values)
+                )
                 if column:
                     stat = settled.get(name)
                     if stat is None:
