@@ -146,9 +146,34 @@ class InsightSpec:
         — the same texts its items would hold, without making them (the insights would
         otherwise pay for the dicts the records table no longer needs) —; None for a batch
         of both kinds, or fields that do not hold the usual shape's attributes."""
+        found = self._encoded_rows(entries)
+        if found is None:
+            return None
+        seconds, groups, measured = found
+        columns: list[list[Decimal | str | None]] = [[v.decode() for v in c] for c in measured]
+        return seconds, groups, columns
+
+    def encoded_columns_joined(
+        self, entries: Sequence[Any], separator: str
+    ) -> tuple[list[int | None], list[Group], list[str]] | None:
+        """:meth:`columns_of` of a batch of entries one encoder wrote (None for any other
+        batch), each measure's column its values joined by ``separator``: the bytes joined and
+        decoded once a column, not a value at a time (what the insights keep of a batch,
+        :mod:`consumer.insights.kept`; an encoder's number is never missing)."""
+        found = self._encoded_rows(entries)
+        if found is None:
+            return None
+        seconds, groups, measured = found
+        between = separator.encode()
+        return seconds, groups, [between.join(column).decode() for column in measured]
+
+    def _encoded_rows(
+        self, entries: Sequence[Any]
+    ) -> tuple[list[int | None], list[Group], list[tuple[bytes, ...]]] | None:
+        """Event seconds, groups and each measure's values as the encoder wrote them (bytes)."""
         try:
             (fields,) = set(map(_FIELDS_OF, entries))
-        except (ValueError, KeyError):  # several encoders, or an item among them
+        except (ValueError, KeyError):  # several encoders, an item among them, or none
             return None
         picks = self._encoded_picks(fields)
         if picks is None:
@@ -157,8 +182,7 @@ class InsightSpec:
         times, group_values, *measured = zip(*rows, strict=True)
         texts: list[str | None] = [t.decode() for t in times]
         group_texts: list[Any] = [g.decode() for g in group_values]
-        columns: list[list[Decimal | str | None]] = [[v.decode() for v in c] for c in measured]
-        return _seconds(texts), self._groups_of(group_texts, entries), columns
+        return _seconds(texts), self._groups_of(group_texts, entries), measured
 
     def _encoded_picks(self, fields: Fields) -> Callable[[tuple[bytes, ...]], Any] | None:
         """What :meth:`_picks` picks, from an encoder's values (their indices in ``fields``):

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
-from consumer.insights.kept import BatchFacts, add_segment, batch_facts
+from consumer.insights.kept import SEPARATOR, BatchFacts, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, Partial, field
 from consumer.pipeline.archive import Entry, Piece, Run, split_pieces
+from producer.schemas import records
+from tests.unit.consumer.insights.test_windows import as_encoded, usual_item
 
 SPEC = InsightSpec(
     300,
@@ -163,3 +166,49 @@ def test_runs_cut_anywhere_count_their_items_as_their_entries_do(seed: int) -> N
         after = split_pieces(pieces, entries[first - 1].position)[1] if first else pieces
         inside = split_pieces(after, entries[last].position)[0]
         assert summary(of_segment(inside)) == summary(of_segment(entries[first : last + 1]))
+
+
+@pytest.mark.parametrize("spec_name", ["telemax", "two-measures"])
+def test_an_encoders_batch_keeps_the_facts_its_items_would(spec_name: str) -> None:
+    """A batch of entries one encoder wrote keeps each measure's values joined straight from
+    their bytes: the same columns, seconds and groups as the items they stand for give — and
+    where a value holds the separator, the columns a value at a time, as for items."""
+    rng = random.Random(5)
+    batches: list[tuple[Any, list[Any]]]
+    item_batches: list[list[Any]]
+    if spec_name == "telemax":
+        from consumer.feeds import FEEDS
+        from consumer.feeds import telemax as handler
+
+        spec = FEEDS["telemax"].insights
+        assert spec is not None
+        readings = [orjson.dumps(r) for r, _ in records("telemax", 200, seed=4)]
+        batches = [(readings, [handler.encode(d) for d in readings])]
+        item_batches = [[handler.to_item(d) for d in readings]]
+    else:
+        spec = InsightSpec(300, "at", ("link",), (field("v"), field("w")))
+        shapes: dict[Any, Any] = {}
+        batches, item_batches = [], []
+        for trial in range(30):
+            batch = [usual_item(rng) for _ in range(rng.randrange(1, 40))]
+            for one in batch:
+                one.pop("extra")
+            if trial % 5 == 4:  # a number that holds the separator (DynamoDB would refuse it)
+                batch[rng.randrange(len(batch))]["v"] = {"N": "1" + SEPARATOR + "2"}
+            batches.append((batch, [as_encoded(one, shapes) for one in batch]))
+            item_batches.append(batch)
+    for (_, entries), items in zip(batches, item_batches, strict=True):
+        assert all(type(e) is tuple for e in entries)
+        positions = [(str(100 + n), 0) for n in range(len(items))]
+        arrivals = [rng.choice([None, 1_796_292_000.0 + n]) for n in range(len(items))]
+        ours = batch_facts(spec, entries, positions, arrivals)
+        theirs = batch_facts(spec, items, positions, arrivals)
+        assert (ours.seconds, ours.groups, ours.columns) == (
+            theirs.seconds,
+            theirs.groups,
+            theirs.columns,
+        )
+        joined = spec.encoded_columns_joined(entries, SEPARATOR)
+        assert joined is not None
+        if all(type(column) is str for column in theirs.columns):  # (no separator held)
+            assert joined[2] == theirs.columns  # the joined path, not the fallback
