@@ -347,8 +347,9 @@ def _pieces(
     ``at`` joined (``lines``: the same, if they were made one by one) —: ``changes`` are the
     indices where ``hours`` changes."""
     if not as_runs:
-        if lines is None:
-            lines = [line + b"\n" for line in text.split(b"\n")[:-1]]
+        if lines is None:  # (cut where line_ends says each line ends, as a Run's are)
+            spans = itertools.pairwise([0, *line_ends(text)])
+            lines = [text[start:stop] for start, stop in spans]
         return [
             Entry(p, hour, line, False, batch)
             for p, hour, line in zip(at, hours, lines, strict=True)
