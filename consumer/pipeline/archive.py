@@ -26,13 +26,17 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 Position = tuple[str, int]  # (sequence number, sub-sequence number)
 UPTO, FROM = "-upto-", "-from-"  # in a span name: {shard}-upto-{last}-from-{first}
 NO_LINE_BYTES = 64  # an entry's weight without a line (insights only): segments stay bounded
+GZIP_WBITS = 31  # deflate in a gzip wrapper
+# (a run's lines, joined) -> one gzip member of them (consumer.pipeline.archiver.gzip_member)
+Pack = Callable[[bytes], bytes]
 
 
 def order(position: Position) -> tuple[int, int]:
@@ -109,7 +113,12 @@ class Run:
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
-    (:meth:`split`, :meth:`cut`)."""
+    (:meth:`split`, :meth:`cut`).
+
+    A run of a whole batch that its buffer has looked at is *packed* (:meth:`pack`): its
+    lines kept as one gzip member, ``packed``, instead of ``text``, a tenth of the memory held
+    until its segment is written, and the compression the object needs done. What needs the
+    lines themselves (a cut inside it, ``line``) has them decompressed."""
 
     positions: list[Position]  # the batch's stored items' positions, in stream order
     start: int
@@ -119,6 +128,8 @@ class Run:
     text: bytes | None = None  # the batch's lines, joined
     ends: list[int] | None = None  # row i: bytes of lines[0..i]; None: not yet found in text
     letter: bool = False
+    packed: bytes | None = None  # ``text`` as one gzip member (then ``text`` is None)
+    packed_size: int = 0  # bytes of ``text`` when packed
 
     @property
     def position(self) -> Position:
@@ -133,29 +144,49 @@ class Run:
         return self.stop - self.start
 
     @property
+    def lined(self) -> bool:
+        """It has lines (the archive is on), packed or not."""
+        return self.text is not None or self.packed is not None
+
+    @property
     def line(self) -> bytes:
-        if self.text is None:
+        if not self.lined:
             return b""
+        text = self.lines_text()
         if self._whole():
-            return self.text
-        ends = self.line_ends()
-        return self.text[self._before(ends) : ends[self.stop - 1]]
+            return text
+        ends = self.line_ends(text)
+        return text[self._before(ends) : ends[self.stop - 1]]
 
     @property
     def weight(self) -> int:
-        if self.text is None:
+        if not self.lined:
             return NO_LINE_BYTES * (self.stop - self.start)
         if self._whole():
-            return len(self.text)
+            return self.packed_size if self.packed is not None else len(self.lines_text())
         ends = self.line_ends()
         return ends[self.stop - 1] - self._before(ends)
 
-    def line_ends(self) -> list[int]:
-        """``ends``, found in ``text`` the first time it is asked for (it has lines)."""
+    def lines_text(self) -> bytes:
+        """``text``, decompressed when packed (it has lines)."""
+        if self.packed is not None:
+            return zlib.decompress(self.packed, GZIP_WBITS)
+        assert self.text is not None
+        return self.text
+
+    def line_ends(self, text: bytes | None = None) -> list[int]:
+        """``ends``, found in ``text`` (``lines_text()`` unless given) the first time it is
+        asked for (it has lines)."""
         if self.ends is None:
-            assert self.text is not None
-            self.ends = line_ends(self.text)
+            self.ends = line_ends(self.lines_text() if text is None else text)
         return self.ends
+
+    def pack(self, pack: Pack) -> None:
+        """Keep the lines of a whole batch's run packed (a part of one keeps the batch's
+        text: the rest of a batch a segment ended inside, one a shard at most)."""
+        if self.text is not None and self._whole():
+            self.packed, self.packed_size = pack(self.text), len(self.text)
+            self.text, self.ends = None, None
 
     def _whole(self) -> bool:
         return self.start == 0 and self.stop == len(self.positions)
@@ -166,7 +197,7 @@ class Run:
     def reaching(self, weight: int) -> int:
         """How many of its first items weigh ``weight`` or more together (at least one, at
         most all): where entries one by one would reach it."""
-        if self.text is None:
+        if not self.lined:
             wanted = -(-weight // NO_LINE_BYTES)
         else:
             ends = self.line_ends()
@@ -186,10 +217,11 @@ class Run:
         if middle >= self.stop:
             return self, None
         # the halves are parts of the batch's lines: their ends found once, for both
-        ends = None if self.text is None else self.line_ends()
+        text = self.lines_text() if self.lined else None
+        ends = None if text is None else self.line_ends(text)
         return (
-            Run(self.positions, self.start, middle, self.fact, self.hour, self.text, ends),
-            Run(self.positions, middle, self.stop, self.fact, self.hour, self.text, ends),
+            Run(self.positions, self.start, middle, self.fact, self.hour, text, ends),
+            Run(self.positions, middle, self.stop, self.fact, self.hour, text, ends),
         )
 
 
@@ -221,8 +253,8 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     found: list[Entry] = []
     for piece in pieces:
         if isinstance(piece, Run):
-            text = piece.text
-            ends = [] if text is None else piece.line_ends()
+            text = piece.lines_text() if piece.lined else None
+            ends = [] if text is None else piece.line_ends(text)
             found.extend(
                 Entry(
                     piece.positions[i],
@@ -295,12 +327,17 @@ def _piece_order(piece: Piece) -> tuple[int, int]:
 
 class ArchiveBuffer:
     """A shard's entries not yet in a written segment, in stream order (Entries and Runs,
-    :data:`Piece`); ``clock`` readings are passed in (time is a parameter)."""
+    :data:`Piece`); ``clock`` readings are passed in (time is a parameter). With ``pack``,
+    the runs of whole batches it has looked at are kept packed (:meth:`Run.pack`): none is
+    cut after that but at an adopted end."""
 
-    def __init__(self, shard_id: str, max_bytes: int, max_age_s: float) -> None:
+    def __init__(
+        self, shard_id: str, max_bytes: int, max_age_s: float, pack: Pack | None = None
+    ) -> None:
         self.shard_id = shard_id
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
+        self._pack = pack
         self._entries: list[Piece] = []
         self._since: float | None = None  # when the oldest entry came
         self._cover_until: Position | None = None  # an adopted segment's end, not yet reached
@@ -309,6 +346,7 @@ class ArchiveBuffer:
         self._cut: int | None = None
         self._scanned = 0
         self._size = 0  # bytes of the entries looked at
+        self._packed = 0  # entries before this one are packed, when they can be
 
     def __len__(self) -> int:
         """How many records (stored items and dead letters) it holds."""
@@ -319,6 +357,7 @@ class ArchiveBuffer:
             self._since = now
         self._entries.extend(entries)
         self._scan()
+        self._pack_looked_at()
 
     def _scan(self) -> None:
         """Look at the entries not yet looked at for the first segment's end."""
@@ -345,6 +384,20 @@ class ArchiveBuffer:
                 return
             size += weight
         self._scanned, self._size = len(entries), size
+
+    def _pack_looked_at(self) -> None:
+        """Pack the runs looked at for the first segment's end: where it ends is known, so
+        no cut will need their lines (an adopted end aside). Those after it wait for it to
+        be written and their own segment's end found."""
+        if self._pack is None:
+            return
+        entries = self._entries
+        looked_at = self._scanned if self._cut is None else self._cut
+        for index in range(self._packed, looked_at):
+            piece = entries[index]
+            if type(piece) is Run:
+                piece.pack(self._pack)
+        self._packed = max(self._packed, looked_at)
 
     def due_at(self) -> float | None:
         """When the age flush comes due; None when empty."""
@@ -374,8 +427,9 @@ class ArchiveBuffer:
         self._entries = split_pieces(self._entries, last)[1]
         self._cover_until = None
         self._since = now if self._entries else None
-        self._cut, self._scanned, self._size = None, 0, 0
+        self._cut, self._scanned, self._size, self._packed = None, 0, 0, 0
         self._scan()
+        self._pack_looked_at()
 
     def cover(self, last: Position) -> None:
         """An existing segment starts where ours does and ends at ``last``, beyond what we

@@ -27,6 +27,7 @@ from consumer.feeds import FEEDS
 from consumer.metrics import Metrics
 from consumer.pipeline.alerts import json_number, record_of
 from consumer.pipeline.archive import (
+    GZIP_WBITS,
     Entry,
     Piece,
     Position,
@@ -54,7 +55,6 @@ EXISTS = "PreconditionFailed"  # S3's answer to If-None-Match: * on an existing 
 # 345 bytes fed a batch at a time, in process, 2026-12-05). Its levels 0 and 2 cost the same
 # as 1; 3 costs 0.85.
 COMPRESS_LEVEL = 1
-GZIP_WBITS = 31  # deflate in a gzip wrapper (its header's time 0)
 # The usual batch's lines are made this many at a time and the texts joined: what one slice
 # touches (its records' JSON, its columns, its text) stays in the CPU's caches. The text of a
 # 7,500-record batch in one slice: 0.77 µs a line; in slices of 512-2,048: 0.57 (in process,
@@ -131,15 +131,38 @@ class ArchiveWire(S3Wire):
         return meta["last-sequence"], int(meta["last-sub"])
 
 
+def gzip_member(lines: bytes) -> bytes:
+    """``lines`` as one gzip member (a run's, packed as its buffer holds it)."""
+    return isal_zlib.compress(lines, COMPRESS_LEVEL, GZIP_WBITS)
+
+
 def gzipped(segment: Segment, letters: bool) -> bytes:
-    """The part's lines gzip-compressed, fed to the compressor a piece (a batch's lines) at
-    a time: one gzip member of ``segment.lines(letters)``, without that joined copy — a
-    segment's 8 MiB allocated and touched for each object, and held while it is compressed.
-    (igzip's bytes depend on where the pieces end; the lines they hold do not.)"""
-    packer = isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
-    packed = [packer.compress(lines) for lines in segment.line_pieces(letters)]
-    packed.append(packer.flush())
-    return b"".join(packed)
+    """The part's lines gzip-compressed: the members of its packed runs as they are, and
+    between them the other pieces' lines fed to a compressor a piece (a batch's lines) at a
+    time, without a joined copy of them — a segment's 8 MiB allocated and touched for each
+    object, and held while it is compressed. A gzip file may be several members, one after
+    another: gunzip, Python's gzip, zcat, Hadoop's and so Athena's codec read them as one."""
+    out: list[bytes] = []
+    packer: Any = None  # the member under way, of the pieces not packed
+    for piece in segment.entries:
+        if piece.letter is not letters:
+            continue
+        member = piece.packed if type(piece) is Run else None
+        if member is not None:
+            if packer is not None:
+                out.append(packer.flush())
+                packer = None
+            out.append(member)
+            continue
+        packer = packer or _compressor()
+        out.append(packer.compress(piece.line))
+    if packer is not None or not out:  # (no line at all: one empty member, gzip of b"")
+        out.append((packer or _compressor()).flush())
+    return b"".join(out)
+
+
+def _compressor() -> Any:
+    return isal_zlib.compressobj(COMPRESS_LEVEL, isal_zlib.DEFLATED, GZIP_WBITS)
 
 
 def part_name(letters: bool) -> str:

@@ -29,7 +29,12 @@ def segmented_for(
         return None
     from consumer.insights.kept import batch_facts
     from consumer.insights.store import insights_committer
-    from consumer.pipeline.archiver import archive_committer, archive_target, entries_of
+    from consumer.pipeline.archiver import (
+        archive_committer,
+        archive_target,
+        entries_of,
+        gzip_member,
+    )
 
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
     found = [
@@ -63,4 +68,10 @@ def segmented_for(
             facts=facts,
         )
 
-    return Segmented(found, entries, settings.archive_max_bytes, settings.archive_max_age_s)
+    return Segmented(
+        found,
+        entries,
+        settings.archive_max_bytes,
+        settings.archive_max_age_s,
+        pack=gzip_member if target is not None else None,
+    )

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import ArchiveBuffer, Piece, Position, Segment, order
+from consumer.pipeline.archive import ArchiveBuffer, Pack, Piece, Position, Segment, order
 from consumer.pipeline.convert import Record
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Progress
@@ -127,9 +127,10 @@ class Segmented:
     entries_of: EntriesOf
     max_bytes: int
     max_age_s: float
+    pack: Pack | None = None  # the archive's: its runs' lines held packed
 
     def for_shard(self, shard_id: str, clock: Callable[[], float]) -> ShardSegments:
-        buffer = ArchiveBuffer(shard_id, self.max_bytes, self.max_age_s)
+        buffer = ArchiveBuffer(shard_id, self.max_bytes, self.max_age_s, self.pack)
         return ShardSegments(buffer, self.committers, self.entries_of, clock)
 
 

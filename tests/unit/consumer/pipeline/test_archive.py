@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import zlib
 from datetime import UTC, datetime
 
 import pytest
@@ -192,23 +193,30 @@ def lined_runs(
     return runs, each, hour
 
 
+def gzip_member(text: bytes) -> bytes:
+    return zlib.compress(text, wbits=31)
+
+
 @pytest.mark.parametrize(
-    ("lined", "found"),
-    [(False, False), (True, False), (True, True)],
-    ids=["bare", "lined", "found"],
+    ("lined", "found", "packed"),
+    [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
+    ids=["bare", "lined", "found", "packed"],
 )
 @pytest.mark.parametrize("seed", range(12))
 def test_runs_cut_the_segments_their_items_cut_one_by_one(
-    seed: int, lined: bool, found: bool
+    seed: int, lined: bool, found: bool, packed: bool
 ) -> None:
     """A batch held as Runs is cut, written and adopted exactly as its items would be an
     Entry each: at max_bytes inside a run (bare: a fixed weight an item; lined: its line's
-    bytes, the lines' ends given, or found in the run's text), at an hour change, at an
-    adopted end inside one, at a commit that ends short of the segment (a destination
-    adopted less) — the same positions, lines and hours."""
+    bytes, the lines' ends given, or found in the run's text; packed: whole batches' runs
+    held gzipped once looked at), at an hour change, at an adopted end inside one, at a
+    commit that ends short of the segment (a destination adopted less) — the same
+    positions, lines and hours."""
     rng = random.Random(seed)
     limit = 6_000 if lined else NO_LINE_BYTES * 50
-    runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
+    pack = gzip_member if packed else None
+    runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60, pack=pack)
+    packed_seen = 0
     each = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
     seq, now, hour = 0, 0.0, 0
     for _ in range(150):
@@ -233,6 +241,7 @@ def test_runs_cut_the_segments_their_items_cut_one_by_one(
         while (segment := runs.next_segment(now, final)) is not None:
             theirs = each.next_segment(now, final)
             assert theirs is not None and flat(segment) == flat(theirs)
+            packed_seen += sum(type(e) is Run and e.packed is not None for e in segment.entries)
             assert (segment.lines(False), segment.hour) == (theirs.lines(False), theirs.hour)
             assert [e.line for e in one_each(segment.entries)] == [e.line for e in theirs.entries]
             assert segment.records == len(flat(segment)) and segment.last == flat(segment)[-1]
@@ -246,3 +255,37 @@ def test_runs_cut_the_segments_their_items_cut_one_by_one(
             assert len(runs) == len(each)
         assert runs.due_at() == each.due_at()
     assert flat(runs.next_segment(now, final=True)) == flat(each.next_segment(now, final=True))
+    assert bool(packed_seen) == packed
+
+
+def whole_run(first: int, count: int, size: int) -> Run:
+    at = [(str(first + n), 0) for n in range(count)]
+    return Run(at, 0, count, None, H1, (b"x" * (size - 1) + b"\n") * count)
+
+
+def is_packed(run: Run) -> bool:
+    return run.packed is not None and run.text is None
+
+
+def test_runs_looked_at_are_packed_and_those_after_a_cut_wait() -> None:
+    """The runs of whole batches a buffer has looked at for its segment's end are held as
+    one gzip member each, weighing their lines' bytes; those after a cut it found are not
+    looked at (nor packed) until that segment is written; a run a cut ends inside keeps its
+    batch's text (a part of it)."""
+    buffer = ArchiveBuffer("shard-1", max_bytes=1_000, max_age_s=60, pack=gzip_member)
+    first = whole_run(1, 4, 100)
+    buffer.add([first], 0.0)
+    assert first.packed is not None and first.text is None
+    assert (first.weight, first.line) == (400, (b"x" * 99 + b"\n") * 4)
+    crossing, after = whole_run(5, 10, 100), whole_run(15, 3, 100)
+    buffer.add([crossing, after], 1.0)
+    segment = buffer.next_segment(1.0)
+    assert segment is not None and [e.count for e in segment.entries] == [4, 6]
+    head = segment.entries[1]
+    assert type(head) is Run and head.packed is None and head.text is crossing.text
+    assert not is_packed(after), "after the cut: not looked at yet"
+    buffer.written(segment.last, 2.0)
+    assert is_packed(after), "looked at for the next segment's end"
+    rest = buffer.next_segment(2.0, final=True)
+    assert rest is not None and [e.count for e in rest.entries] == [4, 3]
+    assert rest.lines(False) == (b"x" * 99 + b"\n") * 7
