@@ -34,9 +34,25 @@ from typing import Any
 Position = tuple[str, int]  # (sequence number, sub-sequence number)
 UPTO, FROM = "-upto-", "-from-"  # in a span name: {shard}-upto-{last}-from-{first}
 NO_LINE_BYTES = 64  # an entry's weight without a line (insights only): segments stay bounded
-GZIP_WBITS = 31  # deflate in a gzip wrapper
-# (a run's lines, joined) -> one gzip member of them (consumer.pipeline.archiver.gzip_member)
-Pack = Callable[[bytes], bytes]
+RAW_DEFLATE = -15  # zlib's wbits for deflate blocks without a header or trailer
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Packed:
+    """A run's lines compressed: deflate blocks that end on a byte boundary and are not the
+    last (a sync flush), so that an object's gzip member can hold them as they are between
+    others' (consumer.pipeline.archiver.gzipped), and what its trailer needs of them."""
+
+    deflate: bytes
+    crc: int  # CRC-32 of the lines
+    size: int  # bytes of the lines
+
+    def lines(self) -> bytes:
+        return zlib.decompressobj(RAW_DEFLATE).decompress(self.deflate)
+
+
+# (a run's lines, joined) -> them packed (consumer.pipeline.archiver.packed_lines)
+Pack = Callable[[bytes], Packed]
 
 
 def order(position: Position) -> tuple[int, int]:
@@ -116,9 +132,9 @@ class Run:
     (:meth:`split`, :meth:`cut`).
 
     A run of a whole batch that its buffer has looked at is *packed* (:meth:`pack`): its
-    lines kept as one gzip member, ``packed``, instead of ``text``, a tenth of the memory held
-    until its segment is written, and the compression the object needs done. What needs the
-    lines themselves (a cut inside it, ``line``) has them decompressed."""
+    lines kept compressed, ``packed``, instead of ``text``, a tenth of the memory held until
+    its segment is written, and the compression its object needs done. What needs the lines
+    themselves (a cut inside it, ``line``) has them decompressed."""
 
     positions: list[Position]  # the batch's stored items' positions, in stream order
     start: int
@@ -128,8 +144,7 @@ class Run:
     text: bytes | None = None  # the batch's lines, joined
     ends: list[int] | None = None  # row i: bytes of lines[0..i]; None: not yet found in text
     letter: bool = False
-    packed: bytes | None = None  # ``text`` as one gzip member (then ``text`` is None)
-    packed_size: int = 0  # bytes of ``text`` when packed
+    packed: Packed | None = None  # ``text`` compressed (then ``text`` is None)
 
     @property
     def position(self) -> Position:
@@ -163,14 +178,14 @@ class Run:
         if not self.lined:
             return NO_LINE_BYTES * (self.stop - self.start)
         if self._whole():
-            return self.packed_size if self.packed is not None else len(self.lines_text())
+            return self.packed.size if self.packed is not None else len(self.lines_text())
         ends = self.line_ends()
         return ends[self.stop - 1] - self._before(ends)
 
     def lines_text(self) -> bytes:
         """``text``, decompressed when packed (it has lines)."""
         if self.packed is not None:
-            return zlib.decompress(self.packed, GZIP_WBITS)
+            return self.packed.lines()
         assert self.text is not None
         return self.text
 
@@ -185,8 +200,7 @@ class Run:
         """Keep the lines of a whole batch's run packed (a part of one keeps the batch's
         text: the rest of a batch a segment ended inside, one a shard at most)."""
         if self.text is not None and self._whole():
-            self.packed, self.packed_size = pack(self.text), len(self.text)
-            self.text, self.ends = None, None
+            self.packed, self.text, self.ends = pack(self.text), None, None
 
     def _whole(self) -> bool:
         return self.start == 0 and self.stop == len(self.positions)

@@ -33,7 +33,7 @@ def segmented_for(
         archive_committer,
         archive_target,
         entries_of,
-        gzip_member,
+        packed_lines,
     )
 
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
@@ -73,5 +73,5 @@ def segmented_for(
         entries,
         settings.archive_max_bytes,
         settings.archive_max_age_s,
-        pack=gzip_member if target is not None else None,
+        pack=packed_lines if target is not None else None,
     )

@@ -13,6 +13,7 @@ from consumer.pipeline.archive import (
     NO_LINE_BYTES,
     ArchiveBuffer,
     Entry,
+    Packed,
     Run,
     Segment,
     hour_of,
@@ -193,8 +194,11 @@ def lined_runs(
     return runs, each, hour
 
 
-def gzip_member(text: bytes) -> bytes:
-    return zlib.compress(text, wbits=31)
+def pack(text: bytes) -> Packed:
+    packer = zlib.compressobj(wbits=-15)
+    return Packed(
+        packer.compress(text) + packer.flush(zlib.Z_SYNC_FLUSH), zlib.crc32(text), len(text)
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,8 +218,8 @@ def test_runs_cut_the_segments_their_items_cut_one_by_one(
     positions, lines and hours."""
     rng = random.Random(seed)
     limit = 6_000 if lined else NO_LINE_BYTES * 50
-    pack = gzip_member if packed else None
-    runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60, pack=pack)
+    packs = pack if packed else None
+    runs = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60, pack=packs)
     packed_seen = 0
     each = ArchiveBuffer("shard-1", max_bytes=limit, max_age_s=60)
     seq, now, hour = 0, 0.0, 0
@@ -272,7 +276,7 @@ def test_runs_looked_at_are_packed_and_those_after_a_cut_wait() -> None:
     one gzip member each, weighing their lines' bytes; those after a cut it found are not
     looked at (nor packed) until that segment is written; a run a cut ends inside keeps its
     batch's text (a part of it)."""
-    buffer = ArchiveBuffer("shard-1", max_bytes=1_000, max_age_s=60, pack=gzip_member)
+    buffer = ArchiveBuffer("shard-1", max_bytes=1_000, max_age_s=60, pack=pack)
     first = whole_run(1, 4, 100)
     buffer.add([first], 0.0)
     assert first.packed is not None and first.text is None

@@ -8,7 +8,7 @@ import pytest
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.archiver import gzip_member
+from consumer.pipeline.archiver import packed_lines
 from consumer.pipeline.committers import segmented_for
 from kernel.aws import Clients
 
@@ -32,7 +32,7 @@ def test_the_archive_holds_its_runs_packed_and_the_insights_alone_hold_no_lines(
     segmented = segmented_for(settings, clients(), Metrics("s"))
     assert segmented is not None
     assert [c.name for c in segmented.committers] == names
-    assert segmented.pack is (gzip_member if packed else None)
+    assert segmented.pack is (packed_lines if packed else None)
     assert segmented.for_shard("shardId-0", lambda: 0.0).buffer._pack is segmented.pack
 
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from consumer.lease.model import SHARD_END
-from consumer.pipeline.archiver import ArchiveTarget, ArchiveWire, entries_of, gzip_member
+from consumer.pipeline.archiver import ArchiveTarget, ArchiveWire, entries_of, packed_lines
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
 from consumer.testing import client_error
@@ -62,7 +62,7 @@ def archived_shop(closed: bool, s3: MemoryS3, max_bytes: int = 1 << 20) -> tuple
         ),
         max_bytes,
         MAX_AGE_S,
-        pack=gzip_member,  # as the worker's (consumer.pipeline.committers)
+        pack=packed_lines,  # as the worker's (consumer.pipeline.committers)
     )
     shop.context = dataclasses.replace(shop.context, segments=segments)
     return shop, ids
