@@ -29,12 +29,8 @@ def segmented_for(
         return None
     from consumer.insights.kept import batch_facts
     from consumer.insights.store import insights_committer
-    from consumer.pipeline.archiver import (
-        archive_committer,
-        archive_target,
-        entries_of,
-        packed_lines,
-    )
+    from consumer.pipeline.archiver import archive_committer, archive_target, packed_lines
+    from consumer.pipeline.entries import entries_of
 
     slots = asyncio.Semaphore(SEGMENT_CONCURRENCY)
     found = [

@@ -37,11 +37,11 @@ from consumer.pipeline.archiver import (
     ArchiveTarget,
     S3Wire,
     archive_target,
-    entries_of,
     part_name,
     put_once,
 )
 from consumer.pipeline.convert import Record
+from consumer.pipeline.entries import entries_of
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Progress
 from kernel.aws import Clients, error_code, unless_fenced

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from consumer.lease.model import SHARD_END
-from consumer.pipeline.archiver import ArchiveTarget, ArchiveWire, entries_of, packed_lines
+from consumer.pipeline.archiver import ArchiveTarget, ArchiveWire, packed_lines
+from consumer.pipeline.entries import entries_of
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
 from consumer.testing import client_error

@@ -20,7 +20,7 @@ from consumer.insights.store import InsightsWire
 from consumer.insights.windows import Partial
 from consumer.ops.insights import read_cells
 from consumer.pipeline.archive import Entry
-from consumer.pipeline.archiver import entries_of
+from consumer.pipeline.entries import entries_of
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
 from consumer.testing import FakeKinesis, LeaseTable, client_error, lease, reading
