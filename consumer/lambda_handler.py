@@ -45,13 +45,13 @@ from consumer.insights.batch import batch_insights_for
 from consumer.insights.kept import batch_facts
 from consumer.insights.store import check_insights
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import one_each
 from consumer.pipeline.archiver import check_archive
 from consumer.pipeline.batch_archive import batch_archive_for
 from consumer.pipeline.convert import Converter, Record, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.entries import ARRIVAL, entries_of
 from consumer.pipeline.keys import table_key_names
+from consumer.pipeline.pieces import one_each
 from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.sink import botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage

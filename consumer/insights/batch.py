@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from consumer.config import Settings
 from consumer.insights.store import InsightsWire, insights_wire
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry, Position, Segment, order, parse_position, position_name
+from consumer.pipeline.archive import Segment, parse_position, position_name
+from consumer.pipeline.pieces import Entry, Position, order
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

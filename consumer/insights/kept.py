@@ -10,8 +10,8 @@ with the same facts made and dropped (`python -m tests.bench --records 200000 --
 column (event seconds and groups are shared objects already), each measure's values joined
 into one string, and the arrival times in an array.
 
-Each stored item's :class:`~consumer.pipeline.archive.Entry` points at its batch's
-:class:`BatchFacts` (without the archive's lines, one :class:`~consumer.pipeline.archive.Run`
+Each stored item's :class:`~consumer.pipeline.pieces.Entry` points at its batch's
+:class:`BatchFacts` (without the archive's lines, one :class:`~consumer.pipeline.pieces.Run`
 stands for the batch's items); a segment's entries of one batch are consecutive items of it (a
 segment is a run of consecutive positions), so :func:`add_segment` finds where they start by
 their first position and aggregates that many rows as columns.
@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec, Partial
-from consumer.pipeline.archive import Position, order
+from consumer.pipeline.pieces import Position, order
 from kernel.handlers import Encoded
 
 _fact_of = operator.attrgetter("fact")

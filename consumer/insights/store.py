@@ -35,7 +35,8 @@ from consumer.insights.codec import parts_by_day
 from consumer.insights.kept import add_segment
 from consumer.insights.windows import InsightSpec, Partial
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Position, Segment, parse_position, position_name
+from consumer.pipeline.archive import Segment, parse_position, position_name
+from consumer.pipeline.pieces import Position
 from consumer.pipeline.segmented import Committer, committer
 from kernel.aws import Clients, check_usable, unless_fenced
 from kernel.backoff import Backoff

@@ -23,15 +23,8 @@ from isal import isal_zlib
 from consumer.config import Settings, feed_of
 from consumer.feeds import FEEDS
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import (
-    RAW_DEFLATE,
-    Packed,
-    Position,
-    Run,
-    Segment,
-    order,
-    position_name,
-)
+from consumer.pipeline.archive import Segment, position_name
+from consumer.pipeline.pieces import RAW_DEFLATE, Packed, Position, Run, order
 from consumer.pipeline.segmented import Committer, committer
 from kernel.aws import Clients, config_error_from, error_code, patiently
 from kernel.errors import ConfigError

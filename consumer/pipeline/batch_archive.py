@@ -31,14 +31,7 @@ from orjson import loads
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import (
-    UPTO,
-    Entry,
-    Position,
-    next_run,
-    position_name,
-    span_of,
-)
+from consumer.pipeline.archive import UPTO, next_run, position_name, span_of
 from consumer.pipeline.archiver import (
     ArchiveTarget,
     S3Wire,
@@ -46,6 +39,7 @@ from consumer.pipeline.archiver import (
     part_name,
     put_once,
 )
+from consumer.pipeline.pieces import Entry, Position
 from consumer.pipeline.sink import Sink
 from kernel.aws import Clients
 from kernel.errors import ConfigError

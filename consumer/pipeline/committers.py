@@ -10,8 +10,8 @@ from typing import Any
 
 from consumer.config import Settings, feed_of
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Piece
 from consumer.pipeline.convert import Record
+from consumer.pipeline.pieces import Piece
 from consumer.pipeline.segmented import Segmented
 from consumer.pipeline.stage import Progress
 from kernel.aws import Clients

@@ -1,6 +1,6 @@
 """A batch's archive entries: a JSON line for each stored item and each dead letter, in the
-batch's order, as :class:`~consumer.pipeline.archive.Entry` objects or, for the usual batch,
-:class:`~consumer.pipeline.archive.Run` objects whose lines are made a column at a time; pure
+batch's order, as :class:`~consumer.pipeline.pieces.Entry` objects or, for the usual batch,
+:class:`~consumer.pipeline.pieces.Run` objects whose lines are made a column at a time; pure
 (:mod:`consumer.pipeline.archiver` writes them)."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any, cast
 import orjson
 
 from consumer.pipeline.alerts import json_number, record_of
-from consumer.pipeline.archive import Entry, Piece, Position, Run, hour_of, line_ends
+from consumer.pipeline.archive import hour_of
 from consumer.pipeline.convert import Record
+from consumer.pipeline.pieces import Entry, Piece, Position, Run, line_ends
 from consumer.pipeline.stage import Progress
 
 ARRIVAL = "ApproximateArrivalTimestamp"
@@ -43,7 +44,7 @@ def entries_of(
     lines, the insights alone); ``facts``: what the insights keep of the batch's stored items,
     given them, their positions and arrival times (``consumer.insights.kept.batch_facts``):
     each item's entry points at it. Without lines and without a dead letter, the items are one
-    :class:`~consumer.pipeline.archive.Run`."""
+    :class:`~consumer.pipeline.pieces.Run`."""
     hours: dict[Any, str] = {}
 
     def hour(when: Any) -> str:

@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import ArchiveBuffer, Pack, Piece, Position, Segment, order
+from consumer.pipeline.archive import ArchiveBuffer, Segment
 from consumer.pipeline.convert import Record
+from consumer.pipeline.pieces import Pack, Piece, Position, order
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Progress
 from kernel.errors import IllegalTransition

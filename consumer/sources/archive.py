@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry, Segment, one_each
+from consumer.pipeline.archive import Segment
 from consumer.pipeline.archiver import (
     ArchiveTarget,
     S3Wire,
@@ -42,6 +42,7 @@ from consumer.pipeline.archiver import (
 )
 from consumer.pipeline.convert import Record
 from consumer.pipeline.entries import entries_of
+from consumer.pipeline.pieces import Entry, one_each
 from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import Progress
 from kernel.aws import Clients, error_code, unless_fenced

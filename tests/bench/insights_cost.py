@@ -24,9 +24,10 @@ from consumer.feeds import FEEDS
 from consumer.insights.codec import parts_by_day
 from consumer.insights.kept import add_segment, batch_facts
 from consumer.insights.windows import Partial
-from consumer.pipeline.archive import NO_LINE_BYTES, ArchiveBuffer
+from consumer.pipeline.archive import ArchiveBuffer
 from consumer.pipeline.convert import convert
 from consumer.pipeline.entries import entries_of
+from consumer.pipeline.pieces import NO_LINE_BYTES
 from consumer.pipeline.stage import Progress
 from producer.readings import readings
 

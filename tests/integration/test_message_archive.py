@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import ArchiveTarget
+from consumer.pipeline.pieces import Entry
 from consumer.sources.archive import MessageArchive, MessageArchiveWire
 from devkit.local import local_client
 from kernel.aws import Clients, open_clients

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.insights.kept import SEPARATOR, BatchFacts, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, Partial, field
-from consumer.pipeline.archive import Entry, Piece, Run, split_pieces
+from consumer.pipeline.pieces import Entry, Piece, Run, split_pieces
 from producer.schemas import records
 from tests.unit.consumer.insights.test_windows import as_encoded, usual_item
 

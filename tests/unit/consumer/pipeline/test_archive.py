@@ -10,18 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from consumer.pipeline.archive import (
-    NO_LINE_BYTES,
     ArchiveBuffer,
-    Entry,
-    Packed,
-    Run,
     Segment,
     hour_of,
     next_run,
-    one_each,
     position_name,
     span_of,
 )
+from consumer.pipeline.pieces import NO_LINE_BYTES, Entry, Packed, Run, one_each
 
 H1, H2 = "dt=2026-12-02/hour=10", "dt=2026-12-02/hour=11"
 

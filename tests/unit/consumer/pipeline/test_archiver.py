@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from consumer.pipeline import archiver
-from consumer.pipeline.archive import Run, Segment
+from consumer.pipeline.archive import Segment
 from consumer.pipeline.entries import entries_of
+from consumer.pipeline.pieces import Run
 from tests.unit.consumer.pipeline.test_entries import finished, records
 
 

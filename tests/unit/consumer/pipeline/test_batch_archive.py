@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from consumer.metrics import Metrics
-from consumer.pipeline.archive import Entry
 from consumer.pipeline.archiver import ArchiveTarget
 from consumer.pipeline.batch_archive import BatchArchive
+from consumer.pipeline.pieces import Entry
 from consumer.testing import client_error
 from kernel.errors import ConfigError
 from tests.unit.consumer.shard.test_shard_archive import MemoryS3

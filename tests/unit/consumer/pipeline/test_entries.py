@@ -15,9 +15,10 @@ import pytest
 from consumer.feeds import FEEDS
 from consumer.insights.kept import BatchFacts, batch_facts
 from consumer.pipeline import entries
-from consumer.pipeline.archive import Entry, Run, hour_of, one_each
+from consumer.pipeline.archive import hour_of
 from consumer.pipeline.convert import convert
 from consumer.pipeline.entries import entries_of
+from consumer.pipeline.pieces import Entry, Run, one_each
 from consumer.pipeline.stage import Progress
 from consumer.testing import reading
 

@@ -19,8 +19,8 @@ from consumer.insights.kept import batch_facts
 from consumer.insights.store import InsightsWire
 from consumer.insights.windows import Partial
 from consumer.ops.insights import read_cells
-from consumer.pipeline.archive import Entry
 from consumer.pipeline.entries import entries_of
+from consumer.pipeline.pieces import Entry
 from consumer.pipeline.segmented import Segmented, committer
 from consumer.shard.lifecycle import Reason
 from consumer.testing import FakeKinesis, LeaseTable, client_error, lease, reading
