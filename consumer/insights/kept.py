@@ -123,10 +123,24 @@ def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
             runs[id(fact)] = [fact, listed[0], count]
         else:
             run[2] += count
+    # the segment's rows in one set of columns: a cell's records picked and joined once a
+    # segment, not once a batch — a 4-shard bench's segment (50,000 readings of 125 devices)
+    # 0.71-0.78 -> 0.57-0.59 µs a reading to add, in process, alternated, 2026-12-05
+    seconds: list[int | None] = []
+    groups: list[Group] = []
+    columns: list[list[Any]] = [[] for _ in partial.spec.measures]
+    arrivals: array[float] = array("d")
     for batch, first, count in runs.values():
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:
             raise ValueError(f"entry {first.position} is not in its batch's facts")
-        batch.add_to(partial, start, start + count)
+        stop = start + count
+        seconds += batch.seconds[start:stop]
+        groups += batch.groups[start:stop]
+        for into, column in zip(columns, batch.columns, strict=True):
+            into += _rows(column, start, stop)
+        arrivals += batch.arrivals[start:stop]
+    if seconds:
+        partial.add_columns(seconds, groups, columns, arrivals)
     if own:
         partial.add_facts(own)

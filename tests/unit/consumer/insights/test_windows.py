@@ -50,6 +50,35 @@ def test_a_record_arriving_beyond_the_lateness_is_counted_late_not_aggregated(
     assert ("v" in cell.stats) is not late
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_batch_added_at_once_counts_as_its_records_one_by_one(seed: int) -> None:
+    """Late, untimed and unknown-arrival (None, NaN) records among on-time ones, or none of
+    them: a batch's columns added at once give the cells, late counts and statistics its
+    records give one at a time."""
+    rng = random.Random(seed)
+    records: list[tuple[dict[str, Any], float | None]] = []
+    for _ in range(rng.randrange(1, 300)):
+        at = T0 + rng.uniform(0, 1200)
+        one = item(at, f"L{rng.randrange(3)}", f"{rng.uniform(0, 50):.{rng.randrange(3)}f}")
+        arrival: float | None = at + rng.choice([10.0, 10.0, 10.0, 2 * 3600.0])
+        if seed % 2:  # half the seeds: the usual batch, every record timed and on time
+            arrival = at + 10.0
+        elif rng.random() < 0.1:
+            arrival = rng.choice([None, math.nan])
+        if not seed % 2 and rng.random() < 0.05:
+            del one["at"]
+        records.append((one, arrival))
+    at_once, one_by_one = Partial(SPEC, lateness_s=3600), Partial(SPEC, lateness_s=3600)
+    at_once.add_all(records)
+    for one, arrival in records:
+        one_by_one.add(one, arrival)
+    assert at_once.untimed == one_by_one.untimed
+    assert sorted(at_once.cells) == sorted(one_by_one.cells)
+    for key, cell in at_once.cells.items():
+        theirs = one_by_one.cells[key]
+        assert (cell.count, cell.late, cell.stats) == (theirs.count, theirs.late, theirs.stats)
+
+
 def test_partials_merged_in_any_split_equal_the_whole_exactly() -> None:
     rng = random.Random(7)
     items = [
