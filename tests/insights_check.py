@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 from consumer.feeds import FEEDS
+from consumer.insights.cells import CellKey, Partial
 from consumer.insights.report import QUANTILES, iso
 from consumer.insights.stats import ALPHA
-from consumer.insights.windows import CellKey, Partial
 from tests.support import Stack
 
 

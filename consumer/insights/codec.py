@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 from isal import igzip
 
+from consumer.insights.cells import Cell, CellKey
 from consumer.insights.stats import Stat
-from consumer.insights.windows import Cell, CellKey
 
 PART_BYTES = 300_000  # of gzip per item: DynamoDB's limit is 400 KB with the keys
 # ISA-L's gzip (igzip) at level 1: on a segment's TELEMAX cells (3,000 readings; 8 and 125

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from consumer.insights.windows import Cell, CellKey, InsightSpec
+from consumer.insights.cells import Cell, CellKey
+from consumer.insights.windows import InsightSpec
 from consumer.ops.render import text_table
 from kernel.errors import ConfigError
 

@@ -31,9 +31,10 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, feed_of
+from consumer.insights.cells import Partial
 from consumer.insights.codec import parts_by_day
 from consumer.insights.kept import add_segment
-from consumer.insights.windows import InsightSpec, Partial
+from consumer.insights.windows import InsightSpec
 from consumer.metrics import Metrics
 from consumer.pipeline.archive import Segment, parse_position, position_name
 from consumer.pipeline.pieces import Position

@@ -1,41 +1,30 @@
-"""Event-time tumbling windows: what a feed aggregates, and a partial aggregate of records
+"""Event-time tumbling windows: what a feed aggregates, and how a record's facts are read
 (pure; no I/O).
 
 A feed's :class:`InsightSpec` says when a record happened (its own timestamp, not its arrival),
 how long a window is (one minute to one day), which fields group it (a pickup zone, a link),
-and which numeric measures to aggregate. Records are added to a :class:`Partial`, one cell per
-(window start, group) with a count and a :class:`~consumer.insights.stats.Stat` per measure.
-Partials merge exactly (see :mod:`consumer.insights.stats`), in any order: the result over all
-shards is the merge of every shard's committed partials.
-
-A record is *late* when it arrived (Kinesis' arrival time, a property of the record, the same
-on every read) more than the allowed lateness after its window ended: it is counted in the
-window's ``late`` and not aggregated — the same decision on every replay, so exactly once
-holds for late records too. It is still stored and archived like any other.
+and which numeric measures to aggregate; it reads those facts of an item, or of a batch's
+items a column at a time. Records are added to a :class:`~consumer.insights.cells.Partial`.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any
 
-from consumer.insights.stats import Stat
 from kernel.handlers import Encoded, Fields, as_item, as_items
 
 MIN_WINDOW_S, MAX_WINDOW_S = 60, 86_400
-DEFAULT_LATENESS_S = 3_600
 
 Attributes = Mapping[str, Any]  # a DynamoDB item: attribute name -> {"S": …} | {"N": …} | …
 Group = tuple[tuple[str, Any], ...]  # ((field, value), …) in the spec's order
-CellKey = tuple[int, Group]  # (window start, epoch seconds; group)
 # (event second or None: no usable time; group; each measure's value or None)
 Fact = tuple[int | None, Group, tuple[Decimal | str | None, ...]]
 
@@ -367,168 +356,3 @@ def plain(attribute: Mapping[str, Any] | None) -> Any:
         value = Decimal(attribute["N"])
         return int(value) if value == value.to_integral_value() else str(value)
     return str(attribute)
-
-
-@dataclasses.dataclass(slots=True)
-class Cell:
-    count: int = 0
-    late: int = 0
-    settled: dict[str, Stat] = dataclasses.field(default_factory=dict)
-    # each measure's values added since the stats were last read: they join the stats a
-    # column at a time (Stat.add_all, far cheaper than value by value)
-    pending: dict[str, list[Decimal | str | None]] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    @property
-    def stats(self) -> dict[str, Stat]:
-        if self.pending:
-            settled = self.settled
-            for name, values in self.pending.items():
-                # (most columns miss no value: kept.BatchFacts gives them as they are)
-                column: list[Decimal | str] = (
-                    [v for v in values if v is not None]
-                    if None in values
-                    else cast("list[Decimal | str]", values)
-                )
-                if column:
-                    stat = settled.get(name)
-                    if stat is None:
-                        stat = settled[name] = Stat()
-                    stat.add_all(column)
-            self.pending = {}
-            # a measure whose values were all unreadable has no statistics, as when missing
-            self.settled = {name: stat for name, stat in settled.items() if stat.count}
-        return self.settled
-
-    @stats.setter
-    def stats(self, stats: dict[str, Stat]) -> None:
-        self.settled, self.pending = stats, {}
-
-    def merge(self, other: Cell) -> None:
-        self.count += other.count
-        self.late += other.late
-        for name, stat in other.stats.items():
-            self.stats.setdefault(name, Stat()).merge(stat)
-
-
-@dataclasses.dataclass
-class Partial:
-    """Cells by (window start, group); ``untimed`` counts items without a usable time."""
-
-    spec: InsightSpec
-    lateness_s: float = DEFAULT_LATENESS_S
-    cells: dict[CellKey, Cell] = dataclasses.field(default_factory=dict)
-    untimed: int = 0
-
-    def add(self, item: Attributes, arrival: float | None) -> None:
-        self.add_all(((item, arrival),))
-
-    def add_all(self, records: Iterable[tuple[Attributes, float | None]]) -> None:
-        """Add each (item, arrival time)."""
-        listed = list(records)
-        seconds, groups, columns = self.spec.columns_of([item for item, _ in listed])
-        self.add_columns(seconds, groups, columns, [arrival for _, arrival in listed])
-
-    def add_facts(self, facts: Iterable[tuple[Fact, float | None]]) -> None:
-        """Add each (fact, arrival time): a fact a record (InsightSpec.fact_of)."""
-        listed = list(facts)
-        measures = len(self.spec.measures)
-        self.add_columns(
-            [second for (second, _, _), _ in listed],
-            [group for (_, group, _), _ in listed],
-            [[values[n] for (_, _, values), _ in listed] for n in range(measures)],
-            [arrival for _, arrival in listed],
-        )
-
-    def add_columns(
-        self,
-        seconds: Sequence[int | None],
-        groups: Sequence[Group],
-        columns: Sequence[Sequence[Decimal | str | None]],
-        arrivals: Sequence[float | None],
-    ) -> None:
-        """Add records given as columns — record ``i`` is ``seconds[i]``, ``groups[i]``, the
-        ``i``-th value of each measure's column (in the spec's order) and ``arrivals[i]``
-        (None or NaN: unknown, never late). A cell's records are picked by index and their
-        values join the cell a column at a time."""
-        window = self.spec.window_s
-        limit = window + self.lateness_s  # late: arrived after its window's start + this
-        try:  # the usual batch: every record timed, none late, picked in one short loop
-            starts = [second - second % window for second in seconds]  # type: ignore[operator]
-            late = [a > start + limit for a, start in zip(arrivals, starts, strict=True)]  # type: ignore[operator]
-        except TypeError:  # a record without a time, or an arrival unknown (None)
-            late = [True]
-        if True in late:
-            picked = self._picked_one_by_one(seconds, groups, arrivals)
-        else:
-            picked = collections.defaultdict(list)
-            for index, key in enumerate(zip(starts, groups, strict=True)):
-                picked[key].append(index)
-        self._join(picked, columns)
-
-    def _picked_one_by_one(
-        self,
-        seconds: Sequence[int | None],
-        groups: Sequence[Group],
-        arrivals: Sequence[float | None],
-    ) -> dict[CellKey, list[int]]:
-        """Each cell's records by index, the untimed counted and the late counted in their
-        cells (not aggregated)."""
-        cells, window = self.cells, self.spec.window_s
-        limit = window + self.lateness_s
-        picked: dict[CellKey, list[int]] = {}
-        for index, (second, group, arrival) in enumerate(
-            zip(seconds, groups, arrivals, strict=True)
-        ):
-            if second is None:
-                self.untimed += 1
-                continue
-            start = second - second % window
-            key = (start, group)
-            if arrival is not None and arrival > start + limit:  # (NaN compares false)
-                cell = cells.get(key)
-                if cell is None:
-                    cell = cells[key] = Cell()
-                cell.late += 1
-                continue
-            indices = picked.get(key)
-            if indices is None:
-                picked[key] = [index]
-            else:
-                indices.append(index)
-        return picked
-
-    def _join(
-        self,
-        picked: Mapping[CellKey, list[int]],
-        columns: Sequence[Sequence[Decimal | str | None]],
-    ) -> None:
-        """Each cell's picked records: counted, and their values pending in its columns."""
-        cells = self.cells
-        names = [measure.name for measure in self.spec.measures]
-        for key, indices in picked.items():
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = Cell()
-            cell.count += len(indices)
-            pending = cell.pending
-            if len(indices) == 1:  # (itemgetter of one index gives the value, not a tuple)
-                rows: list[Sequence[Any]] = [[column[indices[0]]] for column in columns]
-            else:
-                pick = operator.itemgetter(*indices)
-                rows = [pick(column) for column in columns]
-            for name, values in zip(names, rows, strict=True):
-                known = pending.get(name)
-                if known is None:
-                    pending[name] = list(values)
-                else:
-                    known.extend(values)
-
-    def merge(self, other: Partial) -> None:
-        self.untimed += other.untimed
-        for key, cell in other.cells.items():
-            mine = self.cells.get(key)
-            if mine is None:
-                mine = self.cells[key] = Cell()
-            mine.merge(cell)

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings, feed_of
+from consumer.insights.cells import Cell, CellKey
 from consumer.insights.codec import cells_of
 from consumer.insights.report import as_csv, as_json_lines, group_field, rows, text_report
-from consumer.insights.windows import Cell, CellKey, InsightSpec
+from consumer.insights.windows import InsightSpec
 from kernel.aws import AWS_ERRORS, Clients, config_error_from, scan_pages
 from kernel.backoff import Backoff
 from kernel.errors import ConfigError

@@ -21,9 +21,9 @@ import orjson
 
 from consumer.cli import GC_THRESHOLDS
 from consumer.feeds import FEEDS
+from consumer.insights.cells import Partial
 from consumer.insights.codec import parts_by_day
 from consumer.insights.kept import add_segment, batch_facts
-from consumer.insights.windows import Partial
 from consumer.pipeline.archive import ArchiveBuffer
 from consumer.pipeline.convert import convert
 from consumer.pipeline.entries import entries_of

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from consumer.insights import codec
+from consumer.insights.cells import Cell, CellKey
 from consumer.insights.stats import Stat
-from consumer.insights.windows import Cell, CellKey
 
 DAY = 1_796_256_000  # 2026-12-03T00:00Z
 

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.insights.cells import Partial
 from consumer.insights.kept import SEPARATOR, BatchFacts, add_segment, batch_facts
-from consumer.insights.windows import InsightSpec, Measure, Partial, field
+from consumer.insights.windows import InsightSpec, Measure, field
 from consumer.pipeline.pieces import Entry, Piece, Run, split_pieces
 from producer.schemas import records
 from tests.unit.consumer.insights.test_windows import as_encoded, usual_item

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from consumer.insights.cells import Partial
 from consumer.insights.plot import DPI, SIZE_IN, render
 from consumer.insights.report import as_csv, as_json_lines, by_hour_of_day, rows, text_report
-from consumer.insights.windows import InsightSpec, Partial, field
+from consumer.insights.windows import InsightSpec, field
 from kernel.errors import ConfigError
 
 SPEC = InsightSpec(

@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from consumer.feeds import FEEDS
+from consumer.insights.cells import Partial
 from consumer.insights.stats import ALPHA, Stat
-from consumer.insights.windows import InsightSpec, Measure, Partial, epoch_second, field
+from consumer.insights.windows import InsightSpec, Measure, epoch_second, field
 from producer.schemas import records
 
 SPEC = InsightSpec(window_s=300, time_field="at", group_fields=("link",), measures=(field("v"),))

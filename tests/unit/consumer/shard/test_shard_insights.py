@@ -15,9 +15,9 @@ import pytest
 
 from consumer.feeds import FEEDS
 from consumer.insights.batch import BatchInsights
+from consumer.insights.cells import Partial
 from consumer.insights.kept import batch_facts
 from consumer.insights.store import InsightsWire
-from consumer.insights.windows import Partial
 from consumer.ops.insights import read_cells
 from consumer.pipeline.entries import entries_of
 from consumer.pipeline.pieces import Entry
