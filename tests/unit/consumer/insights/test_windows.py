@@ -1,10 +1,10 @@
-"""Event-time windows and their statistics: pure, exact where the issue says exact."""
+"""Event-time windows: a record's time, group and measures read one by one or a batch at a time."""
 
 from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +12,6 @@ import orjson
 import pytest
 
 from consumer.feeds import FEEDS
-from consumer.insights.cells import Partial
-from consumer.insights.stats import ALPHA, Stat
 from consumer.insights.windows import InsightSpec, Measure, epoch_second, field
 from producer.schemas import records
 
@@ -24,122 +22,6 @@ T0 = datetime(2026, 12, 3, 7, 0, tzinfo=UTC).timestamp()
 def item(at: float, link: str = "L1", v: str = "1.5") -> dict[str, Any]:
     when = datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
     return {"at": {"S": when}, "link": {"S": link}, "v": {"N": v}}
-
-
-def test_a_record_counts_in_the_window_of_its_own_time_and_group() -> None:
-    partial = Partial(SPEC)
-    partial.add(item(T0), arrival=T0 + 3_000)  # arrived late, but within the lateness
-    partial.add(item(T0 + 299.999), arrival=None)
-    partial.add(item(T0 + 300, link="L2"), arrival=None)
-    partial.add({"link": {"S": "L1"}}, arrival=None)  # no time
-    start = int(T0)
-    assert sorted(partial.cells) == [(start, (("link", "L1"),)), (start + 300, (("link", "L2"),))]
-    assert partial.cells[(start, (("link", "L1"),))].count == 2
-    assert partial.untimed == 1
-
-
-@pytest.mark.parametrize(
-    ("delay", "late"), [(300 + 3600, False), (300 + 3600.001, True)], ids=["edge", "beyond"]
-)
-def test_a_record_arriving_beyond_the_lateness_is_counted_late_not_aggregated(
-    delay: float, late: bool
-) -> None:
-    partial = Partial(SPEC, lateness_s=3600)
-    partial.add(item(T0), arrival=T0 + delay)
-    (cell,) = partial.cells.values()
-    assert (cell.late, cell.count) == ((1, 0) if late else (0, 1))
-    assert ("v" in cell.stats) is not late
-
-
-@pytest.mark.parametrize("seed", range(8))
-def test_a_batch_added_at_once_counts_as_its_records_one_by_one(seed: int) -> None:
-    """Late, untimed and unknown-arrival (None, NaN) records among on-time ones, or none of
-    them: a batch's columns added at once give the cells, late counts and statistics its
-    records give one at a time."""
-    rng = random.Random(seed)
-    records: list[tuple[dict[str, Any], float | None]] = []
-    for _ in range(rng.randrange(1, 300)):
-        at = T0 + rng.uniform(0, 1200)
-        one = item(at, f"L{rng.randrange(3)}", f"{rng.uniform(0, 50):.{rng.randrange(3)}f}")
-        arrival: float | None = at + rng.choice([10.0, 10.0, 10.0, 2 * 3600.0])
-        if seed % 2:  # half the seeds: the usual batch, every record timed and on time
-            arrival = at + 10.0
-        elif rng.random() < 0.1:
-            arrival = rng.choice([None, math.nan])
-        if not seed % 2 and rng.random() < 0.05:
-            del one["at"]
-        records.append((one, arrival))
-    at_once, one_by_one = Partial(SPEC, lateness_s=3600), Partial(SPEC, lateness_s=3600)
-    at_once.add_all(records)
-    for one, arrival in records:
-        one_by_one.add(one, arrival)
-    assert at_once.untimed == one_by_one.untimed
-    assert sorted(at_once.cells) == sorted(one_by_one.cells)
-    for key, cell in at_once.cells.items():
-        theirs = one_by_one.cells[key]
-        assert (cell.count, cell.late, cell.stats) == (theirs.count, theirs.late, theirs.stats)
-
-
-def test_partials_merged_in_any_split_equal_the_whole_exactly() -> None:
-    rng = random.Random(7)
-    items = [
-        item(T0 + rng.uniform(0, 3000), f"L{rng.randrange(4)}", f"{rng.lognormvariate(2, 1):.2f}")
-        for _ in range(3000)
-    ]
-    whole = Partial(SPEC)
-    for one in items:
-        whole.add(one, arrival=None)
-    merged = Partial(SPEC)
-    for chunk in range(0, len(items), 137):  # shards' segments, merged in another order
-        part = Partial(SPEC)
-        for one in items[chunk : chunk + 137]:
-            part.add(one, arrival=None)
-        merged.merge(Partial(SPEC, cells=roundtrip(part)))
-    assert merged.cells.keys() == whole.cells.keys()
-    for key, cell in whole.cells.items():
-        other = merged.cells[key]
-        a, b = cell.stats["v"], other.stats["v"]
-        assert (other.count, b.count, b.total, b.low, b.high) == (
-            cell.count, a.count, a.total, a.low, a.high
-        )  # fmt: skip
-        values = sorted(float(Decimal(i["v"]["N"])) for i in items if window(i) == key)
-        for q in (0.5, 0.95, 0.99):
-            assert b.quantile(q) == a.quantile(q), "a merged sketch is the whole's sketch"
-            true = values[int(q * (len(values) - 1))]  # the rank DDSketch answers for
-            estimate = b.quantile(q)
-            assert estimate is not None and abs(estimate - true) <= ALPHA * abs(true) + 1e-9
-
-
-def window(one: dict[str, Any]) -> Any:
-    when = datetime.fromisoformat(one["at"]["S"]).timestamp()
-    return (int(when // 300) * 300, (("link", one["link"]["S"]),))
-
-
-def roundtrip(partial: Partial) -> Any:
-    """The cells through their JSON encoding (what DynamoDB keeps)."""
-    for cell in partial.cells.values():
-        cell.stats = {
-            name: Stat.decode(orjson.loads(orjson.dumps(stat.encode())))
-            for name, stat in cell.stats.items()
-        }
-    return partial.cells
-
-
-@pytest.mark.parametrize("feed", ["telemax", "taxi", "orders"])
-def test_every_built_in_feed_aggregates_what_the_producer_generates(feed: str) -> None:
-    spec = FEEDS[feed].insights
-    assert spec is not None
-    start = datetime(2026, 12, 3, tzinfo=UTC)
-    partial = Partial(spec)
-    for record, _ in records(feed, 500, seed=3, start=start):
-        partial.add(FEEDS[feed].to_item(orjson.dumps(record)), arrival=None)
-    assert partial.untimed == 0
-    assert sum(cell.count for cell in partial.cells.values()) == 500
-    for cell in partial.cells.values():
-        for measure in spec.measures:
-            assert measure.name in cell.stats or feed == "taxi", measure.name
-    days = {datetime.fromtimestamp(start_s, UTC).date() for start_s, _ in partial.cells}
-    assert days <= {start.date(), (start + timedelta(days=1)).date()}
 
 
 @pytest.mark.parametrize(
