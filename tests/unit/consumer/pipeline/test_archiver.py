@@ -33,8 +33,10 @@ def test_a_part_is_one_gzip_member_of_its_lines_with_its_packed_runs_as_they_are
         found = entries_of(finished(batch, None, []), batch, "telemax", "s", "shardId-0", True)
         for piece in found:
             if number in packed and type(piece) is Run:
+                text = piece.line
                 piece.pack(archiver.packed_lines)
-                assert piece.packed is not None
+                assert piece.packed is not None and piece.text is None
+                assert piece.packed.lines() == piece.line == text, "unpacked: its lines"
                 blocks.append(piece.packed.deflate)
         pieces += found
     assert len(blocks) == (0 if bad else len(packed))
