@@ -11,12 +11,10 @@ holds for late records too. It is still stored and archived like any other.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, cast
+from typing import cast
 
 from consumer.insights.stats import Stat
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec
@@ -106,33 +104,10 @@ class Partial:
     ) -> None:
         """Add records given as columns — record ``i`` is ``seconds[i]``, ``groups[i]``, the
         ``i``-th value of each measure's column (in the spec's order) and ``arrivals[i]``
-        (None or NaN: unknown, never late). A cell's records are picked by index and their
-        values join the cell a column at a time."""
-        window = self.spec.window_s
-        limit = window + self.lateness_s  # late: arrived after its window's start + this
-        try:  # the usual batch: every record timed, none late, picked in one short loop
-            starts = [second - second % window for second in seconds]  # type: ignore[operator]
-            late = [a > start + limit for a, start in zip(arrivals, starts, strict=True)]  # type: ignore[operator]
-        except TypeError:  # a record without a time, or an arrival unknown (None)
-            late = [True]
-        if True in late:
-            picked = self._picked_one_by_one(seconds, groups, arrivals)
-        else:
-            picked = collections.defaultdict(list)
-            for index, key in enumerate(zip(starts, groups, strict=True)):
-                picked[key].append(index)
-        self._join(picked, columns)
-
-    def _picked_one_by_one(
-        self,
-        seconds: Sequence[int | None],
-        groups: Sequence[Group],
-        arrivals: Sequence[float | None],
-    ) -> dict[CellKey, list[int]]:
-        """Each cell's records by index, the untimed counted and the late counted in their
-        cells (not aggregated)."""
+        (None or NaN: unknown, never late). The aggregation's one loop a record: a cell's
+        records are picked by index and their values join the cell a column at a time."""
         cells, window = self.cells, self.spec.window_s
-        limit = window + self.lateness_s
+        limit = window + self.lateness_s  # late: arrived after its window's start + this
         picked: dict[CellKey, list[int]] = {}
         for index, (second, group, arrival) in enumerate(
             zip(seconds, groups, arrivals, strict=True)
@@ -153,15 +128,6 @@ class Partial:
                 picked[key] = [index]
             else:
                 indices.append(index)
-        return picked
-
-    def _join(
-        self,
-        picked: Mapping[CellKey, list[int]],
-        columns: Sequence[Sequence[Decimal | str | None]],
-    ) -> None:
-        """Each cell's picked records: counted, and their values pending in its columns."""
-        cells = self.cells
         names = [measure.name for measure in self.spec.measures]
         for key, indices in picked.items():
             cell = cells.get(key)
@@ -169,15 +135,11 @@ class Partial:
                 cell = cells[key] = Cell()
             cell.count += len(indices)
             pending = cell.pending
-            if len(indices) == 1:  # (itemgetter of one index gives the value, not a tuple)
-                rows: list[Sequence[Any]] = [[column[indices[0]]] for column in columns]
-            else:
-                pick = operator.itemgetter(*indices)
-                rows = [pick(column) for column in columns]
-            for name, values in zip(names, rows, strict=True):
+            for name, column in zip(names, columns, strict=True):
+                values = [column[index] for index in indices]
                 known = pending.get(name)
                 if known is None:
-                    pending[name] = list(values)
+                    pending[name] = values
                 else:
                     known.extend(values)
 
