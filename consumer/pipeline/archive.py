@@ -24,7 +24,7 @@ after the previous segment's end, whoever wrote it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,12 +93,9 @@ class Segment:
         return f"{self.shard_id}{UPTO}{position_name(self.last)}{FROM}{position_name(self.first)}"
 
     def lines(self, letters: bool) -> bytes:
-        return b"".join(self.line_pieces(letters))
-
-    def line_pieces(self, letters: bool) -> Iterator[bytes]:
-        """One part's lines (records, or dead letters) a piece at a time: an Entry's line, a
-        Run's lines joined."""
-        return (e.line for e in self.entries if e.letter is letters)
+        """One part's lines (records, or dead letters) joined, packed runs' decompressed (an
+        object's are compressed a piece at a time: consumer.pipeline.archiver.gzipped)."""
+        return b"".join(e.line for e in self.entries if e.letter is letters)
 
     def count(self, letters: bool) -> int:
         return sum(e.count for e in self.entries if e.letter is letters)
