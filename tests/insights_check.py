@@ -86,7 +86,8 @@ def check_insights_exact(
     assert set(found) == keys, "the same windows and groups"
     for (start, group), cell in expected.cells.items():
         row = found[(iso(start), json.dumps(dict(group), sort_keys=True))]
-        assert (row["count"], row["late"]) == (cell.count, cell.late), row
+        due = (cell.count, cell.late)
+        assert (row["count"], row["late"]) == due, ("(count, late) due", due, "found", row)
         assert row["window_s"] == expected.spec.window_s
         for name, stat in cell.stats.items():
             assert row[f"{name}_count"] == stat.count, (name, row)
