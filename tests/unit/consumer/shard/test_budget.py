@@ -1,4 +1,4 @@
-"""The worker-wide record budget: grants what is free, waits when nothing is."""
+"""The worker-wide record budget: grants what is free, waits while less than its least grant is."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from consumer.shard.budget import RecordBudget
+from consumer.shard.budget import LEAST_GRANT_SHARE, RecordBudget
 
 
 async def test_grants_up_to_what_is_free() -> None:
@@ -130,21 +130,29 @@ async def test_a_cancelled_waiter_never_keeps_budget_from_the_next(cancelled_fir
     assert budget.in_use == 10 and budget.waiting == 0
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(40))
 async def test_grants_and_releases_in_any_order_keep_the_invariants(seed: int) -> None:
     """Random readers that take, wait, are cancelled and hand back: what is free plus every
-    grant held is the capacity; nobody waits while something is free; grants come in the
-    order the waiters came."""
+    grant held is the capacity; nobody waits while the first waiter's least grant is free;
+    grants come in the order the waiters came and are never below the least asked."""
     rng = random.Random(seed)
-    budget = RecordBudget(rng.randrange(1, 50))
+    capacity = rng.randrange(1, 50)
+    budget = RecordBudget(capacity, least_grant=rng.choice([None, 1, rng.randrange(1, 60)]))
     held: list[int] = []
     came: list[int] = []
     served: list[int] = []
+    waiting: dict[int, int] = {}  # reader -> what it wants, while it has not been served
     tasks: dict[int, asyncio.Task[None]] = {}
 
     async def reader(n: int, wanted: int) -> None:
         came.append(n)
-        held.append(await budget.acquire(wanted))
+        waiting[n] = wanted
+        try:
+            granted = await budget.acquire(wanted)
+        finally:
+            del waiting[n]
+        assert granted >= budget.least_for(wanted), "never less than the least grant"
+        held.append(granted)
         served.append(n)
 
     for n in range(300):
@@ -161,8 +169,75 @@ async def test_grants_and_releases_in_any_order_keep_the_invariants(seed: int) -
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert budget.in_use == sum(held), "a grant is held or free, never lost"
-        assert budget.waiting == 0 or budget.in_use == budget.capacity, "none waits while free"
+        assert budget.waiting == len(waiting)
+        if waiting:
+            first = waiting[next(iter(waiting))]
+            free = budget.capacity - budget.in_use
+            assert free < budget.least_for(first), "none waits while it could be served"
     assert served == [n for n in came if n in set(served)], "first come, first served"
     for task in tasks.values():
         task.cancel()
     await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+def test_the_least_grant_is_a_share_of_the_capacity_and_never_above_it() -> None:
+    assert RecordBudget(40_000).least_grant == 2_500 == 40_000 // LEAST_GRANT_SHARE
+    assert RecordBudget(10).least_grant == 1, "a small budget grants what is free"
+    assert RecordBudget(100, least_grant=500).least_grant == 100, "all of it frees up: no stall"
+    assert RecordBudget(100, least_grant=0).least_grant == 1
+
+
+async def test_a_waiter_is_served_once_its_least_grant_is_free() -> None:
+    """Releases of a few records each do not wake a reader for those few: it is served when
+    the least grant is free, and takes what is free then (up to what it wants)."""
+    budget = RecordBudget(100, least_grant=20)
+    assert await budget.acquire(100) == 100
+    waiter = asyncio.ensure_future(budget.acquire(50))
+    await asyncio.sleep(0)
+    budget.release(10)
+    await asyncio.sleep(0)
+    assert not waiter.done(), "10 free: less than the least grant"
+    budget.release(15)
+    assert await asyncio.wait_for(waiter, 1) == 25
+    assert budget.in_use == 100
+
+
+async def test_a_reader_that_wants_less_than_the_least_grant_needs_only_that() -> None:
+    budget = RecordBudget(100, least_grant=20)
+    assert await budget.acquire(95) == 95
+    assert await budget.acquire(5) == 5, "all it wants is free"
+    waiter = asyncio.ensure_future(budget.acquire(50))
+    await asyncio.sleep(0)
+    budget.release(19)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    budget.release(1)
+    assert await asyncio.wait_for(waiter, 1) == 20
+
+
+async def test_a_newcomer_that_could_be_served_still_queues_behind_a_waiter() -> None:
+    budget = RecordBudget(100, least_grant=20)
+    await budget.acquire(100)
+    first = asyncio.ensure_future(budget.acquire(50))
+    await asyncio.sleep(0)
+    budget.release(10)  # less than the first's least grant
+    small = asyncio.ensure_future(budget.acquire(5))
+    await asyncio.sleep(0)
+    assert not small.done(), "no passing the first in line, or it could wait for ever"
+    budget.release(10)
+    await asyncio.sleep(0)
+    assert first.result() == 20 and not small.done()
+
+
+async def test_a_cancelled_first_waiter_lets_the_next_be_served_from_what_is_free() -> None:
+    budget = RecordBudget(100, least_grant=20)
+    await budget.acquire(100)
+    first = asyncio.ensure_future(budget.acquire(50))
+    await asyncio.sleep(0)
+    budget.release(10)
+    small = asyncio.ensure_future(budget.acquire(5))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    assert await asyncio.wait_for(small, 1) == 5, "served without waiting for a release"
+    assert budget.waiting == 0 and budget.in_use == 95

@@ -261,7 +261,7 @@ async def test_limit_ramp(max_limit: int, sizes: list[int], limits: list[int]) -
 async def test_a_full_answer_to_a_call_the_budget_cut_short_jumps_too() -> None:
     """Full means as many as the call asked for, which the budget may have cut below the
     limit: the backlog is there all the same."""
-    budget = RecordBudget(10_000)
+    budget = RecordBudget(10_000, least_grant=1)
     assert await budget.acquire(9_980) == 9_980  # 20 left for the first call
     kinesis = FakeKinesis(STREAM).answer_next(GET_SHARD_ITERATOR, {"ShardIterator": "it"})
     kinesis.answer_next(GET_RECORDS, answer([rec(n) for n in range(20)]), answer([rec(99)]))
