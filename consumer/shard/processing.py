@@ -219,6 +219,10 @@ class ShardConsumer:
                 if fetched.ended:
                     self.children, self.gone = fetched.children, fetched.gone
                     return Reason.SHARD_END
+                # Stored, its budget handed back: not kept while the next batch is awaited
+                # (memory the budget would not count — a batch a shard, on every shard whose
+                # next grant is slow to come: 64 shards' peak RSS 186 -> 1xx MB).
+                del fetched
                 if not self.held.valid():
                     return Reason.LEASE_LOST
                 if self._checkpoint_due():

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import itertools
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -21,14 +24,14 @@ from consumer.lease.held import HeldLease, Liveness
 from consumer.lease.model import SHARD_END, TRIM_HORIZON
 from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
-from consumer.pipeline.sink import BatchSink
 from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
+from consumer.pipeline.table import BatchSink
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Shard
 from consumer.shard.lifecycle import Reason, State
 from consumer.shard.processing import PARENT_POLL_S, ShardConsumer, ShardContext, StreamNotFound
-from consumer.shard.reader import ShardReader
+from consumer.shard.reader import Fetched, ShardReader
 from consumer.testing import (
     GET_SHARD_ITERATOR,
     FakeKinesis,
@@ -446,3 +449,50 @@ async def test_a_restart_at_the_checkpoint_redoes_nothing(new_records: int) -> N
     assert shop.stored() == later
     checkpoints = [w for w in table.writes if w.op == "checkpoint"]
     assert len(checkpoints) == (1 if new_records else 0)
+
+
+class _Batch(list[Any]):
+    """A batch's records that a weak reference can watch."""
+
+
+class _OneBatchThenQuiet:
+    """A reader with one batch, then nothing: its next fetch waits until the test ends."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.batch: _Batch | None = _Batch(records)
+        self.waiting = asyncio.Event()
+
+    async def fetch_next(self, due: Callable[[], float | None] = lambda: None) -> Fetched:
+        if self.batch is None:
+            self.waiting.set()
+            await asyncio.Event().wait()  # (until cancelled)
+        batch, self.batch = self.batch, None
+        assert batch is not None
+        return Fetched(batch, 0, ended=False)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_stored_batch_is_not_kept_while_the_next_is_awaited() -> None:
+    """Once a batch is stored its budget is handed back, so the consumer must not keep it
+    while it waits for the next: memory the budget does not count — a batch a shard, on
+    every shard whose next grant is slow to come."""
+    kinesis, table, ids = stream(closed=False, count=5)
+    shop = Shop(kinesis, table)
+    reader = _OneBatchThenQuiet([dict(record) for record in kinesis.shards["P"].records])
+    assert reader.batch is not None
+    watched = weakref.ref(reader.batch)
+    shop.context = dataclasses.replace(shop.context, make_reader=lambda shard, at: reader)
+    collecting = gc.isenabled()
+    gc.disable()  # freed by its count of references, not by the collector's luck
+    try:
+        async with consuming(shop):
+            await until_stored(shop, ids)
+            await asyncio.wait_for(reader.waiting.wait(), 5)
+            await asyncio.sleep(0.5)
+            assert shop.context.budget.in_use == 0
+            assert watched() is None, "the stored batch is still held"
+    finally:
+        if collecting:
+            gc.enable()
