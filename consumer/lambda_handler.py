@@ -53,9 +53,9 @@ from consumer.pipeline.entries import ARRIVAL, entries_of
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.pieces import one_each
 from consumer.pipeline.publish import alerting_for, check_alerting
-from consumer.pipeline.sink import botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
+from consumer.pipeline.table import botocore_batch_writer
 from consumer.sources.archive import MessageArchive, archive_done, message_archive_for
 from consumer.sources.messages import failed_in_lambda, lambda_record_of
 from kernel import logs

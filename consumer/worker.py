@@ -29,9 +29,9 @@ from consumer.metrics import Metrics
 from consumer.pipeline.committers import segmented_for
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.publish import alerting_for, check_alerting
-from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
 from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
+from consumer.pipeline.table import BatchWriter, botocore_batch_writer
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Lineage
 from consumer.shard.processing import ShardContext

@@ -37,7 +37,7 @@ from consumer.shard.reader import Fetched, fetch_until
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
 
-    from consumer.adapters.fastpath import SigV4
+    from consumer.adapters.sigv4 import SigV4
 
 TARGET = "Kinesis_20131202.SubscribeToShard"
 CONTENT_TYPE = "application/x-amz-json-1.1"

@@ -124,7 +124,7 @@ async def retrieval_for(
 async def subscriber_for(clients: Clients, settings: Settings) -> Subscriber:
     """The worker's Subscriber: its stream consumer registered (or found) and ACTIVE, its
     requests signed with the session's credentials for the Kinesis endpoint in use."""
-    from consumer.adapters.fastpath import SigV4
+    from consumer.adapters.sigv4 import SigV4
     from consumer.adapters.tls import client_context
     from consumer.fanout.http2 import Http2Connection
     from consumer.fanout.reader import Subscriber

@@ -19,7 +19,7 @@ from consumer.metrics import Metrics
 from consumer.ops.render import text_table
 from consumer.pipeline import deadletter
 from consumer.pipeline.keys import spec_of, table_key_names
-from consumer.pipeline.sink import BatchSink, botocore_batch_writer
+from consumer.pipeline.table import BatchSink, botocore_batch_writer
 from kernel.aws import Clients, scan_pages
 from kernel.errors import InvalidRecord
 from kernel.handlers import Handler, Item

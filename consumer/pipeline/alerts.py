@@ -25,7 +25,7 @@ import jmespath
 import orjson
 from jmespath.exceptions import JMESPathError
 
-from consumer.pipeline.sink import item_key
+from consumer.pipeline.table import item_key
 from kernel.errors import ConfigError
 from kernel.handlers import Item
 

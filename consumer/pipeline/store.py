@@ -20,7 +20,8 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.sink import BatchSink, BatchWriter, OnDurable, Refused, ignore
+from consumer.pipeline.sink import OnDurable, Refused, ignore
+from consumer.pipeline.table import BatchSink, BatchWriter
 from kernel.handlers import Entry
 
 DEAD_LETTER_CONCURRENCY = 4  # dead-letter requests in flight: rare, and never the bottleneck

@@ -28,9 +28,9 @@ from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.pipeline.convert import Converter, dead_letter
 from consumer.pipeline.publish import alerting_for
-from consumer.pipeline.sink import BatchWriter, botocore_batch_writer
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import Store
+from consumer.pipeline.table import BatchWriter, botocore_batch_writer
 from consumer.sources.archive import archive_done, message_archive_for
 from consumer.sources.messages import (
     POISON,

@@ -12,8 +12,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import SigV4
 from consumer.adapters.s3 import LeanS3, Route, route_of, s3_error
+from consumer.adapters.sigv4 import SigV4
 from kernel.aws import classify, error_code
 from kernel.errors import Action
 from tests.unit.consumer.adapters.local_http import answer, serving

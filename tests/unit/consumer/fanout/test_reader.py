@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from consumer.adapters.fastpath import SigV4
+from consumer.adapters.sigv4 import SigV4
 from consumer.fanout import FanOutError, subscription
 from consumer.fanout.http2 import Http2Connection
 from consumer.fanout.reader import FanOutReader, Subscriber

@@ -12,9 +12,10 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.alerts import Alert, Alerter, compile_rules
 from consumer.pipeline.convert import Converted
-from consumer.pipeline.sink import BatchSink, Sink
+from consumer.pipeline.sink import Sink
 from consumer.pipeline.stage import ALERT_NOT_SENT, Alerting, Progress, WriteStage
 from consumer.pipeline.store import Store
+from consumer.pipeline.table import BatchSink
 from consumer.testing import ScriptedWriter, client_error, kinesis_record
 from kernel.backoff import Backoff
 from kernel.errors import DeadLetterRefused

@@ -11,9 +11,10 @@ from consumer.metrics import Metrics
 from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
-from consumer.pipeline.sink import BatchSink, Refused
+from consumer.pipeline.sink import Refused
 from consumer.pipeline.stage import Progress
 from consumer.pipeline.store import Store, letters_for
+from consumer.pipeline.table import BatchSink
 from consumer.testing import ScriptedWriter, kinesis_record
 from kernel.handlers import Item
 
