@@ -35,7 +35,7 @@ NOT_RUNTIME = ("consumer/ops", "consumer/testing")
 TABLES_OF_MODULE = {
     "consumer/lease/repository.py": {"lease"},
     "consumer/lease/member_table.py": {"members"},
-    "consumer/pipeline/sink.py": {"records", "deadletter"},
+    "consumer/pipeline/table.py": {"records", "deadletter"},
     "consumer/worker.py": {"lease", "members", "deadletter"},  # preflight DescribeTable
     "consumer/adapters/fastpath.py": {"records", "deadletter"},  # the lean BatchWriteItem
     "consumer/pipeline/keys.py": {"records"},  # DescribeTable: the records table's key schema
@@ -75,12 +75,13 @@ S3_ACTIONS = {
     "GetObject": ("s3:GetObject", "archiveobjects"),
     "HeadBucket": ("s3:ListBucket", "archive"),
 }
-# The Lambda handler writes through the batch sink, and on a cold start reads the records
-# table's key schema (consumer/pipeline/keys.py); with alerts or the archive on, it calls what
-# they call (its archive is batch_archive's, which only the handler runs).
+# The Lambda handler writes through the tables' sink (consumer/pipeline/table.py), and on a
+# cold start reads the records table's key schema (consumer/pipeline/keys.py); with alerts or
+# the archive on, it calls what they call (its archive is batch_archive's, which only the
+# handler runs).
 LAMBDA_MODULES = (
     "consumer/lambda_handler.py",
-    "consumer/pipeline/sink.py",
+    "consumer/pipeline/table.py",
     "consumer/pipeline/keys.py",
 )
 LAMBDA_CONDITIONAL = {
