@@ -45,6 +45,7 @@ from consumer.insights.batch import batch_insights_for
 from consumer.insights.kept import batch_facts
 from consumer.insights.store import check_insights
 from consumer.metrics import Metrics
+from consumer.pipeline.alerting import alerting_for, check_alerting
 from consumer.pipeline.archiver import check_archive
 from consumer.pipeline.batch_archive import batch_archive_for
 from consumer.pipeline.convert import Converter, Record, dead_letter
@@ -52,7 +53,6 @@ from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.entries import ARRIVAL, entries_of
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.pieces import one_each
-from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
 from consumer.pipeline.table import botocore_batch_writer

@@ -26,9 +26,9 @@ from consumer.lease.members import MemberStore
 from consumer.lease.model import LeaseStore, is_multi_stream_key
 from consumer.lease.repository import LeaseRepository
 from consumer.metrics import Metrics
+from consumer.pipeline.alerting import alerting_for, check_alerting
 from consumer.pipeline.committers import segmented_for
 from consumer.pipeline.keys import table_key_names
-from consumer.pipeline.publish import alerting_for, check_alerting
 from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
 from consumer.pipeline.table import BatchWriter, botocore_batch_writer

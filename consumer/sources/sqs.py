@@ -26,8 +26,8 @@ from typing import Any
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
+from consumer.pipeline.alerting import alerting_for
 from consumer.pipeline.convert import Converter, dead_letter
-from consumer.pipeline.publish import alerting_for
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import Store
 from consumer.pipeline.table import BatchWriter, botocore_batch_writer
@@ -262,10 +262,10 @@ class SqsWorker:
 
 async def preflight_sqs(clients: Clients, settings: Settings) -> tuple[Handler, tuple[str, ...]]:
     """Fail fast, with one line: the queue, the tables and the handler (as the worker's)."""
+    from consumer.pipeline.alerting import check_alerting
     from consumer.pipeline.archiver import check_archive
     from consumer.pipeline.keys import table_key_names
     from consumer.pipeline.ledger import ledger_check, needs_ledger
-    from consumer.pipeline.publish import check_alerting
     from kernel.aws import Check, check_usable
     from kernel.handlers import load_handler
 

@@ -50,6 +50,7 @@ TABLES_OF_MODULE = {
 # their calls.
 CONDITIONAL = {
     "consumer/pipeline/publish.py": ("HasAlerts",),
+    "consumer/pipeline/alerting.py": ("HasAlerts",),  # the topic's check at start-up
     "consumer/pipeline/ledger.py": ("HasLedger",),
     "consumer/sources/archive.py": ("HasQueue", "HasArchive"),  # the queue messages' archive
     "consumer/pipeline/archiver.py": ("HasArchive",),
@@ -86,6 +87,7 @@ LAMBDA_MODULES = (
 )
 LAMBDA_CONDITIONAL = {
     "consumer/pipeline/publish.py": "HasAlerts",
+    "consumer/pipeline/alerting.py": "HasAlerts",
     "consumer/pipeline/ledger.py": "HasAlerts",
     "consumer/pipeline/archiver.py": "HasArchive",
     "consumer/pipeline/batch_archive.py": "HasArchive",

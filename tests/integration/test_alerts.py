@@ -13,8 +13,9 @@ import pytest
 
 from consumer.config import Settings
 from consumer.metrics import Metrics
+from consumer.pipeline.alerting import check_alerting
 from consumer.pipeline.alerts import Alert, alert
-from consumer.pipeline.publish import AlertWire, check_alerting
+from consumer.pipeline.publish import AlertWire
 from consumer.pipeline.sink import Sink
 from consumer.testing import FakeClock
 from devkit.faultproxy import FaultProxy, Rule
