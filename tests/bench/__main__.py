@@ -40,112 +40,54 @@ the ratios, and every run is written to .bench/results.json.
 from __future__ import annotations
 
 import argparse
-import compileall
 import contextlib
 import dataclasses
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from devkit.local import aws_env, free_port, local_client, moto_process, scrape_or_nothing
+from devkit.local import free_port, local_client, scrape_or_nothing
 from producer.readings import readings
 from tests.bench.machine import LIMIT_S, wait_quiet
+from tests.bench.process import (
+    ROOT,
+    compiled,
+    emulators,
+    export,
+    proc_cpu,
+    proc_usage,
+    ready,
+    setup,
+    wait_cpu,
+    worker_pid,
+)
+from tests.bench.results import (
+    CONTENDERS,
+    STEADY_FROM,
+    STEADY_TO,
+    WORKERS,
+    Result,
+    empty_results,
+    paired,
+    shard_scaling,
+    steady,
+    steady_cpu_us,
+    table,
+)
 from tests.bench.steady_profile import SteadyProfile, py_spy, report
 from tests.conftest import emulator
 
-CONTENDERS = (
-    "ceiling",
-    "floor",
-    "baseline",
-    "before",
-    "ours",
-    "archive",
-    "archive60s",
-    "insights",
-    "insights2s",
-)
-# ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
-WORKERS = ("before", "ours", "archive", "archive60s", "insights", "insights2s")
-STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
-ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
 ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
-ROOT = Path(__file__).resolve().parents[2]
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-@dataclasses.dataclass
-class Result:
-    contender: str
-    records: int
-    wall_s: float
-    steady_rps: float
-    cpu_s: float
-    first_s: float | None
-    peak_rss_mb: float
-    # CPU µs per record between 10 % and 90 % of the records: start-up and drain left out
-    steady_cpu_us: float = float("nan")
-    # a worker's CPU-seconds until it exited after SIGTERM: its last segments committed too
-    drained_cpu_s: float | None = None
-    # a worker's CPU-seconds from launch until its /readyz first answered 200: the start-up
-    # (imports, clients, the first heartbeat) that the whole-run figure carries
-    startup_cpu_s: float | None = None
-
-    @property
-    def overall_rps(self) -> float:
-        return self.records / self.wall_s
-
-    @property
-    def per_cpu_s(self) -> float:
-        return self.records / self.cpu_s
-
-    @property
-    def cpu_us_per_record(self) -> float:
-        return self.cpu_s / self.records * 1e6
-
-    @property
-    def drained_cpu_us(self) -> float | None:
-        return None if self.drained_cpu_s is None else self.drained_cpu_s / self.records * 1e6
-
-
-@contextlib.contextmanager
-def emulators(log_dir: Path) -> Iterator[dict[str, str]]:
-    """kinesalite and dynalite on 127.0.0.1; the environment that points a process at them."""
-    with ExitStack() as stack:
-        kinesis = stack.enter_context(emulator("kinesalite", log_dir))
-        dynamodb = stack.enter_context(emulator("dynalite", log_dir))
-        s3 = stack.enter_context(moto_process((log_dir / "moto.log").open("wb")))
-        yield {
-            **aws_env(kinesis.endpoint),
-            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint,
-            "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint,
-            "AWS_ENDPOINT_URL_S3": s3,
-        }
-
-
-def setup(env: dict[str, str]) -> None:
-    """``consumer setup`` with ``env`` on top of ours: the stream and tables it names."""
-    done = subprocess.run(
-        [sys.executable, "-m", "consumer", "setup"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 class Bench:
@@ -416,145 +358,7 @@ class Bench:
                 state["done"] = (int(parts[1]), float(parts[2]), int(parts[3]))
 
 
-def wait_cpu(proc: subprocess.Popen[str], timeout: float) -> float | None:
-    """The CPU-seconds (user+sys) of a child once it exits (None: it did not in time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            return float(usage.ru_utime + usage.ru_stime)
-        time.sleep(0.05)
-    return None
-
-
 WRITTEN = "telemax_records_written_total"
-
-
-def ready(port: int) -> bool:
-    """The worker's /readyz answers 200 (its leases' heartbeat answered)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as answer:
-            return bool(answer.status == 200)
-    except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
-        return False
-
-
-def proc_cpu(pid: int) -> float:
-    """User+sys CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def proc_usage(pid: int) -> tuple[float, int]:
-    """(user+sys CPU seconds, peak RSS in KB) of a live process, from /proc."""
-    cpu_s = proc_cpu(pid)
-    hwm = next(
-        line
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmHWM:")
-    )
-    return cpu_s, int(hwm.split()[1])
-
-
-def worker_pid(wrapper: int) -> int:
-    """The worker under py-spy: its child."""
-    children = Path(f"/proc/{wrapper}/task/{wrapper}/children").read_text().split()
-    return int(children[0]) if children else wrapper
-
-
-def steady(samples: list[tuple[float, int]], total: int) -> float:
-    """Records per second between 10 % and 90 % of ``total``."""
-    low = next((t for t, n in samples if n >= total * STEADY_FROM), None)
-    high = next((t for t, n in samples if n >= total * STEADY_TO), None)
-    if low is None or high is None or high <= low:
-        return float("nan")
-    return total * (STEADY_TO - STEADY_FROM) / (high - low)
-
-
-def steady_cpu_us(samples: list[tuple[int, float]], total: int) -> float:
-    """CPU µs per record between the first samples at or past 10 % and 90 % of ``total``."""
-    low = next(((n, cpu) for n, cpu in samples if n >= total * STEADY_FROM), None)
-    high = next(((n, cpu) for n, cpu in samples if n >= total * STEADY_TO), None)
-    if low is None or high is None or high[0] <= low[0]:
-        return float("nan")
-    return (high[1] - low[1]) / (high[0] - low[0]) * 1e6
-
-
-PAIRED = (
-    ("whole", "cpu_us_per_record"),
-    ("steady", "steady_cpu_us"),
-    ("through the drain", "drained_cpu_us"),
-)
-
-
-def paired(results: dict[str, list[Result]]) -> str:
-    """Each added contender against ours round by round: the two ran minutes apart in one
-    round, so a slow phase of the machine weighs on both; the median of the rounds' ratios
-    (and their range) says more than the ratio of the medians when rounds differ."""
-    lines = []
-    for contender in [c for c in (*ADDED, "before") if results[c] and results["ours"]]:
-        rounds = list(zip(results[contender], results["ours"], strict=False))
-        if contender not in ADDED:  # read "ours / before"
-            rounds = [(o, r) for r, o in rounds]
-        parts = []
-        for label, field in PAIRED:
-            ratios = sorted(
-                a / b
-                for r, o in rounds
-                if (a := getattr(r, field)) is not None
-                and (b := getattr(o, field))
-                and a == a
-                and b == b
-            )
-            if ratios:
-                parts.append(
-                    f"{label} {statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
-                )
-        if parts:
-            name = f"{contender} / ours" if contender in ADDED else f"ours / {contender}"
-            lines.append(f"{name}, CPU µs per record, paired by round: " + ", ".join(parts))
-    return "\n".join(lines)
-
-
-def table(results: dict[str, list[Result]]) -> str:
-    def med(contender: str, field: str) -> float | None:
-        values = [getattr(r, field) for r in results[contender]]
-        values = [v for v in values if v is not None]
-        return statistics.median(values) if values else None
-
-    rows = [
-        ("records per wall-second, overall", "overall_rps", "{:,.0f}"),
-        ("records per wall-second, steady", "steady_rps", "{:,.0f}"),
-        ("process CPU-seconds", "cpu_s", "{:.2f}"),
-        ("records per CPU-second", "per_cpu_s", "{:,.0f}"),
-        ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
-        ("CPU µs per record, steady (10-90 %)", "steady_cpu_us", "{:.1f}"),
-        ("CPU µs per record, through the drain", "drained_cpu_us", "{:.1f}"),
-        ("start-up CPU-seconds (launch to ready)", "startup_cpu_s", "{:.2f}"),
-        ("first record stored after (s)", "first_s", "{:.2f}"),
-        ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
-    ]
-    shown = [c for c in CONTENDERS if results[c]]
-    against: list[str] = [c for c in ("baseline", "ceiling", "floor", "before") if c in shown]
-    against += [c for c in ADDED if c in shown]
-    out = [
-        "| | "
-        + " | ".join([*shown, *(f"{c} / ours" if c in ADDED else f"ours / {c}" for c in against)])
-        + " |",
-        "|---|" + "---|" * (len(shown) + len(against)),
-    ]
-    for label, field, fmt in rows:
-        values = {c: med(c, field) for c in shown}
-        cells = [fmt.format(v) if v is not None else "—" for v in values.values()]
-        ratios = []
-        for other in against:
-            a, b = values.get("ours"), values[other]
-            if other in ADDED:
-                a, b = b, a
-            ratios.append(f"{a / b:.2f}x" if a is not None and b else "—")
-        out.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
-    return "\n".join(out)
 
 
 def main() -> int:
@@ -654,10 +458,6 @@ def steady_profile(bench: Bench, env: dict[str, str], repeat: int, worker: str) 
     return out if out.exists() else None
 
 
-def empty_results() -> dict[str, list[Result]]:
-    return {c: [] for c in CONTENDERS}
-
-
 def run_round(
     bench: Bench,
     env: dict[str, str],
@@ -689,57 +489,6 @@ def run_round(
             f"RSS {result.peak_rss_mb:.0f} MB",
             flush=True,
         )
-
-
-def shard_scaling(by_shards: dict[int, dict[str, list[Result]]], workers: list[str]) -> str:
-    """The worker(s): CPU per record at each shard count against the fewest shards'."""
-    counts = sorted(by_shards)
-    out = [
-        "| CPU µs per record | " + " | ".join(f"{n} shards" for n in counts) + " |",
-        "|---|" + "---|" * len(counts),
-    ]
-
-    def median(n: int, contender: str, field: str) -> float:
-        return float(statistics.median(getattr(r, field) for r in by_shards[n][contender]))
-
-    for worker in workers:
-        for label, field in (
-            ("whole run", "cpu_us_per_record"),
-            ("steady", "steady_cpu_us"),
-            ("through the drain", "drained_cpu_us"),
-        ):
-            if any(getattr(r, field) is None for n in counts for r in by_shards[n][worker]):
-                continue
-            values = [median(n, worker, field) for n in counts]
-            first, rest = values[0], values[1:]
-            cells = [f"{first:.1f}"] + [f"{v:.1f} ({v / first - 1:+.0%})" for v in rest]
-            out.append(f"| {worker}, {label} | " + " | ".join(cells) + " |")
-    return "\n".join(out)
-
-
-# the worker's packages (what `pip install .` compiles in the image)
-PACKAGES = ("consumer", "kernel", "producer", "devkit")
-
-
-def compiled(tree: Path) -> None:
-    """The bytecode of ``tree``'s packages, written beside them: as installed (pip compiles
-    at install), a worker starts from bytecode. Where PYTHONDONTWRITEBYTECODE is set (this
-    machine) and the tree is an editable install, each start compiled ~70 modules from
-    source: ~0.08 CPU-s of the start-up figure (measured, interleaved, six times: importing the
-    worker took 0.49 to 0.52 CPU-s from bytecode, 0.58 to 0.61 from source)."""
-    for package in PACKAGES:
-        if (tree / package).is_dir():
-            compileall.compile_dir(tree / package, quiet=1)
-
-
-def export(revision: str, into: Path) -> Path:
-    """The tree of git ``revision``, exported into ``into`` (to run its worker)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 if __name__ == "__main__":

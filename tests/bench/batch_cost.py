@@ -161,7 +161,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="telemax-batch-") as scratch:
         trees = {"ours": ROOT}
         if args.before:
-            from tests.bench.__main__ import export
+            from tests.bench.process import export
 
             trees["before"] = export(args.before, Path(scratch) / "before")
         totals: dict[str, list[float]] = {name: [] for name in trees}

@@ -28,14 +28,8 @@ from typing import Any
 import orjson
 
 from devkit.local import free_port, scrape_or_nothing
-from tests.bench.__main__ import (
-    ROOT,
-    Bench,
-    emulators,
-    proc_cpu,
-    proc_usage,
-    setup,
-)
+from tests.bench.__main__ import Bench
+from tests.bench.process import ROOT, emulators, proc_cpu, proc_usage, setup
 from tests.support import readings
 
 

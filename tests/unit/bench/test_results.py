@@ -1,0 +1,92 @@
+"""What `make bench` reports: the steady window, the paired ratios, the tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.bench.results import (
+    Result,
+    empty_results,
+    paired,
+    shard_scaling,
+    steady,
+    steady_cpu_us,
+    table,
+)
+
+
+def run(contender: str, cpu_us: float, steady_us: float, drained_us: float | None) -> Result:
+    """A run of 1,000,000 records costing these CPU µs a record (whole, steady, drained)."""
+    return Result(
+        contender,
+        records=1_000_000,
+        wall_s=100.0,
+        steady_rps=12_000.0,
+        cpu_s=cpu_us,
+        first_s=0.3,
+        peak_rss_mb=110.0,
+        steady_cpu_us=steady_us,
+        drained_cpu_s=drained_us,
+        startup_cpu_s=0.15,
+    )
+
+
+def test_the_steady_rate_is_between_a_tenth_and_nine_tenths_of_the_records() -> None:
+    samples = [(0.0, 0), (1.0, 5), (2.0, 10), (3.0, 60), (4.0, 90), (9.0, 100)]
+    assert steady(samples, 100) == pytest.approx(80 / 2.0)  # 10 at 2 s, 90 at 4 s
+    assert math.isnan(steady([(0.0, 0), (1.0, 50)], 100))  # never reached 90 %
+
+
+def test_the_steady_cpu_is_read_between_the_first_samples_past_each_bound() -> None:
+    samples = [(5, 0.10), (12, 0.20), (50, 0.50), (95, 1.03), (100, 1.5)]
+    assert steady_cpu_us(samples, 100) == pytest.approx((1.03 - 0.20) / (95 - 12) * 1e6)
+    assert math.isnan(steady_cpu_us([(95, 1.0)], 100))  # both bounds at one sample
+
+
+def test_each_added_contender_is_paired_with_ours_round_by_round() -> None:
+    results = empty_results()
+    results["ours"] = [run("ours", 10, 8, 11), run("ours", 20, 16, 22), run("ours", 10, 8, 11)]
+    results["insights"] = [
+        run("insights", 12, 9, 14),  # 1.20x, 1.125x, 1.27x
+        run("insights", 30, 20, None),  # 1.50x, 1.25x, no drain figure
+        run("insights", 13, math.nan, 13),  # 1.30x, no steady figure, 1.18x
+    ]
+    line = paired(results)
+    assert line.startswith("insights / ours, CPU µs per record, paired by round: ")
+    assert "whole 1.30x (1.20-1.50)" in line  # the median of the rounds' ratios, their range
+    assert "steady 1.19x (1.12-1.25)" in line  # the NaN round left out
+    assert "through the drain 1.23x (1.18-1.27)" in line  # the round without one left out
+
+
+def test_a_revision_before_is_read_as_ours_over_it() -> None:
+    results = empty_results()
+    results["ours"] = [run("ours", 9, 8, 10)]
+    results["before"] = [run("before", 10, 10, 10)]
+    assert "ours / before, CPU µs per record, paired by round: whole 0.90x" in paired(results)
+
+
+def test_the_table_shows_medians_and_each_ratio_the_way_round_it_is_read() -> None:
+    results = empty_results()
+    results["ours"] = [run("ours", 10, 8, 11), run("ours", 12, 9, 12), run("ours", 11, 7, 13)]
+    results["archive60s"] = [run("archive60s", 13, 10, None)] * 3
+    results["baseline"] = [run("baseline", 33, 30, None)] * 3
+    lines = table(results).splitlines()
+    assert lines[0] == "| | baseline | ours | archive60s | ours / baseline | archive60s / ours |"
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[2:]}
+    assert rows["CPU µs per record"] == ["33.0", "11.0", "13.0", "0.33x", "1.18x |"]
+    assert rows["CPU µs per record, steady (10-90 %)"][:2] == ["30.0", "8.0"]
+    # no figure through the drain but ours': a dash, and no ratio
+    assert rows["CPU µs per record, through the drain"] == ["—", "12.0", "—", "—", "— |"]
+
+
+def test_shard_scaling_compares_each_count_with_the_fewest_shards() -> None:
+    few, many = empty_results(), empty_results()
+    few["ours"] = [run("ours", 10, 8, None)]
+    many["ours"] = [run("ours", 11, 10, None)]
+    lines = shard_scaling({64: many, 4: few}, ["ours"]).splitlines()
+    assert lines[0] == "| CPU µs per record | 4 shards | 64 shards |"
+    assert "| ours, whole run | 10.0 | 11.0 (+10%) |" in lines
+    assert "| ours, steady | 8.0 | 10.0 (+25%) |" in lines
+    assert not any("through the drain" in line for line in lines)  # none measured
