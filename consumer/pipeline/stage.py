@@ -79,6 +79,11 @@ class Progress:
         refused = set(self.refused)
         return [p for p, ok in enumerate(self.durable) if ok and p not in refused]
 
+    def every_item_stored(self) -> bool:
+        """Whether :meth:`stored_items` is every item (the usual batch), without the list:
+        what the archive's and the insights' entries ask of each batch first."""
+        return not self.refused and all(self.durable)
+
     def undone(self) -> set[str]:
         """Sequence numbers of the records that are not done: an item neither durable nor
         refused (a refused item is done once its own dead letter is stored), a dead letter

@@ -4,6 +4,7 @@ dead letters, and where each record stands when a destination fails."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Hashable, Sequence
 
 import pytest
@@ -143,3 +144,14 @@ async def test_a_dead_letter_table_refusing_stops_the_shard_before_its_checkpoin
     assert progress.undone() == {f"{9:056d}"}
     with pytest.raises(DeadLetterRefused, match="dead-letter table refused 1 items"):
         progress.raise_if_failed()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_item_stored_says_whether_the_stored_items_are_all_of_them(seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.randrange(0, 6)
+    progress = Progress(batch([1] * size), [])
+    progress.items_durable([p for p in range(size) if rng.random() < 0.8])
+    progress.refused = [p for p in range(size) if rng.random() < 0.1]
+    everything = len(progress.stored_items()) == size
+    assert progress.every_item_stored() is everything
