@@ -68,9 +68,27 @@ _CANONICAL_PATTERN = (
     + rb"\}"
 )
 _CANONICAL = re.compile(_CANONICAL_PATTERN).fullmatch
+# The canonical reading written compact, as most writers write it (no whitespace): the same
+# groups as the canonical pattern's on such a reading.
+_COMPACT_PATTERN = (
+    rb'\{"hardwareID":'
+    + _DEVICE
+    + rb',"Timestamp":'
+    + _TEXT
+    + rb',"Data1":'
+    + _TEXT
+    + rb',"Data2":'
+    + _NUMBER
+    + rb',"Data3":'
+    + _NUMBER
+    + rb"\}"
+)
 # A batch joined by NUL (which no canonical reading holds): each record, canonical or not,
-# ends one match, and only a canonical one fills the groups (its hardwareID is not empty).
-_EACH_OF_JOINED = re.compile(rb"(?:" + _CANONICAL_PATTERN + rb"|[^\x00]*+)\x00").findall
+# ends one match, and only a compact canonical one fills the groups (its hardwareID is not
+# empty); the others are matched again one by one (:func:`encode`). One match of the compact
+# pattern over a batch costs 0.60-0.64 µs a reading against the canonical pattern's
+# 0.73-0.96, whitespace allowed between every token (950 of the producer's readings).
+_EACH_COMPACT_OF_JOINED = re.compile(rb"(?:" + _COMPACT_PATTERN + rb"|[^\x00]*+)\x00").findall
 
 
 def _canonical_parts(data: bytes) -> tuple[bytes, ...] | None:
@@ -136,8 +154,12 @@ def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
         or joined.count(b"\x00") != len(datas)
     ):
         return [encode(data) for data in datas]
-    # (empty groups: not canonical, to_item decides)
-    return [_encoded(parts) if parts[0] else None for parts in _EACH_OF_JOINED(joined)]
+    found = [_encoded(parts) if parts[0] else None for parts in _EACH_COMPACT_OF_JOINED(joined)]
+    if None in found:  # not compact, or not canonical (to_item decides): each on its own
+        for index, entry in enumerate(found):
+            if entry is None:
+                found[index] = encode(datas[index])
+    return found
 
 
 @with_encoder(encode, encode_batch)
