@@ -89,6 +89,14 @@ _COMPACT_PATTERN = (
 # pattern over a batch costs 0.60-0.64 µs a reading against the canonical pattern's
 # 0.73-0.96, whitespace allowed between every token (950 of the producer's readings).
 _EACH_COMPACT_OF_JOINED = re.compile(rb"(?:" + _COMPACT_PATTERN + rb"|[^\x00]*+)\x00").findall
+# ... and with the canonical pattern, for a batch of readings written otherwise (spaced, as
+# Python's json.dumps writes them): one whose first reading is not compact, or with more
+# readings left than this share, is matched at once rather than record by record (950
+# spaced readings: 1.29 µs a reading before the compact pattern, 1.87 with every one left
+# matched again alone, 1.28 now)
+_COMPACT = re.compile(_COMPACT_PATTERN).fullmatch
+_EACH_OF_JOINED = re.compile(rb"(?:" + _CANONICAL_PATTERN + rb"|[^\x00]*+)\x00").findall
+ONE_BY_ONE_SHARE = 1 / 16
 
 
 def _canonical_parts(data: bytes) -> tuple[bytes, ...] | None:
@@ -154,12 +162,23 @@ def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
         or joined.count(b"\x00") != len(datas)
     ):
         return [encode(data) for data in datas]
+    if datas and _COMPACT(datas[0]) is None:
+        return _each_of_joined(joined)
     found = [_encoded(parts) if parts[0] else None for parts in _EACH_COMPACT_OF_JOINED(joined)]
-    if None in found:  # not compact, or not canonical (to_item decides): each on its own
+    left = found.count(None)  # not compact, or not canonical (to_item decides)
+    if left > len(found) * ONE_BY_ONE_SHARE:
+        return _each_of_joined(joined)
+    if left:
         for index, entry in enumerate(found):
             if entry is None:
                 found[index] = encode(datas[index])
     return found
+
+
+def _each_of_joined(joined: bytes) -> list[Encoded | None]:
+    """Each reading of a batch joined by NUL, by the canonical pattern (empty groups: not
+    canonical, to_item decides)."""
+    return [_encoded(parts) if parts[0] else None for parts in _EACH_OF_JOINED(joined)]
 
 
 @with_encoder(encode, encode_batch)

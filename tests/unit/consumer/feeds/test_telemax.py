@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from decimal import Decimal
 from typing import Any
@@ -423,6 +424,25 @@ def test_the_batch_encoder_answers_what_the_encoder_answers_record_by_record() -
         assert telemax.encode_batch(batch) == [telemax.encode(d) for d in batch], data
         assert telemax.encode_batch([data]) == [telemax.encode(data)], data
     assert taken > 1_000
+
+
+@pytest.mark.parametrize("spaced_share", [0.0, 0.02, 0.5, 1.0])
+def test_the_batch_encoder_answers_the_same_however_many_are_written_spaced(
+    spaced_share: float,
+) -> None:
+    """Compact readings are matched over the batch, the few others one by one, and a batch
+    of mostly spaced ones (as Python's json.dumps writes them) again at once: each answer
+    is ``encode``'s of that record whichever way the batch went."""
+    rng = random.Random(int(spaced_share * 100))
+    for size in [1, 17, 64, 300]:
+        readings = [reading(hardware_id=f"HW-{n}", Data2=rng.randrange(1000)) for n in range(size)]
+        batch = [
+            json.dumps(value).encode() if rng.random() < spaced_share else encode(value)
+            for value in readings
+        ]
+        found = telemax.encode_batch(batch)
+        assert found == [telemax.encode(data) for data in batch]
+        assert None not in found  # all canonical, compact or spaced
 
 
 def test_the_encoder_leaves_a_large_reading_to_to_item_which_checks_its_size() -> None:
