@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consumer.metrics import Metrics
 from consumer.ops.render import text_table
@@ -23,9 +23,6 @@ from consumer.pipeline.table import BatchSink, botocore_batch_writer
 from kernel.aws import Clients, scan_pages
 from kernel.errors import InvalidRecord
 from kernel.handlers import Handler, Item
-
-if TYPE_CHECKING:
-    pass
 
 COLUMNS = ("shard", "sequence number", "sub", "reason", "seen at", "bytes", "detail")
 DETAIL_WIDTH = 60

@@ -28,17 +28,19 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from consumer.metrics import Metrics
 from kernel.aws import classify, describe, error_code, is_throttle
 from kernel.backoff import Backoff
 from kernel.errors import Action
 
-if TYPE_CHECKING:
-    pass
-
 T = TypeVar("T")
+
+
+def default_backoff() -> Backoff:
+    """A destination's backoff between retries of a chunk, unless told otherwise."""
+    return Backoff(base=0.05, cap=5.0)
 
 
 class Wire(Protocol[T]):
@@ -139,7 +141,7 @@ class Sink(Generic[T]):
         *,
         concurrency: asyncio.Semaphore,
         metrics: Metrics,
-        backoff: Callable[[], Backoff] = lambda: Backoff(base=0.05, cap=5.0),
+        backoff: Callable[[], Backoff] = default_backoff,
         on_error: Callable[[BaseException], None] = lambda exc: None,
         wants: str = "an identity",
     ) -> None:

@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from consumer.metrics import Metrics
-from consumer.pipeline.sink import Refused, Sink, one_by_one, versions_by_identity
+from consumer.pipeline.sink import (
+    Refused,
+    Sink,
+    default_backoff,
+    one_by_one,
+    versions_by_identity,
+)
 from kernel.backoff import Backoff
 from kernel.handlers import Entry, Item, as_items
 
@@ -140,7 +146,7 @@ class BatchSink(Sink[Entry]):
         *,
         concurrency: asyncio.Semaphore,
         metrics: Metrics,
-        backoff: Callable[[], Backoff] = lambda: Backoff(base=0.05, cap=5.0),
+        backoff: Callable[[], Backoff] = default_backoff,
         on_error: Callable[[BaseException], None] = lambda exc: None,
         destination: str = "table",
     ) -> None:
