@@ -66,6 +66,7 @@ class Fanout:
         }
         self.kinesis = kinesis
         self.dynamodb = dynamodb
+        self.started: list[WorkerProcess] = []  # their logs end a timeout's message
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = self.network.popen(
@@ -79,7 +80,9 @@ class Fanout:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
     def worker(self, name: str) -> WorkerProcess:
-        return WorkerProcess(name, self.env, self.logs, popen=self.network.popen)
+        started = WorkerProcess(name, self.env, self.logs, popen=self.network.popen)
+        self.started.append(started)
+        return started
 
     def put(self, count: int, prefix: str) -> set[str]:
         batch = readings(count, prefix=prefix)
@@ -88,12 +91,14 @@ class Fanout:
             client = local_client("kinesis", self.kinesis)
             for at in range(0, len(batch), 100):
                 chunk = batch[at : at + 100]
-                client.put_records(
+                answer = client.put_records(
                     StreamName=self.stream,
                     Records=[
                         {"Data": orjson.dumps(r), "PartitionKey": r["hardwareID"]} for r in chunk
                     ],
                 )
+                # a record refused would be waited for in vain: say so at once
+                assert not answer.get("FailedRecordCount"), answer["Records"]
 
         self.network.run(put, timeout=30)
         return {r["hardwareID"] for r in batch}
@@ -154,8 +159,16 @@ class Fanout:
     def until(self, condition: Callable[[], bool], limit: float, what: str) -> None:
         deadline = time.monotonic() + limit
         while not condition():
-            assert time.monotonic() < deadline, f"not within {limit} s: {what}"
+            assert time.monotonic() < deadline, f"not within {limit} s: {what}" + self._logs()
             time.sleep(0.5)
+
+    def _logs(self, lines: int = 25) -> str:
+        """The last lines of each worker's log (what a failure in CI leaves to read)."""
+        return "".join(
+            f"\n--- {w.worker_id}'s log, last {lines} lines:\n" + "\n".join(w.log_lines()[-lines:])
+            for w in self.started
+            if w.log_path.exists()
+        )
 
 
 @pytest.fixture
