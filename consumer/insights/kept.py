@@ -124,16 +124,10 @@ def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
             runs[id(fact)] = [fact, listed[0], count]
         else:
             run[2] += count
-    rows: list[tuple[BatchFacts, int, int]] = []
     for batch, first, count in runs.values():
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:
             raise ValueError(f"entry {first.position} is not in its batch's facts")
-        rows.append((batch, start, start + count))
-    from consumer.insights import vector  # (numpy: imported at the first commit, not at start)
-
-    if not vector.add_runs(partial, rows):
-        for batch, start, stop in rows:
-            batch.add_to(partial, start, stop)
+        batch.add_to(partial, start, start + count)
     if own:
         partial.add_facts(own)

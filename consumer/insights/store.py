@@ -177,9 +177,6 @@ def insights_wire(
     feed = feed_of(settings)
     if feed.insights is None:
         raise ConfigError(f"TELEMAX_INSIGHTS: feed {feed.name} declares no insights")
-    # numpy (the commits' aggregation) loaded at start-up, not in the first commit's time
-    from consumer.insights import vector  # noqa: F401
-
     return InsightsWire(
         dynamodb,
         settings.insights_table,
