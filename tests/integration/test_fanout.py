@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -163,11 +164,27 @@ class Fanout:
             time.sleep(0.5)
 
     def _logs(self, lines: int = 25) -> str:
-        """The last lines of each worker's log (what a failure in CI leaves to read)."""
-        return "".join(
+        """The last lines of each worker's log and the lease table (what a failure in CI
+        leaves to read)."""
+        logs = "".join(
             f"\n--- {w.worker_id}'s log, last {lines} lines:\n" + "\n".join(w.log_lines()[-lines:])
             for w in self.started
             if w.log_path.exists()
+        )
+        return f"{logs}\n--- the lease table:\n{self._leases()}"
+
+    def _leases(self) -> str:
+        def scan() -> list[dict[str, Any]]:
+            client = local_client("dynamodb", self.dynamodb)
+            return list(client.scan(TableName=self.lease_table)["Items"])
+
+        try:
+            items = self.network.run(scan, timeout=10)
+        except Exception as exc:  # the message must not fail in its turn
+            return f"(not read: {exc!r})"
+        return "\n".join(
+            " ".join(f"{name}={next(iter(value.values()))}" for name, value in sorted(i.items()))
+            for i in items
         )
 
 
