@@ -30,6 +30,7 @@ import orjson
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from consumer.adapters.http1 import Http1Pool
+from consumer.adapters.record_data import decode_each
 from consumer.adapters.sigv4 import SigV4
 from consumer.adapters.tls import client_context
 from kernel.aws import classify
@@ -140,9 +141,7 @@ class FastKinesis:
         """GetRecords with ``Data`` as bytes; arrival times stay epoch seconds (unused)."""
         body = orjson.dumps({"ShardIterator": iterator, "Limit": limit})
         answer: dict[str, Any] = await self._api.call("GetRecords", body)
-        decode = binascii.a2b_base64
-        for record in answer.get("Records", ()):
-            record["Data"] = decode(record["Data"])
+        decode_each(answer.get("Records", ()))
         return answer
 
     async def get_shard_iterator(self, stream: str, shard_id: str, request: dict[str, Any]) -> str:

@@ -11,12 +11,13 @@ the polling path delivers it.
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 from typing import Any
 
 import orjson
 from botocore.eventstream import EventStreamBuffer
+
+from consumer.adapters.record_data import decode_each
 
 EVENT = "SubscribeToShardEvent"
 
@@ -67,9 +68,7 @@ def message_of(raw: Any) -> Message:
         if name != EVENT:
             return Skipped(str(name), size)
         payload: dict[str, Any] = orjson.loads(raw.payload)
-        decode = binascii.a2b_base64
-        for record in payload.get("Records") or ():
-            record["Data"] = decode(record["Data"])
+        decode_each(payload.get("Records") or ())
         return Event(payload, size)
     if kind == "exception":
         return Failure(str(headers.get(":exception-type", "UnknownException")), _text(raw))
