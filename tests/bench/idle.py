@@ -30,6 +30,7 @@ import orjson
 from devkit.local import free_port, scrape_or_nothing
 from tests.bench.__main__ import Bench
 from tests.bench.process import ROOT, emulators, proc_cpu, proc_usage, setup
+from tests.bench.steady_profile import py_spy
 from tests.support import readings
 
 
@@ -83,11 +84,14 @@ def run_one(
             time.sleep(max(quiet, 5.0))  # past start-up and into the idle cadence
             cpu0, _ = proc_usage(proc.pid)
             started = time.monotonic()
-            if profile:  # py-spy attached: the CPU figure then includes its sampling
+            spy = py_spy() if profile else None
+            if profile and spy is None:
+                print("bench-idle: py-spy not found: no profile", file=sys.stderr)
+            if spy is not None:  # py-spy attached: the CPU figure then includes its sampling
                 out = log_dir / f"idle-{shards}.folded"
                 subprocess.run(
                     [
-                        "py-spy",
+                        spy,
                         "record",
                         "--format",
                         "raw",
