@@ -146,3 +146,40 @@ def test_start_drops_what_came_before_and_a_second_exchange_parses_alike() -> No
     parser.feed(CHUNKED)
     assert first is not None and first[2] == b'{"Records":1}'
     assert parser.answer() == (200, {"transfer-encoding": "chunked"}, b"hello world")
+
+
+def large_answer(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s" % (len(body), body, extra)
+
+
+@pytest.mark.parametrize("piece", [1_000, 65_536, 262_144])
+@pytest.mark.parametrize("extra", [b"", b"HTTP/1.1 200 OK\r\n"], ids=["exact", "bytes-after"])
+def test_a_large_body_in_pieces_is_the_body(piece: int, extra: bytes) -> None:
+    """A body of known length that arrives over many reads (a GetRecords answer of
+    megabytes) is its bytes, whatever the reads' size; what follows it is nobody's."""
+    body = bytes(range(256)) * 4_000  # 1 MB
+    raw = large_answer(body, extra)
+    answer = parse(*(raw[i : i + piece] for i in range(0, len(raw), piece)))
+    assert answer == (200, {"content-length": str(len(body))}, body)
+
+
+@pytest.mark.parametrize("extra", [b"", b"left over"], ids=["exact", "bytes-after"])
+def test_a_body_that_came_with_its_head_is_the_body(extra: bytes) -> None:
+    answer = parse(large_answer(b'{"UnprocessedItems":{}}', extra))
+    assert answer is not None and answer[2] == b'{"UnprocessedItems":{}}'
+
+
+def test_an_answer_cut_short_leaves_nothing_to_the_next_exchange() -> None:
+    """An exchange given up mid-body (a read timeout): the next one's answer is its own."""
+    parser = AnswerParser()
+    parser.start()
+    parser.feed(large_answer(b"a" * 100)[:60])
+    assert parser.answer() is None
+    parser.feed(b"a" * 10)
+    assert parser.answer() is None
+    parser.start()
+    parser.feed(OK_JSON[:50])
+    assert parser.answer() is None
+    parser.feed(OK_JSON[50:])
+    answer = parser.answer()
+    assert answer is not None and answer[2] == b'{"Records":1}'
