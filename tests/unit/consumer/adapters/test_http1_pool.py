@@ -53,6 +53,15 @@ def keep_alive(
     return handle
 
 
+REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+
+async def connected(url: str) -> _Answer:
+    port = int(url.rsplit(":", 1)[1])
+    _, connection = await asyncio.get_running_loop().create_connection(_Answer, "127.0.0.1", port)
+    return connection
+
+
 @pytest.mark.parametrize("pause", [0.1, 0.5])
 async def test_each_exchange_on_a_connection_gets_its_own_read_timeout(pause: float) -> None:
     """The second exchange on a kept-alive connection, sent before (0.1 s) or after (0.5 s)
@@ -98,15 +107,6 @@ async def test_a_closed_connection_leaves_no_timer() -> None:
                 break
             await asyncio.sleep(0.01)
         assert connection.closed and connection._timer is None
-
-
-REQUEST = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-
-
-async def connected(url: str) -> _Answer:
-    port = int(url.rsplit(":", 1)[1])
-    _, connection = await asyncio.get_running_loop().create_connection(_Answer, "127.0.0.1", port)
-    return connection
 
 
 async def test_an_idle_connection_answers_after_its_timer_has_fired() -> None:
