@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from itertools import repeat
+from operator import itemgetter, mod, sub
 from typing import cast
 
 from consumer.insights.stats import Stat
@@ -108,6 +110,39 @@ class Partial:
         records are picked by index and their values join the cell a column at a time."""
         cells, window = self.cells, self.spec.window_s
         limit = window + self.lateness_s  # late: arrived after its window's start + this
+        starts = _starts_if_none_late(seconds, arrivals, window, limit)
+        picked = (
+            _picked(starts, groups)
+            if starts is not None
+            else self._picked_one_by_one(seconds, groups, arrivals, window, limit)
+        )
+        names = [measure.name for measure in self.spec.measures]
+        for key, indices in picked.items():
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = Cell()
+            cell.count += len(indices)
+            pending = cell.pending
+            # (itemgetter picks a cell's values in C: a list comprehension cost 0.03 µs a value)
+            pick = itemgetter(*indices) if len(indices) > 1 else None
+            for name, column in zip(names, columns, strict=True):
+                values = list(pick(column)) if pick is not None else [column[indices[0]]]
+                known = pending.get(name)
+                if known is None:
+                    pending[name] = values
+                else:
+                    known.extend(values)
+
+    def _picked_one_by_one(
+        self,
+        seconds: Sequence[int | None],
+        groups: Sequence[Group],
+        arrivals: Sequence[float | None],
+        window: int,
+        limit: float,
+    ) -> dict[CellKey, list[int]]:
+        """Each cell's rows, untimed and late ones counted here (the general case)."""
+        cells = self.cells
         picked: dict[CellKey, list[int]] = {}
         for index, (second, group, arrival) in enumerate(
             zip(seconds, groups, arrivals, strict=True)
@@ -128,20 +163,7 @@ class Partial:
                 picked[key] = [index]
             else:
                 indices.append(index)
-        names = [measure.name for measure in self.spec.measures]
-        for key, indices in picked.items():
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = Cell()
-            cell.count += len(indices)
-            pending = cell.pending
-            for name, column in zip(names, columns, strict=True):
-                values = [column[index] for index in indices]
-                known = pending.get(name)
-                if known is None:
-                    pending[name] = values
-                else:
-                    known.extend(values)
+        return picked
 
     def merge(self, other: Partial) -> None:
         self.untimed += other.untimed
@@ -150,3 +172,33 @@ class Partial:
             if mine is None:
                 mine = self.cells[key] = Cell()
             mine.merge(cell)
+
+
+def _starts_if_none_late(
+    seconds: Sequence[int | None], arrivals: Sequence[float | None], window: int, limit: float
+) -> list[int] | None:
+    """Each row's window start when every row is timed and none arrived late — the usual
+    batch, told by its least second and latest arrival, in C —, else None (then the rows go
+    one by one). (With a None, ``min`` and ``max`` raise or give None; a NaN first among the
+    arrivals makes their ``max`` NaN, which compares false: one by one, too.)"""
+    try:
+        least, latest = min(seconds), max(arrivals)  # type: ignore[type-var]
+    except (TypeError, ValueError):  # a None among numbers, or no rows
+        return None
+    if least is None or latest is None or not latest <= least - least % window + limit:
+        return None
+    timed = cast("Sequence[int]", seconds)
+    return list(map(sub, timed, map(mod, timed, repeat(window))))
+
+
+def _picked(starts: list[int], groups: Sequence[Group]) -> dict[CellKey, list[int]]:
+    """Each cell's rows (0.18 µs a row against 0.33 in the general loop)."""
+    picked: dict[CellKey, list[int]] = {}
+    get = picked.get
+    for index, key in enumerate(zip(starts, groups, strict=True)):
+        indices = get(key)
+        if indices is None:
+            picked[key] = [index]
+        else:
+            indices.append(index)
+    return picked

@@ -99,6 +99,8 @@ def batch_facts(
 
 
 def _arrivals(arrivals: Sequence[float | None]) -> array[float]:
+    if isinstance(arrivals, array):  # every one known (an array holds no None)
+        return arrivals
     nan = math.nan
     return array("d", [nan if a is None else a for a in arrivals])
 
@@ -124,10 +126,21 @@ def add_segment(partial: Partial, entries: Sequence[Any]) -> None:
             runs[id(fact)] = [fact, listed[0], count]
         else:
             run[2] += count
+    seconds: list[int | None] = []
+    groups: list[Group] = []
+    arrivals: array[float] = array("d")
+    columns: list[list[Any]] = [[] for _ in partial.spec.measures]
     for batch, first, count in runs.values():
         start = bisect.bisect_left(batch.positions, order(first.position), key=order)
         if start >= len(batch) or batch.positions[start] != first.position:
             raise ValueError(f"entry {first.position} is not in its batch's facts")
-        batch.add_to(partial, start, start + count)
+        stop = start + count
+        seconds += batch.seconds[start:stop]
+        groups += batch.groups[start:stop]
+        arrivals += batch.arrivals[start:stop]
+        for into, column in zip(columns, batch.columns, strict=True):
+            into += _rows(column, start, stop)
+    if seconds:
+        partial.add_columns(seconds, groups, columns, arrivals)
     if own:
         partial.add_facts(own)

@@ -3,7 +3,9 @@ and facts, `entries_of` with the insights alone) and what a segment's commit cos
 (aggregating the facts into cells, encoding them), on the producer's TELEMAX readings with
 as many devices a shard as `make bench` has (500 devices: 8 a shard at 64 shards, 125 at 4).
 
-    python -m tests.bench.insights_cost [--devices 8] [--readings 60000]
+    python -m tests.bench.insights_cost [--devices 8] [--readings 60000] [--segment 3000]
+
+(The 4-shard bench's shard: ``--devices 125 --readings 200000 --segment 50000``.)
 
 Minimum of seven rounds, the worker's GC thresholds; no I/O.
 """
@@ -39,6 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, default=8, help="devices a shard")
     parser.add_argument("--readings", type=int, default=60_000)
+    parser.add_argument("--segment", type=int, default=SEGMENT, help="readings a segment")
     args = parser.parse_args()
     feed = FEEDS["telemax"]
     spec = feed.insights
@@ -66,7 +69,7 @@ def main() -> int:
 
     def store() -> ArchiveBuffer:
         # cut as a worker's is, by size: segments of SEGMENT readings
-        buffer = ArchiveBuffer("shardId-0", NO_LINE_BYTES * SEGMENT, 1e9)
+        buffer = ArchiveBuffer("shardId-0", NO_LINE_BYTES * args.segment, 1e9)
         for progress, batch in zip(progresses, batches, strict=True):
             entries = entries_of(
                 progress, batch, "telemax", "s", "shardId-0", lines=False, facts=facts
@@ -93,7 +96,8 @@ def main() -> int:
         committed.append(time.process_time() - middle)
     per = 1e6 / len(records)
     print(
-        f"{len(records):,} readings, {args.devices} devices a shard: a stored batch "
+        f"{len(records):,} readings, {args.devices} devices a shard, segments of "
+        f"{args.segment:,}: a stored batch "
         f"{min(stored) * per:.2f} µs a reading, a segment's commit {min(committed) * per:.2f} µs"
     )
     return 0

@@ -73,6 +73,60 @@ def test_a_batch_added_at_once_counts_as_its_records_one_by_one(seed: int) -> No
         assert (cell.count, cell.late, cell.stats) == (theirs.count, theirs.late, theirs.stats)
 
 
+def reference_cells(
+    seconds: list[int | None], groups: list[Any], values: list[str], arrivals: list[Any]
+) -> dict[Any, tuple[int, int, list[str]]]:
+    """What add_columns must make, as its docstring says it: (count, late, values) a cell."""
+    cells: dict[Any, tuple[int, int, list[str]]] = {}
+    for second, group, value, arrival in zip(seconds, groups, values, arrivals, strict=True):
+        if second is None:
+            continue
+        key = (second - second % 300, group)
+        count, late, kept = cells.get(key, (0, 0, []))
+        if arrival is not None and not math.isnan(arrival) and arrival > key[0] + 300 + 3600:
+            cells[key] = (count, late + 1, kept)
+        else:
+            cells[key] = (count + 1, late, [*kept, value])
+    return cells
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["on-time", "one-late", "late-last", "nan-first", "none-first", "untimed-first", "one"],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_columns_give_each_cell_its_rows_whichever_way_they_are_grouped(
+    case: str, seed: int
+) -> None:
+    """The usual columns (every row timed, none late: grouped in C) and each way of not being
+    usual (grouped one by one) give the cells the rows give one at a time."""
+    rng = random.Random(seed)
+    count = 1 if case == "one" else rng.randrange(2, 200)
+    base = int(T0)
+    seconds: list[int | None] = [base + rng.randrange(-400, 1200) for _ in range(count)]
+    groups = [(("link", f"L{rng.randrange(3)}"),) for _ in range(count)]
+    values = [f"{rng.uniform(0, 50):.2f}" for _ in range(count)]
+    arrivals: list[Any] = [s + 10.0 for s in seconds if s is not None]
+    somewhere = rng.randrange(count)
+    if case == "one-late":
+        arrivals[somewhere] += 2 * 3600
+    elif case == "late-last":  # late, yet not the latest arrival of the batch
+        arrivals[-1] = seconds[-1] - seconds[-1] % 300 + 3901  # type: ignore[operator]
+        arrivals[0] = max(arrivals) + 1 if count > 1 else arrivals[0]
+        seconds[0] = base + 10_000 if count > 1 else seconds[0]
+    elif case == "nan-first":
+        arrivals[0], arrivals[somewhere] = math.nan, arrivals[somewhere] + 2 * 3600
+    elif case == "none-first":
+        arrivals[0], arrivals[somewhere] = None, arrivals[somewhere] + 2 * 3600
+    elif case == "untimed-first":
+        seconds[0] = None
+    partial = Partial(SPEC, lateness_s=3600)
+    partial.add_columns(seconds, groups, [values], arrivals)
+    made = {key: (c.count, c.late, c.pending.get("v", [])) for key, c in partial.cells.items()}
+    assert made == reference_cells(seconds, groups, values, arrivals)
+    assert partial.untimed == seconds.count(None)
+
+
 def test_partials_merged_in_any_split_equal_the_whole_exactly() -> None:
     rng = random.Random(7)
     items = [

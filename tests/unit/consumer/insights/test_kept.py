@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.insights import times, windows
 from consumer.insights.cells import Partial
 from consumer.insights.kept import SEPARATOR, BatchFacts, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, field
@@ -169,11 +170,17 @@ def test_runs_cut_anywhere_count_their_items_as_their_entries_do(seed: int) -> N
         assert summary(of_segment(inside)) == summary(of_segment(entries[first : last + 1]))
 
 
+@pytest.mark.parametrize("memo", [65_536, 3], ids=["memo", "memo-cleared"])
 @pytest.mark.parametrize("spec_name", ["telemax", "two-measures"])
-def test_an_encoders_batch_keeps_the_facts_its_items_would(spec_name: str) -> None:
+def test_an_encoders_batch_keeps_the_facts_its_items_would(
+    spec_name: str, memo: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch of entries one encoder wrote keeps each measure's values joined straight from
     their bytes: the same columns, seconds and groups as the items they stand for give — and
-    where a value holds the separator, the columns a value at a time, as for items."""
+    where a value holds the separator, the columns a value at a time, as for items. (With
+    memos of groups and times that fill and are cleared, too.)"""
+    monkeypatch.setattr(windows, "_MEMO_SIZE", memo)
+    monkeypatch.setattr(times, "MEMO_SIZE", memo)
     rng = random.Random(5)
     batches: list[tuple[Any, list[Any]]]
     item_batches: list[list[Any]]
