@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from ddsketch.ddsketch import BaseDDSketch
@@ -90,16 +90,16 @@ class Stat:
     def add(self, value: Decimal) -> None:
         self.add_all((value,))
 
-    def add_all(self, values: Iterable[Decimal | str]) -> None:
-        """Add decimal values (or their strings; one that is not a finite number within a
-        float's range is skipped, as a missing value is: DynamoDB's numbers stay within
+    def add_all(self, values: Iterable[Decimal | str | None]) -> None:
+        """Add decimal values (or their strings; None, missing, is skipped, and so is one that
+        is not a finite number within a float's range: DynamoDB's numbers stay within
         1E+126, and an infinity or a NaN has no bin — it stopped the commit with an error)."""
         listed = values if isinstance(values, list) else list(values)
-        plain = _plain(listed)
+        plain = _plain(listed)  # (None if a value is missing: then the general path)
         if plain is not None:
             floats, least, total, low, high = plain
         else:
-            found, floats = _readable(listed)
+            found, floats = _readable([value for value in listed if value is not None])
             if not found:
                 return
             least = min(floats)
@@ -178,7 +178,7 @@ class Stat:
 
 
 def _plain(
-    values: Sequence[Decimal | str],
+    values: Sequence[Decimal | str | None],
 ) -> tuple[list[float], float, Decimal, Decimal, Decimal] | None:
     """(floats, the least float, sum, min, max) of values that are all plain decimal strings
     (JSON's syntax, no exponent: ``-12.5``, ``700``) on a grid fine and narrow enough for a
@@ -194,7 +194,7 @@ def _plain(
     scaled back with the exponent Decimal addition gives (the least of the values' and 0)."""
     try:
         joined = ",".join(values)  # type: ignore[arg-type]
-    except TypeError:  # a Decimal among them
+    except TypeError:  # a Decimal (or a None) among them
         return None
     if joined.count(",") != len(values) - 1 or not _PLAIN_CHARACTERS(joined):
         return None
@@ -209,7 +209,8 @@ def _plain(
     # (round() gives an int: a zero sum is 0 as Decimal's, never -0)
     total = Decimal(round(math.fsum(floats) * 10.0**places)).scaleb(-places)
     low, high = floats.index(least), floats.index(most)
-    return floats, least, total, Decimal(values[low]), Decimal(values[high])
+    texts = cast("Sequence[str]", values)  # (all strings: they joined)
+    return floats, least, total, Decimal(texts[low]), Decimal(texts[high])
 
 
 # digits, points, minus signs and the commas between: no exponent, no "Infinity" (a regex of

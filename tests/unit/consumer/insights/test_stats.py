@@ -56,6 +56,17 @@ def test_a_value_that_is_not_a_number_is_skipped_as_a_missing_one() -> None:
     assert (empty.count, empty.low, empty.quantile(0.5)) == (0, None, None)
 
 
+def test_a_missing_value_is_skipped_and_the_rest_counted_as_without_it() -> None:
+    with_missing, without = Stat(), Stat()
+    with_missing.add_all(["1.5", None, "2.25", None])
+    without.add_all(["1.5", "2.25"])
+    assert with_missing == without
+    assert (with_missing.count, with_missing.total) == (2, Decimal("3.75"))
+    empty = Stat()
+    empty.add_all([None, None])
+    assert (empty.count, empty.low) == (0, None)
+
+
 def test_the_encoding_round_trips_and_merges_as_the_union() -> None:
     a, b = Stat(), Stat()
     a.add_all(["3.25", "-1", "0", "700.5"])
