@@ -157,7 +157,7 @@ class InsightSpec:
 
     def _encoded_rows(
         self, entries: Sequence[Any]
-    ) -> tuple[list[int | None], list[Group], list[tuple[bytes, ...]]] | None:
+    ) -> tuple[list[int | None], list[Group], list[list[bytes]]] | None:
         """Event seconds, groups and each measure's values as the encoder wrote them (bytes)."""
         try:
             shapes = list(map(_FIELDS_OF, entries))
@@ -170,13 +170,17 @@ class InsightSpec:
         picks = self._encoded_picks(shapes[0])
         if picks is None:
             return None
-        rows = list(map(picks, map(_VALUES_OF, entries)))
-        times, group_values, *measured = zip(*rows, strict=True)
+        # a column at a time, each picked in C (a tuple a row, then turned: 0.10 -> 0.06 µs)
+        values = list(map(_VALUES_OF, entries))
+        times, group_values, *measured = [list(map(pick, values)) for pick in picks]
         return seconds_of_bytes(times), self._groups_of_bytes(group_values), measured
 
-    def _encoded_picks(self, fields: Fields) -> Callable[[tuple[bytes, ...]], Any] | None:
-        """What :meth:`_picks` picks, from an encoder's values (their indices in ``fields``):
-        the time and the one group field strings, each measure a number. None otherwise."""
+    def _encoded_picks(
+        self, fields: Fields
+    ) -> tuple[Callable[[tuple[bytes, ...]], bytes], ...] | None:
+        """What :meth:`_picks` picks, from an encoder's values (their indices in ``fields``),
+        a getter a column: the time and the one group field strings, each measure a number.
+        None otherwise."""
         known = self._encoded_plans
         if fields not in known:
             where = {name: (index, kind) for index, (name, kind) in enumerate(fields)}
@@ -187,11 +191,13 @@ class InsightSpec:
                 f[0] for f, (_, kind) in zip(found, wanted, strict=True) if f and f[1] == kind
             ]
             usual = len(indices) == len(wanted)
-            known[fields] = operator.itemgetter(*indices) if usual else None
+            known[fields] = tuple(map(operator.itemgetter, indices)) if usual else None
         return known[fields]
 
     @functools.cached_property
-    def _encoded_plans(self) -> dict[Fields, Callable[[tuple[bytes, ...]], Any] | None]:
+    def _encoded_plans(
+        self,
+    ) -> dict[Fields, tuple[Callable[[tuple[bytes, ...]], bytes], ...] | None]:
         return {}
 
     @functools.cached_property
