@@ -17,6 +17,7 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import cast
 
+from consumer.insights.memo import each_known
 from consumer.insights.stats import Stat
 from consumer.insights.windows import Attributes, Fact, Group, InsightSpec
 
@@ -180,18 +181,12 @@ def _starts_if_none_late(
     if least is None or latest is None or not latest <= least - least % window + limit:
         return None
     timed = cast("Sequence[int]", seconds)
-    known = _STARTS.setdefault(window, {})  # second -> its window's start
-    try:
-        return list(map(known.__getitem__, timed))  # (0.05 -> 0.03 µs a row)
-    except KeyError:
-        pass
-    new = set(timed) - known.keys()
-    if len(known) + len(new) > _MEMO_SIZE:  # (then the rows' every second anew)
-        known.clear()
-        new = set(timed)
-    for second in new:
-        known[second] = second - second % window
-    return list(map(known.__getitem__, timed))
+    known = _STARTS.setdefault(window, {})  # second -> its window's start (0.05 -> 0.03 µs)
+    starts = each_known(
+        timed, known, lambda new: {second: second - second % window for second in new}, _MEMO_SIZE
+    )
+    assert starts is not None  # (every second has a start)
+    return starts
 
 
 _STARTS: dict[int, dict[int, int]] = {}  # window length -> (epoch second -> window start)

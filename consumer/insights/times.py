@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from consumer.insights.memo import each_known
+
 _MISSING: Any = object()
 MEMO_SIZE = 65_536  # each memo's bound: a stream moves on through time
 HEAD = 19  # len("YYYY-MM-DDTHH:MM:SS")
@@ -104,22 +106,17 @@ def seconds_of_bytes(times: Sequence[bytes]) -> list[int | None]:
     heads = _usual_byte_heads(times)
     if heads is None:
         return seconds_of([time.decode() for time in times])
-    known = _BYTE_SECONDS
-    try:
-        return list(map(known.__getitem__, heads))
-    except KeyError:  # a second not seen before: most batches have one
-        pass
-    distinct = dict.fromkeys(heads).keys()
-    new = distinct - known.keys()
-    if len(known) + len(new) > MEMO_SIZE:  # (then the batch's every head anew)
-        known.clear()
-        new = set(distinct)
-    texts = {head: head.decode() for head in new}
+    found = each_known(heads, _BYTE_SECONDS, _byte_head_seconds, MEMO_SIZE)
+    return found if found is not None else seconds_of([time.decode() for time in times])
+
+
+def _byte_head_seconds(heads: set[bytes]) -> dict[bytes, int | None] | None:
+    """Each head's second (the second of the usual times it begins, whatever their tail);
+    None when one's separators are not a time's (those times are read as texts)."""
+    texts = {head: head.decode() for head in heads}
     if not all(_separated(text) for text in texts.values()):
-        return seconds_of([time.decode() for time in times])
-    for head, text in texts.items():
-        known[head] = epoch_second(text + "Z")  # (the head's second, whatever its tail)
-    return list(map(known.__getitem__, heads))
+        return None
+    return {head: epoch_second(text + "Z") for head, text in texts.items()}
 
 
 _BYTE_SECONDS: dict[bytes, Any] = {}  # a usual time's head as bytes -> its epoch second

@@ -151,6 +151,14 @@ def as_encoded(one: dict[str, Any], fields: dict[Any, Any]) -> Any:
     return (), orjson.dumps(one), values, fields.setdefault(shape, shape)
 
 
+def usual_batch(rng: random.Random, most: int) -> list[dict[str, Any]]:
+    """1 to ``most - 1`` usual items with only the attributes an encoder writes."""
+    batch = [usual_item(rng) for _ in range(rng.randrange(1, most))]
+    for one in batch:
+        one.pop("extra")
+    return batch
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -168,9 +176,7 @@ def test_encoded_entries_are_read_as_the_items_they_stand_for(spec: InsightSpec)
     rng = random.Random(11)
     shapes: dict[Any, Any] = {}
     for trial in range(60):
-        batch = [usual_item(rng) for _ in range(rng.randrange(1, 40))]
-        for one in batch:
-            one.pop("extra")
+        batch = usual_batch(rng, 40)
         if trial % 3 == 1:  # another shape of items among them
             batch[rng.randrange(len(batch))].pop("w")
         if trial % 3 == 2:  # odd items, some of them not encoded at all
@@ -194,9 +200,8 @@ def test_encoded_groups_through_a_memo_that_fills_stay_each_items_own(
     rng = random.Random(2)
     shapes: dict[Any, Any] = {}
     for _ in range(40):
-        batch = [usual_item(rng) for _ in range(rng.randrange(1, 12))]
+        batch = usual_batch(rng, 12)
         for one in batch:
-            one.pop("extra")
             one["link"] = {"S": f"L{rng.randrange(6)}"}
         entries = [as_encoded(one, shapes) for one in batch]
         assert read_at_once(spec, entries) == read_one_by_one(spec, batch)
