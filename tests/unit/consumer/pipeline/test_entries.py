@@ -94,7 +94,7 @@ def test_bare_entries_are_the_lined_entries_without_lines(
         assert list(facts.arrivals) == [arrivals[e.position[0]] for e in stored]
 
 
-@pytest.mark.parametrize("odd", ["none", "int", "datetime", "missing", "None"])
+@pytest.mark.parametrize("odd", ["all-floats", "int", "datetime", "missing", "None"])
 def test_bare_entries_facts_hold_each_records_arrival_known_or_not(odd: str) -> None:
     """Every arrival a float (FastKinesis'): taken as they are; one of another kind among
     them: a number as its float, a datetime as its timestamp, none at all as unknown (NaN)."""
@@ -106,13 +106,13 @@ def test_bare_entries_facts_hold_each_records_arrival_known_or_not(odd: str) -> 
     }.get(odd)
     if odd == "missing":
         del batch[1]["ApproximateArrivalTimestamp"]
-    elif odd != "none":
+    elif odd != "all-floats":
         batch[1]["ApproximateArrivalTimestamp"] = odd_arrival
     progress = finished(batch, None, [])
     (run,) = entries_of(progress, batch, "telemax", "s", "shardId-0", lines=False, facts=FACTS)
     facts = run.fact
     assert isinstance(facts, BatchFacts)
-    second = {"none": 1_767_225_601.0, "int": 1_767_225_601.0, "datetime": 1_767_225_601.5}
+    second = {"all-floats": 1_767_225_601.0, "int": 1_767_225_601.0, "datetime": 1_767_225_601.5}
     expected = [1_767_225_600.0, second.get(odd, math.nan), 1_767_225_602.0, 1_767_225_603.0]
     assert [repr(a) for a in facts.arrivals] == [repr(a) for a in expected]
 
