@@ -183,14 +183,13 @@ def _starts_if_none_late(
     timed = cast("Sequence[int]", seconds)
     known = _STARTS.setdefault(window, {})  # second -> its window's start (0.05 -> 0.03 µs)
     starts = each_known(
-        timed, known, lambda new: {second: second - second % window for second in new}, _MEMO_SIZE
+        timed, known, lambda new: {second: second - second % window for second in new}
     )
     assert starts is not None  # (every second has a start)
     return starts
 
 
 _STARTS: dict[int, dict[int, int]] = {}  # window length -> (epoch second -> window start)
-_MEMO_SIZE = 65_536
 
 
 def _picked(starts: list[int], groups: Sequence[Group]) -> dict[CellKey, list[int]]:

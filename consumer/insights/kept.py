@@ -53,12 +53,6 @@ class BatchFacts:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def add_to(self, partial: Partial, start: int, stop: int) -> None:
-        """Add rows ``start`` to ``stop`` to ``partial``, as InsightSpec.fact_of reads them."""
-        rows = Rows.empty(len(self.columns))
-        rows.extend(self, start, stop)
-        rows.add_to(partial)
-
 
 @dataclasses.dataclass(slots=True)
 class Rows:

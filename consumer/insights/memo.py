@@ -8,17 +8,20 @@ from typing import TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+MEMO_SIZE = 65_536  # each memo's bound: a stream moves on through time and groups
 
 
 def each_known(
     keys: Sequence[K],
     known: dict[K, V],
     make: Callable[[set[K]], dict[K, V] | None],
-    limit: int,
+    limit: int | None = None,
 ) -> list[V] | None:
     """``known[key]`` for each key. Keys not known are made by ``make`` (given them all at
-    once) and kept; when they would take the memo past ``limit`` it is cleared first and every
-    key of the batch made anew. None when ``make`` gives None (then none is kept)."""
+    once) and kept; when they would take the memo past ``limit`` (MEMO_SIZE) it is cleared
+    first and every key of the batch made anew. None when ``make`` gives None (then none is
+    kept)."""
+    limit = MEMO_SIZE if limit is None else limit
     try:
         return list(map(known.__getitem__, keys))  # (most batches: every key known)
     except KeyError:

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from consumer.insights import memo
 from consumer.insights.memo import each_known
 
 _MISSING: Any = object()
-MEMO_SIZE = 65_536  # each memo's bound: a stream moves on through time
 HEAD = 19  # len("YYYY-MM-DDTHH:MM:SS")
 _SECONDS: dict[str, Any] = {}  # "YYYY-MM-DDTHH:MM:SS" -> its epoch second (None: not a time)
 # what follows those 19 characters in a usual time: "Z", ".Z", ".123Z", … (as epoch_second says)
@@ -44,7 +44,7 @@ def epoch_second(text: str) -> int | None:
     head = text[:19]
     found = _SECONDS.get(head, _MISSING)
     if found is _MISSING:
-        if len(_SECONDS) >= MEMO_SIZE:
+        if len(_SECONDS) >= memo.MEMO_SIZE:
             _SECONDS.clear()
         found = _SECONDS[head] = _parse_second(head + "Z")
     return found  # type: ignore[no-any-return]
@@ -106,7 +106,7 @@ def seconds_of_bytes(times: Sequence[bytes]) -> list[int | None]:
     heads = _usual_byte_heads(times)
     if heads is None:
         return seconds_of([time.decode() for time in times])
-    found = each_known(heads, _BYTE_SECONDS, _byte_head_seconds, MEMO_SIZE)
+    found = each_known(heads, _BYTE_SECONDS, _byte_head_seconds)
     return found if found is not None else seconds_of([time.decode() for time in times])
 
 

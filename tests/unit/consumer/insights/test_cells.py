@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from consumer.feeds import FEEDS
-from consumer.insights import cells
+from consumer.insights import memo
 from consumer.insights.cells import Partial
 from consumer.insights.stats import ALPHA, Stat
 from producer.schemas import records
@@ -103,7 +103,7 @@ def test_columns_give_each_cell_its_rows_whichever_way_they_are_grouped(
     usual (grouped one by one) give the cells the rows give one at a time — with the memo of
     window starts cleared as it fills, too."""
     if seed % 2:
-        monkeypatch.setattr(cells, "_MEMO_SIZE", 3)
+        monkeypatch.setattr(memo, "MEMO_SIZE", 3)
     rng = random.Random(seed)
     count = 1 if case == "one" else rng.randrange(2, 200)
     base = int(T0)

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from consumer.insights import times, windows
+from consumer.insights import memo as memos
 from consumer.insights.cells import Partial
-from consumer.insights.kept import SEPARATOR, BatchFacts, add_segment, batch_facts
+from consumer.insights.kept import SEPARATOR, BatchFacts, Rows, add_segment, batch_facts
 from consumer.insights.windows import InsightSpec, Measure, field
 from consumer.pipeline.pieces import Entry, Piece, Run, split_pieces
 from producer.schemas import records
@@ -132,7 +132,9 @@ def test_a_value_holding_the_separator_is_kept_as_it_is() -> None:
     kept: BatchFacts = batch_facts(spec, items, [("1", 0), ("2", 0)], [None, 5.0])
     assert kept.columns == [["1\x1f2", None]]
     ours, theirs = Partial(spec), Partial(spec)
-    kept.add_to(ours, 0, 2)
+    rows = Rows.empty(1)
+    rows.extend(kept, 0, 2)
+    rows.add_to(ours)
     theirs.add_all(zip(items, [None, 5.0], strict=True))
     assert summary(ours) == summary(theirs) and ours.untimed == 1
 
@@ -179,8 +181,7 @@ def test_an_encoders_batch_keeps_the_facts_its_items_would(
     their bytes: the same columns, seconds and groups as the items they stand for give — and
     where a value holds the separator, the columns a value at a time, as for items. (With
     memos of groups and times that fill and are cleared, too.)"""
-    monkeypatch.setattr(windows, "_MEMO_SIZE", memo)
-    monkeypatch.setattr(times, "MEMO_SIZE", memo)
+    monkeypatch.setattr(memos, "MEMO_SIZE", memo)
     rng = random.Random(5)
     batches: list[tuple[Any, list[Any]]]
     item_batches: list[list[Any]]

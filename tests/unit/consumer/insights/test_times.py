@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer.insights import times
+from consumer.insights import memo, times
 from consumer.insights.times import epoch_second, seconds_of, seconds_of_bytes
 
 
@@ -93,7 +93,7 @@ def test_a_batchs_bytes_give_the_seconds_each_text_gives(
     with one odd time among them; with a memo cleared as it fills, or not."""
     rng = random.Random(seed)
     if seed % 3 == 0:
-        monkeypatch.setattr(times, "MEMO_SIZE", 3)
+        monkeypatch.setattr(memo, "MEMO_SIZE", 3)
     monkeypatch.setattr(times, "_BYTE_SECONDS", {})
     monkeypatch.setattr(times, "_SECONDS", {})
     for _ in range(20):

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from consumer.feeds import FEEDS
-from consumer.insights import windows
+from consumer.insights import memo
 from consumer.insights.windows import InsightSpec, Measure, field
 from producer.schemas import records
 
@@ -195,7 +195,7 @@ def test_encoded_groups_through_a_memo_that_fills_stay_each_items_own(
 ) -> None:
     """An encoder's group values are looked up as bytes in a bounded memo: cleared when a
     batch's new values would overfill it, the batch's others (known before) are made anew."""
-    monkeypatch.setattr(windows, "_MEMO_SIZE", 3)
+    monkeypatch.setattr(memo, "MEMO_SIZE", 3)
     spec = InsightSpec(300, "at", ("link",), (field("v"), field("w")))
     rng = random.Random(2)
     shapes: dict[Any, Any] = {}
