@@ -12,7 +12,11 @@ now; compare medians, and ratios within one run.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,3 +57,46 @@ def wait_quiet(
             return waited
         before = after
     return None
+
+
+# What idling does to the next piece of work (``python -m tests.bench.machine``): the same
+# pure-Python work (a JSON document of 60 small objects parsed three times), timed back to
+# back and after each pause of ``GAPS_MS``. On this VM (2026-12-06) it took 72 µs back to
+# back, 105 after 1 ms idle, 190 after 10 ms: a worker that waits on a slow emulator between
+# answers — as the bench's does, about 7 % busy — pays that on every record, whatever code runs.
+GAPS_MS = (0.0, 0.2, 1.0, 3.0, 10.0)
+_DOCUMENT = json.dumps([{"a": n, "b": str(n) * 3, "c": [1, 2, 3]} for n in range(60)])
+
+
+def _work() -> None:
+    for _ in range(3):
+        json.loads(_DOCUMENT)
+
+
+def work_after_gap(gap_s: float, works: int, work: Callable[[], None] = _work) -> float:
+    """The median wall time of ``work``, in µs, each run after ``gap_s`` of sleep (0: back to
+    back)."""
+    times = []
+    for _ in range(works):
+        if gap_s:
+            time.sleep(gap_s)
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="the same work after each pause")
+    parser.add_argument("--works", type=int, default=500, help="timed works a pause")
+    args = parser.parse_args()
+    first = None
+    for gap_ms in GAPS_MS:
+        cost = work_after_gap(gap_ms / 1000, args.works)
+        first = first or cost
+        print(f"after {gap_ms:4.1f} ms idle: {cost:6.1f} µs a work ({cost / first:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

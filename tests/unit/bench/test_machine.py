@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.bench.machine import busy_cores, cpu_times, wait_quiet
+import time
+
+from tests.bench.machine import busy_cores, cpu_times, wait_quiet, work_after_gap
 
 
 def stat(busy: int, idle: int) -> str:
@@ -30,3 +32,17 @@ def test_waits_until_an_interval_is_quiet() -> None:
 def test_gives_up_after_the_limit() -> None:
     count = iter(range(1, 1000))
     assert wait_quiet(lambda: stat(100 * next(count), 0), lambda _: None, limit_s=2.0) is None
+
+
+def test_work_after_gap_times_the_work_alone_each_time() -> None:
+    calls: list[float] = []
+
+    def work() -> None:
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+
+    started = time.perf_counter()
+    cost = work_after_gap(0.01, 3, work)
+    assert len(calls) == 3
+    assert 2_000 <= cost < 10_000  # µs: the work's 2 ms, not the 10 ms pauses before it
+    assert calls[0] - started >= 0.01  # each work after its pause
