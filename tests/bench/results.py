@@ -54,6 +54,14 @@ class Result:
         return self.cpu_s / self.records * 1e6
 
     @property
+    def steady_busy(self) -> float:
+        """The share of one core the process kept busy over the steady window. A worker
+        waiting on a slow emulator is mostly idle, and on this VM the same work runs up to
+        twice as slow after each idle spell (``python -m tests.bench.machine``): its CPU a
+        record is read in that condition."""
+        return self.steady_rps * self.steady_cpu_us / 1e6
+
+    @property
     def drained_cpu_us(self) -> float | None:
         return None if self.drained_cpu_s is None else self.drained_cpu_s / self.records * 1e6
 
@@ -126,6 +134,7 @@ def table(results: dict[str, list[Result]]) -> str:
         ("CPU µs per record", "cpu_us_per_record", "{:.1f}"),
         ("CPU µs per record, steady (10-90 %)", "steady_cpu_us", "{:.1f}"),
         ("CPU µs per record, through the drain", "drained_cpu_us", "{:.1f}"),
+        ("share of a core busy, steady", "steady_busy", "{:.0%}"),
         ("start-up CPU-seconds (launch to ready)", "startup_cpu_s", "{:.2f}"),
         ("first record stored after (s)", "first_s", "{:.2f}"),
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
