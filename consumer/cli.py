@@ -38,10 +38,12 @@ GC_THRESHOLDS = (500_000, 50, 100)
 
 async def run_command(settings: Settings, _: argparse.Namespace) -> int:
     from consumer.adapters import fastpath
+    from consumer.allocator import keep_freed_memory
     from consumer.worker import Worker, preflight
 
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    keep_freed_memory()
 
     # Connections: every write slot, one reader per shard, and the lease traffic.
     pool = settings.write_concurrency + 32
