@@ -1,16 +1,16 @@
-"""The C allocator tuned for a worker that frees a batch's large buffers and makes them again a
+"""The C allocator tuned for a worker that frees a batch's large blocks and makes them again a
 moment later (glibc only; elsewhere nothing changes).
 
-glibc serves a large block (a ``GetRecords`` answer, orjson's copy of it, a batch's joined
-data: hundreds of KB to MBs) with a fresh ``mmap`` and gives it back at ``free``: every page is
-faulted in and zeroed again for the next batch. In process (``python -m tests.bench.batch_cost``,
-10,000-record batches, 2026-12-06) that was 0.24 page faults a record and the read stage 0.78
-µs a record; with large blocks taken from the heap and freed heap memory kept (below),
-0.06 faults and 0.55 µs. Batches of up to 8,000 records did not pay it (0.06 faults): glibc's
-dynamic threshold keeps blocks of up to the largest freed one on the heap, until a larger
-answer crosses it. The memory kept is what the worker's largest batches took (its peak RSS,
-which is what a container is sized for anyway); a ``MALLOC_*`` variable set in the
-environment wins over this.
+orjson parses a ``GetRecords`` answer into a block about twelve times the answer's size (its
+document: 38 MB for a 10,000-record answer of 3.2 MB). glibc keeps a freed block on the heap
+for reuse only up to its dynamic threshold, which stops at 32 MB: above that every such block
+is mapped afresh, its touched pages faulted in and zeroed, and unmapped when freed — each
+full batch. In process (``python -m tests.bench.batch_cost``, 10,000-record batches,
+2026-12-06) that was 0.24 page faults a record and the three stages 2.9-3.2 µs a record; with
+every block from the heap and freed heap memory kept (below), 0.06 faults and 2.4-2.5 µs.
+Batches of up to 8,000 records never crossed the 32 MB. The memory kept is what the
+worker's largest batches took (its peak RSS, which a container is sized for anyway); a
+``MALLOC_*`` variable set in the environment wins over this.
 """
 
 from __future__ import annotations
