@@ -61,9 +61,10 @@ def wait_quiet(
 
 # What idling does to the next piece of work (``python -m tests.bench.machine``): the same
 # pure-Python work (a JSON document of 60 small objects parsed three times), timed back to
-# back and after each pause of ``GAPS_MS``. On this VM (2026-12-06) it took 72 µs back to
-# back, 105 after 1 ms idle, 190 after 10 ms: a worker that waits on a slow emulator between
-# answers — as the bench's does, about 7 % busy — pays that on every record, whatever code runs.
+# back and after each pause of ``GAPS_MS``. On this VM (2026-12-06, three runs) it took 70-72
+# µs back to back, 77-149 after 1 ms idle, 141-155 after 10 ms: a worker that waits on a slow
+# emulator between answers — as the bench's does, about a tenth busy — pays that on every
+# record, whatever code runs.
 GAPS_MS = (0.0, 0.2, 1.0, 3.0, 10.0)
 _DOCUMENT = json.dumps([{"a": n, "b": str(n) * 3, "c": [1, 2, 3]} for n in range(60)])
 

@@ -10,7 +10,7 @@ emulators' own work and their wake-ups stay out of the figure (the ``floor`` con
 
 ``--latency``: the same work with the worker mostly idle between answers, as beside a slow
 server (dynalite takes about 3 ms a request, so 16 in flight wait about 50 ms each): on this
-VM it costs about twice the CPU (2026-12-06: 34-60 µs a request at once, 100-108 at 20 ms),
+VM it costs about twice the CPU (2026-12-06: 48-69 µs a request at once, 95-117 at 20 ms),
 the same instructions run slower after the core has idled (``python -m tests.bench.machine``).
 """
 

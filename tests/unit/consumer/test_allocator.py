@@ -3,6 +3,7 @@ again; the environment's own ``MALLOC_`` settings win."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -37,8 +38,14 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's ma
 
 
 def faults_of(mode: str) -> tuple[bool, int]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, mode], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", CHILD, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,  # (glibc's defaults: none of the environment's settings)
     ).stdout.split()
     return out[0] == "True", int(out[1])
 
