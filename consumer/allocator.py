@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Mapping
 
 M_TRIM_THRESHOLD = -1  # (glibc's malloc.h)
 M_MMAP_MAX = -4
 KEEP_FREED_BYTES = 256 << 20  # free heap memory above this goes back to the system
 
 
-def keep_freed_memory(environ: dict[str, str] | None = None) -> bool:
+def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
     """Large blocks from the heap, not ``mmap``; up to KEEP_FREED_BYTES of freed heap kept.
     Whether it was done (False: not glibc, or a ``MALLOC_`` setting of the environment's)."""
-    environ = dict(os.environ) if environ is None else environ
     if any(name.startswith("MALLOC_") for name in environ):
         return False
     try:

@@ -112,11 +112,8 @@ def measure(records: int, rounds: int) -> dict[str, list[float]]:
         await one_round()  # warm: imports, caches, the metrics' children
         gc.freeze()  # as the worker runs (consumer.cli.run_command)
         gc.set_threshold(*GC_THRESHOLDS)
-        try:
-            from consumer.allocator import keep_freed_memory
-        except ImportError:  # (a tree before it)
-            pass
-        else:
+        keep_freed_memory = _tree_allocator()
+        if keep_freed_memory is not None:
             keep_freed_memory()
         for _ in range(rounds):
             for stage, seconds in (await one_round()).items():
@@ -124,6 +121,19 @@ def measure(records: int, rounds: int) -> dict[str, list[float]]:
 
     uvloop.run(main())
     return figures
+
+
+def _tree_allocator() -> Any:
+    """The worker's allocator setting (``consumer.allocator``) if the tree measured has one:
+    not a newer tree's found by an editable install's finder beside an older tree's package."""
+    import consumer
+
+    try:
+        from consumer import allocator
+    except ImportError:
+        return None
+    same_tree = Path(allocator.__file__).parent == Path(consumer.__file__).parent
+    return allocator.keep_freed_memory if same_tree else None
 
 
 def cpu() -> float:
