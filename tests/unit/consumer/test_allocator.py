@@ -1,5 +1,6 @@
 """The worker's allocator setting: a freed large block is reused, not mapped and faulted in
-again; the environment's own ``MALLOC_`` settings win."""
+again; the environment's own settings of the same thresholds win, other ``MALLOC_`` ones
+do not stop it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ BLOCKS = 10
 CHILD = f"""
 import resource, sys
 from consumer.allocator import keep_freed_memory
-done = keep_freed_memory({{}}) if sys.argv[1] == "keep" else False
+done = keep_freed_memory() if sys.argv[1] == "keep" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 block = b"x" * {BLOCK}
@@ -37,15 +38,21 @@ print(done, faults() - before)
 glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 
 
-def faults_of(mode: str) -> tuple[bool, int]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("MALLOC_")}
+def faults_of(mode: str, **settings: str) -> tuple[bool, int]:
+    """The child's answer and faults, on glibc's defaults but for ``settings``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("MALLOC_") and name != "GLIBC_TUNABLES"
+    }
+    env.update(settings)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, mode],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-        env=env,  # (glibc's defaults: none of the environment's settings)
+        env=env,
     ).stdout.split()
     return out[0] == "True", int(out[1])
 
@@ -64,5 +71,22 @@ def test_by_default_each_large_block_is_mapped_and_faulted_in_anew() -> None:
     assert faults > BLOCKS * BLOCK // 4096 // 2
 
 
-def test_a_malloc_setting_of_the_environment_wins() -> None:
-    assert keep_freed_memory({"MALLOC_ARENA_MAX": "2", "PATH": "/bin"}) is False
+@glibc
+def test_a_malloc_setting_of_something_else_does_not_stop_it() -> None:
+    done, faults = faults_of("keep", MALLOC_ARENA_MAX="2")  # as many images set
+    assert done
+    assert faults < BLOCK // 4096
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"MALLOC_TRIM_THRESHOLD_": "131072"},
+        {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_ARENA_MAX": "2"},
+        {"MALLOC_TOP_PAD_": "0"},
+        {"MALLOC_MMAP_MAX_": "65536"},
+        {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=1048576"},
+    ],
+)
+def test_the_operators_own_thresholds_win(environ: dict[str, str]) -> None:
+    assert keep_freed_memory({"PATH": "/bin", **environ}) is False
