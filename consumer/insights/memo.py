@@ -27,7 +27,7 @@ def each_known(
     except KeyError:
         pass
     distinct = dict.fromkeys(keys).keys()
-    new = set(distinct - known.keys())
+    new = distinct - known.keys()  # (a set already)
     if len(known) + len(new) > limit:
         known.clear()
         new = set(distinct)
