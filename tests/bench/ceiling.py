@@ -4,10 +4,14 @@ Pre-built items (wire format) written with aiobotocore ``batch_write_item``, 32 
 flight, parameter validation off. Same stdout protocol as the baseline; ``done`` reports the
 CPU of the write phase only (item building excluded).
 
-``--lean`` (the bench's ``floor``): the same items through the worker's own write path —
-``FastDynamoDB.batch_write`` (orjson body, our SigV4, our HTTP/1.1 pool) on uvloop, as the
-worker runs it —: what writing alone costs the worker a record, with reading, converting and
-the bookkeeping free. The worker's steady figure cannot go below it with this client.
+``--lean`` (the bench's ``floor``): the same readings through the worker's own write path —
+already encoded as the worker's TELEMAX encoder writes them (:func:`entries_of`), joined into
+``FastDynamoDB.batch_write``'s bodies, signed by our SigV4 and sent on our HTTP/1.1 pool on
+uvloop, as the worker runs it —: what writing alone costs the worker a record, with reading,
+converting and the bookkeeping free. The worker's steady figure cannot go below it with this
+client. (Until 2026-12-06 the floor wrote item dicts, which orjson encoded a request at a
+time: 0.6-0.8 µs an item dearer than the worker's own write — ``python -m
+tests.bench.request_cost``: 1.45-1.48 µs an item against 2.04-2.24.)
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
 from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
 from consumer.cli import GC_THRESHOLDS
+from consumer.feeds.telemax import encode_batch
+from kernel.handlers import Encoded
 from tests.support import readings
 
 
@@ -47,15 +54,24 @@ def items_of(total: int) -> list[dict[str, Any]]:
     ]
 
 
-Write = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+def entries_of(total: int) -> list[Encoded]:
+    """The same readings as :func:`items_of`, as the worker writes them: each one's entry from
+    the TELEMAX encoder (its item's JSON, made once)."""
+    encoded = encode_batch([orjson.dumps(r) for r in readings(total, prefix="CEIL")])
+    entries = [entry for entry in encoded if entry is not None]
+    assert len(entries) == total, "every bench reading is canonical"
+    return entries
 
 
-async def write_all(items: list[dict[str, Any]], write: Write, in_flight: int) -> None:
+Write = Callable[[list[Any]], Awaitable[list[Any]]]
+
+
+async def write_all(items: list[Any], write: Write, in_flight: int) -> None:
     """Every item written, 25 a request, ``in_flight`` requests at once; prints the protocol."""
     slots = asyncio.Semaphore(in_flight)
     done = [0]
 
-    async def one(chunk: list[dict[str, Any]]) -> None:
+    async def one(chunk: list[Any]) -> None:
         async with slots:
             pending = chunk
             while pending:
@@ -93,8 +109,8 @@ async def write(table: str, total: int) -> None:
 
 
 async def write_lean(table: str, total: int) -> None:
-    items = items_of(total)
-    gc.freeze()  # as the worker does (consumer.cli): the items are its start-up objects here
+    entries = entries_of(total)
+    gc.freeze()  # as the worker does (consumer.cli): the entries are its start-up objects here
     gc.set_threshold(*GC_THRESHOLDS)
     frozen = Frozen(
         os.environ["AWS_ACCESS_KEY_ID"],
@@ -112,7 +128,7 @@ async def write_lean(table: str, total: int) -> None:
     client = FastDynamoDB(api)
     try:
         # in flight: the worker's default TELEMAX_WRITE_CONCURRENCY
-        await write_all(items, lambda pending: client.batch_write(table, pending), 16)
+        await write_all(entries, lambda pending: client.batch_write(table, pending), 16)
     finally:
         api.close()
 

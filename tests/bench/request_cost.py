@@ -3,14 +3,18 @@
 ``python -m tests.bench.request_cost [--calls N] [--rounds R] [--latency MS]``: a null HTTP
 server in another process (uvloop; it answers every request with ``{"UnprocessedItems":{}}``,
 at once or ``--latency`` milliseconds after it came) and, in
-this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX items, 16 in flight as the
-worker writes: CPU (user + system, ``getrusage``) per request and per item, each round. The
+this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX readings, 16 in flight as the
+worker writes: CPU (user + system, ``getrusage``) per request and per item, each round, for
+the readings as the worker writes them (entries its encoder made: their JSON joined into the
+body) and as item dicts (orjson encodes each request's body, as for a handler without an
+encoder). The
 emulators' own work and their wake-ups stay out of the figure (the ``floor`` contender of
 ``python -m tests.bench`` keeps them in): it is our signing, framing, parsing and event loop.
 
 ``--latency``: the same work with the worker mostly idle between answers, as beside a slow
 server (dynalite takes about 3 ms a request, so 16 in flight wait about 50 ms each): on this
-VM it costs about twice the CPU (2026-12-06: 48-69 µs a request at once, 95-117 at 20 ms),
+VM it costs about twice the CPU (2026-12-06, item dicts: 48-69 µs a request at once, 95-117
+at 20 ms),
 the same instructions run slower after the core has idled (``python -m tests.bench.machine``).
 """
 
@@ -22,13 +26,14 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 
 import uvloop
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
 from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
 from devkit.local import free_port
-from tests.bench.ceiling import items_of
+from tests.bench.ceiling import entries_of, items_of
 
 IN_FLIGHT = 16  # the worker's default TELEMAX_WRITE_CONCURRENCY
 ITEMS = 25  # a BatchWriteItem's most
@@ -76,11 +81,13 @@ async def measure(port: int, calls: int, rounds: int) -> None:
         read_timeout=30.0,
     )
     client = FastDynamoDB(api)
-    items = items_of(calls * ITEMS)
-    batches = [items[i : i + ITEMS] for i in range(0, len(items), ITEMS)]
+    kinds: dict[str, list[Any]] = {
+        "entries": entries_of(calls * ITEMS),  # as the worker writes TELEMAX readings
+        "item dicts": items_of(calls * ITEMS),  # encoded by orjson a request at a time
+    }
 
-    async def write_all() -> None:
-        todo = iter(batches)
+    async def write_all(items: list[Any]) -> None:
+        todo = (items[i : i + ITEMS] for i in range(0, len(items), ITEMS))
 
         async def writer() -> None:
             for batch in todo:
@@ -89,26 +96,28 @@ async def measure(port: int, calls: int, rounds: int) -> None:
         await asyncio.gather(*(writer() for _ in range(IN_FLIGHT)))
 
     try:
-        await write_all()  # connections made, code warm: not counted
+        for items in kinds.values():
+            await write_all(items)  # connections made, code warm: not counted
         for round_ in range(1, rounds + 1):
-            started, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            await write_all()
-            done = resource.getrusage(resource.RUSAGE_SELF)
-            user, system = (
-                (after - before) / len(batches) * 1e6
-                for before, after in (
-                    (started.ru_utime, done.ru_utime),
-                    (started.ru_stime, done.ru_stime),
+            for kind, items in kinds.items():
+                started, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                await write_all(items)
+                done = resource.getrusage(resource.RUSAGE_SELF)
+                user, system = (
+                    (after - before) / calls * 1e6
+                    for before, after in (
+                        (started.ru_utime, done.ru_utime),
+                        (started.ru_stime, done.ru_stime),
+                    )
                 )
-            )
-            per_call = user + system
-            print(
-                f"round {round_}: {per_call:6.1f} µs of CPU a request "
-                f"(user {user:.1f}, system {system:.1f}), "
-                f"{per_call / ITEMS:5.2f} µs an item "
-                f"({len(batches):,} requests in {time.perf_counter() - wall:.2f} s)",
-                flush=True,
-            )
+                per_call = user + system
+                print(
+                    f"round {round_}, {kind:>10}: {per_call:6.1f} µs of CPU a request "
+                    f"(user {user:.1f}, system {system:.1f}), "
+                    f"{per_call / ITEMS:5.2f} µs an item "
+                    f"({calls:,} requests in {time.perf_counter() - wall:.2f} s)",
+                    flush=True,
+                )
     finally:
         api.close()
 
