@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
+from tests.bench import ceiling
 from tests.bench.ceiling import entries_of, items_of
 
 
@@ -14,3 +17,8 @@ def test_the_floors_entries_are_the_ceilings_items_as_the_encoder_writes_them() 
     assert [key for key, *_ in entries] == [
         (item["hardwareID"]["S"], item["Timestamp"]["S"]) for item in items
     ]
+
+
+def test_entries_made_a_chunk_at_a_time_are_the_readings_in_order(monkeypatch: Any) -> None:
+    monkeypatch.setattr(ceiling, "ENCODED_AT_ONCE", 7)
+    assert ceiling.entries_of(30) == entries_of(30)  # (made in one chunk of 30 above)
