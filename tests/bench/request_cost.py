@@ -7,15 +7,15 @@ this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX readings, 16 in f
 worker writes: CPU (user + system, ``getrusage``) per request and per item, each round, for
 the readings as the worker writes them (entries its encoder made: their JSON joined into the
 body) and as item dicts (orjson encodes each request's body, as for a handler without an
-encoder). The
-emulators' own work and their wake-ups stay out of the figure (the ``floor`` contender of
-``python -m tests.bench`` keeps them in): it is our signing, framing, parsing and event loop.
+encoder). The emulators' own work and their wake-ups stay out of the figure (the ``floor``
+contender of ``python -m tests.bench`` keeps them in): it is our signing, framing, parsing and
+event loop.
 
 ``--latency``: the same work with the worker mostly idle between answers, as beside a slow
 server (dynalite takes about 3 ms a request, so 16 in flight wait about 50 ms each): on this
 VM it costs about twice the CPU (2026-12-06, item dicts: 48-69 µs a request at once, 95-117
-at 20 ms),
-the same instructions run slower after the core has idled (``python -m tests.bench.machine``).
+at 20 ms), the same instructions run slower after the core has idled (``python -m
+tests.bench.machine``).
 """
 
 from __future__ import annotations
