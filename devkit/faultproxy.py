@@ -16,7 +16,10 @@ JSON APIs, the ``Action`` field of the query APIs such as SNS):
 - ``lose_answer``: forward, then close the connection instead of passing the answer on (the
   request was applied; the client sees a dropped connection and, botocore, sends it again);
 - ``blackhole``: never answer, never forward (a network partition: the request hangs until
-  the client gives up; install it for ``"*"`` and remove it to heal).
+  the client gives up; install it for ``"*"`` and remove it to heal);
+- ``absorb`` (BatchWriteItem only): answer at once that every item was written, without
+  forwarding — nothing is stored: a table that keeps up with any load, for benchmarks that
+  measure the writer's own cost (``make bench``'s ``busy``).
 
 A rule applies with probability ``rate``, optionally only inside a time window, at most
 ``limit`` times, and only to requests whose body ``body`` accepts. Rules can be changed while
@@ -49,7 +52,17 @@ from aiohttp import web
 
 from devkit.local import LOCALHOST, free_port
 
-KINDS = ("error", "unprocessed", "delay", "slow_answer", "reset", "lose_answer", "blackhole")
+KINDS = (
+    "error",
+    "unprocessed",
+    "delay",
+    "slow_answer",
+    "reset",
+    "lose_answer",
+    "blackhole",
+    "absorb",
+)
+NOTHING_UNPROCESSED = b'{"UnprocessedItems":{}}'  # BatchWriteItem's answer: every item written
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 PAGED_READS = frozenset({"Scan", "Query"})
@@ -147,6 +160,8 @@ class Rule:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {KINDS}")
+        if self.kind == "absorb" and self.operation != "BatchWriteItem":
+            raise ValueError("only a BatchWriteItem can be absorbed")
 
     def applies(self, operation: str, body: bytes, now: float, rng: random.Random) -> bool:
         if self.operation not in ("*", operation):
@@ -280,6 +295,8 @@ class FaultProxy:
             return answer
         if rule.kind == "unprocessed" and operation == "BatchWriteItem":
             return await self._unprocessed(request, body, rule)
+        if rule.kind == "absorb":
+            return web.Response(body=NOTHING_UNPROCESSED, content_type="application/x-amz-json-1.0")
         return error_response(request, rule.code, rule.status)
 
     async def _forward(self, request: web.Request, body: bytes, operation: str) -> web.Response:

@@ -1,11 +1,13 @@
 # make bench: the worker beside a Lambda-style baseline and the backend's ceiling, same run
 # (kinesalite + dynalite, 200,000 readings on 4 and on 64 shards, 3 repeats, medians; CPU per
 # record over the whole run and over the steady window; beside it the worker with the S3
-# archive on and with the insights on, their own columns; each run on a quiet machine, the
-# baseline last in each round), then ours once more with py-spy attached over its steady
-# window only (.bench/steady-ours-N-shards.folded, and its top functions printed). Bounded:
-# <= 45 min (measured 24 min on 2026-12-04, before archive60s and floor: about 30 now); with BEFORE=REV (`make bench BEFORE=main~3`) the
-# worker of that git revision runs too, in its own column: about 30 min.
+# archive on and with the insights on, their own columns, and "busy", the worker with its
+# writes answered at once by the fault proxy; each run on a quiet machine, the baseline last in
+# each round), then ours once more with py-spy attached over its steady window only
+# (.bench/steady-ours-N-shards.folded, and its top functions printed). Bounded: <= 45 min
+# (measured 24 min on 2026-12-04, before archive60s, floor and busy: about 32 now); with
+# BEFORE=REV (`make bench BEFORE=main~3`) the worker of that git revision runs too, in its own
+# column: about 35 min.
 # Then the latency scenario (tests/bench/latency.py, <= 3 min): put -> stored p50/p99 with a
 # Lambda-style polling reader on the same stream, telemax polling vs fan-out, on kinesis-local
 # in a private network namespace (root; skipped with a line where namespaces are not allowed).

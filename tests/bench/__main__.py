@@ -9,6 +9,11 @@ as many pre-built items) into a fresh table:
   uvloop): what writing alone costs the worker a record — its steady figure's floor;
 - baseline: Lambda-style, a thread per shard, GetRecords + boto3 ``batch_writer``;
 - ours: ``python -m consumer run``;
+- busy: the same worker with its ``BatchWriteItem`` calls answered at once, as written, by the
+  fault proxy (``absorb``; nothing is stored, every other call goes on to dynalite): what a
+  record costs the worker when the table keeps up, as DynamoDB does, rather than pacing it
+  to dynalite's few thousand items a second (the worker then idles less, and on this VM work
+  after idling costs more: "share of a core busy");
 - before (with ``--before REV``): the same worker as of git revision REV (exported beside, run
   with the same interpreter and settings), interleaved with ours so that drift of the machine
   weighs on both: a change's cost, measured in one run;
@@ -50,12 +55,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from devkit.faultproxy import FaultProxy, Rule
 from devkit.local import free_port, local_client, scrape_or_nothing
 from producer.readings import readings
 from tests.bench.machine import LIMIT_S, wait_quiet
@@ -88,6 +95,23 @@ from tests.bench.steady_profile import SteadyProfile, py_spy, report
 from tests.conftest import emulator
 
 ARCHIVE_ENV = {"TELEMAX_ARCHIVE_MAX_BYTES": str(1 << 20), "TELEMAX_ARCHIVE_MAX_AGE_S": "2"}
+
+
+def records_table(contender: str, repeat: int) -> str:
+    return f"bench-{contender}-{repeat}"
+
+
+@contextlib.contextmanager
+def answered_at_once(endpoint: str, contender: str, repeat: int) -> Iterator[str]:
+    """The DynamoDB endpoint ``contender`` talks to: for ``busy``, a fault proxy in front of
+    ``endpoint`` that answers the records table's writes itself (``absorb``)."""
+    if contender != "busy":
+        yield endpoint
+        return
+    name = b'"%s"' % records_table(contender, repeat).encode()
+    rule = Rule("BatchWriteItem", "absorb", body=lambda body: name in body)
+    with FaultProxy(endpoint, [rule]) as proxy:
+        yield proxy.endpoint
 
 
 class Bench:
@@ -186,10 +210,13 @@ class Bench:
         run pays for what an earlier one left in dynalite), once the machine is quiet."""
         logs = self.log_dir / f"dynalite-{self.shards}-{contender}-{repeat}"
         logs.mkdir(exist_ok=True)
-        with emulator("dynalite", logs) as dynamodb:
+        with (
+            emulator("dynalite", logs) as dynamodb,
+            answered_at_once(dynamodb.endpoint, contender, repeat) as endpoint,
+        ):
             if wait_quiet() is None:
                 print(f"bench: the machine is still busy after {LIMIT_S:.0f} s; running anyway")
-            here = {**env, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb.endpoint}
+            here = {**env, "AWS_ENDPOINT_URL_DYNAMODB": endpoint}
             return self._run(contender, here, repeat, steady_profile)
 
     def _run(
@@ -199,7 +226,7 @@ class Bench:
         repeat: int,
         steady_profile: SteadyProfile | None,
     ) -> Result:
-        tables = self.fresh_tables(env, f"bench-{contender}-{repeat}")
+        tables = self.fresh_tables(env, records_table(contender, repeat))
         _, dynamodb = self.clients(env)
         full_env = {**os.environ, **env, **tables}
         log = (self.log_dir / f"{contender}-{repeat}.log").open("wb")

@@ -13,13 +13,15 @@ CONTENDERS = (
     "baseline",
     "before",
     "ours",
+    "busy",
     "archive",
     "archive60s",
     "insights",
     "insights2s",
 )
-# ``python -m consumer run``: of REV, of this tree, of this tree with the archive or insights on
-WORKERS = ("before", "ours", "archive", "archive60s", "insights", "insights2s")
+# ``python -m consumer run``: of REV, of this tree (its writes stored, or answered at once by a
+# table that keeps up: busy), of this tree with the archive or insights on
+WORKERS = ("before", "ours", "busy", "archive", "archive60s", "insights", "insights2s")
 STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
 ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
 
@@ -96,7 +98,7 @@ def paired(results: dict[str, list[Result]]) -> str:
     round, so a slow phase of the machine weighs on both; the median of the rounds' ratios
     (and their range) says more than the ratio of the medians when rounds differ."""
     lines = []
-    for contender in [c for c in (*ADDED, "before") if results[c] and results["ours"]]:
+    for contender in [c for c in (*ADDED, "busy", "before") if results[c] and results["ours"]]:
         rounds = list(zip(results[contender], results["ours"], strict=False))
         if contender not in ADDED:  # read "ours / before"
             rounds = [(o, r) for r, o in rounds]
@@ -140,7 +142,9 @@ def table(results: dict[str, list[Result]]) -> str:
         ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
     ]
     shown = [c for c in CONTENDERS if results[c]]
-    against: list[str] = [c for c in ("baseline", "ceiling", "floor", "before") if c in shown]
+    against: list[str] = [
+        c for c in ("baseline", "ceiling", "floor", "busy", "before") if c in shown
+    ]
     against += [c for c in ADDED if c in shown]
     out = [
         "| | "

@@ -67,6 +67,14 @@ def test_a_revision_before_is_read_as_ours_over_it() -> None:
     assert "ours / before, CPU µs per record, paired by round: whole 0.90x" in paired(results)
 
 
+def test_ours_is_read_over_the_worker_whose_writes_are_answered_at_once() -> None:
+    results = empty_results()
+    results["ours"] = [run("ours", 10, 9, 11)]
+    results["busy"] = [run("busy", 8, 6, 9)]
+    assert "ours / busy, CPU µs per record, paired by round: whole 1.25x" in paired(results)
+    assert table(results).splitlines()[0] == "| | ours | busy | ours / busy |"
+
+
 def test_the_table_shows_medians_and_each_ratio_the_way_round_it_is_read() -> None:
     results = empty_results()
     results["ours"] = [run("ours", 10, 8, 11), run("ours", 12, 9, 12), run("ours", 11, 7, 13)]
