@@ -312,6 +312,7 @@ class Bench:
         cpu_samples: list[tuple[int, float]] = []  # (records done, process CPU-seconds)
         sampled = worker_pid(proc.pid) if self.profile and contender in WORKERS else proc.pid
         first: float | None = None
+        stored_in = tables["TELEMAX_TABLE"]
         startup_cpu_s: float | None = None
         while True:
             time.sleep(0.02 if first is None else 0.2)
@@ -319,13 +320,16 @@ class Bench:
             if contender in WORKERS and startup_cpu_s is None and ready(port):
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                     startup_cpu_s = proc_cpu(sampled)
-            if first is None and dynamodb.scan(TableName=tables["TELEMAX_TABLE"], Limit=1)["Count"]:
+            stores = contender != "busy"  # (busy's writes are answered, never stored)
+            if first is None and stores and dynamodb.scan(TableName=stored_in, Limit=1)["Count"]:
                 first = now - launched
             if contender in WORKERS:
                 # the one counter (name[]): the whole exposition five times a second was
                 # ~7 % of the worker's steady CPU; Prometheus scrapes every 15-60 s
                 written = scrape_or_nothing(port, names=(WRITTEN,))
                 count = int(written.get(WRITTEN, 0))
+                if first is None and not stores and count:
+                    first = now - launched  # its first write answered
             else:
                 count = state["count"]
             samples.append((now, count))
