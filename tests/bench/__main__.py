@@ -313,6 +313,7 @@ class Bench:
         sampled = worker_pid(proc.pid) if self.profile and contender in WORKERS else proc.pid
         first: float | None = None
         stored_in = tables["TELEMAX_TABLE"]
+        stores = contender != "busy"  # (busy's writes are answered, never stored)
         startup_cpu_s: float | None = None
         while True:
             time.sleep(0.02 if first is None else 0.2)
@@ -320,7 +321,6 @@ class Bench:
             if contender in WORKERS and startup_cpu_s is None and ready(port):
                 with contextlib.suppress(FileNotFoundError, ProcessLookupError):
                     startup_cpu_s = proc_cpu(sampled)
-            stores = contender != "busy"  # (busy's writes are answered, never stored)
             if first is None and stores and dynamodb.scan(TableName=stored_in, Limit=1)["Count"]:
                 first = now - launched
             if contender in WORKERS:
