@@ -14,7 +14,8 @@
 # make bench-idle: what a quiet shard costs one worker (4 and 128 idle shards; the slope) and
 # how soon a record after a quiet spell is stored. Bounded: <= 7 min.
 # make bench-request: what one BatchWriteItem costs our client against a null server (the
-# server's own work left out). Bounded: <= 2 min.
+# server's own work left out). Bounded: <= 2 min. (`python -m tests.bench.request_cost --reads
+# 10000 --tls`: a GetRecords answer's too, and each over TLS as well: about 1.5 min.)
 # make bench-batch: what a 10,000-reading GetRecords answer costs our own stages in process
 # (read, convert, write; no I/O, no signing), with BEFORE=REV beside that revision's, rounds
 # interleaved. Stable to a few per cent. Bounded: <= 2 min.

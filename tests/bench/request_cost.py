@@ -1,8 +1,8 @@
-"""What one ``BatchWriteItem`` costs our client, with the server's cost taken away.
+"""What one request costs our client, with the server's cost taken away.
 
-``python -m tests.bench.request_cost [--calls N] [--rounds R] [--latency MS]``: a null HTTP
-server in another process (uvloop; it answers every request with ``{"UnprocessedItems":{}}``,
-at once or ``--latency`` milliseconds after it came) and, in
+``python -m tests.bench.request_cost [--calls N] [--rounds R] [--latency MS] [--reads N]
+[--tls]``: a null HTTP server in another process (uvloop; it answers every ``BatchWriteItem``
+with ``{"UnprocessedItems":{}}``, at once or ``--latency`` milliseconds after it came) and, in
 this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX readings, 16 in flight as the
 worker writes: CPU (user + system, ``getrusage``) per request and per item, each round, for
 the readings as the worker writes them (entries its encoder made: their JSON joined into the
@@ -16,35 +16,60 @@ server (dynalite takes about 3 ms a request, so 16 in flight wait about 50 ms ea
 VM it costs about twice the CPU (2026-12-06, item dicts: 48-69 µs a request at once, 95-117
 at 20 ms), the same instructions run slower after the core has idled (``python -m
 tests.bench.machine``).
+
+``--reads N``: ``FastKinesis.get_records`` too, 4 in flight, each answered with the same
+GetRecords answer of N producer readings as kinesalite writes it (``batch_cost``'s): a
+request's and a record's CPU, the answer's parse and base64 decode included.
+
+``--tls``: each kind also over TLS, interleaved with plain HTTP in every round — the null
+server serves a throw-away CA's certificate (``devkit.certs``) on a second port, which the
+client trusts as it would ``AWS_CA_BUNDLE`` —: what TLS adds, as a worker pays it against AWS's
+endpoints (the emulators, and so the whole-worker bench, speak plain HTTP).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
+from consumer.adapters.fastpath import DYNAMODB, KINESIS, FastDynamoDB, FastKinesis, JsonApi
+from consumer.adapters.tls import client_context
+from consumer.allocator import keep_freed_memory
+from consumer.cli import GC_THRESHOLDS
+from devkit.certs import make_certificates
 from devkit.local import free_port
+from tests.bench.batch_cost import answer_body
 from tests.bench.ceiling import entries_of, items_of
 
 IN_FLIGHT = 16  # the worker's default TELEMAX_WRITE_CONCURRENCY
 ITEMS = 25  # a BatchWriteItem's most
+READERS = 4  # GetRecords in flight (the bench's 4 shards)
+READ_RECORDS = 200_000  # readings read a round, whatever an answer holds
 
 NULL_SERVER = r"""
-import asyncio, sys, uvloop
+import asyncio, ssl, sys, uvloop
 
-REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
-         b"Content-Length: 23\r\n\r\n" + b'{"UnprocessedItems":{}}')
+def reply(body):
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
-DELAY_S = float(sys.argv[2])
+WRITTEN = reply(b'{"UnprocessedItems":{}}')
+port, tls_port, delay_s, records, cert, key = sys.argv[1:7]
+RECORDS = reply(open(records, "rb").read()) if records else b""
+DELAY_S = float(delay_s)
 
 class Null(asyncio.Protocol):
     def connection_made(self, transport):
@@ -58,35 +83,119 @@ class Null(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             del self.buffer[: end + 4 + length]
+            answer = RECORDS if b".getrecords" in head else WRITTEN
             if DELAY_S:
-                asyncio.get_running_loop().call_later(DELAY_S, self.transport.write, REPLY)
+                asyncio.get_running_loop().call_later(DELAY_S, self.transport.write, answer)
             else:
-                self.transport.write(REPLY)
+                self.transport.write(answer)
 
 async def main():
-    server = await asyncio.get_running_loop().create_server(Null, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(Null, "127.0.0.1", int(port))]
+    if cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        servers.append(await loop.create_server(Null, "127.0.0.1", int(tls_port), ssl=context))
+    await asyncio.Event().wait()
 
 uvloop.run(main())
 """
 
+Figures = dict[str, list[float]]  # "kind, transport" -> µs a unit (an item, a record), a round
 
-async def measure(port: int, calls: int, rounds: int) -> None:
-    api = JsonApi(
-        StaticCredentials(Frozen("AKIDEXAMPLE", "secret", None)),
-        endpoint=f"http://127.0.0.1:{port}",
-        region="us-east-1",
-        service=DYNAMODB,
-        pool=2 * IN_FLIGHT,
-        read_timeout=30.0,
-    )
-    client = FastDynamoDB(api)
-    kinds: dict[str, list[Any]] = {
+
+def summary(figures: Figures) -> list[str]:
+    """A line a kind and transport: the median of its rounds (and their range); with TLS,
+    what it adds to the same kind over plain HTTP (the medians' difference and ratio)."""
+    lines = []
+    for label, values in figures.items():
+        line = (
+            f"{label:>22}: {statistics.median(values):5.2f} µs a unit "
+            f"({min(values):.2f}-{max(values):.2f}, {len(values)} rounds)"
+        )
+        kind, _, transport = label.rpartition(", ")
+        plain = figures.get(f"{kind}, plain")
+        if transport == "tls" and plain:
+            added = statistics.median(values) - statistics.median(plain)
+            ratio = statistics.median(values) / statistics.median(plain)
+            line += f"; TLS adds {added:+.2f} ({ratio:.2f}x)"
+        lines.append(line)
+    return lines
+
+
+async def measure(
+    ports: dict[str, int], ca: str | None, calls: int, rounds: int, reads: int
+) -> Figures:
+    transports = {"plain": f"http://127.0.0.1:{ports['plain']}"}
+    if ca is not None:
+        transports["tls"] = f"https://127.0.0.1:{ports['tls']}"
+    apis: list[JsonApi] = []
+
+    def api(url: str, service: tuple[str, str, str]) -> JsonApi:
+        made = JsonApi(
+            StaticCredentials(Frozen("AKIDEXAMPLE", "secret", None)),
+            endpoint=url,
+            region="us-east-1",
+            service=service,
+            pool=2 * IN_FLIGHT,
+            read_timeout=30.0,
+            ssl_context=client_context(ca) if url.startswith("https") else None,
+        )
+        apis.append(made)
+        return made
+
+    writes: dict[str, list[Any]] = {
         "entries": entries_of(calls * ITEMS),  # as the worker writes TELEMAX readings
         "item dicts": items_of(calls * ITEMS),  # encoded by orjson a request at a time
     }
+    # (label, the round's work, requests, units a request)
+    jobs: list[tuple[str, Callable[[], Awaitable[None]], int, int]] = []
+    for transport, url in transports.items():
+        dynamodb = FastDynamoDB(api(url, DYNAMODB))
+        for kind, items in writes.items():
+            jobs.append((f"{kind}, {transport}", _writer(dynamodb, items), calls, ITEMS))
+        if reads:
+            answers = max(READERS, READ_RECORDS // reads)
+            kinesis = FastKinesis(api(url, KINESIS))
+            jobs.append((f"GetRecords, {transport}", _reader(kinesis, answers), answers, reads))
+    figures: Figures = {label: [] for label, *_ in jobs}
+    try:
+        for _, work, _, _ in jobs:
+            await work()  # connections made, code warm: not counted
+        # as the worker runs (consumer.cli.run_command): without the allocator's setting a
+        # GetRecords answer's large blocks are mapped and faulted in afresh each time
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
+        keep_freed_memory()
+        for round_ in range(1, rounds + 1):
+            for label, work, requests, units in jobs:
+                started, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+                await work()
+                done = resource.getrusage(resource.RUSAGE_SELF)
+                user, system = (
+                    (after - before) / requests * 1e6
+                    for before, after in (
+                        (started.ru_utime, done.ru_utime),
+                        (started.ru_stime, done.ru_stime),
+                    )
+                )
+                per_call = user + system
+                figures[label].append(per_call / units)
+                print(
+                    f"round {round_}, {label:>22}: {per_call:8.1f} µs of CPU a request "
+                    f"(user {user:.1f}, system {system:.1f}), "
+                    f"{per_call / units:5.2f} µs {'a record' if units == reads else 'an item'} "
+                    f"({requests:,} requests in {time.perf_counter() - wall:.2f} s)",
+                    flush=True,
+                )
+    finally:
+        for made in apis:
+            made.close()
+    return figures
 
-    async def write_all(items: list[Any]) -> None:
+
+def _writer(client: FastDynamoDB, items: list[Any]) -> Callable[[], Awaitable[None]]:
+    async def write_all() -> None:
         todo = (items[i : i + ITEMS] for i in range(0, len(items), ITEMS))
 
         async def writer() -> None:
@@ -95,31 +204,20 @@ async def measure(port: int, calls: int, rounds: int) -> None:
 
         await asyncio.gather(*(writer() for _ in range(IN_FLIGHT)))
 
-    try:
-        for items in kinds.values():
-            await write_all(items)  # connections made, code warm: not counted
-        for round_ in range(1, rounds + 1):
-            for kind, items in kinds.items():
-                started, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-                await write_all(items)
-                done = resource.getrusage(resource.RUSAGE_SELF)
-                user, system = (
-                    (after - before) / calls * 1e6
-                    for before, after in (
-                        (started.ru_utime, done.ru_utime),
-                        (started.ru_stime, done.ru_stime),
-                    )
-                )
-                per_call = user + system
-                print(
-                    f"round {round_}, {kind:>10}: {per_call:6.1f} µs of CPU a request "
-                    f"(user {user:.1f}, system {system:.1f}), "
-                    f"{per_call / ITEMS:5.2f} µs an item "
-                    f"({calls:,} requests in {time.perf_counter() - wall:.2f} s)",
-                    flush=True,
-                )
-    finally:
-        api.close()
+    return write_all
+
+
+def _reader(client: FastKinesis, answers: int) -> Callable[[], Awaitable[None]]:
+    async def read_all() -> None:
+        todo = iter(range(answers))
+
+        async def reader() -> None:
+            for _ in todo:
+                await client.get_records("AAAA", 10_000)
+
+        await asyncio.gather(*(reader() for _ in range(READERS)))
+
+    return read_all
 
 
 def main() -> int:
@@ -129,16 +227,29 @@ def main() -> int:
     parser.add_argument(
         "--latency", type=float, default=0.0, help="ms the null server waits before answering"
     )
+    parser.add_argument("--reads", type=int, default=0, help="readings a GetRecords answer")
+    parser.add_argument("--tls", action="store_true", help="each kind over TLS as well")
     args = parser.parse_args()
-    port = free_port()
-    delay = str(args.latency / 1000)
-    server = subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port), delay])
-    try:
-        time.sleep(1.0)  # (it listens well within this)
-        uvloop.run(measure(port, args.calls, args.rounds))
-    finally:
-        server.kill()
-        server.wait()
+    ports = {"plain": free_port(), "tls": free_port()}
+    with tempfile.TemporaryDirectory() as folder:
+        cert = key = ca = records = ""
+        if args.tls:
+            made = make_certificates(Path(folder))
+            cert, key, ca = str(made.cert), str(made.key), str(made.ca)
+        if args.reads:
+            records = str(Path(folder) / "records.json")
+            Path(records).write_bytes(answer_body(args.reads))
+        server = subprocess.Popen(
+            [sys.executable, "-c", NULL_SERVER, str(ports["plain"]), str(ports["tls"]),
+             str(args.latency / 1000), records, cert, key]
+        )  # fmt: skip
+        try:
+            time.sleep(1.0)  # (it listens well within this)
+            figures = uvloop.run(measure(ports, ca or None, args.calls, args.rounds, args.reads))
+        finally:
+            server.kill()
+            server.wait()
+    print("\nmedians:", *summary(figures), sep="\n")
     return 0
 
 
