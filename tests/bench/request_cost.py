@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import gc
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -226,6 +227,21 @@ def _reader(client: FastKinesis, answers: int) -> Callable[[], Awaitable[None]]:
     return read_all
 
 
+def listening(ports: list[int], server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once the null server accepts on every port (it may start slowly on a busy
+    machine); raise if it exits or does not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the null server is not listening on {port}") from None
+                time.sleep(0.05)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2400)
@@ -237,6 +253,8 @@ def main() -> int:
     parser.add_argument("--tls", action="store_true", help="each kind over TLS as well")
     args = parser.parse_args()
     ports = {"plain": free_port(), "tls": free_port()}
+    while ports["tls"] == ports["plain"]:  # (two free ports, one a server)
+        ports["tls"] = free_port()
     with tempfile.TemporaryDirectory() as folder:
         cert = key = ca = records = ""
         if args.tls:
@@ -250,7 +268,7 @@ def main() -> int:
              str(args.latency / 1000), records, cert, key]
         )  # fmt: skip
         try:
-            time.sleep(1.0)  # (it listens well within this)
+            listening(list(ports.values()) if args.tls else [ports["plain"]], server)
             figures = uvloop.run(measure(ports, ca or None, args.calls, args.rounds, args.reads))
         finally:
             server.kill()
