@@ -54,6 +54,21 @@ def plain_time(text: str) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
+def arrival_span(stack: Stack, arrived: float) -> str:
+    """When the stream's records arrived, against the time the test took for all of them: a
+    late count the recomputation did not expect with records stamped minutes after that time
+    is the machine's clock, not the insights (seen once on a VM whose clock ran unevenly)."""
+    stamps = [
+        record["ApproximateArrivalTimestamp"].timestamp() for record in stack.stream_records()
+    ]
+    if not stamps:
+        return "the stream holds no record"
+    return (
+        f"the stream's records arrived {min(stamps) - arrived:+.1f} to "
+        f"{max(stamps) - arrived:+.1f} s from the test's arrival time"
+    )
+
+
 def read_insights(
     stack: Stack, feed: str, since: datetime, until: datetime
 ) -> dict[tuple[str, str], dict[str, Any]]:
@@ -87,7 +102,10 @@ def check_insights_exact(
     for (start, group), cell in expected.cells.items():
         row = found[(iso(start), json.dumps(dict(group), sort_keys=True))]
         due = (cell.count, cell.late)
-        assert (row["count"], row["late"]) == due, ("(count, late) due", due, "found", row)
+        assert (row["count"], row["late"]) == due, (
+            *("(count, late) due", due, "found", row),
+            arrival_span(stack, arrived),  # (read only on a failure)
+        )
         assert row["window_s"] == expected.spec.window_s
         for name, stat in cell.stats.items():
             assert row[f"{name}_count"] == stat.count, (name, row)
