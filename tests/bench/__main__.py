@@ -30,7 +30,9 @@ as many pre-built items) into a fresh table:
   commits run all through the steady window: the cost per commit, at its worst.
 
 Each run has a dynalite of its own, started for it, and starts once the machine is quiet
-(tests/bench/machine.py); the baseline runs last in each round, the others in a turned order.
+(tests/bench/machine.py); the baseline runs last in each round, and ours in the middle of the
+contenders read against it (busy, before, the destinations), so that a pair's runs are close
+in time (``results.round_order``); the order turns round by round.
 
 A worker's CPU is read when its last record is stored (start-up included), over the steady
 window, and "through the drain": when it has exited after SIGTERM, its last segments and
@@ -86,6 +88,7 @@ from tests.bench.results import (
     Result,
     empty_results,
     paired,
+    round_order,
     shard_scaling,
     steady,
     steady_cpu_us,
@@ -496,12 +499,7 @@ def run_round(
     contenders: list[str],
     by_shards: dict[int, dict[str, list[Result]]],
 ) -> None:
-    # The baseline last (suspected, not confirmed, to burden the run after it:
-    # tests/bench/machine.py), the others turned each round
-    others = [c for c in contenders if c != "baseline"]
-    turn = (repeat - 1) % max(len(others), 1)
-    order = others[turn:] + others[:turn] + (["baseline"] if "baseline" in contenders else [])
-    for contender in order:
+    for contender in round_order(contenders, repeat):
         result = bench.run(contender, env, repeat)
         by_shards[bench.shards][contender].append(result)
         first = "—" if result.first_s is None else f"{result.first_s:.2f} s"

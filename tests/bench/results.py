@@ -24,6 +24,28 @@ CONTENDERS = (
 WORKERS = ("before", "ours", "busy", "archive", "archive60s", "insights", "insights2s")
 STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
 ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
+# read against ours round by round ("ours / X" for these two, "X / ours" for the added)
+PAIRED_WITH_OURS = ("before", "busy", *ADDED)
+
+
+def round_order(contenders: list[str], repeat: int) -> list[str]:
+    """The order of a round's runs: the contenders read against ours run around it, ours in
+    their middle — each pair of runs a minute or so apart at most, not the several minutes a
+    round takes, over which this machine's speed drifts (one pair's rounds read 0.88-1.68x,
+    2026-12-06) —, the others before them, the baseline last (suspected, not confirmed, to
+    burden the run after it: tests/bench/machine.py). Both groups turn round by round, so
+    each contender in turn runs beside ours, and first."""
+
+    def turned(names: list[str]) -> list[str]:
+        turn = (repeat - 1) % max(len(names), 1)
+        return names[turn:] + names[:turn]
+
+    paired = [c for c in contenders if c in PAIRED_WITH_OURS] if "ours" in contenders else []
+    around = ["ours"] if paired else []
+    rest = [c for c in contenders if c != "baseline" and c not in paired + around]
+    block = turned(paired)
+    block[len(block) // 2 : len(block) // 2] = around
+    return turned(rest) + block + (["baseline"] if "baseline" in contenders else [])
 
 
 @dataclasses.dataclass

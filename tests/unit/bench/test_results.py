@@ -7,9 +7,11 @@ import math
 import pytest
 
 from tests.bench.results import (
+    PAIRED_WITH_OURS,
     Result,
     empty_results,
     paired,
+    round_order,
     shard_scaling,
     steady,
     steady_cpu_us,
@@ -100,3 +102,36 @@ def test_shard_scaling_compares_each_count_with_the_fewest_shards() -> None:
     assert "| ours, whole run | 10.0 | 11.0 (+10%) |" in lines
     assert "| ours, steady | 8.0 | 10.0 (+25%) |" in lines
     assert not any("through the drain" in line for line in lines)  # none measured
+
+
+ALL = [
+    *("ceiling", "floor", "baseline", "ours", "busy"),
+    *("archive", "archive60s", "insights", "insights2s"),
+]
+
+
+@pytest.mark.parametrize("repeat", [1, 2, 3, 4, 5, 6, 7])
+def test_a_round_runs_each_paired_contender_within_three_runs_of_ours_the_baseline_last(
+    repeat: int,
+) -> None:
+    order = round_order(ALL, repeat)
+    assert sorted(order) == sorted(ALL) and order[-1] == "baseline"
+    ours = order.index("ours")
+    # five contenders read against ours (busy and the four destinations): ours amid them
+    distances = sorted(abs(order.index(c) - ours) for c in PAIRED_WITH_OURS if c in ALL)
+    assert distances == [1, 1, 2, 2, 3]
+
+
+def test_the_rounds_turn_which_contender_runs_beside_ours_and_which_runs_first() -> None:
+    beside = {
+        tuple(sorted(c for c in ALL if abs(o.index(c) - o.index("ours")) == 1))
+        for o in (round_order(ALL, repeat) for repeat in range(1, 6))
+    }
+    firsts = {round_order(ALL, repeat)[0] for repeat in range(1, 3)}
+    assert len(beside) == 5 and len(firsts) == 2
+
+
+def test_without_ours_or_without_paired_contenders_the_order_only_turns() -> None:
+    assert round_order(["ceiling", "floor", "baseline"], 2) == ["floor", "ceiling", "baseline"]
+    assert round_order(["floor", "ours"], 1) == ["floor", "ours"]
+    assert round_order(["ours", "archive"], 1) == ["ours", "archive"]
