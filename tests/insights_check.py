@@ -56,8 +56,9 @@ def plain_time(text: str) -> float | None:
 
 def arrival_span(stack: Stack, arrived: float) -> str:
     """When the stream's records arrived, against the time the test took for all of them: a
-    late count the recomputation did not expect with records stamped minutes after that time
-    is the machine's clock, not the insights (seen once on a VM whose clock ran unevenly)."""
+    late count the recomputation did not expect, with records stamped minutes after that time,
+    points at the machine's clock rather than the insights (suspected once, 2026-12-06, on a
+    VM whose clock ran unevenly; the same test passed on every rerun)."""
     stamps = [
         record["ApproximateArrivalTimestamp"].timestamp() for record in stack.stream_records()
     ]
