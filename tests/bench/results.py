@@ -24,8 +24,8 @@ CONTENDERS = (
 WORKERS = ("before", "ours", "busy", "archive", "archive60s", "insights", "insights2s")
 STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
 ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
-# read against ours round by round ("ours / X" for these two, "X / ours" for the added)
-PAIRED_WITH_OURS = ("before", "busy", *ADDED)
+# read against ours round by round ("X / ours" for the added, "ours / X" for the other two)
+PAIRED_WITH_OURS = (*ADDED, "busy", "before")
 
 
 def round_order(contenders: list[str], repeat: int) -> list[str]:
@@ -120,7 +120,7 @@ def paired(results: dict[str, list[Result]]) -> str:
     round, so a slow phase of the machine weighs on both; the median of the rounds' ratios
     (and their range) says more than the ratio of the medians when rounds differ."""
     lines = []
-    for contender in [c for c in (*ADDED, "busy", "before") if results[c] and results["ours"]]:
+    for contender in [c for c in PAIRED_WITH_OURS if results[c] and results["ours"]]:
         rounds = list(zip(results[contender], results["ours"], strict=False))
         if contender not in ADDED:  # read "ours / before"
             rounds = [(o, r) for r, o in rounds]
