@@ -42,7 +42,7 @@ SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attri
 class BatchFacts:
     """One batch's stored items' facts, in the batch's order (row ``i``: ``positions[i]``)."""
 
-    positions: list[Position]  # the entries' own position tuples, in stream order
+    positions: Sequence[Position]  # the stored items' positions, in stream order (packed)
     seconds: list[int | None]
     groups: list[Group]
     # each measure's values joined by SEPARATOR ("" for a missing one); a list where a value
@@ -96,7 +96,7 @@ def _rows(column: str | list[Decimal | str | None], start: int, stop: int) -> li
 def batch_facts(
     spec: InsightSpec,
     items: Sequence[Attributes | Encoded],
-    positions: list[Position],
+    positions: Sequence[Position],
     arrivals: Sequence[float | None],
 ) -> BatchFacts:
     joined = spec.encoded_columns_joined(items, SEPARATOR)

@@ -17,7 +17,7 @@ import orjson
 from consumer.pipeline.alerts import json_number, record_of
 from consumer.pipeline.archive import hour_of
 from consumer.pipeline.convert import Record
-from consumer.pipeline.pieces import Entry, Piece, Position, Run, line_ends
+from consumer.pipeline.pieces import Entry, Piece, Position, Run, line_ends, positions_of
 from consumer.pipeline.stage import Progress
 
 ARRIVAL = "ApproximateArrivalTimestamp"
@@ -37,7 +37,7 @@ def entries_of(
     raw_json: bool = False,
     *,
     lines: bool = True,
-    facts: Callable[[list[Any], list[Position], Sequence[float | None]], Any] | None = None,
+    facts: Callable[[list[Any], Sequence[Position], Sequence[float | None]], Any] | None = None,
 ) -> list[Piece]:
     """The archive's entries of a batch the write stage finished: a line per stored item and
     per stored dead letter, in the batch's order (every position is a record of ``records``).
@@ -102,7 +102,7 @@ def _lined_entries(
     stream: str,
     shard_id: str,
     raw_json: bool,
-    facts: Callable[[list[Any], list[Position], Sequence[float | None]], Any] | None,
+    facts: Callable[[list[Any], Sequence[Position], Sequence[float | None]], Any] | None,
     as_runs: bool,
 ) -> list[Piece]:
     """The stored items' entries with their archive lines: with ``as_runs``, a Run for each
@@ -182,13 +182,16 @@ def _lined_entries(
         if facts is not None:
             kept.append(item)
             kept_arrivals.append(arrived)
-    batch = facts(kept, at, kept_arrivals) if facts is not None and kept else None
+    held: Sequence[Position] = at
+    if as_runs:  # (an Entry holds its own position)
+        held = positions_of([sequence for sequence, _ in at], [sub for _, sub in at])
+    batch = facts(kept, held, kept_arrivals) if facts is not None and kept else None
     text = b"".join(lines) if as_runs else b""  # (an Entry a line: its own)
-    return _pieces(at, text, wheres, changes, batch, as_runs, lines)
+    return _pieces(held, text, wheres, changes, batch, as_runs, lines)
 
 
 def _pieces(
-    at: list[Position],
+    at: Sequence[Position],
     text: bytes,
     hours: list[str],
     changes: list[int],
@@ -220,7 +223,7 @@ def _pieces(
 
 def _usual_lines(
     progress: Progress, head: bytes
-) -> tuple[list[Position], bytes, str, list[float | None]] | None:
+) -> tuple[Sequence[Position], bytes, str, list[float | None]] | None:
     """The usual batch's lines a column at a time — every item stored, each made of its own
     JSON without a line break, sequence numbers of digits, arrival times as epoch floats all
     in one hour —: (positions, the lines joined, the hour, arrival times); None for any other
@@ -264,8 +267,7 @@ def _usual_lines(
             )
         )
     text = b"".join(texts)  # (of one: that one)
-    at: list[Position] = list(zip(sequences, subs, strict=True))
-    return at, text, hour_of(first), found
+    return positions_of(sequences, subs), text, hour_of(first), found
 
 
 def _joined_lines(
@@ -306,7 +308,7 @@ def _joined_lines(
 
 def _bare_entries(
     progress: Progress,
-    facts: Callable[[list[Any], list[Position], Sequence[float | None]], Any] | None,
+    facts: Callable[[list[Any], Sequence[Position], Sequence[float | None]], Any] | None,
     as_run: bool,
 ) -> list[Piece]:
     """The stored items' entries without lines (the insights alone: no object, no hour to
@@ -323,7 +325,7 @@ def _bare_entries(
         origins = [converted.origins[p] for p in picked]
     if not kept:
         return []
-    at: list[Position] = [(record["SequenceNumber"], sub) for record, sub in origins]
+    at = positions_of([record["SequenceNumber"] for record, _ in origins], [s for _, s in origins])
     batch = None
     if facts is not None:
         batch = facts(kept, at, _arrivals(origins))

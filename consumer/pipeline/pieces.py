@@ -8,8 +8,9 @@ import bisect
 import dataclasses
 import itertools
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, overload
 
 Position = tuple[str, int]  # (sequence number, sub-sequence number)
 NO_LINE_BYTES = 64  # an entry's weight without a line (insights only): segments stay bounded
@@ -37,6 +38,56 @@ Pack = Callable[[bytes], Packed]
 def order(position: Position) -> tuple[int, int]:
     """Positions compare numerically (sequence numbers are decimal strings of any length)."""
     return int(position[0]), position[1]
+
+
+class PackedPositions(Sequence[Position]):
+    """A batch's positions held as one string of its sequence numbers, all of one width, and
+    its sub-sequence numbers in an array (none when all are 0), instead of a tuple and a
+    string a record. Why: a segment holds its batches' positions until it commits (up to
+    131,072 records a shard), and two objects a record kept that long, scattered among the
+    worker's short-lived objects, cost the whole worker, as the insights' facts a record did
+    (``consumer.insights.kept``). A position is made when it is asked for — a run's first and
+    last, a bisection's few — which is rare."""
+
+    __slots__ = ("_count", "_sequences", "_subs", "_width")
+
+    def __init__(self, sequences: str, width: int, subs: array[int] | None) -> None:
+        self._sequences = sequences
+        self._width = width
+        self._subs = subs
+        self._count = len(sequences) // width
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Position: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Position]: ...
+
+    def __getitem__(self, index: int | slice) -> Position | list[Position]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("position index out of range")
+        at = index * self._width
+        sub = 0 if self._subs is None else self._subs[index]
+        return self._sequences[at : at + self._width], sub
+
+
+def positions_of(sequences: Sequence[str], subs: Sequence[int]) -> Sequence[Position]:
+    """The positions (``sequences[i]``, ``subs[i]``), packed when every sequence number has
+    the same length (Kinesis' do, within a shard), else as a list of tuples."""
+    count = len(sequences)
+    width = len(sequences[0]) if count else 0
+    joined = "".join(sequences) if width else ""
+    # (one length, the least, and the total they make: every one that length)
+    if not width or len(joined) != width * count or min(map(len, sequences)) != width:
+        return list(zip(sequences, subs, strict=True))
+    return PackedPositions(joined, width, array("q", subs) if any(subs) else None)
 
 
 @dataclasses.dataclass(slots=True)  # not frozen: 1.4 µs a record to make against 0.25
@@ -94,7 +145,7 @@ class Run:
     its segment is written, and the compression its object needs done. What needs the lines
     themselves (a cut inside it, ``line``) has them decompressed."""
 
-    positions: list[Position]  # the batch's stored items' positions, in stream order
+    positions: Sequence[Position]  # the batch's stored items' positions, in stream order
     start: int
     stop: int
     fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]

@@ -19,7 +19,7 @@ from consumer.pipeline import entries
 from consumer.pipeline.archive import hour_of
 from consumer.pipeline.convert import convert
 from consumer.pipeline.entries import entries_of
-from consumer.pipeline.pieces import Entry, Run, one_each
+from consumer.pipeline.pieces import Entry, PackedPositions, Run, one_each
 from consumer.pipeline.stage import Progress
 from consumer.testing import reading
 
@@ -53,6 +53,22 @@ def finished(batch: list[dict[str, Any]], durable: set[int] | None, refused: lis
     return progress
 
 
+@pytest.mark.parametrize("lines", [True, False])
+def test_a_usual_batch_keeps_no_object_a_record(lines: bool) -> None:
+    """What a segment holds of a usual batch until it commits — the run's positions, the
+    insights' facts — is a few objects a batch: the positions packed, not a tuple and a
+    string a record."""
+    batch = records(50, set())
+    pieces = entries_of(
+        finished(batch, None, []), batch, "telemax", "s", "shardId-0", lines=lines, facts=FACTS
+    )
+    (run,) = pieces
+    assert isinstance(run, Run)
+    assert isinstance(run.positions, PackedPositions)
+    assert run.fact.positions is run.positions
+    assert list(run.positions) == [(r["SequenceNumber"], 0) for r in batch]
+
+
 @pytest.mark.parametrize(
     ("bad", "durable", "refused"),
     [
@@ -83,7 +99,7 @@ def test_bare_entries_are_the_lined_entries_without_lines(
         facts = stored[0].fact
         assert isinstance(facts, BatchFacts)
         assert all(e.fact is facts for e in stored)
-        assert facts.positions == [e.position for e in stored]
+        assert list(facts.positions) == [e.position for e in stored]
         theirs = next(e.fact for e in lined if not e.letter)
         assert (facts.seconds, facts.groups, facts.columns) == (
             theirs.seconds,
@@ -242,8 +258,8 @@ def test_the_usual_batch_lines_a_column_at_a_time_as_one_by_one(
     theirs = [e for e in each if not e.letter]
     if stored:
         ours_facts, their_facts = stored[0].fact, theirs[0].fact
-        assert (ours_facts.positions, ours_facts.seconds, ours_facts.columns) == (
-            their_facts.positions,
+        assert (list(ours_facts.positions), ours_facts.seconds, ours_facts.columns) == (
+            list(their_facts.positions),
             their_facts.seconds,
             their_facts.columns,
         )
