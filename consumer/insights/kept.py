@@ -42,7 +42,7 @@ SEPARATOR = "\x1f"  # never in a number's text: DynamoDB refuses such an N attri
 class BatchFacts:
     """One batch's stored items' facts, in the batch's order (row ``i``: ``positions[i]``)."""
 
-    positions: Sequence[Position]  # the stored items' positions, in stream order (packed)
+    positions: Sequence[Position]  # the stored items' positions, in stream order (positions_of)
     seconds: list[int | None]
     groups: list[Group]
     # each measure's values joined by SEPARATOR ("" for a missing one); a list where a value
