@@ -44,9 +44,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvloop
 
@@ -64,6 +64,7 @@ IN_FLIGHT = 16  # the worker's default TELEMAX_WRITE_CONCURRENCY
 ITEMS = 25  # a BatchWriteItem's most
 READERS = 4  # GetRecords in flight (the bench's 4 shards)
 READ_RECORDS = 200_000  # readings read a round, whatever an answer holds
+T = TypeVar("T")
 
 NULL_SERVER = r"""
 import asyncio, ssl, sys, uvloop
@@ -202,29 +203,33 @@ async def measure(
 
 
 def _writer(client: FastDynamoDB, items: list[Any]) -> Callable[[], Awaitable[None]]:
-    async def write_all() -> None:
-        todo = (items[i : i + ITEMS] for i in range(0, len(items), ITEMS))
+    """Every item written, ``ITEMS`` a request, ``IN_FLIGHT`` requests at once."""
 
-        async def writer() -> None:
-            for batch in todo:
-                await client.batch_write("TELEMAX", batch)
+    async def write(batch: list[Any]) -> None:
+        await client.batch_write("TELEMAX", batch)
 
-        await asyncio.gather(*(writer() for _ in range(IN_FLIGHT)))
-
-    return write_all
+    return lambda: _drained(
+        (items[i : i + ITEMS] for i in range(0, len(items), ITEMS)), write, IN_FLIGHT
+    )
 
 
 def _reader(client: FastKinesis, answers: int) -> Callable[[], Awaitable[None]]:
-    async def read_all() -> None:
-        todo = iter(range(answers))
+    """``answers`` GetRecords calls, ``READERS`` at once."""
 
-        async def reader() -> None:
-            for _ in todo:
-                await client.get_records("AAAA", 10_000)
+    async def read(_: int) -> None:
+        await client.get_records("AAAA", 10_000)
 
-        await asyncio.gather(*(reader() for _ in range(READERS)))
+    return lambda: _drained(iter(range(answers)), read, READERS)
 
-    return read_all
+
+async def _drained(todo: Iterator[T], call: Callable[[T], Awaitable[None]], at_once: int) -> None:
+    """``call`` of each of ``todo``, ``at_once`` coroutines taking the next as each finishes."""
+
+    async def worker() -> None:
+        for each in todo:
+            await call(each)
+
+    await asyncio.gather(*(worker() for _ in range(at_once)))
 
 
 def listening(ports: list[int], server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
