@@ -168,8 +168,10 @@ class Worker:
         write_slots = asyncio.Semaphore(settings.write_concurrency)
         self.budget = RecordBudget(settings.max_in_flight_records)
         self.metrics.records_in_flight.set_function(lambda: self.budget.in_use)
+        preparer = None
         if writer is None:
             writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
+            preparer = fast.dynamodb.preparer if fast else None
         self._subscriber = subscriber  # fan-out: shards read through SubscribeToShard
         self._get_records = fast.kinesis.get_records if fast else None
         self._get_iterator = fast.kinesis.get_shard_iterator if fast else None
@@ -185,6 +187,7 @@ class Worker:
                     dlq_table=settings.dlq_table,
                     write_slots=write_slots,
                     metrics=self.metrics,
+                    preparer=preparer,
                 ),
                 alerting_for(settings, clients, self.metrics, key_names, clock=clock),
             ),

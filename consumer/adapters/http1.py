@@ -230,10 +230,18 @@ class Http1Pool:
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body``; returns (status, lower-cased headers, body)."""
+        return await self._exchange(self.framed(body, headers))
+
+    def framed(self, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """The whole POST of ``body`` as it goes on the wire, for :meth:`send` (now or later)."""
         head = [b"POST " + self._path + b" HTTP/1.1"]
         head += [f"{name}: {value}".encode("latin-1") for name, value in headers.items()]
         head.append(b"Content-Length: %d" % len(body))
-        return await self._exchange(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+    async def send(self, request: bytes) -> Answer:
+        """Send a request :meth:`framed` made; returns (status, lower-cased headers, body)."""
+        return await self._exchange(request)
 
     async def get(self, headers: Mapping[str, str]) -> Answer:
         """GET the URL (its path and query), with a ``Host`` header of its own."""

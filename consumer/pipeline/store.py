@@ -21,7 +21,7 @@ from consumer.pipeline import deadletter
 from consumer.pipeline.convert import Converted, dead_letter
 from consumer.pipeline.deadletter import DeadLetter
 from consumer.pipeline.sink import OnDurable, Refused, ignore
-from consumer.pipeline.table import BatchSink, BatchWriter
+from consumer.pipeline.table import BatchPreparer, BatchSink, BatchWriter
 from kernel.handlers import Entry
 
 DEAD_LETTER_CONCURRENCY = 4  # dead-letter requests in flight: rare, and never the bottleneck
@@ -47,9 +47,18 @@ class Store:
         dlq_table: str,
         write_slots: asyncio.Semaphore,
         metrics: Metrics,
+        preparer: BatchPreparer | None = None,
     ) -> Store:
-        """A store whose two sinks share ``writer``; records requests take ``write_slots``."""
-        records = BatchSink(writer, table, key_names, concurrency=write_slots, metrics=metrics)
+        """A store whose two sinks share ``writer``; records requests take ``write_slots``,
+        prepared ahead by ``preparer`` when there is one."""
+        records = BatchSink(
+            writer,
+            table,
+            key_names,
+            concurrency=write_slots,
+            metrics=metrics,
+            preparer=preparer,
+        )
         letters = BatchSink(
             writer,
             dlq_table,

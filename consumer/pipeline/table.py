@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from consumer.metrics import Metrics
 from consumer.pipeline.sink import (
+    Prepare,
     Refused,
     Sink,
     default_backoff,
@@ -31,6 +32,8 @@ TABLE_REFUSALS = frozenset({"ValidationException"})
 
 # (table, entries) -> those DynamoDB left unprocessed (as items, or as the entries sent)
 BatchWriter = Callable[[str, Sequence[Entry]], Awaitable[Sequence[Entry]]]
+# (table) -> what prepares a chunk's BatchWriteItem now to send later (the lean path's)
+BatchPreparer = Callable[[str], Awaitable[Prepare[Entry]]]
 
 
 def botocore_batch_writer(dynamodb: DynamoDBClient) -> BatchWriter:
@@ -104,9 +107,13 @@ class TableWire:
     max_chunk: int = MAX_BATCH_ITEMS
     refusal_codes: frozenset[str] = TABLE_REFUSALS
     refusal_reason: str = "rejected_by_dynamodb"
+    prepare: BatchPreparer | None = None
 
     def identity(self, entry: Entry) -> Hashable:
         return table_identity(entry, self.key_names)
+
+    async def preparer(self) -> Prepare[Entry] | None:
+        return None if self.prepare is None else await self.prepare(self.table)
 
     def identities(self, entries: Sequence[Entry]) -> list[Hashable]:
         return table_identities(entries, self.key_names)
@@ -149,8 +156,9 @@ class BatchSink(Sink[Entry]):
         backoff: Callable[[], Backoff] = default_backoff,
         on_error: Callable[[BaseException], None] = lambda exc: None,
         destination: str = "table",
+        preparer: BatchPreparer | None = None,
     ) -> None:
-        wire = TableWire(writer, table, tuple(key_names), destination)
+        wire = TableWire(writer, table, tuple(key_names), destination, prepare=preparer)
         super().__init__(
             wire,
             concurrency=concurrency,

@@ -5,6 +5,7 @@ concurrency core. Nothing here patches botocore; integration tests use real loca
 
 from consumer.testing.builders import (
     FakeClock,
+    ScriptedPreparer,
     ScriptedWriter,
     client_error,
     kinesis_record,
@@ -39,6 +40,7 @@ __all__ = [
     "LeaseWrite",
     "MemberTable",
     "ScriptStep",
+    "ScriptedPreparer",
     "ScriptedWriter",
     "client_error",
     "get_records_answer",

@@ -4,7 +4,7 @@ builders of readings, Kinesis records and leases."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -65,6 +65,47 @@ class ScriptedWriter:
             key = tuple(next(iter(item[name].values())) for name in self.key_names)
             self.stored[(table, key)] = item
         return left
+
+
+@dataclasses.dataclass
+class ScriptedPreparer:
+    """A table wire's ``prepare`` (a ``BatchPreparer``) over a writer (a ``BatchWriter``, such as
+    :class:`ScriptedWriter`): a chunk prepared is sent through the writer, so its script
+    applies alike. ``events`` tells the
+    order: ``("prepare", n)`` for a chunk of n entries prepared, ``("send", n)`` for one sent;
+    ``size``: the bytes each prepared chunk claims to hold."""
+
+    writer: Callable[[str, Sequence[Entry]], Awaitable[Sequence[Entry]]]
+    size: int = 1000
+    events: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    preparers: int = 0
+
+    async def __call__(self, table: str) -> Callable[[Sequence[Entry]], _ScriptedPrepared]:
+        self.preparers += 1
+
+        def prepare(entries: Sequence[Entry]) -> _ScriptedPrepared:
+            self.events.append(("prepare", len(entries)))
+            return _ScriptedPrepared(self, table, list(entries))
+
+        return prepare
+
+
+@dataclasses.dataclass
+class _ScriptedPrepared:
+    preparer: ScriptedPreparer
+    table: str
+    entries: list[Entry]
+    sent: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.preparer.size
+
+    async def send(self) -> Sequence[Entry]:
+        assert not self.sent, "a prepared chunk sent twice"
+        self.sent = True
+        self.preparer.events.append(("send", len(self.entries)))
+        return await self.preparer.writer(self.table, self.entries)
 
 
 def reading(

@@ -5,13 +5,16 @@ flight, parameter validation off. Same stdout protocol as the baseline; ``done``
 CPU of the write phase only (item building excluded).
 
 ``--lean`` (the bench's ``floor``): the same readings through the worker's own write path —
-already encoded as the worker's TELEMAX encoder writes them (:func:`entries_of`), joined into
-``FastDynamoDB.batch_write``'s bodies, signed by our SigV4 and sent on our HTTP/1.1 pool on
-uvloop, as the worker runs it —: what writing alone costs the worker a record, with reading,
-converting and the bookkeeping free. The worker's steady figure cannot go below it with this
-client. (Until 2026-12-06 the floor wrote item dicts, which orjson encoded a request at a
-time: 0.6-0.8 µs an item dearer than the worker's own write — ``python -m
-tests.bench.request_cost``: 1.45-1.48 µs an item against 2.04-2.24.)
+already encoded as the worker's TELEMAX encoder writes them (:func:`entries_of`), written by
+the worker's sink (``BatchSink``: batches of 10,000, four at a time as four shards', their
+chunks prepared ahead, 16 requests in flight) into ``FastDynamoDB``'s bodies, signed by our
+SigV4 and sent on our HTTP/1.1 pool on uvloop, as the worker runs it —: what writing alone
+costs the worker a record, with reading, converting and the shard's bookkeeping free. The
+worker's steady figure cannot go below it with this client. (Until 2026-12-06 the floor
+wrote item dicts, which orjson encoded a request at a time: 0.6-0.8 µs an item dearer than
+the worker's own write — ``python -m tests.bench.request_cost``: 1.45-1.48 µs an item
+against 2.04-2.24; until the night of 2026-12-06 it sent each chunk's request as it was
+made, a task a chunk, not through the sink.)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import gc
 import os
 import resource
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -31,11 +34,15 @@ from aiobotocore.session import get_session
 from consumer.adapters.credentials import Frozen, StaticCredentials
 from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
 from consumer.cli import GC_THRESHOLDS
+from consumer.feeds import telemax
 from consumer.feeds.telemax import encode_batch
+from consumer.metrics import Metrics
+from consumer.pipeline.table import BatchSink
 from kernel.handlers import Encoded
 from tests.support import readings
 
 ENCODED_AT_ONCE = 10_000  # readings: the most a GetRecords answer holds
+SHARDS = 4  # the floor's batches written at once (the worker's, one a shard)
 
 
 def cpu() -> float:
@@ -84,6 +91,16 @@ async def write_all(items: list[Any], write: Write, in_flight: int) -> None:
                 pending = await write(pending)
             done[0] += len(chunk)
 
+    await reported(
+        asyncio.gather(*(one(items[i : i + 25]) for i in range(0, len(items), 25))),
+        len(items),
+        done,
+    )
+
+
+async def reported(writing: Awaitable[Any], total: int, done: list[int]) -> None:
+    """Await ``writing``, printing ``done[0]`` as it grows and then the CPU it took."""
+
     async def report() -> None:
         while True:
             print(f"progress {done[0]}", flush=True)
@@ -91,11 +108,11 @@ async def write_all(items: list[Any], write: Write, in_flight: int) -> None:
 
     started = cpu()
     reporter = asyncio.ensure_future(report())
-    await asyncio.gather(*(one(items[i : i + 25]) for i in range(0, len(items), 25)))
+    await writing
     reporter.cancel()
     used = cpu() - started
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"done {len(items)} {used:.3f} {rss}", flush=True)
+    print(f"done {total} {used:.3f} {rss}", flush=True)
 
 
 async def write(table: str, total: int) -> None:
@@ -132,9 +149,26 @@ async def write_lean(table: str, total: int) -> None:
         read_timeout=30.0,
     )
     client = FastDynamoDB(api)
+    sink = BatchSink(
+        client.batch_write,
+        table,
+        telemax.KEY_NAMES,
+        concurrency=asyncio.Semaphore(16),  # the worker's default TELEMAX_WRITE_CONCURRENCY
+        metrics=Metrics("floor"),
+        preparer=client.preparer,
+    )
+    batches = iter(range(0, len(entries), ENCODED_AT_ONCE))
+    done = [0]
+
+    def durable(positions: Sequence[int]) -> None:
+        done[0] += len(positions)
+
+    async def shard() -> None:
+        for start in batches:
+            await sink.write(entries[start : start + ENCODED_AT_ONCE], durable)
+
     try:
-        # in flight: the worker's default TELEMAX_WRITE_CONCURRENCY
-        await write_all(entries, lambda pending: client.batch_write(table, pending), 16)
+        await reported(asyncio.gather(*(shard() for _ in range(SHARDS))), len(entries), done)
     finally:
         api.close()
 

@@ -6,10 +6,12 @@ with ``{"UnprocessedItems":{}}``, at once or ``--latency`` milliseconds after it
 this one, ``FastDynamoDB.batch_write`` of 25 pre-built TELEMAX readings, 16 in flight as the
 worker writes: CPU (user + system, ``getrusage``) per request and per item, each round, for
 the readings as the worker writes them (entries its encoder made: their JSON joined into the
-body) and as item dicts (orjson encodes each request's body, as for a handler without an
-encoder). The emulators' own work and their wake-ups stay out of the figure (the ``floor``
-contender of ``python -m tests.bench`` keeps them in): it is our signing, framing, parsing and
-event loop.
+body), as item dicts (orjson encodes each request's body, as for a handler without an
+encoder), and as the worker's sink sends them since the night of 2026-12-06 ("entries
+prepared": a batch's requests framed and signed back to back, ``FastDynamoDB.preparer``,
+then sent as answers come). The emulators' own work and their wake-ups stay out of the figure
+(the ``floor`` contender of ``python -m tests.bench`` keeps them in): it is our signing,
+framing, parsing and event loop.
 
 ``--latency``: the same work with the worker mostly idle between answers, as beside a slow
 server (dynalite takes about 3 ms a request, so 16 in flight wait about 50 ms each): on this
@@ -51,7 +53,14 @@ from typing import Any, TypeVar
 import uvloop
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import DYNAMODB, KINESIS, FastDynamoDB, FastKinesis, JsonApi
+from consumer.adapters.fastpath import (
+    DYNAMODB,
+    KINESIS,
+    FastDynamoDB,
+    FastKinesis,
+    JsonApi,
+    PreparedWrite,
+)
 from consumer.adapters.tls import client_context
 from consumer.allocator import keep_freed_memory
 from consumer.cli import GC_THRESHOLDS
@@ -62,6 +71,7 @@ from tests.bench.ceiling import entries_of, items_of
 
 IN_FLIGHT = 16  # the worker's default TELEMAX_WRITE_CONCURRENCY
 ITEMS = 25  # a BatchWriteItem's most
+BATCH = 10_000  # items prepared at once (a GetRecords answer's most)
 READERS = 4  # GetRecords in flight (the bench's 4 shards)
 READ_RECORDS = 200_000  # readings read a round, whatever an answer holds
 T = TypeVar("T")
@@ -161,6 +171,8 @@ async def measure(
         dynamodb = FastDynamoDB(api(url, DYNAMODB))
         for kind, items in writes.items():
             jobs.append((f"{kind}, {transport}", _writer(dynamodb, items), calls, ITEMS, "an item"))
+        prepared = _prepared_writer(dynamodb, writes["entries"])
+        jobs.append((f"entries prepared, {transport}", prepared, calls, ITEMS, "an item"))
         if reads:
             answers = max(READERS, READ_RECORDS // reads)
             kinesis = FastKinesis(api(url, KINESIS))
@@ -211,6 +223,24 @@ def _writer(client: FastDynamoDB, items: list[Any]) -> Callable[[], Awaitable[No
     return lambda: _drained(
         (items[i : i + ITEMS] for i in range(0, len(items), ITEMS)), write, IN_FLIGHT
     )
+
+
+def _prepared_writer(client: FastDynamoDB, items: list[Any]) -> Callable[[], Awaitable[None]]:
+    """The same, as the worker's sink writes: a batch's requests (``BATCH`` items) framed and
+    signed back to back, then sent, ``IN_FLIGHT`` at once."""
+
+    async def write() -> None:
+        for start in range(0, len(items), BATCH):
+            prepare = await client.preparer("TELEMAX")
+            batch = items[start : start + BATCH]
+            ready = [prepare(batch[i : i + ITEMS]) for i in range(0, len(batch), ITEMS)]
+            await _drained(iter(ready), _sent, IN_FLIGHT)
+
+    return write
+
+
+async def _sent(prepared: PreparedWrite) -> None:
+    await prepared.send()
 
 
 def _reader(client: FastKinesis, answers: int) -> Callable[[], Awaitable[None]]:

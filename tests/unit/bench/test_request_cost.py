@@ -53,9 +53,11 @@ def test_writes_and_reads_run_over_plain_http_and_tls() -> None:
     assert [label for label, _ in measured] == [
         "entries, plain",
         "item dicts, plain",
+        "entries prepared, plain",
         "GetRecords, plain",
         "entries, tls",
         "item dicts, tls",
+        "entries prepared, tls",
         "GetRecords, tls",
     ]
     assert all(float(cost) > 0 for _, cost in measured)

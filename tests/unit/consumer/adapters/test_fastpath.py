@@ -6,17 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from consumer.adapters.fastpath import ITEM_CALLS, FastDynamoDB, JsonClient, error_from
+from consumer.adapters.credentials import Frozen, StaticCredentials
+from consumer.adapters.fastpath import (
+    DYNAMODB,
+    ITEM_CALLS,
+    SIGNED_FOR_S,
+    FastDynamoDB,
+    JsonApi,
+    JsonClient,
+    error_from,
+)
 from consumer.feeds import telemax
-from consumer.testing import reading
+from consumer.testing import FakeClock, reading
 from kernel.aws import classify, error_code
 from kernel.errors import Action
 from kernel.handlers import Entry
+from tests.unit.consumer.adapters.local_http import Handler, serving
 
 
 class Headers(dict[str, str]):
@@ -186,3 +198,86 @@ async def test_a_request_of_encoded_entries_alone_is_the_body_their_items_make(
     await dynamodb.batch_write(table, items)
     await dynamodb.batch_write(table, entries)
     assert api.bodies[0] == api.bodies[1]
+
+
+class Rotating:
+    """Credentials that change at each fetch (AKID1, AKID2, ...), as a session's after a
+    refresh."""
+
+    def __init__(self) -> None:
+        self.fetched = 0
+
+    async def get_frozen_credentials(self) -> Frozen:
+        self.fetched += 1
+        return Frozen(f"AKID{self.fetched}", "secret", None)
+
+
+def recording(requests: list[bytes], answer_body: bytes) -> Handler:
+    """A handler that keeps each request whole and answers ``answer_body``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):  # (keep-alive, as AWS's)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            requests.append(head + await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer_body))
+            writer.write(answer_body)
+
+    return handle
+
+
+def lean_dynamodb(url: str, credentials: Any, clock: Callable[[], float]) -> FastDynamoDB:
+    api = JsonApi(
+        credentials, endpoint=url, region="eu-west-1", service=DYNAMODB, pool=1, read_timeout=5
+    )
+    dates = iter(["20261206T120000Z", "20261206T120200Z", "20261206T120400Z"])
+    api._signer._now = lambda: next(dates)  # type: ignore[method-assign]
+    return FastDynamoDB(api, clock=clock)
+
+
+READINGS = [orjson.dumps(reading(f"HW-{n}", f"2026-01-01T00:00:0{n}Z")) for n in range(5)]
+ENTRIES: list[Entry] = [entry for entry in map(telemax.encode, READINGS) if entry is not None]
+LEFT = telemax.to_item(orjson.dumps(reading("HW-4", "2026-01-01T00:00:04Z")))
+
+
+async def test_a_prepared_write_is_the_request_batch_write_sends() -> None:
+    """Framed and signed ahead, sent later: byte for byte what ``batch_write`` sends of the
+    same entries signed at the same time; what is left unprocessed comes back as items."""
+    requests: list[bytes] = []
+    left = orjson.dumps({"UnprocessedItems": {"T": [{"PutRequest": {"Item": LEFT}}]}})
+    async with serving(recording(requests, left)) as url:
+        clock = FakeClock()
+        dynamodb = lean_dynamodb(url, StaticCredentials(Frozen("AKID", "secret", None)), clock)
+        prepared = (await dynamodb.preparer("T"))(ENTRIES)
+        assert requests == []  # nothing goes until sent
+        clock.advance(SIGNED_FOR_S)
+        assert await prepared.send() == [LEFT]
+        dynamodb._api._signer._now = lambda: "20261206T120000Z"  # type: ignore[method-assign]
+        assert await dynamodb.batch_write("T", ENTRIES) == [LEFT]
+        dynamodb._api.close()
+    assert requests[0] == requests[1]
+    assert b"X-Amz-Date: 20261206T120000Z" in requests[0]
+    assert prepared.size == len(requests[0])
+
+
+async def test_a_prepared_write_kept_too_long_is_signed_again_when_sent() -> None:
+    """Past ``SIGNED_FOR_S`` its credentials may be due for refresh and its time too old for
+    AWS: signed again, with the credentials and time of now, the same body."""
+    requests: list[bytes] = []
+    async with serving(recording(requests, b'{"UnprocessedItems":{}}')) as url:
+        clock = FakeClock()
+        credentials = Rotating()
+        dynamodb = lean_dynamodb(url, credentials, clock)
+        prepare = await dynamodb.preparer("T")
+        kept = prepare(ENTRIES)
+        clock.advance(SIGNED_FOR_S + 0.1)
+        assert await kept.send() == []
+        dynamodb._api._signer._now = lambda: "20261206T120000Z"  # type: ignore[method-assign]
+        await (await dynamodb.preparer("T"))(ENTRIES[:2]).send()
+        dynamodb._api.close()
+    assert credentials.fetched == 3  # the preparer's, the resigning's, the second preparer's
+    again, second = requests
+    assert b"Credential=AKID2/20261206/" in again
+    assert b"X-Amz-Date: 20261206T120200Z" in again  # its own time, not the first signing's
+    items = [{"PutRequest": {"Item": telemax.to_item(data)}} for data in READINGS]
+    assert again.endswith(orjson.dumps({"RequestItems": {"T": items}}))
+    assert b"Credential=AKID3/" in second
