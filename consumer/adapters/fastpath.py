@@ -239,9 +239,10 @@ class PreparedWrite:
 
     Why: on this VM the same instructions cost up to twice as much when the core has idled
     between them, and a worker paced by its table idles between answers. Framed and signed
-    as each answer came (after an idle spell), a request cost 95-100 µs of CPU beside a
-    server answering in 20 ms; a batch's requests framed and signed in bursts of 64, then
-    sent as answers came, 64-78 (``python -m tests.bench.request_cost --latency 20``)."""
+    as each answer came (after an idle spell), a request cost 4.05 µs of CPU an item beside a
+    server answering in 20 ms; a batch's requests framed and signed back to back, then sent
+    as answers came, 3.12 (``python -m tests.bench.request_cost --latency 20``: "entries",
+    "entries prepared"); in the worker 0.79-0.82x a record, paired (docs/performance-log.md)."""
 
     __slots__ = ("_body_at", "_dynamodb", "_request", "_signed_at", "_table")
 

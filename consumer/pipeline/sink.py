@@ -261,9 +261,7 @@ class _Round(Generic[T]):
     async def write(self, positions: list[int]) -> list[Refused[T]]:
         size = self._sink.wire.max_chunk
         parts = [positions[i : i + size] for i in range(0, len(positions), size)]
-        preparer = getattr(self._sink.wire, "preparer", None)
-        prepare: Prepare[T] | None = await preparer() if preparer is not None else None
-        todo = _Chunks(parts, self._entries, prepare)  # (shared: each is taken by one writer)
+        todo = _Chunks(parts, self._entries, await _preparer(self._sink.wire))
         refused: list[Refused[T]] = []
 
         async def take_chunks() -> None:
@@ -363,6 +361,20 @@ class _Round(Generic[T]):
         middle = len(positions) // 2
         first = await self._write_chunk(positions[:middle], None, slot)
         return first + await self._write_chunk(positions[middle:], None, slot)
+
+
+async def _preparer(wire: Wire[T]) -> Prepare[T] | None:
+    """The wire's ``prepare`` for a round, if it has one and it can be had now. One that fails
+    (credentials that cannot be fetched, say) is no preparer: the chunks go by ``send``, where
+    the same failure, if it lasts, is retried or raised as any other."""
+    preparer = getattr(wire, "preparer", None)
+    if preparer is None:
+        return None
+    try:
+        prepare: Prepare[T] | None = await preparer()
+    except Exception:
+        return None
+    return prepare
 
 
 class _Chunks(Generic[T]):

@@ -802,3 +802,25 @@ async def test_a_chunk_that_cannot_be_prepared_fails_the_write_and_frees_its_slo
     with pytest.raises(TypeError, match="not JSON serializable"):
         await sink.write(items(200))
     assert slots._value == 4
+
+
+async def test_a_round_whose_preparer_fails_sends_as_the_writer_is_called() -> None:
+    # (a credentials refresh that failed, say): the chunks go as the writer is called, where
+    # the same failure, if it lasts, is retried or raised as any other
+    writer = ScriptedWriter()
+
+    async def preparer(table: str) -> Any:
+        raise client_error("ExpiredTokenException", op="AssumeRoleWithWebIdentity")
+
+    sink = BatchSink(
+        writer,
+        TABLE,
+        KEYS,
+        concurrency=asyncio.Semaphore(4),
+        metrics=Metrics("s"),
+        preparer=preparer,
+    )
+    durable = Durable()
+    assert await sink.write(items(60), durable) == []
+    assert sorted(writer.calls) == [10, 25, 25]
+    assert durable.total == 60
