@@ -54,13 +54,6 @@ class Committer:
 EntriesOf = Callable[[Progress, Sequence[Record], str, str], list[Piece]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Ahead:
-    """A batch's pieces made before its write ended (:meth:`ShardSegments.ahead`)."""
-
-    pieces: list[Piece]
-
-
 class ShardSegments:
     """One shard's buffer and its committers; answers how far the shard's records are in
     committed segments (the checkpoint's limit)."""
@@ -82,31 +75,9 @@ class ShardSegments:
     def add(self, entries: Sequence[Piece]) -> None:
         self.buffer.add(entries, self._clock())
 
-    def ahead(self, progress: Progress, records: Sequence[Record], stream: str) -> Ahead | None:
-        """The pieces of a batch the write stage is about to write, made now as if each of its
-        items will be stored — while the core is busy with the batch: made as the write's last
-        answer came, after the loop had idled, they cost more (on this VM the same work costs
-        up to twice as much after an idle spell). None for a batch with a dead letter."""
-        if progress.letters:
-            return None
-        stored = Progress(progress.converted, [])
-        stored.durable = [True] * len(stored.durable)
-        return Ahead(self._entries_of(stored, records, stream, self.buffer.shard_id))
-
-    def add_batch(
-        self,
-        progress: Progress,
-        records: Sequence[Record],
-        stream: str,
-        ahead: Ahead | None = None,
-    ) -> None:
-        """A batch the write stage finished (everything in it durable); ``ahead``: its pieces
-        made before, taken when it came out as they assumed (every item stored, no letter)."""
-        if ahead is not None and not progress.letters and progress.every_item_stored():
-            pieces = ahead.pieces
-        else:
-            pieces = self._entries_of(progress, records, stream, self.buffer.shard_id)
-        self.add(pieces)
+    def add_batch(self, progress: Progress, records: Sequence[Record], stream: str) -> None:
+        """A batch the write stage finished (everything in it durable)."""
+        self.add(self._entries_of(progress, records, stream, self.buffer.shard_id))
 
     def due_at(self) -> float | None:
         return self.buffer.due_at()

@@ -254,14 +254,12 @@ class ShardConsumer:
         if converted.outside_range:
             self._outside_range.inc(converted.outside_range)
         progress = Progress(converted, list(converted.dead))
-        archive, stream = self._archive, self._ctx.stream
-        ahead = archive.ahead(progress, fetched.records, stream) if archive is not None else None
         await self._ctx.stage.write(
-            progress, stream, self.shard_id, self._log, on_written=self._note_written
+            progress, self._ctx.stream, self.shard_id, self._log, on_written=self._note_written
         )
         progress.raise_if_failed()  # before the checkpoint can move past these records
-        if archive is not None:  # the checkpoint waits for the segment
-            archive.add_batch(progress, fetched.records, stream, ahead)
+        if self._archive is not None:  # the checkpoint waits for the segment
+            self._archive.add_batch(progress, fetched.records, self._ctx.stream)
             await self._flush_archive()
             return
         position = (fetched.records[-1]["SequenceNumber"], converted.last_sub)
