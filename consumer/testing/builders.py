@@ -71,9 +71,9 @@ class ScriptedWriter:
 class ScriptedPreparer:
     """A table wire's ``prepare`` (a ``BatchPreparer``) over a writer (a ``BatchWriter``, such as
     :class:`ScriptedWriter`): a chunk prepared is sent through the writer, so its script
-    applies alike. ``events`` tells the
-    order: ``("prepare", n)`` for a chunk of n entries prepared, ``("send", n)`` for one sent;
-    ``size``: the bytes each prepared chunk claims to hold."""
+    applies alike. ``events`` tells the order: ``("prepare", n)`` for a chunk of n entries
+    prepared, ``("send", n)`` for one sent (a chunk sent twice fails the test); ``size``: the
+    bytes each prepared chunk claims to hold; ``preparers``: how many were asked for."""
 
     writer: Callable[[str, Sequence[Entry]], Awaitable[Sequence[Entry]]]
     size: int = 1000
