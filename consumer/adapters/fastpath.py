@@ -6,10 +6,11 @@ Profiling showed about 70 % of the worker's CPU inside botocore's generic call p
 parameter validation, a serializer that walks the shape model, a parser that turns every
 record's arrival time into a ``datetime``, and the event hooks: about 1.5 ms of CPU per call.
 These calls' bodies are small JSON documents whose items are already in DynamoDB's wire
-format, so this module builds them with orjson, signs them exactly as botocore's SigV4
-signer would (consumer.adapters.sigv4, checked byte for byte) with the session's own refreshable
-credentials, sends them over small keep-alive HTTP/1.1 pools (consumer.adapters.http1), and maps
-every failure to the exception botocore would raise (``ClientError`` with the same code and
+format, so this module builds them with orjson and sends them through
+consumer.adapters.json_api, which signs them exactly as botocore's SigV4 signer would
+(consumer.adapters.sigv4, checked byte for byte) with the session's own refreshable
+credentials over small keep-alive HTTP/1.1 pools (consumer.adapters.http1) and maps every
+failure to the exception botocore would raise (``ClientError`` with the same code and
 status, ``ConnectionClosedError``, ``ReadTimeoutError``, ``EndpointConnectionError``), so the
 retry, fencing, metric and dead-letter logic above cannot tell the two paths apart. The
 control plane (ListShards, DescribeStream, tables) stays on aiobotocore.
@@ -20,19 +21,15 @@ from __future__ import annotations
 
 import binascii
 import dataclasses
-import ssl
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import orjson
-from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
-from consumer.adapters.http1 import Http1Pool
+from consumer.adapters.json_api import DYNAMODB, KINESIS, Credentials, JsonApi, json_default
 from consumer.adapters.record_data import decode_each
-from consumer.adapters.sigv4 import SigV4
 from consumer.adapters.tls import client_context
 from kernel.aws import classify
 from kernel.backoff import Backoff
@@ -40,105 +37,7 @@ from kernel.errors import Action
 from kernel.handlers import Entry, Item
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from botocore.credentials import ReadOnlyCredentials
-
-
-class Credentials(Protocol):
-    """aiobotocore's refreshable credentials, or consumer.adapters.lean's static ones."""
-
-    async def get_frozen_credentials(self) -> ReadOnlyCredentials: ...
-
-
 CONTROL_POOL = 16  # connections for the lease and membership tables' item calls
-KINESIS = ("kinesis", "Kinesis_20131202", "application/x-amz-json-1.1")
-DYNAMODB = ("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
-
-
-def json_default(value: Any) -> str | float:
-    """orjson hook: binary values travel base64-encoded and timestamps as epoch seconds, as
-    the JSON protocol wants."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return binascii.b2a_base64(value, newline=False).decode()
-    if isinstance(value, datetime):
-        return value.timestamp()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def error_from(status: int, headers: Any, body: bytes, operation: str) -> ClientError:
-    """The ClientError botocore's JSON parser makes of an error answer."""
-    try:
-        parsed = orjson.loads(body) if body else {}
-        if not isinstance(parsed, dict):
-            parsed = {"message": str(parsed)}
-    except orjson.JSONDecodeError:
-        parsed = {"message": body.decode(errors="replace")}
-    code = str(parsed.get("__type") or headers.get("x-amzn-ErrorType") or status)
-    code = code.split(":", 1)[0].rsplit("#", 1)[-1]
-    response: Any = {
-        "Error": {"Code": code, "Message": parsed.get("message", parsed.get("Message", ""))},
-        "ResponseMetadata": {
-            "HTTPStatusCode": status,
-            "HTTPHeaders": {k.lower(): v for k, v in headers.items()},
-            "RequestId": headers.get("x-amzn-RequestId", ""),
-            "RetryAttempts": 0,
-        },
-    }
-    return ClientError(response, operation)
-
-
-class JsonApi:
-    """Signed JSON-protocol calls to one AWS service over a keep-alive connection pool."""
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        *,
-        endpoint: str,
-        region: str,
-        service: tuple[str, str, str],
-        pool: int,
-        read_timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._credentials = credentials
-        url = endpoint.rstrip("/") + "/"
-        self._pool = Http1Pool(url, size=pool, read_timeout=read_timeout, ssl_context=ssl_context)
-        self.signing_name, self._target_prefix, self._content_type = service
-        self._check_crc = self.signing_name == "dynamodb"  # DynamoDB sends x-amz-crc32
-        self._signer = SigV4(url, region, self.signing_name)
-
-    async def call(self, operation: str, body: bytes) -> Any:
-        return await self.send(operation, self.framed(operation, body, await self.credentials()))
-
-    async def credentials(self) -> ReadOnlyCredentials:
-        """The credentials to sign with now (refreshed by the session when due)."""
-        frozen = await self._credentials.get_frozen_credentials()
-        if frozen.access_key is None:
-            raise NoCredentialsError()
-        return frozen
-
-    def framed(self, operation: str, body: bytes, credentials: ReadOnlyCredentials) -> bytes:
-        """``operation`` with ``body``, signed now, as it goes on the wire (for :meth:`send`)."""
-        headers = {
-            "Content-Type": self._content_type,
-            "X-Amz-Target": f"{self._target_prefix}.{operation}",
-        }
-        return self._pool.framed(body, self._signer.headers(body, headers, credentials))
-
-    async def send(self, operation: str, request: bytes) -> Any:
-        """Send a request :meth:`framed` made; its answer parsed, or the error it carries."""
-        status, answer_headers, payload = await self._pool.send(request)
-        if status != 200:
-            raise error_from(status, answer_headers, payload, operation)
-        crc = answer_headers.get("x-amz-crc32") if self._check_crc else None
-        if crc is not None and zlib.crc32(payload) != int(crc):  # as botocore: retried
-            raise ConnectionClosedError(endpoint_url=self._pool.url, error="CRC32 mismatch")
-        return orjson.loads(payload)
-
-    def close(self) -> None:
-        self._pool.close()
 
 
 class FastKinesis:

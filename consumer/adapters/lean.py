@@ -38,13 +38,8 @@ from consumer.adapters.credentials import (
     container_source,
     fetch_container,
 )
-from consumer.adapters.fastpath import (
-    DYNAMODB,
-    KINESIS,
-    Credentials,
-    JsonApi,
-    JsonClient,
-)
+from consumer.adapters.fastpath import JsonClient
+from consumer.adapters.json_api import DYNAMODB, KINESIS, Credentials, JsonApi
 from consumer.adapters.tls import client_context
 from consumer.adapters.web_identity import PROVIDER as WEB_IDENTITY
 from consumer.adapters.web_identity import (

@@ -32,7 +32,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import DYNAMODB, FastDynamoDB, JsonApi
+from consumer.adapters.fastpath import FastDynamoDB
+from consumer.adapters.json_api import DYNAMODB, JsonApi
 from consumer.cli import GC_THRESHOLDS
 from consumer.feeds import telemax
 from consumer.feeds.telemax import encode_batch

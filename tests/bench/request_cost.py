@@ -53,14 +53,8 @@ from typing import Any, TypeVar
 import uvloop
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import (
-    DYNAMODB,
-    KINESIS,
-    FastDynamoDB,
-    FastKinesis,
-    JsonApi,
-    PreparedWrite,
-)
+from consumer.adapters.fastpath import FastDynamoDB, FastKinesis, PreparedWrite
+from consumer.adapters.json_api import DYNAMODB, KINESIS, JsonApi
 from consumer.adapters.tls import client_context
 from consumer.allocator import keep_freed_memory
 from consumer.cli import GC_THRESHOLDS

@@ -1,6 +1,6 @@
-"""The lean path's pure parts: error mapping as botocore's; the lease tables' item calls
-retried as botocore's standard mode retries them; BatchWriteItem bodies as orjson writes them
-(the signature: test_sigv4.py)."""
+"""The lean path's pure parts: the lease tables' item calls retried as botocore's standard
+mode retries them; BatchWriteItem bodies as orjson writes them; a prepared write the request
+``batch_write`` sends (error mapping: test_json_api.py; the signature: test_sigv4.py)."""
 
 from __future__ import annotations
 
@@ -14,76 +14,13 @@ import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.fastpath import (
-    DYNAMODB,
-    ITEM_CALLS,
-    SIGNED_FOR_S,
-    FastDynamoDB,
-    JsonApi,
-    JsonClient,
-    error_from,
-)
+from consumer.adapters.fastpath import ITEM_CALLS, SIGNED_FOR_S, FastDynamoDB, JsonClient
+from consumer.adapters.json_api import DYNAMODB, JsonApi, error_from
 from consumer.feeds import telemax
 from consumer.testing import FakeClock, reading
-from kernel.aws import classify, error_code
-from kernel.errors import Action
+from kernel.aws import error_code
 from kernel.handlers import Entry
 from tests.unit.consumer.adapters.local_http import Handler, serving
-
-
-class Headers(dict[str, str]):
-    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
-        return next((v for k, v in self.items() if k.lower() == key.lower()), default)
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "code", "action"),
-    [
-        (
-            400,
-            b'{"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",'
-            b' "message": "slow down"}',
-            "ProvisionedThroughputExceededException",
-            Action.RETRY,
-        ),
-        (
-            400,
-            b'{"__type": "ExpiredIteratorException", "message": "old"}',
-            "ExpiredIteratorException",
-            Action.GIVE_UP,
-        ),
-        (
-            400,
-            b'{"__type": "com.amazon.coral.validate#ValidationException", "Message": "no"}',
-            "ValidationException",
-            Action.GIVE_UP,
-        ),
-        (
-            400,
-            b'{"__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException"}',
-            "ConditionalCheckFailedException",
-            Action.FENCE,
-        ),
-        (500, b'{"__type": "InternalFailure"}', "InternalFailure", Action.RETRY),
-        (500, b"<html>oops</html>", "500", Action.RETRY),
-        (503, b"", "503", Action.RETRY),
-        (
-            400,
-            b'{"__type": "AccessDeniedException:http://internal.amazon.com/"}',
-            "AccessDeniedException",
-            Action.GIVE_UP,
-        ),
-    ],
-)
-def test_error_answers_map_as_botocore_maps_them(
-    status: int, body: bytes, code: str, action: Action
-) -> None:
-    error = error_from(status, Headers({"x-amzn-RequestId": "r-1"}), body, "BatchWriteItem")
-    assert error_code(error) == code
-    assert classify(error) is action
-    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == status
-    assert error.operation_name == "BatchWriteItem"
-
 
 # -- JsonClient (the lease tables' item calls): botocore's "standard" retries -------------------
 
