@@ -22,21 +22,24 @@ from __future__ import annotations
 import binascii
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
-from consumer.adapters.json_api import DYNAMODB, KINESIS, Credentials, JsonApi, json_default
+from consumer.adapters.json_api import (
+    DYNAMODB,
+    KINESIS,
+    Credentials,
+    JsonApi,
+    json_default,
+    retried_call,
+)
 from consumer.adapters.record_data import decode_each
 from consumer.adapters.tls import client_context
-from kernel.aws import classify
-from kernel.backoff import Backoff
-from kernel.errors import Action
 from kernel.handlers import Entry, Item
 
-T = TypeVar("T")
 CONTROL_POOL = 16  # connections for the lease and membership tables' item calls
 
 
@@ -240,31 +243,11 @@ class JsonClient:
 
         async def call(**kwargs: Any) -> Any:
             body = orjson.dumps(kwargs, default=json_default, option=_PASSTHROUGH)
-            answer = await retried(self._api, operation, body, self._attempts)
+            answer = await retried_call(lambda: self._api.call(operation, body), self._attempts)
             return binary_as_bytes(answer) if self._items else answer
 
         setattr(self, name, call)  # made once per operation
         return call
-
-
-async def retried(api: JsonApi, operation: str, body: bytes, attempts: int) -> Any:
-    """``operation`` tried as :func:`retried_call` tries a call."""
-    return await retried_call(lambda: api.call(operation, body), attempts)
-
-
-async def retried_call(call: Callable[[], Awaitable[T]], attempts: int) -> T:
-    """``call()`` tried up to ``attempts`` times as botocore's "standard" retry mode does:
-    throttling, 5xx and dropped connections again after a full-jitter backoff from 1 s."""
-    backoff = Backoff(base=1.0, cap=20.0)
-    attempts = max(1, attempts)
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except Exception as exc:
-            if attempt == attempts or classify(exc) is not Action.RETRY:
-                raise
-        await backoff.sleep()
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclasses.dataclass(frozen=True)

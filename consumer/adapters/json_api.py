@@ -4,7 +4,8 @@ the answer parsed with orjson, and an error answer made the ``ClientError`` boto
 parser makes of it, so the callers' retry, fencing and metrics cannot tell the two apart. A
 call is three steps — :meth:`JsonApi.credentials`, :meth:`JsonApi.framed`, :meth:`JsonApi.send`
 — so that a request can be framed and signed ahead of the moment it is sent
-(consumer.adapters.fastpath's ``PreparedWrite``).
+(consumer.adapters.fastpath's ``PreparedWrite``). :func:`retried_call` tries a call again as
+botocore's "standard" retry mode does (the lease tables' item calls, S3's).
 """
 
 from __future__ import annotations
@@ -12,17 +13,23 @@ from __future__ import annotations
 import binascii
 import ssl
 import zlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from botocore.exceptions import ClientError, ConnectionClosedError, NoCredentialsError
 
 from consumer.adapters.http1 import Http1Pool
 from consumer.adapters.sigv4 import SigV4
+from kernel.aws import classify
+from kernel.backoff import Backoff
+from kernel.errors import Action
 
 if TYPE_CHECKING:
     from botocore.credentials import ReadOnlyCredentials
+
+T = TypeVar("T")
 
 
 class Credentials(Protocol):
@@ -118,3 +125,18 @@ class JsonApi:
 
     def close(self) -> None:
         self._pool.close()
+
+
+async def retried_call(call: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """``call()`` tried up to ``attempts`` times as botocore's "standard" retry mode does:
+    throttling, 5xx and dropped connections again after a full-jitter backoff from 1 s."""
+    backoff = Backoff(base=1.0, cap=20.0)
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt == attempts or classify(exc) is not Action.RETRY:
+                raise
+        await backoff.sleep()
+    raise AssertionError("unreachable")  # pragma: no cover

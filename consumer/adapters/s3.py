@@ -37,9 +37,8 @@ from xml.etree import ElementTree
 
 from botocore.exceptions import ClientError
 
-from consumer.adapters.fastpath import retried_call
 from consumer.adapters.http1 import Http1Pool
-from consumer.adapters.json_api import Credentials
+from consumer.adapters.json_api import Credentials, retried_call
 from consumer.adapters.sigv4 import SigV4
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
