@@ -158,7 +158,7 @@ class ArchiveBuffer:
             weight = entry.weight
             if size + weight >= limit:
                 if type(entry) is Run:  # cut where its items one by one would reach it
-                    head, rest = entry.cut(entry.reaching(limit - size))
+                    head, rest = entry.cut_reaching(limit - size)
                     if rest is not None:
                         entries[index : index + 1] = [head, rest]
                         entry = head

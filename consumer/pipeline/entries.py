@@ -210,12 +210,13 @@ def _pieces(
             Entry(p, hour, line, False, batch)
             for p, hour, line in zip(at, hours, lines, strict=True)
         ]
+    if not changes:  # one run, of the whole batch: its lines are text
+        return [Run(at, 0, len(at), batch, hours[0], text)] if at else []
+    # runs that are parts of the batch's lines: where each part's lines begin and end
+    ends = [0, *line_ends(text)]
     bounds = [0, *changes, len(at)]
-    # runs that are parts of the batch's lines share their ends (a whole batch's run needs
-    # none: its lines are text)
-    ends = line_ends(text) if changes else None
     return [
-        Run(at, start, stop, batch, hours[start], text, ends)
+        Run(at, start, stop, batch, hours[start], text, ends[start], ends[stop])
         for start, stop in itertools.pairwise(bounds)
         if start < stop
     ]

@@ -126,19 +126,18 @@ class Run:
     until it is written or committed (up to 131,072 a shard), and an object a record kept
     alive that long is what the collector walks again and again.
 
-    Without the archive (the insights alone) it has no lines; with it, the JSON line of
-    ``positions[i]`` is ``text[ends[i - 1]:ends[i]]`` — ``text`` the batch's lines joined into
-    one bytes object (not an object a line, each kept as long as its segment among the
-    worker's short-lived objects), ``ends[i]`` the bytes of the batch's lines up to and
-    including line ``i`` —, and the run is of one hour. A line ends at its one line break
-    (JSON escapes any other), so ``ends`` need not be given: it is found in ``text`` when a
-    part of the batch's lines is first asked for. Most runs never are — a run of the whole
-    batch weighs ``len(text)`` and its lines are ``text`` —, only those a segment ends inside
-    (a list of an int a line, held as long as the run, for a cut once a segment).
+    Without the archive (the insights alone) it has no lines; with it, its JSON lines are
+    ``text[begin:end]`` — ``text`` the batch's lines joined into one bytes object (not an
+    object a line, each kept as long as its segment among the worker's short-lived objects),
+    ``end`` None for a run of the whole batch —, and the run is of one hour. A line ends at
+    its one line break (JSON escapes any other), so where a run's items reach a weight is
+    found in its bytes (:meth:`reaching`, :meth:`cut_reaching`: a ``find`` and a ``count``
+    in C), not in a list of an int a line (made in Python for the whole batch at each cut:
+    0.3-0.5 µs a line, the archive's 1 MiB objects' largest cost of their own, 2026-12-06).
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
-    (:meth:`split`, :meth:`cut`).
+    (:meth:`split`, :meth:`cut`, :meth:`cut_reaching`).
 
     A run of a whole batch that its buffer has looked at is *packed* (:meth:`pack`): its
     lines kept compressed, ``packed``, instead of ``text``, a tenth of the memory held until
@@ -151,9 +150,17 @@ class Run:
     fact: Any  # the batch's facts (consumer.insights.kept.BatchFacts), row i: positions[i]
     hour: str = ""
     text: bytes | None = None  # the batch's lines, joined
-    ends: list[int] | None = None  # row i: bytes of lines[0..i]; None: not yet found in text
+    # its own lines' bytes in the batch's (decompressed, when packed): [begin:end]; end None:
+    # to the end (a run of the whole batch)
+    begin: int = 0
+    end: int | None = None
     letter: bool = False
     packed: Packed | None = None  # ``text`` compressed (then ``text`` is None)
+
+    def __post_init__(self) -> None:
+        whole = self.start == 0 and self.stop == len(self.positions)
+        if self.text is not None and self.end is None and not whole:
+            raise ValueError("a run of a part of a batch's lines needs where they end")
 
     @property
     def position(self) -> Position:
@@ -177,19 +184,15 @@ class Run:
         if not self.lined:
             return b""
         text = self.lines_text()
-        if self._whole():
-            return text
-        ends = self.line_ends(text)
-        return text[self._before(ends) : ends[self.stop - 1]]
+        return text if self.end is None else text[self.begin : self.end]
 
     @property
     def weight(self) -> int:
         if not self.lined:
             return NO_LINE_BYTES * (self.stop - self.start)
-        if self._whole():
+        if self.end is None:
             return self.packed.size if self.packed is not None else len(self.lines_text())
-        ends = self.line_ends()
-        return ends[self.stop - 1] - self._before(ends)
+        return self.end - self.begin
 
     def lines_text(self) -> bytes:
         """``text``, decompressed when packed (it has lines)."""
@@ -198,35 +201,35 @@ class Run:
         assert self.text is not None
         return self.text
 
-    def line_ends(self, text: bytes | None = None) -> list[int]:
-        """``ends``, found in ``text`` (``lines_text()`` unless given) the first time it is
-        asked for (it has lines)."""
-        if self.ends is None:
-            self.ends = line_ends(self.lines_text() if text is None else text)
-        return self.ends
-
     def pack(self, pack: Pack) -> None:
         """Keep the lines of a whole batch's run packed (a part of one keeps the batch's
         text: the rest of a batch a segment ended inside, one a shard at most)."""
-        if self.text is not None and self._whole():
-            self.packed, self.text, self.ends = pack(self.text), None, None
-
-    def _whole(self) -> bool:
-        return self.start == 0 and self.stop == len(self.positions)
-
-    def _before(self, ends: list[int]) -> int:
-        return ends[self.start - 1] if self.start else 0
+        if self.text is not None and self.end is None:
+            self.packed, self.text = pack(self.text), None
 
     def reaching(self, weight: int) -> int:
         """How many of its first items weigh ``weight`` or more together (at least one, at
         most all): where entries one by one would reach it."""
+        return self._reach(weight)[0]
+
+    def _reach(self, weight: int) -> tuple[int, int | None]:
+        """(:meth:`reaching`, the byte where those items' lines end; None without lines)."""
+        count = self.stop - self.start
         if not self.lined:
-            wanted = -(-weight // NO_LINE_BYTES)
-        else:
-            ends = self.line_ends()
-            at = bisect.bisect_left(ends, self._before(ends) + weight, self.start, self.stop)
-            wanted = at - self.start + 1
-        return min(max(wanted, 1), self.stop - self.start)
+            return min(max(-(-weight // NO_LINE_BYTES), 1), count), None
+        text = self.lines_text()
+        end = len(text) if self.end is None else self.end
+        # the line holding the run's byte ``weight`` (counted from 1): the first that reaches
+        newline = text.find(b"\n", self.begin + max(weight, 1) - 1, end)
+        if newline < 0:
+            return count, end
+        return text.count(b"\n", self.begin, newline + 1), newline + 1
+
+    def cut_reaching(self, weight: int) -> tuple[Run, Run | None]:
+        """:meth:`cut` where :meth:`reaching` says: the first items that weigh ``weight`` or
+        more together, and the rest (None when there is none)."""
+        count, at = self._reach(weight)
+        return self._cut(count, at)
 
     def split(self, end: tuple[int, int]) -> tuple[Run, Run | None]:
         """The items up to the position ordered ``end`` (included; at least the first) and
@@ -236,15 +239,32 @@ class Run:
 
     def cut(self, count: int) -> tuple[Run, Run | None]:
         """The first ``count`` items (1 ≤ count) and the rest (None when there is none)."""
+        if self.start + count >= self.stop or not self.lined:
+            return self._cut(count, None)
+        # the byte after the count-th line: found line by line (a cut at a position, rare:
+        # an adopted segment's end; a cut at a weight finds it at once, cut_reaching)
+        text, at = self.lines_text(), self.begin
+        find = text.find
+        for _ in range(count):
+            at = find(b"\n", at) + 1
+        return self._cut(count, at)
+
+    def _cut(self, count: int, at: int | None) -> tuple[Run, Run | None]:
+        """The first ``count`` items, their lines ending at byte ``at``, and the rest."""
         middle = self.start + count
         if middle >= self.stop:
             return self, None
-        # the halves are parts of the batch's lines: their ends found once, for both
-        text = self.lines_text() if self.lined else None
-        ends = None if text is None else self.line_ends(text)
+        if not self.lined:
+            return (
+                Run(self.positions, self.start, middle, self.fact, self.hour),
+                Run(self.positions, middle, self.stop, self.fact, self.hour),
+            )
+        assert at is not None
+        text = self.lines_text()  # (a packed run's: decompressed, the halves' text)
+        end = len(text) if self.end is None else self.end
         return (
-            Run(self.positions, self.start, middle, self.fact, self.hour, text, ends),
-            Run(self.positions, middle, self.stop, self.fact, self.hour, text, ends),
+            Run(self.positions, self.start, middle, self.fact, self.hour, text, self.begin, at),
+            Run(self.positions, middle, self.stop, self.fact, self.hour, text, at, end),
         )
 
 
@@ -255,6 +275,11 @@ def line_ends(text: bytes) -> list[int]:
     """Where each line of ``text`` ends (after its line break): JSON lines, joined."""
     lines = text.split(b"\n")[:-1]  # (what follows the last line break: b"")
     return list(itertools.accumulate(len(line) + 1 for line in lines))
+
+
+def _lines_of(text: bytes) -> list[bytes]:
+    """Each line of ``text`` (JSON lines, joined), its line break kept."""
+    return [text[start:stop] for start, stop in itertools.pairwise([0, *line_ends(text)])]
 
 
 def split_pieces(pieces: Sequence[Piece], last: Position) -> tuple[list[Piece], list[Piece]]:
@@ -276,17 +301,11 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     found: list[Entry] = []
     for piece in pieces:
         if isinstance(piece, Run):
-            text = piece.lines_text() if piece.lined else None
-            ends = [] if text is None else piece.line_ends(text)
+            count = piece.stop - piece.start
+            lines = _lines_of(piece.line) if piece.lined else [b""] * count
             found.extend(
-                Entry(
-                    piece.positions[i],
-                    piece.hour,
-                    b"" if text is None else text[ends[i - 1] if i else 0 : ends[i]],
-                    False,
-                    piece.fact,
-                )
-                for i in range(piece.start, piece.stop)
+                Entry(piece.positions[i], piece.hour, line, False, piece.fact)
+                for i, line in zip(range(piece.start, piece.stop), lines, strict=True)
             )
         else:
             found.append(piece)

@@ -1,14 +1,18 @@
-"""A batch's positions packed into one string (consumer.pipeline.pieces.PackedPositions): the
-same positions as the tuples they stand for, read, bisected and cut alike."""
+"""consumer.pipeline.pieces: a batch's positions packed into one string (PackedPositions), the
+same positions as the tuples they stand for, read, bisected and cut alike; a Run's lines
+weighed and cut in its bytes as its items' lines would be one by one."""
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
+import zlib
 
 import pytest
 
 from consumer.pipeline.pieces import (
+    Packed,
     PackedPositions,
     Position,
     Run,
@@ -91,3 +95,65 @@ def test_a_run_over_packed_positions_is_cut_as_over_tuples() -> None:
             assert (a.position, a.last, a.count, a.line) == (b.position, b.last, b.count, b.line)
     head, tail = split_pieces([packed_run], tuples[24])
     assert [p.last for p in head] == [tuples[24]] and [p.position for p in tail] == [tuples[25]]
+
+
+def lined_run(part: tuple[int, int], packed: bool) -> tuple[Run, list[bytes]]:
+    """A run of items ``part`` of a 30-item batch with lines of 1 to 40 bytes, and its
+    items' lines; ``packed``: the batch's whole run, held compressed."""
+    rng = random.Random(5)
+    lines = [b"x" * rng.randrange(0, 40) + b"\n" for _ in range(30)]
+    at: list[Position] = [(str(n), 0) for n in range(30)]
+    text = b"".join(lines)
+    ends = [0, *itertools.accumulate(map(len, lines))]
+    start, stop = part
+    if (start, stop) != (0, 30):
+        return Run(at, start, stop, None, "h", text, ends[start], ends[stop]), lines[start:stop]
+    run = Run(at, 0, 30, None, "h", text)
+    if packed:
+        packer = zlib.compressobj(wbits=-15)
+        deflate = packer.compress(text) + packer.flush(zlib.Z_SYNC_FLUSH)
+        run.pack(lambda lines: Packed(deflate, zlib.crc32(lines), len(lines)))
+        assert run.packed is not None and run.text is None
+    return run, lines
+
+
+@pytest.mark.parametrize(
+    ("part", "packed"),
+    [((0, 30), False), ((0, 30), True), ((0, 12), False), ((12, 30), False), ((5, 6), False)],
+    ids=["whole", "packed", "head", "rest", "one"],
+)
+def test_a_run_reaches_a_weight_and_is_cut_where_its_lines_one_by_one_would(
+    part: tuple[int, int], packed: bool
+) -> None:
+    """reaching(w): how many first items weigh w or more together, at least one, at most all
+    (every w from 0 to past the run's bytes); cut_reaching and cut give the same halves,
+    each with its items' lines, and their weights."""
+    run, lines = lined_run(part, packed)
+    assert run.weight == sum(map(len, lines)) and run.line == b"".join(lines)
+    total = sum(map(len, lines))
+    for weight in range(total + 3):
+        reached = 1 + sum(1 for e in itertools.accumulate(map(len, lines)) if e < weight)
+        expected = min(max(reached, 1), len(lines))
+        assert run.reaching(weight) == expected, weight
+        for head, rest in (run.cut_reaching(weight), run.cut(expected)):
+            assert (head.count, head.line, head.weight) == (
+                expected,
+                b"".join(lines[:expected]),
+                sum(map(len, lines[:expected])),
+            )
+            if expected == len(lines):
+                assert rest is None and head is run
+            else:
+                assert rest is not None
+                assert (rest.position, rest.line) == (
+                    run.positions[run.start + expected],
+                    b"".join(lines[expected:]),
+                )
+                assert rest.weight == sum(map(len, lines[expected:]))
+
+
+def test_a_part_of_a_batch_without_its_end_is_refused() -> None:
+    at: list[Position] = [("1", 0), ("2", 0)]
+    with pytest.raises(ValueError, match="where they end"):
+        Run(at, 1, 2, None, "h", b"a\nb\n")
+    assert Run(at, 1, 2, None).count == 1  # no lines: nothing to find
