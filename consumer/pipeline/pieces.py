@@ -210,14 +210,14 @@ class Run:
     def reaching(self, weight: int) -> int:
         """How many of its first items weigh ``weight`` or more together (at least one, at
         most all): where entries one by one would reach it."""
-        return self._reach(weight)[0]
+        return self._reach(weight, self.lines_text() if self.lined else None)[0]
 
-    def _reach(self, weight: int) -> tuple[int, int | None]:
-        """(:meth:`reaching`, the byte where those items' lines end; None without lines)."""
+    def _reach(self, weight: int, text: bytes | None) -> tuple[int, int | None]:
+        """(:meth:`reaching`, the byte of ``text`` — its lines, None without — where those
+        items' lines end; None without lines)."""
         count = self.stop - self.start
-        if not self.lined:
+        if text is None:
             return min(max(-(-weight // NO_LINE_BYTES), 1), count), None
-        text = self.lines_text()
         end = len(text) if self.end is None else self.end
         # the line holding the run's byte ``weight`` (counted from 1): the first that reaches
         newline = text.find(b"\n", self.begin + max(weight, 1) - 1, end)
@@ -228,8 +228,9 @@ class Run:
     def cut_reaching(self, weight: int) -> tuple[Run, Run | None]:
         """:meth:`cut` where :meth:`reaching` says: the first items that weigh ``weight`` or
         more together, and the rest (None when there is none)."""
-        count, at = self._reach(weight)
-        return self._cut(count, at)
+        text = self.lines_text() if self.lined else None  # (a packed run's: decompressed once)
+        count, at = self._reach(weight, text)
+        return self._cut(count, at, text)
 
     def split(self, end: tuple[int, int]) -> tuple[Run, Run | None]:
         """The items up to the position ordered ``end`` (included; at least the first) and
@@ -240,27 +241,27 @@ class Run:
     def cut(self, count: int) -> tuple[Run, Run | None]:
         """The first ``count`` items (1 ≤ count) and the rest (None when there is none)."""
         if self.start + count >= self.stop or not self.lined:
-            return self._cut(count, None)
+            return self._cut(count, None, None)
         # the byte after the count-th line: found line by line (a cut at a position, rare:
         # an adopted segment's end; a cut at a weight finds it at once, cut_reaching)
         text, at = self.lines_text(), self.begin
         find = text.find
         for _ in range(count):
             at = find(b"\n", at) + 1
-        return self._cut(count, at)
+        return self._cut(count, at, text)
 
-    def _cut(self, count: int, at: int | None) -> tuple[Run, Run | None]:
-        """The first ``count`` items, their lines ending at byte ``at``, and the rest."""
+    def _cut(self, count: int, at: int | None, text: bytes | None) -> tuple[Run, Run | None]:
+        """The first ``count`` items, their lines ending at byte ``at`` of ``text`` (its
+        lines, decompressed if packed: the halves'), and the rest."""
         middle = self.start + count
         if middle >= self.stop:
             return self, None
-        if not self.lined:
+        if text is None:
             return (
                 Run(self.positions, self.start, middle, self.fact, self.hour),
                 Run(self.positions, middle, self.stop, self.fact, self.hour),
             )
         assert at is not None
-        text = self.lines_text()  # (a packed run's: decompressed, the halves' text)
         end = len(text) if self.end is None else self.end
         return (
             Run(self.positions, self.start, middle, self.fact, self.hour, text, self.begin, at),
