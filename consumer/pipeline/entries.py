@@ -17,7 +17,15 @@ import orjson
 from consumer.pipeline.alerts import json_number, record_of
 from consumer.pipeline.archive import hour_of
 from consumer.pipeline.convert import Record
-from consumer.pipeline.pieces import Entry, Piece, Position, Run, line_ends, positions_of
+from consumer.pipeline.pieces import (
+    Entry,
+    Piece,
+    Position,
+    Run,
+    line_ends,
+    lines_of,
+    positions_of,
+)
 from consumer.pipeline.stage import Progress
 
 ARRIVAL = "ApproximateArrivalTimestamp"
@@ -203,9 +211,8 @@ def _pieces(
     ``at`` joined (``lines``: the same, if they were made one by one) —: ``changes`` are the
     indices where ``hours`` changes."""
     if not as_runs:
-        if lines is None:  # (cut where line_ends says each line ends, as a Run's are)
-            spans = itertools.pairwise([0, *line_ends(text)])
-            lines = [text[start:stop] for start, stop in spans]
+        if lines is None:  # (cut where each line ends, as a Run's are)
+            lines = lines_of(text)
         return [
             Entry(p, hour, line, False, batch)
             for p, hour, line in zip(at, hours, lines, strict=True)

@@ -278,7 +278,7 @@ def line_ends(text: bytes) -> list[int]:
     return list(itertools.accumulate(len(line) + 1 for line in lines))
 
 
-def _lines_of(text: bytes) -> list[bytes]:
+def lines_of(text: bytes) -> list[bytes]:
     """Each line of ``text`` (JSON lines, joined), its line break kept."""
     return [text[start:stop] for start, stop in itertools.pairwise([0, *line_ends(text)])]
 
@@ -303,7 +303,7 @@ def one_each(pieces: Iterable[Piece]) -> list[Entry]:
     for piece in pieces:
         if isinstance(piece, Run):
             count = piece.stop - piece.start
-            lines = _lines_of(piece.line) if piece.lined else [b""] * count
+            lines = lines_of(piece.line) if piece.lined else [b""] * count
             found.extend(
                 Entry(piece.positions[i], piece.hour, line, False, piece.fact)
                 for i, line in zip(range(piece.start, piece.stop), lines, strict=True)
