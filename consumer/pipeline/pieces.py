@@ -131,9 +131,9 @@ class Run:
     object a line, each kept as long as its segment among the worker's short-lived objects),
     ``end`` None for a run of the whole batch —, and the run is of one hour. A line ends at
     its one line break (JSON escapes any other), so where a run's items reach a weight is
-    found in its bytes (:meth:`reaching`, :meth:`cut_reaching`: a ``find`` and a ``count``
-    in C), not in a list of an int a line (made in Python for the whole batch at each cut:
-    0.3-0.5 µs a line, the archive's 1 MiB objects' largest cost of their own, 2026-12-06).
+    found in its bytes (:meth:`cut_reaching`: a ``find`` and a ``count`` in C), not in a
+    list of an int a line (made in Python for the whole batch at each cut: 0.3-0.5 µs a
+    line, the archive's 1 MiB objects' largest cost of their own, 2026-12-06).
 
     Read as entries would be: ``position`` is its first, ``last`` its last, ``count`` how
     many, ``line`` its lines joined; a segment or buffer that ends inside it splits it
@@ -207,14 +207,10 @@ class Run:
         if self.text is not None and self.end is None:
             self.packed, self.text = pack(self.text), None
 
-    def reaching(self, weight: int) -> int:
-        """How many of its first items weigh ``weight`` or more together (at least one, at
-        most all): where entries one by one would reach it."""
-        return self._reach(weight, self.lines_text() if self.lined else None)[0]
-
     def _reach(self, weight: int, text: bytes | None) -> tuple[int, int | None]:
-        """(:meth:`reaching`, the byte of ``text`` — its lines, None without — where those
-        items' lines end; None without lines)."""
+        """(how many of its first items weigh ``weight`` or more together — at least one, at
+        most all: where entries one by one would reach it —, the byte of ``text`` — its lines,
+        None without — where those items' lines end; None without lines)."""
         count = self.stop - self.start
         if text is None:
             return min(max(-(-weight // NO_LINE_BYTES), 1), count), None
@@ -226,8 +222,9 @@ class Run:
         return text.count(b"\n", self.begin, newline + 1), newline + 1
 
     def cut_reaching(self, weight: int) -> tuple[Run, Run | None]:
-        """:meth:`cut` where :meth:`reaching` says: the first items that weigh ``weight`` or
-        more together, and the rest (None when there is none)."""
+        """:meth:`cut` where entries one by one would reach ``weight``: the first items that
+        weigh it or more together (at least one, at most all), and the rest (None when there
+        is none)."""
         text = self.lines_text() if self.lined else None  # (a packed run's: decompressed once)
         count, at = self._reach(weight, text)
         return self._cut(count, at, text)

@@ -125,7 +125,7 @@ def lined_run(part: tuple[int, int], packed: bool) -> tuple[Run, list[bytes]]:
 def test_a_run_reaches_a_weight_and_is_cut_where_its_lines_one_by_one_would(
     part: tuple[int, int], packed: bool
 ) -> None:
-    """reaching(w): how many first items weigh w or more together, at least one, at most all
+    """cut_reaching(w): the first items that weigh w or more together, at least one, at most all
     (every w from 0 to past the run's bytes); cut_reaching and cut give the same halves,
     each with its items' lines, and their weights."""
     run, lines = lined_run(part, packed)
@@ -134,7 +134,7 @@ def test_a_run_reaches_a_weight_and_is_cut_where_its_lines_one_by_one_would(
     for weight in range(total + 3):
         reached = 1 + sum(1 for e in itertools.accumulate(map(len, lines)) if e < weight)
         expected = min(max(reached, 1), len(lines))
-        assert run.reaching(weight) == expected, weight
+        assert run.cut_reaching(weight)[0].count == expected, weight
         for head, rest in (run.cut_reaching(weight), run.cut(expected)):
             assert (head.count, head.line, head.weight) == (
                 expected,
