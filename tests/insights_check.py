@@ -5,7 +5,7 @@ maxima exactly equal, quantiles within the sketch's relative bound."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,15 +21,15 @@ from tests.support import Stack
 
 
 def recompute(
-    feed: str, records: Sequence[dict[str, Any]], arrived: float, lateness_s: float
+    feed: str, records: Sequence[dict[str, Any]], arrivals: Sequence[float], lateness_s: float
 ) -> tuple[Partial, dict[tuple[CellKey, str], list[Decimal]]]:
-    """The cells of ``records`` (all arrived at ``arrived``), and each cell's measured values
-    of the records it counted (for the true quantiles)."""
+    """The cells of ``records`` (the i-th arrived at ``arrivals[i]``), and each cell's measured
+    values of the records it counted (for the true quantiles)."""
     spec = FEEDS[feed].insights
     assert spec is not None
     expected = Partial(spec, lateness_s)
     values: dict[tuple[CellKey, str], list[Decimal]] = defaultdict(list)
-    for record in records:
+    for record, arrived in zip(records, arrivals, strict=True):
         item = FEEDS[feed].to_item(orjson.dumps(record))
         expected.add(item, arrived)
         when = plain_time(item.get(spec.time_field, {}).get("S", ""))
@@ -54,20 +54,22 @@ def plain_time(text: str) -> float | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
-def arrival_span(stack: Stack, arrived: float) -> str:
-    """When the stream's records arrived, against the time the test took for all of them: a
-    late count the recomputation did not expect, with records stamped minutes after that time,
-    points at the machine's clock rather than the insights (suspected once, 2026-12-06, on a
-    VM whose clock ran unevenly; the same test passed on every rerun)."""
-    stamps = [
-        record["ApproximateArrivalTimestamp"].timestamp() for record in stack.stream_records()
-    ]
-    if not stamps:
-        return "the stream holds no record"
-    return (
-        f"the stream's records arrived {min(stamps) - arrived:+.1f} to "
-        f"{max(stamps) - arrived:+.1f} s from the test's arrival time"
-    )
+def stream_arrivals(stack: Stack, records: Sequence[dict[str, Any]]) -> list[float]:
+    """Each record's arrival time as the stream stamped it (``ApproximateArrivalTimestamp``,
+    what the worker judges lateness by), found by its bytes: the n-th of equal records takes
+    the n-th earliest stamp of those bytes. Not a time the test took around its puts: the
+    machine's wall clock can step between the two (seen twice in CI, 2026-12-06: the stream's
+    stamps 301 to 305 s after such a time, in a test bounded at 150 s)."""
+    stamps: dict[bytes, list[float]] = defaultdict(list)
+    for record in stack.stream_records():
+        stamps[record["Data"]].append(record["ApproximateArrivalTimestamp"].timestamp())
+    waiting = {data: deque(sorted(times)) for data, times in stamps.items()}
+    arrivals = []
+    for record in records:
+        data = orjson.dumps(record)
+        assert waiting.get(data), ("a record the test put is not in the stream", record)
+        arrivals.append(waiting[data].popleft())
+    return arrivals
 
 
 def read_insights(
@@ -87,14 +89,14 @@ def check_insights_exact(
     stack: Stack,
     feed: str,
     records: Sequence[dict[str, Any]],
-    arrived: float,
     lateness_s: float,
     since: datetime,
     until: datetime,
 ) -> int:
     """Compare what the table holds for [since, until) with a recomputation over
-    ``records``; returns how many of them were late (counted, not aggregated)."""
-    expected, values = recompute(feed, records, arrived, lateness_s)
+    ``records`` (each as the stream holds it: its arrival stamp); returns how many of them
+    were late (counted, not aggregated)."""
+    expected, values = recompute(feed, records, stream_arrivals(stack, records), lateness_s)
     found = read_insights(stack, feed, since, until)
     keys = {
         (iso(start), json.dumps(dict(group), sort_keys=True)) for start, group in expected.cells
@@ -103,10 +105,7 @@ def check_insights_exact(
     for (start, group), cell in expected.cells.items():
         row = found[(iso(start), json.dumps(dict(group), sort_keys=True))]
         due = (cell.count, cell.late)
-        assert (row["count"], row["late"]) == due, (
-            *("(count, late) due", due, "found", row),
-            arrival_span(stack, arrived),  # (read only on a failure)
-        )
+        assert (row["count"], row["late"]) == due, ("(count, late) due", due, "found", row)
         assert row["window_s"] == expected.spec.window_s
         for name, stat in cell.stats.items():
             assert row[f"{name}_count"] == stat.count, (name, row)

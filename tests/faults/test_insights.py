@@ -14,7 +14,6 @@ table must then equal a recomputation from scratch over the records produced.
 from __future__ import annotations
 
 import signal
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,15 +44,16 @@ def reading(n: int, at: datetime) -> dict[str, Any]:
 
 
 def phase(first: int, now: datetime) -> list[dict[str, Any]]:
-    """Readings ``first`` … over the last 45 minutes; every 10th from 55 minutes ago (its
-    window ended within the lateness: counted) and every 50th from three hours ago (late)."""
+    """Readings ``first`` … over the last 45 minutes; every 10th from 50 minutes ago (its
+    window ended within the lateness: counted, however the arrival stamps fall within the
+    next ten minutes) and every 50th from three hours ago (late)."""
     out = []
     for n in range(first, first + PER_PHASE):
         at = now - timedelta(minutes=45) + timedelta(milliseconds=n * 1100)
         if n % 50 == 0:
             at = now - timedelta(hours=3) + timedelta(milliseconds=n)
         elif n % 10 == 0:
-            at = now - timedelta(minutes=55) + timedelta(milliseconds=n)
+            at = now - timedelta(minutes=50) + timedelta(milliseconds=n)
         out.append(reading(n, at))
     return out
 
@@ -99,7 +99,6 @@ def test_insights_equal_a_recomputation_across_a_kill_a_split_and_failed_writes(
     stack.setup(shards=2, TELEMAX_INSIGHTS="on")
     now = datetime.now(UTC)
     before = phase(0, now)
-    arrived = time.time()
     put_spread(stack, before, 0)
     env = {
         "TELEMAX_INSIGHTS": "on",
@@ -161,7 +160,6 @@ def test_insights_equal_a_recomputation_across_a_kill_a_split_and_failed_writes(
         stack,
         "telemax",
         [*before, *after],
-        arrived,
         LATENESS_S,
         now - timedelta(hours=4),
         now + timedelta(hours=1),

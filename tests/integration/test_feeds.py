@@ -91,7 +91,6 @@ def test_every_destination_holds_each_record_once_across_a_sigkill(
     resent = valid[:150]  # a producer retrying: the same orders again, later in the stream
     large = {o["orderID"] for o in valid if o["total"] >= 1000}
     assert len(large) == 40
-    arrived = time.time()
     stack.put([*valid[:400], *bad, *valid[400:], *resent], key="customer")
     env = {
         "TELEMAX_FEED": "orders",
@@ -151,7 +150,6 @@ def test_every_destination_holds_each_record_once_across_a_sigkill(
         stack,
         "orders",
         [*valid, *resent],
-        arrived,
         3 * 86400,
         now - timedelta(days=6),
         now + timedelta(hours=1),
