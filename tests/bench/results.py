@@ -118,30 +118,43 @@ PAIRED = (
 def paired(results: dict[str, list[Result]]) -> str:
     """Each added contender against ours round by round: the two ran minutes apart in one
     round, so a slow phase of the machine weighs on both; the median of the rounds' ratios
-    (and their range) says more than the ratio of the medians when rounds differ."""
+    (and their range) says more than the ratio of the medians when rounds differ. For the
+    destinations also the rounds' differences: a ratio against a cheap round of ours reads
+    high for the same added work, the difference is what the destination itself costs."""
     lines = []
     for contender in [c for c in PAIRED_WITH_OURS if results[c] and results["ours"]]:
         rounds = list(zip(results[contender], results["ours"], strict=False))
         if contender not in ADDED:  # read "ours / before"
             rounds = [(o, r) for r, o in rounds]
-        parts = []
+        ratios, differences = [], []
         for label, field in PAIRED:
-            ratios = sorted(
-                a / b
+            pairs = [
+                (a, b)
                 for r, o in rounds
                 if (a := getattr(r, field)) is not None
                 and (b := getattr(o, field))
                 and a == a
                 and b == b
-            )
-            if ratios:
-                parts.append(
-                    f"{label} {statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})"
-                )
-        if parts:
+            ]
+            if pairs:
+                ratios.append(_spread(label, [a / b for a, b in pairs], "{:.2f}", "-", "x"))
+                differences.append(_spread(label, [a - b for a, b in pairs], "{:+.2f}", " to "))
+        if ratios:
             name = f"{contender} / ours" if contender in ADDED else f"ours / {contender}"
-            lines.append(f"{name}, CPU µs per record, paired by round: " + ", ".join(parts))
+            lines.append(f"{name}, CPU µs per record, paired by round: " + ", ".join(ratios))
+        if differences and contender in ADDED:
+            lines.append(
+                f"{contender} - ours, CPU µs per record, paired by round: " + ", ".join(differences)
+            )
     return "\n".join(lines)
+
+
+def _spread(label: str, values: list[float], form: str, between: str, unit: str = "") -> str:
+    """``label median<unit> (least<between>most)``."""
+    median, least, most = (
+        form.format(v) for v in (statistics.median(values), min(values), max(values))
+    )
+    return f"{label} {median}{unit} ({least}{between}{most})"
 
 
 def table(results: dict[str, list[Result]]) -> str:

@@ -62,6 +62,24 @@ def test_each_added_contender_is_paired_with_ours_round_by_round() -> None:
     assert "through the drain 1.23x (1.18-1.27)" in line  # the round without one left out
 
 
+def test_what_each_added_contender_costs_over_ours_is_paired_in_microseconds_too() -> None:
+    """A ratio against a cheap round of ours reads high for the same added work: the rounds'
+    differences say what the destination itself costs a record."""
+    results = empty_results()
+    results["ours"] = [run("ours", 10, 6, 11), run("ours", 20, 8, 22), run("ours", 10, 7, 11)]
+    results["archive60s"] = [
+        run("archive60s", 12, 8.3, 14),  # +2, +2.3, +3
+        run("archive60s", 21, 8.5, None),  # +1, +0.5, no drain figure
+        run("archive60s", 13, math.nan, 13),  # +3, no steady figure, +2
+    ]
+    lines = paired(results).splitlines()
+    assert lines[0].startswith("archive60s / ours, CPU µs per record, paired by round: ")
+    assert lines[1] == (
+        "archive60s - ours, CPU µs per record, paired by round: whole +2.00 (+1.00 to +3.00), "
+        "steady +1.40 (+0.50 to +2.30), through the drain +2.50 (+2.00 to +3.00)"
+    )
+
+
 def test_a_revision_before_is_read_as_ours_over_it() -> None:
     results = empty_results()
     results["ours"] = [run("ours", 9, 8, 10)]
