@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consumer import config
 from consumer.config import Settings
 from kernel import logs
-from kernel.aws import AWS_ERRORS, Clients, config_error_from, open_clients
+from kernel.aws import AWS_ERRORS, config_error_from, open_clients
 from kernel.errors import ConfigError
 
 if TYPE_CHECKING:
-    from consumer.adapters.lean import Environment
+    pass
 
 PROG = "telemax-consumer"
 
@@ -37,8 +34,8 @@ GC_THRESHOLDS = (500_000, 50, 100)
 
 
 async def run_command(settings: Settings, _: argparse.Namespace) -> int:
-    from consumer.adapters import fastpath
     from consumer.allocator import keep_freed_memory
+    from consumer.clients import fast_path_for, run_clients
     from consumer.worker import Worker, preflight
 
     gc.freeze()
@@ -47,7 +44,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 
     # Connections: every write slot, one reader per shard, and the lease traffic.
     pool = settings.write_concurrency + 32
-    async with worker_clients(settings, pool) as clients:
+    async with run_clients(settings, pool) as clients:
         if settings.source == "sqs":
             from consumer.sources.sqs import SqsWorker, preflight_sqs
 
@@ -55,21 +52,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
             await SqsWorker(settings, clients, handler, key_names).run()
             return 0
         checked = await preflight(clients, settings)
-        fast = None
-        if settings.fast_path:
-            credentials = await clients.session.get_credentials()
-            if credentials is None:
-                raise ConfigError("no AWS credentials found") from None
-            fast = fastpath.create(
-                credentials,
-                kinesis_endpoint=clients.kinesis.meta.endpoint_url,
-                dynamodb_endpoint=clients.dynamodb.meta.endpoint_url,
-                region=clients.kinesis.meta.region_name,
-                pool=pool,
-                read_timeout=settings.aws_read_timeout_s,
-                attempts=settings.aws_max_attempts,
-                ca_bundle=clients.ca_bundle(),
-            )
+        fast = await fast_path_for(clients, settings, pool)
         subscriber = None
         if settings.retrieval != "polling":
             from consumer.fanout.registration import retrieval_for
@@ -90,45 +73,6 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
             if subscriber is not None:
                 await subscriber.aclose()
     return 0
-
-
-@asynccontextmanager
-async def worker_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
-    """The lean clients when the whole AWS configuration is in the environment and the run
-    needs nothing but Kinesis polling, DynamoDB and the archive's S3 at an address we can
-    reach as botocore would; else aiobotocore's.
-    Which, and why, is logged once they are open (a configuration error stays one line)."""
-    from consumer.adapters.lean import environment_of, open_lean_clients
-
-    found: Environment | str = "TELEMAX_FAST_PATH is false"
-    if settings.fast_path:
-        found = environment_of(os.environ, Path.home())
-    others = [service for service in settings.services if service != "s3"]
-    if not isinstance(found, str) and (others or settings.retrieval != "polling"):
-        found = "the run uses more than Kinesis polling, DynamoDB and S3"
-    if not isinstance(found, str) and settings.archive_bucket:
-        from consumer.adapters.s3 import route_of
-
-        route = route_of(found.s3_endpoint, found.region, settings.archive_bucket)
-        found = route if isinstance(route, str) else found
-    if isinstance(found, str):
-        opened = open_clients(
-            pool=pool,
-            attempts=settings.aws_max_attempts,
-            read_timeout=settings.aws_read_timeout_s,
-            services=settings.services,
-        )
-    else:
-        opened = open_lean_clients(
-            found,
-            read_timeout=settings.aws_read_timeout_s,
-            attempts=settings.aws_max_attempts,
-            s3=bool(settings.archive_bucket),
-        )
-    async with opened as clients:
-        why = {"why": found} if isinstance(found, str) else {}
-        logs.get().info("aws_clients", lean=not why, **why)
-        yield clients
 
 
 async def setup_command(settings: Settings, _: argparse.Namespace) -> int:

@@ -78,9 +78,14 @@ def lambda_record(
 
 
 def invoke(
-    events: list[dict[str, Any]], env: dict[str, str], tmp: Path, timeout_ms: int = 60_000
+    events: list[dict[str, Any]],
+    env: dict[str, str],
+    tmp: Path,
+    timeout_ms: int = 60_000,
+    fast_path: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the events through the handler in one process (a warm execution environment)."""
+    """Run the events through the handler in one process (a warm execution environment);
+    ``fast_path``: whether its cold start must say it writes on the lean path."""
     events_path, answers_path = tmp / "events.json", tmp / "answers.json"
     events_path.write_text(json.dumps(events))
     done = run(
@@ -88,6 +93,9 @@ def invoke(
         env={**os.environ, **env}, timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if fast_path is not None:
+        ready = [json.loads(line) for line in done.stdout.splitlines() if "lambda_ready" in line]
+        assert [line["fast_path"] for line in ready] == [fast_path], done.stdout[-3000:]
     answers: list[dict[str, Any]] = json.loads(answers_path.read_text())
     return answers
 
@@ -136,9 +144,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: Callable[[], s
 
 
 @pytest.mark.timeout(110)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
 def test_worker_and_lambda_store_identical_rows(
-    make_tables: Any, clients: tuple[Any, Any], tmp_path: Path
+    fast_path: bool, make_tables: Any, clients: tuple[Any, Any], tmp_path: Path
 ) -> None:
+    """The handler's records writes on the lean path (the default) and on aiobotocore's."""
     kinesis, dynamodb = clients
     worker_side: Tables = make_tables(
         TELEMAX_LEASE_DURATION_S="4",
@@ -146,7 +156,9 @@ def test_worker_and_lambda_store_identical_rows(
         TELEMAX_CHECKPOINT_INTERVAL_S="0.5",
         TELEMAX_SHUTDOWN_GRACE_S="10",
     )
-    lambda_side: Tables = make_tables(stream=worker_side.stream)
+    lambda_side: Tables = make_tables(
+        stream=worker_side.stream, TELEMAX_FAST_PATH=str(fast_path).lower()
+    )
     worker_side.setup(shards=2)
     lambda_side.setup(shards=2)  # the stream exists: only the second set of tables is created
 
@@ -178,7 +190,7 @@ def test_worker_and_lambda_store_identical_rows(
     try:
         events = stream_events(kinesis, worker_side.stream)
         assert sum(len(e["Records"]) for e in events) == len(payloads)
-        answers = invoke(events, lambda_side.env, tmp_path)
+        answers = invoke(events, lambda_side.env, tmp_path, fast_path=fast_path)
         assert [a["response"] for a in answers] == [{"batchItemFailures": []}] * len(events)
 
         def worker_done() -> bool:
@@ -235,11 +247,16 @@ def key_of(payload: bytes) -> tuple[str, str]:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
 def test_bad_record_is_dead_lettered_and_refused_write_reported(
-    make_tables: Any, clients: tuple[Any, Any], moto_endpoint: str, tmp_path: Path
+    fast_path: bool,
+    make_tables: Any,
+    clients: tuple[Any, Any],
+    moto_endpoint: str,
+    tmp_path: Path,
 ) -> None:
     _, dynamodb = clients
-    tables: Tables = make_tables()
+    tables: Tables = make_tables(TELEMAX_FAST_PATH=str(fast_path).lower())
     tables.setup(shards=1)
     shard = "shardId-000000000000"
     marker = "HW-REFUSED"
@@ -257,7 +274,7 @@ def test_bad_record_is_dead_lettered_and_refused_write_reported(
             "AWS_ENDPOINT_URL_DYNAMODB": proxy.endpoint,
             "TELEMAX_WRITE_CONCURRENCY": "1",
         }
-        (answer,) = invoke([event], env, tmp_path)
+        (answer,) = invoke([event], env, tmp_path, fast_path=fast_path)
     assert proxy.injected == {("BatchWriteItem", "error"): 1}
 
     # The bad record is in the dead-letter table with where it came from and why.

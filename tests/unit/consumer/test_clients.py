@@ -1,0 +1,64 @@
+"""Which clients a run speaks through (consumer.clients): lean or aiobotocore's, and the lean
+path for the hot calls. Opening either kind makes no call, so no endpoint is needed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from consumer.clients import fast_path_for, run_clients
+from consumer.config import Settings
+from devkit.local import aws_env
+
+ENDPOINT = "http://127.0.0.1:9"  # never called
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole AWS configuration in the environment, as on ECS, Kubernetes or Lambda."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCOUNT_ID", "AWS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_env(ENDPOINT).items():
+        monkeypatch.setenv(name, value)
+
+
+def opened(settings: Settings, **options: Any) -> tuple[MutableMapping[str, Any], bool]:
+    """The ``aws_clients`` line of a run's clients, and whether the lean path was made."""
+
+    async def run() -> tuple[MutableMapping[str, Any], bool]:
+        with capture_logs() as logged:
+            async with run_clients(settings, 4, **options) as clients:
+                fast = await fast_path_for(clients, settings, 4)
+                if fast is not None:
+                    fast.close()
+        (line,) = [entry for entry in logged if entry["event"] == "aws_clients"]
+        return line, fast is not None
+
+    return asyncio.run(run())
+
+
+def test_a_run_of_kinesis_and_dynamodb_is_lean_with_the_fast_path() -> None:
+    line, fast = opened(Settings())
+    assert line["lean"] is True and "why" not in line
+    assert fast
+
+
+def test_the_fast_path_off_means_aiobotocore_and_no_lean_writes() -> None:
+    line, fast = opened(Settings(fast_path=False))
+    assert line == {"event": "aws_clients", "log_level": "info", "lean": False,
+                    "why": "TELEMAX_FAST_PATH is false"}  # fmt: skip
+    assert not fast
+
+
+def test_an_archive_that_reads_and_lists_objects_is_not_given_the_lean_s3() -> None:
+    """The Lambda handler's archive resumes inside an object (GetObject, ListObjectsV2): the
+    lean S3 heads and puts only. Its records' writes stay on the lean path."""
+    archive = Settings(archive_bucket="telemax-archive")
+    assert opened(archive)[0]["lean"] is True  # the worker's archive: heads and puts
+    line, fast = opened(archive, archive_reads=True)
+    assert line["lean"] is False and line["why"] == "the archive reads and lists objects"
+    assert fast
