@@ -7,16 +7,13 @@ import asyncio
 import gc
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consumer import config
 from consumer.config import Settings
 from kernel import logs
 from kernel.aws import AWS_ERRORS, config_error_from, open_clients
 from kernel.errors import ConfigError
-
-if TYPE_CHECKING:
-    pass
 
 PROG = "telemax-consumer"
 
