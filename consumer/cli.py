@@ -12,7 +12,7 @@ from typing import Any
 from consumer import config
 from consumer.config import Settings
 from kernel import logs
-from kernel.aws import AWS_ERRORS, config_error_from, open_clients
+from kernel.aws import AWS_ERRORS, Clients, config_error_from, open_clients
 from kernel.errors import ConfigError
 
 PROG = "telemax-consumer"
@@ -43,11 +43,7 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
     pool = settings.write_concurrency + 32
     async with run_clients(settings, pool) as clients:
         if settings.source == "sqs":
-            from consumer.sources.sqs import SqsWorker, preflight_sqs
-
-            handler, key_names = await preflight_sqs(clients, settings)
-            await SqsWorker(settings, clients, handler, key_names).run()
-            return 0
+            return await run_sqs(clients, settings, pool)
         checked = await preflight(clients, settings)
         fast = await fast_path_for(clients, settings, pool)
         subscriber = None
@@ -69,6 +65,29 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
                 fast.close()
             if subscriber is not None:
                 await subscriber.aclose()
+    return 0
+
+
+async def run_sqs(clients: Clients, settings: Settings, pool: int) -> int:
+    """The SQS source's worker, its records' writes on the lean path (its queue's calls stay
+    aiobotocore's)."""
+    from consumer.clients import fast_path_for
+    from consumer.sources.sqs import SqsWorker, preflight_sqs
+
+    handler, key_names = await preflight_sqs(clients, settings)
+    fast = await fast_path_for(clients, settings, pool)
+    try:
+        await SqsWorker(
+            settings,
+            clients,
+            handler,
+            key_names,
+            writer=fast.dynamodb.batch_write if fast else None,
+            preparer=fast.dynamodb.preparer if fast else None,
+        ).run()
+    finally:
+        if fast is not None:
+            fast.close()
     return 0
 
 

@@ -30,7 +30,7 @@ from consumer.pipeline.alerting import alerting_for
 from consumer.pipeline.convert import Converter, dead_letter
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import Store
-from consumer.pipeline.table import BatchWriter, botocore_batch_writer
+from consumer.pipeline.table import BatchPreparer, BatchWriter, botocore_batch_writer
 from consumer.sources.archive import archive_done, message_archive_for
 from consumer.sources.messages import (
     POISON,
@@ -62,6 +62,7 @@ class SqsWorker:
         *,
         metrics: Metrics | None = None,
         writer: BatchWriter | None = None,
+        preparer: BatchPreparer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -83,6 +84,7 @@ class SqsWorker:
         self.stage = WriteStage(
             Store.over(
                 writer or botocore_batch_writer(clients.dynamodb),
+                preparer=preparer,
                 table=settings.table,
                 key_names=key_names,
                 dlq_table=settings.dlq_table,
@@ -91,6 +93,7 @@ class SqsWorker:
             ),
             alerting_for(settings, clients, self.metrics, key_names, clock=clock),
         )
+        self._lean_writes = preparer is not None  # (only the lean path prepares requests)
         self._archive = message_archive_for(settings, clients, self.metrics, self.queue)
         self._messages = self.metrics.sqs_messages
         self._extended = self.metrics.sqs_visibility_extended.labels(self.queue)
@@ -112,7 +115,12 @@ class SqsWorker:
                 stack, self.metrics.registry, self.health, s.metrics_host, s.metrics_port
             )
             self._log.info(
-                "worker_started", source="sqs", table=s.table, metrics_port=port, fifo=self.fifo
+                "worker_started",
+                source="sqs",
+                table=s.table,
+                metrics_port=port,
+                fifo=self.fifo,
+                fast_path=self._lean_writes,
             )
             async with asyncio.TaskGroup() as group:
                 beating = group.create_task(self.health.beat_forever())

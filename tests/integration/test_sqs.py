@@ -101,11 +101,15 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
     assert metrics_left
 
 
-def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
+def test_a_fifo_queue_keeps_each_groups_order(
+    fast_path: bool, stack: Stack, moto_endpoint: str
+) -> None:
     """One receive loop: moto hands a FIFO group (even one message) to two concurrent
     receives now and then on a loaded machine (tests/emulators/moto_sqs_fifo_race.py: 6-7
     in 150-300 trials beside a CPU hog) — SQS never does, and a CI run once stored an
-    order's first version last that way. Order across batches is what this test checks."""
+    order's first version last that way. Order across batches is what this test checks,
+    with the records' writes on the lean path (the default) and on aiobotocore's."""
     stack.setup(TELEMAX_FEED="orders")
     sqs, url = make_queue(stack, moto_endpoint, fifo=True)
     for group in ("g1", "g2", "g3"):  # each order updated five times, in its group's order
@@ -122,8 +126,11 @@ def test_a_fifo_queue_keeps_each_groups_order(stack: Stack, moto_endpoint: str) 
         TELEMAX_QUEUE_URL=url,
         TELEMAX_SQS_WAIT_S="1",
         TELEMAX_SQS_RECEIVERS="1",
+        TELEMAX_FAST_PATH=str(fast_path).lower(),
     )
     wait_until(lambda: queue_empty(sqs, url), 60, "every message deleted")
+    (started,) = [line for line in worker.log_lines() if "worker_started" in line]
+    assert json.loads(started)["fast_path"] is fast_path
     items = stack.scan()
     assert len(items) == 36
     assert {item["status"]["S"] for item in items} == {"v4"}, "the last version of each won"
