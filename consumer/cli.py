@@ -71,19 +71,15 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 async def run_sqs(clients: Clients, settings: Settings, pool: int) -> int:
     """The SQS source's worker, its records' writes on the lean path (its queue's calls stay
     aiobotocore's)."""
-    from consumer.clients import fast_path_for
+    from consumer.clients import fast_path_for, records_writes
     from consumer.sources.sqs import SqsWorker, preflight_sqs
 
     handler, key_names = await preflight_sqs(clients, settings)
     fast = await fast_path_for(clients, settings, pool)
+    writer, preparer = records_writes(fast, clients.dynamodb)
     try:
         await SqsWorker(
-            settings,
-            clients,
-            handler,
-            key_names,
-            writer=fast.dynamodb.batch_write if fast else None,
-            preparer=fast.dynamodb.preparer if fast else None,
+            settings, clients, handler, key_names, writer=writer, preparer=preparer
         ).run()
     finally:
         if fast is not None:

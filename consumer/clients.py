@@ -10,9 +10,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consumer.config import Settings
+from consumer.pipeline.table import BatchPreparer, BatchWriter, botocore_batch_writer
 from kernel import logs
 from kernel.aws import Clients, open_clients
 from kernel.errors import ConfigError
@@ -87,3 +88,13 @@ async def fast_path_for(clients: Clients, settings: Settings, pool: int) -> Fast
         attempts=settings.aws_max_attempts,
         ca_bundle=clients.ca_bundle(),
     )
+
+
+def records_writes(
+    fast: FastPath | None, dynamodb: Any
+) -> tuple[BatchWriter, BatchPreparer | None]:
+    """The records' ``BatchWriteItem`` writer, and its preparer: the lean path's (requests
+    prepared ahead) when there is one, else the generic ``dynamodb`` client's (none)."""
+    if fast is None:
+        return botocore_batch_writer(dynamodb), None
+    return fast.dynamodb.batch_write, fast.dynamodb.preparer

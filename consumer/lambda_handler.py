@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from structlog.typing import FilteringBoundLogger
 
 from consumer import config
-from consumer.clients import fast_path_for, run_clients
+from consumer.clients import fast_path_for, records_writes, run_clients
 from consumer.config import Settings, feed_of
 from consumer.insights.batch import batch_insights_for
 from consumer.insights.kept import batch_facts
@@ -61,7 +61,6 @@ from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.pieces import one_each
 from consumer.pipeline.stage import Progress, WriteStage
 from consumer.pipeline.store import DEAD_LETTER_CONCURRENCY, Store
-from consumer.pipeline.table import botocore_batch_writer
 from consumer.sources.archive import MessageArchive, archive_done, message_archive_for
 from consumer.sources.messages import failed_in_lambda, lambda_record_of
 from kernel import logs
@@ -180,12 +179,7 @@ class Runtime:
                 self._log.error("configuration_error", error=str(exc))
             self.close()
             raise
-        fast = self._fast
-        writer, preparer = (
-            (fast.dynamodb.batch_write, fast.dynamodb.preparer)
-            if fast
-            else (botocore_batch_writer(self._clients.dynamodb), None)
-        )
+        writer, preparer = records_writes(self._fast, self._clients.dynamodb)
         self._stage = WriteStage(
             Store.over(
                 writer,
@@ -213,7 +207,7 @@ class Runtime:
             else None
         )
         self._message_archives: dict[str, MessageArchive] = {}
-        self._log.info("lambda_ready", fast_path=fast is not None)
+        self._log.info("lambda_ready", fast_path=self._fast is not None)
 
     def close(self) -> None:
         try:

@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from consumer.adapters.fastpath import FastPath
+from consumer.clients import records_writes
 from consumer.config import Settings
 from consumer.fanout import FanOutError
 from consumer.feeds import telemax
@@ -31,7 +32,7 @@ from consumer.pipeline.committers import segmented_for
 from consumer.pipeline.keys import table_key_names
 from consumer.pipeline.stage import WriteStage
 from consumer.pipeline.store import Store
-from consumer.pipeline.table import BatchWriter, botocore_batch_writer
+from consumer.pipeline.table import BatchWriter
 from consumer.shard.budget import RecordBudget
 from consumer.shard.discovery import Lineage
 from consumer.shard.processing import ShardContext
@@ -170,8 +171,7 @@ class Worker:
         self.metrics.records_in_flight.set_function(lambda: self.budget.in_use)
         preparer = None
         if writer is None:
-            writer = fast.dynamodb.batch_write if fast else botocore_batch_writer(clients.dynamodb)
-            preparer = fast.dynamodb.preparer if fast else None
+            writer, preparer = records_writes(fast, clients.dynamodb)
         self._subscriber = subscriber  # fan-out: shards read through SubscribeToShard
         self._get_records = fast.kinesis.get_records if fast else None
         self._get_iterator = fast.kinesis.get_shard_iterator if fast else None

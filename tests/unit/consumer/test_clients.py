@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.clients import fast_path_for, run_clients
+from consumer.clients import fast_path_for, records_writes, run_clients
 from consumer.config import Settings
 from devkit.local import aws_env
 
@@ -33,8 +33,12 @@ def opened(settings: Settings, **options: Any) -> tuple[MutableMapping[str, Any]
         with capture_logs() as logged:
             async with run_clients(settings, 4, **options) as clients:
                 fast = await fast_path_for(clients, settings, 4)
-                if fast is not None:
+                writer, preparer = records_writes(fast, clients.dynamodb)
+                if fast is not None:  # the records' writes and their requests prepared ahead
+                    assert (writer, preparer) == (fast.dynamodb.batch_write, fast.dynamodb.preparer)
                     fast.close()
+                else:  # the generic client's writer, which prepares nothing
+                    assert preparer is None and writer is not None
         (line,) = [entry for entry in logged if entry["event"] == "aws_clients"]
         return line, fast is not None
 
