@@ -14,7 +14,6 @@ and per record over the warm invocations after it. Medians of the rounds.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import os
@@ -23,13 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tests.bench.process import ROOT, emulators, setup
+from tests.deploy.lambda_driver import Context, lambda_record
 
 PATHS = {"lean": "true", "aiobotocore": "false"}  # name -> TELEMAX_FAST_PATH
 PER_EVENT = 100
@@ -46,24 +45,18 @@ class Invocations:
 
 def event(readings: list[dict[str, Any]], first: int) -> dict[str, Any]:
     """A Kinesis event of these readings, sequence numbers from ``first``."""
-    records = []
-    for n, reading in enumerate(readings):
-        sequence = f"{first + n:056d}"
-        records.append(
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": reading["hardwareID"],
-                    "sequenceNumber": sequence,
-                    "data": base64.b64encode(orjson.dumps(reading)).decode(),
-                    "approximateArrivalTimestamp": time.time(),
-                },
-                "eventSource": "aws:kinesis",
-                "eventID": f"shardId-000000000000:{sequence}",
-                "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}",
-            }
-        )
-    return {"Records": records}
+    return {
+        "Records": [
+            lambda_record(
+                STREAM,
+                "shardId-000000000000",
+                f"{first + n:056d}",
+                orjson.dumps(reading),
+                reading["hardwareID"],
+            )
+            for n, reading in enumerate(readings)
+        ]
+    }
 
 
 def cpu() -> float:
@@ -75,7 +68,6 @@ def child(events_path: str) -> int:
     """One execution environment: every event in turn; its figures as one JSON line."""
     at = cpu()
     from consumer import lambda_handler
-    from tests.deploy.lambda_driver import Context
 
     events = json.loads(Path(events_path).read_text())
     imported = cpu()

@@ -10,10 +10,36 @@ EVENTS.json holds a list of Kinesis events; ANSWERS.json receives one
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/{}"
+
+
+def lambda_record(
+    stream: str, shard_id: str, seq: str, data: bytes, key: str = "pk"
+) -> dict[str, Any]:
+    """One record of a Kinesis event as Lambda delivers it."""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": key,
+            "sequenceNumber": seq,
+            "data": base64.b64encode(data).decode(),
+            "approximateArrivalTimestamp": 1767225600.0,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{seq}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/telemax-lambda",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM_ARN.format(stream),
+    }
 
 
 class Context:

@@ -27,12 +27,12 @@ from devkit.local import WorkerProcess, local_client
 from kernel.kpl import MAGIC
 from kernel.kpl.encode import Entry, aggregate
 from tests.deploy.conftest import Tables, run, scan
+from tests.deploy.lambda_driver import lambda_record
 from tests.support import archived, create_orders_table
 
 pytestmark = pytest.mark.integration
 
 DRIVER = Path(__file__).with_name("lambda_driver.py")
-STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/{}"
 BAD_RECORDS = {
     b"{oops": "not_json",
     b"[1, 2]": "not_object",
@@ -52,28 +52,6 @@ def reading(i: int, **changes: Any) -> dict[str, Any]:
         "Data2": round(10 + i * 0.5, 2),
         "Data3": i % 97 + 0.25,
         **changes,
-    }
-
-
-def lambda_record(
-    stream: str, shard_id: str, seq: str, data: bytes, key: str = "pk"
-) -> dict[str, Any]:
-    """One record of a Kinesis event as Lambda delivers it."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": key,
-            "sequenceNumber": seq,
-            "data": base64.b64encode(data).decode(),
-            "approximateArrivalTimestamp": 1767225600.0,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard_id}:{seq}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/telemax-lambda",
-        "awsRegion": "us-east-1",
-        "eventSourceARN": STREAM_ARN.format(stream),
     }
 
 
