@@ -69,8 +69,8 @@ async def run_command(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def run_sqs(clients: Clients, settings: Settings, pool: int) -> int:
-    """The SQS source's worker, its records' writes on the lean path (its queue's calls stay
-    aiobotocore's)."""
+    """The SQS source's worker, its records' writes on the lean path (and its queue's calls,
+    with the lean clients: consumer.clients.run_clients)."""
     from consumer.clients import fast_path_for, records_writes
     from consumer.sources.sqs import SqsWorker, preflight_sqs
 

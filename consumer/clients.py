@@ -1,8 +1,8 @@
 """Which AWS clients a run speaks through — the worker's and the Lambda handler's alike: the
 lean clients when the whole AWS configuration is in the environment and the run needs
-nothing but Kinesis polling, DynamoDB and the archive's S3 (else aiobotocore's), and the lean
-path for the hot calls (``GetRecords``, ``BatchWriteItem``) unless ``TELEMAX_FAST_PATH`` is
-false."""
+nothing but Kinesis polling or an SQS queue, DynamoDB and the archive's S3 (else
+aiobotocore's), and the lean path for the hot calls (``GetRecords``, ``BatchWriteItem``)
+unless ``TELEMAX_FAST_PATH`` is false."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ async def run_clients(
     settings: Settings, pool: int, *, archive_reads: bool = False
 ) -> AsyncIterator[Clients]:
     """The lean clients when the whole AWS configuration is in the environment and the run
-    needs nothing but Kinesis polling, DynamoDB and the archive's S3 at an address we can
+    needs nothing but Kinesis polling or an SQS queue (``pool`` connections: its long polls
+    hold theirs), DynamoDB and the archive's S3 at an address we can
     reach as botocore would; else aiobotocore's. ``archive_reads``: the run's archive reads
     and lists objects (the Lambda handler's does, to resume inside an object), which the
     lean S3 — heads and puts — does not: with an archive, aiobotocore's.
@@ -38,9 +39,9 @@ async def run_clients(
     found: Environment | str = "TELEMAX_FAST_PATH is false"
     if settings.fast_path:
         found = environment_of(os.environ, Path.home())
-    others = [service for service in settings.services if service != "s3"]
+    others = [service for service in settings.services if service not in ("s3", "sqs")]
     if not isinstance(found, str) and (others or settings.retrieval != "polling"):
-        found = "the run uses more than Kinesis polling, DynamoDB and S3"
+        found = "the run uses more than Kinesis polling or SQS, DynamoDB and S3"
     if not isinstance(found, str) and settings.archive_bucket and archive_reads:
         found = "the archive reads and lists objects"
     if not isinstance(found, str) and settings.archive_bucket:
@@ -61,6 +62,7 @@ async def run_clients(
             read_timeout=settings.aws_read_timeout_s,
             attempts=settings.aws_max_attempts,
             s3=bool(settings.archive_bucket),
+            sqs_pool=pool if settings.source == "sqs" else 0,
         )
     async with opened as clients:
         why = {"why": found} if isinstance(found, str) else {}

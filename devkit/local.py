@@ -200,6 +200,15 @@ class WorkerProcess:
         """Current metrics, or {} while the server is not up (or the process is gone)."""
         return scrape_or_nothing(self.metrics_port)
 
+    def ready(self) -> bool:
+        """Whether its ``/readyz`` answers 200 now (False while the server is not up)."""
+        url = f"http://{LOCALHOST}:{self.metrics_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
     def signal(self, sig: signal.Signals) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The longest an SQS ReceiveMessage waits for messages before it answers (its long poll; SQS's
+# limit). Its answer starts only then, so the SQS client's read timeout is this much longer
+# than the others': as long as the wait, every receive of an idle queue timed out and was
+# retried (tests/integration/test_sqs.py, the idle queue).
+SQS_LONG_POLL_S = 20
+# what the SQS source's queue missing is answered with (botocore's code of the JSON protocol's
+# x-amzn-query-error, as the query protocol named it), besides SNS's NotFound
+MISSING_CODES = frozenset({"NotFound", "AWS.SimpleQueueService.NonExistentQueue"})
+
 # What an AWS call raises, whatever the outcome (besides OSError): callers catch this and ask
 # :func:`classify` (or :func:`config_error_from`) what it means, never botocore's classes.
 AWS_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
@@ -128,12 +137,12 @@ Check = tuple[str, Callable[[], Awaitable[object]]]  # (what, a call that proves
 
 async def check_usable(checks: Sequence[Check]) -> None:
     """Start-up: each resource answers (``patiently``), or one ConfigError line naming it
-    (a ``NotFound``, as SNS says it, reads as "does not exist" too)."""
+    (a ``NotFound``, as SNS says it, or SQS's missing queue, reads as "does not exist" too)."""
     for what, check in checks:
         try:
             await patiently(check)
         except Exception as exc:
-            if error_code(exc) == "NotFound":
+            if error_code(exc) in MISSING_CODES:
                 raise ConfigError(f"{what} does not exist") from None
             raise config_error_from(exc, what) or exc from None
 
@@ -266,11 +275,15 @@ async def open_clients(
     services: Sequence[str] = (),
 ) -> AsyncIterator[Clients]:
     """Kinesis and DynamoDB clients (and those of ``services``: ``sns``, ``s3``, ``sqs``)
-    sharing one configuration; closed on exit."""
+    sharing one configuration — but SQS's read timeout, longer by a long poll —; closed on
+    exit."""
     from aiobotocore.session import get_session
 
     session = get_session()
     config = client_config(pool=pool, attempts=attempts, read_timeout=read_timeout)
+    long_polls = client_config(
+        pool=pool, attempts=attempts, read_timeout=read_timeout + SQS_LONG_POLL_S
+    )
     # botocore reads AWS_DEFAULT_REGION (and profiles); Lambda, ECS and most tools set
     # AWS_REGION, which is what our documentation promises.
     region = session.get_config_variable("region") or os.environ.get("AWS_REGION") or None
@@ -285,7 +298,11 @@ async def open_clients(
             )
             extra = {
                 service: await stack.enter_async_context(
-                    session.create_client(service, config=config, region_name=region)  # type: ignore[call-overload]
+                    session.create_client(  # type: ignore[call-overload]
+                        service,
+                        config=long_polls if service == "sqs" else config,
+                        region_name=region,
+                    )
                 )
                 for service in services
             }

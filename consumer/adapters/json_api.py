@@ -1,4 +1,4 @@
-"""Signed JSON-protocol calls to one AWS service (Kinesis, DynamoDB) over a keep-alive
+"""Signed JSON-protocol calls to one AWS service (Kinesis, DynamoDB, SQS) over a keep-alive
 HTTP/1.1 pool: the body signed as botocore's SigV4 signer signs it (consumer.adapters.sigv4),
 the answer parsed with orjson, and an error answer made the ``ClientError`` botocore's JSON
 parser makes of it, so the callers' retry, fencing and metrics cannot tell the two apart. A
@@ -11,9 +11,10 @@ botocore's "standard" retry mode does (the lease tables' item calls, S3's).
 from __future__ import annotations
 
 import binascii
+import http.client
 import ssl
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -40,6 +41,7 @@ class Credentials(Protocol):
 
 KINESIS = ("kinesis", "Kinesis_20131202", "application/x-amz-json-1.1")
 DYNAMODB = ("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
+SQS = ("sqs", "AmazonSQS", "application/x-amz-json-1.0")
 
 
 def json_default(value: Any) -> str | float:
@@ -52,26 +54,42 @@ def json_default(value: Any) -> str | float:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def error_from(status: int, headers: Any, body: bytes, operation: str) -> ClientError:
-    """The ClientError botocore's JSON parser makes of an error answer."""
+def error_from(status: int, headers: Mapping[str, str], body: bytes, operation: str) -> ClientError:
+    """The ClientError botocore's JSON parser makes of an error answer (``headers`` lower-cased,
+    as :mod:`consumer.adapters.http1` gives them)."""
+    stripped = body.strip()
+    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):  # a proxy's, say
+        error = {"Code": str(status), "Message": http.client.responses.get(status, "")}
+    else:
+        error = _protocol_error(status, headers, body)
+    response: Any = {
+        "Error": error,
+        "ResponseMetadata": {
+            "HTTPStatusCode": status,
+            "HTTPHeaders": dict(headers),
+            "RequestId": headers.get("x-amzn-requestid", ""),
+            "RetryAttempts": 0,
+        },
+    }
+    return ClientError(response, operation)
+
+
+def _protocol_error(status: int, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
     try:
         parsed = orjson.loads(body) if body else {}
         if not isinstance(parsed, dict):
             parsed = {"message": str(parsed)}
     except orjson.JSONDecodeError:
         parsed = {"message": body.decode(errors="replace")}
-    code = str(parsed.get("__type") or headers.get("x-amzn-ErrorType") or status)
+    code = str(parsed.get("__type") or status)
     code = code.split(":", 1)[0].rsplit("#", 1)[-1]
-    response: Any = {
-        "Error": {"Code": code, "Message": parsed.get("message", parsed.get("Message", ""))},
-        "ResponseMetadata": {
-            "HTTPStatusCode": status,
-            "HTTPHeaders": {k.lower(): v for k, v in headers.items()},
-            "RequestId": headers.get("x-amzn-RequestId", ""),
-            "RetryAttempts": 0,
-        },
-    }
-    return ClientError(response, operation)
+    error = {"Code": code, "Message": parsed.get("message", parsed.get("Message", ""))}
+    # a service that spoke the query protocol before (SQS) names the error as it did there,
+    # and botocore takes that name as the code ("AWS.SimpleQueueService.NonExistentQueue")
+    query_error = headers.get("x-amzn-query-error", "").split(";")
+    if len(query_error) == 2 and query_error[0]:
+        error.update(Code=query_error[0], QueryErrorCode=code, Type=query_error[1])
+    return error
 
 
 class JsonApi:

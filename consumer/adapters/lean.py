@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -39,7 +39,7 @@ from consumer.adapters.credentials import (
     fetch_container,
 )
 from consumer.adapters.fastpath import JsonClient
-from consumer.adapters.json_api import DYNAMODB, KINESIS, Credentials, JsonApi
+from consumer.adapters.json_api import DYNAMODB, KINESIS, SQS, Credentials, JsonApi
 from consumer.adapters.tls import client_context
 from consumer.adapters.web_identity import PROVIDER as WEB_IDENTITY
 from consumer.adapters.web_identity import (
@@ -47,7 +47,7 @@ from consumer.adapters.web_identity import (
     fetch_web_identity,
     web_identity_source,
 )
-from kernel.aws import Clients, check_ca_bundle
+from kernel.aws import SQS_LONG_POLL_S, Clients, check_ca_bundle
 
 LEAN_POOL = 4  # connections for the control calls: a few at start-up, ListShards now and then
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)+$")
@@ -62,6 +62,7 @@ class Environment:
     credentials: StaticCredentials | ContainerSource | WebIdentitySource
     ca_bundle: str | None
     s3_endpoint: str | None = None  # a configured one (None: AWS's, by region)
+    sqs_endpoint: str = ""  # (the SQS source's: "" when unused)
 
 
 def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
@@ -107,6 +108,7 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
         credentials=credentials,
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
         s3_endpoint=configured_endpoint("s3"),
+        sqs_endpoint=endpoint("sqs"),
     )
 
 
@@ -175,44 +177,53 @@ class LeanSession:
 
 @asynccontextmanager
 async def open_lean_clients(
-    environment: Environment, *, read_timeout: float, attempts: int, s3: bool = False
+    environment: Environment,
+    *,
+    read_timeout: float,
+    attempts: int,
+    s3: bool = False,
+    sqs_pool: int = 0,
 ) -> AsyncIterator[Clients]:
     """:class:`Clients` of two :class:`LeanClient` (and, with ``s3``, the archive's
-    :class:`~consumer.adapters.s3.LeanS3`), closed on exit."""
+    :class:`~consumer.adapters.s3.LeanS3`; with ``sqs_pool``, the SQS source's client on that
+    many connections, its read timeout longer by a long poll), closed on exit."""
     credentials = refreshing(environment.credentials)
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
     urls = [environment.kinesis_endpoint, environment.dynamodb_endpoint]
     if s3:
         urls.append(environment.s3_endpoint or "https:")  # None: AWS's, over TLS
+    if sqs_pool:
+        urls.append(environment.sqs_endpoint)
     secure = any(url.startswith("https:") for url in urls)
     tls = client_context(environment.ca_bundle) if secure else None
-    apis = [
-        JsonApi(
+
+    def lean(endpoint: str, service: tuple[str, str, str], pool: int, timeout: float) -> LeanClient:
+        api = JsonApi(
             credentials,
             endpoint=endpoint,
             region=environment.region,
             service=service,
-            pool=LEAN_POOL,
-            read_timeout=read_timeout,
+            pool=pool,
+            read_timeout=timeout,
             ssl_context=tls,
         )
-        for endpoint, service in (
-            (environment.kinesis_endpoint, KINESIS),
-            (environment.dynamodb_endpoint, DYNAMODB),
-        )
-    ]
-    kinesis, dynamodb = (
-        LeanClient(api, endpoint=url, region=environment.region, attempts=attempts)
-        for api, url in zip(
-            apis, (environment.kinesis_endpoint, environment.dynamodb_endpoint), strict=True
-        )
-    )
+        closing.append(api.close)
+        return LeanClient(api, endpoint=endpoint, region=environment.region, attempts=attempts)
+
+    closing: list[Callable[[], None]] = []
+    kinesis = lean(environment.kinesis_endpoint, KINESIS, LEAN_POOL, read_timeout)
+    dynamodb = lean(environment.dynamodb_endpoint, DYNAMODB, LEAN_POOL, read_timeout)
     extra: dict[str, Any] = {}
+    if sqs_pool:
+        # the receives' long polls each hold a connection: the deletes and visibility
+        # extensions have connections beside them (a pool of the worker's size)
+        timeout = read_timeout + SQS_LONG_POLL_S
+        extra["sqs"] = lean(environment.sqs_endpoint, SQS, sqs_pool, timeout)
     if s3:
         from consumer.adapters.s3 import LeanS3
 
-        extra["s3"] = LeanS3(
+        archive = LeanS3(
             credentials,
             endpoint=environment.s3_endpoint,
             region=environment.region,
@@ -220,6 +231,8 @@ async def open_lean_clients(
             attempts=attempts,
             ssl_context=tls,
         )
+        extra["s3"] = archive
+        closing.append(archive.close)
     try:
         yield Clients(
             kinesis=cast(Any, kinesis),
@@ -228,9 +241,7 @@ async def open_lean_clients(
             extra=extra,
         )
     finally:
-        for api in apis:
-            api.close()
-        for client in extra.values():
-            client.close()
+        for close in closing:
+            close()
         if isinstance(credentials, RefreshingCredentials):
             credentials.close()

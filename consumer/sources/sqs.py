@@ -42,14 +42,13 @@ from consumer.sources.messages import (
     shard_of,
 )
 from kernel import probes
-from kernel.aws import Clients, describe
+from kernel.aws import SQS_LONG_POLL_S, Clients, describe
 from kernel.backoff import Backoff, sleep_or_stop
 from kernel.handlers import Handler
 from kernel.logs import get as get_logger
 from kernel.signals import stopping_on_signals
 
 MAX_MESSAGES = 10  # ReceiveMessage and DeleteMessageBatch take at most ten
-LONG_POLL_S = 20  # the longest wait SQS allows
 
 
 class SqsWorker:
@@ -165,7 +164,7 @@ class SqsWorker:
             self._sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=MAX_MESSAGES,
-                WaitTimeSeconds=min(LONG_POLL_S, self.settings.sqs_wait_s),
+                WaitTimeSeconds=min(SQS_LONG_POLL_S, self.settings.sqs_wait_s),
                 VisibilityTimeout=int(self.settings.sqs_visibility_s),
                 MessageSystemAttributeNames=["All"],
             )

@@ -69,6 +69,18 @@ def test_run_refuses_bad_configuration(
     assert done.returncode == 2
 
 
+@pytest.mark.parametrize("fast_path", ["true", "false"], ids=["lean", "aiobotocore"])
+def test_a_missing_queue_stops_the_sqs_source(
+    configured: Stack, moto_endpoint: str, fast_path: str
+) -> None:
+    url = f"{moto_endpoint}/123456789012/no-such-queue"
+    env = {"TELEMAX_SOURCE": "sqs", "TELEMAX_QUEUE_URL": url, "TELEMAX_FAST_PATH": fast_path}
+    done = configured.cli("consumer", "run", environment=env)
+    line = one_line_error(done)
+    assert f"SQS queue {url!r} does not exist" in line, line
+    assert done.returncode == 2
+
+
 def test_unreachable_endpoint(stack: Stack) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     done = stack.cli(

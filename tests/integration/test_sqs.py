@@ -102,6 +102,37 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
+def test_an_idle_queue_is_long_polled_without_a_timeout(
+    fast_path: bool, stack: Stack, moto_endpoint: str
+) -> None:
+    """A receive of an idle queue is answered when its long poll ends (TELEMAX_SQS_WAIT_S,
+    20 s by default), after the request was sent: with a read timeout as long (20 s by
+    default too) every such receive timed out, was retried, failed, and the worker, never
+    ready, logged receive_failed on a healthy queue. Short ones here, the same race."""
+    stack.setup(TELEMAX_FEED="orders")
+    sqs, url = make_queue(stack, moto_endpoint)
+    worker = stack.worker(
+        "w1",
+        TELEMAX_FEED="orders",
+        TELEMAX_SOURCE="sqs",
+        TELEMAX_QUEUE_URL=url,
+        TELEMAX_SQS_WAIT_S="2",
+        TELEMAX_AWS_READ_TIMEOUT_S="2",
+        TELEMAX_SQS_RECEIVERS="1",
+        TELEMAX_FAST_PATH=str(fast_path).lower(),
+    )
+    wait_until(worker.ready, 20, "ready on an idle queue")
+    (clients,) = [json.loads(line) for line in worker.log_lines() if "aws_clients" in line]
+    assert clients["lean"] is fast_path  # the queue's calls on the lean client, or botocore's
+    time.sleep(4.5)  # two more long polls, each as long as the read timeout
+    assert worker.ready()
+    assert not [line for line in worker.log_lines() if "receive_failed" in line]
+    send(sqs, url, [small_order(1, 10.0)])
+    wait_until(lambda: stack.count() == 1, 20, "the order stored")
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
 def test_a_fifo_queue_keeps_each_groups_order(
     fast_path: bool, stack: Stack, moto_endpoint: str
 ) -> None:

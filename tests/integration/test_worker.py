@@ -286,15 +286,7 @@ def test_status_and_http_endpoints(stack: Stack) -> None:
     stack.setup(shards=2)
     worker = stack.worker("w1")
     base = f"http://127.0.0.1:{worker.metrics_port}"
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    wait_until(ready, 20, "/readyz 200")
+    wait_until(worker.ready, 20, "/readyz 200")
     with urllib.request.urlopen(base + "/healthz", timeout=1) as answer:
         assert answer.status == 200
     wait_until(lambda: worker.metrics().get("telemax_leases_held") == 2, 10, "2 leases held")

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from consumer.clients import fast_path_for, records_writes, run_clients
 from consumer.config import Settings
 from devkit.local import aws_env
+from kernel.aws import SQS_LONG_POLL_S
 
 ENDPOINT = "http://127.0.0.1:9"  # never called
 
@@ -65,4 +66,24 @@ def test_an_archive_that_reads_and_lists_objects_is_not_given_the_lean_s3() -> N
     assert opened(archive)[0]["lean"] is True  # the worker's archive: heads and puts
     line, fast = opened(archive, archive_reads=True)
     assert line["lean"] is False and line["why"] == "the archive reads and lists objects"
+    assert fast
+
+
+def test_an_sqs_source_is_lean_its_queue_too_unless_it_alerts() -> None:
+    """The queue's calls (long polls, deletes) on a lean JSON client whose read timeout
+    outlasts a long poll; SNS (alerts) has no lean client: then all are aiobotocore's."""
+    sqs = Settings(source="sqs", queue_url="https://sqs.eu-west-1.amazonaws.com/1/orders")
+
+    async def queue_client() -> Any:
+        async with run_clients(sqs, 4) as clients:
+            return clients.sqs
+
+    client = asyncio.run(queue_client())
+    assert type(client).__name__ == "LeanClient"
+    assert client.meta.endpoint_url == ENDPOINT
+    assert client._api._pool._read_timeout == sqs.aws_read_timeout_s + SQS_LONG_POLL_S
+    assert opened(sqs)[0]["lean"] is True
+    alerting = Settings(source="sqs", queue_url=sqs.queue_url, alert_topic_arn="arn:t")
+    line, fast = opened(alerting)
+    assert line["lean"] is False and line["why"].startswith("the run uses more than")
     assert fast
