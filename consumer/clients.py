@@ -24,16 +24,12 @@ if TYPE_CHECKING:
 
 
 @asynccontextmanager
-async def run_clients(
-    settings: Settings, pool: int, *, archive_reads: bool = False
-) -> AsyncIterator[Clients]:
+async def run_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
     """The lean clients when the whole AWS configuration is in the environment and the run
     needs nothing but Kinesis polling or an SQS queue (``pool`` connections: its long polls
-    hold theirs), DynamoDB and the archive's S3 at an address we can
-    reach as botocore would; else aiobotocore's. ``archive_reads``: the run's archive reads
-    and lists objects (the Lambda handler's does, to resume inside an object), which the
-    lean S3 — heads and puts — does not: with an archive, aiobotocore's.
-    Which, and why, is logged once they are open (a configuration error stays one line)."""
+    hold theirs), DynamoDB and the archive's S3 at an address we can reach as botocore would;
+    else aiobotocore's. Which, and why, is logged once they are open (a configuration error
+    stays one line)."""
     from consumer.adapters.lean import environment_of, open_lean_clients
 
     found: Environment | str = "TELEMAX_FAST_PATH is false"
@@ -42,8 +38,6 @@ async def run_clients(
     others = [service for service in settings.services if service not in ("s3", "sqs")]
     if not isinstance(found, str) and (others or settings.retrieval != "polling"):
         found = "the run uses more than Kinesis polling or SQS, DynamoDB and S3"
-    if not isinstance(found, str) and settings.archive_bucket and archive_reads:
-        found = "the archive reads and lists objects"
     if not isinstance(found, str) and settings.archive_bucket:
         from consumer.adapters.s3 import route_of
 

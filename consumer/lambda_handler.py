@@ -156,7 +156,7 @@ class Runtime:
         pool = self.settings.write_concurrency + DEAD_LETTER_CONCURRENCY
         self._fast: FastPath | None = None
         self._clients: Clients = self._loop.run_until_complete(
-            self._stack.enter_async_context(run_clients(self.settings, pool, archive_reads=True))
+            self._stack.enter_async_context(run_clients(self.settings, pool))
         )
         self._write_slots = asyncio.Semaphore(self.settings.write_concurrency)
         try:

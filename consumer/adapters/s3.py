@@ -1,5 +1,6 @@
 """The archive's S3 calls on the lean path: HeadBucket (start-up), PutObject (``If-None-Match``,
-metadata, SSE-KMS) and HeadObject (an existing segment's end), SigV4-signed over keep-alive
+metadata, SSE-KMS) and HeadObject (an existing segment's end), and for the Lambda handler's
+archive, which resumes inside objects, GetObject and ListObjectsV2; SigV4-signed over keep-alive
 HTTP/1.1.
 
 Why: a worker with the archive on opened aiobotocore for these three calls, and so for all of
@@ -31,8 +32,9 @@ import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 from xml.etree import ElementTree
 
 from botocore.exceptions import ClientError
@@ -44,6 +46,12 @@ from consumer.adapters.sigv4 import SigV4
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _META = "x-amz-meta-"
 S3_POOL = 8  # connections a bucket: segment commits in flight (SEGMENT_CONCURRENCY) at most
+_XMLNS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+# ListObjectsV2's answer, as botocore's rest-xml parser types it; its other fields are strings
+_INTEGERS = ("KeyCount", "MaxKeys", "Size")
+_WHEN = "LastModified"
+# what botocore URL-decodes of an answer to the encoding-type=url it asks for itself
+_ENCODED = ("Delimiter", "Prefix", "StartAfter")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +129,38 @@ class LeanS3:
         metadata = {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)}
         return {"Metadata": metadata, "ContentLength": int(headers.get("content-length", 0))}
 
+    async def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        headers, body = await self._call("GetObject", "GET", Bucket, Key)
+        return {
+            "Body": ObjectBody(body),
+            "ContentLength": len(body),
+            "ETag": headers.get("etag", ""),
+            "Metadata": {k[len(_META) :]: v for k, v in headers.items() if k.startswith(_META)},
+        }
+
+    async def list_objects_v2(
+        self,
+        *,
+        Bucket: str,
+        Prefix: str | None = None,
+        StartAfter: str | None = None,
+        MaxKeys: int | None = None,
+        ContinuationToken: str | None = None,
+    ) -> dict[str, Any]:
+        """One page, as botocore asks for it (keys URL-encoded, decoded in the answer)."""
+        query = canonical_query(
+            {
+                "list-type": "2",
+                "encoding-type": "url",
+                "prefix": Prefix,
+                "start-after": StartAfter,
+                "max-keys": None if MaxKeys is None else str(MaxKeys),
+                "continuation-token": ContinuationToken,
+            }
+        )
+        _, body = await self._call("ListObjectsV2", "GET", Bucket, None, query=query)
+        return objects_listed(body)
+
     async def put_object(
         self,
         *,
@@ -153,17 +193,19 @@ class LeanS3:
         key: str | None,
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        query: str = "",
     ) -> tuple[dict[str, str], bytes]:
         digest = hashlib.sha256(body).hexdigest()
         wanted = {**(headers or {}), "x-amz-content-sha256": digest}
+        request = (operation, method, bucket, key, wanted, body, digest, query)
         try:
-            return await self._send(operation, method, bucket, key, wanted, body, digest)
+            return await self._send(*request)
         except ClientError as exc:
             moved = _elsewhere(exc, self._route(bucket)[3])
             if moved is None:
                 raise
         self._relocate(bucket, moved)  # once more, in the bucket's own region
-        return await self._send(operation, method, bucket, key, wanted, body, digest)
+        return await self._send(*request)
 
     async def _send(
         self,
@@ -174,16 +216,18 @@ class LeanS3:
         headers: dict[str, str],
         body: bytes,
         digest: str,
+        query: str,
     ) -> tuple[dict[str, str], bytes]:
         prefix, pool, signer, _ = self._route(bucket)
         path = prefix + ("/" + quote(key, safe="/~") if key is not None else "") or "/"
+        target = f"{path}?{query}" if query else path
 
         async def once() -> tuple[dict[str, str], bytes]:
             frozen = await self._credentials.get_frozen_credentials()
             signed = signer.headers(
-                body, headers, frozen, method=method, path=path, payload_hash=digest
+                body, headers, frozen, method=method, path=path, payload_hash=digest, query=query
             )
-            status, answer_headers, payload = await pool.request(method, path, signed, body)
+            status, answer_headers, payload = await pool.request(method, target, signed, body)
             if status >= 300:
                 raise s3_error(status, answer_headers, payload, operation)
             return answer_headers, payload
@@ -218,6 +262,82 @@ class LeanS3:
         for _, pool, _, _ in self._routes.values():
             pool.close()
         self._routes.clear()
+
+
+class ObjectBody:
+    """A GetObject answer's body, read as aiobotocore's streaming body is read here
+    (``async with answer["Body"] as body: await body.read()``): the object, already whole (an
+    archive's are 8 MiB at most)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def __aenter__(self) -> ObjectBody:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return self._data
+
+
+def canonical_query(params: Mapping[str, str | None]) -> str:
+    """A query string as botocore's serializer encodes it and SigV4 signs it: the parameters
+    given (not None), each name and value percent-encoded but ``-_.~``, sorted."""
+    pairs = sorted(
+        (quote(name, safe="-_.~"), quote(value, safe="-_.~"))
+        for name, value in params.items()
+        if value is not None
+    )
+    return "&".join(f"{name}={value}" for name, value in pairs)
+
+
+def objects_listed(body: bytes) -> dict[str, Any]:
+    """ListObjectsV2's XML answer as botocore gives it: integers and times typed, ``Contents``
+    a list (absent when empty), what S3 URL-encoded decoded (encoding-type=url)."""
+    root = ElementTree.fromstring(body)
+    listed: dict[str, Any] = {}
+    contents: list[dict[str, Any]] = []
+    for element in root:
+        name = element.tag.removeprefix(_XMLNS)
+        if name == "Contents":
+            contents.append(_fields(element))
+        elif len(element) == 0:  # (CommonPrefixes: no Delimiter is asked for here)
+            listed[name] = _typed(element)
+    if contents:
+        listed["Contents"] = contents
+    if listed.get("EncodingType") == "url":
+        for name in _ENCODED:
+            if name in listed:
+                listed[name] = unquote_plus(listed[name])
+        for item in contents:
+            item["Key"] = unquote_plus(item["Key"])
+    return listed
+
+
+def _fields(element: ElementTree.Element) -> dict[str, Any]:
+    """An object's fields: ``ChecksumAlgorithm`` a list, as botocore has it; the nested ones
+    (``Owner``, ``RestoreStatus``) are not asked for here."""
+    fields: dict[str, Any] = {}
+    for child in element:
+        name = child.tag.removeprefix(_XMLNS)
+        if name == "ChecksumAlgorithm":
+            fields.setdefault(name, []).append(child.text or "")
+        elif len(child) == 0:
+            fields[name] = _typed(child)
+    return fields
+
+
+def _typed(element: ElementTree.Element) -> Any:
+    name, text = element.tag.removeprefix(_XMLNS), element.text or ""
+    if name in _INTEGERS:
+        return int(text)
+    if name == "IsTruncated":
+        return text == "true"
+    if name == _WHEN:
+        return datetime.fromisoformat(text)
+    return text
 
 
 def _elsewhere(exc: ClientError, region: str) -> str | None:

@@ -2,8 +2,10 @@
 its records' writes on the lean path (the default) beside aiobotocore's
 (``TELEMAX_FAST_PATH=false``), in one run.
 
-``python -m tests.bench.lambda_cost [--events 200] [--repeats 3]`` (or ``make
-bench-lambda``): kinesalite and dynalite on 127.0.0.1, as for ``make bench``; events of 100
+``python -m tests.bench.lambda_cost [--events 200] [--repeats 3] [--archive]`` (or ``make
+bench-lambda``): kinesalite and dynalite on 127.0.0.1, as for ``make bench`` (with
+``--archive``, the S3 archive on too, moto's server as S3: each invocation lists the objects
+its batch may be in and puts one, into a bucket of each run's own); events of 100
 of the producer's TELEMAX readings, as Lambda's event source mapping delivers them; each
 round runs one execution environment of each kind as a process of its own (the order turns
 round by round), which handles every event in turn: CPU (user + system, ``getrusage``) of the
@@ -27,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from devkit.local import local_client
 from tests.bench.process import ROOT, emulators, setup
 from tests.deploy.lambda_driver import Context, lambda_record
 
@@ -125,6 +128,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200, help=f"events of {PER_EVENT}")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of both paths")
+    parser.add_argument("--archive", action="store_true", help="with the S3 archive on")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -143,11 +147,16 @@ def main() -> int:
             for round_ in range(args.repeats):
                 order = list(PATHS) if round_ % 2 == 0 else list(reversed(PATHS))
                 for path in order:
-                    runs.append(run_path(path, events_path, env))
+                    run_env = dict(env)
+                    if args.archive:  # (a bucket a run: an object found would be adopted)
+                        bucket = f"bench-lambda-{path}-{round_}"
+                        local_client("s3", env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
+                        run_env["TELEMAX_ARCHIVE_BUCKET"] = bucket
+                    runs.append(run_path(path, events_path, run_env))
                     print(f"bench-lambda: round {round_ + 1} {runs[-1]}", flush=True)
     print(
-        f"\nthe Lambda handler, {len(events)} events of {PER_EVENT} TELEMAX readings, "
-        f"medians of {args.repeats} rounds:"
+        f"\nthe Lambda handler{' with the archive' if args.archive else ''}, {len(events)} "
+        f"events of {PER_EVENT} TELEMAX readings, medians of {args.repeats} rounds:"
     )
     print(report(runs))
     return 0

@@ -61,9 +61,11 @@ def invoke(
     tmp: Path,
     timeout_ms: int = 60_000,
     fast_path: bool | None = None,
+    lean: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Run the events through the handler in one process (a warm execution environment);
-    ``fast_path``: whether its cold start must say it writes on the lean path."""
+    ``fast_path``: whether its cold start must say it writes on the lean path; ``lean``:
+    whether it must say its clients are the lean ones (``aws_clients``)."""
     events_path, answers_path = tmp / "events.json", tmp / "answers.json"
     events_path.write_text(json.dumps(events))
     done = run(
@@ -74,6 +76,9 @@ def invoke(
     if fast_path is not None:
         ready = [json.loads(line) for line in done.stdout.splitlines() if "lambda_ready" in line]
         assert [line["fast_path"] for line in ready] == [fast_path], done.stdout[-3000:]
+    if lean is not None:
+        opened = [json.loads(line) for line in done.stdout.splitlines() if "aws_clients" in line]
+        assert [line["lean"] for line in opened] == [lean], done.stdout[-3000:]
     answers: list[dict[str, Any]] = json.loads(answers_path.read_text())
     return answers
 
@@ -526,12 +531,14 @@ def test_an_sqs_event_is_stored_and_answers_with_the_messages_not_done(
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["lean", "aiobotocore"])
 def test_lambda_archives_each_record_once_when_retries_start_inside_an_object(
-    make_tables: Any, moto_endpoint: str, tmp_path: Path
+    fast_path: bool, make_tables: Any, moto_endpoint: str, tmp_path: Path
 ) -> None:
     """An invocation archives 120 records and dies before answering; Lambda retries the batch
     bisected (60), then goes on from record 60 with a bigger batch: nothing twice, nothing
-    missing, dead letters in their own objects."""
+    missing, dead letters in their own objects. The retries find the objects by a listing and
+    read one back: on the lean S3, or on aiobotocore's."""
     tables: Tables = make_tables()
     tables.setup(shards=1)
     bucket = f"archive-{tables.table.lower()}"
@@ -542,8 +549,10 @@ def test_lambda_archives_each_record_once_when_retries_start_inside_an_object(
         payloads[bad] = b"{oops"
     event = synthetic_event(tables.stream, "shardId-000000000000", payloads)["Records"]
     env = {**tables.env, "TELEMAX_ARCHIVE_BUCKET": bucket, "TELEMAX_ARCHIVE_PREFIX": "arch/"}
+    env["TELEMAX_FAST_PATH"] = str(fast_path).lower()
     batches = [event[:120], event[:60], event[60:150]]  # the first one's answer was lost
-    answers = invoke([{"Records": batch} for batch in batches], env, tmp_path)
+    events = [{"Records": batch} for batch in batches]
+    answers = invoke(events, env, tmp_path, fast_path=fast_path, lean=fast_path)
     assert [a["response"] for a in answers] == [{"batchItemFailures": []}] * 3
     found = archived(s3, bucket)
     assert sorted(line["record"]["Data2"] for line in found["records"]) == sorted(

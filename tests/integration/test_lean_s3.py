@@ -1,6 +1,6 @@
 """The archive's S3 calls on the lean path against moto's S3 over HTTP: what botocore's
-client reads back is what was put, and S3's answers (a missing bucket, an existing key) come
-back as botocore's errors."""
+client reads back is what was put, what it gets and lists is what ours gets and lists, and S3's
+answers (a missing bucket, an existing key, a missing key) come back as botocore's errors."""
 
 from __future__ import annotations
 
@@ -76,3 +76,36 @@ async def test_what_is_missing_answers_404(s3: LeanS3, moto_endpoint: str) -> No
     with pytest.raises(ClientError) as no_key:
         await s3.head_object(Bucket=bucket, Key="absent")
     assert error_code(no_key.value) == "404"
+
+
+async def test_gets_and_listings_read_as_botocores(s3: LeanS3, moto_endpoint: str) -> None:
+    bucket = f"archive-{uuid.uuid4().hex[:8]}"
+    boto = local_client("s3", moto_endpoint)
+    boto.create_bucket(Bucket=bucket)
+    prefix = "shop/records/feed=telemax/dt=2026-12-07/hour=04/shardId-000000000001-upto-"
+    names = ["0003-from-0001 a", "0005-from-0004+b", "0009-from-0006~c", "0010-from-0010é"]
+    for n, name in enumerate(names):
+        boto.put_object(Bucket=bucket, Key=prefix + name, Body=b"%d" % n, Metadata={"n": str(n)})
+    boto.put_object(Bucket=bucket, Key="shop/other", Body=b"x")
+
+    got = await s3.get_object(Bucket=bucket, Key=prefix + names[2])
+    async with got["Body"] as body:
+        assert await body.read() == b"2"
+    assert got["Metadata"] == {"n": "2"} and got["ContentLength"] == 1
+    for asked in (
+        {"Prefix": prefix},
+        {"Prefix": prefix, "StartAfter": prefix + "0004", "MaxKeys": 1},
+        {"Prefix": prefix, "StartAfter": prefix + "0010-from-0010é"},  # none left
+        {"Prefix": prefix, "MaxKeys": 2},  # truncated: a token to go on from
+    ):
+        ours = await s3.list_objects_v2(Bucket=bucket, **asked)
+        theirs = boto.list_objects_v2(Bucket=bucket, **asked)
+        theirs.pop("ResponseMetadata")
+        assert ours == theirs, asked
+        if ours["IsTruncated"]:
+            token = ours["NextContinuationToken"]
+            rest = await s3.list_objects_v2(Bucket=bucket, Prefix=prefix, ContinuationToken=token)
+            assert [o["Key"] for o in rest["Contents"]] == [prefix + n for n in names[2:]]
+    with pytest.raises(ClientError) as no_key:
+        await s3.get_object(Bucket=bucket, Key=prefix + "absent")
+    assert error_code(no_key.value) == "NoSuchKey"

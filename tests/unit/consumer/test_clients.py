@@ -59,13 +59,19 @@ def test_the_fast_path_off_means_aiobotocore_and_no_lean_writes() -> None:
     assert not fast
 
 
-def test_an_archive_that_reads_and_lists_objects_is_not_given_the_lean_s3() -> None:
-    """The Lambda handler's archive resumes inside an object (GetObject, ListObjectsV2): the
-    lean S3 heads and puts only. Its records' writes stay on the lean path."""
+def test_an_archive_keeps_the_lean_clients_where_they_address_its_bucket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lean S3 heads, puts, gets and lists (the Lambda handler's archive resumes inside
+    an object): only a bucket botocore would address otherwise takes aiobotocore's."""
     archive = Settings(archive_bucket="telemax-archive")
-    assert opened(archive)[0]["lean"] is True  # the worker's archive: heads and puts
-    line, fast = opened(archive, archive_reads=True)
-    assert line["lean"] is False and line["why"] == "the archive reads and lists objects"
+    line, fast = opened(archive)
+    assert line["lean"] is True and fast
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio.local:9000")
+    line, fast = opened(archive)
+    assert line["lean"] is False and line["why"] == (
+        "S3 endpoint host 'minio.local' is for botocore to address"
+    )
     assert fast
 
 

@@ -1,18 +1,29 @@
 """The archive's S3 calls on the lean path (consumer.adapters.s3): where botocore would send
-them, signed as botocore signs them, and S3's errors as botocore raises them."""
+them, signed as botocore signs them, their answers and S3's errors as botocore gives them."""
 
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
 
+import botocore.session
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
+from botocore.handlers import decode_list_object_v2
+from botocore.parsers import create_parser
 
 from consumer.adapters.credentials import Frozen, StaticCredentials
-from consumer.adapters.s3 import LeanS3, Route, route_of, s3_error
+from consumer.adapters.s3 import (
+    LeanS3,
+    Route,
+    canonical_query,
+    objects_listed,
+    route_of,
+    s3_error,
+)
 from consumer.adapters.sigv4 import SigV4
 from kernel.aws import classify, error_code
 from kernel.errors import Action
@@ -84,6 +95,100 @@ def test_a_put_is_signed_byte_for_byte_as_botocore_signs_it(key: str, token: str
         payload_hash=digest,
     )
     assert ours["Authorization"] == theirs["Authorization"]
+
+
+class Captured(Exception):
+    """botocore's request, stopped before it is sent."""
+
+
+def botocores_request(operation: str, token: str | None, **params: Any) -> AWSRequest:
+    """The request botocore's own S3 client makes of a call, as it would go out."""
+    client: Any = botocore.session.get_session().create_client(
+        "s3",
+        region_name="eu-west-1",
+        endpoint_url="http://127.0.0.1:5000",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key=SECRET,
+        aws_session_token=token,
+    )
+    sent: list[AWSRequest] = []
+
+    def capture(request: AWSRequest, **_: Any) -> None:
+        sent.append(request)
+        raise Captured
+
+    client.meta.events.register(f"before-send.s3.{operation}", capture)
+    with pytest.raises(Captured):
+        getattr(client, botocore.xform_name(operation))(**params)
+    return sent[0]
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzE"])
+def test_a_listing_is_asked_for_and_signed_as_botocore_asks_and_signs(token: str | None) -> None:
+    prefix = "records/feed=telemax/dt=2026-12-07/hour=04/shardId-000000000001~upto a+b é-"
+    after = prefix + "4963"
+    theirs = botocores_request(
+        "ListObjectsV2", token, Bucket="telemax-archive", Prefix=prefix, StartAfter=after, MaxKeys=1
+    )
+    query = canonical_query(
+        {
+            "list-type": "2",
+            "encoding-type": "url",
+            "prefix": prefix,
+            "start-after": after,
+            "max-keys": "1",
+        }
+    )
+    url = urlsplit(theirs.url)
+    assert url.path == "/telemax-archive"
+    assert sorted(parse_qsl(url.query)) == parse_qsl(query), "the same parameters, encoded so"
+    sent: Any = theirs.headers  # (bytes values, as botocore signs them)
+    headers = {k: v.decode() for k, v in sent.items()}
+    ours = SigV4("http://127.0.0.1:5000", "eu-west-1", "s3").headers(
+        b"",
+        {"x-amz-content-sha256": headers["X-Amz-Content-SHA256"]},
+        ReadOnlyCredentials("AKIDEXAMPLE", SECRET, token),
+        headers["X-Amz-Date"],
+        method="GET",
+        path="/telemax-archive",
+        payload_hash=headers["X-Amz-Content-SHA256"],
+        query=query,
+    )
+    assert ours["Authorization"] == headers["Authorization"]
+
+
+def test_an_objects_key_is_fetched_where_botocore_fetches_it() -> None:
+    key = "records/feed=telemax/dt=2026-12-07/hour=04/a b~c.json.gz"
+    theirs = botocores_request("GetObject", None, Bucket="telemax-archive", Key=key)
+    assert urlsplit(theirs.url).path == "/telemax-archive/" + quote(key, safe="/~")
+
+
+LISTING = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>telemax-archive</Name>
+<Prefix>records%2Ffeed%3Dtelemax%2Fa+b</Prefix><StartAfter>records%2Fx</StartAfter>
+<KeyCount>2</KeyCount><MaxKeys>2</MaxKeys><EncodingType>url</EncodingType>
+<IsTruncated>true</IsTruncated><NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+<Contents><Key>records%2Ffeed%3Dtelemax%2Fa+b%2F49%7E1.json.gz</Key>
+<LastModified>2026-12-07T04:01:02.000Z</LastModified><ETag>&quot;9b2cf535f27731c974343645a3985328&quot;</ETag>
+<ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm><Size>2048</Size><StorageClass>STANDARD</StorageClass></Contents>
+<Contents><Key>records%2Fz</Key><LastModified>2026-12-07T04:01:03.500Z</LastModified>
+<ETag>&quot;x&quot;</ETag><Size>0</Size><StorageClass>STANDARD</StorageClass></Contents>
+</ListBucketResult>"""
+EMPTY = b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>p</Prefix>
+<KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>
+</ListBucketResult>"""
+
+
+@pytest.mark.parametrize("body", [LISTING, EMPTY], ids=["two-keys", "empty"])
+def test_a_listing_reads_as_botocores(body: bytes) -> None:
+    model = botocore.session.get_session().get_service_model("s3")
+    shape = model.operation_model("ListObjectsV2").output_shape
+    parser: Any = create_parser("rest-xml")
+    theirs = parser.parse({"status_code": 200, "headers": {}, "body": body}, shape)
+    decode_list_object_v2(theirs, context={"encoding_type_auto_set": True})
+    theirs.pop("ResponseMetadata")
+    assert objects_listed(body) == theirs
 
 
 def test_s3_errors_read_as_botocores() -> None:
