@@ -1,6 +1,6 @@
 """Which AWS clients a run speaks through — the worker's and the Lambda handler's alike: the
-lean clients when the whole AWS configuration is in the environment and the run needs
-nothing but Kinesis polling or an SQS queue, DynamoDB and the archive's S3 (else
+lean clients when the whole AWS configuration is in the environment and the run reads by
+polling Kinesis or an SQS queue, its archive's bucket at an address we can reach (else
 aiobotocore's), and the lean path for the hot calls (``GetRecords``, ``BatchWriteItem``)
 unless ``TELEMAX_FAST_PATH`` is false."""
 
@@ -25,19 +25,19 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def run_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
-    """The lean clients when the whole AWS configuration is in the environment and the run
-    needs nothing but Kinesis polling or an SQS queue (``pool`` connections: its long polls
-    hold theirs), DynamoDB and the archive's S3 at an address we can reach as botocore would;
-    else aiobotocore's. Which, and why, is logged once they are open (a configuration error
+    """The lean clients — Kinesis, DynamoDB, and as the run needs them SQS (``pool``
+    connections: its long polls hold theirs), the archive's S3 and the alerts' SNS — when the
+    whole AWS configuration is in the environment, the run polls (enhanced fan-out keeps
+    aiobotocore's) and its bucket is at an address we reach as botocore would; else
+    aiobotocore's. Which, and why, is logged once they are open (a configuration error
     stays one line)."""
     from consumer.adapters.lean import environment_of, open_lean_clients
 
     found: Environment | str = "TELEMAX_FAST_PATH is false"
     if settings.fast_path:
         found = environment_of(os.environ, Path.home())
-    others = [service for service in settings.services if service not in ("s3", "sqs")]
-    if not isinstance(found, str) and (others or settings.retrieval != "polling"):
-        found = "the run uses more than Kinesis polling or SQS, DynamoDB and S3"
+    if not isinstance(found, str) and settings.retrieval != "polling":
+        found = "the run reads by enhanced fan-out"
     if not isinstance(found, str) and settings.archive_bucket:
         from consumer.adapters.s3 import route_of
 
@@ -57,6 +57,7 @@ async def run_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
             attempts=settings.aws_max_attempts,
             s3=bool(settings.archive_bucket),
             sqs_pool=pool if settings.source == "sqs" else 0,
+            sns=bool(settings.alert_topic_arn),
         )
     async with opened as clients:
         why = {"why": found} if isinstance(found, str) else {}

@@ -63,6 +63,7 @@ class Environment:
     ca_bundle: str | None
     s3_endpoint: str | None = None  # a configured one (None: AWS's, by region)
     sqs_endpoint: str = ""  # (the SQS source's: "" when unused)
+    sns_endpoint: str = ""  # (the alerts': "" when unused)
 
 
 def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
@@ -109,6 +110,7 @@ def environment_of(env: Mapping[str, str], home: Path) -> Environment | str:
         ca_bundle=env.get("AWS_CA_BUNDLE") or None,
         s3_endpoint=configured_endpoint("s3"),
         sqs_endpoint=endpoint("sqs"),
+        sns_endpoint=endpoint("sns"),
     )
 
 
@@ -183,10 +185,12 @@ async def open_lean_clients(
     attempts: int,
     s3: bool = False,
     sqs_pool: int = 0,
+    sns: bool = False,
 ) -> AsyncIterator[Clients]:
     """:class:`Clients` of two :class:`LeanClient` (and, with ``s3``, the archive's
     :class:`~consumer.adapters.s3.LeanS3`; with ``sqs_pool``, the SQS source's client on that
-    many connections, its read timeout longer by a long poll), closed on exit."""
+    many connections, its read timeout longer by a long poll; with ``sns``, the alerts'
+    :class:`~consumer.adapters.sns.LeanSns`), closed on exit."""
     credentials = refreshing(environment.credentials)
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
@@ -195,6 +199,8 @@ async def open_lean_clients(
         urls.append(environment.s3_endpoint or "https:")  # None: AWS's, over TLS
     if sqs_pool:
         urls.append(environment.sqs_endpoint)
+    if sns:
+        urls.append(environment.sns_endpoint)
     secure = any(url.startswith("https:") for url in urls)
     tls = client_context(environment.ca_bundle) if secure else None
 
@@ -233,6 +239,19 @@ async def open_lean_clients(
         )
         extra["s3"] = archive
         closing.append(archive.close)
+    if sns:
+        from consumer.adapters.sns import LeanSns
+
+        alerts = LeanSns(
+            credentials,
+            endpoint=environment.sns_endpoint,
+            region=environment.region,
+            read_timeout=read_timeout,
+            attempts=attempts,
+            ssl_context=tls,
+        )
+        extra["sns"] = alerts
+        closing.append(alerts.close)
     try:
         yield Clients(
             kinesis=cast(Any, kinesis),

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from consumer.adapters.lean import environment_of, open_lean_clients
 from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.pipeline.alerting import check_alerting
@@ -27,12 +30,23 @@ from tests.support import Stack
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def clients(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clients]:
+@pytest.fixture(params=["lean", "aiobotocore"])
+async def clients(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Clients]:
+    """SNS (and DynamoDB) on the lean clients a worker opens with its whole configuration in
+    the environment (consumer.adapters.sns), or on aiobotocore's."""
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    async with open_clients(services=("sns",)) as opened:
-        yield opened
+    if request.param == "aiobotocore":
+        async with open_clients(services=("sns",)) as opened:
+            yield opened
+        return
+    environment = environment_of(os.environ, Path.home())
+    assert not isinstance(environment, str), environment
+    async with open_lean_clients(environment, read_timeout=10, attempts=3, sns=True) as lean:
+        assert type(lean.sns).__name__ == "LeanSns"
+        yield lean
 
 
 def wire_for(

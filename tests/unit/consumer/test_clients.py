@@ -75,21 +75,28 @@ def test_an_archive_keeps_the_lean_clients_where_they_address_its_bucket(
     assert fast
 
 
-def test_an_sqs_source_is_lean_its_queue_too_unless_it_alerts() -> None:
+def test_an_sqs_source_is_lean_its_queue_and_its_alerts_too() -> None:
     """The queue's calls (long polls, deletes) on a lean JSON client whose read timeout
-    outlasts a long poll; SNS (alerts) has no lean client: then all are aiobotocore's."""
+    outlasts a long poll; the alerts' SNS on the lean query client."""
     sqs = Settings(source="sqs", queue_url="https://sqs.eu-west-1.amazonaws.com/1/orders")
-
-    async def queue_client() -> Any:
-        async with run_clients(sqs, 4) as clients:
-            return clients.sqs
-
-    client = asyncio.run(queue_client())
-    assert type(client).__name__ == "LeanClient"
-    assert client.meta.endpoint_url == ENDPOINT
-    assert client._api._pool._read_timeout == sqs.aws_read_timeout_s + SQS_LONG_POLL_S
-    assert opened(sqs)[0]["lean"] is True
     alerting = Settings(source="sqs", queue_url=sqs.queue_url, alert_topic_arn="arn:t")
+
+    async def extra_clients(settings: Settings) -> tuple[Any, Any]:
+        async with run_clients(settings, 4) as clients:
+            return clients.sqs, clients.extra.get("sns")
+
+    queue, alerts = asyncio.run(extra_clients(sqs))
+    assert type(queue).__name__ == "LeanClient" and alerts is None
+    assert queue.meta.endpoint_url == ENDPOINT
+    assert queue._api._pool._read_timeout == sqs.aws_read_timeout_s + SQS_LONG_POLL_S
+    assert opened(sqs)[0]["lean"] is True
+    queue, alerts = asyncio.run(extra_clients(alerting))
+    assert type(queue).__name__ == "LeanClient" and type(alerts).__name__ == "LeanSns"
     line, fast = opened(alerting)
-    assert line["lean"] is False and line["why"].startswith("the run uses more than")
+    assert line["lean"] is True and fast
+
+
+def test_enhanced_fan_out_keeps_aiobotocore_with_the_fast_path() -> None:
+    line, fast = opened(Settings(retrieval="fanout"))
+    assert line["lean"] is False and line["why"] == "the run reads by enhanced fan-out"
     assert fast
