@@ -1,8 +1,7 @@
 """Which AWS clients a run speaks through — the worker's and the Lambda handler's alike: the
-lean clients when the whole AWS configuration is in the environment and the run reads by
-polling Kinesis or an SQS queue, its archive's bucket at an address we can reach (else
-aiobotocore's), and the lean path for the hot calls (``GetRecords``, ``BatchWriteItem``)
-unless ``TELEMAX_FAST_PATH`` is false."""
+lean clients when the whole AWS configuration is in the environment and its archive's bucket
+is at an address we can reach (else aiobotocore's), and the lean path for the hot calls
+(``GetRecords``, ``BatchWriteItem``) unless ``TELEMAX_FAST_PATH`` is false."""
 
 from __future__ import annotations
 
@@ -25,19 +24,16 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def run_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
-    """The lean clients — Kinesis, DynamoDB, and as the run needs them SQS (``pool``
-    connections: its long polls hold theirs), the archive's S3 and the alerts' SNS — when the
-    whole AWS configuration is in the environment, the run polls (enhanced fan-out keeps
-    aiobotocore's) and its bucket is at an address we reach as botocore would; else
-    aiobotocore's. Which, and why, is logged once they are open (a configuration error
-    stays one line)."""
+    """The lean clients — Kinesis (fan-out's registration too), DynamoDB, and as the run needs
+    them SQS (``pool`` connections: its long polls hold theirs), the archive's S3 and the
+    alerts' SNS — when the whole AWS configuration is in the environment and the archive's
+    bucket is at an address we reach as botocore would; else aiobotocore's. Which, and why, is
+    logged once they are open (a configuration error stays one line)."""
     from consumer.adapters.lean import environment_of, open_lean_clients
 
     found: Environment | str = "TELEMAX_FAST_PATH is false"
     if settings.fast_path:
         found = environment_of(os.environ, Path.home())
-    if not isinstance(found, str) and settings.retrieval != "polling":
-        found = "the run reads by enhanced fan-out"
     if not isinstance(found, str) and settings.archive_bucket:
         from consumer.adapters.s3 import route_of
 

@@ -13,6 +13,7 @@ test_fanout_expiry.py."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -219,6 +220,7 @@ def test_a_fanout_worker_stores_every_record_and_a_replacement_loses_none(
     finally:
         worker.stop()
     second = fanout.put(200, "FAN-B-")
+    fanout.env["TELEMAX_FAST_PATH"] = "false"  # the replacement on aiobotocore's clients
     replacement = fanout.worker("w2")
     try:
         fanout.until(
@@ -228,6 +230,9 @@ def test_a_fanout_worker_stores_every_record_and_a_replacement_loses_none(
         assert replacement.stop() == 0, "\n".join(replacement.log_lines()[-20:])
     started = [line for line in replacement.log_lines() if "worker_started" in line]
     assert started and "fanout" in started[0], started
+    for process, lean in ((worker, True), (replacement, False)):
+        (clients,) = [json.loads(line) for line in process.log_lines() if "aws_clients" in line]
+        assert clients["lean"] is lean, clients
     gone = fanout.command("fanout", "deregister")
     assert gone.returncode == 0 and "deregistered" in gone.stdout, gone.stdout
     again = fanout.command("fanout", "show")
