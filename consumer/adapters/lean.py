@@ -226,32 +226,27 @@ async def open_lean_clients(
         # extensions have connections beside them (a pool of the worker's size)
         timeout = read_timeout + SQS_LONG_POLL_S
         extra["sqs"] = lean(environment.sqs_endpoint, SQS, sqs_pool, timeout)
+    # the S3 and SNS adapters, each on its own connections, with the same settings
+    others: list[tuple[str, Any, str | None]] = []
     if s3:
         from consumer.adapters.s3 import LeanS3
 
-        archive = LeanS3(
-            credentials,
-            endpoint=environment.s3_endpoint,
-            region=environment.region,
-            read_timeout=read_timeout,
-            attempts=attempts,
-            ssl_context=tls,
-        )
-        extra["s3"] = archive
-        closing.append(archive.close)
+        others.append(("s3", LeanS3, environment.s3_endpoint))
     if sns:
         from consumer.adapters.sns import LeanSns
 
-        alerts = LeanSns(
+        others.append(("sns", LeanSns, environment.sns_endpoint))
+    for name, adapter, endpoint in others:
+        made = adapter(
             credentials,
-            endpoint=environment.sns_endpoint,
+            endpoint=endpoint,
             region=environment.region,
             read_timeout=read_timeout,
             attempts=attempts,
             ssl_context=tls,
         )
-        extra["sns"] = alerts
-        closing.append(alerts.close)
+        extra[name] = made
+        closing.append(made.close)
     try:
         yield Clients(
             kinesis=cast(Any, kinesis),

@@ -27,9 +27,8 @@ from consumer.adapters.s3 import (
 from consumer.adapters.sigv4 import SigV4
 from kernel.aws import classify, error_code
 from kernel.errors import Action
+from tests.unit.consumer.adapters.botocore_requests import SECRET, botocores_request
 from tests.unit.consumer.adapters.local_http import answer, serving
-
-SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 
 
 @pytest.mark.parametrize(
@@ -97,39 +96,12 @@ def test_a_put_is_signed_byte_for_byte_as_botocore_signs_it(key: str, token: str
     assert ours["Authorization"] == theirs["Authorization"]
 
 
-class Captured(Exception):
-    """botocore's request, stopped before it is sent."""
-
-
-def botocores_request(operation: str, token: str | None, **params: Any) -> AWSRequest:
-    """The request botocore's own S3 client makes of a call, as it would go out."""
-    client: Any = botocore.session.get_session().create_client(
-        "s3",
-        region_name="eu-west-1",
-        endpoint_url="http://127.0.0.1:5000",
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key=SECRET,
-        aws_session_token=token,
-    )
-    sent: list[AWSRequest] = []
-
-    def capture(request: AWSRequest, **_: Any) -> None:
-        sent.append(request)
-        raise Captured
-
-    client.meta.events.register(f"before-send.s3.{operation}", capture)
-    with pytest.raises(Captured):
-        getattr(client, botocore.xform_name(operation))(**params)
-    return sent[0]
-
-
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzE"])
 def test_a_listing_is_asked_for_and_signed_as_botocore_asks_and_signs(token: str | None) -> None:
     prefix = "records/feed=telemax/dt=2026-12-07/hour=04/shardId-000000000001~upto a+b é-"
     after = prefix + "4963"
-    theirs = botocores_request(
-        "ListObjectsV2", token, Bucket="telemax-archive", Prefix=prefix, StartAfter=after, MaxKeys=1
-    )
+    params = {"Prefix": prefix, "StartAfter": after, "MaxKeys": 1}
+    theirs = botocores_request("s3", "ListObjectsV2", token, Bucket="telemax-archive", **params)
     query = canonical_query(
         {
             "list-type": "2",
@@ -159,7 +131,7 @@ def test_a_listing_is_asked_for_and_signed_as_botocore_asks_and_signs(token: str
 
 def test_an_objects_key_is_fetched_where_botocore_fetches_it() -> None:
     key = "records/feed=telemax/dt=2026-12-07/hour=04/a b~c.json.gz"
-    theirs = botocores_request("GetObject", None, Bucket="telemax-archive", Key=key)
+    theirs = botocores_request("s3", "GetObject", None, Bucket="telemax-archive", Key=key)
     assert urlsplit(theirs.url).path == "/telemax-archive/" + quote(key, safe="/~")
 
 

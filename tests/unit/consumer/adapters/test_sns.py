@@ -8,7 +8,6 @@ from typing import Any
 
 import botocore.session
 import pytest
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.parsers import create_parser
 
@@ -16,35 +15,7 @@ from consumer.adapters.sigv4 import SigV4
 from consumer.adapters.sns import CONTENT_TYPE, answer_of, query_body, sns_error
 from kernel.aws import MISSING_CODES, classify, error_code
 from kernel.errors import Action
-
-SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-ENDPOINT = "http://127.0.0.1:5000"
-
-
-class Captured(Exception):
-    """botocore's request, stopped before it is sent."""
-
-
-def botocores_request(operation: str, token: str | None, **params: Any) -> AWSRequest:
-    client: Any = botocore.session.get_session().create_client(
-        "sns",
-        region_name="eu-west-1",
-        endpoint_url=ENDPOINT,
-        aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key=SECRET,
-        aws_session_token=token,
-    )
-    sent: list[AWSRequest] = []
-
-    def capture(request: AWSRequest, **_: Any) -> None:
-        sent.append(request)
-        raise Captured
-
-    client.meta.events.register(f"before-send.sns.{operation}", capture)
-    with pytest.raises(Captured):
-        getattr(client, botocore.xform_name(operation))(**params)
-    return sent[0]
-
+from tests.unit.consumer.adapters.botocore_requests import ENDPOINT, SECRET, botocores_request
 
 ALERT = {
     "TopicArn": "arn:aws:sns:eu-west-1:123456789012:alerts.fifo",
@@ -69,7 +40,7 @@ ALERT = {
 def test_a_call_is_the_body_and_signature_botocore_sends(
     operation: str, params: dict[str, Any], token: str | None
 ) -> None:
-    theirs = botocores_request(operation, token, **params)
+    theirs = botocores_request("sns", operation, token, **params)
     body = query_body(operation, params)
     their_body: Any = theirs.body  # (a str, prepared)
     assert body == (their_body if isinstance(their_body, bytes) else their_body.encode())
