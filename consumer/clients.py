@@ -51,9 +51,8 @@ async def run_clients(settings: Settings, pool: int) -> AsyncIterator[Clients]:
             found,
             read_timeout=settings.aws_read_timeout_s,
             attempts=settings.aws_max_attempts,
-            s3=bool(settings.archive_bucket),
-            sqs_pool=pool if settings.source == "sqs" else 0,
-            sns=bool(settings.alert_topic_arn),
+            services=settings.services,
+            pool=pool,
         )
     async with opened as clients:
         why = {"why": found} if isinstance(found, str) else {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -183,21 +183,25 @@ async def open_lean_clients(
     *,
     read_timeout: float,
     attempts: int,
-    s3: bool = False,
-    sqs_pool: int = 0,
-    sns: bool = False,
+    services: Sequence[str] = (),
+    pool: int = LEAN_POOL,
 ) -> AsyncIterator[Clients]:
-    """:class:`Clients` of two :class:`LeanClient` (and, with ``s3``, the archive's
-    :class:`~consumer.adapters.s3.LeanS3`; with ``sqs_pool``, the SQS source's client on that
-    many connections, its read timeout longer by a long poll; with ``sns``, the alerts'
-    :class:`~consumer.adapters.sns.LeanSns`), closed on exit."""
+    """:class:`Clients` of two :class:`LeanClient` and those of ``services``, as
+    :func:`kernel.aws.open_clients` opens them: ``s3``, the archive's
+    :class:`~consumer.adapters.s3.LeanS3`; ``sqs``, the SQS source's client on ``pool``
+    connections, its read timeout longer by a long poll; ``sns``, the alerts'
+    :class:`~consumer.adapters.sns.LeanSns`. Closed on exit."""
+    unknown = set(services) - {"s3", "sqs", "sns"}
+    if unknown:
+        raise ValueError(f"no lean client for {sorted(unknown)}")
+    s3, sqs, sns = ("s3" in services), ("sqs" in services), ("sns" in services)
     credentials = refreshing(environment.credentials)
     session = LeanSession(environment, credentials)
     check_ca_bundle(session)  # the generic clients' one line, the same
     urls = [environment.kinesis_endpoint, environment.dynamodb_endpoint]
     if s3:
         urls.append(environment.s3_endpoint or "https:")  # None: AWS's, over TLS
-    if sqs_pool:
+    if sqs:
         urls.append(environment.sqs_endpoint)
     if sns:
         urls.append(environment.sns_endpoint)
@@ -221,11 +225,11 @@ async def open_lean_clients(
     kinesis = lean(environment.kinesis_endpoint, KINESIS, LEAN_POOL, read_timeout)
     dynamodb = lean(environment.dynamodb_endpoint, DYNAMODB, LEAN_POOL, read_timeout)
     extra: dict[str, Any] = {}
-    if sqs_pool:
+    if sqs:
         # the receives' long polls each hold a connection: the deletes and visibility
         # extensions have connections beside them (a pool of the worker's size)
         timeout = read_timeout + SQS_LONG_POLL_S
-        extra["sqs"] = lean(environment.sqs_endpoint, SQS, sqs_pool, timeout)
+        extra["sqs"] = lean(environment.sqs_endpoint, SQS, pool, timeout)
     # the S3 and SNS adapters, each on its own connections, with the same settings
     others: list[tuple[str, Any, str | None]] = []
     if s3:

@@ -44,7 +44,8 @@ async def clients(
         return
     environment = environment_of(os.environ, Path.home())
     assert not isinstance(environment, str), environment
-    async with open_lean_clients(environment, read_timeout=10, attempts=3, sns=True) as lean:
+    lean_clients = open_lean_clients(environment, read_timeout=10, attempts=3, services=("sns",))
+    async with lean_clients as lean:
         assert type(lean.sns).__name__ == "LeanSns"
         yield lean
 

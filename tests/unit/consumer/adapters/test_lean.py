@@ -10,7 +10,7 @@ import pytest
 
 from consumer.adapters.credentials import ContainerSource, StaticCredentials
 from consumer.adapters.fastpath import operation_of
-from consumer.adapters.lean import Environment, LeanClient, environment_of
+from consumer.adapters.lean import Environment, LeanClient, environment_of, open_lean_clients
 from consumer.adapters.web_identity import WebIdentitySource
 
 BASE = {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}
@@ -25,6 +25,8 @@ def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_pa
     assert isinstance(found, Environment)
     assert found.kinesis_endpoint == "https://kinesis.eu-west-1.amazonaws.com"
     assert found.dynamodb_endpoint == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert found.sqs_endpoint == "https://sqs.eu-west-1.amazonaws.com"
+    assert found.sns_endpoint == "https://sns.eu-west-1.amazonaws.com"
     assert isinstance(found.credentials, StaticCredentials)
     assert found.credentials.frozen == ("AKID", "secret", "tok")
     assert found.ca_bundle is None
@@ -45,11 +47,20 @@ def test_endpoints_follow_the_region_and_the_environment_as_botocore_does(tmp_pa
         "http://127.0.0.1:2",
     )
     assert local.ca_bundle == "/roots.pem"
+    assert (local.sqs_endpoint, local.sns_endpoint) == ("http://127.0.0.1:1",) * 2
     ignored = resolved(
         tmp_path, AWS_ENDPOINT_URL="http://x:1", AWS_IGNORE_CONFIGURED_ENDPOINT_URLS="true"
     )
     assert isinstance(ignored, Environment)
     assert ignored.kinesis_endpoint == "https://kinesis.eu-west-1.amazonaws.com"
+
+
+async def test_a_service_without_a_lean_client_is_refused(tmp_path: Path) -> None:
+    found = resolved(tmp_path)
+    assert isinstance(found, Environment)
+    with pytest.raises(ValueError, match=r"no lean client for \['sts'\]"):
+        async with open_lean_clients(found, read_timeout=1, attempts=1, services=("sns", "sts")):
+            pass
 
 
 @pytest.mark.parametrize(
