@@ -4,6 +4,7 @@ path for the hot calls. Opening either kind makes no call, so no endpoint is nee
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -94,6 +95,23 @@ def test_an_sqs_source_is_lean_its_queue_and_its_alerts_too() -> None:
     assert type(queue).__name__ == "LeanClient" and type(alerts).__name__ == "LeanSns"
     line, fast = opened(alerting)
     assert line["lean"] is True and fast
+
+
+def test_the_generic_queue_client_waits_a_long_poll_longer_than_the_others() -> None:
+    """aiobotocore's clients: a receive's answer comes when its long poll ends, so the SQS
+    client's read timeout is the others' plus the longest poll (tests/integration/test_sqs.py
+    shows the race it removes)."""
+    sqs = Settings(source="sqs", queue_url="https://sqs.eu-west-1.amazonaws.com/1/orders")
+    generic = dataclasses.replace(sqs, fast_path=False)
+
+    async def read_timeouts() -> tuple[float, float]:
+        async with run_clients(generic, 4) as clients:
+            configs: Any = (clients.sqs.meta.config, clients.dynamodb.meta.config)
+            return configs[0].read_timeout, configs[1].read_timeout
+
+    queue, others = asyncio.run(read_timeouts())
+    assert others == generic.aws_read_timeout_s
+    assert queue == generic.aws_read_timeout_s + SQS_LONG_POLL_S
 
 
 def test_enhanced_fan_out_is_lean_too() -> None:
