@@ -4,10 +4,13 @@
 # archive on and with the insights on, their own columns, and "busy", the worker with its
 # writes answered at once by the fault proxy; each run on a quiet machine, the baseline last in
 # each round), then ours once more with py-spy attached over its steady window only
-# (.bench/steady-ours-N-shards.folded, and its top functions printed). Bounded: <= 45 min
-# (measured 24 min on 2026-12-04, before archive60s, floor and busy: about 32 now); with
-# BEFORE=REV (`make bench BEFORE=main~3`) the worker of that git revision runs too, in its own
-# column: about 35 min.
+# (.bench/steady-ours-N-shards.folded, and its top functions printed). Beside them the
+# reference: the worker of REFERENCE (80157bd, the tree issue 16 measured at about 15 µs a
+# record), a fixed point that tells the machine's phase ("ours / reference"; REFERENCE= leaves
+# it out). Bounded: <= 45 min (measured 24 min on 2026-12-04, before archive60s, floor and
+# busy; 38 min with a revision beside on 2026-12-07); with BEFORE=REV (`make bench
+# BEFORE=main~3`) the worker of that git revision runs too, in its own column: <= 55 min.
+REFERENCE ?= 80157bd
 # Then the latency scenario (tests/bench/latency.py, <= 3 min): put -> stored p50/p99 with a
 # Lambda-style polling reader on the same stream, telemax polling vs fan-out, on kinesis-local
 # in a private network namespace (root; skipped with a line where namespaces are not allowed).
@@ -25,7 +28,7 @@
 # each (measured 22 s and 36 s).
 .PHONY: bench bench-idle bench-latency bench-request bench-batch bench-lambda
 bench: $(STAMP) emulators
-	timeout 2700 $(PY) -m tests.bench --records 200000 --shards 4 64 --repeats 3 --steady-profile $(if $(BEFORE),--before $(BEFORE))
+	timeout $(if $(BEFORE),3300,2700) $(PY) -m tests.bench --records 200000 --shards 4 64 --repeats 3 --steady-profile $(if $(REFERENCE),--reference $(REFERENCE)) $(if $(BEFORE),--before $(BEFORE))
 	timeout 180 $(PY) -m tests.bench.latency
 
 bench-latency: $(STAMP) emulators

@@ -17,6 +17,10 @@ as many pre-built items) into a fresh table:
 - before (with ``--before REV``): the same worker as of git revision REV (exported beside, run
   with the same interpreter and settings), interleaved with ours so that drift of the machine
   weighs on both: a change's cost, measured in one run;
+- reference (with ``--reference REV``; ``make bench``: 80157bd, the tree issue 16 measured at
+  about 15 µs a record): the same as before, a fixed point that tells the machine's phase —
+  this VM moves every absolute figure by up to a third between runs, and "ours / reference"
+  reads a goal set in µs at the phase it was set in;
 - archive: ours with the S3 archive on (moto's server as S3; objects of at most 1 MiB or 2 s,
   so that objects are written all through the steady window): the archive's cost per object,
   at its worst;
@@ -31,8 +35,8 @@ as many pre-built items) into a fresh table:
 
 Each run has a dynalite of its own, started for it, and starts once the machine is quiet
 (tests/bench/machine.py); the baseline runs last in each round, and ours in the middle of the
-contenders read against it (busy, before, the destinations), so that a pair's runs are close
-in time (``results.round_order``); the order turns round by round.
+contenders read against it (busy, before, reference, the destinations), so that a pair's runs
+are close in time (``results.round_order``); the order turns round by round.
 
 A worker's CPU is read when its last record is stored (start-up included), over the steady
 window, and "through the drain": when it has exited after SIGTERM, its last segments and
@@ -82,6 +86,7 @@ from tests.bench.process import (
 )
 from tests.bench.results import (
     CONTENDERS,
+    REVISIONS,
     STEADY_FROM,
     STEADY_TO,
     WORKERS,
@@ -124,10 +129,10 @@ class Bench:
         shards: int,
         log_dir: Path,
         profile: bool = False,
-        before_dir: Path | None = None,
+        trees: dict[str, Path] | None = None,
     ) -> None:
         self.profile = profile
-        self.before_dir = before_dir
+        self.trees = trees or {}  # the revision contenders' exported trees
         self.records = records
         self.shards = shards
         self.log_dir = log_dir
@@ -235,10 +240,10 @@ class Bench:
         log = (self.log_dir / f"{contender}-{repeat}.log").open("wb")
         port = free_port()
         cwd = ROOT
-        if contender == "before":
-            assert self.before_dir is not None, "--before REV"
-            cwd = self.before_dir
-            full_env["PYTHONPATH"] = str(self.before_dir)
+        if contender in REVISIONS:
+            assert contender in self.trees, f"--{contender} REV"
+            cwd = self.trees[contender]
+            full_env["PYTHONPATH"] = str(cwd)
         if contender.startswith("archive"):
             bucket = f"bench-{contender}-{self.shards}-{repeat}"
             local_client("s3", env["AWS_ENDPOINT_URL_S3"]).create_bucket(Bucket=bucket)
@@ -413,17 +418,21 @@ def main() -> int:
     parser.add_argument(
         "--before", metavar="REV", help="also run the worker of git revision REV (interleaved)"
     )
+    parser.add_argument(
+        "--reference",
+        metavar="REV",
+        help="also run the worker of git revision REV as the machine's fixed point",
+    )
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
-    before_dir = export(args.before, log_dir / "before") if args.before else None
-    for tree in (ROOT, before_dir):
-        if tree is not None:
-            compiled(tree)
-    contenders = args.only or [c for c in CONTENDERS if c != "before" or before_dir]
+    revisions = {c: getattr(args, c) for c in REVISIONS if getattr(args, c)}
+    trees = {c: export(revision, log_dir / c) for c, revision in revisions.items()}
+    for tree in (ROOT, *trees.values()):
+        compiled(tree)
+    contenders = args.only or [c for c in CONTENDERS if c not in REVISIONS or c in trees]
     with emulators(log_dir) as env:
         benches = [
-            Bench(args.records, n, log_dir, profile=args.profile, before_dir=before_dir)
-            for n in args.shards
+            Bench(args.records, n, log_dir, profile=args.profile, trees=trees) for n in args.shards
         ]
         for bench in benches:
             bench.prefill(env)

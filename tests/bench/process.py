@@ -107,10 +107,12 @@ def compiled(tree: Path) -> None:
 
 
 def export(revision: str, into: Path) -> Path:
-    """The tree of git ``revision``, exported into ``into`` (to run its worker)."""
+    """The tree of git ``revision``, exported into ``into`` (to run its worker); one line and
+    exit when this clone does not hold it (a shallow clone: ``git fetch --unshallow``)."""
     into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    found = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True)
+    if found.returncode != 0:
+        reason = found.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise SystemExit(f"bench: cannot export revision {revision!r}: {reason[0]}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=found.stdout, check=True)
     return into

@@ -12,6 +12,7 @@ CONTENDERS = (
     "floor",
     "baseline",
     "before",
+    "reference",
     "ours",
     "busy",
     "archive",
@@ -19,13 +20,16 @@ CONTENDERS = (
     "insights",
     "insights2s",
 )
-# ``python -m consumer run``: of REV, of this tree (its writes stored, or answered at once by a
-# table that keeps up: busy), of this tree with the archive or insights on
-WORKERS = ("before", "ours", "busy", "archive", "archive60s", "insights", "insights2s")
+# ``python -m consumer run``: of a revision (a change's ``before``, or the ``reference``), of
+# this tree (its writes stored, or answered at once by a table that keeps up: busy), of this
+# tree with the archive or insights on
+WORKERS = ("before", "reference", "ours", "busy", "archive", "archive60s", "insights", "insights2s")
+# the contenders that run another revision's worker (``--before REV``, ``--reference REV``)
+REVISIONS = ("before", "reference")
 STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of the records
 ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
 # read against ours round by round ("X / ours" for the added, "ours / X" for the other two)
-PAIRED_WITH_OURS = (*ADDED, "busy", "before")
+PAIRED_WITH_OURS = (*ADDED, "busy", *REVISIONS)
 
 
 def round_order(contenders: list[str], repeat: int) -> list[str]:
@@ -178,7 +182,7 @@ def table(results: dict[str, list[Result]]) -> str:
     ]
     shown = [c for c in CONTENDERS if results[c]]
     against: list[str] = [
-        c for c in ("baseline", "ceiling", "floor", "busy", "before") if c in shown
+        c for c in ("baseline", "ceiling", "floor", "busy", *REVISIONS) if c in shown
     ]
     against += [c for c in ADDED if c in shown]
     out = [

@@ -87,6 +87,29 @@ def test_a_revision_before_is_read_as_ours_over_it() -> None:
     assert "ours / before, CPU µs per record, paired by round: whole 0.90x" in paired(results)
 
 
+def test_the_reference_revision_is_read_as_ours_over_it_beside_a_change_before() -> None:
+    """The reference (a fixed revision: the machine's phase) and a change's before are both
+    read against ours round by round, each in its own line and column."""
+    results = empty_results()
+    results["ours"] = [run("ours", 9, 8, 10), run("ours", 10, 9, 11), run("ours", 8, 8, 9)]
+    results["before"] = [run("before", 10, 10, 10)] * 3
+    results["reference"] = [
+        run("reference", 20, 16, 20),  # 0.45x, 0.50x, 0.50x
+        run("reference", 25, 20, 22),  # 0.40x, 0.45x, 0.50x
+        run("reference", 16, 20, 30),  # 0.50x, 0.40x, 0.30x
+    ]
+    lines = paired(results).splitlines()
+    assert lines[0].startswith("ours / before, CPU µs per record, paired by round: whole 0.90x")
+    assert lines[1] == (
+        "ours / reference, CPU µs per record, paired by round: whole 0.45x (0.40-0.50), "
+        "steady 0.45x (0.40-0.50), through the drain 0.50x (0.30-0.50)"
+    )
+    assert table(results).splitlines()[0] == (
+        "| | before | reference | ours | ours / before | ours / reference |"
+    )
+    assert round_order(["reference", "ours", "baseline"], 1) == ["ours", "reference", "baseline"]
+
+
 def test_ours_is_read_over_the_worker_whose_writes_are_answered_at_once() -> None:
     results = empty_results()
     results["ours"] = [run("ours", 10, 9, 11)]
