@@ -38,6 +38,11 @@ def send(sqs: Any, url: str, bodies: list[dict[str, Any]], group: str | None = N
         assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
 
 
+def sqs_worker_env(url: str, **env: str) -> dict[str, str]:
+    """A worker of the orders feed on the queue at ``url``, with ``env`` besides."""
+    return {"TELEMAX_FEED": "orders", "TELEMAX_SOURCE": "sqs", "TELEMAX_QUEUE_URL": url, **env}
+
+
 def queue_empty(sqs: Any, url: str) -> bool:
     attributes = sqs.get_queue_attributes(
         QueueUrl=url,
@@ -58,15 +63,13 @@ def test_two_replicas_store_dead_letter_alert_and_archive_once_across_a_sigkill(
     valid = [small_order(n, 1500.0 if n % 15 == 0 else 12.5) for n in range(300)]
     bad = [{**small_order(n, 3.0), "orderID": f"BAD-{n}", "currency": "ZZZ"} for n in range(15)]
     send(sqs, url, [*valid, *bad, *valid[:60]])  # the first sixty delivered twice
-    env = {
-        "TELEMAX_FEED": "orders",
-        "TELEMAX_SOURCE": "sqs",
-        "TELEMAX_QUEUE_URL": url,
-        "TELEMAX_ALERT_TOPIC_ARN": topic.arn,
-        "TELEMAX_SQS_VISIBILITY_S": "4",  # a killed replica's messages come back soon
-        "TELEMAX_SQS_WAIT_S": "1",
-        "TELEMAX_ARCHIVE_BUCKET": bucket,
-    }
+    env = sqs_worker_env(
+        url,
+        TELEMAX_ALERT_TOPIC_ARN=topic.arn,
+        TELEMAX_SQS_VISIBILITY_S="4",  # a killed replica's messages come back soon
+        TELEMAX_SQS_WAIT_S="1",
+        TELEMAX_ARCHIVE_BUCKET=bucket,
+    )
     first = stack.worker("w1", **env)
     second = stack.worker("w2", **env)
     wait_until(lambda: stack.count() >= 80, 45, "some orders stored")
@@ -113,13 +116,13 @@ def test_an_idle_queue_is_long_polled_without_a_timeout(
     sqs, url = make_queue(stack, moto_endpoint)
     worker = stack.worker(
         "w1",
-        TELEMAX_FEED="orders",
-        TELEMAX_SOURCE="sqs",
-        TELEMAX_QUEUE_URL=url,
-        TELEMAX_SQS_WAIT_S="2",
-        TELEMAX_AWS_READ_TIMEOUT_S="2",
-        TELEMAX_SQS_RECEIVERS="1",
-        TELEMAX_FAST_PATH=str(fast_path).lower(),
+        **sqs_worker_env(
+            url,
+            TELEMAX_SQS_WAIT_S="2",
+            TELEMAX_AWS_READ_TIMEOUT_S="2",
+            TELEMAX_SQS_RECEIVERS="1",
+            TELEMAX_FAST_PATH=str(fast_path).lower(),
+        ),
     )
     wait_until(worker.ready, 20, "ready on an idle queue")
     (clients,) = [json.loads(line) for line in worker.log_lines() if "aws_clients" in line]
@@ -152,12 +155,12 @@ def test_a_fifo_queue_keeps_each_groups_order(
         send(sqs, url, versions, group=group)
     worker = stack.worker(
         "w1",
-        TELEMAX_FEED="orders",
-        TELEMAX_SOURCE="sqs",
-        TELEMAX_QUEUE_URL=url,
-        TELEMAX_SQS_WAIT_S="1",
-        TELEMAX_SQS_RECEIVERS="1",
-        TELEMAX_FAST_PATH=str(fast_path).lower(),
+        **sqs_worker_env(
+            url,
+            TELEMAX_SQS_WAIT_S="1",
+            TELEMAX_SQS_RECEIVERS="1",
+            TELEMAX_FAST_PATH=str(fast_path).lower(),
+        ),
     )
     wait_until(lambda: queue_empty(sqs, url), 60, "every message deleted")
     (started,) = [line for line in worker.log_lines() if "worker_started" in line]

@@ -4,7 +4,6 @@ record, crashes in the middle of archiving — every entry ends in exactly one o
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import random
 from collections import Counter
@@ -13,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from consumer.adapters.s3 import ObjectBody
 from consumer.metrics import Metrics
 from consumer.pipeline.archiver import ArchiveTarget
 from consumer.pipeline.batch_archive import BatchArchive
@@ -22,20 +22,6 @@ from kernel.errors import ConfigError
 from tests.unit.consumer.shard.test_shard_archive import MemoryS3
 
 SHARD = "shardId-000000000007"
-
-
-@dataclasses.dataclass
-class Body:
-    data: bytes
-
-    async def __aenter__(self) -> Body:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def read(self) -> bytes:
-        return self.data
 
 
 class ListingS3(MemoryS3):
@@ -64,7 +50,7 @@ class ListingS3(MemoryS3):
 
     async def get_object(self, **kwargs: Any) -> dict[str, Any]:
         self._call()
-        return {"Body": Body(self.objects[kwargs["Key"]][0])}
+        return {"Body": ObjectBody(self.objects[kwargs["Key"]][0])}
 
     def archived(self) -> Counter[bytes]:
         return Counter(
