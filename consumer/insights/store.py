@@ -15,10 +15,14 @@ DynamoDB commit instead of an S3 object; :mod:`consumer.pipeline.archive`):
   (Not when the segment follows one this shard's stream committed itself: no earlier owner's
   segment starts there; a zombie's, written at the same time, the conditional commit finds.)
 * The segment's cells are written first, as *data items* keyed by the segment's first and
-  end (``pk = D#{feed}#{day}``, ``sk = {shard}#{first}#{end}#{part}``). An attempt that died
-  before its commit leaves data items whose (first, end) no commit names: the reader ignores
-  them. A retry with the same end writes the same bytes (the encoding is deterministic).
-* The reader merges the data items whose (shard, first, end) a commit names. Merging is exact
+  end and the attempt (``pk = D#{feed}#{day}``, ``sk = {shard}#{first}#{end}#{attempt}#{part}``,
+  the attempt a random token that the commit item records). An attempt that died before its
+  commit leaves data items no commit names: the reader ignores them — also those of an
+  attempt at the same segment that made other cells, or more parts (a record stored then and
+  dead-lettered now; an upgrade that encodes cells otherwise; a zombie's, written beside the
+  owner's): a part is read only with the attempt that committed.
+* The reader merges the data items whose (shard, first, end, attempt) a commit names (a commit
+  without an attempt, an earlier version's: its parts without one). Merging is exact
   for counts and sums, and DDSketch merges bin counts: the result equals a recomputation from
   scratch over the stream, whatever telemax re-read in between — retried batches, replays, a
   reshard (a child shard is its own positions).
@@ -27,6 +31,7 @@ DynamoDB commit instead of an S3 object; :mod:`consumer.pipeline.archive`):
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +54,26 @@ if TYPE_CHECKING:
 
 def commit_key(feed: str, shard_id: str, first: Position) -> dict[str, Any]:
     return {"pk": {"S": f"C#{feed}#{shard_id}"}, "sk": {"S": position_name(first)}}
+
+
+ATTEMPT_MARK = "a"  # an attempt's token begins so (a position's name is digits)
+
+
+def new_attempt() -> str:
+    """A token for one attempt at committing a segment: its data items' and its commit's."""
+    return ATTEMPT_MARK + secrets.token_hex(6)
+
+
+def part_of(sort_key: str) -> tuple[str, str, str, str | None]:
+    """(shard, first, end, attempt) of a data item's sort key; attempt None for a part an
+    earlier version wrote (``{shard}#{first}#{end}#{part}``)."""
+    head, _ = sort_key.rsplit("#", 1)
+    rest, last = head.rsplit("#", 1)
+    if last.startswith(ATTEMPT_MARK):
+        shard, first, end = rest.rsplit("#", 2)
+        return shard, first, end, last
+    shard, first = rest.rsplit("#", 1)
+    return shard, first, last, None
 
 
 class InsightsWire:
@@ -99,7 +124,8 @@ class InsightsWire:
         partial = Partial(self.spec, self.lateness_s)
         add_segment(partial, segment.entries)
         end = position_name(segment.last)
-        prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#"
+        attempt = new_attempt()
+        prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#{attempt}#"
         days = parts_by_day(partial.cells)
         await self._put_all(
             {
@@ -113,6 +139,7 @@ class InsightsWire:
         item = {
             **key,
             "end": {"S": end},
+            "attempt": {"S": attempt},
             "records": {"N": str(segment.records)},
             "untimed": {"N": str(partial.untimed)},
         }

@@ -12,6 +12,7 @@ from consumer.config import Settings, feed_of
 from consumer.insights.cells import Cell, CellKey
 from consumer.insights.codec import cells_of
 from consumer.insights.report import as_csv, as_json_lines, group_field, rows, text_report
+from consumer.insights.store import part_of
 from consumer.insights.windows import InsightSpec
 from kernel.aws import AWS_ERRORS, Clients, config_error_from, scan_pages
 from kernel.backoff import Backoff
@@ -27,7 +28,7 @@ async def read_cells(
     dynamodb: DynamoDBClient, table: str, feed: str, days: Sequence[str]
 ) -> tuple[dict[CellKey, Cell], int]:
     """Every committed cell of ``days``, merged; and the number of segments merged."""
-    parts: dict[tuple[str, str, str], list[bytes]] = {}
+    parts: dict[tuple[str, str, str, str | None], list[bytes]] = {}
     for day in days:
         async for page in scan_pages(
             dynamodb.query,
@@ -37,14 +38,14 @@ async def read_cells(
             ConsistentRead=True,
         ):
             for item in page.get("Items", []):
-                shard, first, end, _ = item["sk"]["S"].rsplit("#", 3)
-                parts.setdefault((shard, first, end), []).append(bytes(item["cells"]["B"]))
-    committed = await _commits(dynamodb, table, feed, {(s, f) for s, f, _ in parts})
+                found = part_of(item["sk"]["S"])
+                parts.setdefault(found, []).append(bytes(item["cells"]["B"]))
+    committed = await _commits(dynamodb, table, feed, {(s, f) for s, f, _, _ in parts})
     cells: dict[CellKey, Cell] = {}
     merged = 0
-    for (shard, first, end), blobs in parts.items():
-        if committed.get((shard, first)) != end:
-            continue  # an attempt that never committed, or not this end
+    for (shard, first, end, attempt), blobs in parts.items():
+        if committed.get((shard, first)) != (end, attempt):
+            continue  # an attempt that never committed, or not this end, or not this attempt
         merged += 1
         for blob in blobs:
             for key, cell in cells_of(blob):
@@ -58,9 +59,10 @@ async def read_cells(
 
 async def _commits(
     dynamodb: DynamoDBClient, table: str, feed: str, segments: set[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
-    """(shard, first) -> the end its commit records, for those committed."""
-    found: dict[tuple[str, str], str] = {}
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """(shard, first) -> the end and the attempt its commit records (None: a commit an
+    earlier version wrote, without one), for those committed."""
+    found: dict[tuple[str, str], tuple[str, str | None]] = {}
     keys = [
         {"pk": {"S": f"C#{feed}#{shard}"}, "sk": {"S": first}} for shard, first in sorted(segments)
     ]
@@ -71,7 +73,9 @@ async def _commits(
         answer: Any = await dynamodb.batch_get_item(RequestItems=request)
         for item in answer.get("Responses", {}).get(table, []):
             shard = str(item["pk"]["S"]).split("#", 2)[2]
-            found[(shard, str(item["sk"]["S"]))] = str(item["end"]["S"])
+            attempt = item.get("attempt")
+            end = str(item["end"]["S"])
+            found[(shard, str(item["sk"]["S"]))] = end, None if attempt is None else attempt["S"]
         left: Any = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
         if left:
             keys = list(left) + keys
