@@ -54,9 +54,31 @@ class Cell:
     def stats(self, stats: dict[str, Stat]) -> None:
         self.settled, self.pending = stats, {}
 
+    def unread(self, limit: int) -> dict[str, list[Decimal | str | None]] | None:
+        """Each measure's values, when none has been read into statistics yet and no
+        measure has more than ``limit`` of them; else None."""
+        pending = self.pending
+        if self.settled or not pending:
+            return None
+        for values in pending.values():
+            if len(values) > limit:
+                return None
+        return pending
+
     def merge(self, other: Cell) -> None:
         self.count += other.count
         self.late += other.late
+        if not other.settled:  # values not read yet (a small cell's, as stored) join ours
+            # unread: read once, when the merged cell's statistics are — the same statistics
+            # as merging theirs (exact sums, bins that add up, the first least and greatest)
+            pending = self.pending
+            for name, values in other.pending.items():
+                known = pending.get(name)
+                if known is None:
+                    pending[name] = list(values)
+                else:
+                    known.extend(values)
+            return
         for name, stat in other.stats.items():
             self.stats.setdefault(name, Stat()).merge(stat)
 

@@ -1,11 +1,15 @@
 """The insights' own CPU per reading, in one process: what a stored batch costs (its entries
-and facts, `entries_of` with the insights alone) and what a segment's commit costs
-(aggregating the facts into cells, encoding them), on the producer's TELEMAX readings with
-as many devices a shard as `make bench` has (500 devices: 8 a shard at 64 shards, 125 at 4).
+and facts, `entries_of` with the insights alone), what a segment's commit costs (aggregating
+the facts into cells, encoding them) and the bytes its cells take, on the producer's TELEMAX
+readings with as many devices a shard as `make bench` has (500 devices: 8 a shard at 64
+shards, 125 at 4).
 
     python -m tests.bench.insights_cost [--devices 8] [--readings 60000] [--segment 3000]
 
-(The 4-shard bench's shard: ``--devices 125 --readings 200000 --segment 50000``.)
+(The 4-shard bench's shard: ``--devices 125 --readings 200000 --segment 50000``. A shard
+of devices that report every second, 60 s segments: ``--devices 1000 --readings 240000
+--segment 60000``; every 30 s: ``--devices 2500 --readings 262144 --segment 5000`` — two
+readings a device a segment.)
 
 Minimum of seven rounds, the worker's GC thresholds; no I/O.
 """
@@ -77,12 +81,16 @@ def main() -> int:
             buffer.add(entries, 0.0)
         return buffer
 
-    def commit(buffer: ArchiveBuffer) -> None:
+    def commit(buffer: ArchiveBuffer) -> int:
+        """The segments' cells committed; the bytes of their parts (what DynamoDB stores)."""
+        stored = 0
         while (segment := buffer.next_segment(0.0, final=True)) is not None:
             partial = Partial(spec, 3600)
             add_segment(partial, segment.entries)
-            parts_by_day(partial.cells)
+            days = parts_by_day(partial.cells)
+            stored += sum(len(part) for parts in days.values() for part in parts)
             buffer.written(segment.last, 0.0)
+        return stored
 
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -91,7 +99,7 @@ def main() -> int:
         began = time.process_time()
         buffer = store()
         middle = time.process_time()
-        commit(buffer)
+        size = commit(buffer)
         stored.append(middle - began)
         committed.append(time.process_time() - middle)
     per = 1e6 / len(records)
@@ -99,6 +107,7 @@ def main() -> int:
         f"{len(records):,} readings, {args.devices} devices a shard, segments of "
         f"{args.segment:,}: a stored batch "
         f"{min(stored) * per:.2f} µs a reading, a segment's commit {min(committed) * per:.2f} µs"
+        f"; its cells {size / len(records):.1f} bytes a reading (gzip)"
     )
     return 0
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from consumer.feeds import FEEDS
-from consumer.insights import memo
+from consumer.insights import codec, memo
 from consumer.insights.cells import Partial
 from consumer.insights.stats import ALPHA, Stat
 from producer.schemas import records
@@ -191,3 +191,41 @@ def test_every_built_in_feed_aggregates_what_the_producer_generates(feed: str) -
             assert measure.name in cell.stats or feed == "taxi", measure.name
     days = {datetime.fromtimestamp(start_s, UTC).date() for start_s, _ in partial.cells}
     assert days <= {start.date(), (start + timedelta(days=1)).date()}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_small_cells_stored_as_values_merge_as_their_statistics_would(seed: int) -> None:
+    """Segments of a few records a cell (stored as their values: codec.RAW_VALUES) and of
+    many (stored as statistics), through the codec and merged in the stream's order: the
+    figures of the whole, exactly — sums to the exponent, the first least and greatest
+    with their text."""
+    rng = random.Random(seed)
+    # the least and the greatest each written two ways: which text a cell keeps depends on
+    # the order its values are read in
+    texts = ["-0.5", "-0.50", "3", "3.0", "0", "-0.00", "700.25", "700.250"]
+    items = [
+        item(T0 + n, f"L{rng.randrange(3)}", rng.choice(texts) if rng.random() < 0.7 else
+             f"{rng.uniform(0, 700):.2f}")
+        for n in range(1200)
+    ]  # fmt: skip
+    whole = Partial(SPEC)
+    whole.add_all((one, None) for one in items)
+    merged = Partial(SPEC)
+    at, raw, summed = 0, 0, 0
+    while at < len(items):
+        size = rng.choice([1, 2, 5, 40, 300])
+        part = Partial(SPEC)
+        part.add_all((one, None) for one in items[at : at + size])
+        small = sum(1 for c in part.cells.values() if c.unread(codec.RAW_VALUES) is not None)
+        raw, summed = raw + small, summed + len(part.cells) - small
+        days = codec.parts_by_day(part.cells)
+        merged.merge(
+            Partial(SPEC, cells=dict(kv for p in days["2026-12-03"] for kv in codec.cells_of(p)))
+        )
+        at += size
+    assert raw and summed, "some cells were stored as their values, some as statistics"
+    assert merged.cells.keys() == whole.cells.keys()
+    for key, cell in whole.cells.items():
+        other = merged.cells[key]
+        assert other.count == cell.count
+        assert other.stats["v"].encode() == cell.stats["v"].encode()
