@@ -23,16 +23,17 @@ PART_BYTES = 300_000  # of gzip per item: DynamoDB's limit is 400 KB with the ke
 # the thousands of its records'
 LEVEL = 1
 # A cell with at most this many values a measure is written as its values, not their
-# statistics. A cell's statistics cost about 4 µs a measure however few its values, so a
-# segment of devices that report every 30 s (two values a cell) cost 11 µs a reading to
-# commit, and one of devices reporting every second in 60 s segments (52 a cell) 1.6 µs; as
-# values 1.7 and 0.7 (`python -m tests.bench.insights_cost --devices 2500 --readings 262144
-# --segment 5000`, and `131072`). The reader reads the values as the writer would have (the
-# same statistics, exactly: Cell.stats), merged unread first. The cost is bytes: under gzip a
-# TELEMAX reading's values take 7-10 bytes, their statistics 32 at one value a cell, 10 at
-# six, 6 at 16, 3.5 at 64 — a segment's cells are a few write units against its records'
-# thousands. Larger cells keep the statistics, which do not grow with their values.
-RAW_VALUES = 64
+# statistics: while its values take no more bytes than its statistics would. Those cost about
+# 4 µs a measure to make however few the values, so a segment of devices that report every
+# 30 s (two values a cell) cost 10 µs a reading to commit; as values 1.7 (`python -m
+# tests.bench.insights_cost --devices 2500 --readings 262144 --segment 5000`). Under gzip a
+# TELEMAX reading takes 10 bytes as values against 22 as statistics at two a cell, 7.5 against
+# 7.8 at ten, 7.4 against 7.1 at twelve, 6.7 against 3.5 at 64: beyond about ten the values
+# would save CPU (1.46 -> 0.62 µs a reading at 60 a cell) for more write units, which cost far
+# more than the CPU (a write unit ≈ 1.25e-6 $ on demand, a CPU-µs ≈ 1e-11 $). The reader reads
+# the values as the writer would have (the same statistics, exactly: Cell.stats), merged
+# unread first.
+RAW_VALUES = 10
 
 
 def day_of(window_start: int) -> str:
