@@ -91,6 +91,7 @@ from tests.bench.results import (
     STEADY_TO,
     WORKERS,
     Result,
+    contenders_of,
     empty_results,
     paired,
     round_order,
@@ -416,20 +417,23 @@ def main() -> int:
         help="then run WORKER (ours) once more, py-spy attached over its steady window only",
     )
     parser.add_argument(
-        "--before", metavar="REV", help="also run the worker of git revision REV (interleaved)"
+        "--before",
+        metavar="REV",
+        help="also run the worker of git revision REV (interleaved; whatever --only names)",
     )
     parser.add_argument(
         "--reference",
         metavar="REV",
-        help="also run the worker of git revision REV as the machine's fixed point",
+        help="also run the worker of git revision REV as the machine's fixed point "
+        "(whatever --only names)",
     )
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="telemax-bench-"))
     revisions = {c: getattr(args, c) for c in REVISIONS if getattr(args, c)}
+    contenders = contenders_of(args.only, revisions.keys())
     trees = {c: export(revision, log_dir / c) for c, revision in revisions.items()}
     for tree in (ROOT, *trees.values()):
         compiled(tree)
-    contenders = args.only or [c for c in CONTENDERS if c not in REVISIONS or c in trees]
     with emulators(log_dir) as env:
         benches = [
             Bench(args.records, n, log_dir, profile=args.profile, trees=trees) for n in args.shards

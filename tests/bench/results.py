@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Collection, Sequence
 
 CONTENDERS = (
     "ceiling",
@@ -30,6 +31,18 @@ STEADY_FROM, STEADY_TO = 0.1, 0.9  # the steady window: between these shares of 
 ADDED = ("archive", "archive60s", "insights", "insights2s")  # read "X / ours": what each adds
 # read against ours round by round ("X / ours" for the added, "ours / X" for the other two)
 PAIRED_WITH_OURS = (*ADDED, "busy", *REVISIONS)
+
+
+def contenders_of(only: Sequence[str] | None, revisions: Collection[str]) -> list[str]:
+    """The contenders to run, in CONTENDERS' order: those ``--only`` names (all but the
+    revisions' when it names none) and every revision given (``--before REV``,
+    ``--reference REV``), named or not — a revision asked for is run. A revision's contender
+    named without its revision stops the bench with one line."""
+    for contender in only or ():
+        if contender in REVISIONS and contender not in revisions:
+            raise SystemExit(f"bench: --only {contender} needs --{contender} REV")
+    named = set(only) if only else {c for c in CONTENDERS if c not in REVISIONS}
+    return [c for c in CONTENDERS if c in named or c in revisions]
 
 
 def round_order(contenders: list[str], repeat: int) -> list[str]:

@@ -7,8 +7,11 @@ import math
 import pytest
 
 from tests.bench.results import (
+    CONTENDERS,
     PAIRED_WITH_OURS,
+    REVISIONS,
     Result,
+    contenders_of,
     empty_results,
     paired,
     round_order,
@@ -176,3 +179,24 @@ def test_without_ours_or_without_paired_contenders_the_order_only_turns() -> Non
     assert round_order(["ceiling", "floor", "baseline"], 2) == ["floor", "ceiling", "baseline"]
     assert round_order(["floor", "ours"], 1) == ["floor", "ours"]
     assert round_order(["ours", "archive"], 1) == ["ours", "archive"]
+
+
+@pytest.mark.parametrize(
+    ("only", "revisions", "chosen"),
+    [
+        (None, {}, [c for c in CONTENDERS if c not in REVISIONS]),
+        (None, {"reference"}, [c for c in CONTENDERS if c != "before"]),
+        # a revision asked for runs though --only leaves it out (it ran nothing, silently)
+        (["ours", "insights"], {"reference"}, ["reference", "ours", "insights"]),
+        (["insights", "ours", "before"], {"before"}, ["before", "ours", "insights"]),
+    ],
+)
+def test_the_contenders_are_those_asked_for_with_every_revision_given(
+    only: list[str] | None, revisions: set[str], chosen: list[str]
+) -> None:
+    assert contenders_of(only, revisions) == chosen
+
+
+def test_a_revisions_contender_without_its_revision_stops_with_one_line() -> None:
+    with pytest.raises(SystemExit, match="--only before needs --before REV"):
+        contenders_of(["ours", "before"], set())
