@@ -20,7 +20,8 @@ DynamoDB commit instead of an S3 object; :mod:`consumer.pipeline.archive`):
   commit leaves data items no commit names: the reader ignores them — also those of an
   attempt at the same segment that made other cells, or more parts (a record stored then and
   dead-lettered now; an upgrade that encodes cells otherwise; a zombie's, written beside the
-  owner's): a part is read only with the attempt that committed.
+  owner's): a part is read only with the attempt that committed. A retry of the same try in
+  the same process (a throttled write) keeps its attempt, so it rewrites its own parts.
 * The reader merges the data items whose (shard, first, end, attempt) a commit names (a commit
   without an attempt, an earlier version's: its parts without one). Merging is exact
   for counts and sums, and DDSketch merges bin counts: the result equals a recomputation from
@@ -64,6 +65,18 @@ def new_attempt() -> str:
     return ATTEMPT_MARK + secrets.token_hex(6)
 
 
+SegmentKey = tuple[str, Position, Position, tuple[Position, ...]]
+MAX_ATTEMPTS_KEPT = 1_024
+
+
+def segment_key(segment: Segment) -> SegmentKey:
+    """What makes a try at a segment the same try: its shard, first and last position and its
+    dead letters' positions (the records it does not count: another try may have stored one,
+    and then made other cells). A batch's run of stored items holds no dead letter."""
+    letters = tuple(p.position for p in segment.entries if getattr(p, "letter", False))
+    return segment.shard_id, segment.first, segment.last, letters
+
+
 def part_of(sort_key: str) -> tuple[str, str, str, str | None]:
     """(shard, first, end, attempt) of a data item's sort key; attempt None for a part an
     earlier version wrote (``{shard}#{first}#{end}#{part}``)."""
@@ -102,6 +115,11 @@ class InsightsWire:
         self._outcomes: dict[tuple[str, Position], Position | None] = {}
         self._metrics = metrics
         self._newest: tuple[int, int] = (0, 0)  # (window start, records counted in it)
+        # each segment's attempt until it is committed or adopted: a retry of the same
+        # segment (a throttled write, the sink sending it again) writes its cells over its
+        # own — the same bytes under the same keys —, not one more set of parts that no
+        # commit names. "The same": the same positions stored (SegmentKey).
+        self._attempts: dict[SegmentKey, str] = {}
 
     def identity(self, entry: Segment) -> Hashable:
         return entry.shard_id, entry.first
@@ -116,6 +134,17 @@ class InsightsWire:
         return self._outcomes.pop((segment.shard_id, segment.first))
 
     async def commit(self, segment: Segment) -> Position | None:
+        """Commit the segment's cells; None, or the end of a segment committed there first
+        (adopted)."""
+        same = segment_key(segment)
+        if len(self._attempts) >= MAX_ATTEMPTS_KEPT:  # (segments given up on: a retry of
+            self._attempts.clear()  # one then writes under an attempt of its own)
+        attempt = self._attempts.setdefault(same, new_attempt())
+        found = await self._commit(segment, attempt)
+        del self._attempts[same]  # (kept only while it raises: for its retry)
+        return found
+
+    async def _commit(self, segment: Segment, attempt: str) -> Position | None:
         key = commit_key(self.feed, segment.shard_id, segment.first)
         if not segment.follows_ours:  # an earlier owner's commit may be here: adopt it
             found = await self._committed_end(key)
@@ -124,7 +153,6 @@ class InsightsWire:
         partial = Partial(self.spec, self.lateness_s)
         add_segment(partial, segment.entries)
         end = position_name(segment.last)
-        attempt = new_attempt()
         prefix = f"{segment.shard_id}#{position_name(segment.first)}#{end}#{attempt}#"
         days = parts_by_day(partial.cells)
         await self._put_all(

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
 from consumer.feeds import FEEDS
 from consumer.insights import codec
@@ -16,7 +17,7 @@ from consumer.insights.store import InsightsWire, commit_key, part_of
 from consumer.ops.insights import read_cells
 from consumer.pipeline.archive import Segment, position_name
 from consumer.pipeline.pieces import Entry
-from consumer.testing import reading
+from consumer.testing import client_error, reading
 from tests.unit.consumer.shard.test_shard_insights import TABLE, MemoryTable
 
 DAY = "2026-12-03"
@@ -135,3 +136,44 @@ async def test_segments_an_earlier_version_committed_without_an_attempt_are_read
     cells, merged = await read_cells(table, TABLE, "telemax", [DAY])
     assert merged == 2
     assert sum(c.count for c in cells.values()) == 50
+
+
+async def test_a_retried_commit_writes_under_the_same_attempt_leaving_nothing_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A throttled commit is retried (the sink sends the segment again): the retry writes
+    its cells over the first try's — the same attempt, the same keys —, so a throttled table
+    does not gather a set of parts no commit names with each retry."""
+    monkeypatch.setattr(codec, "PART_BYTES", 1_000)
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    db = ThrottlesItsCommit()
+    table: Any = db
+    wire = InsightsWire(table, TABLE, "telemax", spec, 3600)
+    one = segment(300, 0)
+    with pytest.raises(ClientError):
+        await wire.commit(one)
+    parts = data_items(db)
+    assert len(parts) > 1
+    assert await wire.commit(one) is None, "committed"
+    assert data_items(db) == parts, "the retry's parts are the first try's, rewritten"
+    cells, merged = await read_cells(table, TABLE, "telemax", [DAY])
+    assert merged == 1 and sum(c.count for c in cells.values()) == 300
+    assert await wire.commit(one) is not None, "adopted, as committed already"
+    assert data_items(db) == parts
+
+
+class ThrottlesItsCommit(MemoryTable):
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttles = 1
+
+    async def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        if self.throttles:
+            self.throttles -= 1
+            raise client_error("ProvisionedThroughputExceededException", "slow down")
+        return await super().put_item(**kwargs)
+
+
+def data_items(db: MemoryTable) -> set[str]:
+    return {sk for pk, sk in db.items if pk.startswith("D#")}
