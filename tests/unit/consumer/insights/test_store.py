@@ -24,17 +24,18 @@ DAY = "2026-12-03"
 SHARD = "shardId-000000000001"
 
 
-class DiesBeforeItsCommit(MemoryTable):
-    """A writer that dies (here: its commit raises) once, after its cells are written."""
+class FailsItsCommit(MemoryTable):
+    """A table whose first commit (the conditional PutItem) raises ``error``, after the
+    segment's cells are written: a worker that dies there, or a throttled table."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__()
-        self.deaths = 1
+        self.error: Exception | None = error
 
     async def put_item(self, **kwargs: Any) -> dict[str, Any]:
-        if self.deaths:
-            self.deaths -= 1
-            raise RuntimeError("the worker died before its commit")
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
         return await super().put_item(**kwargs)
 
 
@@ -66,7 +67,7 @@ async def test_the_reader_merges_only_the_parts_of_the_attempt_that_committed(
     monkeypatch.setattr(codec, "PART_BYTES", part_bytes)
     spec = FEEDS["telemax"].insights
     assert spec is not None
-    db = DiesBeforeItsCommit()
+    db = FailsItsCommit(RuntimeError("the worker died before its commit"))
     table: Any = db
     wire = InsightsWire(table, TABLE, "telemax", spec, 3600)
     first, second = segment(300, 0), segment(150, 150)
@@ -147,7 +148,7 @@ async def test_a_retried_commit_writes_under_the_same_attempt_leaving_nothing_be
     monkeypatch.setattr(codec, "PART_BYTES", 1_000)
     spec = FEEDS["telemax"].insights
     assert spec is not None
-    db = ThrottlesItsCommit()
+    db = FailsItsCommit(client_error("ProvisionedThroughputExceededException", "slow down"))
     table: Any = db
     wire = InsightsWire(table, TABLE, "telemax", spec, 3600)
     one = segment(300, 0)
@@ -161,18 +162,6 @@ async def test_a_retried_commit_writes_under_the_same_attempt_leaving_nothing_be
     assert merged == 1 and sum(c.count for c in cells.values()) == 300
     assert await wire.commit(one) is not None, "adopted, as committed already"
     assert data_items(db) == parts
-
-
-class ThrottlesItsCommit(MemoryTable):
-    def __init__(self) -> None:
-        super().__init__()
-        self.throttles = 1
-
-    async def put_item(self, **kwargs: Any) -> dict[str, Any]:
-        if self.throttles:
-            self.throttles -= 1
-            raise client_error("ProvisionedThroughputExceededException", "slow down")
-        return await super().put_item(**kwargs)
 
 
 def data_items(db: MemoryTable) -> set[str]:
