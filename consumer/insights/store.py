@@ -141,7 +141,9 @@ class InsightsWire:
             self._attempts.clear()  # one then writes under an attempt of its own)
         attempt = self._attempts.setdefault(same, new_attempt())
         found = await self._commit(segment, attempt)
-        del self._attempts[same]  # (kept only while it raises: for its retry)
+        # (kept only while it raises: for its retry; pop, for a concurrent commit may have
+        # cleared them all meanwhile)
+        self._attempts.pop(same, None)
         return found
 
     async def _commit(self, segment: Segment, attempt: str) -> Position | None:
