@@ -4,6 +4,7 @@ same segment left behind."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from consumer.feeds import FEEDS
-from consumer.insights import codec
+from consumer.insights import codec, store
 from consumer.insights.cells import Partial
 from consumer.insights.store import InsightsWire, commit_key, part_of
 from consumer.ops.insights import read_cells
@@ -166,3 +167,45 @@ async def test_a_retried_commit_writes_under_the_same_attempt_leaving_nothing_be
 
 def data_items(db: MemoryTable) -> set[str]:
     return {sk for pk, sk in db.items if pk.startswith("D#")}
+
+
+class HoldsItsFirstWrite(MemoryTable):
+    """A table that holds its first BatchWriteItem until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.held = False
+
+    async def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
+        if not self.held:
+            self.held = True
+            await self.go.wait()
+        return await super().batch_write_item(**kwargs)
+
+
+async def test_commits_in_flight_together_survive_the_kept_attempts_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kept attempts are cleared when they reach their bound, by whichever commit finds
+    them there — while another commit is in flight, whose attempt goes with them."""
+    monkeypatch.setattr(store, "MAX_ATTEMPTS_KEPT", 1)
+    spec = FEEDS["telemax"].insights
+    assert spec is not None
+    db = HoldsItsFirstWrite()
+    table: Any = db
+    wire = InsightsWire(table, TABLE, "telemax", spec, 3600)
+    first = asyncio.create_task(wire.commit(segment(10, 0)))
+    await asyncio.sleep(0)  # (in flight, its attempt kept: the bound reached)
+    later = Segment(SHARD, tuple(shifted(segment(10, 0), 5000)), follows_ours=True)
+    assert await wire.commit(later) is None
+    db.go.set()
+    assert await first is None
+
+
+def shifted(one: Segment, by: int) -> list[Entry]:
+    return [
+        Entry((str(int(e.position[0]) + by), 0), "", b"", False, e.fact)
+        for e in one.entries
+        if isinstance(e, Entry)
+    ]
