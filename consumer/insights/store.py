@@ -43,7 +43,7 @@ from consumer.insights.kept import add_segment
 from consumer.insights.windows import InsightSpec
 from consumer.metrics import Metrics
 from consumer.pipeline.archive import Segment, parse_position, position_name
-from consumer.pipeline.pieces import Position
+from consumer.pipeline.pieces import Entry, Position
 from consumer.pipeline.segmented import Committer, committer
 from kernel.aws import Clients, check_usable, unless_fenced
 from kernel.backoff import Backoff
@@ -73,7 +73,7 @@ def segment_key(segment: Segment) -> SegmentKey:
     """What makes a try at a segment the same try: its shard, first and last position and its
     dead letters' positions (the records it does not count: another try may have stored one,
     and then made other cells). A batch's run of stored items holds no dead letter."""
-    letters = tuple(p.position for p in segment.entries if getattr(p, "letter", False))
+    letters = tuple(p.position for p in segment.entries if isinstance(p, Entry) and p.letter)
     return segment.shard_id, segment.first, segment.last, letters
 
 

@@ -128,12 +128,7 @@ async def test_segments_an_earlier_version_committed_without_an_attempt_are_read
         "end": {"S": end},
         "records": {"N": "40"},
     }
-    later = Segment(
-        SHARD,
-        tuple(Entry((str(int(e.position[0]) + 1000), 0), "", b"", False, e.fact) for e in
-              segment(10, 0).entries if isinstance(e, Entry)),
-        follows_ours=True,
-    )  # fmt: skip
+    later = Segment(SHARD, tuple(shifted(segment(10, 0), 1000)), follows_ours=True)
     assert await InsightsWire(table, TABLE, "telemax", spec, 3600).commit(later) is None
     cells, merged = await read_cells(table, TABLE, "telemax", [DAY])
     assert merged == 2
