@@ -8,8 +8,11 @@ fields are kept as they are.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from consumer.feeds.fields import SIZE_CHECK_FROM, decode_object, fits, required_string
@@ -146,7 +149,7 @@ def _encoded(parts: tuple[bytes, ...]) -> Encoded | None:
 def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
     """:func:`encode` of each record, with one match over the batch joined instead of a call,
     a match and its groups a record (10,000 readings in process, the encoding alone: 1.78 ->
-    1.45 µs a reading).
+    1.45 µs a reading), and the entries made by C loops when every record matched.
     A batch that is not all ASCII, holds a large record or a NUL goes one by one."""
     joined = b"\x00".join(datas) + b"\x00"
     if (
@@ -156,11 +159,11 @@ def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
     ):
         return [encode(data) for data in datas]
     if datas and _COMPACT(datas[0]) is None:
-        return _each_of_joined(joined)
-    found = [_encoded(parts) if parts[0] else None for parts in _EACH_COMPACT_OF_JOINED(joined)]
+        return _entries(_EACH_OF_JOINED(joined))
+    found = _entries(_EACH_COMPACT_OF_JOINED(joined))
     left = found.count(None)  # not compact, or not canonical (to_item decides)
     if left > len(found) * ONE_BY_ONE_SHARE:
-        return _each_of_joined(joined)
+        return _entries(_EACH_OF_JOINED(joined))
     if left:
         for index, entry in enumerate(found):
             if entry is None:
@@ -168,10 +171,25 @@ def encode_batch(datas: Sequence[bytes]) -> list[Encoded | None]:
     return found
 
 
-def _each_of_joined(joined: bytes) -> list[Encoded | None]:
-    """Each reading of a batch joined by NUL, by the canonical pattern (empty groups: not
-    canonical, to_item decides)."""
-    return [_encoded(parts) if parts[0] else None for parts in _EACH_OF_JOINED(joined)]
+_DEVICE_OF, _STAMP_OF = itemgetter(0), itemgetter(1)
+
+
+def _entries(matched: list[tuple[bytes, ...]]) -> list[Encoded | None]:
+    """The entries of a batch's matches, in order (a match with empty groups: not canonical,
+    None). When every record matched and every time is one, without a Python call a
+    reading: ``map`` and ``zip`` over the matches (10,000 of the producer's readings in
+    process, the encoding: 1.40-1.60 -> 1.32 µs a reading); else each on its own."""
+    devices = list(map(_DEVICE_OF, matched))
+    if b"" not in devices:
+        stamps = list(map(bytes.decode, map(_STAMP_OF, matched)))
+        try:
+            deque(map(datetime.fromisoformat, stamps), maxlen=0)
+        except ValueError:
+            pass  # a time that is not one: each judged below
+        else:
+            keys = zip(map(bytes.decode, devices), stamps, strict=True)
+            return list(zip(keys, map(_ENCODED.__mod__, matched), matched, repeat(_FIELDS)))
+    return [_encoded(parts) if parts[0] else None for parts in matched]
 
 
 @with_encoder(encode, encode_batch)

@@ -445,6 +445,23 @@ def test_the_batch_encoder_answers_the_same_however_many_are_written_spaced(
         assert None not in found  # all canonical, compact or spaced
 
 
+@pytest.mark.parametrize("spaced", [False, True])
+@pytest.mark.parametrize("stamp", ["2026-02-30T10:00:00Z", "yesterday", "", "2026-13-01"])
+def test_a_batch_whose_every_reading_matched_leaves_one_that_is_not_a_time_to_to_item(
+    spaced: bool, stamp: str
+) -> None:
+    """Every record of the batch has the canonical shape (the entries are then made over the
+    whole batch at once): the one whose Timestamp is not a time is None, the others encoded,
+    as ``encode`` answers each."""
+    write = json.dumps if spaced else (lambda value: orjson.dumps(value).decode())
+    batch = [write(reading(hardware_id=f"HW-{n}")).encode() for n in range(40)]
+    batch[17] = write(reading(hardware_id="HW-17", Timestamp=stamp)).encode()
+    found = telemax.encode_batch(batch)
+    assert found == [telemax.encode(data) for data in batch]
+    assert found[17] is None
+    assert found.count(None) == 1
+
+
 def test_the_encoder_leaves_a_large_reading_to_to_item_which_checks_its_size() -> None:
     data = encode(reading(hardware_id="HW-" + "x" * MAX_ITEM_BYTES))
     assert telemax.encode(data) is None
